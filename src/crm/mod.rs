@@ -1,0 +1,3 @@
+//! The pure CRM domain: vocabulary, intake decisions and queue rotation. No I/O here.
+
+pub mod model;

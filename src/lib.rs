@@ -1,0 +1,3 @@
+//! Leadline: a telephony-first gateway that turns phone calls and e-mails into CRM records.
+
+pub mod crm;
