@@ -1,3 +1,16 @@
 //! Leadline: a telephony-first gateway that turns phone calls and e-mails into CRM records.
+//!
+//! The pure core (`crm`, `matcher`, SIP message rules) decides; the adapters (`store`,
+//! `http`, later SIP transports and mail) carry data in and out. `App::start` wires the
+//! adapters for one process.
 
+pub mod app;
+pub mod config;
 pub mod crm;
+pub mod http;
+pub mod matcher;
+pub mod sip;
+pub mod store;
+
+pub use app::{App, StartError};
+pub use config::Config;

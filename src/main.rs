@@ -1,1 +1,156 @@
-fn main() {}
+//! The `leadline` command: serve, migrate, check-config.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use leadline::config::{Config, ConfigLayer, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "leadline",
+    version,
+    about = "Turns phone calls and e-mails into CRM records"
+)]
+struct Cli {
+    /// Optional TOML file; environment variables and flags override it.
+    #[arg(long, global = true, env = "LEADLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long, global = true, env = "LEADLINE_HTTP")]
+    http: Option<String>,
+    /// sqlite://PATH or postgres://… (default: SQLite in the data dir).
+    #[arg(long, global = true, env = "LEADLINE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory for the embedded database and other local data.
+    #[arg(long, global = true, env = "LEADLINE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// SIP domain (and digest realm) agents register under.
+    #[arg(long, global = true, env = "LEADLINE_SIP_DOMAIN")]
+    sip_domain: Option<String>,
+    /// Log lines as `text` or `json`.
+    #[arg(long, global = true, env = "LEADLINE_LOG_FORMAT")]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration, print it (without secrets) and exit.
+    CheckConfig,
+}
+
+impl Cli {
+    fn config(&self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => ConfigLayer::from_file(path)?,
+            None => ConfigLayer::default(),
+        };
+        let overrides = ConfigLayer {
+            http: self.http.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            // Secrets come from the environment only, never from a flag (visible in `ps`).
+            admin_token: std::env::var("LEADLINE_ADMIN_TOKEN").ok(),
+            sip_domain: self.sip_domain.clone(),
+            log_format: self.log_format.clone(),
+        };
+        Ok(file.merge(overrides).resolve()?)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEADLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.config()?;
+    init_logging(config.log_format);
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let store = leadline::app::open_store(&config)
+                .await
+                .context("migrating the database")?;
+            store.close().await;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::CheckConfig => {
+            println!("configuration is valid");
+            println!("  http          {}", config.http);
+            println!("  data_dir      {}", config.data_dir.display());
+            println!(
+                "  database      {}",
+                if config.database_url.starts_with("sqlite:") {
+                    config.database_url.clone()
+                } else {
+                    "postgres (URL not shown)".to_owned()
+                }
+            );
+            println!("  sip_domain    {}", config.sip_domain);
+            println!(
+                "  admin_token   {}",
+                if config.admin_token.is_some() {
+                    "from LEADLINE_ADMIN_TOKEN"
+                } else {
+                    "generated on first start"
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = leadline::App::start(config)
+        .await
+        .context("starting leadline")?;
+    let stop = app.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = stop.send(true);
+    });
+    app.wait().await.context("leadline stopped with an error")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,3 +1,5 @@
 //! The pure CRM domain: vocabulary, intake decisions and queue rotation. No I/O here.
 
+pub mod intake;
 pub mod model;
+pub mod queue;

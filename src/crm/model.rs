@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::matcher::Country;
+
 /// Declares a string id newtype. Ids are UUID v7 text (time-ordered, so inserts append to
 /// B-tree indexes instead of scattering).
 macro_rules! string_id {
@@ -231,13 +233,17 @@ impl fmt::Display for EntityRef {
 
 /// `kind:id` that does not name an entity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not an entity reference; write it as contact:<id>, company:<id>, lead:<id> or deal:<id>")]
+#[error(
+    "'{0}' is not an entity reference; write it as contact:<id>, company:<id>, lead:<id> or deal:<id>"
+)]
 pub struct BadEntityRef(pub String);
 
 impl FromStr for EntityRef {
     type Err = BadEntityRef;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, id) = s.split_once(':').ok_or_else(|| BadEntityRef(s.to_owned()))?;
+        let (kind, id) = s
+            .split_once(':')
+            .ok_or_else(|| BadEntityRef(s.to_owned()))?;
         let kind = kind.parse().map_err(|_| BadEntityRef(s.to_owned()))?;
         if id.is_empty() {
             return Err(BadEntityRef(s.to_owned()));
@@ -261,12 +267,16 @@ impl<'de> Deserialize<'de> for EntityRef {
 
 /// The account-wide CRM settings (T3, T12, E14).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CrmSettings {
     pub mode: CrmMode,
     pub simple_creates: SimpleCreates,
     /// Pipeline for deals created from calls and e-mail; `None` = the default pipeline.
     pub deal_pipeline: Option<PipelineId>,
     pub repeat_mode: bool,
+    /// Country for phone numbers written in national form where no number gives one
+    /// (employees' phones, exceptions, manually entered contacts).
+    pub default_country: Country,
 }
 
 impl Default for CrmSettings {
@@ -276,6 +286,8 @@ impl Default for CrmSettings {
             simple_creates: SimpleCreates::Contact,
             deal_pipeline: None,
             repeat_mode: false,
+            // The product started from German help pages; admins change it in /settings/crm.
+            default_country: "DE".parse().expect("the phone metadata knows DE"),
         }
     }
 }

@@ -1,0 +1,178 @@
+//! One running gateway process: database, HTTP server, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::auth::{generate_token, hash_token};
+use crate::http::{self, AppState};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A started gateway. Dropping it does not stop it: call `shutdown`.
+pub struct App {
+    pub http_addr: SocketAddr,
+    /// The admin token generated on first start (also printed once), if one was.
+    pub generated_admin_token: Option<String>,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<Result<(), std::io::Error>>,
+}
+
+impl App {
+    /// Opens (and migrates) the database, bootstraps the admin token, starts HTTP.
+    pub async fn start(config: Config) -> Result<App, StartError> {
+        let store = open_store(&config).await?;
+        let generated_admin_token = bootstrap_admin_token(&store, &config).await?;
+
+        let listener =
+            TcpListener::bind(config.http)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.http,
+                    source,
+                })?;
+        let http_addr = listener.local_addr().map_err(StartError::Serve)?;
+        let state = AppState {
+            store: store.clone(),
+            env_admin_token_hash: config.admin_token.as_deref().map(hash_token),
+            metrics: Some(metrics_handle()),
+            sip_realm: Arc::from(config.sip_domain.as_str()),
+        };
+        let router = http::router(state);
+        let (shutdown, mut signal) = watch::channel(false);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = signal.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%http_addr, database = %redact(&config.database_url), "leadline started");
+        Ok(App {
+            http_addr,
+            generated_admin_token,
+            store,
+            shutdown,
+            server,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, closes the database.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Runs until the server stops (after `shutdown` or on a fatal error).
+    pub async fn wait(self) -> Result<(), StartError> {
+        let result = match self.server.await {
+            Ok(result) => result.map_err(StartError::Serve),
+            Err(join) => Err(StartError::Serve(std::io::Error::other(join))),
+        };
+        self.store.close().await;
+        result
+    }
+
+    /// A handle that asks the app to stop; usable after `wait` took the app.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Connects and migrates; creates the data directory for the embedded default.
+pub async fn open_store(config: &Config) -> Result<Store, StartError> {
+    if config.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+    }
+    let store = Store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// API.md: with `LEADLINE_ADMIN_TOKEN` unset on the first start, generate one, store its
+/// hash and print it once.
+async fn bootstrap_admin_token(
+    store: &Store,
+    config: &Config,
+) -> Result<Option<String>, StartError> {
+    if config.admin_token.is_some() || store.has_bootstrap_token().await? {
+        return Ok(None);
+    }
+    let token = generate_token();
+    store
+        .create_token(&hash_token(&token), "admin", None, None, "bootstrap")
+        .await?;
+    // Printed, not only logged: the operator needs it even with logging turned down.
+    eprintln!(
+        "\n  Leadline admin token (shown once, store it now):\n\n    {token}\n\n  \
+         Set LEADLINE_ADMIN_TOKEN to use your own instead.\n"
+    );
+    tracing::warn!("generated the bootstrap admin token (printed above, stored hashed)");
+    Ok(Some(token))
+}
+
+/// The process-wide Prometheus recorder (installed once even if several apps run in one
+/// process, as in tests).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// A database URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..scheme], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_password_is_not_logged() {
+        assert_eq!(
+            super::redact("postgres://ll:secret@db:5432/crm"),
+            "postgres://ll:***@db:5432/crm"
+        );
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

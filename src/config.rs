@@ -1,0 +1,212 @@
+//! Process settings: where to listen, which database, where data lives.
+//!
+//! Sources, later ones winning: built-in defaults, an optional TOML file, `LEADLINE_*`
+//! environment variables, command-line flags. Runtime configuration that admins change
+//! (numbers, queues, users …) is not here: it lives in the database.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// Every problem found, one per line, so an operator fixes them in one go.
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+/// The validated settings a process runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to a SQLite file in the data dir.
+    pub database_url: String,
+    /// Accepted as an admin token without being stored (`LEADLINE_ADMIN_TOKEN`).
+    pub admin_token: Option<String>,
+    /// SIP domain agents register under; also the digest realm.
+    pub sip_domain: String,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The layer of settings each source may give; all optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    pub http: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub sip_domain: Option<String>,
+    pub log_format: Option<String>,
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Fields of `over` replace those of `self`.
+    pub fn merge(self, over: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            http: over.http.or(self.http),
+            data_dir: over.data_dir.or(self.data_dir),
+            database_url: over.database_url.or(self.database_url),
+            admin_token: over.admin_token.or(self.admin_token),
+            sip_domain: over.sip_domain.or(self.sip_domain),
+            log_format: over.log_format.or(self.log_format),
+        }
+    }
+
+    /// Applies defaults and checks every field, reporting all problems at once.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let http = self.http.as_deref().unwrap_or("0.0.0.0:8080");
+        let http = http.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "http: '{http}' is not an address:port such as 0.0.0.0:8080"
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 8080))
+        });
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./leadline-data"));
+        let database_url = match self.database_url {
+            Some(url) if url.starts_with("sqlite:") || url.starts_with("postgres") => url,
+            Some(url) => {
+                problems.push(format!(
+                    "database_url: '{url}' is neither sqlite://PATH nor postgres://…"
+                ));
+                url
+            }
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("leadline.db").display()
+            ),
+        };
+        let admin_token = self.admin_token.filter(|t| !t.is_empty());
+        if let Some(token) = &admin_token
+            && token.len() < 16
+        {
+            problems.push(
+                "admin_token: use at least 16 characters (e.g. `openssl rand -hex 32`)".to_owned(),
+            );
+        }
+        let sip_domain = self.sip_domain.unwrap_or_else(|| "leadline".to_owned());
+        if sip_domain.is_empty() || sip_domain.contains(char::is_whitespace) {
+            problems.push(format!("sip_domain: '{sip_domain}' is not a domain name"));
+        }
+        let log_format = match self.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                problems.push(format!("log_format: '{other}' must be text or json"));
+                LogFormat::Text
+            }
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Config {
+            http,
+            data_dir,
+            database_url,
+            admin_token,
+            sip_domain,
+            log_format,
+        })
+    }
+}
+
+impl Config {
+    /// Defaults for tests and embedding: everything under `data_dir`, HTTP on `http`.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>, http: SocketAddr) -> Self {
+        let layer = ConfigLayer {
+            http: Some(http.to_string()),
+            data_dir: Some(data_dir.into()),
+            ..ConfigLayer::default()
+        };
+        layer
+            .resolve()
+            .expect("defaults with a socket address are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_setup() {
+        let config = ConfigLayer::default().resolve().unwrap();
+        assert_eq!(config.http.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./leadline-data"));
+        assert_eq!(
+            config.database_url,
+            "sqlite://./leadline-data/leadline.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let file = ConfigLayer {
+            http: Some("127.0.0.1:1".into()),
+            sip_domain: Some("file.example".into()),
+            ..Default::default()
+        };
+        let flags = ConfigLayer {
+            http: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        };
+        let config = file.merge(flags).resolve().unwrap();
+        assert_eq!(config.http.port(), 2);
+        assert_eq!(config.sip_domain, "file.example");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let layer = ConfigLayer {
+            http: Some("nowhere".into()),
+            database_url: Some("mysql://x".into()),
+            log_format: Some("xml".into()),
+            ..Default::default()
+        };
+        let ConfigError::Invalid(problems) = layer.resolve().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn toml_file_with_unknown_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leadline.toml");
+        std::fs::write(&path, "http = \"127.0.0.1:9\"\nhtpp = 1\n").unwrap();
+        let err = ConfigLayer::from_file(&path).unwrap_err();
+        assert!(err.to_string().contains("htpp"), "{err}");
+    }
+}

@@ -1,0 +1,330 @@
+//! `/calls`: the CTI endpoint (`/calls/events`), the call log (T13) and manual creation
+//! from the call window (T4).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Principal;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{ApiJson, ApiQuery};
+use super::{AppState, List, ListQuery};
+use crate::crm::model::{CallEventKind, CallOutcome, CrmAction, Direction, EntityKind, UserId};
+use crate::store::{CallEvent, CallFilter, CallRecord, EventOutcome, now_ms, rfc3339};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallEventBody {
+    /// The PBX's id of the call (SIP Call-ID); events are idempotent per (call_id, event).
+    pub call_id: String,
+    pub event: CallEventKind,
+    pub direction: Direction,
+    /// The caller, in any format (national numbers use the number's default country).
+    pub from: String,
+    /// The called number.
+    pub to: String,
+    /// User id: who answered (answered) or who dialled (outgoing).
+    pub user: Option<String>,
+    /// For `ended`: how the call ended (default: answered if it was, else missed).
+    pub outcome: Option<CallOutcome>,
+    /// RFC 3339 time of the event (default: now).
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Call {
+    pub id: String,
+    pub call_id: String,
+    pub direction: Direction,
+    pub from: String,
+    pub to: String,
+    /// The customer's number in E.164 (digits if it did not parse).
+    pub customer: Option<String>,
+    /// Our number (E.164) the call came in on or went out from.
+    pub number: Option<String>,
+    /// Who dialled an outgoing call.
+    pub user: Option<String>,
+    pub answered_by: Option<String>,
+    pub responsible: Option<String>,
+    pub started_at: String,
+    pub answered_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub outcome: Option<CallOutcome>,
+    pub duration_s: Option<i64>,
+    /// What the call did to the CRM: created | attached | offered | logged.
+    pub crm_action: CrmAction,
+    pub crm_reason: String,
+    /// Entities this call created, `kind:id`.
+    pub created: Vec<String>,
+    /// User ids in ring order.
+    pub route: Vec<String>,
+    pub activity: Option<String>,
+    pub recording: Option<String>,
+}
+
+impl From<CallRecord> for Call {
+    fn from(c: CallRecord) -> Self {
+        let duration_s = c.duration_s();
+        Self {
+            id: c.id.0,
+            call_id: c.call_id,
+            direction: c.direction,
+            from: c.from,
+            to: c.to,
+            customer: c.customer,
+            number: c.number,
+            user: c.user.map(|u| u.0),
+            answered_by: c.answered_by.map(|u| u.0),
+            responsible: c.responsible.map(|u| u.0),
+            started_at: rfc3339(c.started_at),
+            answered_at: c.answered_at.map(rfc3339),
+            ended_at: c.ended_at.map(rfc3339),
+            outcome: c.outcome,
+            duration_s,
+            crm_action: c.crm_action,
+            crm_reason: c.crm_reason,
+            created: c.created.iter().map(ToString::to_string).collect(),
+            route: c.route.into_iter().map(|u| u.0).collect(),
+            activity: c.activity,
+            recording: c.recording,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MatchItem {
+    pub kind: EntityKind,
+    pub id: String,
+    pub responsible: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallEventAnswer {
+    pub call: Call,
+    /// Entities created by this call, `kind:id`.
+    pub created: Vec<String>,
+    /// Known entities with the caller's number, in M8 order.
+    pub matches: Vec<MatchItem>,
+    /// User ids to ring, in order: the responsible first (T5), then the queue.
+    pub route: Vec<String>,
+    pub ring_timeout_s: u32,
+    /// True when this (call_id, event) was applied before: nothing changed.
+    pub repeated: bool,
+}
+
+impl From<EventOutcome> for CallEventAnswer {
+    fn from(o: EventOutcome) -> Self {
+        Self {
+            call: o.call.into(),
+            created: o.answer.created.iter().map(ToString::to_string).collect(),
+            matches: o
+                .answer
+                .matches
+                .into_iter()
+                .map(|m| MatchItem {
+                    kind: m.entity.kind,
+                    id: m.entity.id,
+                    responsible: m.responsible.map(|u| u.0),
+                })
+                .collect(),
+            route: o.answer.route.into_iter().map(|u| u.0).collect(),
+            ring_timeout_s: o.answer.ring_timeout_s,
+            repeated: o.repeated,
+        }
+    }
+}
+
+/// Push a call event (admin or trunk token). `ringing` answers with the ring order.
+#[utoipa::path(post, path = "/calls/events", tag = "calls", request_body = CallEventBody,
+    responses((status = 200, body = CallEventAnswer), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn post_event(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CallEventBody>,
+) -> ApiResult<Json<CallEventAnswer>> {
+    if !(principal.is_admin() || matches!(principal, Principal::Trunk(_))) {
+        return Err(ApiError::Forbidden(
+            "call events are pushed with an admin or a trunk token".to_owned(),
+        ));
+    }
+    let call_id = body.call_id.trim();
+    if call_id.is_empty() || call_id.len() > 256 {
+        return Err(ApiError::field(
+            "invalid_call_id",
+            "call_id",
+            "call_id must be 1 to 256 characters",
+        ));
+    }
+    for (field, value) in [("from", &body.from), ("to", &body.to)] {
+        if value.len() > 256 {
+            return Err(ApiError::field(
+                "too_long",
+                field,
+                format!("{field} must be at most 256 characters"),
+            ));
+        }
+    }
+    let at = match body.at.as_deref() {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|e| {
+                ApiError::field(
+                    "invalid_time",
+                    "at",
+                    format!(
+                        "at: '{text}' is not an RFC 3339 time ({e}), e.g. 2026-11-23T10:00:00Z"
+                    ),
+                )
+            })?
+            .timestamp_millis(),
+        None => now_ms(),
+    };
+    if let Some(user) = &body.user {
+        // A typo in the user id must not silently lose who answered.
+        state
+            .store
+            .get_user(&UserId(user.clone()))
+            .await
+            .map_err(|_| {
+                ApiError::field(
+                    "unknown_user",
+                    "user",
+                    format!("user '{user}' does not exist"),
+                )
+            })?;
+    }
+    let event = CallEvent {
+        call_id: call_id.to_owned(),
+        event: body.event,
+        direction: body.direction,
+        from: body.from,
+        to: body.to,
+        user: body.user.map(UserId),
+        outcome: body.outcome,
+        at,
+    };
+    let outcome = state.store.apply_call_event(&event).await?;
+    Ok(Json(outcome.into()))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct CallQuery {
+    /// Only calls of this user id (admins; agents always see their own).
+    pub user: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// The call log, newest first. Agents see the calls they dialled, answered or own.
+#[utoipa::path(get, path = "/calls", tag = "calls", params(CallQuery),
+    responses((status = 200, body = List<Call>)))]
+async fn list_calls(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<CallQuery>,
+) -> ApiResult<Json<List<Call>>> {
+    principal.require_employee()?;
+    let page = ListQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
+    let user = if principal.is_admin() {
+        query.user.map(UserId)
+    } else {
+        principal.user_id().cloned()
+    };
+    let filter = CallFilter {
+        user,
+        customer: None,
+    };
+    let paged = state.store.list_calls(&filter, &page).await?;
+    Ok(Json(List::from_paged(paged, Call::from)))
+}
+
+/// One call of the log.
+#[utoipa::path(get, path = "/calls/{id}", tag = "calls",
+    responses((status = 200, body = Call), (status = 404, body = ErrorBody)))]
+async fn get_call(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Call>> {
+    principal.require_employee()?;
+    let call = state.store.get_call(&id).await?;
+    if !principal.is_admin() && !involves(&call, principal.user_id()) {
+        return Err(ApiError::not_found("call", id));
+    }
+    Ok(Json(call.into()))
+}
+
+fn involves(call: &CallRecord, user: Option<&UserId>) -> bool {
+    let Some(user) = user else { return false };
+    [&call.user, &call.answered_by, &call.responsible]
+        .iter()
+        .any(|u| u.as_ref() == Some(user))
+        || call.route.contains(user)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEntityFromCall {
+    /// `lead` or `contact`.
+    pub kind: EntityKind,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedFromCall {
+    pub call: Call,
+    /// `kind:id` of the new entity.
+    pub created: String,
+}
+
+/// T4: create a lead or contact from a call on a number with manual lead creation.
+#[utoipa::path(post, path = "/calls/{id}/create-entity", tag = "calls",
+    request_body = CreateEntityFromCall,
+    responses((status = 201, body = CreatedFromCall), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_entity(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CreateEntityFromCall>,
+) -> ApiResult<(StatusCode, Json<CreatedFromCall>)> {
+    principal.require_employee()?;
+    if !matches!(body.kind, EntityKind::Lead | EntityKind::Contact) {
+        return Err(ApiError::field(
+            "invalid_kind",
+            "kind",
+            "the call window creates a lead or a contact",
+        ));
+    }
+    let call = state.store.get_call(&id).await?;
+    if !principal.is_admin() && !involves(&call, principal.user_id()) {
+        return Err(ApiError::not_found("call", id));
+    }
+    // The agent who creates it becomes responsible; an admin's creation follows the queue.
+    let responsible = principal.user_id().cloned();
+    let (call, entity) = state
+        .store
+        .create_entity_for_call(&id, body.kind, responsible)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedFromCall {
+            call: call.into(),
+            created: entity.to_string(),
+        }),
+    ))
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_event))
+        .routes(routes!(list_calls))
+        .routes(routes!(get_call))
+        .routes(routes!(create_entity))
+}

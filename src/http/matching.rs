@@ -1,0 +1,182 @@
+//! `/match` (the matcher, read-only, with its reason) and `/activities` (timelines).
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Principal;
+use super::calls::MatchItem;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::ApiQuery;
+use super::{AppState, List, ListQuery};
+use crate::crm::model::{ActivityKind, Direction, EntityRef};
+use crate::matcher::{Identifier, MatchStatus, normalise_phone, parse_email};
+use crate::store::{ActivityRecord, rfc3339};
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct MatchQuery {
+    /// A phone number in any format.
+    pub phone: Option<String>,
+    /// Our number the call arrived on: national numbers are read with its country.
+    pub number: Option<String>,
+    /// An e-mail address.
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MatchAnswer {
+    /// The normalised identifier (E.164, digits, or lowercased e-mail).
+    pub identifier: String,
+    pub status: MatchStatus,
+    pub reason: String,
+    /// In M8 order: contacts, companies, leads; most recently active first.
+    pub matches: Vec<MatchItem>,
+}
+
+/// Run the matcher (M1–M8) without recording anything.
+#[utoipa::path(get, path = "/match", tag = "crm", params(MatchQuery),
+    responses((status = 200, body = MatchAnswer), (status = 400, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn get_match(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<MatchQuery>,
+) -> ApiResult<Json<MatchAnswer>> {
+    principal.require_employee()?;
+    let identifier = match (&query.phone, &query.email) {
+        (Some(phone), None) => {
+            let crm = state.store.crm_settings().await?;
+            let country = match &query.number {
+                Some(number) => {
+                    let key = normalise_phone(number, Some(crm.default_country)).map_err(|e| {
+                        ApiError::bad_request("invalid_query", Some("number".into()), e.to_string())
+                    })?;
+                    let settings = state
+                        .store
+                        .number_settings(key.as_str())
+                        .await?
+                        .ok_or_else(|| {
+                            ApiError::field(
+                                "unknown_number",
+                                "number",
+                                format!("{} is not a configured number", key.as_str()),
+                            )
+                        })?;
+                    settings.default_country
+                }
+                None => crm.default_country,
+            };
+            let key = normalise_phone(phone, Some(country)).map_err(|e| {
+                ApiError::bad_request("invalid_query", Some("phone".into()), e.to_string())
+            })?;
+            Identifier::Phone(key)
+        }
+        (None, Some(email)) => Identifier::Email(parse_email(email).map_err(|e| {
+            ApiError::bad_request("invalid_query", Some("email".into()), e.to_string())
+        })?),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                Some("phone".into()),
+                "give exactly one of ?phone= or ?email=",
+            ));
+        }
+    };
+    let outcome = state.store.match_identifier(identifier).await?;
+    Ok(Json(MatchAnswer {
+        identifier: outcome.identifier.key().to_owned(),
+        status: outcome.status,
+        reason: outcome.reason,
+        matches: outcome
+            .matches
+            .into_iter()
+            .map(|c| MatchItem {
+                kind: c.entity.kind,
+                id: c.entity.id,
+                responsible: c.responsible.map(|u| u.0),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ActivityQuery {
+    /// `kind:id`, e.g. `lead:0190…`.
+    pub entity: String,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Activity {
+    pub id: String,
+    pub kind: ActivityKind,
+    pub direction: Direction,
+    pub subject: String,
+    /// Every entity the activity is shown on, `kind:id`.
+    pub entities: Vec<String>,
+    /// False for an open task, e.g. "call back" after a missed call (T13).
+    pub completed: bool,
+    pub responsible: Option<String>,
+    /// The call log row (for call activities).
+    pub call: Option<String>,
+    /// M8: the entity the matcher chose and why.
+    pub matched: Option<String>,
+    pub match_reason: Option<String>,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+}
+
+impl From<ActivityRecord> for Activity {
+    fn from(a: ActivityRecord) -> Self {
+        Self {
+            id: a.id,
+            kind: a.kind,
+            direction: a.direction,
+            subject: a.subject,
+            entities: a.entities.iter().map(ToString::to_string).collect(),
+            completed: a.completed,
+            responsible: a.responsible.map(|u| u.0),
+            call: a.call,
+            matched: a.matched,
+            match_reason: a.match_reason,
+            created_at: rfc3339(a.created_at),
+            completed_at: a.completed_at.map(rfc3339),
+        }
+    }
+}
+
+/// The timeline of one entity, newest first.
+#[utoipa::path(get, path = "/activities", tag = "crm", params(ActivityQuery),
+    responses((status = 200, body = List<Activity>), (status = 400, body = ErrorBody)))]
+async fn list_activities(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<ActivityQuery>,
+) -> ApiResult<Json<List<Activity>>> {
+    principal.require_employee()?;
+    let entity: EntityRef =
+        query
+            .entity
+            .parse()
+            .map_err(|e: crate::crm::model::BadEntityRef| {
+                ApiError::bad_request("invalid_query", Some("entity".into()), e.to_string())
+            })?;
+    // 404 for an entity that does not exist, rather than an empty timeline.
+    state.store.get_entity(&entity).await?;
+    let page = ListQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
+    let paged = state.store.list_activities(&entity, &page).await?;
+    Ok(Json(List::from_paged(paged, Activity::from)))
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_match))
+        .routes(routes!(list_activities))
+}

@@ -1,0 +1,101 @@
+//! The HTTP admin API (axum): routing, authentication, one file per resource.
+//!
+//! Handlers are thin: parse and validate input into domain types, call the store (which
+//! calls the pure core), and shape the response of API.md. OpenAPI is generated from the
+//! handlers' annotations and served at `/openapi.json`.
+
+pub mod auth;
+mod calls;
+mod catalog;
+mod entities;
+pub mod error;
+mod exceptions;
+pub mod extract;
+mod list;
+mod matching;
+mod numbers;
+mod ops;
+mod queues;
+mod settings;
+mod trunks;
+mod users;
+mod validate;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::store::Store;
+
+pub use list::{List, ListQuery};
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    /// SHA-256 of `LEADLINE_ADMIN_TOKEN`, accepted as an admin token.
+    pub env_admin_token_hash: Option<String>,
+    pub metrics: Option<PrometheusHandle>,
+    /// Realm of SIP digest credentials (HA1 is computed with it).
+    pub sip_realm: Arc<str>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Leadline API",
+        description = "Admin and agent API of the Leadline gateway: numbers, queues, CRM records, call log."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The whole HTTP application; testable with `oneshot` or served on a listener.
+pub fn router(state: AppState) -> Router {
+    let api = OpenApiRouter::new()
+        .merge(users::routes())
+        .merge(entities::routes())
+        .merge(calls::routes())
+        .merge(matching::routes())
+        .merge(queues::routes())
+        .merge(trunks::routes())
+        .merge(numbers::routes())
+        .merge(settings::routes())
+        .merge(exceptions::routes())
+        .merge(catalog::routes());
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", api)
+        .merge(ops::routes())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let openapi = openapi.clone();
+            async move { axum::Json(openapi.as_ref().clone()) }
+        }),
+    )
+    .fallback(ops::not_found)
+    .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
+}

@@ -1,0 +1,4 @@
+//! SIP: message rules, digest authentication and (in later layers) transports, registrar
+//! and the B2BUA. This module holds only pure pieces so far.
+
+pub mod digest;

@@ -1,0 +1,737 @@
+//! Contacts, companies, leads and deals: CRUD, identifiers (M7), lead conversion.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Transaction};
+
+use super::{Page, Paged, Result, Store, StoreError, col, now_ms, on_unique, parse_stored};
+use crate::crm::model::{
+    DealStatus, EntityKind, EntityRef, LeadStatus, Millis, PipelineId, StageId, UserId,
+};
+use crate::matcher::Identifier;
+
+pub(crate) type Tx<'a> = Transaction<'a, Any>;
+
+/// One CRM entity as stored; kind-specific fields are `None` where they do not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityRecord {
+    pub entity: EntityRef,
+    pub name: String,
+    pub phones: Vec<String>,
+    pub emails: Vec<String>,
+    pub responsible: Option<UserId>,
+    pub source: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub last_activity_at: Millis,
+    /// Contacts: their company.
+    pub company: Option<String>,
+    /// Leads: new | converted | junk.
+    pub lead_status: Option<LeadStatus>,
+    /// Leads: the customer (contact) of a repeat lead (E14).
+    pub customer: Option<String>,
+    /// Leads: what the lead became.
+    pub converted: Vec<EntityRef>,
+    /// Deals.
+    pub deal: Option<DealFields>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DealFields {
+    pub contact: Option<String>,
+    pub company: Option<String>,
+    pub pipeline: String,
+    pub stage: String,
+    pub status: DealStatus,
+}
+
+/// What a new entity is made of.
+#[derive(Debug, Clone)]
+pub struct NewEntity {
+    pub kind: EntityKind,
+    pub name: String,
+    pub identifiers: Vec<Identifier>,
+    pub responsible: Option<UserId>,
+    pub source: String,
+    pub company: Option<String>,
+    pub customer: Option<String>,
+    pub deal: Option<NewDealFields>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewDealFields {
+    pub contact: Option<String>,
+    pub company: Option<String>,
+    pub pipeline: PipelineId,
+    pub stage: StageId,
+}
+
+/// A partial update of an entity; `None` keeps the field.
+#[derive(Debug, Clone, Default)]
+pub struct EntityPatch {
+    pub name: Option<String>,
+    pub identifiers: Option<Vec<Identifier>>,
+    pub responsible: Option<Option<UserId>>,
+    pub source: Option<String>,
+    pub company: Option<Option<String>>,
+    pub lead_status: Option<LeadStatus>,
+    pub deal_stage: Option<StageId>,
+}
+
+/// List filters of API.md: `?phone=`, `?email=`, `?responsible=`.
+#[derive(Debug, Clone, Default)]
+pub struct EntityFilter {
+    /// A matcher key (E.164, digits or lowercased e-mail).
+    pub identifier: Option<String>,
+    pub responsible: Option<UserId>,
+}
+
+/// What a lead conversion produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversion {
+    pub contact: EntityRef,
+    pub company: Option<EntityRef>,
+    pub deal: Option<EntityRef>,
+}
+
+pub(crate) fn table(kind: EntityKind) -> &'static str {
+    match kind {
+        EntityKind::Contact => "contacts",
+        EntityKind::Company => "companies",
+        EntityKind::Lead => "leads",
+        EntityKind::Deal => "deals",
+    }
+}
+
+/// M7: takes ownership of an identifier for an entity. `false` means another entity
+/// already owns it (possibly created a moment ago by another process).
+pub(crate) async fn claim_identifier(
+    tx: &mut Tx<'_>,
+    value: &str,
+    owner: &EntityRef,
+    now: Millis,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO identifier_owners (value, entity_kind, entity_id, created_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (value) DO NOTHING",
+    )
+    .bind(value)
+    .bind(owner.kind.as_str())
+    .bind(owner.id.as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Inserts the entity row and its identifiers (without claiming them).
+pub(crate) async fn insert_entity(
+    tx: &mut Tx<'_>,
+    id: &str,
+    new: &NewEntity,
+    now: Millis,
+) -> Result<EntityRef> {
+    let responsible = new.responsible.as_ref().map(UserId::as_str);
+    match new.kind {
+        EntityKind::Contact => {
+            sqlx::query(
+                "INSERT INTO contacts (id, name, company_id, responsible, source, created_at, \
+                 updated_at, last_activity_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $6)",
+            )
+            .bind(id)
+            .bind(&new.name)
+            .bind(new.company.as_deref())
+            .bind(responsible)
+            .bind(&new.source)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EntityKind::Company => {
+            sqlx::query(
+                "INSERT INTO companies (id, name, responsible, source, created_at, updated_at, \
+                 last_activity_at) VALUES ($1, $2, $3, $4, $5, $5, $5)",
+            )
+            .bind(id)
+            .bind(&new.name)
+            .bind(responsible)
+            .bind(&new.source)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EntityKind::Lead => {
+            sqlx::query(
+                "INSERT INTO leads (id, name, status, customer, responsible, source, created_at, \
+                 updated_at, last_activity_at) VALUES ($1, $2, 'new', $3, $4, $5, $6, $6, $6)",
+            )
+            .bind(id)
+            .bind(&new.name)
+            .bind(new.customer.as_deref())
+            .bind(responsible)
+            .bind(&new.source)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EntityKind::Deal => {
+            let deal = new.deal.as_ref().ok_or_else(|| {
+                StoreError::invalid("pipeline", "a deal needs a pipeline and a stage")
+            })?;
+            sqlx::query(
+                "INSERT INTO deals (id, name, contact_id, company_id, pipeline_id, stage_id, status, \
+                 responsible, source, created_at, updated_at, last_activity_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $9, $9)",
+            )
+            .bind(id)
+            .bind(&new.name)
+            .bind(deal.contact.as_deref())
+            .bind(deal.company.as_deref())
+            .bind(deal.pipeline.as_str())
+            .bind(deal.stage.as_str())
+            .bind(responsible)
+            .bind(&new.source)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    let entity = EntityRef::new(new.kind, id);
+    insert_identifiers(tx, &entity, &new.identifiers).await?;
+    Ok(entity)
+}
+
+pub(crate) async fn insert_identifiers(
+    tx: &mut Tx<'_>,
+    entity: &EntityRef,
+    identifiers: &[Identifier],
+) -> Result<()> {
+    for (position, identifier) in identifiers.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO entity_identifiers (entity_kind, entity_id, kind, value, position) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(entity.kind.as_str())
+        .bind(entity.id.as_str())
+        .bind(identifier.kind().as_str())
+        .bind(identifier.key())
+        .bind(position as i64)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves the ownership of identifiers from one entity to another (lead → contact).
+async fn transfer_claims(tx: &mut Tx<'_>, from: &EntityRef, to: &EntityRef) -> Result<()> {
+    sqlx::query(
+        "UPDATE identifier_owners SET entity_kind = $3, entity_id = $4 \
+         WHERE entity_kind = $1 AND entity_id = $2",
+    )
+    .bind(from.kind.as_str())
+    .bind(from.id.as_str())
+    .bind(to.kind.as_str())
+    .bind(to.id.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Claims every identifier of a new entity or fails with a 409 naming the owner (M7).
+async fn claim_all(
+    tx: &mut Tx<'_>,
+    entity: &EntityRef,
+    identifiers: &[Identifier],
+    now: Millis,
+) -> Result<()> {
+    for identifier in identifiers {
+        if !claim_identifier(tx, identifier.key(), entity, now).await? {
+            let owner = sqlx::query(
+                "SELECT entity_kind, entity_id FROM identifier_owners WHERE value = $1",
+            )
+            .bind(identifier.key())
+            .fetch_one(&mut **tx)
+            .await?;
+            let owner_kind: String = col(&owner, "entity_kind")?;
+            let owner_id: String = col(&owner, "entity_id")?;
+            if owner_kind == entity.kind.as_str() && owner_id == entity.id {
+                continue;
+            }
+            return Err(StoreError::Conflict {
+                code: "duplicate_identifier",
+                message: format!(
+                    "{} already belongs to {owner_kind}:{owner_id}; an identifier is never used \
+                     for a second contact or lead (M7)",
+                    identifier.key()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether the kind owns its identifiers (contacts, companies, leads) or borrows them.
+fn claims(kind: EntityKind) -> bool {
+    !matches!(kind, EntityKind::Deal)
+}
+
+impl Store {
+    /// Creates an entity by hand (API). Its identifiers must be free (M7).
+    pub async fn create_entity(&self, new: NewEntity) -> Result<EntityRecord> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        let entity = insert_entity(&mut tx, &id, &new, now)
+            .await
+            .map_err(|e| match e {
+                StoreError::Database(db) => reference_error(db),
+                other => other,
+            })?;
+        if claims(new.kind) {
+            claim_all(&mut tx, &entity, &new.identifiers, now).await?;
+        }
+        tx.commit().await?;
+        self.get_entity(&entity).await
+    }
+
+    pub async fn get_entity(&self, entity: &EntityRef) -> Result<EntityRecord> {
+        let row = sqlx::query(dynamic_sql!(
+            "SELECT * FROM {} WHERE id = $1",
+            table(entity.kind)
+        ))
+        .bind(entity.id.as_str())
+        .fetch_optional(self.reader())
+        .await?
+        .ok_or_else(|| StoreError::not_found(entity.kind.as_str(), entity.id.as_str()))?;
+        let mut record = entity_from_row(entity.kind, &row)?;
+        self.fill_identifiers(std::slice::from_mut(&mut record))
+            .await?;
+        Ok(record)
+    }
+
+    pub async fn list_entities(
+        &self,
+        kind: EntityKind,
+        filter: &EntityFilter,
+        page: &Page,
+    ) -> Result<Paged<EntityRecord>> {
+        let t = table(kind);
+        let mut sql = format!("SELECT e.* FROM {t} e WHERE e.id > $1");
+        let mut binds: Vec<String> = vec![page.after().to_owned()];
+        if let Some(key) = &filter.identifier {
+            if kind == EntityKind::Deal {
+                // Deals carry no identifiers: match through their contact or company.
+                binds.push(key.clone());
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM entity_identifiers ei WHERE ei.value = ${n} AND \
+                     ((ei.entity_kind = 'contact' AND ei.entity_id = e.contact_id) OR \
+                      (ei.entity_kind = 'company' AND ei.entity_id = e.company_id)))",
+                    n = binds.len()
+                ));
+            } else {
+                binds.push(key.clone());
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM entity_identifiers ei WHERE ei.value = ${n} AND \
+                     ei.entity_kind = '{k}' AND ei.entity_id = e.id)",
+                    n = binds.len(),
+                    k = kind.as_str()
+                ));
+            }
+        }
+        if let Some(user) = &filter.responsible {
+            binds.push(user.to_string());
+            sql.push_str(&format!(" AND e.responsible = ${}", binds.len()));
+        }
+        sql.push_str(&format!(" ORDER BY e.id LIMIT ${}", binds.len() + 1));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for bind in &binds {
+            query = query.bind(bind.as_str());
+        }
+        let rows = query
+            .bind(page.sql_limit())
+            .fetch_all(self.reader())
+            .await?;
+        let mut records = rows
+            .iter()
+            .map(|row| entity_from_row(kind, row))
+            .collect::<Result<Vec<_>>>()?;
+        self.fill_identifiers(&mut records).await?;
+        Ok(page.finish(records, |r| r.entity.id.clone()))
+    }
+
+    pub async fn update_entity(
+        &self,
+        entity: &EntityRef,
+        patch: EntityPatch,
+    ) -> Result<EntityRecord> {
+        let current = self.get_entity(entity).await?;
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        let t = table(entity.kind);
+        let responsible = patch.responsible.unwrap_or(current.responsible.clone());
+        sqlx::query(dynamic_sql!(
+            "UPDATE {t} SET name = $2, responsible = $3, source = $4, updated_at = $5 WHERE id = $1"
+        ))
+        .bind(entity.id.as_str())
+        .bind(patch.name.as_deref().unwrap_or(&current.name))
+        .bind(responsible.as_ref().map(UserId::as_str))
+        .bind(patch.source.as_deref().unwrap_or(&current.source))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(reference_error)?;
+        if let (EntityKind::Contact, Some(company)) = (entity.kind, &patch.company) {
+            sqlx::query("UPDATE contacts SET company_id = $2 WHERE id = $1")
+                .bind(entity.id.as_str())
+                .bind(company.as_deref())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let (EntityKind::Lead, Some(status)) = (entity.kind, patch.lead_status) {
+            sqlx::query("UPDATE leads SET status = $2 WHERE id = $1")
+                .bind(entity.id.as_str())
+                .bind(status.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let (EntityKind::Deal, Some(stage)) = (entity.kind, &patch.deal_stage) {
+            let row = sqlx::query(
+                "SELECT s.status FROM stages s JOIN deals d ON d.pipeline_id = s.pipeline_id \
+                 WHERE d.id = $1 AND s.id = $2",
+            )
+            .bind(entity.id.as_str())
+            .bind(stage.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                StoreError::invalid(
+                    "stage",
+                    format!("stage '{stage}' is not in this deal's pipeline"),
+                )
+            })?;
+            let status: String = col(&row, "status")?;
+            sqlx::query("UPDATE deals SET stage_id = $2, status = $3 WHERE id = $1")
+                .bind(entity.id.as_str())
+                .bind(stage.as_str())
+                .bind(status)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(identifiers) = &patch.identifiers {
+            sqlx::query("DELETE FROM entity_identifiers WHERE entity_kind = $1 AND entity_id = $2")
+                .bind(entity.kind.as_str())
+                .bind(entity.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+            if claims(entity.kind) {
+                sqlx::query(
+                    "DELETE FROM identifier_owners WHERE entity_kind = $1 AND entity_id = $2",
+                )
+                .bind(entity.kind.as_str())
+                .bind(entity.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+                claim_all(&mut tx, entity, identifiers, now).await?;
+            }
+            insert_identifiers(&mut tx, entity, identifiers).await?;
+        }
+        tx.commit().await?;
+        self.get_entity(entity).await
+    }
+
+    pub async fn delete_entity(&self, entity: &EntityRef) -> Result<()> {
+        let mut tx = self.writer().begin().await?;
+        let done = sqlx::query(dynamic_sql!(
+            "DELETE FROM {} WHERE id = $1",
+            table(entity.kind)
+        ))
+        .bind(entity.id.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found(
+                entity.kind.as_str(),
+                entity.id.as_str(),
+            ));
+        }
+        for sql in [
+            "DELETE FROM entity_identifiers WHERE entity_kind = $1 AND entity_id = $2",
+            "DELETE FROM identifier_owners WHERE entity_kind = $1 AND entity_id = $2",
+            "DELETE FROM activity_entities WHERE entity_kind = $1 AND entity_id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(entity.kind.as_str())
+                .bind(entity.id.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        // An activity never exists without an entity.
+        sqlx::query(
+            "DELETE FROM activities WHERE NOT EXISTS \
+             (SELECT 1 FROM activity_entities ae WHERE ae.activity_id = activities.id)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Converts a lead into a contact (and optionally a company and a deal). The contact
+    /// takes over the lead's identifiers and their ownership (M7), and the lead's
+    /// activities are shown on the new entities too.
+    pub async fn convert_lead(
+        &self,
+        lead: &EntityRef,
+        company_name: Option<String>,
+        deal: Option<(PipelineId, StageId)>,
+    ) -> Result<Conversion> {
+        let record = self.get_entity(lead).await?;
+        if record.lead_status == Some(LeadStatus::Converted) {
+            return Err(StoreError::Conflict {
+                code: "already_converted",
+                message: format!("lead {} was already converted", lead.id),
+            });
+        }
+        let identifiers = self.identifiers_of(lead).await?;
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        let company = match company_name {
+            Some(name) => {
+                let new = NewEntity {
+                    kind: EntityKind::Company,
+                    name,
+                    identifiers: Vec::new(),
+                    responsible: record.responsible.clone(),
+                    source: record.source.clone(),
+                    company: None,
+                    customer: None,
+                    deal: None,
+                };
+                Some(insert_entity(&mut tx, &uuid::Uuid::now_v7().to_string(), &new, now).await?)
+            }
+            None => None,
+        };
+        let contact = if let Some(existing) = &record.customer {
+            // A repeat lead's customer already exists: no second contact (M7).
+            EntityRef::new(EntityKind::Contact, existing.as_str())
+        } else {
+            let new = NewEntity {
+                kind: EntityKind::Contact,
+                name: record.name.clone(),
+                identifiers: identifiers.clone(),
+                responsible: record.responsible.clone(),
+                source: record.source.clone(),
+                company: company.as_ref().map(|c| c.id.clone()),
+                customer: None,
+                deal: None,
+            };
+            let contact =
+                insert_entity(&mut tx, &uuid::Uuid::now_v7().to_string(), &new, now).await?;
+            transfer_claims(&mut tx, lead, &contact).await?;
+            contact
+        };
+        let deal = match deal {
+            Some((pipeline, stage)) => {
+                let new = NewEntity {
+                    kind: EntityKind::Deal,
+                    name: record.name.clone(),
+                    identifiers: Vec::new(),
+                    responsible: record.responsible.clone(),
+                    source: record.source.clone(),
+                    company: None,
+                    customer: None,
+                    deal: Some(NewDealFields {
+                        contact: Some(contact.id.clone()),
+                        company: company.as_ref().map(|c| c.id.clone()),
+                        pipeline,
+                        stage,
+                    }),
+                };
+                Some(
+                    insert_entity(&mut tx, &uuid::Uuid::now_v7().to_string(), &new, now)
+                        .await
+                        .map_err(|e| match e {
+                            StoreError::Database(db) => reference_error(db),
+                            other => other,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        sqlx::query(
+            "UPDATE leads SET status = 'converted', converted_contact = $2, converted_company = $3, \
+             converted_deal = $4, updated_at = $5 WHERE id = $1",
+        )
+        .bind(lead.id.as_str())
+        .bind(contact.id.as_str())
+        .bind(company.as_ref().map(|c| c.id.clone()))
+        .bind(deal.as_ref().map(|d| d.id.clone()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        // The history follows the customer.
+        for target in std::iter::once(&contact).chain(&company).chain(&deal) {
+            sqlx::query(
+                "INSERT INTO activity_entities (activity_id, entity_kind, entity_id) \
+                 SELECT activity_id, $3, $4 FROM activity_entities \
+                 WHERE entity_kind = $1 AND entity_id = $2 ON CONFLICT DO NOTHING",
+            )
+            .bind(lead.kind.as_str())
+            .bind(lead.id.as_str())
+            .bind(target.kind.as_str())
+            .bind(target.id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Conversion {
+            contact,
+            company,
+            deal,
+        })
+    }
+
+    async fn identifiers_of(&self, entity: &EntityRef) -> Result<Vec<Identifier>> {
+        let rows = sqlx::query(
+            "SELECT kind, value FROM entity_identifiers WHERE entity_kind = $1 AND entity_id = $2 \
+             ORDER BY position",
+        )
+        .bind(entity.kind.as_str())
+        .bind(entity.id.as_str())
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = col(row, "kind")?;
+                let value: String = col(row, "value")?;
+                stored_identifier(&kind, &value)
+            })
+            .collect()
+    }
+
+    /// Loads phones and e-mails for a batch of records in one query.
+    async fn fill_identifiers(&self, records: &mut [EntityRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        // Deals show their contact's identifiers.
+        let owner_of = |r: &EntityRecord| -> Option<EntityRef> {
+            match (&r.entity.kind, &r.deal) {
+                (EntityKind::Deal, Some(d)) => d
+                    .contact
+                    .as_ref()
+                    .map(|c| EntityRef::new(EntityKind::Contact, c.as_str()))
+                    .or_else(|| {
+                        d.company
+                            .as_ref()
+                            .map(|c| EntityRef::new(EntityKind::Company, c.as_str()))
+                    }),
+                (EntityKind::Deal, None) => None,
+                _ => Some(r.entity.clone()),
+            }
+        };
+        let owners: Vec<EntityRef> = records.iter().filter_map(owner_of).collect();
+        if owners.is_empty() {
+            return Ok(());
+        }
+        let placeholders = (0..owners.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(" OR (entity_kind, entity_id) = ");
+        let sql = format!(
+            "SELECT entity_kind, entity_id, kind, value FROM entity_identifiers \
+             WHERE (entity_kind, entity_id) = {placeholders} ORDER BY position"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for owner in &owners {
+            query = query.bind(owner.kind.as_str()).bind(owner.id.as_str());
+        }
+        let rows = query.fetch_all(self.reader()).await?;
+        for row in &rows {
+            let kind: String = col(row, "entity_kind")?;
+            let id: String = col(row, "entity_id")?;
+            let identifier_kind: String = col(row, "kind")?;
+            let value: String = col(row, "value")?;
+            for record in records.iter_mut() {
+                if owner_of(record).is_some_and(|o| o.kind.as_str() == kind && o.id == id) {
+                    if identifier_kind == "email" {
+                        record.emails.push(value.clone());
+                    } else {
+                        record.phones.push(value.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn stored_identifier(kind: &str, value: &str) -> Result<Identifier> {
+    match kind {
+        "phone" => Ok(Identifier::Phone(super::matching::stored_phone_key(value))),
+        "email" => crate::matcher::parse_email(value)
+            .map(Identifier::Email)
+            .map_err(|e| StoreError::Corrupt(format!("stored e-mail '{value}': {e}"))),
+        other => Err(StoreError::Corrupt(format!("identifier kind '{other}'"))),
+    }
+}
+
+/// A foreign key that points nowhere is the client's mistake (unknown user, stage …).
+fn reference_error(err: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &err
+        && db.is_foreign_key_violation()
+    {
+        return StoreError::invalid(
+            "reference",
+            "a referenced user, pipeline, stage or source does not exist",
+        );
+    }
+    on_unique(err, "conflict", || "this value is already taken".to_owned())
+}
+
+fn entity_from_row(kind: EntityKind, row: &AnyRow) -> Result<EntityRecord> {
+    let mut record = EntityRecord {
+        entity: EntityRef::new(kind, col::<String>(row, "id")?),
+        name: col(row, "name")?,
+        phones: Vec::new(),
+        emails: Vec::new(),
+        responsible: col::<Option<String>>(row, "responsible")?.map(UserId),
+        source: col(row, "source")?,
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+        last_activity_at: col(row, "last_activity_at")?,
+        company: None,
+        lead_status: None,
+        customer: None,
+        converted: Vec::new(),
+        deal: None,
+    };
+    match kind {
+        EntityKind::Contact => record.company = col(row, "company_id")?,
+        EntityKind::Company => {}
+        EntityKind::Lead => {
+            let status: String = col(row, "status")?;
+            record.lead_status = Some(parse_stored(&status, "leads.status")?);
+            record.customer = col(row, "customer")?;
+            for (column, kind) in [
+                ("converted_contact", EntityKind::Contact),
+                ("converted_company", EntityKind::Company),
+                ("converted_deal", EntityKind::Deal),
+            ] {
+                if let Some(id) = col::<Option<String>>(row, column)? {
+                    record.converted.push(EntityRef::new(kind, id));
+                }
+            }
+        }
+        EntityKind::Deal => {
+            let status: String = col(row, "status")?;
+            record.deal = Some(DealFields {
+                contact: col(row, "contact_id")?,
+                company: col(row, "company_id")?,
+                pipeline: col(row, "pipeline_id")?,
+                stage: col(row, "stage_id")?,
+                status: parse_stored(&status, "deals.status")?,
+            });
+        }
+    }
+    Ok(record)
+}

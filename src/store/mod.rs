@@ -1,0 +1,246 @@
+//! The database adapter: one `Store` over SQLite (embedded default) or PostgreSQL.
+//!
+//! Owns connection pools, migrations and every SQL statement. The queries are portable
+//! (sqlx's `Any` driver, `$n` placeholders, BIGINT/TEXT columns) so the same code runs on
+//! both backends. Decisions are not made here: the store loads what the pure core needs,
+//! calls it, and applies the result in one transaction.
+//!
+//! SQLite has one writer. Rather than let several pooled connections race for the write
+//! lock (and fail with `SQLITE_BUSY` when a read transaction upgrades), writes go through
+//! a pool of exactly one connection, and reads through a separate pool; WAL mode lets the
+//! readers run beside the writer.
+
+/// SQL assembled from constants only (table names, column lists, placeholder numbers):
+/// never from user input, which always goes through `bind`.
+macro_rules! dynamic_sql {
+    ($($arg:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($arg)*))
+    };
+}
+
+mod calls;
+mod config;
+mod entities;
+mod matching;
+mod routing;
+mod users;
+
+pub use calls::*;
+pub use entities::*;
+pub use routing::*;
+pub use users::*;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor};
+
+use crate::crm::model::Millis;
+
+/// Errors of the database layer, in words an operator or API client can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{what} '{id}' was not found")]
+    NotFound { what: &'static str, id: String },
+    /// A uniqueness rule was hit (M7 duplicate identifier, taken e-mail or number …).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The request refers to something that cannot be used (unknown queue, member …).
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value the code cannot read back: a bug or a hand-edited database.
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    pub fn not_found(what: &'static str, id: impl Into<String>) -> Self {
+        StoreError::NotFound {
+            what,
+            id: id.into(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        StoreError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+/// Turns a unique-constraint violation into a `Conflict` with the given words.
+pub(crate) fn on_unique(
+    err: sqlx::Error,
+    code: &'static str,
+    message: impl FnOnce() -> String,
+) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict {
+            code,
+            message: message(),
+        },
+        _ => StoreError::Database(err),
+    }
+}
+
+/// Parses a stored enum spelling, reporting a corrupt row instead of panicking.
+pub(crate) fn parse_stored<T: FromStr>(value: &str, column: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("column {column} holds '{value}'")))
+}
+
+pub(crate) fn json_list(values: &[String]) -> String {
+    serde_json::to_string(values).expect("a list of strings always serialises")
+}
+
+pub(crate) fn parse_json_list(text: &str, column: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("column {column} is not a JSON list: {e}")))
+}
+
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 UTC text for a stored time, as the API shows it.
+pub fn rfc3339(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Which database the URL selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    /// Pool for statements that change data (one connection on SQLite).
+    write: AnyPool,
+    /// Pool for reads; the same pool as `write` on PostgreSQL.
+    read: AnyPool,
+    backend: Backend,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+impl Store {
+    /// Opens the database at `url` (`sqlite://path?mode=rwc` or `postgres://…`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        match backend {
+            Backend::Sqlite => {
+                let write = sqlite_pool(1).connect(url).await?;
+                let read = sqlite_pool(4).connect(url).await?;
+                Ok(Self {
+                    write,
+                    read,
+                    backend,
+                })
+            }
+            Backend::Postgres => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?;
+                Ok(Self {
+                    write: pool.clone(),
+                    read: pool,
+                    backend,
+                })
+            }
+        }
+    }
+
+    /// Applies pending migrations. Several processes may call this at once on PostgreSQL:
+    /// sqlx takes an advisory lock.
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.write).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.read
+    }
+
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.write
+    }
+
+    /// Readiness: the database answers a trivial query.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+fn sqlite_pool(max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                // WAL: readers never block the writer. NORMAL: durable across process
+                // crashes, fsync only at checkpoints. busy_timeout covers the moment a
+                // checkpoint or a second process holds the lock.
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+}
+
+/// Reads a column, mapping decode errors to `Corrupt` so callers use `?` uniformly.
+pub(crate) fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    use sqlx::Row;
+    row.try_get(name)
+        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+/// Stored flags are BIGINT 0/1 (portable across SQLite and PostgreSQL).
+pub(crate) fn flag(value: bool) -> i64 {
+    i64::from(value)
+}

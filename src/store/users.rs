@@ -1,0 +1,310 @@
+//! Employees and their tokens.
+
+use sqlx::any::AnyRow;
+
+use super::{Result, Store, StoreError, col, now_ms, on_unique, parse_stored};
+use crate::crm::model::{Millis, Role, TokenId, TrunkId, UserId};
+use crate::sip::digest::Ha1Pair;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub name: String,
+    pub email: Option<String>,
+    pub role: Role,
+    pub extension: Option<String>,
+    /// E.164 (or digits for numbers that do not parse).
+    pub phones: Vec<String>,
+    pub has_sip_password: bool,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub name: String,
+    /// Lowercased (M3).
+    pub email: String,
+    pub role: Role,
+    pub extension: Option<String>,
+    pub phones: Vec<String>,
+    pub sip: Option<Ha1Pair>,
+}
+
+/// A partial update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub role: Option<Role>,
+    /// `Some(None)` removes the extension.
+    pub extension: Option<Option<String>>,
+    pub phones: Option<Vec<String>>,
+    pub sip: Option<Ha1Pair>,
+}
+
+/// A bounded page of a list, keyed by id (ids are time-ordered).
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+impl Page {
+    pub const MAX: u32 = 500;
+    pub const DEFAULT: u32 = 100;
+
+    pub(crate) fn sql_limit(&self) -> i64 {
+        // One extra row tells whether there is a next page.
+        i64::from(self.limit.clamp(1, Self::MAX)) + 1
+    }
+
+    /// Cuts the extra row and returns the cursor of the next page.
+    pub(crate) fn finish<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> String) -> Paged<T> {
+        let limit = self.limit.clamp(1, Self::MAX) as usize;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(&id)
+        } else {
+            None
+        };
+        Paged { items: rows, next }
+    }
+
+    pub(crate) fn after(&self) -> &str {
+        self.after.as_deref().unwrap_or("")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Who a stored token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenOwner {
+    Bootstrap,
+    User { id: UserId, role: Role },
+    Trunk(TrunkId),
+}
+
+const USER_COLUMNS: &str = "id, name, email, role, extension, sip_ha1_md5, created_at";
+
+impl Store {
+    pub async fn create_user(&self, new: NewUser) -> Result<UserRecord> {
+        let id = UserId::generate();
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, name, email, role, extension, sip_realm, sip_ha1_md5, \
+             sip_ha1_sha256, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+        )
+        .bind(id.as_str())
+        .bind(&new.name)
+        .bind(&new.email)
+        .bind(new.role.as_str())
+        .bind(new.extension.as_deref())
+        .bind(new.sip.as_ref().map(|s| s.realm.clone()))
+        .bind(new.sip.as_ref().map(|s| s.md5.clone()))
+        .bind(new.sip.as_ref().map(|s| s.sha256.clone()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| user_conflict(e, &new.email, new.extension.as_deref()))?;
+        replace_phones(&mut tx, &id, &new.phones).await?;
+        tx.commit().await?;
+        self.get_user(&id).await
+    }
+
+    pub async fn get_user(&self, id: &UserId) -> Result<UserRecord> {
+        let row = sqlx::query(dynamic_sql!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(self.reader())
+        .await?
+        .ok_or_else(|| StoreError::not_found("user", id.as_str()))?;
+        let mut user = user_from_row(&row)?;
+        user.phones = self.user_phones(id).await?;
+        Ok(user)
+    }
+
+    pub async fn list_users(&self, page: &Page) -> Result<Paged<UserRecord>> {
+        let rows = sqlx::query(dynamic_sql!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id > $1 AND email IS NOT NULL \
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(page.after())
+        .bind(page.sql_limit())
+        .fetch_all(self.reader())
+        .await?;
+        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+        for user in &mut users {
+            user.phones = self.user_phones(&user.id).await?;
+        }
+        Ok(page.finish(users, |u| u.id.to_string()))
+    }
+
+    pub async fn update_user(&self, id: &UserId, patch: UserPatch) -> Result<UserRecord> {
+        let current = self.get_user(id).await?;
+        let email = patch.email.or(current.email);
+        let extension = patch.extension.unwrap_or(current.extension);
+        let mut tx = self.writer().begin().await?;
+        sqlx::query(
+            "UPDATE users SET name = $2, email = $3, role = $4, extension = $5, updated_at = $6 \
+             WHERE id = $1",
+        )
+        .bind(id.as_str())
+        .bind(patch.name.unwrap_or(current.name))
+        .bind(email.as_deref())
+        .bind(patch.role.unwrap_or(current.role).as_str())
+        .bind(extension.as_deref())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| user_conflict(e, email.as_deref().unwrap_or(""), extension.as_deref()))?;
+        if let Some(sip) = patch.sip {
+            sqlx::query(
+                "UPDATE users SET sip_realm = $2, sip_ha1_md5 = $3, sip_ha1_sha256 = $4 WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(sip.realm)
+            .bind(sip.md5)
+            .bind(sip.sha256)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(phones) = &patch.phones {
+            replace_phones(&mut tx, id, phones).await?;
+        }
+        tx.commit().await?;
+        self.get_user(id).await
+    }
+
+    pub async fn delete_user(&self, id: &UserId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id.as_str())
+            .execute(self.writer())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("user", id.as_str()));
+        }
+        Ok(())
+    }
+
+    async fn user_phones(&self, id: &UserId) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT value FROM user_phones WHERE user_id = $1 ORDER BY position")
+                .bind(id.as_str())
+                .fetch_all(self.reader())
+                .await?;
+        rows.iter().map(|r| col(r, "value")).collect()
+    }
+
+    /// Stores a token hash for a user, a trunk, or (both `None`) the bootstrap admin.
+    pub async fn create_token(
+        &self,
+        token_hash: &str,
+        role: &str,
+        user: Option<&UserId>,
+        trunk: Option<&TrunkId>,
+        label: &str,
+    ) -> Result<TokenId> {
+        let id = TokenId::generate();
+        sqlx::query(
+            "INSERT INTO tokens (id, user_id, trunk_id, token_hash, role, label, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.as_str())
+        .bind(user.map(UserId::as_str))
+        .bind(trunk.map(TrunkId::as_str))
+        .bind(token_hash)
+        .bind(role)
+        .bind(label)
+        .bind(now_ms())
+        .execute(self.writer())
+        .await?;
+        Ok(id)
+    }
+
+    pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
+        let row = sqlx::query(
+            "SELECT t.user_id, t.trunk_id, u.role FROM tokens t \
+             LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(self.reader())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user: Option<String> = col(&row, "user_id")?;
+        let trunk: Option<String> = col(&row, "trunk_id")?;
+        Ok(Some(match (user, trunk) {
+            (Some(id), _) => {
+                let role: String = col(&row, "role")?;
+                TokenOwner::User {
+                    id: UserId(id),
+                    role: parse_stored(&role, "users.role")?,
+                }
+            }
+            (None, Some(trunk)) => TokenOwner::Trunk(TrunkId(trunk)),
+            (None, None) => TokenOwner::Bootstrap,
+        }))
+    }
+
+    /// Whether a bootstrap admin token was ever generated (first start is when it was not).
+    pub async fn has_bootstrap_token(&self) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tokens WHERE user_id IS NULL AND trunk_id IS NULL",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        Ok(col::<i64>(&row, "n")? > 0)
+    }
+}
+
+async fn replace_phones(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &UserId,
+    phones: &[String],
+) -> Result<()> {
+    sqlx::query("DELETE FROM user_phones WHERE user_id = $1")
+        .bind(id.as_str())
+        .execute(&mut **tx)
+        .await?;
+    let mut seen = std::collections::HashSet::new();
+    for (position, phone) in phones.iter().enumerate() {
+        if !seen.insert(phone) {
+            continue;
+        }
+        sqlx::query("INSERT INTO user_phones (user_id, value, position) VALUES ($1, $2, $3)")
+            .bind(id.as_str())
+            .bind(phone)
+            .bind(position as i64)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn user_conflict(err: sqlx::Error, email: &str, extension: Option<&str>) -> StoreError {
+    on_unique(err, "user_exists", || match extension {
+        Some(ext) => format!("a user with e-mail {email} or extension {ext} already exists"),
+        None => format!("a user with e-mail {email} already exists"),
+    })
+}
+
+fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
+    let role: String = col(row, "role")?;
+    let ha1: Option<String> = col(row, "sip_ha1_md5")?;
+    Ok(UserRecord {
+        id: UserId(col(row, "id")?),
+        name: col(row, "name")?,
+        email: col(row, "email")?,
+        role: parse_stored(&role, "users.role")?,
+        extension: col(row, "extension")?,
+        phones: Vec::new(),
+        has_sip_password: ha1.is_some(),
+        created_at: col(row, "created_at")?,
+    })
+}

@@ -1,0 +1,193 @@
+//! `TestApp`: the real application on port 0 with a fresh database, driven over HTTP.
+
+use std::net::SocketAddr;
+
+use leadline::{App, Config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub struct TestApp {
+    pub app: Option<App>,
+    pub base: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    /// A gateway on the embedded default (SQLite in a temp data dir).
+    pub async fn spawn() -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        Self::start(config, dir).await
+    }
+
+    /// A gateway on the given database URL (PostgreSQL tests).
+    pub async fn spawn_with_database(url: &str) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.database_url = url.to_owned();
+        Self::start(config, dir).await
+    }
+
+    async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
+        let app = App::start(config).await.expect("app starts");
+        let admin = app
+            .generated_admin_token
+            .clone()
+            .expect("a fresh database generates the admin token");
+        TestApp {
+            base: format!("http://{}", app.http_addr),
+            admin,
+            client: reqwest::Client::new(),
+            app: Some(app),
+            _dir: dir,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    /// POST as admin, asserting the status.
+    pub async fn post_ok(&self, path: &str, body: Value, expect: StatusCode) -> Value {
+        let (status, value) = self
+            .request(reqwest::Method::POST, path, Some(&self.admin), Some(body))
+            .await;
+        assert_eq!(status, expect, "POST {path}: {value}");
+        value
+    }
+
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, value) = self
+            .request(reqwest::Method::GET, path, Some(&self.admin), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "GET {path}: {value}");
+        value
+    }
+
+    pub async fn put_ok(&self, path: &str, body: Value) -> Value {
+        let (status, value) = self
+            .request(reqwest::Method::PUT, path, Some(&self.admin), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "PUT {path}: {value}");
+        value
+    }
+
+    pub async fn create_user(
+        &self,
+        name: &str,
+        email: &str,
+        role: &str,
+        extension: &str,
+    ) -> String {
+        let user = self
+            .post_ok(
+                "/api/v1/users",
+                json!({"name": name, "email": email, "role": role, "extension": extension}),
+                StatusCode::CREATED,
+            )
+            .await;
+        user["id"].as_str().expect("user id").to_owned()
+    }
+
+    pub async fn token_for(&self, user: &str) -> String {
+        let token = self
+            .post_ok(
+                &format!("/api/v1/users/{user}/tokens"),
+                json!({}),
+                StatusCode::CREATED,
+            )
+            .await;
+        token["token"].as_str().expect("token").to_owned()
+    }
+
+    /// The walkthrough's set-up: two agents in a queue, a DE number on that queue.
+    pub async fn sales_line(&self) -> SalesLine {
+        let anna = self
+            .create_user("Anna", "anna@example.com", "agent", "101")
+            .await;
+        let ben = self
+            .create_user("Ben", "ben@example.com", "agent", "102")
+            .await;
+        let queue = self
+            .post_ok(
+                "/api/v1/queues",
+                json!({"name": "Sales", "members": [anna, ben]}),
+                StatusCode::CREATED,
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let number = self
+            .post_ok(
+                "/api/v1/numbers",
+                json!({"number": "+4930901820", "default_country": "DE", "queue": queue}),
+                StatusCode::CREATED,
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        SalesLine {
+            anna,
+            ben,
+            queue,
+            number,
+        }
+    }
+
+    pub async fn ringing(&self, call_id: &str, from: &str) -> Value {
+        self.post_ok(
+            "/api/v1/calls/events",
+            json!({"call_id": call_id, "event": "ringing", "direction": "incoming",
+                   "from": from, "to": "+4930901820"}),
+            StatusCode::OK,
+        )
+        .await
+    }
+
+    pub async fn leads(&self) -> Vec<Value> {
+        self.get_ok("/api/v1/leads?limit=500").await["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+pub struct SalesLine {
+    pub anna: String,
+    pub ben: String,
+    pub queue: String,
+    pub number: String,
+}

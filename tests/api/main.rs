@@ -1,0 +1,32 @@
+//! Integration tests: the real application on port 0 with a temp database, over HTTP.
+//! One test binary (modules below) so the crate links once.
+
+mod helpers;
+mod http_contract;
+mod scenarios;
+
+use helpers::TestApp;
+
+macro_rules! on_sqlite {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let app = TestApp::spawn().await;
+            scenarios::$name(&app).await;
+            app.stop().await;
+        }
+    )*};
+}
+
+mod sqlite {
+    use super::*;
+
+    on_sqlite!(
+        t1_new_caller_creates_one_lead_then_is_matched,
+        t3_simple_mode_creates_contact_and_deal,
+        t6_exception_number_is_logged_only,
+        repeated_event_creates_nothing_new,
+        t13_call_lifecycle_and_missed_call,
+        t4_manual_mode_creates_on_request,
+    );
+}
