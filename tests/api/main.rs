@@ -1,8 +1,11 @@
 //! Integration tests: the real application on port 0 with a temp database, over HTTP.
 //! One test binary (modules below) so the crate links once.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 mod http_contract;
+mod postgres;
 mod scenarios;
 
 use helpers::TestApp;
