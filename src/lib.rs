@@ -1,3 +1,4 @@
 //! Leadline: a telephony-first gateway that turns phone calls and e-mails into CRM records.
 
 pub mod crm;
+pub mod matcher;
