@@ -76,7 +76,7 @@ impl CallRecord {
 }
 
 /// The first answer to an event, kept for repeats.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventAnswer {
     pub created: Vec<EntityRef>,
     pub matches: Vec<StoredMatch>,
@@ -158,7 +158,10 @@ impl IntakeContext {
                 attach: Vec::new(),
                 matched: None,
                 responsible: Responsible::Nobody,
-                route: crate::crm::queue::ring_order(None, self.queue.as_ref()),
+                route: match facts.direction {
+                    Direction::Incoming => crate::crm::queue::ring_order(None, self.queue.as_ref()),
+                    Direction::Outgoing => Vec::new(),
+                },
                 ring_timeout_s: self.number.as_ref().map_or(0, |n| n.ring_timeout_s),
                 source: String::new(),
             },
@@ -173,8 +176,6 @@ const MAX_DECISION_ROUNDS: usize = 3;
 impl Store {
     /// Applies one call event (API.md `/calls/events`), exactly once per (call, event).
     pub async fn apply_call_event(&self, event: &CallEvent) -> Result<EventOutcome> {
-        let existing = self.call_by_call_id(&event.call_id).await?;
-        let runs_intake = existing.is_none();
         let facts = CallFacts {
             direction: event.direction,
             customer_raw: match event.direction {
@@ -183,13 +184,15 @@ impl Store {
             },
             user: event.user.clone(),
         };
-        let mut context = if runs_intake {
-            Some(self.intake_context(event, &facts).await?)
-        } else {
-            None
-        };
-
         for _ in 0..MAX_DECISION_ROUNDS {
+            // The first event of a call (of whatever kind) runs the intake; later ones
+            // only move the call along. Looked at afresh each round: a concurrent first
+            // event may have logged the call since.
+            let existing = self.call_by_call_id(&event.call_id).await?;
+            let context = match existing {
+                None => Some(self.intake_context(event, &facts).await?),
+                Some(_) => None,
+            };
             let mut tx = self.writer().begin().await?;
             let fresh = sqlx::query(
                 "INSERT INTO call_events (call_id, event, created_at) VALUES ($1, $2, $3) \
@@ -214,32 +217,39 @@ impl Store {
                         .apply_decision(&mut tx, event, &facts, ctx, decision)
                         .await?
                     {
-                        Applied::Done(answer) => answer,
+                        Applied::Done(answer) => {
+                            if event.event != CallEventKind::Ringing {
+                                // The call opened with a later step: apply that step too.
+                                let call = self
+                                    .call_by_call_id_in(&mut tx, &event.call_id)
+                                    .await?
+                                    .ok_or_else(|| {
+                                        StoreError::not_found("call", event.call_id.as_str())
+                                    })?;
+                                self.advance_call(&mut tx, &call, event).await?;
+                            }
+                            answer
+                        }
                         Applied::LostRace => {
-                            // Another event created the customer or took the queue turn a
-                            // moment ago: look again and decide with what it committed.
+                            // Another event created the customer, took the queue turn or
+                            // logged this call a moment ago: look again.
                             tx.rollback().await?;
-                            context = Some(self.intake_context(event, &facts).await?);
                             continue;
                         }
                     }
                 }
-                (None, Some(call)) => {
-                    self.advance_call(&mut tx, call, event).await?;
-                    self.first_answer(&mut tx, &event.call_id).await?
-                }
-                (None, None) => unreachable!("intake runs for every call not yet logged"),
-            };
-            if runs_intake {
-                // A first event of any kind opened the call; a later step may follow now.
-                if event.event != CallEventKind::Ringing {
+                (None, Some(_)) => {
+                    // Lock the call row, then read it: the copy read before the
+                    // transaction may predate a concurrent step of the same call.
                     let call = self
-                        .call_by_call_id_in(&mut tx, &event.call_id)
+                        .locked_call(&mut tx, &event.call_id)
                         .await?
                         .ok_or_else(|| StoreError::not_found("call", event.call_id.as_str()))?;
                     self.advance_call(&mut tx, &call, event).await?;
+                    self.first_answer(&mut tx, &event.call_id).await?
                 }
-            }
+                (None, None) => unreachable!("a call not yet logged always has an intake context"),
+            };
             let text = serde_json::to_string(&answer)
                 .map_err(|e| StoreError::Corrupt(format!("event answer: {e}")))?;
             sqlx::query("UPDATE call_events SET response = $3 WHERE call_id = $1 AND event = $2")
@@ -419,11 +429,12 @@ impl Store {
         };
 
         let number = ctx.number.as_ref();
-        sqlx::query(
+        let logged = sqlx::query(
             "INSERT INTO calls (id, call_id, direction, from_raw, to_raw, customer, number_id, \
              number, user_id, responsible, started_at, crm_action, crm_reason, created_entities, \
              route, activity_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             ON CONFLICT (call_id) DO NOTHING",
         )
         .bind(call_row_id.as_str())
         .bind(&event.call_id)
@@ -451,6 +462,11 @@ impl Store {
         .bind(activity.as_deref())
         .execute(&mut **tx)
         .await?;
+        if logged.rows_affected() == 0 {
+            // Another first event of this call logged it a moment ago (PostgreSQL waits
+            // for that commit before reporting the conflict).
+            return Ok(Applied::LostRace);
+        }
 
         let matches = ctx
             .matched
@@ -582,6 +598,30 @@ impl Store {
                 .bind(event.user.as_ref().map(UserId::as_str))
                 .execute(&mut **tx)
                 .await?;
+                if call.ended_at.is_some() && call.outcome == Some(CallOutcome::Missed) {
+                    // `ended` overtook `answered` (PBXs send from several threads): the
+                    // call was answered after all, so it is no call-back task.
+                    sqlx::query("UPDATE calls SET outcome = 'answered' WHERE id = $1")
+                        .bind(call.id.as_str())
+                        .execute(&mut **tx)
+                        .await?;
+                    if let Some(activity) = &call.activity {
+                        let subject = activity_subject(
+                            call.direction,
+                            &call.customer_label(),
+                            Some(CallOutcome::Answered),
+                        );
+                        sqlx::query(
+                            "UPDATE activities SET completed = 1, completed_at = $2, subject = $3 \
+                             WHERE id = $1",
+                        )
+                        .bind(activity.as_str())
+                        .bind(call.ended_at)
+                        .bind(subject)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
                 self.reassign_on_transfer(tx, call, event).await
             }
             CallEventKind::Ended => {
@@ -684,6 +724,17 @@ impl Store {
             .fetch_optional(self.reader())
             .await?;
         row.as_ref().map(call_from_row).transpose()
+    }
+
+    /// Reads a call inside the transaction after taking its row lock. The no-op update
+    /// locks the row on PostgreSQL until commit; on SQLite the single writer already
+    /// serialises it.
+    async fn locked_call(&self, tx: &mut Tx<'_>, call_id: &str) -> Result<Option<CallRecord>> {
+        sqlx::query("UPDATE calls SET started_at = started_at WHERE call_id = $1")
+            .bind(call_id)
+            .execute(&mut **tx)
+            .await?;
+        self.call_by_call_id_in(tx, call_id).await
     }
 
     async fn call_by_call_id_in(
@@ -908,17 +959,6 @@ impl Store {
 enum Applied {
     Done(EventAnswer),
     LostRace,
-}
-
-impl Default for EventAnswer {
-    fn default() -> Self {
-        Self {
-            created: Vec::new(),
-            matches: Vec::new(),
-            route: Vec::new(),
-            ring_timeout_s: 0,
-        }
-    }
 }
 
 impl CallRecord {

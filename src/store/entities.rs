@@ -85,6 +85,14 @@ pub struct EntityFilter {
     pub responsible: Option<UserId>,
 }
 
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub created: usize,
+    /// Indexes of entities skipped because an identifier was taken (M7).
+    pub skipped: Vec<usize>,
+}
+
 /// What a lead conversion produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversion {
@@ -291,6 +299,47 @@ impl Store {
         }
         tx.commit().await?;
         self.get_entity(&entity).await
+    }
+
+    /// Creates many entities in batched transactions (imports). An entity whose first
+    /// identifier already belongs to someone is skipped, not duplicated (M7); its index
+    /// is reported.
+    pub async fn import_entities(&self, entities: &[NewEntity]) -> Result<ImportReport> {
+        const BATCH: usize = 5_000;
+        let mut report = ImportReport::default();
+        for (batch_no, batch) in entities.chunks(BATCH).enumerate() {
+            let now = now_ms();
+            let mut tx = self.writer().begin().await?;
+            for (i, new) in batch.iter().enumerate() {
+                let id = uuid::Uuid::now_v7().to_string();
+                let entity = EntityRef::new(new.kind, &id);
+                let mut free = true;
+                if claims(new.kind) {
+                    for identifier in &new.identifiers {
+                        if !claim_identifier(&mut tx, identifier.key(), &entity, now).await? {
+                            free = false;
+                            break;
+                        }
+                    }
+                }
+                if !free {
+                    // Claims taken so far for this entity go back; the rest stays.
+                    sqlx::query(
+                        "DELETE FROM identifier_owners WHERE entity_kind = $1 AND entity_id = $2",
+                    )
+                    .bind(entity.kind.as_str())
+                    .bind(entity.id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    report.skipped.push(batch_no * BATCH + i);
+                    continue;
+                }
+                insert_entity(&mut tx, &id, new, now).await?;
+                report.created += 1;
+            }
+            tx.commit().await?;
+        }
+        Ok(report)
     }
 
     pub async fn get_entity(&self, entity: &EntityRef) -> Result<EntityRecord> {

@@ -159,12 +159,7 @@ impl TestApp {
             .as_str()
             .unwrap()
             .to_owned();
-        SalesLine {
-            anna,
-            ben,
-            queue,
-            number,
-        }
+        SalesLine { anna, ben, number }
     }
 
     pub async fn ringing(&self, call_id: &str, from: &str) -> Value {
@@ -188,6 +183,5 @@ impl TestApp {
 pub struct SalesLine {
     pub anna: String,
     pub ben: String,
-    pub queue: String,
     pub number: String,
 }

@@ -31,5 +31,6 @@ mod sqlite {
         repeated_event_creates_nothing_new,
         t13_call_lifecycle_and_missed_call,
         t4_manual_mode_creates_on_request,
+        concurrent_steps_of_one_call_log_it_once,
     );
 }

@@ -34,11 +34,13 @@ on_postgres!(
     repeated_event_creates_nothing_new,
     t13_call_lifecycle_and_missed_call,
     t4_manual_mode_creates_on_request,
+    concurrent_steps_of_one_call_log_it_once,
 );
 
 /// A `leadline serve` process; killed on drop.
 struct Gateway {
-    child: Child,
+    /// Held so the process is killed when the test ends (`kill_on_drop`).
+    _child: Child,
     base: String,
 }
 
@@ -79,7 +81,7 @@ impl Gateway {
         // Keep draining the log so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Gateway {
-            child,
+            _child: child,
             base: format!("http://{addr}"),
         }
     }

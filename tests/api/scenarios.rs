@@ -223,3 +223,38 @@ pub async fn t4_manual_mode_creates_on_request(app: &TestApp) {
     assert_eq!(leads[0]["phones"], json!(["+49305550000"]));
     assert_eq!(created["call"]["crm_action"], "created");
 }
+
+/// T1, API.md idempotency: the steps of one call arriving at the same moment (PBXs send
+/// them from several threads) log the call once and create one lead.
+pub async fn concurrent_steps_of_one_call_log_it_once(app: &TestApp) {
+    let line = app.sales_line().await;
+    let mut tasks = Vec::new();
+    for round in 0..5 {
+        for event in ["ringing", "answered", "ended"] {
+            let request = app
+                .client
+                .post(format!("{}/api/v1/calls/events", app.base))
+                .bearer_auth(&app.admin)
+                .json(&json!({"call_id": format!("steps-{round}"), "event": event,
+                              "direction": "incoming", "from": "030 4444444",
+                              "to": "+4930901820", "user": line.ben}));
+            tasks.push(tokio::spawn(async move {
+                let resp = request.send().await.expect("sent");
+                (resp.status(), resp.text().await.unwrap_or_default())
+            }));
+        }
+    }
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(app.leads().await.len(), 1);
+    let calls = app.get_ok("/api/v1/calls").await;
+    let calls = calls["items"].as_array().unwrap();
+    assert_eq!(calls.len(), 5, "one log row per call");
+    for call in calls {
+        assert_eq!(call["answered_by"], json!(line.ben), "{call}");
+        // Whatever order the steps arrived in, the call was answered.
+        assert_eq!(call["outcome"], "answered", "{call}");
+    }
+}
