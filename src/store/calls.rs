@@ -2,27 +2,26 @@
 //!
 //! A call event is applied in one transaction: the (call, event) idempotency row, the
 //! intake's decision (entities, activity, queue rotation) and the call log row commit
-//! together or not at all. Two rules hold however many processes share the database:
+//! together or not at all. Opening `ringing` events go through the group commit of
+//! `batch`; the intake itself is written by `intake`. Two rules hold however many processes share the database:
 //! a repeated event changes nothing (primary key on `call_events`), and a new identifier
 //! creates one entity (primary key on `identifier_owners`, M7).
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
-use super::entities::{NewDealFields, NewEntity, Tx, claim_identifier, insert_entity, table};
+use super::activities::{activity_subject, insert_call_activity};
+use super::entities::{NewEntity, Tx, claim_identifier, insert_entity, table};
+use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
 use super::{
     Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
 };
-use crate::crm::intake::{
-    CallFacts, CustomerContext, Decision, IntakeInput, NewEntities, NumberSettings, Responsible,
-    call_completes_activity, decide,
-};
+use crate::crm::intake::{CallFacts, call_completes_activity};
 use crate::crm::model::{
-    ActivityKind, CallEventKind, CallOutcome, CallRecordId, CrmAction, CrmSettings, Direction,
-    EntityKind, EntityRef, Millis, SimpleCreates, UserId,
+    CallEventKind, CallOutcome, CallRecordId, CrmAction, Direction, EntityKind, EntityRef, Millis,
+    UserId,
 };
-use crate::crm::queue::QueueState;
-use crate::matcher::{Candidate, Identifier, MatchOutcome, normalise_phone};
+use crate::matcher::Identifier;
 
 /// A call event as pushed by a PBX or produced by our own B2BUA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,74 +98,12 @@ pub struct EventOutcome {
     pub repeated: bool,
 }
 
-/// One activity on the timeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActivityRecord {
-    pub id: String,
-    pub kind: ActivityKind,
-    pub direction: Direction,
-    pub subject: String,
-    pub completed: bool,
-    pub responsible: Option<UserId>,
-    pub call: Option<String>,
-    pub matched: Option<String>,
-    pub match_reason: Option<String>,
-    pub entities: Vec<EntityRef>,
-    pub created_at: Millis,
-    pub completed_at: Option<Millis>,
-}
-
 /// Filters of the call log.
 #[derive(Debug, Clone, Default)]
 pub struct CallFilter {
     /// Calls that involve this employee (dialled, answered or responsible).
     pub user: Option<UserId>,
     pub customer: Option<String>,
-}
-
-/// Everything the intake reads, gathered before the write transaction.
-#[derive(Clone)]
-struct IntakeContext {
-    number: Option<NumberSettings>,
-    crm: CrmSettings,
-    queue: Option<QueueState>,
-    pipelines: Vec<crate::crm::intake::PipelineEntry>,
-    identifier: Option<Identifier>,
-    matched: Option<MatchOutcome>,
-    customer: CustomerContext,
-}
-
-impl IntakeContext {
-    fn decide(&self, facts: &CallFacts) -> Decision {
-        match &self.matched {
-            Some(matched) => decide(IntakeInput {
-                facts,
-                number: self.number.as_ref(),
-                matched,
-                customer: &self.customer,
-                crm: &self.crm,
-                queue: self.queue.as_ref(),
-                pipelines: &self.pipelines,
-            }),
-            None => Decision {
-                action: CrmAction::Logged,
-                reason: format!(
-                    "'{}' carries no phone number (withheld or anonymous caller)",
-                    facts.customer_raw
-                ),
-                create: None,
-                attach: Vec::new(),
-                matched: None,
-                responsible: Responsible::Nobody,
-                route: match facts.direction {
-                    Direction::Incoming => crate::crm::queue::ring_order(None, self.queue.as_ref()),
-                    Direction::Outgoing => Vec::new(),
-                },
-                ring_timeout_s: self.number.as_ref().map_or(0, |n| n.ring_timeout_s),
-                source: String::new(),
-            },
-        }
-    }
 }
 
 /// The most times a decision is retried after losing a race for an identifier (M7) or a
@@ -184,97 +121,119 @@ impl Store {
             },
             user: event.user.clone(),
         };
-        for _ in 0..MAX_DECISION_ROUNDS {
-            // The first event of a call (of whatever kind) runs the intake; later ones
-            // only move the call along. Looked at afresh each round: a concurrent first
-            // event may have logged the call since.
-            let existing = self.call_by_call_id(&event.call_id).await?;
-            let context = match existing {
-                None => Some(self.intake_context(event, &facts).await?),
-                Some(_) => None,
+        for round in 0..MAX_DECISION_ROUNDS {
+            // The first event of a call (of whatever kind) runs the intake; later ones only
+            // move the call along. A `ringing` almost always opens its call, so the first
+            // round skips the look-up: a late `ringing` hits the call log's unique key
+            // (a lost race) and the next round finds the call.
+            let existing = if round == 0 && event.event == CallEventKind::Ringing {
+                None
+            } else {
+                self.call_by_call_id(&event.call_id).await?
             };
-            let mut tx = self.writer().begin().await?;
-            let fresh = sqlx::query(
-                "INSERT INTO call_events (call_id, event, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (call_id, event) DO NOTHING",
-            )
-            .bind(&event.call_id)
-            .bind(event.event.as_str())
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !fresh {
-                tx.rollback().await?;
-                return self.repeated_event(event).await;
+            if existing.is_some() {
+                return self.advance_logged_call(event).await;
             }
-
-            let answer = match (&context, &existing) {
-                (Some(ctx), _) => {
-                    let decision = ctx.decide(&facts);
-                    match self
-                        .apply_decision(&mut tx, event, &facts, ctx, decision)
-                        .await?
-                    {
-                        Applied::Done(answer) => {
-                            if event.event != CallEventKind::Ringing {
-                                // The call opened with a later step: apply that step too.
-                                let call = self
-                                    .call_by_call_id_in(&mut tx, &event.call_id)
-                                    .await?
-                                    .ok_or_else(|| {
-                                        StoreError::not_found("call", event.call_id.as_str())
-                                    })?;
-                                self.advance_call(&mut tx, &call, event).await?;
-                            }
-                            answer
-                        }
-                        Applied::LostRace => {
-                            // Another event created the customer, took the queue turn or
-                            // logged this call a moment ago: look again.
-                            tx.rollback().await?;
-                            continue;
-                        }
-                    }
-                }
-                (None, Some(_)) => {
-                    // Lock the call row, then read it: the copy read before the
-                    // transaction may predate a concurrent step of the same call.
-                    let call = self
-                        .locked_call(&mut tx, &event.call_id)
-                        .await?
-                        .ok_or_else(|| StoreError::not_found("call", event.call_id.as_str()))?;
-                    self.advance_call(&mut tx, &call, event).await?;
-                    self.first_answer(&mut tx, &event.call_id).await?
-                }
-                (None, None) => unreachable!("a call not yet logged always has an intake context"),
+            let context = self.intake_context(event, &facts).await?;
+            let job = IntakeJob::new(event.clone(), facts.clone(), context);
+            let result = if event.event == CallEventKind::Ringing {
+                self.batcher().submit(job).await?
+            } else {
+                self.open_call_with_step(job).await?
             };
-            let text = serde_json::to_string(&answer)
-                .map_err(|e| StoreError::Corrupt(format!("event answer: {e}")))?;
-            sqlx::query("UPDATE call_events SET response = $3 WHERE call_id = $1 AND event = $2")
-                .bind(&event.call_id)
-                .bind(event.event.as_str())
-                .bind(text)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            let call = self
-                .call_by_call_id(&event.call_id)
-                .await?
-                .ok_or_else(|| StoreError::not_found("call", event.call_id.as_str()))?;
-            metrics::counter!("leadline_call_events_total", "event" => event.event.as_str(),
-                "crm_action" => call.crm_action.as_str())
-            .increment(1);
-            return Ok(EventOutcome {
-                call,
-                answer,
-                repeated: false,
-            });
+            match result {
+                Some(JobResult::Fresh(outcome)) => {
+                    metrics::counter!("leadline_call_events_total", "event" => event.event.as_str(),
+                        "crm_action" => outcome.call.crm_action.as_str())
+                    .increment(1);
+                    return Ok(*outcome);
+                }
+                Some(JobResult::Repeated) => return self.repeated_event(event).await,
+                // Lost a race with a concurrent event: look again.
+                None => continue,
+            }
         }
         Err(StoreError::Conflict {
             code: "contention",
             message: "the call event kept losing races with concurrent events; retry it".to_owned(),
+        })
+    }
+
+    /// A call whose first event is `answered` or `ended` (the PBX sent no `ringing`):
+    /// the intake and that step in one transaction.
+    async fn open_call_with_step(&self, job: IntakeJob) -> Result<Option<JobResult>> {
+        let mut tx = self.writer().begin().await?;
+        let outcome = apply_intakes(&mut tx, std::slice::from_ref(&job), now_ms()).await?;
+        match outcome {
+            BatchOutcome::Done(mut results) => match results.pop() {
+                Some(JobResult::Fresh(opened)) => {
+                    let call = self
+                        .locked_call(&mut tx, &job.event.call_id)
+                        .await?
+                        .ok_or_else(|| StoreError::not_found("call", job.event.call_id.as_str()))?;
+                    self.advance_call(&mut tx, &call, &job.event).await?;
+                    tx.commit().await?;
+                    let call = self.get_call(opened.call.id.as_str()).await?;
+                    Ok(Some(JobResult::Fresh(Box::new(EventOutcome {
+                        call,
+                        ..*opened
+                    }))))
+                }
+                other => {
+                    tx.rollback().await?;
+                    Ok(other)
+                }
+            },
+            BatchOutcome::LostRace => {
+                tx.rollback().await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// `answered` / `ended` (or a late `ringing`) on a call already in the log.
+    async fn advance_logged_call(&self, event: &CallEvent) -> Result<EventOutcome> {
+        let mut tx = self.writer().begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO call_events (call_id, event, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (call_id, event) DO NOTHING",
+        )
+        .bind(&event.call_id)
+        .bind(event.event.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            tx.rollback().await?;
+            return self.repeated_event(event).await;
+        }
+        // Lock the call row, then read it: a copy read before the transaction may
+        // predate a concurrent step of the same call.
+        let call = self
+            .locked_call(&mut tx, &event.call_id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("call", event.call_id.as_str()))?;
+        self.advance_call(&mut tx, &call, event).await?;
+        let answer = self.first_answer(&mut tx, &event.call_id).await?;
+        let text = serde_json::to_string(&answer)
+            .map_err(|e| StoreError::Corrupt(format!("event answer: {e}")))?;
+        sqlx::query("UPDATE call_events SET response = $3 WHERE call_id = $1 AND event = $2")
+            .bind(&event.call_id)
+            .bind(event.event.as_str())
+            .bind(text)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let call = self.get_call(call.id.as_str()).await?;
+        metrics::counter!("leadline_call_events_total", "event" => event.event.as_str(),
+            "crm_action" => call.crm_action.as_str())
+        .increment(1);
+        Ok(EventOutcome {
+            call,
+            answer,
+            repeated: false,
         })
     }
 
@@ -298,285 +257,6 @@ impl Store {
             answer,
             repeated: true,
         })
-    }
-
-    async fn intake_context(&self, event: &CallEvent, facts: &CallFacts) -> Result<IntakeContext> {
-        let crm = self.crm_settings().await?;
-        let our_side = match event.direction {
-            Direction::Incoming => &event.to,
-            Direction::Outgoing => &event.from,
-        };
-        let number = match normalise_phone(our_side, Some(crm.default_country)) {
-            Ok(key) if key.is_e164() => self.number_settings(key.as_str()).await?,
-            _ => None,
-        };
-        let queue = match number.as_ref().and_then(|n| n.queue.as_ref()) {
-            Some(id) => self.queue_state(id).await?,
-            None => None,
-        };
-        let country = number
-            .as_ref()
-            .map_or(crm.default_country, |n| n.default_country);
-        let identifier = normalise_phone(&facts.customer_raw, Some(country))
-            .ok()
-            .map(Identifier::Phone);
-        let (matched, customer) = match &identifier {
-            Some(identifier) => {
-                let outcome = self.match_identifier(identifier.clone()).await?;
-                let customer = match outcome.matches.first() {
-                    Some(best) => self.customer_context(best).await?,
-                    None => CustomerContext::default(),
-                };
-                (Some(outcome), customer)
-            }
-            None => (None, CustomerContext::default()),
-        };
-        Ok(IntakeContext {
-            number,
-            crm,
-            queue,
-            pipelines: self.pipeline_entries().await?,
-            identifier,
-            matched,
-            customer,
-        })
-    }
-
-    /// Writes what the intake decided. `LostRace` when the identifier was claimed by a
-    /// concurrent event (M7): the caller retries with a fresh look.
-    async fn apply_decision(
-        &self,
-        tx: &mut Tx<'_>,
-        event: &CallEvent,
-        facts: &CallFacts,
-        ctx: &IntakeContext,
-        mut decision: Decision,
-    ) -> Result<Applied> {
-        let now = now_ms();
-        let customer_key = ctx.identifier.as_ref().map(|i| i.key().to_owned());
-        let mut created: Vec<EntityRef> = Vec::new();
-
-        if let Some(plan) = decision.create.clone() {
-            // M7 first: a lost claim must not advance the queue.
-            let owner_id = uuid::Uuid::now_v7().to_string();
-            let owner_kind = match &plan {
-                NewEntities::Lead { .. } => EntityKind::Lead,
-                NewEntities::CustomerWithDeal {
-                    kind: SimpleCreates::Contact,
-                    ..
-                } => EntityKind::Contact,
-                NewEntities::CustomerWithDeal {
-                    kind: SimpleCreates::Company,
-                    ..
-                } => EntityKind::Company,
-                NewEntities::DealFor { .. } => EntityKind::Deal,
-            };
-            if plan.claims_identifier()
-                && let Some(key) = &customer_key
-                && !claim_identifier(tx, key, &EntityRef::new(owner_kind, &owner_id), now).await?
-            {
-                return Ok(Applied::LostRace);
-            }
-            if decision.advances_queue() {
-                let Some(queue) = &ctx.queue else {
-                    unreachable!("only a queue member can be next in queue")
-                };
-                // T9: take the turn atomically; if another event took the one we saw,
-                // decide again with the turn we got (pure and cheap).
-                let row = sqlx::query(
-                    "UPDATE queues SET rotation = rotation + 1 WHERE id = $1 RETURNING rotation",
-                )
-                .bind(queue.id.as_str())
-                .fetch_one(&mut **tx)
-                .await?;
-                let taken = col::<i64>(&row, "rotation")? - 1;
-                if taken != queue.rotation {
-                    let turn = IntakeContext {
-                        queue: Some(QueueState {
-                            rotation: taken,
-                            ..queue.clone()
-                        }),
-                        ..ctx.clone()
-                    };
-                    decision = turn.decide(facts);
-                }
-            }
-            created = self
-                .create_planned(tx, event, &decision, &plan, &owner_id, owner_kind, ctx, now)
-                .await?;
-        }
-
-        let responsible = decision.responsible.user().cloned();
-        let call_row_id = CallRecordId::generate();
-        let activity = if decision.records_activity() {
-            let mut entities: Vec<EntityRef> = created.clone();
-            entities.extend(decision.attach.iter().cloned());
-            Some(
-                insert_call_activity(
-                    tx,
-                    event,
-                    &call_row_id,
-                    &entities,
-                    decision.matched.as_ref(),
-                    &decision.reason,
-                    responsible.as_ref(),
-                    now,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
-
-        let number = ctx.number.as_ref();
-        let logged = sqlx::query(
-            "INSERT INTO calls (id, call_id, direction, from_raw, to_raw, customer, number_id, \
-             number, user_id, responsible, started_at, crm_action, crm_reason, created_entities, \
-             route, activity_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-             ON CONFLICT (call_id) DO NOTHING",
-        )
-        .bind(call_row_id.as_str())
-        .bind(&event.call_id)
-        .bind(event.direction.as_str())
-        .bind(&event.from)
-        .bind(&event.to)
-        .bind(customer_key.as_deref())
-        .bind(number.map(|n| n.id.to_string()))
-        .bind(number.map(|n| n.number.clone()))
-        .bind(event.user.as_ref().map(UserId::as_str))
-        .bind(responsible.as_ref().map(UserId::as_str))
-        .bind(event.at)
-        .bind(decision.action.as_str())
-        .bind(&decision.reason)
-        .bind(json_list(
-            &created.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        ))
-        .bind(json_list(
-            &decision
-                .route
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
-        ))
-        .bind(activity.as_deref())
-        .execute(&mut **tx)
-        .await?;
-        if logged.rows_affected() == 0 {
-            // Another first event of this call logged it a moment ago (PostgreSQL waits
-            // for that commit before reporting the conflict).
-            return Ok(Applied::LostRace);
-        }
-
-        let matches = ctx
-            .matched
-            .as_ref()
-            .map(|m| m.matches.iter().map(stored_match).collect())
-            .unwrap_or_default();
-        Ok(Applied::Done(EventAnswer {
-            created,
-            matches,
-            route: decision.route.clone(),
-            ring_timeout_s: decision.ring_timeout_s,
-        }))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn create_planned(
-        &self,
-        tx: &mut Tx<'_>,
-        event: &CallEvent,
-        decision: &Decision,
-        plan: &NewEntities,
-        owner_id: &str,
-        owner_kind: EntityKind,
-        ctx: &IntakeContext,
-        now: Millis,
-    ) -> Result<Vec<EntityRef>> {
-        let identifiers: Vec<Identifier> = ctx.identifier.iter().cloned().collect();
-        let label = ctx
-            .identifier
-            .as_ref()
-            .map_or(event.from.as_str(), |i| i.key())
-            .to_owned();
-        let responsible = decision.responsible.user().cloned();
-        let base = NewEntity {
-            kind: owner_kind,
-            name: String::new(),
-            identifiers: identifiers.clone(),
-            responsible: responsible.clone(),
-            source: decision.source.clone(),
-            company: None,
-            customer: None,
-            deal: None,
-        };
-        let verb = match event.direction {
-            Direction::Incoming => "Call from",
-            Direction::Outgoing => "Call to",
-        };
-        let mut created = Vec::new();
-        match plan {
-            NewEntities::Lead { customer } => {
-                let lead = NewEntity {
-                    name: match customer {
-                        Some(_) => format!("Repeat: {verb} {label}"),
-                        None => format!("{verb} {label}"),
-                    },
-                    customer: customer.as_ref().map(ToString::to_string),
-                    ..base
-                };
-                created.push(insert_entity(tx, owner_id, &lead, now).await?);
-            }
-            NewEntities::CustomerWithDeal { kind, deal } => {
-                let customer = NewEntity {
-                    name: label.clone(),
-                    ..base.clone()
-                };
-                let customer_ref = insert_entity(tx, owner_id, &customer, now).await?;
-                created.push(customer_ref.clone());
-                if let Some(target) = deal {
-                    let (contact, company) = match kind {
-                        SimpleCreates::Contact => (Some(customer_ref.id.clone()), None),
-                        SimpleCreates::Company => (None, Some(customer_ref.id.clone())),
-                    };
-                    let deal = NewEntity {
-                        kind: EntityKind::Deal,
-                        name: format!("{verb} {label}"),
-                        identifiers: Vec::new(),
-                        deal: Some(NewDealFields {
-                            contact,
-                            company,
-                            pipeline: target.pipeline.clone(),
-                            stage: target.stage.clone(),
-                        }),
-                        ..base
-                    };
-                    created.push(
-                        insert_entity(tx, &uuid::Uuid::now_v7().to_string(), &deal, now).await?,
-                    );
-                }
-            }
-            NewEntities::DealFor { customer, deal } => {
-                let (contact, company) = match customer.kind {
-                    EntityKind::Company => (None, Some(customer.id.clone())),
-                    _ => (Some(customer.id.clone()), None),
-                };
-                let new = NewEntity {
-                    kind: EntityKind::Deal,
-                    name: format!("{verb} {label}"),
-                    identifiers: Vec::new(),
-                    deal: Some(NewDealFields {
-                        contact,
-                        company,
-                        pipeline: deal.pipeline.clone(),
-                        stage: deal.stage.clone(),
-                    }),
-                    ..base
-                };
-                created.push(insert_entity(tx, owner_id, &new, now).await?);
-            }
-        }
-        Ok(created)
     }
 
     /// Answered / ended on a call already in the log.
@@ -914,51 +594,6 @@ impl Store {
         state.rotation = col::<i64>(&row, "rotation")? - 1;
         Ok(state.next_member().cloned())
     }
-
-    /// The timeline of an entity, newest first.
-    pub async fn list_activities(
-        &self,
-        entity: &EntityRef,
-        page: &Page,
-    ) -> Result<Paged<ActivityRecord>> {
-        let rows = sqlx::query(
-            "SELECT a.* FROM activities a JOIN activity_entities ae ON ae.activity_id = a.id \
-             WHERE ae.entity_kind = $1 AND ae.entity_id = $2 AND ($3 = '' OR a.id < $3) \
-             ORDER BY a.id DESC LIMIT $4",
-        )
-        .bind(entity.kind.as_str())
-        .bind(entity.id.as_str())
-        .bind(page.after())
-        .bind(page.sql_limit())
-        .fetch_all(self.reader())
-        .await?;
-        let mut activities = rows
-            .iter()
-            .map(activity_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        for activity in &mut activities {
-            let links = sqlx::query(
-                "SELECT entity_kind, entity_id FROM activity_entities WHERE activity_id = $1 \
-                 ORDER BY entity_kind, entity_id",
-            )
-            .bind(activity.id.as_str())
-            .fetch_all(self.reader())
-            .await?;
-            for link in &links {
-                let kind: String = col(link, "entity_kind")?;
-                activity.entities.push(EntityRef::new(
-                    parse_stored(&kind, "activity_entities.entity_kind")?,
-                    col::<String>(link, "entity_id")?,
-                ));
-            }
-        }
-        Ok(page.finish(activities, |a| a.id.clone()))
-    }
-}
-
-enum Applied {
-    Done(EventAnswer),
-    LostRace,
 }
 
 impl CallRecord {
@@ -970,79 +605,6 @@ impl CallRecord {
                 Direction::Outgoing => self.to.clone(),
             })
     }
-}
-
-fn stored_match(candidate: &Candidate) -> StoredMatch {
-    StoredMatch {
-        entity: candidate.entity.clone(),
-        responsible: candidate.responsible.clone(),
-    }
-}
-
-fn activity_subject(direction: Direction, customer: &str, outcome: Option<CallOutcome>) -> String {
-    let base = match direction {
-        Direction::Incoming => format!("Incoming call from {customer}"),
-        Direction::Outgoing => format!("Outgoing call to {customer}"),
-    };
-    match outcome {
-        Some(CallOutcome::Answered) | None => base,
-        Some(CallOutcome::Missed | CallOutcome::Cancelled) if direction == Direction::Incoming => {
-            format!("Call back: missed call from {customer}")
-        }
-        Some(other) => format!("{base} ({other})"),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn insert_call_activity(
-    tx: &mut Tx<'_>,
-    event: &CallEvent,
-    call_row_id: &CallRecordId,
-    entities: &[EntityRef],
-    matched: Option<&Candidate>,
-    reason: &str,
-    responsible: Option<&UserId>,
-    now: Millis,
-) -> Result<String> {
-    let id = uuid::Uuid::now_v7().to_string();
-    let customer = match event.direction {
-        Direction::Incoming => &event.from,
-        Direction::Outgoing => &event.to,
-    };
-    sqlx::query(
-        "INSERT INTO activities (id, kind, direction, subject, completed, responsible, call_id, \
-         matched, match_reason, created_at) VALUES ($1, 'call', $2, $3, 0, $4, $5, $6, $7, $8)",
-    )
-    .bind(&id)
-    .bind(event.direction.as_str())
-    .bind(activity_subject(event.direction, customer, None))
-    .bind(responsible.map(UserId::as_str))
-    .bind(call_row_id.as_str())
-    .bind(matched.map(|m| m.entity.to_string()))
-    .bind(reason)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    let mut seen = std::collections::HashSet::new();
-    for entity in entities.iter().filter(|e| seen.insert((*e).clone())) {
-        sqlx::query(
-            "INSERT INTO activity_entities (activity_id, entity_kind, entity_id) VALUES ($1, $2, $3)",
-        )
-        .bind(&id)
-        .bind(entity.kind.as_str())
-        .bind(entity.id.as_str())
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(dynamic_sql!(
-            "UPDATE {} SET last_activity_at = $2 WHERE id = $1",
-            table(entity.kind)
-        ))
-        .bind(entity.id.as_str())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(id)
 }
 
 fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
@@ -1080,24 +642,5 @@ fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
             .collect(),
         activity: col(row, "activity_id")?,
         recording: col(row, "recording")?,
-    })
-}
-
-fn activity_from_row(row: &AnyRow) -> Result<ActivityRecord> {
-    let kind: String = col(row, "kind")?;
-    let direction: String = col(row, "direction")?;
-    Ok(ActivityRecord {
-        id: col(row, "id")?,
-        kind: parse_stored(&kind, "activities.kind")?,
-        direction: parse_stored(&direction, "activities.direction")?,
-        subject: col(row, "subject")?,
-        completed: col::<i64>(row, "completed")? == 1,
-        responsible: col::<Option<String>>(row, "responsible")?.map(UserId),
-        call: col(row, "call_id")?,
-        matched: col(row, "matched")?,
-        match_reason: col(row, "match_reason")?,
-        entities: Vec::new(),
-        created_at: col(row, "created_at")?,
-        completed_at: col(row, "completed_at")?,
     })
 }

@@ -55,6 +55,7 @@ impl Store {
         .bind(now_ms())
         .execute(self.writer())
         .await?;
+        self.cache().invalidate();
         Ok(())
     }
 

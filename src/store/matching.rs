@@ -18,100 +18,70 @@ pub(crate) fn stored_phone_key(value: &str) -> PhoneKey {
 }
 
 impl Store {
-    /// M1: resolve one identifier against exceptions, employees and entities.
+    /// M1: resolve one identifier against exceptions, employees and entities, with one
+    /// query: every call and e-mail does this, so it is one round trip and index look-ups
+    /// only (O(log n) however many contacts and exceptions there are).
     pub async fn match_identifier(&self, identifier: Identifier) -> Result<MatchOutcome> {
-        let exclusions = self.exclusions_for(&identifier).await?;
-        let found = if exclusions.check(&identifier).is_some() {
-            Vec::new()
-        } else {
-            self.candidates(identifier.key()).await?
-        };
-        Ok(resolve(identifier, &exclusions, found))
-    }
-
-    /// The exceptions (M4, M5) and employee identifiers (M6) that could match this
-    /// identifier. Loading only these rows keeps a lookup O(log n) however long the lists.
-    pub async fn exclusions_for(&self, identifier: &Identifier) -> Result<Exclusions> {
         let key = identifier.key();
-        let domain = match identifier {
-            Identifier::Email(email) => Some(format!("@{}", email.domain())),
-            Identifier::Phone(_) => None,
+        let domain = match &identifier {
+            Identifier::Email(email) => format!("@{}", email.domain()),
+            Identifier::Phone(_) => key.to_owned(),
         };
-        let mut exclusions = Exclusions::default();
-        let rows = sqlx::query("SELECT value FROM exceptions WHERE value = $1 OR value = $2")
-            .bind(key)
-            .bind(domain.as_deref().unwrap_or(key))
-            .fetch_all(self.reader())
-            .await?;
-        for row in &rows {
-            let value: String = col(row, "value")?;
-            match parse_exception(&value, None) {
-                Ok(rule) => exclusions.add_exception(&rule),
-                Err(err) => tracing::warn!(%value, %err, "stored exception no longer parses"),
-            }
-        }
-        match identifier {
-            Identifier::Phone(phone) => {
-                let phones = sqlx::query("SELECT value FROM user_phones WHERE value = $1")
-                    .bind(key)
-                    .fetch_all(self.reader())
-                    .await?;
-                for row in &phones {
-                    exclusions.add_employee_phone(&stored_phone_key(&col::<String>(row, "value")?));
-                }
-                if let PhoneKey::Digits(digits) = phone {
-                    let extensions =
-                        sqlx::query("SELECT extension FROM users WHERE extension = $1")
-                            .bind(digits.as_str())
-                            .fetch_all(self.reader())
-                            .await?;
-                    for row in &extensions {
-                        exclusions.add_employee_extension(&col::<String>(row, "extension")?);
-                    }
-                }
-            }
-            Identifier::Email(email) => {
-                let users = sqlx::query("SELECT email FROM users WHERE email = $1")
-                    .bind(key)
-                    .fetch_all(self.reader())
-                    .await?;
-                if !users.is_empty() {
-                    exclusions.add_employee_email(email);
-                }
-            }
-        }
-        Ok(exclusions)
-    }
-
-    /// Entities that carry this identifier key. Converted leads are left out: the contact
-    /// they became carries the identifier now.
-    pub async fn candidates(&self, key: &str) -> Result<Vec<Candidate>> {
         let rows = sqlx::query(
-            "SELECT ei.entity_kind, ei.entity_id, \
-               COALESCE(c.responsible, co.responsible, l.responsible) AS responsible, \
-               COALESCE(c.last_activity_at, co.last_activity_at, l.last_activity_at) AS last_activity_at \
-             FROM entity_identifiers ei \
-             LEFT JOIN contacts c ON ei.entity_kind = 'contact' AND c.id = ei.entity_id \
-             LEFT JOIN companies co ON ei.entity_kind = 'company' AND co.id = ei.entity_id \
-             LEFT JOIN leads l ON ei.entity_kind = 'lead' AND l.id = ei.entity_id \
-             WHERE ei.value = $1 AND (ei.entity_kind <> 'lead' OR l.status <> 'converted')",
+            "SELECT 'exception' AS source, value AS a, CAST(NULL AS TEXT) AS b, \
+                    CAST(NULL AS TEXT) AS c, CAST(NULL AS BIGINT) AS d \
+               FROM exceptions WHERE value = $1 OR value = $2 \
+             UNION ALL SELECT 'employee_phone', value, NULL, NULL, NULL \
+               FROM user_phones WHERE value = $1 \
+             UNION ALL SELECT 'employee_extension', extension, NULL, NULL, NULL \
+               FROM users WHERE extension = $1 \
+             UNION ALL SELECT 'employee_email', email, NULL, NULL, NULL \
+               FROM users WHERE email = $1 \
+             UNION ALL SELECT 'candidate', ei.entity_kind, ei.entity_id, \
+               COALESCE(c.responsible, co.responsible, l.responsible), \
+               COALESCE(c.last_activity_at, co.last_activity_at, l.last_activity_at) \
+               FROM entity_identifiers ei \
+               LEFT JOIN contacts c ON ei.entity_kind = 'contact' AND c.id = ei.entity_id \
+               LEFT JOIN companies co ON ei.entity_kind = 'company' AND co.id = ei.entity_id \
+               LEFT JOIN leads l ON ei.entity_kind = 'lead' AND l.id = ei.entity_id \
+               WHERE ei.value = $1 AND (ei.entity_kind <> 'lead' OR l.status <> 'converted')",
         )
         .bind(key)
+        .bind(&domain)
         .fetch_all(self.reader())
         .await?;
-        rows.iter()
-            .map(|row| {
-                let kind: String = col(row, "entity_kind")?;
-                Ok(Candidate {
+        let mut exclusions = Exclusions::default();
+        let mut found = Vec::new();
+        for row in &rows {
+            let source: String = col(row, "source")?;
+            let a: String = col(row, "a")?;
+            match (source.as_str(), &identifier) {
+                ("exception", _) => match parse_exception(&a, None) {
+                    Ok(rule) => exclusions.add_exception(&rule),
+                    Err(err) => {
+                        tracing::warn!(value = %a, %err, "stored exception no longer parses")
+                    }
+                },
+                ("employee_phone", _) => exclusions.add_employee_phone(&stored_phone_key(&a)),
+                ("employee_extension", _) => exclusions.add_employee_extension(&a),
+                ("employee_email", Identifier::Email(email)) => {
+                    exclusions.add_employee_email(email)
+                }
+                ("candidate", _) => found.push(Candidate {
                     entity: EntityRef::new(
-                        parse_stored::<EntityKind>(&kind, "entity_identifiers.entity_kind")?,
-                        col::<String>(row, "entity_id")?,
+                        parse_stored::<EntityKind>(&a, "entity_identifiers.entity_kind")?,
+                        col::<Option<String>>(row, "b")?.unwrap_or_default(),
                     ),
-                    responsible: col::<Option<String>>(row, "responsible")?.map(UserId),
-                    last_activity_at: col::<Option<i64>>(row, "last_activity_at")?.unwrap_or(0),
-                })
-            })
-            .collect()
+                    responsible: col::<Option<String>>(row, "c")?.map(UserId),
+                    last_activity_at: col::<Option<i64>>(row, "d")?.unwrap_or(0),
+                }),
+                _ => {}
+            }
+        }
+        if exclusions.check(&identifier).is_some() {
+            found.clear();
+        }
+        Ok(resolve(identifier, &exclusions, found))
     }
 
     /// T11/E14: the company of a matched contact and the customer's open deals.

@@ -18,22 +18,31 @@ macro_rules! dynamic_sql {
     };
 }
 
+mod activities;
+mod batch;
 mod calls;
 mod config;
 mod entities;
+mod intake;
 mod matching;
 mod routing;
+mod rows;
+mod snapshot;
 mod users;
 
+pub use activities::*;
 pub use calls::*;
 pub use entities::*;
 pub use routing::*;
 pub use users::*;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use log::LevelFilter;
+use sqlx::ConnectOptions as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor};
 
 use crate::crm::model::Millis;
@@ -53,6 +62,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The store is shutting down; the request was not applied.
+    #[error("the database writer has shut down")]
+    Closed,
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored value the code cannot read back: a bug or a hand-edited database.
@@ -139,6 +151,10 @@ pub struct Store {
     /// Pool for reads; the same pool as `write` on PostgreSQL.
     read: AnyPool,
     backend: Backend,
+    cache: Arc<snapshot::ConfigCache>,
+    tokens: Arc<users::TokenCache>,
+    /// Group commit of call intakes (see `batch`).
+    batcher: batch::Batcher,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -154,29 +170,48 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
+        // Statements are not logged one by one (every call runs a dozen); slow ones are.
+        let options = AnyConnectOptions::from_str(url)?
+            .log_statements(LevelFilter::Off)
+            .log_slow_statements(LevelFilter::Warn, Duration::from_millis(500));
         match backend {
             Backend::Sqlite => {
-                let write = sqlite_pool(1).connect(url).await?;
-                let read = sqlite_pool(4).connect(url).await?;
-                Ok(Self {
-                    write,
-                    read,
-                    backend,
-                })
+                let write = sqlite_pool(1).connect_with(options.clone()).await?;
+                let read = sqlite_pool(4).connect_with(options).await?;
+                Ok(Self::new(write, read, backend))
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect(url)
+                    .connect_with(options)
                     .await?;
-                Ok(Self {
-                    write: pool.clone(),
-                    read: pool,
-                    backend,
-                })
+                Ok(Self::new(pool.clone(), pool, backend))
             }
         }
+    }
+
+    fn new(write: AnyPool, read: AnyPool, backend: Backend) -> Self {
+        Self {
+            batcher: batch::Batcher::spawn(write.clone()),
+            write,
+            read,
+            backend,
+            cache: Arc::default(),
+            tokens: Arc::default(),
+        }
+    }
+
+    pub(crate) fn tokens(&self) -> &users::TokenCache {
+        &self.tokens
+    }
+
+    pub(crate) fn cache(&self) -> &snapshot::ConfigCache {
+        &self.cache
+    }
+
+    pub(crate) fn batcher(&self) -> &batch::Batcher {
+        &self.batcher
     }
 
     /// Applies pending migrations. Several processes may call this at once on PostgreSQL:

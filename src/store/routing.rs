@@ -130,6 +130,7 @@ impl Store {
             .await?;
         replace_members(&mut tx, &id, members).await?;
         tx.commit().await?;
+        self.cache().invalidate();
         self.get_queue(&id).await
     }
 
@@ -185,6 +186,7 @@ impl Store {
             replace_members(&mut tx, id, members).await?;
         }
         tx.commit().await?;
+        self.cache().invalidate();
         self.get_queue(id).await
     }
 
@@ -208,6 +210,7 @@ impl Store {
             return Err(StoreError::not_found("queue", id.as_str()));
         }
         tx.commit().await?;
+        self.cache().invalidate();
         Ok(())
     }
 
@@ -332,6 +335,7 @@ impl Store {
         .execute(self.writer())
         .await
         .map_err(|e| number_error(e, &settings.number))?;
+        self.cache().invalidate();
         self.get_number(&settings.id).await
     }
 
@@ -391,6 +395,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("number", settings.id.as_str()));
         }
+        self.cache().invalidate();
         self.get_number(&settings.id).await
     }
 
@@ -402,6 +407,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("number", id.as_str()));
         }
+        self.cache().invalidate();
         Ok(())
     }
 
@@ -500,6 +506,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.cache().invalidate();
         self.get_pipeline(&id).await
     }
 
@@ -570,6 +577,7 @@ impl Store {
             return Err(StoreError::not_found("pipeline", id.as_str()));
         }
         tx.commit().await?;
+        self.cache().invalidate();
         self.get_pipeline(id).await
     }
 
@@ -595,6 +603,7 @@ impl Store {
             .await
             .map_err(|e| in_use(e, format!("pipeline {id} still has deals")))?;
         tx.commit().await?;
+        self.cache().invalidate();
         Ok(())
     }
 

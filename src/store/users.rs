@@ -179,6 +179,8 @@ impl Store {
             replace_phones(&mut tx, id, phones).await?;
         }
         tx.commit().await?;
+        // A role change applies to the user's tokens at once.
+        self.tokens().clear();
         self.get_user(id).await
     }
 
@@ -190,6 +192,9 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("user", id.as_str()));
         }
+        // Queue memberships and tokens went with the user (cascade).
+        self.cache().invalidate();
+        self.tokens().clear();
         Ok(())
     }
 
@@ -228,7 +233,22 @@ impl Store {
         Ok(id)
     }
 
+    /// Who a token belongs to. Every API request asks, so answers are cached: cleared when
+    /// this process changes a user, and at most `TOKEN_CACHE_TTL` old for changes made by
+    /// another process. Unknown tokens are not cached (a flood of random tokens must not
+    /// grow memory).
     pub async fn token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
+        if let Some(owner) = self.tokens().get(token_hash) {
+            return Ok(Some(owner));
+        }
+        let owner = self.load_token_owner(token_hash).await?;
+        if let Some(owner) = &owner {
+            self.tokens().put(token_hash, owner.clone());
+        }
+        Ok(owner)
+    }
+
+    async fn load_token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
         let row = sqlx::query(
             "SELECT t.user_id, t.trunk_id, u.role FROM tokens t \
              LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
@@ -307,4 +327,40 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
         has_sip_password: ha1.is_some(),
         created_at: col(row, "created_at")?,
     })
+}
+
+/// How long a cached token answer is trusted (changes made by another process).
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// Cached tokens at most; the cache starts over beyond (tokens are few: users and trunks).
+const TOKEN_CACHE_MAX: usize = 10_000;
+
+/// Token hash → owner, with the time it was read.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache {
+    entries: std::sync::RwLock<std::collections::HashMap<String, (TokenOwner, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<TokenOwner> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL)
+            .map(|(owner, _)| owner.clone())
+    }
+
+    fn put(&self, hash: &str, owner: TokenOwner) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= TOKEN_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(hash.to_owned(), (owner, std::time::Instant::now()));
+    }
+
+    pub fn clear(&self) {
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }

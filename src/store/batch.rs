@@ -1,0 +1,111 @@
+//! Group commit for the opening events of calls.
+//!
+//! One task owns the writing of intakes: it takes every job waiting in its channel (up to
+//! `MAX_BATCH`) and applies them in one transaction. Under load this turns dozens of
+//! statements per call into a dozen per batch, and it is what lets one SQLite writer
+//! keep up with a busy PBX. With no load a batch is one job and nothing waits. A batch
+//! that loses a race or fails is rolled back and each job is replayed alone, so one bad
+//! event never fails its neighbours.
+
+use sqlx::AnyPool;
+use tokio::sync::{mpsc, oneshot};
+
+use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
+use super::{Result, StoreError, now_ms};
+
+/// The most jobs in one transaction.
+const MAX_BATCH: usize = 256;
+/// Jobs waiting for the writer; a full queue makes requests wait (back-pressure).
+const QUEUE_DEPTH: usize = 4_096;
+
+/// `None`: the job lost a race and should be retried with a fresh look.
+type Reply = Result<Option<JobResult>>;
+
+struct Submission {
+    job: IntakeJob,
+    reply: oneshot::Sender<Reply>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Batcher {
+    sender: mpsc::Sender<Submission>,
+}
+
+impl Batcher {
+    /// Starts the writer task on the current runtime.
+    pub fn spawn(pool: AnyPool) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(pool, receiver));
+        Self { sender }
+    }
+
+    pub async fn submit(&self, job: IntakeJob) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Submission { job, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Submission>) {
+    let mut batch: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = receiver.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("leadline_intake_batch_size").record(batch.len() as f64);
+        let (jobs, replies): (Vec<IntakeJob>, Vec<oneshot::Sender<Reply>>) =
+            batch.drain(..).map(|s| (s.job, s.reply)).unzip();
+        match apply(&pool, &jobs).await {
+            Ok(BatchOutcome::Done(results)) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    // The requester may have gone (client disconnected): nothing to do.
+                    let _ = reply.send(Ok(Some(result)));
+                }
+            }
+            Ok(BatchOutcome::LostRace) if jobs.len() == 1 => {
+                send_first(replies, Ok(None));
+            }
+            Err(err) if jobs.len() == 1 => {
+                send_first(replies, Err(err));
+            }
+            Ok(BatchOutcome::LostRace) | Err(_) => {
+                tracing::debug!(jobs = jobs.len(), "batch replayed job by job");
+                metrics::counter!("leadline_intake_batch_replays_total").increment(1);
+                for (job, reply) in jobs.into_iter().zip(replies) {
+                    let _ = reply.send(single(&pool, job).await);
+                }
+            }
+        }
+    }
+}
+
+fn send_first(replies: Vec<oneshot::Sender<Reply>>, reply: Reply) {
+    if let Some(first) = replies.into_iter().next() {
+        let _ = first.send(reply);
+    }
+}
+
+async fn single(pool: &AnyPool, job: IntakeJob) -> Reply {
+    match apply(pool, std::slice::from_ref(&job)).await? {
+        BatchOutcome::Done(mut results) => Ok(results.pop()),
+        BatchOutcome::LostRace => Ok(None),
+    }
+}
+
+/// One transaction: commit what was applied, roll back a lost race.
+async fn apply(pool: &AnyPool, jobs: &[IntakeJob]) -> Result<BatchOutcome> {
+    let mut tx = pool.begin().await?;
+    let outcome = apply_intakes(&mut tx, jobs, now_ms()).await?;
+    match outcome {
+        BatchOutcome::Done(_) => tx.commit().await?,
+        BatchOutcome::LostRace => tx.rollback().await?,
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,822 @@
+//! Applies the intake for the opening event of calls: a batch of jobs in one transaction.
+//!
+//! The reads happen before (`Store::intake_context`, mostly from the configuration
+//! snapshot); here, inside the write transaction, the batch is planned with the pure
+//! `crm::intake::decide` and written with multi-row statements. Two events in one batch
+//! for the same new number are resolved in memory: the second one sees the entity the
+//! first creates. Races with other transactions (another process claimed the number,
+//! logged the call, or took queue turns) are detected by the database constraints and
+//! reported as `LostRace`: the caller rolls back and retries each job alone with a fresh
+//! look. Queue turns taken by others only shift the rotation: the batch is re-planned
+//! with the turns it actually got.
+
+use std::collections::{HashMap, HashSet};
+
+use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, StoredMatch};
+use super::entities::{Tx, table};
+use super::rows::{Cell, Rows, placeholders};
+use super::{Result, Store, StoreError, col, json_list};
+use crate::crm::intake::{
+    CallFacts, CustomerContext, Decision, IntakeInput, NewEntities, NumberSettings, OpenDeal,
+    PipelineEntry, Responsible, decide,
+};
+use crate::crm::model::{
+    CallRecordId, CompanyId, ContactId, CrmAction, CrmSettings, DealId, Direction, EntityKind,
+    EntityRef, Millis, QueueId, SimpleCreates, UserId,
+};
+use crate::crm::queue::{QueueState, ring_order};
+use crate::matcher::{Candidate, Exclusions, Identifier, MatchOutcome, MatchStatus, resolve};
+
+/// Everything the intake reads, gathered before the write transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct IntakeContext {
+    pub number: Option<NumberSettings>,
+    pub crm: CrmSettings,
+    /// The number's queue and its members; the rotation is read in the transaction.
+    pub queue: Option<(QueueId, Vec<UserId>)>,
+    pub pipelines: Vec<PipelineEntry>,
+    /// The customer's identifier; `None` for a withheld or anonymous caller.
+    pub identifier: Option<Identifier>,
+    pub matched: Option<MatchOutcome>,
+    pub customer: CustomerContext,
+}
+
+/// One opening call event with what the intake read for it.
+#[derive(Debug, Clone)]
+pub(crate) struct IntakeJob {
+    pub event: CallEvent,
+    pub facts: CallFacts,
+    pub ctx: IntakeContext,
+    /// Ids of what the job may create, fixed up front so re-planning keeps them.
+    ids: JobIds,
+}
+
+#[derive(Debug, Clone)]
+struct JobIds {
+    /// The entity that takes the identifier (or the deal, for a deal of a known customer).
+    owner: String,
+    /// The deal created beside a new contact or company (simple mode).
+    deal: String,
+    call: CallRecordId,
+    activity: String,
+}
+
+impl IntakeJob {
+    pub fn new(event: CallEvent, facts: CallFacts, ctx: IntakeContext) -> Self {
+        let id = || uuid::Uuid::now_v7().to_string();
+        Self {
+            event,
+            facts,
+            ctx,
+            ids: JobIds {
+                owner: id(),
+                deal: id(),
+                call: CallRecordId::generate(),
+                activity: id(),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum JobResult {
+    Fresh(Box<EventOutcome>),
+    /// The (call, event) was applied before: answer with the stored first answer.
+    Repeated,
+}
+
+#[derive(Debug)]
+pub(crate) enum BatchOutcome {
+    Done(Vec<JobResult>),
+    /// A concurrent transaction got there first; roll back and retry with a fresh look.
+    LostRace,
+}
+
+/// What one fresh job will do.
+struct Plan {
+    matched: Option<MatchOutcome>,
+    decision: Decision,
+}
+
+impl Store {
+    /// Reads what the intake needs for a call's opening event: one lookup query for the
+    /// customer (plus their deals when known); the rest comes from the snapshot.
+    pub(crate) async fn intake_context(
+        &self,
+        event: &CallEvent,
+        facts: &CallFacts,
+    ) -> Result<IntakeContext> {
+        let snapshot = self.config_snapshot().await?;
+        let crm = snapshot.crm.clone();
+        let our_side = match event.direction {
+            Direction::Incoming => &event.to,
+            Direction::Outgoing => &event.from,
+        };
+        let number = match crate::matcher::normalise_phone(our_side, Some(crm.default_country)) {
+            Ok(key) if key.is_e164() => snapshot.numbers.get(key.as_str()).cloned(),
+            _ => None,
+        };
+        let queue = number
+            .as_ref()
+            .and_then(|n| n.queue.as_ref())
+            .and_then(|id| snapshot.queues.get(id).map(|m| (id.clone(), m.clone())));
+        let country = number
+            .as_ref()
+            .map_or(crm.default_country, |n| n.default_country);
+        let identifier = crate::matcher::normalise_phone(&facts.customer_raw, Some(country))
+            .ok()
+            .map(Identifier::Phone);
+        let (matched, customer) = match &identifier {
+            Some(identifier) => {
+                let outcome = self.match_identifier(identifier.clone()).await?;
+                let customer = match outcome.matches.first() {
+                    Some(best) => self.customer_context(best).await?,
+                    None => CustomerContext::default(),
+                };
+                (Some(outcome), customer)
+            }
+            None => (None, CustomerContext::default()),
+        };
+        Ok(IntakeContext {
+            number,
+            crm,
+            queue,
+            pipelines: snapshot.pipelines.clone(),
+            identifier,
+            matched,
+            customer,
+        })
+    }
+}
+
+/// The decision for one job, given the match and queue state it should see.
+fn decide_job(
+    job: &IntakeJob,
+    matched: Option<&MatchOutcome>,
+    customer: &CustomerContext,
+    queue: Option<&QueueState>,
+) -> Decision {
+    let ctx = &job.ctx;
+    match matched {
+        Some(matched) => decide(IntakeInput {
+            facts: &job.facts,
+            number: ctx.number.as_ref(),
+            matched,
+            customer,
+            crm: &ctx.crm,
+            queue,
+            pipelines: &ctx.pipelines,
+        }),
+        None => Decision {
+            action: CrmAction::Logged,
+            reason: format!(
+                "'{}' carries no phone number (withheld or anonymous caller)",
+                job.facts.customer_raw
+            ),
+            create: None,
+            attach: Vec::new(),
+            matched: None,
+            responsible: Responsible::Nobody,
+            route: match job.facts.direction {
+                Direction::Incoming => ring_order(None, queue),
+                Direction::Outgoing => Vec::new(),
+            },
+            ring_timeout_s: ctx.number.as_ref().map_or(0, |n| n.ring_timeout_s),
+            source: String::new(),
+        },
+    }
+}
+
+fn owner_kind(plan: &NewEntities) -> EntityKind {
+    match plan {
+        NewEntities::Lead { .. } => EntityKind::Lead,
+        NewEntities::CustomerWithDeal {
+            kind: SimpleCreates::Contact,
+            ..
+        } => EntityKind::Contact,
+        NewEntities::CustomerWithDeal {
+            kind: SimpleCreates::Company,
+            ..
+        } => EntityKind::Company,
+        NewEntities::DealFor { .. } => EntityKind::Deal,
+    }
+}
+
+/// Plans every fresh job in order. Pure: the same inputs give the same plans, which is
+/// what lets the batch be re-planned when its queue turns moved.
+fn plan_all(
+    jobs: &[IntakeJob],
+    fresh: &[bool],
+    rotations: &HashMap<QueueId, i64>,
+    now: Millis,
+) -> (Vec<Option<Plan>>, HashMap<QueueId, i64>) {
+    // Entities this batch creates, by identifier: a later job for the same new number
+    // is that entity's known caller (M7 inside the batch).
+    let mut created: HashMap<String, (Candidate, CustomerContext)> = HashMap::new();
+    let mut counters = rotations.clone();
+    let mut turns: HashMap<QueueId, i64> = HashMap::new();
+    let mut plans = Vec::with_capacity(jobs.len());
+    for (job, fresh) in jobs.iter().zip(fresh) {
+        if !fresh {
+            plans.push(None);
+            continue;
+        }
+        let ctx = &job.ctx;
+        let (matched, customer) = match (&ctx.identifier, &ctx.matched) {
+            (Some(id), Some(m)) if m.status != MatchStatus::Excluded => {
+                match created.get(id.key()) {
+                    Some((candidate, customer)) => {
+                        let mut found = vec![candidate.clone()];
+                        found.extend(m.matches.iter().cloned());
+                        (
+                            Some(resolve(id.clone(), &Exclusions::default(), found)),
+                            customer.clone(),
+                        )
+                    }
+                    None => (Some(m.clone()), ctx.customer.clone()),
+                }
+            }
+            _ => (ctx.matched.clone(), ctx.customer.clone()),
+        };
+        let queue = ctx.queue.as_ref().and_then(|(id, members)| {
+            counters.get(id).map(|rotation| QueueState {
+                id: id.clone(),
+                members: members.clone(),
+                rotation: *rotation,
+            })
+        });
+        let decision = decide_job(job, matched.as_ref(), &customer, queue.as_ref());
+        if decision.advances_queue()
+            && let Some(queue) = &queue
+        {
+            *counters.entry(queue.id.clone()).or_default() += 1;
+            *turns.entry(queue.id.clone()).or_default() += 1;
+        }
+        if let (Some(new), Some(id)) = (&decision.create, &ctx.identifier)
+            && new.claims_identifier()
+        {
+            let owner = EntityRef::new(owner_kind(new), &job.ids.owner);
+            let responsible = decision.responsible.user().cloned();
+            let customer = match new {
+                NewEntities::CustomerWithDeal { deal: Some(_), .. } => CustomerContext {
+                    contact_company: None,
+                    open_deals: vec![OpenDeal {
+                        id: DealId(job.ids.deal.clone()),
+                        contact: (owner.kind == EntityKind::Contact)
+                            .then(|| ContactId(owner.id.clone())),
+                        company: (owner.kind == EntityKind::Company)
+                            .then(|| CompanyId(owner.id.clone())),
+                        responsible: responsible.clone(),
+                        last_activity_at: now,
+                    }],
+                },
+                _ => CustomerContext::default(),
+            };
+            created.insert(
+                id.key().to_owned(),
+                (
+                    Candidate {
+                        entity: owner,
+                        responsible,
+                        last_activity_at: now,
+                    },
+                    customer,
+                ),
+            );
+        }
+        plans.push(Some(Plan { matched, decision }));
+    }
+    (plans, turns)
+}
+
+/// Applies the opening events of calls inside `tx`.
+pub(crate) async fn apply_intakes(
+    tx: &mut Tx<'_>,
+    jobs: &[IntakeJob],
+    now: Millis,
+) -> Result<BatchOutcome> {
+    // 1. Idempotency: one row per (call, event); the first in the batch wins a duplicate.
+    let mut seen = HashSet::new();
+    let mut first_of_key = Vec::with_capacity(jobs.len());
+    let mut events = Rows::new(
+        "call_events",
+        &["call_id", "event", "created_at"],
+        "ON CONFLICT (call_id, event) DO NOTHING RETURNING call_id, event",
+    );
+    for job in jobs {
+        let key = (job.event.call_id.clone(), job.event.event);
+        let first = seen.insert(key);
+        first_of_key.push(first);
+        if first {
+            events.push(vec![
+                job.event.call_id.clone().into(),
+                job.event.event.as_str().into(),
+                now.into(),
+            ]);
+        }
+    }
+    let inserted: HashSet<(String, String)> = events
+        .write(tx)
+        .await?
+        .iter()
+        .map(|row| Ok((col(row, "call_id")?, col(row, "event")?)))
+        .collect::<Result<_>>()?;
+    let fresh: Vec<bool> = jobs
+        .iter()
+        .zip(&first_of_key)
+        .map(|(job, first)| {
+            *first
+                && inserted.contains(&(
+                    job.event.call_id.clone(),
+                    job.event.event.as_str().to_owned(),
+                ))
+        })
+        .collect();
+    // One call, one intake: two opening events of one call in a batch go one at a time.
+    let mut calls = HashSet::new();
+    for (job, fresh) in jobs.iter().zip(&fresh) {
+        if *fresh && !calls.insert(job.event.call_id.as_str()) {
+            return Ok(BatchOutcome::LostRace);
+        }
+    }
+
+    // 2. The rotation of every queue the batch may hand work to (T9).
+    let queue_ids: Vec<&QueueId> = {
+        let mut ids: Vec<&QueueId> = jobs
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| **f)
+            .filter_map(|(j, _)| j.ctx.queue.as_ref().map(|(id, _)| id))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let mut rotations: HashMap<QueueId, i64> = HashMap::new();
+    if !queue_ids.is_empty() {
+        let sql = format!(
+            "SELECT id, rotation FROM queues WHERE id IN ({})",
+            placeholders(1, queue_ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &queue_ids {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            rotations.insert(QueueId(col(&row, "id")?), col(&row, "rotation")?);
+        }
+    }
+
+    // 3. Plan; 4. claim the new identifiers (M7).
+    let (mut plans, turns) = plan_all(jobs, &fresh, &rotations, now);
+    let mut claims = Rows::new(
+        "identifier_owners",
+        &["value", "entity_kind", "entity_id", "created_at"],
+        "ON CONFLICT (value) DO NOTHING RETURNING value",
+    );
+    for (job, plan) in jobs.iter().zip(&plans) {
+        if let (Some(plan), Some(id)) = (plan, &job.ctx.identifier)
+            && let Some(new) = &plan.decision.create
+            && new.claims_identifier()
+        {
+            claims.push(vec![
+                id.key().into(),
+                owner_kind(new).as_str().into(),
+                job.ids.owner.clone().into(),
+                now.into(),
+            ]);
+        }
+    }
+    let wanted = claims.len();
+    if wanted > 0 && claims.write(tx).await?.len() != wanted {
+        return Ok(BatchOutcome::LostRace);
+    }
+
+    // 5. Take the queue turns atomically; if others took turns since the read, re-plan
+    //    with the turns this batch actually got.
+    let mut moved = false;
+    for (queue, count) in &turns {
+        let row = sqlx::query(
+            "UPDATE queues SET rotation = rotation + $2 WHERE id = $1 RETURNING rotation",
+        )
+        .bind(queue.as_str())
+        .bind(*count)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else {
+            // The queue was deleted a moment ago.
+            return Ok(BatchOutcome::LostRace);
+        };
+        let start = col::<i64>(&row, "rotation")? - count;
+        if rotations.get(queue) != Some(&start) {
+            rotations.insert(queue.clone(), start);
+            moved = true;
+        }
+    }
+    if moved {
+        plans = plan_all(jobs, &fresh, &rotations, now).0;
+    }
+
+    // 6. Write the batch.
+    match write_plans(tx, jobs, &plans, now).await? {
+        Some(outcomes) => Ok(BatchOutcome::Done(outcomes)),
+        None => Ok(BatchOutcome::LostRace),
+    }
+}
+
+/// Writes entities, activities, call log rows and stored answers. `None` when a call
+/// was logged concurrently (lost race).
+async fn write_plans(
+    tx: &mut Tx<'_>,
+    jobs: &[IntakeJob],
+    plans: &[Option<Plan>],
+    now: Millis,
+) -> Result<Option<Vec<JobResult>>> {
+    let mut calls = Rows::new(
+        "calls",
+        &[
+            "id",
+            "call_id",
+            "direction",
+            "from_raw",
+            "to_raw",
+            "customer",
+            "number_id",
+            "number",
+            "user_id",
+            "responsible",
+            "started_at",
+            "crm_action",
+            "crm_reason",
+            "created_entities",
+            "route",
+            "activity_id",
+        ],
+        "ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
+    );
+    let entity_columns: &[&str] = &[
+        "id",
+        "name",
+        "responsible",
+        "source",
+        "created_at",
+        "updated_at",
+        "last_activity_at",
+    ];
+    let mut leads = Rows::new(
+        "leads",
+        &[
+            "id",
+            "name",
+            "responsible",
+            "source",
+            "created_at",
+            "updated_at",
+            "last_activity_at",
+            "status",
+            "customer",
+        ],
+        "",
+    );
+    let mut contacts = Rows::new("contacts", entity_columns, "");
+    let mut companies = Rows::new("companies", entity_columns, "");
+    let mut deals = Rows::new(
+        "deals",
+        &[
+            "id",
+            "name",
+            "responsible",
+            "source",
+            "created_at",
+            "updated_at",
+            "last_activity_at",
+            "contact_id",
+            "company_id",
+            "pipeline_id",
+            "stage_id",
+            "status",
+        ],
+        "",
+    );
+    let mut identifiers = Rows::new(
+        "entity_identifiers",
+        &["entity_kind", "entity_id", "kind", "value", "position"],
+        "ON CONFLICT DO NOTHING",
+    );
+    let mut activities = Rows::new(
+        "activities",
+        &[
+            "id",
+            "kind",
+            "direction",
+            "subject",
+            "completed",
+            "responsible",
+            "call_id",
+            "matched",
+            "match_reason",
+            "created_at",
+        ],
+        "",
+    );
+    let mut links = Rows::new(
+        "activity_entities",
+        &["activity_id", "entity_kind", "entity_id"],
+        "ON CONFLICT DO NOTHING",
+    );
+    let mut touched: HashMap<EntityKind, Vec<String>> = HashMap::new();
+    let mut outcomes: Vec<Option<(CallRecord, EventAnswer)>> = Vec::with_capacity(jobs.len());
+
+    for (job, plan) in jobs.iter().zip(plans) {
+        let Some(Plan { matched, decision }) = plan else {
+            outcomes.push(None);
+            continue;
+        };
+        let event = &job.event;
+        let customer_key = job.ctx.identifier.as_ref().map(|i| i.key().to_owned());
+        let label = customer_key
+            .clone()
+            .unwrap_or_else(|| job.facts.customer_raw.clone());
+        let verb = match event.direction {
+            Direction::Incoming => "Call from",
+            Direction::Outgoing => "Call to",
+        };
+        let responsible: Option<String> = decision.responsible.user().map(ToString::to_string);
+        let entity_cells = |id: &str, name: String| -> Vec<Cell> {
+            vec![
+                id.into(),
+                name.into(),
+                responsible.clone().into(),
+                decision.source.clone().into(),
+                now.into(),
+                now.into(),
+                now.into(),
+            ]
+        };
+        let mut identifier_row = |kind: EntityKind, id: &str| {
+            if let Some(identifier) = &job.ctx.identifier {
+                identifiers.push(vec![
+                    kind.as_str().into(),
+                    id.into(),
+                    identifier.kind().as_str().into(),
+                    identifier.key().into(),
+                    0i64.into(),
+                ]);
+            }
+        };
+        let mut created: Vec<EntityRef> = Vec::new();
+        match &decision.create {
+            None => {}
+            Some(NewEntities::Lead { customer }) => {
+                let name = match customer {
+                    Some(_) => format!("Repeat: {verb} {label}"),
+                    None => format!("{verb} {label}"),
+                };
+                let mut row = entity_cells(&job.ids.owner, name);
+                row.push("new".into());
+                row.push(customer.as_ref().map(ToString::to_string).into());
+                leads.push(row);
+                identifier_row(EntityKind::Lead, &job.ids.owner);
+                created.push(EntityRef::new(EntityKind::Lead, &job.ids.owner));
+            }
+            Some(NewEntities::CustomerWithDeal { kind, deal }) => {
+                let owner = match kind {
+                    SimpleCreates::Contact => EntityKind::Contact,
+                    SimpleCreates::Company => EntityKind::Company,
+                };
+                let row = entity_cells(&job.ids.owner, label.clone());
+                match owner {
+                    EntityKind::Company => companies.push(row),
+                    _ => contacts.push(row),
+                }
+                identifier_row(owner, &job.ids.owner);
+                created.push(EntityRef::new(owner, &job.ids.owner));
+                if let Some(target) = deal {
+                    let (contact, company) = match owner {
+                        EntityKind::Company => (None, Some(job.ids.owner.clone())),
+                        _ => (Some(job.ids.owner.clone()), None),
+                    };
+                    let mut row = entity_cells(&job.ids.deal, format!("{verb} {label}"));
+                    row.extend([
+                        contact.into(),
+                        company.into(),
+                        target.pipeline.to_string().into(),
+                        target.stage.to_string().into(),
+                        "open".into(),
+                    ]);
+                    deals.push(row);
+                    created.push(EntityRef::new(EntityKind::Deal, &job.ids.deal));
+                }
+            }
+            Some(NewEntities::DealFor { customer, deal }) => {
+                let (contact, company) = match customer.kind {
+                    EntityKind::Company => (None, Some(customer.id.clone())),
+                    _ => (Some(customer.id.clone()), None),
+                };
+                let mut row = entity_cells(&job.ids.owner, format!("{verb} {label}"));
+                row.extend([
+                    contact.into(),
+                    company.into(),
+                    deal.pipeline.to_string().into(),
+                    deal.stage.to_string().into(),
+                    "open".into(),
+                ]);
+                deals.push(row);
+                created.push(EntityRef::new(EntityKind::Deal, &job.ids.owner));
+            }
+        }
+
+        let activity = decision
+            .records_activity()
+            .then(|| job.ids.activity.clone());
+        if let Some(activity_id) = &activity {
+            let customer_side = match event.direction {
+                Direction::Incoming => &event.from,
+                Direction::Outgoing => &event.to,
+            };
+            activities.push(vec![
+                activity_id.clone().into(),
+                "call".into(),
+                event.direction.as_str().into(),
+                super::activities::activity_subject(event.direction, customer_side, None).into(),
+                0i64.into(),
+                responsible.clone().into(),
+                job.ids.call.to_string().into(),
+                decision
+                    .matched
+                    .as_ref()
+                    .map(|m| m.entity.to_string())
+                    .into(),
+                decision.reason.clone().into(),
+                now.into(),
+            ]);
+            let mut linked = HashSet::new();
+            for entity in created.iter().chain(&decision.attach) {
+                if linked.insert(entity.clone()) {
+                    links.push(vec![
+                        activity_id.clone().into(),
+                        entity.kind.as_str().into(),
+                        entity.id.clone().into(),
+                    ]);
+                }
+            }
+            for entity in &decision.attach {
+                touched
+                    .entry(entity.kind)
+                    .or_default()
+                    .push(entity.id.clone());
+            }
+        }
+
+        let number = job.ctx.number.as_ref();
+        let created_text: Vec<String> = created.iter().map(ToString::to_string).collect();
+        let route_text: Vec<String> = decision.route.iter().map(ToString::to_string).collect();
+        calls.push(vec![
+            job.ids.call.to_string().into(),
+            event.call_id.clone().into(),
+            event.direction.as_str().into(),
+            event.from.clone().into(),
+            event.to.clone().into(),
+            customer_key.clone().into(),
+            number.map(|n| n.id.to_string()).into(),
+            number.map(|n| n.number.clone()).into(),
+            event.user.as_ref().map(ToString::to_string).into(),
+            responsible.clone().into(),
+            event.at.into(),
+            decision.action.as_str().into(),
+            decision.reason.clone().into(),
+            json_list(&created_text).into(),
+            json_list(&route_text).into(),
+            activity.clone().into(),
+        ]);
+        let record = CallRecord {
+            id: job.ids.call.clone(),
+            call_id: event.call_id.clone(),
+            direction: event.direction,
+            from: event.from.clone(),
+            to: event.to.clone(),
+            customer: customer_key,
+            number: number.map(|n| n.number.clone()),
+            user: event.user.clone(),
+            answered_by: None,
+            responsible: decision.responsible.user().cloned(),
+            started_at: event.at,
+            answered_at: None,
+            ended_at: None,
+            outcome: None,
+            crm_action: decision.action,
+            crm_reason: decision.reason.clone(),
+            created: created.clone(),
+            route: decision.route.clone(),
+            activity,
+            recording: None,
+        };
+        let answer = EventAnswer {
+            created,
+            matches: matched
+                .as_ref()
+                .map(|m| {
+                    m.matches
+                        .iter()
+                        .map(|c| StoredMatch {
+                            entity: c.entity.clone(),
+                            responsible: c.responsible.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            route: decision.route.clone(),
+            ring_timeout_s: decision.ring_timeout_s,
+        };
+        outcomes.push(Some((record, answer)));
+    }
+
+    // The call log first: a call logged concurrently is a lost race, found before the
+    // rest is written.
+    let wanted = calls.len();
+    if wanted > 0 && calls.write(tx).await?.len() != wanted {
+        return Ok(None);
+    }
+    for rows in [
+        leads,
+        contacts,
+        companies,
+        deals,
+        identifiers,
+        activities,
+        links,
+    ] {
+        if !rows.is_empty() {
+            rows.write(tx).await?;
+        }
+    }
+    for (kind, ids) in &touched {
+        let sql = format!(
+            "UPDATE {} SET last_activity_at = $1 WHERE id IN ({})",
+            table(*kind),
+            placeholders(2, ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    store_answers(tx, jobs, &outcomes).await?;
+
+    Ok(Some(
+        outcomes
+            .into_iter()
+            .map(|o| match o {
+                Some((call, answer)) => JobResult::Fresh(Box::new(EventOutcome {
+                    call,
+                    answer,
+                    repeated: false,
+                })),
+                None => JobResult::Repeated,
+            })
+            .collect(),
+    ))
+}
+
+/// Keeps each fresh event's answer for repeats, in one statement.
+async fn store_answers(
+    tx: &mut Tx<'_>,
+    jobs: &[IntakeJob],
+    outcomes: &[Option<(CallRecord, EventAnswer)>],
+) -> Result<()> {
+    let mut cases = String::new();
+    let mut filter = Vec::new();
+    let mut binds: Vec<String> = Vec::new();
+    for (job, outcome) in jobs.iter().zip(outcomes) {
+        let Some((_, answer)) = outcome else { continue };
+        let text = serde_json::to_string(answer)
+            .map_err(|e| StoreError::Corrupt(format!("event answer: {e}")))?;
+        let n = binds.len();
+        cases.push_str(&format!(
+            " WHEN call_id = ${} AND event = ${} THEN ${}",
+            n + 1,
+            n + 2,
+            n + 3
+        ));
+        filter.push(format!("(call_id = ${} AND event = ${})", n + 1, n + 2));
+        binds.extend([
+            job.event.call_id.clone(),
+            job.event.event.as_str().to_owned(),
+            text,
+        ]);
+    }
+    if binds.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE call_events SET response = CASE{cases} END WHERE {}",
+        filter.join(" OR ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for bind in binds {
+        query = query.bind(bind);
+    }
+    query.execute(&mut **tx).await?;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! Multi-row statements: one `INSERT … VALUES (…), (…), …` for many rows, so a batch of
+//! call events costs a dozen round trips to the database instead of a dozen per event.
+
+use sqlx::any::AnyRow;
+
+use super::Result;
+use super::entities::Tx;
+
+/// One bound value. Stored values are only text and integers (portable schema).
+#[derive(Debug, Clone)]
+pub(crate) enum Cell {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl From<String> for Cell {
+    fn from(v: String) -> Self {
+        Cell::Text(Some(v))
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(v: &str) -> Self {
+        Cell::Text(Some(v.to_owned()))
+    }
+}
+
+impl From<Option<String>> for Cell {
+    fn from(v: Option<String>) -> Self {
+        Cell::Text(v)
+    }
+}
+
+impl From<i64> for Cell {
+    fn from(v: i64) -> Self {
+        Cell::Int(Some(v))
+    }
+}
+
+impl From<Option<i64>> for Cell {
+    fn from(v: Option<i64>) -> Self {
+        Cell::Int(v)
+    }
+}
+
+/// Rows for one table, written with as few statements as the parameter limits allow.
+pub(crate) struct Rows {
+    table: &'static str,
+    columns: &'static [&'static str],
+    /// Appended to each statement, e.g. `ON CONFLICT (value) DO NOTHING RETURNING value`.
+    suffix: &'static str,
+    rows: Vec<Vec<Cell>>,
+}
+
+/// Bound parameters per statement: under SQLite's and PostgreSQL's limits (32,766 and
+/// 65,535) with room to spare.
+const MAX_PARAMS: usize = 8_000;
+
+impl Rows {
+    pub fn new(
+        table: &'static str,
+        columns: &'static [&'static str],
+        suffix: &'static str,
+    ) -> Self {
+        Self {
+            table,
+            columns,
+            suffix,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<Cell>) {
+        debug_assert_eq!(row.len(), self.columns.len(), "row width of {}", self.table);
+        self.rows.push(row);
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Writes the rows; returns what `RETURNING` gave (empty without one).
+    pub async fn write(self, tx: &mut Tx<'_>) -> Result<Vec<AnyRow>> {
+        let mut returned = Vec::new();
+        let width = self.columns.len();
+        let per_statement = (MAX_PARAMS / width).max(1);
+        for chunk in self.rows.chunks(per_statement) {
+            let mut sql = format!(
+                "INSERT INTO {} ({}) VALUES ",
+                self.table,
+                self.columns.join(", ")
+            );
+            for (r, _) in chunk.iter().enumerate() {
+                if r > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                for c in 0..width {
+                    if c > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&format!("${}", r * width + c + 1));
+                }
+                sql.push(')');
+            }
+            sql.push(' ');
+            sql.push_str(self.suffix);
+            // Assembled from the constant table and column names and placeholders only.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                for cell in row {
+                    query = match cell {
+                        Cell::Text(v) => query.bind(v.clone()),
+                        Cell::Int(v) => query.bind(*v),
+                    };
+                }
+            }
+            returned.extend(query.fetch_all(&mut **tx).await?);
+        }
+        Ok(returned)
+    }
+}
+
+/// `$first, $first+1, …` for an `IN (…)` list of `count` values.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_numbered_from_first() {
+        assert_eq!(super::placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(super::placeholders(1, 0), "");
+    }
+}
