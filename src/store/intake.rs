@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, StoredMatch};
 use super::entities::{Tx, table};
+use super::matching::{customer_contexts, match_all};
 use super::rows::{Cell, Rows, placeholders};
 use super::{Result, Store, StoreError, col, json_list};
 use crate::crm::intake::{
@@ -37,8 +38,6 @@ pub(crate) struct IntakeContext {
     pub pipelines: Vec<PipelineEntry>,
     /// The customer's identifier; `None` for a withheld or anonymous caller.
     pub identifier: Option<Identifier>,
-    pub matched: Option<MatchOutcome>,
-    pub customer: CustomerContext,
 }
 
 /// One opening call event with what the intake read for it.
@@ -92,6 +91,12 @@ pub(crate) enum BatchOutcome {
     LostRace,
 }
 
+/// What the database knows about a fresh job's customer, read in the transaction.
+struct Looked {
+    matched: Option<MatchOutcome>,
+    customer: CustomerContext,
+}
+
 /// What one fresh job will do.
 struct Plan {
     matched: Option<MatchOutcome>,
@@ -99,8 +104,9 @@ struct Plan {
 }
 
 impl Store {
-    /// Reads what the intake needs for a call's opening event: one lookup query for the
-    /// customer (plus their deals when known); the rest comes from the snapshot.
+    /// What the intake needs for a call's opening event, from the configuration snapshot:
+    /// no database round trip. Matching the customer happens in the write transaction,
+    /// for the whole batch at once (`apply_intakes`).
     pub(crate) async fn intake_context(
         &self,
         event: &CallEvent,
@@ -126,25 +132,12 @@ impl Store {
         let identifier = crate::matcher::normalise_phone(&facts.customer_raw, Some(country))
             .ok()
             .map(Identifier::Phone);
-        let (matched, customer) = match &identifier {
-            Some(identifier) => {
-                let outcome = self.match_identifier(identifier.clone()).await?;
-                let customer = match outcome.matches.first() {
-                    Some(best) => self.customer_context(best).await?,
-                    None => CustomerContext::default(),
-                };
-                (Some(outcome), customer)
-            }
-            None => (None, CustomerContext::default()),
-        };
         Ok(IntakeContext {
             number,
             crm,
             queue,
             pipelines: snapshot.pipelines.clone(),
             identifier,
-            matched,
-            customer,
         })
     }
 }
@@ -206,7 +199,7 @@ fn owner_kind(plan: &NewEntities) -> EntityKind {
 /// what lets the batch be re-planned when its queue turns moved.
 fn plan_all(
     jobs: &[IntakeJob],
-    fresh: &[bool],
+    looked: &[Option<Looked>],
     rotations: &HashMap<QueueId, i64>,
     now: Millis,
 ) -> (Vec<Option<Plan>>, HashMap<QueueId, i64>) {
@@ -216,13 +209,13 @@ fn plan_all(
     let mut counters = rotations.clone();
     let mut turns: HashMap<QueueId, i64> = HashMap::new();
     let mut plans = Vec::with_capacity(jobs.len());
-    for (job, fresh) in jobs.iter().zip(fresh) {
-        if !fresh {
+    for (job, looked) in jobs.iter().zip(looked) {
+        let Some(looked) = looked else {
             plans.push(None);
             continue;
-        }
+        };
         let ctx = &job.ctx;
-        let (matched, customer) = match (&ctx.identifier, &ctx.matched) {
+        let (matched, customer) = match (&ctx.identifier, &looked.matched) {
             (Some(id), Some(m)) if m.status != MatchStatus::Excluded => {
                 match created.get(id.key()) {
                     Some((candidate, customer)) => {
@@ -233,10 +226,10 @@ fn plan_all(
                             customer.clone(),
                         )
                     }
-                    None => (Some(m.clone()), ctx.customer.clone()),
+                    None => (Some(m.clone()), looked.customer.clone()),
                 }
             }
-            _ => (ctx.matched.clone(), ctx.customer.clone()),
+            _ => (looked.matched.clone(), looked.customer.clone()),
         };
         let queue = ctx.queue.as_ref().and_then(|(id, members)| {
             counters.get(id).map(|rotation| QueueState {
@@ -340,7 +333,44 @@ pub(crate) async fn apply_intakes(
         }
     }
 
-    // 2. The rotation of every queue the batch may hand work to (T9).
+    // 2. Who the customers are (M1-M8), for the whole batch in one query, seen from
+    //    inside the transaction: what committed a moment ago counts.
+    let identifiers: Vec<Identifier> = jobs
+        .iter()
+        .zip(&fresh)
+        .filter(|(_, f)| **f)
+        .filter_map(|(j, _)| j.ctx.identifier.clone())
+        .collect();
+    let mut outcomes = match_all(&mut **tx, &identifiers).await?.into_iter();
+    let mut matched: Vec<Option<MatchOutcome>> = Vec::with_capacity(jobs.len());
+    for (job, fresh) in jobs.iter().zip(&fresh) {
+        matched.push(match (fresh, &job.ctx.identifier) {
+            (true, Some(_)) => outcomes.next(),
+            _ => None,
+        });
+    }
+    let bests: Vec<Candidate> = matched
+        .iter()
+        .flatten()
+        .filter_map(|m| m.matches.first().cloned())
+        .collect();
+    let customers = customer_contexts(&mut **tx, &bests).await?;
+    let looked: Vec<Option<Looked>> = matched
+        .into_iter()
+        .zip(&fresh)
+        .map(|(matched, fresh)| {
+            fresh.then(|| {
+                let customer = matched
+                    .as_ref()
+                    .and_then(|m| m.matches.first())
+                    .and_then(|best| customers.get(&best.entity).cloned())
+                    .unwrap_or_default();
+                Looked { matched, customer }
+            })
+        })
+        .collect();
+
+    // 3. The rotation of every queue the batch may hand work to (T9).
     let queue_ids: Vec<&QueueId> = {
         let mut ids: Vec<&QueueId> = jobs
             .iter()
@@ -367,8 +397,8 @@ pub(crate) async fn apply_intakes(
         }
     }
 
-    // 3. Plan; 4. claim the new identifiers (M7).
-    let (mut plans, turns) = plan_all(jobs, &fresh, &rotations, now);
+    // 4. Plan; 5. claim the new identifiers (M7).
+    let (mut plans, turns) = plan_all(jobs, &looked, &rotations, now);
     let mut claims = Rows::new(
         "identifier_owners",
         &["value", "entity_kind", "entity_id", "created_at"],
@@ -392,7 +422,7 @@ pub(crate) async fn apply_intakes(
         return Ok(BatchOutcome::LostRace);
     }
 
-    // 5. Take the queue turns atomically; if others took turns since the read, re-plan
+    // 6. Take the queue turns atomically; if others took turns since the read, re-plan
     //    with the turns this batch actually got.
     let mut moved = false;
     for (queue, count) in &turns {
@@ -414,10 +444,10 @@ pub(crate) async fn apply_intakes(
         }
     }
     if moved {
-        plans = plan_all(jobs, &fresh, &rotations, now).0;
+        plans = plan_all(jobs, &looked, &rotations, now).0;
     }
 
-    // 6. Write the batch.
+    // 7. Write the batch.
     match write_plans(tx, jobs, &plans, now).await? {
         Some(outcomes) => Ok(BatchOutcome::Done(outcomes)),
         None => Ok(BatchOutcome::LostRace),

@@ -1,11 +1,18 @@
-//! The matcher's database side: load what the pure matcher needs for one identifier
-//! (its candidates, the exclusions that could apply to it), then let it decide.
+//! The matcher's database side: load what the pure matcher needs for identifiers (their
+//! candidates, the exclusions that could apply to them) in one query, then let it decide.
+//! Works on a pooled connection (`/match`) and inside the intake's write transaction.
 
+use std::collections::HashMap;
+
+use sqlx::AnyConnection;
+
+use super::rows::placeholders;
 use super::{Result, Store, col, parse_stored};
 use crate::crm::intake::{CustomerContext, OpenDeal};
 use crate::crm::model::{CompanyId, ContactId, DealId, EntityKind, EntityRef, UserId};
 use crate::matcher::{
-    Candidate, Exclusions, Identifier, MatchOutcome, PhoneKey, parse_exception, resolve,
+    Candidate, ExceptionRule, Exclusions, Identifier, MatchOutcome, PhoneKey, parse_exception,
+    resolve,
 };
 
 /// A stored phone key back into its type: E.164 starts with `+`, the digits fallback never.
@@ -18,113 +25,220 @@ pub(crate) fn stored_phone_key(value: &str) -> PhoneKey {
 }
 
 impl Store {
-    /// M1: resolve one identifier against exceptions, employees and entities, with one
-    /// query: every call and e-mail does this, so it is one round trip and index look-ups
-    /// only (O(log n) however many contacts and exceptions there are).
+    /// M1: resolve one identifier against exceptions, employees and entities.
     pub async fn match_identifier(&self, identifier: Identifier) -> Result<MatchOutcome> {
-        let key = identifier.key();
-        let domain = match &identifier {
-            Identifier::Email(email) => format!("@{}", email.domain()),
-            Identifier::Phone(_) => key.to_owned(),
-        };
-        let rows = sqlx::query(
-            "SELECT 'exception' AS source, value AS a, CAST(NULL AS TEXT) AS b, \
-                    CAST(NULL AS TEXT) AS c, CAST(NULL AS BIGINT) AS d \
-               FROM exceptions WHERE value = $1 OR value = $2 \
-             UNION ALL SELECT 'employee_phone', value, NULL, NULL, NULL \
-               FROM user_phones WHERE value = $1 \
-             UNION ALL SELECT 'employee_extension', extension, NULL, NULL, NULL \
-               FROM users WHERE extension = $1 \
-             UNION ALL SELECT 'employee_email', email, NULL, NULL, NULL \
-               FROM users WHERE email = $1 \
-             UNION ALL SELECT 'candidate', ei.entity_kind, ei.entity_id, \
-               COALESCE(c.responsible, co.responsible, l.responsible), \
-               COALESCE(c.last_activity_at, co.last_activity_at, l.last_activity_at) \
-               FROM entity_identifiers ei \
-               LEFT JOIN contacts c ON ei.entity_kind = 'contact' AND c.id = ei.entity_id \
-               LEFT JOIN companies co ON ei.entity_kind = 'company' AND co.id = ei.entity_id \
-               LEFT JOIN leads l ON ei.entity_kind = 'lead' AND l.id = ei.entity_id \
-               WHERE ei.value = $1 AND (ei.entity_kind <> 'lead' OR l.status <> 'converted')",
-        )
-        .bind(key)
-        .bind(&domain)
-        .fetch_all(self.reader())
-        .await?;
-        let mut exclusions = Exclusions::default();
-        let mut found = Vec::new();
-        for row in &rows {
-            let source: String = col(row, "source")?;
-            let a: String = col(row, "a")?;
-            match (source.as_str(), &identifier) {
-                ("exception", _) => match parse_exception(&a, None) {
-                    Ok(rule) => exclusions.add_exception(&rule),
-                    Err(err) => {
-                        tracing::warn!(value = %a, %err, "stored exception no longer parses")
-                    }
-                },
-                ("employee_phone", _) => exclusions.add_employee_phone(&stored_phone_key(&a)),
-                ("employee_extension", _) => exclusions.add_employee_extension(&a),
-                ("employee_email", Identifier::Email(email)) => {
-                    exclusions.add_employee_email(email)
-                }
-                ("candidate", _) => found.push(Candidate {
-                    entity: EntityRef::new(
-                        parse_stored::<EntityKind>(&a, "entity_identifiers.entity_kind")?,
-                        col::<Option<String>>(row, "b")?.unwrap_or_default(),
-                    ),
-                    responsible: col::<Option<String>>(row, "c")?.map(UserId),
-                    last_activity_at: col::<Option<i64>>(row, "d")?.unwrap_or(0),
-                }),
-                _ => {}
-            }
-        }
-        if exclusions.check(&identifier).is_some() {
-            found.clear();
-        }
-        Ok(resolve(identifier, &exclusions, found))
+        let mut conn = self.reader().acquire().await?;
+        let mut outcomes = match_all(&mut conn, std::slice::from_ref(&identifier)).await?;
+        Ok(outcomes.pop().expect("one outcome per identifier"))
     }
 
     /// T11/E14: the company of a matched contact and the customer's open deals.
     pub async fn customer_context(&self, best: &Candidate) -> Result<CustomerContext> {
-        let column = match best.entity.kind {
-            EntityKind::Contact => "contact_id",
-            EntityKind::Company => "company_id",
-            EntityKind::Lead | EntityKind::Deal => return Ok(CustomerContext::default()),
-        };
-        let contact_company = if best.entity.kind == EntityKind::Contact {
-            sqlx::query("SELECT company_id FROM contacts WHERE id = $1")
-                .bind(best.entity.id.as_str())
-                .fetch_optional(self.reader())
-                .await?
-                .map(|row| col::<Option<String>>(&row, "company_id"))
-                .transpose()?
-                .flatten()
-                .map(CompanyId)
-        } else {
-            None
-        };
-        let rows = sqlx::query(dynamic_sql!(
-            "SELECT id, contact_id, company_id, responsible, last_activity_at FROM deals \
-             WHERE {column} = $1 AND status = 'open' ORDER BY last_activity_at DESC, id DESC LIMIT 10"
-        ))
-        .bind(best.entity.id.as_str())
-        .fetch_all(self.reader())
-        .await?;
-        let open_deals = rows
-            .iter()
-            .map(|row| {
-                Ok(OpenDeal {
-                    id: DealId(col(row, "id")?),
-                    contact: col::<Option<String>>(row, "contact_id")?.map(ContactId),
-                    company: col::<Option<String>>(row, "company_id")?.map(CompanyId),
-                    responsible: col::<Option<String>>(row, "responsible")?.map(UserId),
-                    last_activity_at: col(row, "last_activity_at")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(CustomerContext {
-            contact_company,
-            open_deals,
-        })
+        let mut conn = self.reader().acquire().await?;
+        Ok(customer_contexts(&mut conn, std::slice::from_ref(best))
+            .await?
+            .remove(&best.entity)
+            .unwrap_or_default())
     }
+}
+
+/// Matches many identifiers with one query: exceptions (M4, M5), employees (M6) and
+/// entities carrying them, then the pure matcher decides each (M1, M8). Index look-ups
+/// only, so the cost does not grow with the number of contacts or exceptions.
+pub(crate) async fn match_all(
+    conn: &mut AnyConnection,
+    identifiers: &[Identifier],
+) -> Result<Vec<MatchOutcome>> {
+    if identifiers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys: Vec<&str> = identifiers.iter().map(Identifier::key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut domains: Vec<String> = identifiers
+        .iter()
+        .filter_map(|i| match i {
+            Identifier::Email(email) => Some(format!("@{}", email.domain())),
+            Identifier::Phone(_) => None,
+        })
+        .collect();
+    domains.sort_unstable();
+    domains.dedup();
+    let keys_in = placeholders(1, keys.len());
+    let exception_values = placeholders(1, keys.len() + domains.len());
+    let sql = format!(
+        "SELECT 'exception' AS source, value AS k, value AS a, CAST(NULL AS TEXT) AS b, \
+                CAST(NULL AS TEXT) AS c, CAST(NULL AS BIGINT) AS d \
+           FROM exceptions WHERE value IN ({exception_values}) \
+         UNION ALL SELECT 'employee_phone', value, value, NULL, NULL, NULL \
+           FROM user_phones WHERE value IN ({keys_in}) \
+         UNION ALL SELECT 'employee_extension', extension, extension, NULL, NULL, NULL \
+           FROM users WHERE extension IN ({keys_in}) \
+         UNION ALL SELECT 'employee_email', email, email, NULL, NULL, NULL \
+           FROM users WHERE email IN ({keys_in}) \
+         UNION ALL SELECT 'candidate', ei.value, ei.entity_kind, ei.entity_id, \
+           COALESCE(c.responsible, co.responsible, l.responsible), \
+           COALESCE(c.last_activity_at, co.last_activity_at, l.last_activity_at) \
+           FROM entity_identifiers ei \
+           LEFT JOIN contacts c ON ei.entity_kind = 'contact' AND c.id = ei.entity_id \
+           LEFT JOIN companies co ON ei.entity_kind = 'company' AND co.id = ei.entity_id \
+           LEFT JOIN leads l ON ei.entity_kind = 'lead' AND l.id = ei.entity_id \
+           WHERE ei.value IN ({keys_in}) AND (ei.entity_kind <> 'lead' OR l.status <> 'converted')"
+    );
+    // Assembled from constants and placeholders only.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for key in &keys {
+        query = query.bind(*key);
+    }
+    for domain in &domains {
+        query = query.bind(domain.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+
+    let mut exceptions: HashMap<String, ExceptionRule> = HashMap::new();
+    let mut employees: HashMap<String, Vec<String>> = HashMap::new();
+    let mut found: HashMap<String, Vec<Candidate>> = HashMap::new();
+    for row in &rows {
+        let source: String = col(row, "source")?;
+        let key: String = col(row, "k")?;
+        let a: String = col(row, "a")?;
+        match source.as_str() {
+            "exception" => match parse_exception(&a, None) {
+                Ok(rule) => {
+                    exceptions.insert(key, rule);
+                }
+                Err(err) => tracing::warn!(value = %a, %err, "stored exception no longer parses"),
+            },
+            "candidate" => found.entry(key).or_default().push(Candidate {
+                entity: EntityRef::new(
+                    parse_stored::<EntityKind>(&a, "entity_identifiers.entity_kind")?,
+                    col::<Option<String>>(row, "b")?.unwrap_or_default(),
+                ),
+                responsible: col::<Option<String>>(row, "c")?.map(UserId),
+                last_activity_at: col::<Option<i64>>(row, "d")?.unwrap_or(0),
+            }),
+            employee => employees.entry(key).or_default().push(employee.to_owned()),
+        }
+    }
+
+    identifiers
+        .iter()
+        .map(|identifier| {
+            let key = identifier.key();
+            let mut exclusions = Exclusions::default();
+            if let Some(rule) = exceptions.get(key) {
+                exclusions.add_exception(rule);
+            }
+            if let Identifier::Email(email) = identifier
+                && let Some(rule) = exceptions.get(&format!("@{}", email.domain()))
+            {
+                exclusions.add_exception(rule);
+            }
+            for employee in employees.get(key).into_iter().flatten() {
+                match (employee.as_str(), identifier) {
+                    ("employee_phone", Identifier::Phone(phone)) => {
+                        exclusions.add_employee_phone(phone)
+                    }
+                    ("employee_extension", _) => exclusions.add_employee_extension(key),
+                    ("employee_email", Identifier::Email(email)) => {
+                        exclusions.add_employee_email(email)
+                    }
+                    _ => {}
+                }
+            }
+            let candidates = if exclusions.check(identifier).is_some() {
+                Vec::new()
+            } else {
+                found.get(key).cloned().unwrap_or_default()
+            };
+            Ok(resolve(identifier.clone(), &exclusions, candidates))
+        })
+        .collect()
+}
+
+/// T11/E14 for many customers at once: the company of each matched contact and the open
+/// deals of each matched contact or company, most recently active first.
+pub(crate) async fn customer_contexts(
+    conn: &mut AnyConnection,
+    bests: &[Candidate],
+) -> Result<HashMap<EntityRef, CustomerContext>> {
+    let contacts: Vec<&str> = bests
+        .iter()
+        .filter(|c| c.entity.kind == EntityKind::Contact)
+        .map(|c| c.entity.id.as_str())
+        .collect();
+    let companies: Vec<&str> = bests
+        .iter()
+        .filter(|c| c.entity.kind == EntityKind::Company)
+        .map(|c| c.entity.id.as_str())
+        .collect();
+    let mut contexts: HashMap<EntityRef, CustomerContext> = HashMap::new();
+    if contacts.is_empty() && companies.is_empty() {
+        return Ok(contexts);
+    }
+    if !contacts.is_empty() {
+        let sql = format!(
+            "SELECT id, company_id FROM contacts WHERE id IN ({})",
+            placeholders(1, contacts.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &contacts {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let id: String = col(&row, "id")?;
+            contexts
+                .entry(EntityRef::new(EntityKind::Contact, id))
+                .or_default()
+                .contact_company = col::<Option<String>>(&row, "company_id")?.map(CompanyId);
+        }
+    }
+    // Placeholders for the two lists; an empty list matches nothing.
+    let contact_in = if contacts.is_empty() {
+        "NULL".to_owned()
+    } else {
+        placeholders(1, contacts.len())
+    };
+    let company_in = if companies.is_empty() {
+        "NULL".to_owned()
+    } else {
+        placeholders(contacts.len() + 1, companies.len())
+    };
+    let sql = format!(
+        "SELECT id, contact_id, company_id, responsible, last_activity_at FROM deals \
+         WHERE status = 'open' AND (contact_id IN ({contact_in}) OR company_id IN ({company_in})) \
+         ORDER BY last_activity_at DESC, id DESC"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in contacts.iter().chain(&companies) {
+        query = query.bind(*id);
+    }
+    for row in query.fetch_all(&mut *conn).await? {
+        let deal = OpenDeal {
+            id: DealId(col(&row, "id")?),
+            contact: col::<Option<String>>(&row, "contact_id")?.map(ContactId),
+            company: col::<Option<String>>(&row, "company_id")?.map(CompanyId),
+            responsible: col::<Option<String>>(&row, "responsible")?.map(UserId),
+            last_activity_at: col(&row, "last_activity_at")?,
+        };
+        if let Some(contact) = &deal.contact
+            && contacts.contains(&contact.as_str())
+        {
+            contexts
+                .entry(EntityRef::new(EntityKind::Contact, contact.as_str()))
+                .or_default()
+                .open_deals
+                .push(deal.clone());
+        }
+        if let Some(company) = &deal.company
+            && companies.contains(&company.as_str())
+        {
+            contexts
+                .entry(EntityRef::new(EntityKind::Company, company.as_str()))
+                .or_default()
+                .open_deals
+                .push(deal);
+        }
+    }
+    Ok(contexts)
 }
