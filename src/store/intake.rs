@@ -341,7 +341,7 @@ pub(crate) async fn apply_intakes(
         .filter(|(_, f)| **f)
         .filter_map(|(j, _)| j.ctx.identifier.clone())
         .collect();
-    let mut outcomes = match_all(&mut **tx, &identifiers).await?.into_iter();
+    let mut outcomes = match_all(tx, &identifiers).await?.into_iter();
     let mut matched: Vec<Option<MatchOutcome>> = Vec::with_capacity(jobs.len());
     for (job, fresh) in jobs.iter().zip(&fresh) {
         matched.push(match (fresh, &job.ctx.identifier) {
@@ -354,7 +354,7 @@ pub(crate) async fn apply_intakes(
         .flatten()
         .filter_map(|m| m.matches.first().cloned())
         .collect();
-    let customers = customer_contexts(&mut **tx, &bests).await?;
+    let customers = customer_contexts(tx, &bests).await?;
     let looked: Vec<Option<Looked>> = matched
         .into_iter()
         .zip(&fresh)
