@@ -3,6 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
+use super::rows::{Rows, placeholders};
 use super::{Page, Paged, Result, Store, StoreError, col, now_ms, on_unique, parse_stored};
 use crate::crm::model::{
     DealStatus, EntityKind, EntityRef, LeadStatus, Millis, PipelineId, StageId, UserId,
@@ -301,41 +302,146 @@ impl Store {
         self.get_entity(&entity).await
     }
 
-    /// Creates many entities in batched transactions (imports). An entity whose first
-    /// identifier already belongs to someone is skipped, not duplicated (M7); its index
-    /// is reported.
+    /// Creates many contacts or companies in batched transactions with multi-row
+    /// statements (imports). An entity any of whose identifiers already belongs to
+    /// someone is skipped, not duplicated (M7); its index is reported.
     pub async fn import_entities(&self, entities: &[NewEntity]) -> Result<ImportReport> {
         const BATCH: usize = 5_000;
         let mut report = ImportReport::default();
         for (batch_no, batch) in entities.chunks(BATCH).enumerate() {
+            if let Some(i) = batch
+                .iter()
+                .position(|e| !matches!(e.kind, EntityKind::Contact | EntityKind::Company))
+            {
+                return Err(StoreError::invalid(
+                    format!("[{}]", batch_no * BATCH + i),
+                    "only contacts and companies are imported",
+                ));
+            }
             let now = now_ms();
+            let ids: Vec<String> = batch
+                .iter()
+                .map(|_| uuid::Uuid::now_v7().to_string())
+                .collect();
             let mut tx = self.writer().begin().await?;
-            for (i, new) in batch.iter().enumerate() {
-                let id = uuid::Uuid::now_v7().to_string();
-                let entity = EntityRef::new(new.kind, &id);
-                let mut free = true;
-                if claims(new.kind) {
-                    for identifier in &new.identifiers {
-                        if !claim_identifier(&mut tx, identifier.key(), &entity, now).await? {
-                            free = false;
-                            break;
-                        }
+            let mut claims = Rows::new(
+                "identifier_owners",
+                &["value", "entity_kind", "entity_id", "created_at"],
+                "ON CONFLICT (value) DO NOTHING RETURNING entity_id",
+            );
+            let mut in_batch = std::collections::HashSet::new();
+            let mut duplicate_in_batch = std::collections::HashSet::new();
+            for (new, id) in batch.iter().zip(&ids) {
+                for identifier in &new.identifiers {
+                    // The same identifier twice in one file: the first entity keeps it.
+                    if !in_batch.insert(identifier.key().to_owned()) {
+                        duplicate_in_batch.insert(id.clone());
+                        continue;
                     }
+                    claims.push(vec![
+                        identifier.key().into(),
+                        new.kind.as_str().into(),
+                        id.clone().into(),
+                        now.into(),
+                    ]);
                 }
-                if !free {
-                    // Claims taken so far for this entity go back; the rest stays.
-                    sqlx::query(
-                        "DELETE FROM identifier_owners WHERE entity_kind = $1 AND entity_id = $2",
-                    )
-                    .bind(entity.kind.as_str())
-                    .bind(entity.id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+            }
+            let mut claimed: std::collections::HashMap<String, usize> =
+                std::collections::HashMap::new();
+            for row in claims.write(&mut tx).await? {
+                *claimed.entry(col(&row, "entity_id")?).or_default() += 1;
+            }
+            let mut contacts = Rows::new(
+                "contacts",
+                &[
+                    "id",
+                    "name",
+                    "company_id",
+                    "responsible",
+                    "source",
+                    "created_at",
+                    "updated_at",
+                    "last_activity_at",
+                ],
+                "",
+            );
+            let mut companies = Rows::new(
+                "companies",
+                &[
+                    "id",
+                    "name",
+                    "responsible",
+                    "source",
+                    "created_at",
+                    "updated_at",
+                    "last_activity_at",
+                ],
+                "",
+            );
+            let mut identifiers = Rows::new(
+                "entity_identifiers",
+                &["entity_kind", "entity_id", "kind", "value", "position"],
+                "ON CONFLICT DO NOTHING",
+            );
+            let mut partly_claimed = Vec::new();
+            for (i, (new, id)) in batch.iter().zip(&ids).enumerate() {
+                let got = claimed.get(id).copied().unwrap_or(0);
+                if got != new.identifiers.len() || duplicate_in_batch.contains(id) {
+                    if got > 0 {
+                        partly_claimed.push(id.clone());
+                    }
                     report.skipped.push(batch_no * BATCH + i);
                     continue;
                 }
-                insert_entity(&mut tx, &id, new, now).await?;
+                let responsible = new.responsible.as_ref().map(ToString::to_string);
+                match new.kind {
+                    EntityKind::Contact => contacts.push(vec![
+                        id.clone().into(),
+                        new.name.clone().into(),
+                        new.company.clone().into(),
+                        responsible.into(),
+                        new.source.clone().into(),
+                        now.into(),
+                        now.into(),
+                        now.into(),
+                    ]),
+                    _ => companies.push(vec![
+                        id.clone().into(),
+                        new.name.clone().into(),
+                        responsible.into(),
+                        new.source.clone().into(),
+                        now.into(),
+                        now.into(),
+                        now.into(),
+                    ]),
+                }
+                for (position, identifier) in new.identifiers.iter().enumerate() {
+                    identifiers.push(vec![
+                        new.kind.as_str().into(),
+                        id.clone().into(),
+                        identifier.kind().as_str().into(),
+                        identifier.key().into(),
+                        (position as i64).into(),
+                    ]);
+                }
                 report.created += 1;
+            }
+            // Claims of skipped entities go back.
+            for chunk in partly_claimed.chunks(500) {
+                let sql = format!(
+                    "DELETE FROM identifier_owners WHERE entity_id IN ({})",
+                    placeholders(1, chunk.len())
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(id.as_str());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for rows in [contacts, companies, identifiers] {
+                if !rows.is_empty() {
+                    rows.write(&mut tx).await?;
+                }
             }
             tx.commit().await?;
         }
