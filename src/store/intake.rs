@@ -660,15 +660,11 @@ async fn write_plans(
             .records_activity()
             .then(|| job.ids.activity.clone());
         if let Some(activity_id) = &activity {
-            let customer_side = match event.direction {
-                Direction::Incoming => &event.from,
-                Direction::Outgoing => &event.to,
-            };
             activities.push(vec![
                 activity_id.clone().into(),
                 "call".into(),
                 event.direction.as_str().into(),
-                super::activities::activity_subject(event.direction, customer_side, None).into(),
+                super::activities::activity_subject(event.direction, &label, None).into(),
                 0i64.into(),
                 responsible.clone().into(),
                 job.ids.call.to_string().into(),

@@ -35,6 +35,7 @@ on_postgres!(
     t13_call_lifecycle_and_missed_call,
     t4_manual_mode_creates_on_request,
     concurrent_steps_of_one_call_log_it_once,
+    t10_transfer_changes_responsible_when_enabled,
 );
 
 /// A `leadline serve` process; killed on drop.

@@ -258,3 +258,52 @@ pub async fn concurrent_steps_of_one_call_log_it_once(app: &TestApp) {
         assert_eq!(call["outcome"], "answered", "{call}");
     }
 }
+
+/// T10: with "change the responsible person when the call is transferred", the employee
+/// who answers a call that created a lead becomes its responsible; without it, not.
+pub async fn t10_transfer_changes_responsible_when_enabled(app: &TestApp) {
+    let line = app.sales_line().await;
+    let answered_by_ben = |call_id: &str| {
+        json!({"call_id": call_id, "event": "answered", "direction": "incoming",
+               "from": "030 2223333", "to": "+4930901820", "user": line.ben})
+    };
+    // Off (the default): Anna, the queue's pick, stays responsible.
+    app.ringing("transfer-off", "030 2223333").await;
+    app.post_ok(
+        "/api/v1/calls/events",
+        answered_by_ben("transfer-off"),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(app.leads().await[0]["responsible"], json!(line.anna));
+
+    let (status, _) = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/numbers/{}", line.number),
+            Some(&app.admin),
+            Some(json!({"change_responsible_on_transfer": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // On: a new caller goes to the next in turn (Ben), is transferred and answered by
+    // Anna, who takes the lead over.
+    let opened = app.ringing("transfer-on", "030 4445555").await;
+    let lead_ref = opened["created"][0].as_str().unwrap().to_owned();
+    app.post_ok(
+        "/api/v1/calls/events",
+        json!({"call_id": "transfer-on", "event": "answered", "direction": "incoming",
+               "from": "030 4445555", "to": "+4930901820", "user": line.anna}),
+        StatusCode::OK,
+    )
+    .await;
+    let lead = app
+        .get_ok(&format!(
+            "/api/v1/leads/{}",
+            lead_ref.trim_start_matches("lead:")
+        ))
+        .await;
+    assert_eq!(lead["responsible"], json!(line.anna), "{lead}");
+    let call = &app.get_ok("/api/v1/calls").await["items"][0];
+    assert_eq!(call["responsible"], json!(line.anna), "{call}");
+}
