@@ -129,6 +129,11 @@ async fn run(label: &str, database_url: Option<String>) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    // `cargo bench` passes `--bench`; test runners (`cargo test --all-targets`, nextest's
+    // `--list`) run bench binaries too, and must get an empty test list, not a benchmark.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
     let databases =
         std::env::var("LEADLINE_BENCH_DATABASES").unwrap_or_else(|_| "sqlite,postgres".to_owned());
     for database in databases.split(',') {
