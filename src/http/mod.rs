@@ -16,6 +16,7 @@ mod matching;
 mod numbers;
 mod ops;
 mod queues;
+mod registrations;
 mod settings;
 mod trunks;
 mod users;
@@ -81,7 +82,8 @@ pub fn router(state: AppState) -> Router {
         .merge(numbers::routes())
         .merge(settings::routes())
         .merge(exceptions::routes())
-        .merge(catalog::routes());
+        .merge(catalog::routes())
+        .merge(registrations::routes());
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
         .merge(ops::routes())

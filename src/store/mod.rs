@@ -25,6 +25,7 @@ mod config;
 mod entities;
 mod intake;
 mod matching;
+mod registrations;
 mod routing;
 mod rows;
 mod snapshot;
@@ -33,6 +34,7 @@ mod users;
 pub use activities::*;
 pub use calls::*;
 pub use entities::*;
+pub use registrations::*;
 pub use routing::*;
 pub use users::*;
 

@@ -201,6 +201,7 @@ async fn operations_endpoints_answer() {
         "/api/v1/calls",
         "/api/v1/calls/events",
         "/api/v1/calls/{id}/create-entity",
+        "/api/v1/registrations",
         "/healthz",
         "/metrics",
     ] {

@@ -78,3 +78,71 @@ async fn m7_import_skips_taken_identifiers_postgres() {
     store.migrate().await.unwrap();
     m7_import_skips_taken_identifiers(&store).await;
 }
+
+/// Bindings survive a restart (they are rows), refresh in place, and expire.
+async fn registrations_persist_refresh_and_expire(store: &Store) {
+    use leadline::store::RegistrationRecord;
+    let binding = |contact: &str, expires_at: i64| RegistrationRecord {
+        aor: "101".into(),
+        owner_kind: "user".into(),
+        owner_id: "u1".into(),
+        contact: contact.into(),
+        expires_at,
+        call_id: "reg-1".into(),
+        cseq: 1,
+        instance: None,
+        user_agent: Some("Linphone/5".into()),
+        transport: "udp".into(),
+        source: "192.0.2.10:5060".into(),
+    };
+    let now = 1_000_000;
+    store
+        .save_bindings(
+            "101",
+            &[
+                binding("sip:101@192.0.2.10:5060", now + 60_000),
+                binding("sip:101@198.51.100.7", now + 5_000),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.bindings("101", now).await.unwrap().len(), 2);
+    // A refresh moves the expiry of the same contact; no second row.
+    store
+        .save_bindings(
+            "101",
+            &[binding("sip:101@192.0.2.10:5060", now + 120_000)],
+            &[],
+        )
+        .await
+        .unwrap();
+    let live = store.bindings("101", now + 10_000).await.unwrap();
+    assert_eq!(live.len(), 1, "the 5 s binding expired");
+    assert_eq!(live[0].expires_at, now + 120_000);
+    // Un-register one contact.
+    store
+        .save_bindings("101", &[], &["sip:101@192.0.2.10:5060".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(store.bindings("101", now).await.unwrap().len(), 1);
+    assert_eq!(store.purge_expired_bindings(now + 10_000).await.unwrap(), 1);
+    assert!(store.bindings("101", now).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn registrations_persist_refresh_and_expire_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    registrations_persist_refresh_and_expire(&store).await;
+}
+
+#[tokio::test]
+async fn registrations_persist_refresh_and_expire_postgres() {
+    let url = PgServer::shared().create_database("registrations").await;
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    registrations_persist_refresh_and_expire(&store).await;
+}
