@@ -2,5 +2,7 @@
 //! and the B2BUA. This module holds only pure pieces so far.
 
 pub mod digest;
+pub mod identity;
 pub mod lockout;
+pub mod profiles;
 pub mod registrar;
