@@ -2,3 +2,4 @@
 //! and the B2BUA. This module holds only pure pieces so far.
 
 pub mod digest;
+pub mod message;
