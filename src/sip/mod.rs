@@ -4,5 +4,6 @@
 pub mod digest;
 pub mod identity;
 pub mod lockout;
+pub mod message;
 pub mod profiles;
 pub mod registrar;
