@@ -10,6 +10,7 @@ CREATE TABLE registrations (
     expires_at   BIGINT NOT NULL,          -- UTC ms
     call_id      TEXT NOT NULL,
     cseq         BIGINT NOT NULL,
+    q            TEXT,                     -- Contact q-value as written
     instance     TEXT,                     -- +sip.instance (RFC 5626)
     user_agent   TEXT,
     transport    TEXT NOT NULL,            -- udp | tcp

@@ -11,7 +11,11 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::http::auth::{generate_token, hash_token};
 use crate::http::{self, AppState};
+use crate::sip::endpoint::SipEndpoint;
+use crate::sip::profiles::Profiles;
+use crate::sip::server::Registrar;
 use crate::store::{Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -29,16 +33,24 @@ pub enum StartError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Sip(#[from] crate::sip::endpoint::EndpointError),
+    #[error("SIP profiles: {0}")]
+    Profiles(#[from] crate::sip::profiles::ProfileError),
 }
 
 /// A started gateway. Dropping it does not stop it: call `shutdown`.
 pub struct App {
     pub http_addr: SocketAddr,
+    /// SIP over UDP and TCP, both on this address.
+    pub sip_addr: SocketAddr,
     /// The admin token generated on first start (also printed once), if one was.
     pub generated_admin_token: Option<String>,
     pub store: Store,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), std::io::Error>>,
+    sip: SipEndpoint,
+    sip_cancel: CancellationToken,
 }
 
 impl App {
@@ -46,6 +58,24 @@ impl App {
     pub async fn start(config: Config) -> Result<App, StartError> {
         let store = open_store(&config).await?;
         let generated_admin_token = bootstrap_admin_token(&store, &config).await?;
+
+        let profiles = Arc::new(match &config.sip_profiles {
+            Some(dir) => Profiles::load_dir(dir)?,
+            None => Profiles::builtin(),
+        });
+        let (sip, incoming) = SipEndpoint::start(config.sip).await?;
+        let sip_addr = sip.local;
+        let sip_cancel = CancellationToken::new();
+        let registrar = Arc::new(Registrar::new(
+            store.clone(),
+            config.sip_domain.clone(),
+            config.sip_digest.clone(),
+        ));
+        tokio::spawn(crate::sip::server::serve(
+            registrar,
+            incoming,
+            sip_cancel.clone(),
+        ));
 
         let listener =
             TcpListener::bind(config.http)
@@ -60,6 +90,7 @@ impl App {
             env_admin_token_hash: config.admin_token.as_deref().map(hash_token),
             metrics: Some(metrics_handle()),
             sip_realm: Arc::from(config.sip_domain.as_str()),
+            profiles,
         };
         let router = http::router(state);
         let (shutdown, mut signal) = watch::channel(false);
@@ -70,9 +101,12 @@ impl App {
                 })
                 .await
         });
-        tracing::info!(%http_addr, database = %redact(&config.database_url), "leadline started");
+        tracing::info!(%http_addr, %sip_addr, database = %redact(&config.database_url), "leadline started");
         Ok(App {
             http_addr,
+            sip_addr,
+            sip,
+            sip_cancel,
             generated_admin_token,
             store,
             shutdown,
@@ -92,6 +126,8 @@ impl App {
             Ok(result) => result.map_err(StartError::Serve),
             Err(join) => Err(StartError::Serve(std::io::Error::other(join))),
         };
+        self.sip_cancel.cancel();
+        self.sip.shutdown().await;
         self.store.close().await;
         result
     }

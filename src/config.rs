@@ -32,8 +32,14 @@ pub struct Config {
     pub database_url: String,
     /// Accepted as an admin token without being stored (`LEADLINE_ADMIN_TOKEN`).
     pub admin_token: Option<String>,
+    /// SIP listen address, UDP and TCP on the same port.
+    pub sip: SocketAddr,
+    /// Directory of extra or overriding SIP profiles (TOML), besides the built-in ones.
+    pub sip_profiles: Option<PathBuf>,
     /// SIP domain agents register under; also the digest realm.
     pub sip_domain: String,
+    /// Digest algorithms offered to registering phones, most preferred first (RFC 8760).
+    pub sip_digest: Vec<crate::sip::digest::Algorithm>,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
 }
@@ -53,7 +59,10 @@ pub struct ConfigLayer {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub admin_token: Option<String>,
+    pub sip: Option<String>,
+    pub sip_profiles: Option<PathBuf>,
     pub sip_domain: Option<String>,
+    pub sip_digest: Option<String>,
     pub log_format: Option<String>,
 }
 
@@ -77,7 +86,10 @@ impl ConfigLayer {
             data_dir: over.data_dir.or(self.data_dir),
             database_url: over.database_url.or(self.database_url),
             admin_token: over.admin_token.or(self.admin_token),
+            sip: over.sip.or(self.sip),
+            sip_profiles: over.sip_profiles.or(self.sip_profiles),
             sip_domain: over.sip_domain.or(self.sip_domain),
+            sip_digest: over.sip_digest.or(self.sip_digest),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -92,6 +104,21 @@ impl ConfigLayer {
             ));
             SocketAddr::from(([0, 0, 0, 0], 8080))
         });
+        let sip = self.sip.as_deref().unwrap_or("0.0.0.0:5060");
+        let sip = sip.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "sip: '{sip}' is not an address:port such as 0.0.0.0:5060"
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 5060))
+        });
+        if let Some(dir) = &self.sip_profiles
+            && !dir.is_dir()
+        {
+            problems.push(format!(
+                "sip_profiles: {} is not a directory",
+                dir.display()
+            ));
+        }
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./leadline-data"));
@@ -120,6 +147,23 @@ impl ConfigLayer {
         if sip_domain.is_empty() || sip_domain.contains(char::is_whitespace) {
             problems.push(format!("sip_domain: '{sip_domain}' is not a domain name"));
         }
+        // RFC 8760: SHA-256 first. Phones that read only the first challenge and know only
+        // MD5 (older firmware, SIPp) need `md5,sha256`.
+        let digest_text = self.sip_digest.as_deref().unwrap_or("sha256,md5");
+        let mut sip_digest = Vec::new();
+        for name in digest_text.split(',').map(str::trim) {
+            match name.to_ascii_lowercase().as_str() {
+                "sha256" | "sha-256" => sip_digest.push(crate::sip::digest::Algorithm::Sha256),
+                "md5" => sip_digest.push(crate::sip::digest::Algorithm::Md5),
+                other => problems.push(format!(
+                    "sip_digest: '{other}' is not a digest algorithm; use sha256, md5 or both in order"
+                )),
+            }
+        }
+        sip_digest.dedup();
+        if sip_digest.is_empty() {
+            problems.push("sip_digest: name at least one of sha256, md5".to_owned());
+        }
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -133,20 +177,25 @@ impl ConfigLayer {
         }
         Ok(Config {
             http,
+            sip,
+            sip_profiles: self.sip_profiles,
             data_dir,
             database_url,
             admin_token,
             sip_domain,
+            sip_digest,
             log_format,
         })
     }
 }
 
 impl Config {
-    /// Defaults for tests and embedding: everything under `data_dir`, HTTP on `http`.
+    /// Defaults for tests and embedding: everything under `data_dir`, HTTP on `http`, SIP
+    /// on port 0 of loopback (any free port).
     pub fn for_data_dir(data_dir: impl Into<PathBuf>, http: SocketAddr) -> Self {
         let layer = ConfigLayer {
             http: Some(http.to_string()),
+            sip: Some("127.0.0.1:0".to_owned()),
             data_dir: Some(data_dir.into()),
             ..ConfigLayer::default()
         };
@@ -164,6 +213,7 @@ mod tests {
     fn defaults_need_no_setup() {
         let config = ConfigLayer::default().resolve().unwrap();
         assert_eq!(config.http.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.sip.to_string(), "0.0.0.0:5060");
         assert_eq!(config.data_dir, PathBuf::from("./leadline-data"));
         assert_eq!(
             config.database_url,

@@ -25,9 +25,19 @@ struct Cli {
     /// Directory for the embedded database and other local data.
     #[arg(long, global = true, env = "LEADLINE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// SIP listen address (UDP and TCP).
+    #[arg(long, global = true, env = "LEADLINE_SIP")]
+    sip: Option<String>,
+    /// Directory with extra SIP profiles (TOML).
+    #[arg(long, global = true, env = "LEADLINE_SIP_PROFILES")]
+    sip_profiles: Option<PathBuf>,
     /// SIP domain (and digest realm) agents register under.
     #[arg(long, global = true, env = "LEADLINE_SIP_DOMAIN")]
     sip_domain: Option<String>,
+    /// Digest algorithms offered to phones, preferred first: `sha256,md5` (default) or
+    /// `md5,sha256` for phones that only read the first challenge.
+    #[arg(long, global = true, env = "LEADLINE_SIP_DIGEST")]
+    sip_digest: Option<String>,
     /// Log lines as `text` or `json`.
     #[arg(long, global = true, env = "LEADLINE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -57,7 +67,10 @@ impl Cli {
             database_url: self.database_url.clone(),
             // Secrets come from the environment only, never from a flag (visible in `ps`).
             admin_token: std::env::var("LEADLINE_ADMIN_TOKEN").ok(),
+            sip: self.sip.clone(),
+            sip_profiles: self.sip_profiles.clone(),
             sip_domain: self.sip_domain.clone(),
+            sip_digest: self.sip_digest.clone(),
             log_format: self.log_format.clone(),
         };
         Ok(file.merge(overrides).resolve()?)
@@ -66,7 +79,8 @@ impl Cli {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LEADLINE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rsipstack logs every message it sends, in full, at INFO: too much for production.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rsipstack=warn"));
     // Logs go to stderr (stdout is for command output); colour only on a terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -123,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "postgres (URL not shown)".to_owned()
                 }
             );
+            println!("  sip           {} (udp, tcp)", config.sip);
             println!("  sip_domain    {}", config.sip_domain);
             println!(
                 "  admin_token   {}",

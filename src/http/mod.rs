@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Realm of SIP digest credentials (HA1 is computed with it).
     pub sip_realm: Arc<str>,
+    /// SIP profiles a trunk may name.
+    pub profiles: Arc<crate::sip::profiles::Profiles>,
 }
 
 #[derive(OpenApi)]

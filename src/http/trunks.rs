@@ -89,8 +89,18 @@ impl From<TrunkRecord> for Trunk {
     }
 }
 
-fn check(input: &TrunkInput) -> ApiResult<()> {
-    validate::profile_name("profile", &input.profile)?;
+fn check(state: &AppState, input: &TrunkInput) -> ApiResult<()> {
+    if state.profiles.get(&input.profile).is_none() {
+        return Err(ApiError::field(
+            "unknown_profile",
+            "profile",
+            format!(
+                "'{}' is not a SIP profile; use one of: {}",
+                input.profile,
+                state.profiles.names().join(", ")
+            ),
+        ));
+    }
     for (i, ip) in input.allowed_ips.iter().enumerate() {
         validate::ip_or_network(&format!("allowed_ips[{i}]"), ip)?;
     }
@@ -151,7 +161,7 @@ async fn create_trunk(
         password: body.password,
         allowed_ips: body.allowed_ips,
     };
-    check(&input)?;
+    check(&state, &input)?;
     Ok((
         StatusCode::CREATED,
         Json(state.store.create_trunk(&input).await?.into()),
@@ -210,7 +220,7 @@ async fn update_trunk(
         register: body.register.unwrap_or(current.register),
         allowed_ips: body.allowed_ips.unwrap_or(current.allowed_ips),
     };
-    check(&input)?;
+    check(&state, &input)?;
     Ok(Json(state.store.update_trunk(&id, &input).await?.into()))
 }
 

@@ -87,23 +87,6 @@ where
     Option::<T>::deserialize(deserializer).map(Some)
 }
 
-/// A SIP profile name: lowercase letters, digits and dashes (`generic`, `3cx`).
-pub fn profile_name(field: &str, value: &str) -> ApiResult<()> {
-    if value.is_empty()
-        || value.len() > 64
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(ApiError::field(
-            "invalid_profile",
-            field,
-            format!("{field}: '{value}' is not a profile name such as generic, asterisk or 3cx"),
-        ));
-    }
-    Ok(())
-}
-
 /// An IP address or a CIDR network (`192.0.2.10`, `198.51.100.0/24`, `2001:db8::/32`).
 pub fn ip_or_network(field: &str, value: &str) -> ApiResult<()> {
     let (addr, prefix) = match value.split_once('/') {

@@ -1,9 +1,12 @@
-//! SIP: message rules, digest authentication and (in later layers) transports, registrar
-//! and the B2BUA. This module holds only pure pieces so far.
+//! SIP: the pure rules (message checks, digest, registrar, lockout, profiles, caller
+//! identity) and the adapters around them (`endpoint`: sockets and rsipstack's
+//! transactions; `server`: what each request does).
 
 pub mod digest;
+pub mod endpoint;
 pub mod identity;
 pub mod lockout;
 pub mod message;
 pub mod profiles;
 pub mod registrar;
+pub mod server;

@@ -17,6 +17,8 @@ pub struct RegistrationRecord {
     pub expires_at: Millis,
     pub call_id: String,
     pub cseq: i64,
+    /// Contact preference (RFC 3261 §20.10), kept as written.
+    pub q: Option<String>,
     pub instance: Option<String>,
     pub user_agent: Option<String>,
     pub transport: String,
@@ -44,13 +46,13 @@ impl Store {
         for b in upsert {
             sqlx::query(
                 "INSERT INTO registrations (aor, owner_kind, owner_id, contact, expires_at, call_id, \
-                 cseq, instance, user_agent, transport, source, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 cseq, instance, user_agent, transport, source, updated_at, q) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  ON CONFLICT (aor, contact) DO UPDATE SET owner_kind = excluded.owner_kind, \
                  owner_id = excluded.owner_id, expires_at = excluded.expires_at, \
                  call_id = excluded.call_id, cseq = excluded.cseq, instance = excluded.instance, \
                  user_agent = excluded.user_agent, transport = excluded.transport, \
-                 source = excluded.source, updated_at = excluded.updated_at",
+                 source = excluded.source, updated_at = excluded.updated_at, q = excluded.q",
             )
             .bind(aor)
             .bind(&b.owner_kind)
@@ -64,6 +66,7 @@ impl Store {
             .bind(&b.transport)
             .bind(&b.source)
             .bind(now)
+            .bind(b.q.as_deref())
             .execute(&mut *tx)
             .await?;
         }
@@ -125,6 +128,7 @@ fn registration_from_row(row: &AnyRow) -> Result<RegistrationRecord> {
         expires_at: col(row, "expires_at")?,
         call_id: col(row, "call_id")?,
         cseq: col(row, "cseq")?,
+        q: col(row, "q")?,
         instance: col(row, "instance")?,
         user_agent: col(row, "user_agent")?,
         transport: col(row, "transport")?,

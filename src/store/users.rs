@@ -364,3 +364,35 @@ impl TokenCache {
             .clear();
     }
 }
+
+/// What a registrar needs to check a REGISTER for one extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipCredentials {
+    pub user: UserId,
+    pub realm: String,
+    pub ha1_md5: String,
+    pub ha1_sha256: String,
+}
+
+impl Store {
+    /// The digest credentials of the employee with this extension, if they have a SIP
+    /// password.
+    pub async fn sip_credentials(&self, extension: &str) -> Result<Option<SipCredentials>> {
+        let row = sqlx::query(
+            "SELECT id, sip_realm, sip_ha1_md5, sip_ha1_sha256 FROM users \
+             WHERE extension = $1 AND sip_ha1_md5 IS NOT NULL",
+        )
+        .bind(extension)
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| {
+            Ok(SipCredentials {
+                user: UserId(col(&row, "id")?),
+                realm: col::<Option<String>>(&row, "sip_realm")?.unwrap_or_default(),
+                ha1_md5: col::<Option<String>>(&row, "sip_ha1_md5")?.unwrap_or_default(),
+                ha1_sha256: col::<Option<String>>(&row, "sip_ha1_sha256")?.unwrap_or_default(),
+            })
+        })
+        .transpose()
+    }
+}

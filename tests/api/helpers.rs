@@ -22,6 +22,23 @@ impl TestApp {
         Self::start(config, dir).await
     }
 
+    /// A gateway whose registrar offers MD5 first: SIPp reads only the first challenge
+    /// and answers MD5 only.
+    pub async fn spawn_for_sipp() -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.sip_digest = vec![
+            leadline::sip::digest::Algorithm::Md5,
+            leadline::sip::digest::Algorithm::Sha256,
+        ];
+        config.sip_domain = "leadline.test".to_owned();
+        Self::start(config, dir).await
+    }
+
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.app.as_ref().expect("running").sip_addr
+    }
+
     /// A gateway on the given database URL (PostgreSQL tests).
     pub async fn spawn_with_database(url: &str) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -7,6 +7,7 @@ mod helpers;
 mod http_contract;
 mod postgres;
 mod scenarios;
+mod sip;
 mod store;
 
 use helpers::TestApp;

@@ -52,6 +52,8 @@ impl Gateway {
                 "serve",
                 "--http",
                 "127.0.0.1:0",
+                "--sip",
+                "127.0.0.1:0",
                 "--database-url",
                 database_url,
             ])

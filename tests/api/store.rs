@@ -90,6 +90,7 @@ async fn registrations_persist_refresh_and_expire(store: &Store) {
         expires_at,
         call_id: "reg-1".into(),
         cseq: 1,
+        q: None,
         instance: None,
         user_agent: Some("Linphone/5".into()),
         transport: "udp".into(),

@@ -1,0 +1,372 @@
+//! The SIP transport edge: UDP and TCP listeners on one port that read raw bytes, refuse
+//! what `message` refuses (answering 4xx/5xx themselves), and hand the rest to
+//! rsipstack's transaction layer (RFC 3261 §17: retransmissions, absorption, ACK for
+//! non-2xx, CANCEL matching).
+//!
+//! Why our own receive loops: rsipstack's listeners parse with its lenient parser, drop
+//! what it cannot parse without an answer, and log every datagram in full at INFO. We keep
+//! its transaction layer and timers (`EndpointInner::on_received_message`,
+//! `process_timer`) and never start its listeners, so these loops are the only readers of
+//! the sockets. Everything above this module talks to `Transaction`s only, so the stack
+//! stays replaceable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use rsipstack::EndpointBuilder;
+use rsipstack::sip::{Method, Transport};
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transport::tcp::TcpConnection;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::message::{Frame, Limits, frame, parse_message, rejection_response};
+
+/// Methods we answer; sent in `Allow` (501 for the rest).
+pub const ALLOW: &[&str] = &["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER"];
+
+/// A TCP connection with no traffic this long is closed; registered clients keep theirs
+/// open with CRLF pings (RFC 5626 §4.4.1).
+const TCP_IDLE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("cannot listen for SIP on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("SIP stack: {0}")]
+    Stack(#[from] rsipstack::Error),
+}
+
+/// Open TCP connections by peer address, so requests to a client registered over TCP
+/// reuse its connection (RFC 3261 §18.2.2; behind NAT it is the only way in). Kept here,
+/// not in rsipstack's transport layer: adding a stream there starts its own reader.
+pub type Connections = Arc<std::sync::Mutex<HashMap<SocketAddr, SipConnection>>>;
+
+/// The running transport edge. Dropping it does not stop it: call `shutdown`.
+pub struct SipEndpoint {
+    pub inner: Arc<EndpointInner>,
+    /// UDP and TCP are bound to this same address.
+    pub local: SocketAddr,
+    pub connections: Connections,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SipEndpoint {
+    /// Binds UDP and TCP on `listen` (port 0: one free port for both) and starts the
+    /// receive loops and the transaction timers. Returns the incoming server transactions.
+    pub async fn start(
+        listen: SocketAddr,
+    ) -> Result<(SipEndpoint, TransactionReceiver), EndpointError> {
+        let cancel = CancellationToken::new();
+        let (udp, tcp) = bind_pair(listen, &cancel).await?;
+        let local = tcp.local_addr().map_err(|source| EndpointError::Bind {
+            addr: listen,
+            source,
+        })?;
+
+        let transport_layer = TransportLayer::new(cancel.clone());
+        // Known to the layer so requests we send (carrier REGISTER, OPTIONS pings) can
+        // use it; never served by it (we do not call `Endpoint::serve`).
+        transport_layer.add_transport(SipConnection::Udp(udp.clone()));
+        let endpoint = EndpointBuilder::new()
+            .with_cancel_token(cancel.clone())
+            .with_transport_layer(transport_layer)
+            .with_user_agent(concat!("Leadline/", env!("CARGO_PKG_VERSION")))
+            .with_allows(vec![
+                Method::Invite,
+                Method::Ack,
+                Method::Cancel,
+                Method::Bye,
+                Method::Options,
+                Method::Register,
+            ])
+            .build();
+        let incoming = endpoint.incoming_transactions()?;
+        let inner = endpoint.inner.clone();
+
+        let mut tasks = Vec::new();
+        let timers = inner.clone();
+        let stop = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = timers.process_timer() => {}
+            }
+        }));
+        tasks.push(tokio::spawn(udp_loop(inner.clone(), udp, cancel.clone())));
+        let local_sip = SipAddr {
+            r#type: Some(Transport::Tcp),
+            addr: local.into(),
+        };
+        let connections = Connections::default();
+        tasks.push(tokio::spawn(tcp_accept_loop(
+            inner.clone(),
+            tcp,
+            local_sip,
+            connections.clone(),
+            cancel.clone(),
+        )));
+        tracing::info!(%local, "SIP listening (udp, tcp)");
+        Ok((
+            SipEndpoint {
+                inner,
+                local,
+                connections,
+                cancel,
+                tasks,
+            },
+            incoming,
+        ))
+    }
+
+    /// Stops the loops and timers; transactions in flight end.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// UDP and TCP on the same port. With port 0 the OS picks the UDP port; TCP may find it
+/// taken, so try again with another.
+async fn bind_pair(
+    listen: SocketAddr,
+    cancel: &CancellationToken,
+) -> Result<(UdpConnection, TcpListener), EndpointError> {
+    let attempts = if listen.port() == 0 { 20 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let udp = UdpConnection::create_connection(listen, None, Some(cancel.child_token()))
+            .await
+            .map_err(|e| EndpointError::Bind {
+                addr: listen,
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let port = udp
+            .get_addr()
+            .get_socketaddr()
+            .map_err(|e| EndpointError::Bind {
+                addr: listen,
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .port();
+        let tcp_addr = SocketAddr::new(listen.ip(), port);
+        match TcpListener::bind(tcp_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(source) => {
+                last_error = Some(EndpointError::Bind {
+                    addr: tcp_addr,
+                    source,
+                })
+            }
+        }
+    }
+    Err(last_error.expect("at least one attempt"))
+}
+
+fn is_keepalive(packet: &[u8]) -> bool {
+    packet.iter().all(u8::is_ascii_whitespace)
+}
+
+async fn udp_loop(inner: Arc<EndpointInner>, udp: UdpConnection, cancel: CancellationToken) {
+    let limits = Limits::UDP;
+    // One byte more than the limit tells an oversized datagram from a full one.
+    let mut buf = vec![0u8; limits.max_message + 1];
+    loop {
+        let received = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = udp.recv_raw(&mut buf) => r,
+        };
+        let (len, from) = match received {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::debug!(%err, "UDP receive failed");
+                continue;
+            }
+        };
+        let packet = &buf[..len];
+        if is_keepalive(packet) {
+            // RFC 5626 §4.4.1: answer a double-CRLF ping with a single CRLF pong.
+            if packet == b"\r\n\r\n" {
+                let _ = udp.send_raw(b"\r\n", &from).await;
+            }
+            continue;
+        }
+        let Ok(source) = from.get_socketaddr() else {
+            continue;
+        };
+        match parse_message(packet, &limits) {
+            Ok(msg) => {
+                let msg = match SipConnection::update_msg_received(msg, source, Transport::Udp) {
+                    Ok(msg) => msg,
+                    Err(err) => {
+                        tracing::debug!(%source, %err, "cannot mark Via received/rport");
+                        continue;
+                    }
+                };
+                if let Err(err) = inner
+                    .on_received_message(msg, SipConnection::Udp(udp.clone()), &from)
+                    .await
+                {
+                    tracing::debug!(%source, %err, "transaction layer refused a message");
+                }
+            }
+            Err(rejection) => {
+                metrics::counter!("leadline_sip_rejected_total", "transport" => "udp",
+                    "status" => rejection.status.to_string())
+                .increment(1);
+                tracing::info!(%source, status = rejection.status, reason = %rejection.reason,
+                    "refused a SIP message");
+                if let Some(response) = rejection_response(packet, &rejection, ALLOW) {
+                    let _ = udp.send_raw(&response, &from).await;
+                }
+            }
+        }
+    }
+}
+
+async fn tcp_accept_loop(
+    inner: Arc<EndpointInner>,
+    listener: TcpListener,
+    local: SipAddr,
+    connections: Connections,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%err, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn =
+            match TcpConnection::from_stream(stream, local.clone(), Some(cancel.child_token())) {
+                Ok(conn) => conn,
+                Err(err) => {
+                    tracing::debug!(%peer, %err, "cannot wrap TCP connection");
+                    continue;
+                }
+            };
+        tokio::spawn(tcp_connection_loop(
+            inner.clone(),
+            conn,
+            peer,
+            connections.clone(),
+            cancel.child_token(),
+        ));
+    }
+}
+
+async fn tcp_connection_loop(
+    inner: Arc<EndpointInner>,
+    conn: TcpConnection,
+    peer: SocketAddr,
+    connections: Connections,
+    cancel: CancellationToken,
+) {
+    let limits = Limits::UDP;
+    let sip_conn = SipConnection::Tcp(conn.clone());
+    connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(peer, sip_conn.clone());
+    let from = SipAddr {
+        r#type: Some(Transport::Tcp),
+        addr: peer.into(),
+    };
+    let Some(mut read_half) = conn.inner.read_half.lock().await.take() else {
+        return;
+    };
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    'connection: loop {
+        let read = tokio::select! {
+            () = cancel.cancelled() => break,
+            r = tokio::time::timeout(TCP_IDLE, read_half.read_buf(&mut buf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match frame(&buf, &limits) {
+                Frame::Incomplete => {
+                    // A frame can never be bigger than the limit: a peer that keeps
+                    // sending without a complete message is cut off (bounded buffer).
+                    if buf.len() > limits.max_message {
+                        break 'connection;
+                    }
+                    break;
+                }
+                Frame::KeepAlive(n) => {
+                    if buf[..n].starts_with(b"\r\n\r\n") {
+                        let _ = conn.inner.send_raw(b"\r\n").await;
+                    }
+                    buf.advance(n);
+                }
+                Frame::Message(n) => {
+                    let bytes = buf.split_to(n);
+                    match parse_message(&bytes, &limits) {
+                        Ok(msg) => {
+                            let Ok(msg) =
+                                SipConnection::update_msg_received(msg, peer, Transport::Tcp)
+                            else {
+                                continue;
+                            };
+                            if let Err(err) = inner
+                                .on_received_message(msg, sip_conn.clone(), &from)
+                                .await
+                            {
+                                tracing::debug!(%peer, %err, "transaction layer refused a message");
+                            }
+                        }
+                        Err(rejection) => {
+                            metrics::counter!("leadline_sip_rejected_total", "transport" => "tcp",
+                                "status" => rejection.status.to_string())
+                            .increment(1);
+                            if let Some(response) = rejection_response(&bytes, &rejection, ALLOW) {
+                                let _ = conn.inner.send_raw(&response).await;
+                            }
+                        }
+                    }
+                }
+                Frame::Invalid(rejection) => {
+                    // The stream cannot be resynchronised without a valid Content-Length
+                    // (§18.3): answer if we can, then close.
+                    metrics::counter!("leadline_sip_rejected_total", "transport" => "tcp",
+                        "status" => rejection.status.to_string())
+                    .increment(1);
+                    if let Some(response) = rejection_response(&buf, &rejection, ALLOW) {
+                        let _ = conn.inner.send_raw(&response).await;
+                    }
+                    break 'connection;
+                }
+            }
+        }
+    }
+    connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&peer);
+    let _ = sip_conn.close().await;
+}

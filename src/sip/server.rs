@@ -1,0 +1,323 @@
+//! What the gateway does with each incoming SIP request: one task per server transaction.
+//!
+//! OPTIONS is answered (keep-alive probes, monitoring); REGISTER goes through digest
+//! authentication (RFC 8760), the brute-force lockout and the registrar's rules, and the
+//! bindings are stored. Authentication failures look the same whether the extension
+//! exists or not, so a scanner cannot enumerate extensions.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transaction::transaction::Transaction;
+use tokio_util::sync::CancellationToken;
+
+use rsipstack::sip::{HeadersExt as _, Transport};
+use rsipstack::transport::{SipAddr, SipConnection};
+
+use super::digest::{self, Ha1Pair, NONCE_MAX_AGE_MS, NonceKey, Verdict};
+use super::endpoint::ALLOW;
+use super::lockout::{FailureOutcome, Lockout, LockoutPolicy};
+use super::registrar::{self, Binding, Policy, RegisterError};
+use crate::store::{RegistrationRecord, Store, now_ms};
+
+/// Shared by every transaction task.
+pub struct Registrar {
+    pub store: Store,
+    pub realm: String,
+    /// Offered in this order (most preferred first).
+    pub algorithms: Vec<digest::Algorithm>,
+    pub nonce_key: NonceKey,
+    pub policy: Policy,
+    pub lockout: Mutex<Lockout>,
+}
+
+impl Registrar {
+    pub fn new(store: Store, realm: String, algorithms: Vec<digest::Algorithm>) -> Self {
+        Self {
+            store,
+            realm,
+            algorithms,
+            nonce_key: NonceKey::generate(),
+            policy: Policy::default(),
+            lockout: Mutex::new(Lockout::new(LockoutPolicy::default())),
+        }
+    }
+}
+
+/// Serves incoming transactions until cancelled.
+pub async fn serve(
+    registrar: Arc<Registrar>,
+    mut incoming: TransactionReceiver,
+    cancel: CancellationToken,
+) {
+    loop {
+        let transaction = tokio::select! {
+            () = cancel.cancelled() => return,
+            t = incoming.recv() => match t {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        let registrar = registrar.clone();
+        tokio::spawn(async move {
+            let method = transaction.original.method().to_string();
+            if let Err(err) = handle(registrar, transaction).await {
+                tracing::debug!(%method, %err, "SIP transaction ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Result<()> {
+    let source = source_of(&tx);
+    match tx.original.method() {
+        Method::Options => tx.reply_with(StatusCode::OK, allow_headers(), None).await,
+        Method::Register => register(&registrar, &mut tx, source).await,
+        // The B2BUA routes calls (next layer); until then a call cannot be placed here.
+        Method::Invite => tx.reply(StatusCode::TemporarilyUnavailable).await,
+        Method::Ack => Ok(()),
+        // CANCEL and BYE for transactions or dialogs we do not have (§9.2, §15.1.2).
+        Method::Cancel | Method::Bye => tx.reply(StatusCode::CallTransactionDoesNotExist).await,
+        _ => {
+            tx.reply_with(StatusCode::NotImplemented, allow_headers(), None)
+                .await
+        }
+    }
+}
+
+fn allow_headers() -> Vec<Header> {
+    vec![
+        Header::Allow(ALLOW.join(", ").into()),
+        Header::Accept("application/sdp".into()),
+    ]
+}
+
+/// Where the request came from: the transport's `received`/`rport` marks in the top Via
+/// (RFC 3581), which the endpoint adds for every message it receives.
+fn source_of(tx: &Transaction) -> Option<SocketAddr> {
+    let via = tx.original.via_header().ok()?;
+    let (transport, host) = SipConnection::parse_target_from_via(via).ok()?;
+    SipAddr {
+        r#type: Some(transport),
+        addr: host,
+    }
+    .get_socketaddr()
+    .ok()
+}
+
+async fn register(
+    registrar: &Registrar,
+    tx: &mut Transaction,
+    source: Option<SocketAddr>,
+) -> rsipstack::Result<()> {
+    let now = now_ms();
+    let ip: Option<IpAddr> = source.map(|s| s.ip());
+    if let Some(ip) = ip
+        && registrar
+            .lockout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_banned(ip, now)
+    {
+        metrics::counter!("leadline_sip_auth_refused_total", "reason" => "locked_out").increment(1);
+        return tx.reply(StatusCode::Forbidden).await;
+    }
+    let Some(source) = source else {
+        return tx.reply(StatusCode::BadRequest).await;
+    };
+    let transport = if transport_name(tx) == "tcp" {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    let request = match registrar::register_request(&tx.original, source, transport) {
+        Ok(request) => request,
+        Err(err) => return reply_error(tx, &err).await,
+    };
+
+    let authorization = tx.original.headers.iter().find_map(|h| match h {
+        Header::Authorization(value) => Some(value.value().to_owned()),
+        _ => None,
+    });
+    let Some(authorization) = authorization else {
+        return challenge(registrar, tx, now, false).await;
+    };
+    let Ok(credentials) = digest::parse_credentials(&authorization) else {
+        return fail(registrar, tx, ip, now).await;
+    };
+    // The same answer for an unknown extension as for a wrong password: no enumeration.
+    let stored = match registrar.store.sip_credentials(&credentials.username).await {
+        Ok(stored) => stored,
+        Err(err) => {
+            tracing::error!(%err, "cannot read SIP credentials");
+            return tx.reply(StatusCode::ServerInternalError).await;
+        }
+    };
+    let verdict = match &stored {
+        Some(s) if credentials.username == request.aor && s.realm == registrar.realm => {
+            let ha1 = Ha1Pair {
+                realm: s.realm.clone(),
+                md5: s.ha1_md5.clone(),
+                sha256: s.ha1_sha256.clone(),
+            };
+            digest::authenticate(
+                &credentials,
+                "REGISTER",
+                &ha1,
+                &registrar.nonce_key,
+                now,
+                NONCE_MAX_AGE_MS,
+            )
+        }
+        _ => Verdict::BadResponse,
+    };
+    let stored = match (verdict, stored) {
+        (Verdict::Authorized, Some(stored)) => stored,
+        (Verdict::StaleNonce, _) => return challenge(registrar, tx, now, true).await,
+        (Verdict::OtherRealm, _) => return challenge(registrar, tx, now, false).await,
+        _ => return fail(registrar, tx, ip, now).await,
+    };
+    if let Some(ip) = ip {
+        registrar
+            .lockout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_success(ip);
+    }
+
+    let existing = match registrar.store.bindings(&request.aor, now).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(binding_from_record)
+            .collect::<Vec<_>>(),
+        Err(err) => {
+            tracing::error!(%err, "cannot read bindings");
+            return tx.reply(StatusCode::ServerInternalError).await;
+        }
+    };
+    let outcome = match registrar::apply_register(&existing, &request, now, &registrar.policy) {
+        Ok(outcome) => outcome,
+        Err(err) => return reply_error(tx, &err).await,
+    };
+    let owner = stored.user.to_string();
+    let records: Vec<RegistrationRecord> = outcome
+        .upsert
+        .iter()
+        .map(|b| record_from_binding(b, "user", &owner))
+        .collect();
+    if let Err(err) = registrar
+        .store
+        .save_bindings(&request.aor, &records, &outcome.remove)
+        .await
+    {
+        tracing::error!(%err, "cannot store bindings");
+        return tx.reply(StatusCode::ServerInternalError).await;
+    }
+    metrics::counter!("leadline_sip_registrations_total").increment(1);
+    let contacts: Vec<Header> = outcome
+        .current
+        .iter()
+        .map(|b| Header::Contact(b.contact_value(now).into()))
+        .collect();
+    let mut headers = contacts;
+    headers.push(Header::Date(
+        chrono::Utc::now()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string()
+            .into(),
+    ));
+    tx.reply_with(StatusCode::OK, headers, None).await
+}
+
+/// A request the registrar's rules refuse: the status they name, the reason in a Warning.
+async fn reply_error(tx: &mut Transaction, err: &RegisterError) -> rsipstack::Result<()> {
+    let mut headers = vec![Header::Warning(format!("399 leadline \"{err}\"").into())];
+    if let RegisterError::IntervalTooBrief { min_expires } = err {
+        headers.push(Header::MinExpires(min_expires.to_string().into()));
+    }
+    tx.reply_with(StatusCode::from(err.status_code()), headers, None)
+        .await
+}
+
+async fn challenge(
+    registrar: &Registrar,
+    tx: &mut Transaction,
+    now: i64,
+    stale: bool,
+) -> rsipstack::Result<()> {
+    let nonce = digest::issue_nonce(&registrar.nonce_key, &registrar.realm, now);
+    let headers = registrar
+        .algorithms
+        .iter()
+        .map(|algorithm| {
+            Header::WwwAuthenticate(
+                digest::challenge(&registrar.realm, &nonce, *algorithm, stale).into(),
+            )
+        })
+        .collect();
+    tx.reply_with(StatusCode::Unauthorized, headers, None).await
+}
+
+/// A failed authentication: counted per source; past the limit the source is refused.
+async fn fail(
+    registrar: &Registrar,
+    tx: &mut Transaction,
+    ip: Option<IpAddr>,
+    now: i64,
+) -> rsipstack::Result<()> {
+    metrics::counter!("leadline_sip_auth_failures_total").increment(1);
+    if let Some(ip) = ip {
+        let outcome = registrar
+            .lockout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_failure(ip, now);
+        if matches!(outcome, FailureOutcome::Banned) {
+            tracing::warn!(%ip, "too many failed SIP authentications: source locked out");
+            metrics::counter!("leadline_sip_lockouts_total").increment(1);
+            return tx.reply(StatusCode::Forbidden).await;
+        }
+    }
+    challenge(registrar, tx, now, false).await
+}
+
+fn transport_name(tx: &Transaction) -> String {
+    match &tx.connection {
+        Some(c) if c.is_reliable() => "tcp".to_owned(),
+        _ => "udp".to_owned(),
+    }
+}
+
+fn binding_from_record(r: RegistrationRecord) -> Binding {
+    Binding {
+        aor: r.aor,
+        contact: r.contact,
+        expires_at: r.expires_at,
+        call_id: r.call_id,
+        cseq: u32::try_from(r.cseq).unwrap_or(0),
+        q: r.q.as_deref().and_then(|q| q.parse().ok()),
+        instance: r.instance,
+        user_agent: r.user_agent,
+        received: r.source,
+        transport: r.transport,
+    }
+}
+
+fn record_from_binding(b: &Binding, owner_kind: &str, owner_id: &str) -> RegistrationRecord {
+    RegistrationRecord {
+        aor: b.aor.clone(),
+        owner_kind: owner_kind.to_owned(),
+        owner_id: owner_id.to_owned(),
+        contact: b.contact.clone(),
+        expires_at: b.expires_at,
+        call_id: b.call_id.clone(),
+        cseq: i64::from(b.cseq),
+        q: b.q.map(|q| q.to_string()),
+        instance: b.instance.clone(),
+        user_agent: b.user_agent.clone(),
+        transport: b.transport.to_ascii_lowercase(),
+        source: b.received.clone(),
+    }
+}
