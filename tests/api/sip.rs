@@ -210,3 +210,209 @@ async fn unknown_extension_looks_like_a_wrong_password() {
     );
     app.stop().await;
 }
+
+fn call_id_of(bytes: &[u8]) -> Option<String> {
+    use rsipstack::sip::{HeadersExt as _, SipMessage};
+    match SipMessage::try_from(bytes).ok()? {
+        SipMessage::Response(r) => r.call_id_header().ok().map(|c| c.value().to_owned()),
+        SipMessage::Request(r) => r.call_id_header().ok().map(|c| c.value().to_owned()),
+    }
+}
+
+/// Sends one message over one transport; the answer carrying `call_id`, if any comes.
+async fn exchange(
+    gateway: std::net::SocketAddr,
+    transport: &str,
+    bytes: &[u8],
+    call_id: &str,
+) -> Option<Vec<u8>> {
+    use bytes::BytesMut;
+    use leadline::sip::message::{Frame, Limits, frame};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    if transport == "udp" {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+        socket.send_to(bytes, gateway).await.ok()?;
+        let mut buf = vec![0u8; 65536];
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
+        {
+            if call_id_of(&buf[..n]).as_deref() == Some(call_id) {
+                return Some(buf[..n].to_vec());
+            }
+        }
+        return None;
+    }
+    let mut stream = tokio::net::TcpStream::connect(gateway).await.ok()?;
+    stream.write_all(bytes).await.ok()?;
+    // Several messages in one stream are answered in any order: take the answer with
+    // this message's Call-ID.
+    let mut pending = BytesMut::new();
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read_buf(&mut pending)).await {
+        if n == 0 {
+            return None;
+        }
+        while let Frame::Message(len) = frame(&pending, &Limits::UDP) {
+            let one = pending.split_to(len);
+            if call_id_of(&one).as_deref() == Some(call_id) {
+                return Some(one.to_vec());
+            }
+        }
+    }
+    None
+}
+
+/// Checks the gateway's answers to one corpus file over UDP and TCP.
+async fn check_torture_message(
+    gateway: std::net::SocketAddr,
+    name: String,
+    bytes: Vec<u8>,
+) -> bool {
+    use leadline::sip::endpoint::ALLOW;
+    use leadline::sip::message::{Frame, Limits, frame, parse_message, rejection_response};
+    use rsipstack::sip::{HeadersExt as _, SipMessage};
+
+    // What the gateway should say, decided in-process by the same checks.
+    let (expected_status, call_id) = match parse_message(&bytes, &Limits::UDP) {
+        Ok(SipMessage::Request(request)) if request.method().to_string() != "ACK" => (
+            None,
+            request.call_id_header().ok().map(|c| c.value().to_owned()),
+        ),
+        Ok(_) => return false, // responses and ACKs get no answer
+        Err(rejection) => match rejection_response(&bytes, &rejection, ALLOW) {
+            Some(response) => (Some(rejection.status), call_id_of(&response)),
+            None => return false, // dropped: nothing can be answered
+        },
+    };
+    let Some(call_id) = call_id else { return false };
+    for transport in ["udp", "tcp"] {
+        let framed = frame(&bytes, &Limits::UDP);
+        if transport == "tcp" && matches!(framed, Frame::Incomplete | Frame::KeepAlive(_)) {
+            // Content-Length promises more than the file holds: a stream peer waits for
+            // the rest, so there is nothing to see over TCP.
+            continue;
+        }
+        let answer = exchange(gateway, transport, &bytes, &call_id).await;
+        // Answers of the transaction layer carry our User-Agent; refusals built by the
+        // message checks do not. An accepted request may still be refused by what
+        // handles it (a registrar's 400 for a To that is no SIP URI, RFC 4475 §3.3.3).
+        let via_stack = answer
+            .as_deref()
+            .is_none_or(|a| String::from_utf8_lossy(a).contains("User-Agent: Leadline/"));
+        let status = answer
+            .as_deref()
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.get(8..11))
+            .and_then(|code| code.parse::<u16>().ok());
+        if transport == "udp" {
+            match expected_status {
+                Some(expected) => assert_eq!(status, Some(expected), "{name} over udp"),
+                None => assert!(
+                    via_stack,
+                    "{name} over udp: accepted but refused ({status:?})"
+                ),
+            }
+            continue;
+        }
+        // Over a stream the framing decides first (§18.3: Content-Length is mandatory),
+        // then the same checks on the framed message.
+        match framed {
+            Frame::Invalid(_) => {
+                assert!(
+                    status.is_none_or(|s| s >= 400),
+                    "{name} over tcp: {status:?}"
+                )
+            }
+            Frame::Incomplete | Frame::KeepAlive(_) => {}
+            Frame::Message(n) => match parse_message(&bytes[..n], &Limits::UDP) {
+                Ok(_) => assert!(
+                    via_stack,
+                    "{name} over tcp: accepted but refused ({status:?})"
+                ),
+                Err(rejection) => assert!(
+                    status.is_none_or(|s| s == rejection.status),
+                    "{name} over tcp: expected {} got {status:?}",
+                    rejection.status
+                ),
+            },
+        }
+    }
+    true
+}
+
+/// Every torture message of the corpus, sent over UDP and over TCP: the gateway answers
+/// a refused request with the status its message checks chose (the unit tests hold each
+/// file to `expected.tsv`), answers accepted ones through the transaction layer, never
+/// answers a response, and still answers OPTIONS afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_torture_message_over_udp_and_tcp_and_the_gateway_still_answers() {
+    let app = TestApp::spawn_for_sipp().await;
+    let gateway = app.sip_addr();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sip-torture");
+    let mut tasks = Vec::new();
+    for set in ["rfc4475", "rfc5118", "rfc5118-crlf-ersip", "sofia-sip"] {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(set))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| !matches!(p.extension().and_then(|e| e.to_str()), Some("tsv" | "md")))
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = format!("{set}/{}", path.file_name().unwrap().to_string_lossy());
+            let bytes = std::fs::read(&path).unwrap();
+            // Each file on its own sockets, all at once: waits overlap.
+            tasks.push(tokio::spawn(check_torture_message(gateway, name, bytes)));
+        }
+    }
+    assert!(tasks.len() > 100, "corpus copied: {}", tasks.len());
+    let mut checked = 0;
+    for task in tasks {
+        if task.await.expect("no assertion failed") {
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "requests exercised: {checked}");
+    let run = sipp(&app, "options.xml", "udp", &[]).await;
+    assert!(run.success, "OPTIONS after the torture: {}", run.messages);
+    app.stop().await;
+}
+
+/// RFC 3261 §17.2.2: a retransmitted request is absorbed by its server transaction,
+/// which resends the same response; the request is handled once.
+#[tokio::test]
+async fn udp_retransmission_is_absorbed_by_the_transaction() {
+    let app = TestApp::spawn_for_sipp().await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = socket.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-retrans-1\r\n\
+         From: <sip:probe@{local}>;tag=r1\r\nTo: <sip:{gw}>\r\nCall-ID: retrans-1\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        gw = app.sip_addr()
+    );
+    let mut answers = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..2 {
+        socket
+            .send_to(options.as_bytes(), app.sip_addr())
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let to_tag = |a: &str| {
+        a.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+            .map(str::to_owned)
+    };
+    assert!(answers[0].starts_with("SIP/2.0 200"), "{}", answers[0]);
+    // The same response again (same To tag): the transaction answered, not a second run
+    // of the handler, which would pick a new tag.
+    assert_eq!(to_tag(&answers[0]), to_tag(&answers[1]));
+    app.stop().await;
+}
