@@ -117,7 +117,7 @@ impl Rejection {
 ///
 /// The checks, in order: size (513, or 413 when the body is what is too large); the start
 /// line (request: method token, Request-URI, `SIP/2.0` else 505; response: code 100-699);
-/// header count and field length (513); line ends (CRLF, or bare LF leniently); exactly
+/// header count and field length (513); line ends (CRLF, or bare LF leniently); at most
 /// one Content-Length that is a non-negative integer and fits the body (400; a longer body
 /// is cut to it, §18.3; none means the rest of the datagram); Via, From, To, Call-ID and
 /// CSeq present once (Via at least once) and well-formed, Max-Forwards 0-255, Contact and
