@@ -64,7 +64,13 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// The detail quotes peer input (a host, a scheme), so it is cut at 200 characters.
     fn new(status: u16, phrase: &str, detail: impl std::fmt::Display) -> Self {
+        let detail = detail.to_string();
+        let detail = match detail.char_indices().nth(200) {
+            Some((cut, _)) => format!("{}…", &detail[..cut]),
+            None => detail,
+        };
         Self {
             status,
             reason: format!("{phrase}: {detail}"),
@@ -111,7 +117,7 @@ impl Rejection {
 ///
 /// The checks, in order: size (513, or 413 when the body is what is too large); the start
 /// line (request: method token, Request-URI, `SIP/2.0` else 505; response: code 100-699);
-/// header count and field length (513); line ends (CRLF, or bare LF leniently); exactly
+/// header count and field length (513); line ends (CRLF, or bare LF leniently); at most
 /// one Content-Length that is a non-negative integer and fits the body (400; a longer body
 /// is cut to it, §18.3; none means the rest of the datagram); Via, From, To, Call-ID and
 /// CSeq present once (Via at least once) and well-formed, Max-Forwards 0-255, Contact and
@@ -185,7 +191,8 @@ fn oversized(bytes: &[u8], limits: &Limits) -> Rejection {
 
 /// rsip parses the canonical text of the checked start line and header fields; the body
 /// is set afterwards because rsip drops it when Content-Length is absent (it reads no
-/// Content-Length as 0, §18.3 says the datagram's end).
+/// Content-Length as 0, §18.3 says the datagram's end). A message without one gets one,
+/// so that writing it to a stream later frames it right.
 fn to_rsip(start: &StartLine<'_>, fields: &[Field], body: &[u8]) -> Result<SipMessage, Rejection> {
     let mut text = start.canonical();
     text.push_str("\r\n");
@@ -194,6 +201,9 @@ fn to_rsip(start: &StartLine<'_>, fields: &[Field], body: &[u8]) -> Result<SipMe
         text.push_str(": ");
         text.push_str(&field.value);
         text.push_str("\r\n");
+    }
+    if !fields.iter().any(|f| f.is("Content-Length")) {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     text.push_str("\r\n");
     let mut message = rsip::parser::parse_message(text.as_bytes())

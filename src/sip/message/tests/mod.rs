@@ -7,6 +7,7 @@ mod captures;
 mod corpus;
 mod framing;
 mod props;
+mod readings;
 mod respond;
 mod rules;
 

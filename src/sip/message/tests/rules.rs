@@ -289,6 +289,8 @@ fn a_latin1_display_name_is_accepted_with_a_replacement_character() {
     let Ok(m) = parse(&latin1) else { panic!() };
     let from = m.from_header().unwrap().typed().unwrap();
     assert_eq!(from.display_name.as_deref(), Some("M\u{FFFD}ller"));
+    // rsip alone drops every header after a line that is not UTF-8 (and still accepts).
+    assert!(m.call_id_header().is_ok() && m.cseq_header().is_ok());
 }
 
 #[test]
@@ -360,4 +362,21 @@ fn expires_may_be_delta_seconds_or_an_rfc1123_date() {
     ] {
         assert_eq!(status(&options_with("Max-Forwards: 70", bad)), 400, "{bad}");
     }
+}
+
+#[test]
+fn a_reason_quoting_peer_input_is_bounded() {
+    let long_host = format!("sip:bob@{}.example.com SIP", "a".repeat(5000));
+    let bad = options_with(
+        "sip:bob@example.com SIP",
+        &long_host.replace("aaaa.", "aaaa.."),
+    )
+    .to_vec();
+    let r = parse(&bad).unwrap_err();
+    assert!(
+        r.reason.chars().count() < 300,
+        "{} characters",
+        r.reason.len()
+    );
+    assert!(r.reason.ends_with('…'));
 }
