@@ -13,6 +13,7 @@ use sqlx::any::AnyRow;
 use super::activities::{activity_subject, insert_call_activity};
 use super::entities::{NewEntity, Tx, claim_identifier, insert_entity, table};
 use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
+use super::rows::FilteredPage;
 use super::{
     Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
 };
@@ -440,28 +441,20 @@ impl Store {
 
     /// The call log, newest first.
     pub async fn list_calls(&self, filter: &CallFilter, page: &Page) -> Result<Paged<CallRecord>> {
-        let mut sql = "SELECT * FROM calls WHERE ($1 = '' OR id < $1)".to_owned();
-        let mut binds = vec![page.after().to_owned()];
+        let mut query = FilteredPage::new(
+            "SELECT * FROM calls WHERE ($1 = '' OR id < $1)".to_owned(),
+            page.after(),
+        );
         if let Some(user) = &filter.user {
-            binds.push(user.to_string());
-            let n = binds.len();
-            sql.push_str(&format!(
-                " AND (user_id = ${n} OR answered_by = ${n} OR responsible = ${n})"
-            ));
+            query.and(
+                "(user_id = $? OR answered_by = $? OR responsible = $?)",
+                user.to_string(),
+            );
         }
         if let Some(customer) = &filter.customer {
-            binds.push(customer.clone());
-            sql.push_str(&format!(" AND customer = ${}", binds.len()));
+            query.and("customer = $?", customer.clone());
         }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len() + 1));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in &binds {
-            query = query.bind(bind.as_str());
-        }
-        let rows = query
-            .bind(page.sql_limit())
-            .fetch_all(self.reader())
-            .await?;
+        let rows = query.fetch("id DESC", page, self.reader()).await?;
         let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>>>()?;
         Ok(page.finish(calls, |c| c.id.to_string()))
     }

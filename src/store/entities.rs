@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
-use super::rows::{Rows, placeholders};
+use super::rows::{FilteredPage, Rows, placeholders};
 use super::{Page, Paged, Result, Store, StoreError, col, now_ms, on_unique, parse_stored};
 use crate::crm::model::{
     DealStatus, EntityKind, EntityRef, LeadStatus, Millis, PipelineId, StageId, UserId,
@@ -469,42 +469,30 @@ impl Store {
         filter: &EntityFilter,
         page: &Page,
     ) -> Result<Paged<EntityRecord>> {
-        let t = table(kind);
-        let mut sql = format!("SELECT e.* FROM {t} e WHERE e.id > $1");
-        let mut binds: Vec<String> = vec![page.after().to_owned()];
+        let mut query = FilteredPage::new(
+            format!("SELECT e.* FROM {} e WHERE e.id > $1", table(kind)),
+            page.after(),
+        );
         if let Some(key) = &filter.identifier {
-            if kind == EntityKind::Deal {
+            let clause = if kind == EntityKind::Deal {
                 // Deals carry no identifiers: match through their contact or company.
-                binds.push(key.clone());
-                sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM entity_identifiers ei WHERE ei.value = ${n} AND \
-                     ((ei.entity_kind = 'contact' AND ei.entity_id = e.contact_id) OR \
-                      (ei.entity_kind = 'company' AND ei.entity_id = e.company_id)))",
-                    n = binds.len()
-                ));
+                "EXISTS (SELECT 1 FROM entity_identifiers ei WHERE ei.value = $? AND \
+                 ((ei.entity_kind = 'contact' AND ei.entity_id = e.contact_id) OR \
+                  (ei.entity_kind = 'company' AND ei.entity_id = e.company_id)))"
+                    .to_owned()
             } else {
-                binds.push(key.clone());
-                sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM entity_identifiers ei WHERE ei.value = ${n} AND \
-                     ei.entity_kind = '{k}' AND ei.entity_id = e.id)",
-                    n = binds.len(),
-                    k = kind.as_str()
-                ));
-            }
+                format!(
+                    "EXISTS (SELECT 1 FROM entity_identifiers ei WHERE ei.value = $? AND \
+                     ei.entity_kind = '{}' AND ei.entity_id = e.id)",
+                    kind.as_str()
+                )
+            };
+            query.and(&clause, key.clone());
         }
         if let Some(user) = &filter.responsible {
-            binds.push(user.to_string());
-            sql.push_str(&format!(" AND e.responsible = ${}", binds.len()));
+            query.and("e.responsible = $?", user.to_string());
         }
-        sql.push_str(&format!(" ORDER BY e.id LIMIT ${}", binds.len() + 1));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for bind in &binds {
-            query = query.bind(bind.as_str());
-        }
-        let rows = query
-            .bind(page.sql_limit())
-            .fetch_all(self.reader())
-            .await?;
+        let rows = query.fetch("e.id", page, self.reader()).await?;
         let mut records = rows
             .iter()
             .map(|row| entity_from_row(kind, row))

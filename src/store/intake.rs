@@ -18,8 +18,8 @@ use super::matching::{customer_contexts, match_all};
 use super::rows::{Cell, Rows, placeholders};
 use super::{Result, Store, StoreError, col, json_list};
 use crate::crm::intake::{
-    CallFacts, CustomerContext, Decision, IntakeInput, NewEntities, NumberSettings, OpenDeal,
-    PipelineEntry, Responsible, decide,
+    CallFacts, CustomerContext, DealTarget, Decision, IntakeInput, NewEntities, NumberSettings,
+    OpenDeal, PipelineEntry, Responsible, decide,
 };
 use crate::crm::model::{
     CallRecordId, CompanyId, ContactId, CrmAction, CrmSettings, DealId, Direction, EntityKind,
@@ -583,6 +583,22 @@ async fn write_plans(
                 now.into(),
             ]
         };
+        // An open deal of a contact or company, in the pipeline stage the intake chose.
+        let deal_cells = |id: &str, customer: &EntityRef, target: &DealTarget| -> Vec<Cell> {
+            let (contact, company) = match customer.kind {
+                EntityKind::Company => (None, Some(customer.id.clone())),
+                _ => (Some(customer.id.clone()), None),
+            };
+            let mut row = entity_cells(id, format!("{verb} {label}"));
+            row.extend([
+                contact.into(),
+                company.into(),
+                target.pipeline.to_string().into(),
+                target.stage.to_string().into(),
+                "open".into(),
+            ]);
+            row
+        };
         let mut identifier_row = |kind: EntityKind, id: &str| {
             if let Some(identifier) = &job.ctx.identifier {
                 identifiers.push(vec![
@@ -622,36 +638,13 @@ async fn write_plans(
                 identifier_row(owner, &job.ids.owner);
                 created.push(EntityRef::new(owner, &job.ids.owner));
                 if let Some(target) = deal {
-                    let (contact, company) = match owner {
-                        EntityKind::Company => (None, Some(job.ids.owner.clone())),
-                        _ => (Some(job.ids.owner.clone()), None),
-                    };
-                    let mut row = entity_cells(&job.ids.deal, format!("{verb} {label}"));
-                    row.extend([
-                        contact.into(),
-                        company.into(),
-                        target.pipeline.to_string().into(),
-                        target.stage.to_string().into(),
-                        "open".into(),
-                    ]);
-                    deals.push(row);
+                    let customer = EntityRef::new(owner, &job.ids.owner);
+                    deals.push(deal_cells(&job.ids.deal, &customer, target));
                     created.push(EntityRef::new(EntityKind::Deal, &job.ids.deal));
                 }
             }
             Some(NewEntities::DealFor { customer, deal }) => {
-                let (contact, company) = match customer.kind {
-                    EntityKind::Company => (None, Some(customer.id.clone())),
-                    _ => (Some(customer.id.clone()), None),
-                };
-                let mut row = entity_cells(&job.ids.owner, format!("{verb} {label}"));
-                row.extend([
-                    contact.into(),
-                    company.into(),
-                    deal.pipeline.to_string().into(),
-                    deal.stage.to_string().into(),
-                    "open".into(),
-                ]);
-                deals.push(row);
+                deals.push(deal_cells(&job.ids.owner, customer, deal));
                 created.push(EntityRef::new(EntityKind::Deal, &job.ids.owner));
             }
         }

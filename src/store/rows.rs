@@ -127,6 +127,50 @@ impl Rows {
     }
 }
 
+/// A page of a list query whose filters are assembled from constant clauses; every
+/// value is bound. `$?` in a clause stands for that clause's value.
+pub(crate) struct FilteredPage {
+    sql: String,
+    binds: Vec<String>,
+}
+
+impl FilteredPage {
+    /// `select` ends in a `WHERE` condition on `$1`, the page cursor.
+    pub fn new(select: String, cursor: &str) -> Self {
+        Self {
+            sql: select,
+            binds: vec![cursor.to_owned()],
+        }
+    }
+
+    /// Adds `AND clause`, binding `value` to its `$?`.
+    pub fn and(&mut self, clause: &str, value: String) {
+        self.binds.push(value);
+        let placeholder = format!("${}", self.binds.len());
+        self.sql.push_str(" AND ");
+        self.sql.push_str(&clause.replace("$?", &placeholder));
+    }
+
+    /// Runs the query in `order`, at most a page (plus one row to see if more follow).
+    pub async fn fetch(
+        mut self,
+        order: &str,
+        page: &super::Page,
+        pool: &sqlx::AnyPool,
+    ) -> Result<Vec<AnyRow>> {
+        self.sql.push_str(&format!(
+            " ORDER BY {order} LIMIT ${}",
+            self.binds.len() + 1
+        ));
+        // Assembled from constant clauses and placeholders only.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql));
+        for bind in self.binds {
+            query = query.bind(bind);
+        }
+        Ok(query.bind(page.sql_limit()).fetch_all(pool).await?)
+    }
+}
+
 /// `$first, $first+1, …` for an `IN (…)` list of `count` values.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
