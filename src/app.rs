@@ -66,11 +66,14 @@ impl App {
         let (sip, incoming) = SipEndpoint::start(config.sip).await?;
         let sip_addr = sip.local;
         let sip_cancel = CancellationToken::new();
-        let registrar = Arc::new(Registrar::new(
+        let mut registrar = Registrar::new(
             store.clone(),
             config.sip_domain.clone(),
             config.sip_digest.clone(),
-        ));
+        );
+        // The sent-by our outgoing Via headers carry: the bound address.
+        registrar.own_addresses = vec![sip_addr];
+        let registrar = Arc::new(registrar);
         tokio::spawn(crate::sip::server::serve(
             registrar,
             incoming,

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use rsipstack::sip::{HeadersExt as _, Transport};
 use rsipstack::transport::{SipAddr, SipConnection};
 
+use super::admission::{self, MergeTracker, Refusal};
 use super::digest::{self, Ha1Pair, NONCE_MAX_AGE_MS, NonceKey, Verdict};
 use super::endpoint::ALLOW;
 use super::lockout::{FailureOutcome, Lockout, LockoutPolicy};
@@ -31,6 +32,9 @@ pub struct Registrar {
     pub nonce_key: NonceKey,
     pub policy: Policy,
     pub lockout: Mutex<Lockout>,
+    /// The sent-by addresses of our own Via headers, for loop detection (482).
+    pub own_addresses: Vec<SocketAddr>,
+    pub merges: Mutex<MergeTracker>,
 }
 
 impl Registrar {
@@ -42,6 +46,8 @@ impl Registrar {
             nonce_key: NonceKey::generate(),
             policy: Policy::default(),
             lockout: Mutex::new(Lockout::new(LockoutPolicy::default())),
+            own_addresses: Vec::new(),
+            merges: Mutex::new(MergeTracker::default()),
         }
     }
 }
@@ -72,6 +78,16 @@ pub async fn serve(
 
 async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Result<()> {
     let source = source_of(&tx);
+    let admitted = admission::check(&tx.original, &registrar.own_addresses).and_then(|()| {
+        registrar
+            .merges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&tx.original, now_ms())
+    });
+    if let Err(refusal) = admitted {
+        return refuse(&mut tx, &refusal).await;
+    }
     match tx.original.method() {
         Method::Options => tx.reply_with(StatusCode::OK, allow_headers(), None).await,
         Method::Register => register(&registrar, &mut tx, source).await,
@@ -85,6 +101,19 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
                 .await
         }
     }
+}
+
+async fn refuse(tx: &mut Transaction, refusal: &Refusal) -> rsipstack::Result<()> {
+    metrics::counter!("leadline_sip_refused_total", "status" => refusal.status().to_string())
+        .increment(1);
+    let mut headers = vec![Header::Warning(
+        format!("399 leadline \"{}\"", refusal.reason()).into(),
+    )];
+    if let Refusal::BadExtension(tags) = refusal {
+        headers.push(Header::Unsupported(tags.join(", ").into()));
+    }
+    tx.reply_with(StatusCode::from(refusal.status()), headers, None)
+        .await
 }
 
 fn allow_headers() -> Vec<Header> {

@@ -416,3 +416,91 @@ async fn udp_retransmission_is_absorbed_by_the_transaction() {
     assert_eq!(to_tag(&answers[0]), to_tag(&answers[1]));
     app.stop().await;
 }
+
+/// RFC 3261 §8.2.2.3, §16.3 and §8.2.2.2 over the wire: an unknown required extension
+/// gets 420 with `Unsupported`, an INVITE with no hops left 483, and the same INVITE
+/// arriving again by another path (another branch) 482.
+#[tokio::test]
+async fn unsupported_extensions_hop_exhaustion_and_merged_requests_are_refused() {
+    let app = TestApp::spawn_for_sipp().await;
+    let gw = app.sip_addr();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = socket.local_addr().unwrap();
+    let request = |method: &str, branch: &str, call_id: &str, extra: &str| {
+        format!(
+            "{method} sip:+4930901820@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\n\
+             From: <sip:+4917612345678@{local}>;tag=adm1\r\nTo: <sip:+4930901820@{gw}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 {method}\r\nContact: <sip:carrier@{local}>\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        )
+    };
+    let mut buf = vec![0u8; 65536];
+    let mut ask = async |text: String| {
+        socket.send_to(text.as_bytes(), gw).await.unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+
+    let answer = ask(request(
+        "OPTIONS",
+        "z9hG4bK-adm-1",
+        "adm-require",
+        "Max-Forwards: 70\r\nRequire: nothingSupportsThis\r\n",
+    ))
+    .await;
+    assert!(answer.starts_with("SIP/2.0 420"), "{answer}");
+    assert!(
+        answer.contains("Unsupported: nothingSupportsThis"),
+        "{answer}"
+    );
+
+    let answer = ask(request(
+        "INVITE",
+        "z9hG4bK-adm-2",
+        "adm-hops",
+        "Max-Forwards: 0\r\n",
+    ))
+    .await;
+    assert!(answer.starts_with("SIP/2.0 483"), "{answer}");
+
+    // OPTIONS with no hops left ends here, so it is answered (RFC 4475 §3.3.7).
+    let answer = ask(request(
+        "OPTIONS",
+        "z9hG4bK-adm-3",
+        "adm-zeromf",
+        "Max-Forwards: 0\r\n",
+    ))
+    .await;
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+    let first = ask(request(
+        "INVITE",
+        "z9hG4bK-adm-4",
+        "adm-merge",
+        "Max-Forwards: 70\r\n",
+    ))
+    .await;
+    assert!(!first.starts_with("SIP/2.0 482"), "{first}");
+    // Skip whatever else the first INVITE draws (100 Trying, its final answer).
+    let merged = request(
+        "INVITE",
+        "z9hG4bK-adm-5",
+        "adm-merge",
+        "Max-Forwards: 69\r\n",
+    );
+    socket.send_to(merged.as_bytes(), gw).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut saw_482 = false;
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.starts_with("SIP/2.0 482") && text.contains("z9hG4bK-adm-5") {
+            saw_482 = true;
+            break;
+        }
+    }
+    assert!(saw_482, "the merged INVITE is refused with 482");
+    app.stop().await;
+}
