@@ -122,7 +122,7 @@ fn carries_own_via(request: &Request, own: &[SocketAddr]) -> bool {
 /// `SIP/2.0/UDP host:port;params` → (host, port); the port defaults to 5060. IPv6
 /// references lose their brackets so they compare with `IpAddr`'s text.
 fn sent_by(via: &str) -> Option<(String, u16)> {
-    let rest = via.trim().split_whitespace().nth(1)?;
+    let rest = via.split_whitespace().nth(1)?;
     let sent_by = rest.split(';').next()?.trim();
     let (host, port) = if let Some(v6) = sent_by.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
