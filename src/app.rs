@@ -63,7 +63,7 @@ impl App {
             Some(dir) => Profiles::load_dir(dir)?,
             None => Profiles::builtin(),
         });
-        let (sip, incoming) = SipEndpoint::start(config.sip).await?;
+        let (sip, incoming) = SipEndpoint::start(config.sip, config.sip_tcp_max_message).await?;
         let sip_addr = sip.local;
         let sip_cancel = CancellationToken::new();
         let mut registrar = Registrar::new(

@@ -23,6 +23,13 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
+/// TCP carries what a datagram cannot (large SDP offers, MESSAGE bodies), but a peer
+/// must not make us buffer without bound.
+const DEFAULT_TCP_MAX_MESSAGE: usize = 256 * 1024;
+/// Below the UDP limit a TCP peer could not send what it may send over UDP.
+const MIN_TCP_MAX_MESSAGE: usize = 65_535;
+const MAX_TCP_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
 /// The validated settings a process runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -40,6 +47,8 @@ pub struct Config {
     pub sip_domain: String,
     /// Digest algorithms offered to registering phones, most preferred first (RFC 8760).
     pub sip_digest: Vec<crate::sip::digest::Algorithm>,
+    /// Largest SIP message accepted over TCP, in bytes (UDP is bounded by the datagram).
+    pub sip_tcp_max_message: usize,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
 }
@@ -63,6 +72,7 @@ pub struct ConfigLayer {
     pub sip_profiles: Option<PathBuf>,
     pub sip_domain: Option<String>,
     pub sip_digest: Option<String>,
+    pub sip_tcp_max_message: Option<usize>,
     pub log_format: Option<String>,
 }
 
@@ -90,6 +100,7 @@ impl ConfigLayer {
             sip_profiles: over.sip_profiles.or(self.sip_profiles),
             sip_domain: over.sip_domain.or(self.sip_domain),
             sip_digest: over.sip_digest.or(self.sip_digest),
+            sip_tcp_max_message: over.sip_tcp_max_message.or(self.sip_tcp_max_message),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -164,6 +175,13 @@ impl ConfigLayer {
         if sip_digest.is_empty() {
             problems.push("sip_digest: name at least one of sha256, md5".to_owned());
         }
+        let sip_tcp_max_message = self.sip_tcp_max_message.unwrap_or(DEFAULT_TCP_MAX_MESSAGE);
+        if !(MIN_TCP_MAX_MESSAGE..=MAX_TCP_MAX_MESSAGE).contains(&sip_tcp_max_message) {
+            problems.push(format!(
+                "sip_tcp_max_message: {sip_tcp_max_message} bytes is outside \
+                 {MIN_TCP_MAX_MESSAGE}..={MAX_TCP_MAX_MESSAGE}"
+            ));
+        }
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -184,6 +202,7 @@ impl ConfigLayer {
             admin_token,
             sip_domain,
             sip_digest,
+            sip_tcp_max_message,
             log_format,
         })
     }

@@ -38,6 +38,9 @@ struct Cli {
     /// `md5,sha256` for phones that only read the first challenge.
     #[arg(long, global = true, env = "LEADLINE_SIP_DIGEST")]
     sip_digest: Option<String>,
+    /// Largest SIP message accepted over TCP, in bytes (default 262144).
+    #[arg(long, global = true, env = "LEADLINE_SIP_TCP_MAX_MESSAGE")]
+    sip_tcp_max_message: Option<usize>,
     /// Log lines as `text` or `json`.
     #[arg(long, global = true, env = "LEADLINE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -71,6 +74,7 @@ impl Cli {
             sip_profiles: self.sip_profiles.clone(),
             sip_domain: self.sip_domain.clone(),
             sip_digest: self.sip_digest.clone(),
+            sip_tcp_max_message: self.sip_tcp_max_message,
             log_format: self.log_format.clone(),
         };
         Ok(file.merge(overrides).resolve()?)
@@ -139,6 +143,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             println!("  sip           {} (udp, tcp)", config.sip);
             println!("  sip_domain    {}", config.sip_domain);
+            println!(
+                "  sip_tcp_max   {} bytes per message",
+                config.sip_tcp_max_message
+            );
             println!(
                 "  admin_token   {}",
                 if config.admin_token.is_some() {

@@ -68,7 +68,12 @@ impl SipEndpoint {
     /// receive loops and the transaction timers. Returns the incoming server transactions.
     pub async fn start(
         listen: SocketAddr,
+        tcp_max_message: usize,
     ) -> Result<(SipEndpoint, TransactionReceiver), EndpointError> {
+        let tcp_limits = Limits {
+            max_message: tcp_max_message,
+            ..Limits::UDP
+        };
         let cancel = CancellationToken::new();
         let (udp, tcp) = bind_pair(listen, &cancel).await?;
         let local = tcp.local_addr().map_err(|source| EndpointError::Bind {
@@ -115,6 +120,7 @@ impl SipEndpoint {
             inner.clone(),
             tcp,
             local_sip,
+            tcp_limits,
             connections.clone(),
             cancel.clone(),
         )));
@@ -242,6 +248,7 @@ async fn tcp_accept_loop(
     inner: Arc<EndpointInner>,
     listener: TcpListener,
     local: SipAddr,
+    limits: Limits,
     connections: Connections,
     cancel: CancellationToken,
 ) {
@@ -271,6 +278,7 @@ async fn tcp_accept_loop(
         tokio::spawn(tcp_connection_loop(
             inner.clone(),
             conn,
+            limits,
             peer,
             connections.clone(),
             cancel.child_token(),
@@ -281,11 +289,11 @@ async fn tcp_accept_loop(
 async fn tcp_connection_loop(
     inner: Arc<EndpointInner>,
     conn: TcpConnection,
+    limits: Limits,
     peer: SocketAddr,
     connections: Connections,
     cancel: CancellationToken,
 ) {
-    let limits = Limits::UDP;
     let sip_conn = SipConnection::Tcp(conn.clone());
     connections
         .lock()

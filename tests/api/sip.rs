@@ -504,3 +504,53 @@ async fn unsupported_extensions_hop_exhaustion_and_merged_requests_are_refused()
     assert!(saw_482, "the merged INVITE is refused with 482");
     app.stop().await;
 }
+
+/// Reads from a TCP stream until `needle` appears or the deadline passes.
+async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// TCP carries messages larger than a datagram up to `sip_tcp_max_message` (default
+/// 256 KiB); past it the gateway answers 413 (the Content-Length alone tells) and closes,
+/// never buffering without bound.
+#[tokio::test]
+async fn tcp_accepts_large_messages_up_to_the_configured_limit() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = TestApp::spawn_for_sipp().await;
+    let gw = app.sip_addr();
+    let options = |call_id: &str, body_len: usize| {
+        let body = "x".repeat(body_len);
+        format!(
+            "OPTIONS sip:{gw} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK-{call_id}\r\n\
+             From: <sip:probe@127.0.0.1>;tag=big\r\nTo: <sip:{gw}>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\n\
+             Content-Length: {body_len}\r\n\r\n{body}"
+        )
+    };
+    let mut stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    stream
+        .write_all(options("tcp-big-100k", 100 * 1024).as_bytes())
+        .await
+        .unwrap();
+    let answer = read_until(&mut stream, "tcp-big-100k").await;
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+    let mut stream = tokio::net::TcpStream::connect(gw).await.unwrap();
+    // The peer may see the connection close before it has written everything.
+    let _ = stream
+        .write_all(options("tcp-big-300k", 300 * 1024).as_bytes())
+        .await;
+    let answer = read_until(&mut stream, "tcp-big-300k").await;
+    assert!(answer.starts_with("SIP/2.0 413"), "{answer}");
+    app.stop().await;
+}
