@@ -89,6 +89,26 @@ impl From<TrunkRecord> for Trunk {
     }
 }
 
+/// A PBX trunk registers under its username in the same namespace as employees'
+/// extensions; an extension would shadow it, so the clash is refused here.
+async fn check_username_free(state: &AppState, input: &TrunkInput) -> ApiResult<()> {
+    if input.kind != TrunkKind::Pbx {
+        return Ok(());
+    }
+    let Some(username) = &input.username else {
+        return Ok(());
+    };
+    if state.store.sip_credentials(username).await?.is_some() {
+        return Err(ApiError::Conflict {
+            code: "username_taken",
+            message: format!(
+                "'{username}' is an employee's SIP extension; give the PBX trunk another username"
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn check(state: &AppState, input: &TrunkInput) -> ApiResult<()> {
     if state.profiles.get(&input.profile).is_none() {
         return Err(ApiError::field(
@@ -142,7 +162,7 @@ fn check(state: &AppState, input: &TrunkInput) -> ApiResult<()> {
 
 /// Create a trunk (admin).
 #[utoipa::path(post, path = "/trunks", tag = "routing", request_body = CreateTrunk,
-    responses((status = 201, body = Trunk), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Trunk), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn create_trunk(
     State(state): State<AppState>,
     principal: Principal,
@@ -162,6 +182,7 @@ async fn create_trunk(
         allowed_ips: body.allowed_ips,
     };
     check(&state, &input)?;
+    check_username_free(&state, &input).await?;
     Ok((
         StatusCode::CREATED,
         Json(state.store.create_trunk(&input).await?.into()),
@@ -195,7 +216,7 @@ async fn get_trunk(
 
 /// Change a trunk (admin); an absent password keeps the stored one.
 #[utoipa::path(patch, path = "/trunks/{id}", tag = "routing", request_body = UpdateTrunk,
-    responses((status = 200, body = Trunk), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Trunk), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn update_trunk(
     State(state): State<AppState>,
     principal: Principal,
@@ -221,6 +242,7 @@ async fn update_trunk(
         allowed_ips: body.allowed_ips.unwrap_or(current.allowed_ips),
     };
     check(&state, &input)?;
+    check_username_free(&state, &input).await?;
     Ok(Json(state.store.update_trunk(&id, &input).await?.into()))
 }
 

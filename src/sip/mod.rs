@@ -11,3 +11,4 @@ pub mod message;
 pub mod profiles;
 pub mod registrar;
 pub mod server;
+pub mod trunks;

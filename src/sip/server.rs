@@ -21,7 +21,9 @@ use super::digest::{self, Ha1Pair, NONCE_MAX_AGE_MS, NonceKey, Verdict};
 use super::endpoint::ALLOW;
 use super::lockout::{FailureOutcome, Lockout, LockoutPolicy};
 use super::registrar::{self, Binding, Policy, RegisterError};
-use crate::store::{RegistrationRecord, Store, now_ms};
+use super::trunks::{self, IpNetwork, TrunkAccess};
+use crate::crm::model::TrunkId;
+use crate::store::{RegistrationRecord, Store, StoreError, now_ms};
 
 /// Shared by every transaction task.
 pub struct Registrar {
@@ -49,6 +51,63 @@ impl Registrar {
             own_addresses: Vec::new(),
             merges: Mutex::new(MergeTracker::default()),
         }
+    }
+}
+
+/// Who may register under a username, and the digest secret to check them with.
+struct KnownRegistrant {
+    /// `user` (an agent's extension) or `trunk` (a PBX with trunk credentials).
+    owner_kind: &'static str,
+    owner_id: String,
+    ha1: Ha1Pair,
+}
+
+impl Registrar {
+    /// An employee's extension first; otherwise a PBX trunk with that username.
+    async fn credentials(&self, username: &str) -> Result<Option<KnownRegistrant>, StoreError> {
+        if let Some(s) = self.store.sip_credentials(username).await? {
+            return Ok(Some(KnownRegistrant {
+                owner_kind: "user",
+                owner_id: s.user.to_string(),
+                ha1: Ha1Pair {
+                    realm: s.realm,
+                    md5: s.ha1_md5,
+                    sha256: s.ha1_sha256,
+                },
+            }));
+        }
+        Ok(self
+            .store
+            .pbx_trunk_secret(username)
+            .await?
+            .map(|secret| KnownRegistrant {
+                owner_kind: "trunk",
+                owner_id: secret.trunk.0,
+                ha1: Ha1Pair::compute(username, &self.realm, &secret.password),
+            }))
+    }
+
+    /// The trunk a request from `ip` comes from (T2), if any.
+    async fn trunk_from(&self, ip: IpAddr) -> Result<Option<TrunkId>, StoreError> {
+        let trunks = self.store.trunk_sources(now_ms()).await?;
+        let access: Vec<TrunkAccess> = trunks
+            .into_iter()
+            .map(|t| TrunkAccess {
+                allowed: t
+                    .allowed_ips
+                    .iter()
+                    .filter_map(|n| IpNetwork::parse(n).ok())
+                    .collect(),
+                registered_from: t
+                    .registered_from
+                    .iter()
+                    .filter_map(|s| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
+                    .collect(),
+                id: t.trunk,
+                kind: t.kind,
+            })
+            .collect();
+        Ok(trunks::recognise(ip, &access).map(|t| t.id.clone()))
     }
 }
 
@@ -91,8 +150,7 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
     match tx.original.method() {
         Method::Options => tx.reply_with(StatusCode::OK, allow_headers(), None).await,
         Method::Register => register(&registrar, &mut tx, source).await,
-        // The B2BUA routes calls (next layer); until then a call cannot be placed here.
-        Method::Invite => tx.reply(StatusCode::TemporarilyUnavailable).await,
+        Method::Invite => invite(&registrar, &mut tx, source).await,
         Method::Ack => Ok(()),
         // CANCEL and BYE for transactions or dialogs we do not have (§9.2, §15.1.2).
         Method::Cancel | Method::Bye => tx.reply(StatusCode::CallTransactionDoesNotExist).await,
@@ -114,6 +172,35 @@ async fn refuse(tx: &mut Transaction, refusal: &Refusal) -> rsipstack::Result<()
     }
     tx.reply_with(StatusCode::from(refusal.status()), headers, None)
         .await
+}
+
+/// A new call: only a recognised trunk may send one (T2). Routing it to an agent is the
+/// B2BUA's job, not yet built: until then a recognised trunk's call gets 480.
+async fn invite(
+    registrar: &Registrar,
+    tx: &mut Transaction,
+    source: Option<SocketAddr>,
+) -> rsipstack::Result<()> {
+    let trunk = match source {
+        Some(source) => match registrar.trunk_from(source.ip()).await {
+            Ok(trunk) => trunk,
+            Err(err) => {
+                tracing::error!(%err, "cannot read trunks");
+                return tx.reply(StatusCode::ServerInternalError).await;
+            }
+        },
+        None => None,
+    };
+    let Some(trunk) = trunk else {
+        metrics::counter!("leadline_sip_refused_total", "status" => "403").increment(1);
+        tracing::info!(source = ?source, "INVITE from a source that is no trunk refused");
+        let warning = Header::Warning("399 leadline \"the source is not a known trunk\"".into());
+        return tx
+            .reply_with(StatusCode::Forbidden, vec![warning], None)
+            .await;
+    };
+    tracing::debug!(trunk = %trunk.0, "INVITE from a trunk: call routing is not available");
+    tx.reply(StatusCode::TemporarilyUnavailable).await
 }
 
 fn allow_headers() -> Vec<Header> {
@@ -177,33 +264,28 @@ async fn register(
         return fail(registrar, tx, ip, now).await;
     };
     // The same answer for an unknown extension as for a wrong password: no enumeration.
-    let stored = match registrar.store.sip_credentials(&credentials.username).await {
-        Ok(stored) => stored,
+    let known = match registrar.credentials(&credentials.username).await {
+        Ok(known) => {
+            known.filter(|k| credentials.username == request.aor && k.ha1.realm == registrar.realm)
+        }
         Err(err) => {
             tracing::error!(%err, "cannot read SIP credentials");
             return tx.reply(StatusCode::ServerInternalError).await;
         }
     };
-    let verdict = match &stored {
-        Some(s) if credentials.username == request.aor && s.realm == registrar.realm => {
-            let ha1 = Ha1Pair {
-                realm: s.realm.clone(),
-                md5: s.ha1_md5.clone(),
-                sha256: s.ha1_sha256.clone(),
-            };
-            digest::authenticate(
-                &credentials,
-                "REGISTER",
-                &ha1,
-                &registrar.nonce_key,
-                now,
-                NONCE_MAX_AGE_MS,
-            )
-        }
-        _ => Verdict::BadResponse,
+    let verdict = match &known {
+        Some(k) => digest::authenticate(
+            &credentials,
+            "REGISTER",
+            &k.ha1,
+            &registrar.nonce_key,
+            now,
+            NONCE_MAX_AGE_MS,
+        ),
+        None => Verdict::BadResponse,
     };
-    let stored = match (verdict, stored) {
-        (Verdict::Authorized, Some(stored)) => stored,
+    let known = match (verdict, known) {
+        (Verdict::Authorized, Some(known)) => known,
         (Verdict::StaleNonce, _) => return challenge(registrar, tx, now, true).await,
         (Verdict::OtherRealm, _) => return challenge(registrar, tx, now, false).await,
         _ => return fail(registrar, tx, ip, now).await,
@@ -230,11 +312,10 @@ async fn register(
         Ok(outcome) => outcome,
         Err(err) => return reply_error(tx, &err).await,
     };
-    let owner = stored.user.to_string();
     let records: Vec<RegistrationRecord> = outcome
         .upsert
         .iter()
-        .map(|b| record_from_binding(b, "user", &owner))
+        .map(|b| record_from_binding(b, known.owner_kind, &known.owner_id))
         .collect();
     if let Err(err) = registrar
         .store

@@ -3,8 +3,8 @@
 
 use sqlx::any::AnyRow;
 
-use super::{Page, Paged, Result, Store, col, now_ms};
-use crate::crm::model::Millis;
+use super::{Page, Paged, Result, Store, col, now_ms, parse_json_list, parse_stored};
+use crate::crm::model::{Millis, TrunkId, TrunkKind};
 
 /// One binding of an address of record to a contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +25,74 @@ pub struct RegistrationRecord {
     pub source: String,
 }
 
+/// The secret a PBX trunk registers with (it is stored in clear because carrier trunks
+/// need it to answer challenges; the API never returns it, A4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkSecret {
+    pub trunk: TrunkId,
+    pub password: String,
+}
+
+/// What tells requests from one trunk apart: its allowed networks as written and the
+/// sources of its unexpired registrations (`ip:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkSources {
+    pub trunk: TrunkId,
+    pub kind: TrunkKind,
+    pub allowed_ips: Vec<String>,
+    pub registered_from: Vec<String>,
+}
+
 impl Store {
+    /// The PBX trunk that registers with this username, if it has a password.
+    pub async fn pbx_trunk_secret(&self, username: &str) -> Result<Option<TrunkSecret>> {
+        let row = sqlx::query(
+            "SELECT id, password FROM trunks WHERE kind = 'pbx' AND username = $1 \
+             AND password IS NOT NULL ORDER BY created_at LIMIT 1",
+        )
+        .bind(username)
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| {
+            Ok(TrunkSecret {
+                trunk: TrunkId(col(&row, "id")?),
+                password: col(&row, "password")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every trunk with its allowed networks and current registration sources.
+    pub async fn trunk_sources(&self, now: Millis) -> Result<Vec<TrunkSources>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.kind, t.allowed_ips, r.source FROM trunks t \
+             LEFT JOIN registrations r ON r.owner_kind = 'trunk' AND r.owner_id = t.id \
+             AND r.expires_at > $1 ORDER BY t.id",
+        )
+        .bind(now)
+        .fetch_all(self.reader())
+        .await?;
+        let mut trunks: Vec<TrunkSources> = Vec::new();
+        for row in &rows {
+            let id: String = col(row, "id")?;
+            let source: Option<String> = col(row, "source")?;
+            if trunks.last().is_none_or(|t| t.trunk.0 != id) {
+                let kind: String = col(row, "kind")?;
+                let allowed: String = col(row, "allowed_ips")?;
+                trunks.push(TrunkSources {
+                    trunk: TrunkId(id),
+                    kind: parse_stored(&kind, "trunks.kind")?,
+                    allowed_ips: parse_json_list(&allowed, "trunks.allowed_ips")?,
+                    registered_from: Vec::new(),
+                });
+            }
+            if let (Some(source), Some(trunk)) = (source, trunks.last_mut()) {
+                trunk.registered_from.push(source);
+            }
+        }
+        Ok(trunks)
+    }
+
     /// Replaces the bindings of one address of record: `upsert` is written, `remove`
     /// (contacts) deleted, in one transaction.
     pub async fn save_bindings(

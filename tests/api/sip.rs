@@ -554,3 +554,129 @@ async fn tcp_accepts_large_messages_up_to_the_configured_limit() {
     assert!(answer.starts_with("SIP/2.0 413"), "{answer}");
     app.stop().await;
 }
+
+/// Issue 4 item 4 and T2: a PBX trunk registers with its trunk credentials like a phone
+/// does, and its registration is listed as the trunk's; INVITEs are taken only from a
+/// recognised trunk (by `allowed_ips` or by the registration's source), others get 403.
+#[tokio::test]
+async fn a_pbx_trunk_registers_with_its_credentials_and_only_trunks_may_invite() {
+    let app = TestApp::spawn_for_sipp().await;
+    let gw = app.sip_addr();
+    let invite_from = async |call_id: &str| {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let invite = format!(
+            "INVITE sip:+4930901820@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\n\
+             From: <sip:+4917612345678@{local}>;tag=t2\r\nTo: <sip:+4930901820@{gw}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:pbx@{local}>\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        socket.send_to(invite.as_bytes(), gw).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Ok((n, _))) =
+            tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
+        {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !text.starts_with("SIP/2.0 100") {
+                return text;
+            }
+        }
+        panic!("no final answer to {call_id}");
+    };
+
+    let answer = invite_from("t2-stranger").await;
+    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
+    assert!(answer.contains("not a known trunk"), "{answer}");
+
+    // An employee's extension is no trunk username: the registrar could not tell them apart.
+    agent_with_sip_password(&app).await;
+    let clash = app
+        .post_ok(
+            "/api/v1/trunks",
+            json!({"name": "Clash", "kind": "pbx", "username": "101", "password": "x-secret-1"}),
+            StatusCode::CONFLICT,
+        )
+        .await;
+    assert_eq!(clash["error"]["code"], "username_taken");
+    let trunk = app
+        .post_ok(
+            "/api/v1/trunks",
+            json!({"name": "Office PBX", "kind": "pbx", "profile": "asterisk",
+                   "username": "office-pbx", "password": "trunk-secret-9"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let trunk_id = trunk["id"].as_str().unwrap().to_owned();
+    // Wrong trunk password: challenged again like any wrong password.
+    let run = sipp(
+        &app,
+        "register.xml",
+        "udp",
+        &["-s", "office-pbx", "-au", "office-pbx", "-ap", "not-it"],
+    )
+    .await;
+    assert!(!run.success, "{}", run.messages);
+    let run = sipp(
+        &app,
+        "register.xml",
+        "udp",
+        &[
+            "-s",
+            "office-pbx",
+            "-au",
+            "office-pbx",
+            "-ap",
+            "trunk-secret-9",
+        ],
+    )
+    .await;
+    assert!(run.success, "{}", run.messages);
+    let registrations = app.get_ok("/api/v1/registrations").await;
+    let items = registrations["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{registrations}");
+    assert_eq!(items[0]["trunk"], json!(trunk_id));
+    assert_eq!(items[0]["user"], json!(null));
+    assert_eq!(items[0]["aor"], "office-pbx");
+
+    // Registered from 127.0.0.1: requests from there are the trunk's now.
+    let answer = invite_from("t2-registered").await;
+    assert!(answer.starts_with("SIP/2.0 480"), "{answer}");
+    app.stop().await;
+}
+
+/// T2: a trunk that does not register is recognised by its `allowed_ips`.
+#[tokio::test]
+async fn a_trunk_is_recognised_by_allowed_ips() {
+    let app = TestApp::spawn_for_sipp().await;
+    let trunk = app
+        .post_ok(
+            "/api/v1/trunks",
+            json!({"name": "Carrier", "kind": "carrier", "profile": "sipgate",
+                   "host": "192.0.2.1", "register": false, "allowed_ips": ["127.0.0.0/8"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(trunk["allowed_ips"], json!(["127.0.0.0/8"]));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = socket.local_addr().unwrap();
+    let gw = app.sip_addr();
+    let invite = format!(
+        "INVITE sip:+4930901820@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-allowed\r\n\
+         From: <sip:+4917612345678@{local}>;tag=t2a\r\nTo: <sip:+4930901820@{gw}>\r\n\
+         Call-ID: t2-allowed\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{local}>\r\n\
+         Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket.send_to(invite.as_bytes(), gw).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut last = String::new();
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+        last = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !last.starts_with("SIP/2.0 100") {
+            break;
+        }
+    }
+    assert!(last.starts_with("SIP/2.0 480"), "{last}");
+    app.stop().await;
+}
