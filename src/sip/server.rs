@@ -5,6 +5,7 @@
 //! bindings are stored. Authentication failures look the same whether the extension
 //! exists or not, so a scanner cannot enumerate extensions.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -111,12 +112,65 @@ impl Registrar {
     }
 }
 
+/// Transactions one source address may have in progress at once. Generous, because a
+/// PBX trunk's ringing calls are all INVITE transactions from one address.
+pub const MAX_IN_FLIGHT_PER_SOURCE: usize = 1_000;
+
+/// Counts the transactions in progress per source address.
+#[derive(Clone)]
+pub struct InFlight {
+    limit: usize,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Held while a transaction is handled; gives its place back when dropped.
+pub struct InFlightSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl InFlight {
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            counts: Arc::default(),
+        }
+    }
+
+    /// A slot for one more transaction from `ip`, or `None` past the limit.
+    pub fn acquire(&self, ip: IpAddr) -> Option<InFlightSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(InFlightSlot {
+            ip,
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves incoming transactions until cancelled.
 pub async fn serve(
     registrar: Arc<Registrar>,
     mut incoming: TransactionReceiver,
     cancel: CancellationToken,
 ) {
+    let in_flight = InFlight::new(MAX_IN_FLIGHT_PER_SOURCE);
     loop {
         let transaction = tokio::select! {
             () = cancel.cancelled() => return,
@@ -125,8 +179,32 @@ pub async fn serve(
                 None => return,
             },
         };
+        let ip = source_of(&transaction).map(|s| s.ip());
+        let slot = match ip {
+            Some(ip) => match in_flight.acquire(ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    // A flood from one source must not grow tasks and memory without
+                    // bound (rsipstack's transaction queue has none): 503 and a pause.
+                    metrics::counter!("leadline_sip_refused_total", "status" => "503").increment(1);
+                    tokio::spawn(async move {
+                        let mut tx = transaction;
+                        let _ = tx
+                            .reply_with(
+                                StatusCode::ServiceUnavailable,
+                                vec![Header::RetryAfter("5".into())],
+                                None,
+                            )
+                            .await;
+                    });
+                    continue;
+                }
+            },
+            None => None,
+        };
         let registrar = registrar.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let method = transaction.original.method().to_string();
             if let Err(err) = handle(registrar, transaction).await {
                 tracing::debug!(%method, %err, "SIP transaction ended with an error");
@@ -429,5 +507,32 @@ fn record_from_binding(b: &Binding, owner_kind: &str, owner_id: &str) -> Registr
         user_agent: b.user_agent.clone(),
         transport: b.transport.to_ascii_lowercase(),
         source: b.received.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_transactions_are_bounded_per_source_and_released() {
+        let in_flight = InFlight::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = in_flight.acquire(a).unwrap();
+        let _second = in_flight.acquire(a).unwrap();
+        assert!(
+            in_flight.acquire(a).is_none(),
+            "a third from one source waits"
+        );
+        assert!(
+            in_flight.acquire(b).is_some(),
+            "other sources are not affected"
+        );
+        drop(first);
+        assert!(
+            in_flight.acquire(a).is_some(),
+            "a finished one frees its place"
+        );
     }
 }
