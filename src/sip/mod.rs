@@ -10,5 +10,6 @@ pub mod lockout;
 pub mod message;
 pub mod profiles;
 pub mod registrar;
+pub mod router;
 pub mod server;
 pub mod trunks;
