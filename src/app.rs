@@ -11,10 +11,12 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::http::auth::{generate_token, hash_token};
 use crate::http::{self, AppState};
+use crate::sip::b2bua::B2bua;
 use crate::sip::endpoint::SipEndpoint;
 use crate::sip::profiles::Profiles;
 use crate::sip::server::Registrar;
 use crate::store::{Store, StoreError};
+use rsipstack::dialog::dialog_layer::DialogLayer;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,19 +68,6 @@ impl App {
         let (sip, incoming) = SipEndpoint::start(config.sip, config.sip_tcp_max_message).await?;
         let sip_addr = sip.local;
         let sip_cancel = CancellationToken::new();
-        let mut registrar = Registrar::new(
-            store.clone(),
-            config.sip_domain.clone(),
-            config.sip_digest.clone(),
-        );
-        // The sent-by our outgoing Via headers carry: the bound address.
-        registrar.own_addresses = vec![sip_addr];
-        let registrar = Arc::new(registrar);
-        tokio::spawn(crate::sip::server::serve(
-            registrar,
-            incoming,
-            sip_cancel.clone(),
-        ));
 
         let listener =
             TcpListener::bind(config.http)
@@ -88,6 +77,32 @@ impl App {
                     source,
                 })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
+
+        let mut registrar = Registrar::new(
+            store.clone(),
+            config.sip_domain.clone(),
+            config.sip_digest.clone(),
+        );
+        // The sent-by our outgoing Via headers carry: the bound address.
+        registrar.own_addresses = vec![sip_addr];
+        registrar.b2bua = Some(Arc::new(B2bua {
+            store: store.clone(),
+            dialogs: Arc::new(DialogLayer::new(sip.inner.clone())),
+            profiles: profiles.clone(),
+            local: sip_addr,
+            lookup_budget: config.call_lookup_budget,
+            api_base: config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_addr}")),
+        }));
+        let registrar = Arc::new(registrar);
+        tokio::spawn(crate::sip::server::serve(
+            registrar,
+            incoming,
+            sip_cancel.clone(),
+        ));
+
         let state = AppState {
             store: store.clone(),
             env_admin_token_hash: config.admin_token.as_deref().map(hash_token),

@@ -49,6 +49,12 @@ pub struct Config {
     pub sip_digest: Vec<crate::sip::digest::Algorithm>,
     /// Largest SIP message accepted over TCP, in bytes (UDP is bounded by the datagram).
     pub sip_tcp_max_message: usize,
+    /// How long the CRM lookup may hold up routing an INVITE before the call rings the
+    /// number's queue and the CRM link completes afterwards.
+    pub call_lookup_budget: std::time::Duration,
+    /// The address agents reach the API at (`https://crm.example.com`), for links put in
+    /// SIP messages (`Call-Info`); default `http://<http address>`.
+    pub public_url: Option<String>,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
 }
@@ -73,6 +79,8 @@ pub struct ConfigLayer {
     pub sip_domain: Option<String>,
     pub sip_digest: Option<String>,
     pub sip_tcp_max_message: Option<usize>,
+    pub call_lookup_budget_ms: Option<u64>,
+    pub public_url: Option<String>,
     pub log_format: Option<String>,
 }
 
@@ -101,6 +109,8 @@ impl ConfigLayer {
             sip_domain: over.sip_domain.or(self.sip_domain),
             sip_digest: over.sip_digest.or(self.sip_digest),
             sip_tcp_max_message: over.sip_tcp_max_message.or(self.sip_tcp_max_message),
+            call_lookup_budget_ms: over.call_lookup_budget_ms.or(self.call_lookup_budget_ms),
+            public_url: over.public_url.or(self.public_url),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -182,6 +192,23 @@ impl ConfigLayer {
                  {MIN_TCP_MAX_MESSAGE}..={MAX_TCP_MAX_MESSAGE}"
             ));
         }
+        let budget_ms = self.call_lookup_budget_ms.unwrap_or(200);
+        if !(10..=10_000).contains(&budget_ms) {
+            problems.push(format!(
+                "call_lookup_budget_ms: {budget_ms} is outside 10..=10000"
+            ));
+        }
+        let public_url = self
+            .public_url
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .filter(|url| !url.is_empty());
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "public_url: '{url}' must start with http:// or https://"
+            ));
+        }
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -203,6 +230,8 @@ impl ConfigLayer {
             sip_domain,
             sip_digest,
             sip_tcp_max_message,
+            call_lookup_budget: std::time::Duration::from_millis(budget_ms),
+            public_url,
             log_format,
         })
     }

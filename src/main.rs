@@ -41,6 +41,12 @@ struct Cli {
     /// Largest SIP message accepted over TCP, in bytes (default 262144).
     #[arg(long, global = true, env = "LEADLINE_SIP_TCP_MAX_MESSAGE")]
     sip_tcp_max_message: Option<usize>,
+    /// Milliseconds the CRM lookup may delay routing a call (default 200).
+    #[arg(long, global = true, env = "LEADLINE_CALL_LOOKUP_BUDGET_MS")]
+    call_lookup_budget_ms: Option<u64>,
+    /// Public base URL of the API, for links in SIP messages (Call-Info).
+    #[arg(long, global = true, env = "LEADLINE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Log lines as `text` or `json`.
     #[arg(long, global = true, env = "LEADLINE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -75,6 +81,8 @@ impl Cli {
             sip_domain: self.sip_domain.clone(),
             sip_digest: self.sip_digest.clone(),
             sip_tcp_max_message: self.sip_tcp_max_message,
+            call_lookup_budget_ms: self.call_lookup_budget_ms,
+            public_url: self.public_url.clone(),
             log_format: self.log_format.clone(),
         };
         Ok(file.merge(overrides).resolve()?)

@@ -3,6 +3,7 @@
 //! transactions; `server`: what each request does).
 
 pub mod admission;
+pub mod b2bua;
 pub mod digest;
 pub mod endpoint;
 pub mod identity;

@@ -18,6 +18,7 @@ use rsipstack::sip::{HeadersExt as _, Transport};
 use rsipstack::transport::{SipAddr, SipConnection};
 
 use super::admission::{self, MergeTracker, Refusal};
+use super::b2bua::B2bua;
 use super::digest::{self, Ha1Pair, NONCE_MAX_AGE_MS, NonceKey, Verdict};
 use super::endpoint::ALLOW;
 use super::lockout::{FailureOutcome, Lockout, LockoutPolicy};
@@ -38,6 +39,8 @@ pub struct Registrar {
     /// The sent-by addresses of our own Via headers, for loop detection (482).
     pub own_addresses: Vec<SocketAddr>,
     pub merges: Mutex<MergeTracker>,
+    /// Routes trunks' INVITEs; without it a call gets 480.
+    pub b2bua: Option<Arc<B2bua>>,
 }
 
 impl Registrar {
@@ -51,6 +54,7 @@ impl Registrar {
             lockout: Mutex::new(Lockout::new(LockoutPolicy::default())),
             own_addresses: Vec::new(),
             merges: Mutex::new(MergeTracker::default()),
+            b2bua: None,
         }
     }
 }
@@ -225,10 +229,21 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
     if let Err(refusal) = admitted {
         return refuse(&mut tx, &refusal).await;
     }
+    // Requests inside a dialog (BYE, re-INVITE, UPDATE, ACK of a 2xx …) belong to the
+    // call that owns the dialog; the dialog layer answers them and tells the call.
+    if let Some(b2bua) = &registrar.b2bua
+        && (has_to_tag(&tx.original) || *tx.original.method() == Method::Ack)
+    {
+        return match b2bua.dialogs.match_dialog(&tx) {
+            Some(mut dialog) => dialog.handle(&mut tx).await,
+            None if *tx.original.method() == Method::Ack => Ok(()),
+            None => tx.reply(StatusCode::CallTransactionDoesNotExist).await,
+        };
+    }
     match tx.original.method() {
         Method::Options => tx.reply_with(StatusCode::OK, allow_headers(), None).await,
         Method::Register => register(&registrar, &mut tx, source).await,
-        Method::Invite => invite(&registrar, &mut tx, source).await,
+        Method::Invite => invite(&registrar, tx, source).await,
         Method::Ack => Ok(()),
         // CANCEL and BYE for transactions or dialogs we do not have (§9.2, §15.1.2).
         Method::Cancel | Method::Bye => tx.reply(StatusCode::CallTransactionDoesNotExist).await,
@@ -256,7 +271,7 @@ async fn refuse(tx: &mut Transaction, refusal: &Refusal) -> rsipstack::Result<()
 /// B2BUA's job, not yet built: until then a recognised trunk's call gets 480.
 async fn invite(
     registrar: &Registrar,
-    tx: &mut Transaction,
+    mut tx: Transaction,
     source: Option<SocketAddr>,
 ) -> rsipstack::Result<()> {
     let trunk = match source {
@@ -277,8 +292,29 @@ async fn invite(
             .reply_with(StatusCode::Forbidden, vec![warning], None)
             .await;
     };
-    tracing::debug!(trunk = %trunk.0, "INVITE from a trunk: call routing is not available");
-    tx.reply(StatusCode::TemporarilyUnavailable).await
+    let Some(b2bua) = registrar.b2bua.clone() else {
+        return tx.reply(StatusCode::TemporarilyUnavailable).await;
+    };
+    let trunk = match registrar.store.get_trunk(&trunk).await {
+        Ok(trunk) => trunk,
+        Err(err) => {
+            tracing::error!(%err, "cannot read the trunk");
+            return tx.reply(StatusCode::ServerInternalError).await;
+        }
+    };
+    if let Err(err) = b2bua.incoming(tx, trunk).await {
+        tracing::warn!(%err, "call ended with an error");
+    }
+    Ok(())
+}
+
+fn has_to_tag(request: &rsipstack::sip::Request) -> bool {
+    use rsipstack::sip::headers::untyped::ToTypedHeader as _;
+    request
+        .to_header()
+        .ok()
+        .and_then(|to| to.typed().ok())
+        .is_some_and(|to| to.tag().is_some())
 }
 
 fn allow_headers() -> Vec<Header> {

@@ -62,6 +62,23 @@ impl Store {
         .transpose()
     }
 
+    /// The unexpired bindings of an employee's devices.
+    pub async fn user_bindings(
+        &self,
+        user: &crate::crm::model::UserId,
+        now: Millis,
+    ) -> Result<Vec<RegistrationRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM registrations WHERE owner_kind = 'user' AND owner_id = $1 \
+             AND expires_at > $2 ORDER BY contact",
+        )
+        .bind(user.as_str())
+        .bind(now)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(registration_from_row).collect()
+    }
+
     /// Every trunk with its allowed networks and current registration sources.
     pub async fn trunk_sources(&self, now: Millis) -> Result<Vec<TrunkSources>> {
         let rows = sqlx::query(

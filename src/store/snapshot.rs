@@ -57,6 +57,22 @@ impl ConfigCache {
 }
 
 impl Store {
+    /// A configured number's settings, from the snapshot.
+    pub async fn configured_number(&self, e164: &str) -> Result<Option<NumberSettings>> {
+        Ok(self.config_snapshot().await?.numbers.get(e164).cloned())
+    }
+
+    /// A queue's members from the last snapshot loaded, however old, without touching
+    /// the database: the route of last resort when the database is slow.
+    pub fn cached_queue_members(&self, queue: &QueueId) -> Option<Vec<UserId>> {
+        let guard = self
+            .cache()
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        guard.as_ref()?.queues.get(queue).cloned()
+    }
+
     /// The current configuration snapshot, reloading it if stale.
     pub(crate) async fn config_snapshot(&self) -> Result<Arc<ConfigSnapshot>> {
         if let Some(snapshot) = self.cache().fresh() {

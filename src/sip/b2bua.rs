@@ -1,0 +1,629 @@
+//! The B2BUA: turns an INVITE from a trunk into a routed call (T1–T13).
+//!
+//! One task owns each call: the caller's dialog (the inbound leg), one outgoing dialog per
+//! rung device, the ringing state ([`super::router::Ringing`]) and the call's CRM events.
+//! rsipstack's dialog layer keeps the dialogs (tags, CSeq, route sets, ACK, CANCEL) and
+//! reports their changes on the call's channel; this module decides and relays. The SDP
+//! passes through untouched: media flows between the carrier and the agent's phone.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, HeadersExt as _, Method, Response, StatusCode, Transport, Uri};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::SipAddr;
+use tokio::sync::mpsc;
+
+use super::identity;
+use super::profiles::Profiles;
+use super::router::{self, Device, LegId, RingAction, RingEvent, Ringing, Unanswered};
+use crate::crm::intake::NumberSettings;
+use crate::crm::model::{CallEventKind, CallOutcome, Direction, EntityKind, UserId};
+use crate::store::{CallEvent, EventAnswer, Store, StoreError, TrunkRecord, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum B2buaError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Boxed: rsipstack's error is large and this one travels through every call path.
+    #[error("SIP: {0}")]
+    Sip(Box<rsipstack::Error>),
+    #[error("SIP message: {0}")]
+    Message(#[from] rsipstack::sip::Error),
+}
+
+impl From<rsipstack::Error> for B2buaError {
+    fn from(err: rsipstack::Error) -> Self {
+        B2buaError::Sip(Box::new(err))
+    }
+}
+
+/// What every call needs; shared.
+pub struct B2bua {
+    pub store: Store,
+    pub dialogs: Arc<DialogLayer>,
+    pub profiles: Arc<Profiles>,
+    /// Our SIP address: the Contact of both legs.
+    pub local: SocketAddr,
+    /// How long the CRM lookup and intake may hold up routing (issue 5 item 10).
+    pub lookup_budget: Duration,
+    /// Base of the API URLs put in `Call-Info` (`http://host:port`).
+    pub api_base: String,
+}
+
+/// A leg's final answer, from the task awaiting its INVITE transaction.
+struct LegDone {
+    leg: LegId,
+    response: Option<Response>,
+}
+
+impl B2bua {
+    /// Takes an INVITE from `trunk`. Returns once the call has ended.
+    pub async fn incoming(
+        self: Arc<Self>,
+        mut tx: Transaction,
+        trunk: TrunkRecord,
+    ) -> Result<(), B2buaError> {
+        let Some(profile) = self
+            .profiles
+            .get(&trunk.profile)
+            .or_else(|| self.profiles.get("generic"))
+            .cloned()
+        else {
+            tx.reply(StatusCode::ServerInternalError).await?;
+            return Ok(());
+        };
+        let request = tx.original.clone();
+        let Some(number) = self.number_called(&request, &profile).await? else {
+            let warning = Header::Warning("399 leadline \"not a configured number\"".into());
+            tx.reply_with(StatusCode::NotFound, vec![warning], None)
+                .await?;
+            return Ok(());
+        };
+        let caller = identity::caller(&request, &profile);
+        let call_id = request.call_id_header()?.value().to_owned();
+        let span = tracing::info_span!("call", %call_id, number = %number.number);
+        let _entered = span.enter();
+
+        let (state_sender, states) = self.dialogs.new_dialog_state_channel();
+        let inbound = self.dialogs.get_or_create_server_invite(
+            &tx,
+            state_sender.clone(),
+            None,
+            Some(self.contact_uri()),
+        )?;
+        // The dialog answers 100 Trying at once and then absorbs the caller's ACK or
+        // CANCEL on the INVITE transaction.
+        let mut server_side = inbound.clone();
+        tokio::spawn(async move {
+            let _ = server_side.handle(&mut tx).await;
+        });
+
+        let customer = caller
+            .number
+            .clone()
+            .unwrap_or_else(|| "anonymous".to_owned());
+        let started = now_ms();
+        let ringing_event = CallEvent {
+            call_id: call_id.clone(),
+            event: CallEventKind::Ringing,
+            direction: Direction::Incoming,
+            from: customer.clone(),
+            to: number.number.clone(),
+            user: None,
+            outcome: None,
+            at: started,
+        };
+        let answer = self.intake_within_budget(ringing_event, &number).await;
+        let order = answer.route.clone();
+        let devices = self.devices(&order).await?;
+        let plan = router::plan(&order, &devices, number.ring_timeout_s);
+        let shown = self
+            .shown_caller(&answer, caller.display_name.as_deref(), &customer)
+            .await;
+
+        let call = Call {
+            b2bua: self.clone(),
+            call_id,
+            customer,
+            number,
+            inbound,
+            offer: request.body.clone(),
+            content_type: content_type(&request.headers),
+            plan,
+            shown,
+            state_sender,
+        };
+        call.run(states).await;
+        Ok(())
+    }
+
+    /// Our number the INVITE is for: the profile's reading first, then the other one.
+    async fn number_called(
+        &self,
+        request: &rsipstack::sip::Request,
+        profile: &super::profiles::Profile,
+    ) -> Result<Option<NumberSettings>, StoreError> {
+        let party = identity::called_party(request, profile);
+        let candidates = [
+            identity::called(request, profile),
+            party.dialled,
+            party.original,
+        ];
+        for candidate in candidates.into_iter().flatten() {
+            if let Some(number) = self.store.configured_number(&candidate).await? {
+                return Ok(Some(number));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The intake for the opening event, waited for at most the lookup budget. Past it
+    /// the call rings the number's queue and the intake completes in the background:
+    /// a slow database never drops a call.
+    async fn intake_within_budget(&self, event: CallEvent, number: &NumberSettings) -> EventAnswer {
+        let store = self.store.clone();
+        let mut intake = tokio::spawn(async move { store.apply_call_event(&event).await });
+        match tokio::time::timeout(self.lookup_budget, &mut intake).await {
+            Ok(Ok(Ok(outcome))) => outcome.answer,
+            Ok(Ok(Err(err))) => {
+                tracing::error!(%err, "call intake failed; routing by the queue");
+                self.queue_answer(number).await
+            }
+            Ok(Err(err)) => {
+                tracing::error!(%err, "call intake task failed; routing by the queue");
+                self.queue_answer(number).await
+            }
+            Err(_) => {
+                metrics::counter!("leadline_call_lookup_deadline_missed_total").increment(1);
+                tracing::warn!(
+                    budget_ms = self.lookup_budget.as_millis() as u64,
+                    "CRM lookup past its budget; routing by the queue, CRM link completes later"
+                );
+                tokio::spawn(async move {
+                    if let Ok(Err(err)) = intake.await {
+                        tracing::error!(%err, "late call intake failed");
+                    }
+                });
+                self.queue_answer(number).await
+            }
+        }
+    }
+
+    /// The queue's members as the route when the intake cannot say.
+    async fn queue_answer(&self, number: &NumberSettings) -> EventAnswer {
+        let route = match &number.queue {
+            Some(queue) => self.store.cached_queue_members(queue).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        EventAnswer {
+            route,
+            ring_timeout_s: number.ring_timeout_s,
+            ..EventAnswer::default()
+        }
+    }
+
+    /// The registered devices of each employee in the order.
+    async fn devices(&self, order: &[UserId]) -> Result<HashMap<UserId, Vec<Device>>, StoreError> {
+        let now = now_ms();
+        let mut devices = HashMap::new();
+        for user in order {
+            if devices.contains_key(user) {
+                continue;
+            }
+            let bindings = self.store.user_bindings(user, now).await?;
+            devices.insert(
+                user.clone(),
+                bindings
+                    .into_iter()
+                    .map(|b| Device {
+                        contact: b.contact,
+                        transport: b.transport,
+                        source: b.source,
+                        q: b.q.and_then(|q| q.parse().ok()),
+                    })
+                    .collect(),
+            );
+        }
+        Ok(devices)
+    }
+
+    /// What the agent's phone shows (issue 5 item 8): the CRM's name for the caller and
+    /// the entity's API URL.
+    async fn shown_caller(
+        &self,
+        answer: &EventAnswer,
+        display_name: Option<&str>,
+        customer: &str,
+    ) -> Shown {
+        let entity = answer
+            .matches
+            .first()
+            .map(|m| m.entity.clone())
+            .or_else(|| {
+                answer
+                    .created
+                    .iter()
+                    .find(|e| e.kind != EntityKind::Deal)
+                    .cloned()
+            });
+        let name = match &entity {
+            Some(entity) => self.store.get_entity(entity).await.ok().map(|e| e.name),
+            None => None,
+        };
+        Shown {
+            name: name
+                .or_else(|| display_name.map(str::to_owned))
+                .filter(|n| !n.trim().is_empty()),
+            info_url: entity.map(|e| format!("{}/api/v1/{}s/{}", self.api_base, e.kind, e.id)),
+            number: customer.to_owned(),
+        }
+    }
+
+    fn contact_uri(&self) -> Uri {
+        Uri::try_from(format!("sip:leadline@{}", self.local).as_str())
+            .unwrap_or_else(|_| Uri::default())
+    }
+}
+
+/// The caller as the agent's phone shows it.
+struct Shown {
+    name: Option<String>,
+    info_url: Option<String>,
+    number: String,
+}
+
+/// One call, owned by its task.
+struct Call {
+    b2bua: Arc<B2bua>,
+    call_id: String,
+    customer: String,
+    number: NumberSettings,
+    inbound: InviteDialog,
+    offer: Vec<u8>,
+    content_type: Option<String>,
+    plan: router::RoutePlan,
+    shown: Shown,
+    state_sender: rsipstack::dialog::dialog::DialogStateSender,
+}
+
+/// How ringing ended.
+enum Rung {
+    /// A leg answered: its dialog and its 2xx.
+    Answered {
+        leg: LegId,
+        dialog: InviteDialog,
+        response: Response,
+    },
+    /// Nobody will talk.
+    Unanswered(Unanswered),
+}
+
+impl Call {
+    async fn run(self, mut states: DialogStateReceiver) {
+        let rung = self.ring(&mut states).await;
+        let ended_by = match rung {
+            Rung::Unanswered(why) => {
+                let outcome = match why {
+                    Unanswered::Missed => CallOutcome::Missed,
+                    Unanswered::Busy => CallOutcome::Busy,
+                    Unanswered::Cancelled => CallOutcome::Cancelled,
+                };
+                self.event(CallEventKind::Ended, None, Some(outcome)).await;
+                metrics::counter!("leadline_calls_total", "outcome" => outcome.as_str())
+                    .increment(1);
+                None
+            }
+            Rung::Answered {
+                leg,
+                dialog,
+                response,
+            } => {
+                let user = self.plan.steps[leg.0].user.clone();
+                let headers =
+                    content_type(&response.headers).map(|ct| vec![Header::ContentType(ct.into())]);
+                if let Err(err) = self.inbound.accept(headers, Some(response.body.clone())) {
+                    tracing::warn!(%err, "cannot answer the caller; ending the agent's leg");
+                    let _ = dialog.hangup().await;
+                    self.event(CallEventKind::Ended, None, Some(CallOutcome::Failed))
+                        .await;
+                    return;
+                }
+                self.event(CallEventKind::Answered, Some(user.clone()), None)
+                    .await;
+                metrics::counter!("leadline_calls_total", "outcome" => "answered").increment(1);
+                self.talk(&mut states, &dialog).await;
+                self.event(
+                    CallEventKind::Ended,
+                    Some(user.clone()),
+                    Some(CallOutcome::Answered),
+                )
+                .await;
+                Some(dialog.id())
+            }
+        };
+        self.b2bua.dialogs.remove_dialog(&self.inbound.id());
+        if let Some(id) = ended_by {
+            self.b2bua.dialogs.remove_dialog(&id);
+        }
+    }
+
+    /// Rings the plan's steps until a leg answers or nobody will.
+    async fn ring(&self, states: &mut DialogStateReceiver) -> Rung {
+        let (done_sender, mut done) = mpsc::unbounded_channel::<LegDone>();
+        let mut legs: HashMap<LegId, InviteDialog> = HashMap::new();
+        let mut leg_by_call_id: HashMap<String, LegId> = HashMap::new();
+        let mut answers: HashMap<LegId, Response> = HashMap::new();
+        let mut step_deadline: Option<(usize, tokio::time::Instant)> = None;
+        let (mut ringing, mut pending) = Ringing::start(&self.plan);
+        loop {
+            for action in std::mem::take(&mut pending) {
+                match action {
+                    RingAction::StartStep(step) => {
+                        step_deadline = Some((
+                            step,
+                            tokio::time::Instant::now()
+                                + Duration::from_millis(self.plan.ring_timeout_ms),
+                        ));
+                        for device in 0..self.plan.steps[step].devices.len() {
+                            let leg = (step, device);
+                            match self.start_leg(leg, &done_sender) {
+                                Ok(dialog) => {
+                                    leg_by_call_id.insert(dialog.id().call_id.clone(), leg);
+                                    legs.insert(leg, dialog);
+                                }
+                                Err(err) => {
+                                    tracing::warn!(%err, "cannot start a leg");
+                                    pending
+                                        .extend(ringing.on(RingEvent::Failed { leg, status: 503 }));
+                                }
+                            }
+                        }
+                    }
+                    RingAction::Cancel(cancelled) => {
+                        for leg in cancelled {
+                            if let Some(dialog) = legs.get(&leg).cloned() {
+                                // CANCEL while early; a leg that answered meanwhile gets
+                                // its 2xx ACKed and a BYE.
+                                tokio::spawn(async move {
+                                    let _ = dialog.hangup().await;
+                                });
+                            }
+                        }
+                    }
+                    RingAction::RelayProgress { early_media, .. } => {
+                        // Early media was relayed with its body when it arrived.
+                        if !early_media {
+                            let _ = self.inbound.ringing(None, None);
+                        }
+                    }
+                    RingAction::Connect(leg) => {
+                        if let (Some(dialog), Some(response)) =
+                            (legs.get(&leg).cloned(), answers.remove(&leg))
+                        {
+                            return Rung::Answered {
+                                leg,
+                                dialog,
+                                response,
+                            };
+                        }
+                    }
+                    RingAction::Reject { status, outcome } => {
+                        if outcome != Unanswered::Cancelled {
+                            let _ = self.inbound.reject(Some(StatusCode::from(status)), None);
+                        }
+                        return Rung::Unanswered(outcome);
+                    }
+                }
+            }
+            let timer = async {
+                match step_deadline {
+                    Some((_, at)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = timer => {
+                    if let Some((step, _)) = step_deadline.take() {
+                        pending.extend(ringing.on(RingEvent::StepTimedOut { step }));
+                    }
+                }
+                Some(LegDone { leg, response }) = done.recv() => {
+                    let status = response
+                        .as_ref()
+                        .map_or(408, |r| u16::from(r.status_code.clone()));
+                    if (200..300).contains(&status) {
+                        if let Some(response) = response {
+                            answers.insert(leg, response);
+                        }
+                        pending.extend(ringing.on(RingEvent::Answered(leg)));
+                    } else {
+                        pending.extend(ringing.on(RingEvent::Failed { leg, status }));
+                    }
+                }
+                Some(state) = states.recv() => match state {
+                    DialogState::Early(id, response) => {
+                        if let Some(leg) = leg_by_call_id.get(&id.call_id) {
+                            let early_media = !response.body.is_empty();
+                            let actions = ringing.on(RingEvent::Progress { leg: *leg, early_media });
+                            if early_media && !actions.is_empty() {
+                                let headers = content_type(&response.headers)
+                                    .map(|ct| vec![Header::ContentType(ct.into())]);
+                                let _ = self.inbound.ringing(headers, Some(response.body.clone()));
+                            }
+                            pending.extend(actions);
+                        }
+                    }
+                    DialogState::Terminated(id, TerminatedReason::UacCancel)
+                        if id.call_id == self.call_id =>
+                    {
+                        pending.extend(ringing.on(RingEvent::CallerCancelled));
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Connected: relays BYE and session refreshes between the two dialogs until one
+    /// side hangs up.
+    async fn talk(&self, states: &mut DialogStateReceiver, agent: &InviteDialog) {
+        let agent_call_id = agent.id().call_id.clone();
+        while let Some(state) = states.recv().await {
+            match state {
+                DialogState::Terminated(id, reason) => {
+                    tracing::debug!(?reason, dialog = %id, "a side ended the call");
+                    if id.call_id == self.call_id {
+                        let _ = agent.hangup().await;
+                    } else if id.call_id == agent_call_id {
+                        let _ = self.inbound.bye().await;
+                    } else {
+                        continue; // a cancelled leg finishing
+                    }
+                    return;
+                }
+                DialogState::Updated(id, request, handle) => {
+                    // re-INVITE or UPDATE (session refresh, hold, codec change): ask the
+                    // other side the same and give its answer back.
+                    let other = if id.call_id == self.call_id {
+                        agent.clone()
+                    } else {
+                        self.inbound.clone()
+                    };
+                    tokio::spawn(relay_update(other, request, handle));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn start_leg(
+        &self,
+        leg: LegId,
+        done: &mpsc::UnboundedSender<LegDone>,
+    ) -> Result<InviteDialog, B2buaError> {
+        let device = &self.plan.steps[leg.0].devices[leg.1];
+        let callee = Uri::try_from(device.contact.as_str())?;
+        let transport = if device.transport == "tcp" {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        let destination = device
+            .source
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|addr| SipAddr {
+                r#type: Some(transport),
+                addr: addr.into(),
+            });
+        let caller = Uri::try_from(
+            format!(
+                "sip:{}@{}",
+                caller_user(&self.shown.number),
+                self.b2bua.local
+            )
+            .as_str(),
+        )?;
+        let mut headers = Vec::new();
+        if let Some(url) = &self.shown.info_url {
+            headers.push(Header::Other(
+                "Call-Info".into(),
+                format!("<{url}>;purpose=info"),
+            ));
+        }
+        let option = InviteOption {
+            caller_display_name: self.shown.name.clone(),
+            caller,
+            callee,
+            destination,
+            content_type: self.content_type.clone(),
+            offer: (!self.offer.is_empty()).then(|| self.offer.clone()),
+            contact: self.b2bua.contact_uri(),
+            headers: Some(headers),
+            ..InviteOption::default()
+        };
+        let (dialog, handle) = self
+            .b2bua
+            .dialogs
+            .do_invite_async(option, self.state_sender.clone())?;
+        let done = done.clone();
+        tokio::spawn(async move {
+            let response = match handle.await {
+                Ok(Ok((_, response))) => response,
+                _ => None,
+            };
+            let _ = done.send(LegDone { leg, response });
+        });
+        Ok(dialog)
+    }
+
+    /// Records a step of the call through the intake (idempotent per Call-ID and step).
+    async fn event(&self, kind: CallEventKind, user: Option<UserId>, outcome: Option<CallOutcome>) {
+        let event = CallEvent {
+            call_id: self.call_id.clone(),
+            event: kind,
+            direction: Direction::Incoming,
+            from: self.customer.clone(),
+            to: self.number.number.clone(),
+            user,
+            outcome,
+            at: now_ms(),
+        };
+        if let Err(err) = self.b2bua.store.apply_call_event(&event).await {
+            tracing::error!(%err, event = %kind, "cannot record the call event");
+        }
+    }
+}
+
+/// Relays one re-INVITE or UPDATE to the other dialog and answers with its response.
+async fn relay_update(
+    other: InviteDialog,
+    request: rsipstack::sip::Request,
+    handle: rsipstack::dialog::dialog::TransactionHandle,
+) {
+    let body = (!request.body.is_empty()).then(|| request.body.clone());
+    let headers = content_type(&request.headers).map(|ct| vec![Header::ContentType(ct.into())]);
+    let response = if request.method == Method::Update {
+        other.update(headers, body).await
+    } else {
+        other.reinvite(headers, body).await
+    };
+    match response {
+        Ok(Some(response)) => {
+            let headers =
+                content_type(&response.headers).map(|ct| vec![Header::ContentType(ct.into())]);
+            let body = (!response.body.is_empty()).then(|| response.body.clone());
+            let _ = handle.respond(response.status_code, headers, body).await;
+        }
+        _ => {
+            let _ = handle.reply(StatusCode::ServerInternalError).await;
+        }
+    }
+}
+
+/// The From user part of the agent's leg: the customer's number, `anonymous` if withheld.
+fn caller_user(number: &str) -> String {
+    let cleaned: String = number
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'))
+        .collect();
+    if cleaned.is_empty() {
+        "anonymous".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+fn content_type(headers: &rsipstack::sip::Headers) -> Option<String> {
+    headers.iter().find_map(|h| match h {
+        Header::ContentType(ct) => Some(ct.value().to_owned()),
+        _ => None,
+    })
+}

@@ -1,0 +1,330 @@
+//! Calls through the B2BUA, driven like production: SIPp as the carrier (UAC) and SIPp
+//! as the agents' softphones (a REGISTER run with digest, then a UAS run on the same
+//! port, as TESTING.md describes).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::{free_port, wait_until};
+use crate::helpers::TestApp;
+
+const NUMBER: &str = "+4930901820";
+const CALLER: &str = "+4917612345678";
+
+/// One bounded SIPp run.
+struct Sipp {
+    child: tokio::process::Child,
+    trace: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sipp {
+    /// Starts SIPp with `scenario` on local `port`; `remote` is the gateway for a client.
+    fn start(scenario: &str, port: u16, remote: Option<String>, extra: &[&str]) -> Sipp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let trace = dir.path().join("messages.log");
+        let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/sipp")
+            .join(scenario);
+        let mut command = tokio::process::Command::new("sipp");
+        if let Some(remote) = remote {
+            command.arg(remote);
+        }
+        command
+            .arg("-sf")
+            .arg(&scenario)
+            .args(["-m", "1", "-t", "u1", "-nostdin", "-timeout", "40s"])
+            .args(["-timeout_error", "-trace_msg", "-message_file"])
+            .arg(&trace)
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-mp", &free_port().to_string()])
+            .args(extra)
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .expect("sipp runs (scripts/test installs sip-tester)");
+        Sipp {
+            child,
+            trace,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the run to end; whether it succeeded and every message it saw.
+    async fn finish(mut self) -> (bool, String) {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("SIPp finishes within 60 s")
+            .expect("sipp exit status");
+        (
+            status.success(),
+            std::fs::read_to_string(&self.trace).unwrap_or_default(),
+        )
+    }
+}
+
+/// An agent's softphone: registered over UDP from `port`.
+struct Phone {
+    port: u16,
+}
+
+impl Phone {
+    async fn register(app: &TestApp, extension: &str, password: &str) -> Phone {
+        let port = free_port();
+        let run = Sipp::start(
+            "register.xml",
+            port,
+            Some(app.sip_addr().to_string()),
+            &["-s", extension, "-au", extension, "-ap", password],
+        );
+        let (ok, messages) = run.finish().await;
+        assert!(ok, "{extension} registers: {messages}");
+        Phone { port }
+    }
+
+    /// Starts the phone's behaviour for the next call (`agent_answer.xml` …).
+    fn expect_call(&self, scenario: &str) -> Sipp {
+        Sipp::start(scenario, self.port, None, &[])
+    }
+}
+
+struct Line {
+    anna: String,
+    ben: String,
+}
+
+async fn agent(app: &TestApp, name: &str, extension: &str) -> String {
+    app.post_ok(
+        "/api/v1/users",
+        json!({"name": name, "email": format!("{}@example.com", name.to_lowercase()),
+               "role": "agent", "extension": extension, "sip_password": format!("pw-{extension}-secret")}),
+        StatusCode::CREATED,
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Anna and Ben in the Sales queue behind our number, reached from a carrier trunk
+/// recognised by its address.
+async fn line(app: &TestApp, ring_timeout_s: u32) -> Line {
+    let anna = agent(app, "Anna", "101").await;
+    let ben = agent(app, "Ben", "102").await;
+    let queue = app
+        .post_ok(
+            "/api/v1/queues",
+            json!({"name": "Sales", "members": [anna, ben]}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let trunk = app
+        .post_ok(
+            "/api/v1/trunks",
+            json!({"name": "Carrier", "kind": "carrier", "host": "127.0.0.1",
+                   "register": false, "allowed_ips": ["127.0.0.1"]}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post_ok(
+        "/api/v1/numbers",
+        json!({"number": NUMBER, "default_country": "DE", "queue": queue, "trunk": trunk,
+               "ring_timeout_s": ring_timeout_s}),
+        StatusCode::CREATED,
+    )
+    .await;
+    Line { anna, ben }
+}
+
+fn carrier_call(app: &TestApp, scenario: &str, extra: &[&str]) -> Sipp {
+    let mut args = vec!["-s", NUMBER, "-key", "caller", CALLER];
+    args.extend_from_slice(extra);
+    Sipp::start(
+        scenario,
+        free_port(),
+        Some(app.sip_addr().to_string()),
+        &args,
+    )
+}
+
+/// The call log row of the only call, once it has ended.
+async fn ended_call(app: &TestApp) -> Value {
+    wait_until(Duration::from_secs(10), "the call to end", || async {
+        let calls = app.get_ok("/api/v1/calls").await;
+        let call = calls["items"].as_array()?.first()?.clone();
+        call["ended_at"].is_string().then_some(call)
+    })
+    .await
+}
+
+/// The INVITE the phone received, from its trace.
+fn received_invite(messages: &str) -> &str {
+    let start = messages
+        .find("INVITE sip:")
+        .expect("the phone received an INVITE");
+    let end = messages[start..]
+        .find("\n\n")
+        .map_or(messages.len(), |e| start + e);
+    &messages[start..end]
+}
+
+/// T1, T9, T13, issue 5 items 1, 2 and 8: an unknown caller creates a lead before the
+/// agent's phone rings; the first in the queue answers; the phone shows the CRM's name
+/// and a Call-Info link to the lead; the call log has T13's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t1_unknown_caller_rings_the_queue_and_the_answer_is_logged() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "the carrier's call is answered: {carrier}");
+    let (ok, phone) = anna_answers.finish().await;
+    assert!(ok, "Anna's phone rang, answered and got the BYE: {phone}");
+
+    let leads = app.leads().await;
+    assert_eq!(leads.len(), 1, "one lead for the new caller");
+    let lead = &leads[0];
+    assert_eq!(lead["phones"], json!([CALLER]));
+    assert_eq!(
+        lead["responsible"],
+        json!(line.anna),
+        "T9: first in the queue"
+    );
+    assert_eq!(lead["source"], "CALL");
+
+    let invite = received_invite(&phone);
+    let lead_id = lead["id"].as_str().unwrap();
+    assert!(
+        invite.contains(&format!("/api/v1/leads/{lead_id}>;purpose=info")),
+        "Call-Info names the lead: {invite}"
+    );
+    let name = lead["name"].as_str().unwrap();
+    assert!(
+        invite.contains(&format!("From: \"{name}\"")),
+        "the phone shows the CRM's name {name:?}: {invite}"
+    );
+    assert!(
+        invite.contains("m=audio"),
+        "the caller's SDP is passed through"
+    );
+
+    let call = ended_call(&app).await;
+    assert_eq!(call["outcome"], "answered", "{call}");
+    assert_eq!(call["answered_by"], json!(line.anna), "{call}");
+    assert_eq!(call["direction"], "incoming");
+    assert!(call["answered_at"].is_string(), "{call}");
+    assert_eq!(call["route"], json!([line.anna, line.ben]), "{call}");
+    app.stop().await;
+}
+
+/// Issue 5 item 1: nobody registered: 480 to the carrier and one missed call that leaves
+/// an open "call back" activity (T13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t13_nobody_registered_is_480_and_a_missed_call() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    let (ok, carrier) = carrier_call(&app, "carrier_unanswered.xml", &[])
+        .finish()
+        .await;
+    assert!(
+        ok && carrier.contains("SIP/2.0 480"),
+        "480 Temporarily Unavailable: {carrier}"
+    );
+    let call = ended_call(&app).await;
+    assert_eq!(call["outcome"], "missed", "{call}");
+    let activity = call["activity"].as_str().expect("a call activity");
+    let lead = &app.leads().await[0];
+    let timeline = app
+        .get_ok(&format!(
+            "/api/v1/activities?entity=lead:{}",
+            lead["id"].as_str().unwrap()
+        ))
+        .await;
+    let item = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == json!(activity))
+        .expect("the call activity is on the lead")
+        .clone();
+    assert_eq!(item["completed"], false, "open: call back ({item})");
+    app.stop().await;
+}
+
+/// Issue 5 item 1: an INVITE for a number we do not have is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_number_is_404() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    let run = Sipp::start(
+        "carrier_unanswered.xml",
+        free_port(),
+        Some(app.sip_addr().to_string()),
+        &["-s", "+4930111111", "-key", "caller", CALLER],
+    );
+    let (ok, messages) = run.finish().await;
+    assert!(
+        ok && messages.contains("SIP/2.0 404"),
+        "404 Not Found: {messages}"
+    );
+    app.stop().await;
+}
+
+/// T5 and item 2: a busy agent moves the call on to the next in the queue at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5_busy_agent_moves_the_call_to_the_next_in_queue() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
+    let anna_busy = anna_phone.expect_call("agent_busy.xml");
+    let ben_answers = ben_phone.expect_call("agent_answer.xml");
+
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    let (ok, anna) = anna_busy.finish().await;
+    assert!(ok, "Anna said busy: {anna}");
+    let (ok, ben) = ben_answers.finish().await;
+    assert!(ok, "Ben answered: {ben}");
+    let call = ended_call(&app).await;
+    assert_eq!(call["answered_by"], json!(line.ben), "{call}");
+    assert_eq!(call["outcome"], "answered");
+    app.stop().await;
+}
+
+/// T5 fallback after the ring timeout: Anna's phone rings and is cancelled after
+/// `ring_timeout_s`, then Ben's rings and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5_no_answer_falls_back_to_the_queue_after_the_ring_timeout() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 5).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
+    let anna_ignores = anna_phone.expect_call("agent_no_answer.xml");
+    let ben_answers = ben_phone.expect_call("agent_answer.xml");
+
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    let (ok, anna) = anna_ignores.finish().await;
+    assert!(ok, "Anna's phone was cancelled: {anna}");
+    let (ok, ben) = ben_answers.finish().await;
+    assert!(ok, "Ben answered: {ben}");
+    let call = ended_call(&app).await;
+    assert_eq!(call["answered_by"], json!(line.ben), "{call}");
+    app.stop().await;
+}
