@@ -57,6 +57,12 @@ impl Sipp {
         }
     }
 
+    /// Ends a run that is waiting for something that should not come; what it saw.
+    async fn stop(mut self) -> String {
+        let _ = self.child.kill().await;
+        std::fs::read_to_string(&self.trace).unwrap_or_default()
+    }
+
     /// Waits for the run to end; whether it succeeded and every message it saw.
     async fn finish(mut self) -> (bool, String) {
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
@@ -326,5 +332,58 @@ async fn t5_no_answer_falls_back_to_the_queue_after_the_ring_timeout() {
     assert!(ok, "Ben answered: {ben}");
     let call = ended_call(&app).await;
     assert_eq!(call["answered_by"], json!(line.ben), "{call}");
+    app.stop().await;
+}
+
+/// Item 2: the caller's CANCEL while the agent's phone rings cancels the agent's leg;
+/// the call is logged as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_cancel_cancels_the_ringing_agent() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_rings = anna_phone.expect_call("agent_no_answer.xml");
+    let (ok, carrier) = carrier_call(&app, "carrier_cancel.xml", &[]).finish().await;
+    assert!(ok, "CANCEL answered 200, INVITE 487: {carrier}");
+    let (ok, anna) = anna_rings.finish().await;
+    assert!(ok, "Anna's phone got the CANCEL: {anna}");
+    let call = ended_call(&app).await;
+    assert_eq!(call["outcome"], "cancelled", "{call}");
+    assert_eq!(call["answered_by"], json!(null));
+    app.stop().await;
+}
+
+/// T5: a known caller rings their responsible first, even when the queue's turn is
+/// someone else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5_a_known_caller_rings_the_responsible_first() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    app.post_ok(
+        "/api/v1/contacts",
+        json!({"name": "Clara Customer", "phones": [CALLER], "responsible": line.ben}),
+        StatusCode::CREATED,
+    )
+    .await;
+    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let ben_answers = ben_phone.expect_call("agent_answer.xml");
+    // Anna's phone must not ring: Ben answers first.
+    let anna_idle = anna_phone.expect_call("agent_answer.xml");
+
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    let (ok, ben) = ben_answers.finish().await;
+    assert!(ok, "Ben answered: {ben}");
+    assert!(
+        received_invite(&ben).contains("From: \"Clara Customer\""),
+        "the phone shows the contact's name: {ben}"
+    );
+    let call = ended_call(&app).await;
+    assert_eq!(call["answered_by"], json!(line.ben), "{call}");
+    assert_eq!(call["route"][0], json!(line.ben), "{call}");
+    let anna = anna_idle.stop().await;
+    assert!(!anna.contains("INVITE sip:"), "Anna's phone never rang: {anna}");
+    assert!(app.leads().await.is_empty(), "a known caller creates no lead");
     app.stop().await;
 }
