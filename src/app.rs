@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::events::EventBus;
 use crate::http::auth::{generate_token, hash_token};
 use crate::http::{self, AppState};
 use crate::sip::b2bua::B2bua;
@@ -78,6 +79,8 @@ impl App {
                 })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
 
+        let events = EventBus::default();
+        let (shutdown, mut signal) = watch::channel(false);
         let mut registrar = Registrar::new(
             store.clone(),
             config.sip_domain.clone(),
@@ -91,6 +94,7 @@ impl App {
             profiles: profiles.clone(),
             local: sip_addr,
             lookup_budget: config.call_lookup_budget,
+            events: events.clone(),
             api_base: config
                 .public_url
                 .clone()
@@ -109,9 +113,10 @@ impl App {
             metrics: Some(metrics_handle()),
             sip_realm: Arc::from(config.sip_domain.as_str()),
             profiles,
+            events,
+            stopping: signal.clone(),
         };
         let router = http::router(state);
-        let (shutdown, mut signal) = watch::channel(false);
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {

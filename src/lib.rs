@@ -7,6 +7,7 @@
 pub mod app;
 pub mod config;
 pub mod crm;
+pub mod events;
 pub mod http;
 pub mod matcher;
 pub mod sip;

@@ -9,6 +9,7 @@ mod calls;
 mod catalog;
 mod entities;
 pub mod error;
+mod events;
 mod exceptions;
 pub mod extract;
 mod list;
@@ -46,6 +47,11 @@ pub struct AppState {
     pub sip_realm: Arc<str>,
     /// SIP profiles a trunk may name.
     pub profiles: Arc<crate::sip::profiles::Profiles>,
+    /// Call updates for the call window.
+    pub events: crate::events::EventBus,
+    /// Turns true when the process stops: endless responses (SSE) end then, or the
+    /// graceful shutdown would wait for them forever.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(OpenApi)]
@@ -78,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::routes())
         .merge(entities::routes())
         .merge(calls::routes())
+        .merge(events::routes())
         .merge(matching::routes())
         .merge(queues::routes())
         .merge(trunks::routes())

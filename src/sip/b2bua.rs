@@ -25,6 +25,7 @@ use super::profiles::Profiles;
 use super::router::{self, Device, LegId, RingAction, RingEvent, Ringing, Unanswered};
 use crate::crm::intake::NumberSettings;
 use crate::crm::model::{CallEventKind, CallOutcome, Direction, EntityKind, UserId};
+use crate::events::{CallUpdate, EventBus};
 use crate::store::{CallEvent, EventAnswer, Store, StoreError, TrunkRecord, now_ms};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,8 @@ pub struct B2bua {
     pub lookup_budget: Duration,
     /// Base of the API URLs put in `Call-Info` (`http://host:port`).
     pub api_base: String,
+    /// Where the call window learns about the call.
+    pub events: EventBus,
 }
 
 /// A leg's final answer, from the task awaiting its INVITE transaction.
@@ -120,7 +123,7 @@ impl B2bua {
             outcome: None,
             at: started,
         };
-        let answer = self.intake_within_budget(ringing_event, &number).await;
+        let (call_record, answer) = self.intake_within_budget(ringing_event, &number).await;
         let order = answer.route.clone();
         let devices = self.devices(&order).await?;
         let plan = router::plan(&order, &devices, number.ring_timeout_s);
@@ -130,6 +133,7 @@ impl B2bua {
 
         let call = Call {
             b2bua: self.clone(),
+            call_record,
             call_id,
             customer,
             number,
@@ -167,18 +171,22 @@ impl B2bua {
     /// The intake for the opening event, waited for at most the lookup budget. Past it
     /// the call rings the number's queue and the intake completes in the background:
     /// a slow database never drops a call.
-    async fn intake_within_budget(&self, event: CallEvent, number: &NumberSettings) -> EventAnswer {
+    async fn intake_within_budget(
+        &self,
+        event: CallEvent,
+        number: &NumberSettings,
+    ) -> (Option<String>, EventAnswer) {
         let store = self.store.clone();
         let mut intake = tokio::spawn(async move { store.apply_call_event(&event).await });
         match tokio::time::timeout(self.lookup_budget, &mut intake).await {
-            Ok(Ok(Ok(outcome))) => outcome.answer,
+            Ok(Ok(Ok(outcome))) => (Some(outcome.call.id.to_string()), outcome.answer),
             Ok(Ok(Err(err))) => {
                 tracing::error!(%err, "call intake failed; routing by the queue");
-                self.queue_answer(number).await
+                (None, self.queue_answer(number).await)
             }
             Ok(Err(err)) => {
                 tracing::error!(%err, "call intake task failed; routing by the queue");
-                self.queue_answer(number).await
+                (None, self.queue_answer(number).await)
             }
             Err(_) => {
                 metrics::counter!("leadline_call_lookup_deadline_missed_total").increment(1);
@@ -191,7 +199,7 @@ impl B2bua {
                         tracing::error!(%err, "late call intake failed");
                     }
                 });
-                self.queue_answer(number).await
+                (None, self.queue_answer(number).await)
             }
         }
     }
@@ -253,11 +261,18 @@ impl B2bua {
                     .find(|e| e.kind != EntityKind::Deal)
                     .cloned()
             });
-        let name = match &entity {
-            Some(entity) => self.store.get_entity(entity).await.ok().map(|e| e.name),
+        let record = match &entity {
+            Some(entity) => self.store.get_entity(entity).await.ok(),
             None => None,
         };
+        let responsible = record
+            .as_ref()
+            .and_then(|r| r.responsible.clone())
+            .or_else(|| answer.matches.first().and_then(|m| m.responsible.clone()));
+        let name = record.map(|r| r.name);
         Shown {
+            entity: entity.as_ref().map(ToString::to_string),
+            responsible,
             name: name
                 .or_else(|| display_name.map(str::to_owned))
                 .filter(|n| !n.trim().is_empty()),
@@ -272,8 +287,10 @@ impl B2bua {
     }
 }
 
-/// The caller as the agent's phone shows it.
+/// The caller as the agent's phone and call window show it.
 struct Shown {
+    entity: Option<String>,
+    responsible: Option<UserId>,
     name: Option<String>,
     info_url: Option<String>,
     number: String,
@@ -282,6 +299,8 @@ struct Shown {
 /// One call, owned by its task.
 struct Call {
     b2bua: Arc<B2bua>,
+    /// The call log row, when the intake answered within its budget.
+    call_record: Option<String>,
     call_id: String,
     customer: String,
     number: NumberSettings,
@@ -316,6 +335,7 @@ impl Call {
                     Unanswered::Cancelled => CallOutcome::Cancelled,
                 };
                 self.event(CallEventKind::Ended, None, Some(outcome)).await;
+                self.publish("ended", Vec::new(), None, Some(outcome));
                 metrics::counter!("leadline_calls_total", "outcome" => outcome.as_str())
                     .increment(1);
                 None
@@ -337,6 +357,7 @@ impl Call {
                 }
                 self.event(CallEventKind::Answered, Some(user.clone()), None)
                     .await;
+                self.publish("answered", Vec::new(), Some(&user), None);
                 metrics::counter!("leadline_calls_total", "outcome" => "answered").increment(1);
                 self.talk(&mut states, &dialog).await;
                 self.event(
@@ -345,6 +366,12 @@ impl Call {
                     Some(CallOutcome::Answered),
                 )
                 .await;
+                self.publish(
+                    "ended",
+                    Vec::new(),
+                    Some(&user),
+                    Some(CallOutcome::Answered),
+                );
                 Some(dialog.id())
             }
         };
@@ -366,6 +393,12 @@ impl Call {
             for action in std::mem::take(&mut pending) {
                 match action {
                     RingAction::StartStep(step) => {
+                        self.publish(
+                            "ringing",
+                            vec![self.plan.steps[step].user.clone()],
+                            None,
+                            None,
+                        );
                         step_deadline = Some((
                             step,
                             tokio::time::Instant::now()
@@ -562,6 +595,31 @@ impl Call {
             let _ = done.send(LegDone { leg, response });
         });
         Ok(dialog)
+    }
+
+    /// Tells the call window.
+    fn publish(
+        &self,
+        event: &str,
+        ringing: Vec<UserId>,
+        answered_by: Option<&UserId>,
+        outcome: Option<CallOutcome>,
+    ) {
+        self.b2bua.events.publish(CallUpdate {
+            event: event.to_owned(),
+            call: self.call_record.clone(),
+            call_id: self.call_id.clone(),
+            direction: Direction::Incoming.to_string(),
+            customer: self.customer.clone(),
+            number: self.number.number.clone(),
+            entity: self.shown.entity.clone(),
+            name: self.shown.name.clone(),
+            responsible: self.shown.responsible.as_ref().map(ToString::to_string),
+            ringing: ringing.into_iter().map(|u| u.to_string()).collect(),
+            answered_by: answered_by.map(ToString::to_string),
+            outcome: outcome.map(|o| o.to_string()),
+            at: crate::store::rfc3339(now_ms()),
+        });
     }
 
     /// Records a step of the call through the intake (idempotent per Call-ID and step).

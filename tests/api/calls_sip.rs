@@ -383,7 +383,114 @@ async fn t5_a_known_caller_rings_the_responsible_first() {
     assert_eq!(call["answered_by"], json!(line.ben), "{call}");
     assert_eq!(call["route"][0], json!(line.ben), "{call}");
     let anna = anna_idle.stop().await;
-    assert!(!anna.contains("INVITE sip:"), "Anna's phone never rang: {anna}");
-    assert!(app.leads().await.is_empty(), "a known caller creates no lead");
+    assert!(
+        !anna.contains("INVITE sip:"),
+        "Anna's phone never rang: {anna}"
+    );
+    assert!(
+        app.leads().await.is_empty(),
+        "a known caller creates no lead"
+    );
+    app.stop().await;
+}
+
+/// An open call window (`GET /api/v1/events`) of one token.
+struct CallWindow {
+    response: reqwest::Response,
+    seen: String,
+}
+
+impl CallWindow {
+    async fn open(app: &TestApp, token: &str) -> CallWindow {
+        let response = app
+            .client
+            .get(format!("{}/api/v1/events", app.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "an SSE stream"
+        );
+        CallWindow {
+            response,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `needle` has been seen or `within` has passed; everything read.
+    async fn read_until(&mut self, needle: &str, within: Duration) -> &str {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.seen.contains(needle) {
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Ok(Ok(Some(chunk))) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => break,
+            }
+        }
+        &self.seen
+    }
+}
+
+async fn token_of(app: &TestApp, user: &str) -> String {
+    app.post_ok(
+        &format!("/api/v1/users/{user}/tokens"),
+        json!({"name": "call window"}),
+        StatusCode::CREATED,
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Item 6: the call window streams to the agent the calls ringing them (with the match),
+/// answered and ended; an agent the call never rang sees nothing of it; admins see all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_window_streams_ringing_answered_and_ended_to_the_agent_concerned() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    let mut anna_window = CallWindow::open(&app, &token_of(&app, &line.anna).await).await;
+    let mut ben_window = CallWindow::open(&app, &token_of(&app, &line.ben).await).await;
+    let mut admin_window = CallWindow::open(&app, &app.admin).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    assert!(anna_answers.finish().await.0);
+    let lead = app.leads().await[0].clone();
+
+    let anna = anna_window
+        .read_until("event: ended", Duration::from_secs(10))
+        .await;
+    assert!(anna.contains("event: ringing"), "{anna}");
+    assert!(anna.contains("event: answered"), "{anna}");
+    assert!(anna.contains("event: ended"), "{anna}");
+    let lead_ref = format!("\"entity\":\"lead:{}\"", lead["id"].as_str().unwrap());
+    assert!(
+        anna.contains(&lead_ref),
+        "the match is in the window: {anna}"
+    );
+    assert!(
+        anna.contains(&format!("\"customer\":\"{CALLER}\"")),
+        "{anna}"
+    );
+
+    let admin = admin_window
+        .read_until("event: ended", Duration::from_secs(10))
+        .await;
+    assert!(
+        admin.contains("event: ringing"),
+        "admins see every call: {admin}"
+    );
+
+    // Ben's window stays quiet about a call that never rang him.
+    let ben = ben_window
+        .read_until("event:", Duration::from_millis(500))
+        .await;
+    assert!(!ben.contains("event: ringing"), "{ben}");
     app.stop().await;
 }

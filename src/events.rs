@@ -1,0 +1,118 @@
+//! The in-process event bus: what happens to calls, as it happens, for the agents' call
+//! window (SSE) and later webhooks. A `tokio::sync::broadcast` channel: publishing never
+//! waits, a subscriber too slow to keep up loses the oldest events and is told so.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::crm::model::UserId;
+
+/// How many events a subscriber may lag behind before it loses some.
+const CAPACITY: usize = 1024;
+
+/// One step of a call as the call window shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CallUpdate {
+    /// `ringing`, `answered` or `ended`.
+    pub event: String,
+    /// The call log id (`/api/v1/calls/{id}`), when the intake has run.
+    pub call: Option<String>,
+    pub call_id: String,
+    pub direction: String,
+    /// The customer's number (E.164 when it could be read).
+    pub customer: String,
+    /// Our number.
+    pub number: String,
+    /// The entity the caller was matched to or created as (`lead:…`), if any.
+    pub entity: Option<String>,
+    /// Its name in the CRM.
+    pub name: Option<String>,
+    pub responsible: Option<String>,
+    /// Employees whose phones ring now.
+    pub ringing: Vec<String>,
+    pub answered_by: Option<String>,
+    pub outcome: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl CallUpdate {
+    /// Whether `user` is concerned: their phone rings or rang, they answered, or the
+    /// caller is theirs.
+    pub fn concerns(&self, user: &UserId) -> bool {
+        let me = user.as_str();
+        self.ringing.iter().any(|u| u == me)
+            || self.answered_by.as_deref() == Some(me)
+            || self.responsible.as_deref() == Some(me)
+    }
+}
+
+/// Cheap to clone; every clone publishes to the same subscribers.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    sender: broadcast::Sender<CallUpdate>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self {
+            sender: broadcast::channel(CAPACITY).0,
+        }
+    }
+}
+
+impl EventBus {
+    pub fn publish(&self, update: CallUpdate) {
+        // No subscriber is not an error: nobody has the call window open.
+        let _ = self.sender.send(update);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<CallUpdate> {
+        self.sender.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(
+        ringing: &[&str],
+        answered_by: Option<&str>,
+        responsible: Option<&str>,
+    ) -> CallUpdate {
+        CallUpdate {
+            event: "ringing".into(),
+            call: None,
+            call_id: "c1".into(),
+            direction: "incoming".into(),
+            customer: "+4917612345678".into(),
+            number: "+4930901820".into(),
+            entity: None,
+            name: None,
+            responsible: responsible.map(str::to_owned),
+            ringing: ringing.iter().map(|s| (*s).to_owned()).collect(),
+            answered_by: answered_by.map(str::to_owned),
+            outcome: None,
+            at: "2026-11-23T10:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn an_agent_is_concerned_by_calls_ringing_them_answered_by_them_or_for_their_customers() {
+        let anna = UserId("anna".into());
+        assert!(update(&["anna", "ben"], None, None).concerns(&anna));
+        assert!(update(&[], Some("anna"), None).concerns(&anna));
+        assert!(update(&[], None, Some("anna")).concerns(&anna));
+        assert!(!update(&["ben"], Some("ben"), Some("ben")).concerns(&anna));
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_what_is_published_after_they_subscribe() {
+        let bus = EventBus::default();
+        bus.publish(update(&["early"], None, None));
+        let mut rx = bus.subscribe();
+        bus.publish(update(&["anna"], None, None));
+        assert_eq!(rx.recv().await.unwrap().ringing, ["anna"]);
+    }
+}
