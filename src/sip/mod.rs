@@ -2,6 +2,7 @@
 //! identity) and the adapters around them (`endpoint`: sockets and rsipstack's
 //! transactions; `server`: what each request does).
 
+pub mod client;
 pub mod digest;
 pub mod endpoint;
 pub mod identity;
