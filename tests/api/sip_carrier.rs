@@ -396,6 +396,65 @@ async fn t2_a_second_challenge_means_wrong_credentials() {
     app.stop().await;
 }
 
+/// One gateway registers to another as its carrier: the other's registrar offers SHA-256
+/// first (RFC 8760) and checks the digest, so this is the SHA-256 path end to end.
+#[tokio::test]
+async fn t2_registers_to_another_leadline_registrar_with_sha256_offered_first() {
+    let carrier = TestApp::spawn().await;
+    carrier
+        .post_ok(
+            "/api/v1/users",
+            json!({"name": "Trunk account", "email": "trunk@example.com", "role": "agent",
+                   "extension": "201", "sip_password": "trunk-secret-201"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let app = TestApp::spawn().await;
+    let trunk = app
+        .post_ok(
+            "/api/v1/trunks",
+            json!({"name": "Leadline carrier", "kind": "carrier", "host": "127.0.0.1",
+                   "port": carrier.sip_addr().port(), "username": "201",
+                   "password": "trunk-secret-201"}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let registered = registration_when(&app, &trunk, "the trunk to be registered", |r| {
+        r["state"] == "registered"
+    })
+    .await;
+    // Asked for the generic profile's 600 s; the registrar granted them.
+    let granted = time(&registered["registered_until"]) - time(&registered["updated_at"]);
+    assert_eq!(granted.num_seconds(), 600, "{registered}");
+    let bindings = carrier.get_ok("/api/v1/registrations").await;
+    let items = bindings["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{bindings}");
+    assert_eq!(items[0]["aor"], "201");
+    assert_eq!(
+        items[0]["contact"],
+        format!("sip:201@{}", app.sip_addr()),
+        "{bindings}"
+    );
+    assert!(
+        items[0]["user_agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("Leadline/")
+    );
+    app.stop().await;
+    // Stopping un-registered the binding.
+    assert!(
+        carrier.get_ok("/api/v1/registrations").await["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    carrier.stop().await;
+}
+
 /// A gateway whose `generic` profile (the one of agents' phones) pings UDP bindings
 /// every 5 s, the shortest interval a profile allows.
 async fn spawn_with_fast_keepalive() -> TestApp {
