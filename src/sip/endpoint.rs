@@ -59,7 +59,7 @@ pub enum EndpointError {
 /// not in rsipstack's transport layer: adding a stream there starts its own reader.
 pub type Connections = Arc<std::sync::Mutex<HashMap<SocketAddr, TcpFlow>>>;
 
-/// One open TCP connection, accepted or opened by us, read by [`tcp_connection_loop`].
+/// One open TCP connection, accepted or opened by us, read by `tcp_connection_loop`.
 #[derive(Clone)]
 pub struct TcpFlow {
     pub connection: SipConnection,

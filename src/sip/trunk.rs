@@ -6,7 +6,7 @@
 //! `on_removed`) with `now` and, where a delay is drawn, a jitter value, and answers with
 //! one [`Action`]. It decides when to register, refresh, retry and un-register, and when a
 //! challenge is answered or is a failure. It sends nothing, reads no clock and draws no
-//! random number: [`task`] does that around it.
+//! random number: [`task`] and its workers do that around it.
 //!
 //! Rules:
 //! - A 401/407 is answered once per attempt; another one that is not `stale` means the
@@ -22,6 +22,7 @@
 //!   account and registered anew with the new one.
 
 pub mod task;
+mod worker;
 
 use std::fmt;
 
@@ -463,7 +464,7 @@ pub fn registers(
 }
 
 /// When to refresh a registration the registrar granted `expires_s` seconds: at half the
-/// expiry, or [`REFRESH_MARGIN_MS`] before it when that is later; never sooner than
+/// expiry, or `REFRESH_MARGIN_MS` before it when that is later; never sooner than
 /// [`MIN_REFRESH_MS`].
 pub fn refresh_delay_ms(expires_s: u32) -> Millis {
     let expires_ms = Millis::from(expires_s) * 1000;

@@ -1,6 +1,6 @@
-//! The tokio side of NAT keep-alive: every [`TICK`] asks the [`Scheduler`] which
+//! The tokio side of NAT keep-alive: every `TICK` asks the [`Scheduler`] which
 //! bindings are due and sends each an OPTIONS in its own task (never one after another),
-//! reads the live UDP bindings from the store every [`RELOAD`], and drops the bindings
+//! reads the live UDP bindings from the store every `RELOAD`, and drops the bindings
 //! the scheduler declares dead.
 
 use std::collections::HashMap;
