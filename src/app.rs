@@ -54,6 +54,9 @@ pub struct App {
     server: JoinHandle<Result<(), std::io::Error>>,
     sip: SipEndpoint,
     sip_cancel: CancellationToken,
+    /// Carrier registration and keep-alives: they un-register and stop on `sip_cancel`,
+    /// before the endpoint they send through.
+    sip_tasks: Vec<JoinHandle<()>>,
 }
 
 impl App {
@@ -69,6 +72,7 @@ impl App {
         let (sip, incoming) = SipEndpoint::start(config.sip, config.sip_tcp_max_message).await?;
         let sip_addr = sip.local;
         let sip_cancel = CancellationToken::new();
+        let sip_tasks = start_sip_clients(&store, &sip, &profiles, &sip_cancel);
 
         let listener =
             TcpListener::bind(config.http)
@@ -130,6 +134,7 @@ impl App {
             sip_addr,
             sip,
             sip_cancel,
+            sip_tasks,
             generated_admin_token,
             store,
             shutdown,
@@ -150,6 +155,9 @@ impl App {
             Err(join) => Err(StartError::Serve(std::io::Error::other(join))),
         };
         self.sip_cancel.cancel();
+        for task in self.sip_tasks {
+            let _ = task.await;
+        }
         self.sip.shutdown().await;
         self.store.close().await;
         result
@@ -159,6 +167,31 @@ impl App {
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+/// The parts of the gateway that send SIP requests of their own: outbound registration
+/// to carrier trunks (T2) and NAT keep-alives for UDP bindings.
+fn start_sip_clients(
+    store: &Store,
+    sip: &SipEndpoint,
+    profiles: &Arc<Profiles>,
+    cancel: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let client = crate::sip::client::SipClient::new(sip.handle());
+    vec![
+        tokio::spawn(crate::sip::trunk::task::run(
+            store.clone(),
+            client.clone(),
+            profiles.clone(),
+            cancel.clone(),
+        )),
+        tokio::spawn(crate::sip::keepalive::task::run(
+            store.clone(),
+            client,
+            profiles.clone(),
+            cancel.clone(),
+        )),
+    ]
 }
 
 /// Connects and migrates; creates the data directory for the embedded default.

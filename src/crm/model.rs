@@ -168,6 +168,16 @@ named_enum!(
     Transport { Udp => "udp", Tcp => "tcp" }
 );
 named_enum!(
+    /// Where our outbound REGISTER to a carrier trunk stands (T2: rented numbers arrive
+    /// only while it is registered).
+    TrunkRegistrationState {
+        Registering => "registering",
+        Registered => "registered",
+        Failed => "failed",
+        Unregistered => "unregistered",
+    }
+);
+named_enum!(
     /// The steps of a call that a PBX (or our own B2BUA) reports.
     CallEventKind { Ringing => "ringing", Answered => "answered", Ended => "ended" }
 );

@@ -12,8 +12,8 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::users::NewToken;
 use super::{AppState, List, ListQuery, validate};
-use crate::crm::model::{Transport, TrunkId, TrunkKind};
-use crate::store::{TrunkInput, TrunkRecord, rfc3339};
+use crate::crm::model::{Transport, TrunkId, TrunkKind, TrunkRegistrationState};
+use crate::store::{TrunkInput, TrunkRecord, TrunkRegistrationRecord, rfc3339};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +68,71 @@ pub struct Trunk {
     pub register: bool,
     pub allowed_ips: Vec<String>,
     pub created_at: String,
+    /// Our registration to this carrier; `null` for trunks we do not register to (PBX
+    /// trunks, `register: false`, or a profile that does not register).
+    pub registration: Option<TrunkRegistration>,
+}
+
+/// Where our outbound REGISTER to a carrier trunk stands (T2).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrunkRegistration {
+    pub state: TrunkRegistrationState,
+    /// Until when the carrier holds our binding, as its last 200 OK granted.
+    pub registered_until: Option<String>,
+    /// Why the last attempt failed; `null` after a success.
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub failures: i64,
+    /// When the next REGISTER (refresh or retry) goes out.
+    pub next_attempt_at: Option<String>,
+    /// When this state was last written; `null` until the first attempt.
+    pub updated_at: Option<String>,
+}
+
+impl From<TrunkRegistrationRecord> for TrunkRegistration {
+    fn from(r: TrunkRegistrationRecord) -> Self {
+        Self {
+            state: r.state,
+            registered_until: r.registered_until.map(rfc3339),
+            last_error: r.last_error,
+            failures: r.failures,
+            next_attempt_at: r.next_attempt_at.map(rfc3339),
+            updated_at: Some(rfc3339(r.updated_at)),
+        }
+    }
+}
+
+impl Trunk {
+    /// The API view of a trunk with its registration state, if we register to it.
+    fn new(
+        state: &AppState,
+        t: TrunkRecord,
+        registration: Option<TrunkRegistrationRecord>,
+    ) -> Self {
+        let registers = crate::sip::trunk::registers(
+            t.kind,
+            t.register,
+            t.host.as_deref(),
+            t.username.as_deref(),
+            &t.profile,
+            &state.profiles,
+        );
+        let registration = registers.then(|| match registration {
+            Some(row) => row.into(),
+            // Not attempted yet: the registration task picks new trunks up within seconds.
+            None => TrunkRegistration {
+                state: TrunkRegistrationState::Registering,
+                registered_until: None,
+                last_error: None,
+                failures: 0,
+                next_attempt_at: None,
+                updated_at: None,
+            },
+        });
+        let mut trunk = Trunk::from(t);
+        trunk.registration = registration;
+        trunk
+    }
 }
 
 impl From<TrunkRecord> for Trunk {
@@ -85,6 +150,7 @@ impl From<TrunkRecord> for Trunk {
             register: t.register,
             allowed_ips: t.allowed_ips,
             created_at: rfc3339(t.created_at),
+            registration: None,
         }
     }
 }
@@ -183,10 +249,8 @@ async fn create_trunk(
     };
     check(&state, &input)?;
     check_username_free(&state, &input).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_trunk(&input).await?.into()),
-    ))
+    let trunk = state.store.create_trunk(&input).await?;
+    Ok((StatusCode::CREATED, Json(Trunk::new(&state, trunk, None))))
 }
 
 /// List trunks (admin).
@@ -199,7 +263,11 @@ async fn list_trunks(
 ) -> ApiResult<Json<List<Trunk>>> {
     principal.require_admin()?;
     let paged = state.store.list_trunks(&query.page()?).await?;
-    Ok(Json(List::from_paged(paged, Trunk::from)))
+    let mut registrations = state.store.trunk_registrations().await?;
+    Ok(Json(List::from_paged(paged, |t| {
+        let registration = registrations.remove(&t.id);
+        Trunk::new(&state, t, registration)
+    })))
 }
 
 /// One trunk (admin).
@@ -211,7 +279,10 @@ async fn get_trunk(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Trunk>> {
     principal.require_admin()?;
-    Ok(Json(state.store.get_trunk(&TrunkId(id)).await?.into()))
+    let id = TrunkId(id);
+    let trunk = state.store.get_trunk(&id).await?;
+    let registration = state.store.trunk_registration(&id).await?;
+    Ok(Json(Trunk::new(&state, trunk, registration)))
 }
 
 /// Change a trunk (admin); an absent password keeps the stored one.
@@ -243,7 +314,9 @@ async fn update_trunk(
     };
     check(&state, &input)?;
     check_username_free(&state, &input).await?;
-    Ok(Json(state.store.update_trunk(&id, &input).await?.into()))
+    let trunk = state.store.update_trunk(&id, &input).await?;
+    let registration = state.store.trunk_registration(&id).await?;
+    Ok(Json(Trunk::new(&state, trunk, registration)))
 }
 
 /// Delete a trunk no number uses (admin).

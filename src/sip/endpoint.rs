@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -24,7 +25,7 @@ use rsipstack::transport::tcp::TcpConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -46,18 +47,104 @@ pub enum EndpointError {
     },
     #[error("SIP stack: {0}")]
     Stack(#[from] rsipstack::Error),
+    #[error("cannot open a SIP TCP connection to {peer}: {source}")]
+    Connect {
+        peer: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Open TCP connections by peer address, so requests to a client registered over TCP
 /// reuse its connection (RFC 3261 §18.2.2; behind NAT it is the only way in). Kept here,
 /// not in rsipstack's transport layer: adding a stream there starts its own reader.
-pub type Connections = Arc<std::sync::Mutex<HashMap<SocketAddr, SipConnection>>>;
+pub type Connections = Arc<std::sync::Mutex<HashMap<SocketAddr, TcpFlow>>>;
+
+/// One open TCP connection, accepted or opened by us, read by `tcp_connection_loop`.
+#[derive(Clone)]
+pub struct TcpFlow {
+    pub connection: SipConnection,
+    /// Cancelled when the connection is closed (by either side, or idle): a registration
+    /// made over it must then be made again (RFC 5626 §4.4.1: the flow is gone).
+    pub closed: CancellationToken,
+    /// Tells two flows to the same peer apart (a newer one replaces the older in the map).
+    id: u64,
+}
+
+/// Sending side of the endpoint, for the parts of the gateway that send requests of their
+/// own (carrier REGISTER, keep-alive OPTIONS): cheap to clone.
+#[derive(Clone)]
+pub struct EndpointHandle {
+    pub inner: Arc<EndpointInner>,
+    /// UDP and TCP are bound to this same address.
+    pub local: SocketAddr,
+    tcp_limits: Limits,
+    connections: Connections,
+    cancel: CancellationToken,
+}
+
+impl EndpointHandle {
+    /// A TCP connection to `peer`: the open one if there is one (whoever opened it), else
+    /// a new one, read by the same loop as accepted connections so responses and requests
+    /// arriving on it reach the transaction layer.
+    pub async fn tcp_flow(
+        &self,
+        peer: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<TcpFlow, EndpointError> {
+        let open = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&peer)
+            .filter(|flow| !flow.closed.is_cancelled())
+            .cloned();
+        if let Some(flow) = open {
+            return Ok(flow);
+        }
+        let connect_error = |source| EndpointError::Connect { peer, source };
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(peer)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(connect_error(err)),
+            Err(_) => {
+                return Err(connect_error(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {connect_timeout:?}"),
+                )));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        start_tcp_flow(
+            self.inner.clone(),
+            stream,
+            self.tcp_limits,
+            peer,
+            tcp_addr(self.local),
+            self.connections.clone(),
+            &self.cancel,
+        )
+        .map_err(connect_error)
+    }
+
+    /// Whether the endpoint is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+fn tcp_addr(local: SocketAddr) -> SipAddr {
+    SipAddr {
+        r#type: Some(Transport::Tcp),
+        addr: local.into(),
+    }
+}
 
 /// The running transport edge. Dropping it does not stop it: call `shutdown`.
 pub struct SipEndpoint {
     pub inner: Arc<EndpointInner>,
     /// UDP and TCP are bound to this same address.
     pub local: SocketAddr,
+    /// Message limits on TCP, for accepted and outgoing connections alike.
+    tcp_limits: Limits,
     pub connections: Connections,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -111,10 +198,7 @@ impl SipEndpoint {
             }
         }));
         tasks.push(tokio::spawn(udp_loop(inner.clone(), udp, cancel.clone())));
-        let local_sip = SipAddr {
-            r#type: Some(Transport::Tcp),
-            addr: local.into(),
-        };
+        let local_sip = tcp_addr(local);
         let connections = Connections::default();
         tasks.push(tokio::spawn(tcp_accept_loop(
             inner.clone(),
@@ -129,12 +213,24 @@ impl SipEndpoint {
             SipEndpoint {
                 inner,
                 local,
+                tcp_limits,
                 connections,
                 cancel,
                 tasks,
             },
             incoming,
         ))
+    }
+
+    /// A handle for sending requests of our own through this endpoint.
+    pub fn handle(&self) -> EndpointHandle {
+        EndpointHandle {
+            tcp_limits: self.tcp_limits,
+            inner: self.inner.clone(),
+            local: self.local,
+            connections: self.connections.clone(),
+            cancel: self.cancel.clone(),
+        }
     }
 
     /// Stops the loops and timers; transactions in flight end.
@@ -267,43 +363,72 @@ async fn tcp_accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn =
-            match TcpConnection::from_stream(stream, local.clone(), Some(cancel.child_token())) {
-                Ok(conn) => conn,
-                Err(err) => {
-                    tracing::debug!(%peer, %err, "cannot wrap TCP connection");
-                    continue;
-                }
-            };
-        tokio::spawn(tcp_connection_loop(
+        if let Err(err) = start_tcp_flow(
             inner.clone(),
-            conn,
+            stream,
             limits,
             peer,
+            local.clone(),
             connections.clone(),
-            cancel.child_token(),
-        ));
+            &cancel,
+        ) {
+            tracing::debug!(%peer, %err, "cannot wrap TCP connection");
+        }
     }
+}
+
+/// Registers a connected stream in `connections` and starts its receive loop; the one
+/// path for accepted and for outgoing connections.
+fn start_tcp_flow(
+    inner: Arc<EndpointInner>,
+    stream: TcpStream,
+    limits: Limits,
+    peer: SocketAddr,
+    local: SipAddr,
+    connections: Connections,
+    cancel: &CancellationToken,
+) -> std::io::Result<TcpFlow> {
+    static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
+    let conn = TcpConnection::from_stream(stream, local, Some(cancel.child_token()))
+        .map_err(|err| std::io::Error::other(err.to_string()))?;
+    let flow = TcpFlow {
+        connection: SipConnection::Tcp(conn.clone()),
+        closed: CancellationToken::new(),
+        id: NEXT_FLOW.fetch_add(1, Ordering::Relaxed),
+    };
+    // In the map before the loop runs, so a caller can send on it at once.
+    connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(peer, flow.clone());
+    tokio::spawn(tcp_connection_loop(
+        inner,
+        conn,
+        limits,
+        flow.clone(),
+        peer,
+        connections,
+        cancel.child_token(),
+    ));
+    Ok(flow)
 }
 
 async fn tcp_connection_loop(
     inner: Arc<EndpointInner>,
     conn: TcpConnection,
     limits: Limits,
+    flow: TcpFlow,
     peer: SocketAddr,
     connections: Connections,
     cancel: CancellationToken,
 ) {
-    let sip_conn = SipConnection::Tcp(conn.clone());
-    connections
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(peer, sip_conn.clone());
+    let sip_conn = flow.connection.clone();
     let from = SipAddr {
         r#type: Some(Transport::Tcp),
         addr: peer.into(),
     };
     let Some(mut read_half) = conn.inner.read_half.lock().await.take() else {
+        forget_flow(&connections, peer, &flow);
         return;
     };
     let mut buf = BytesMut::with_capacity(8 * 1024);
@@ -372,9 +497,17 @@ async fn tcp_connection_loop(
             }
         }
     }
-    connections
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&peer);
+    forget_flow(&connections, peer, &flow);
     let _ = sip_conn.close().await;
+}
+
+/// Removes `flow` from the map (unless a newer flow to the same peer replaced it) and
+/// tells whoever watches it that it is closed.
+fn forget_flow(connections: &Connections, peer: SocketAddr, flow: &TcpFlow) {
+    let mut map = connections.lock().unwrap_or_else(|e| e.into_inner());
+    if map.get(&peer).is_some_and(|f| f.id == flow.id) {
+        map.remove(&peer);
+    }
+    drop(map);
+    flow.closed.cancel();
 }

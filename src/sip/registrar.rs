@@ -376,7 +376,7 @@ fn same_instance(binding: &Binding, entry: &ContactEntry) -> bool {
 /// 5060), `transport`/`user`/`ttl`/`method`/`maddr` equal when either has them, other
 /// parameters equal when both have them, headers ignored. Unparseable URIs are equal only
 /// byte for byte.
-fn same_uri(a: &str, b: &str) -> bool {
+pub(crate) fn same_uri(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
@@ -531,7 +531,7 @@ pub fn register_request(
 }
 
 /// delta-seconds; larger than 2^32-1 means 2^32-1 (RFC 3261 section 20.19 and 10.2.1.1).
-fn delta_seconds(text: &str) -> Option<u32> {
+pub(crate) fn delta_seconds(text: &str) -> Option<u32> {
     let text = text.trim();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -541,7 +541,7 @@ fn delta_seconds(text: &str) -> Option<u32> {
 
 /// One Contact value: `name-addr *(;param)` or `addr-spec *(;param)` (RFC 3261 section
 /// 20.10: without `<>`, every `;` parameter belongs to the header, not the URI).
-fn contact_entry(item: &str) -> Result<ContactEntry, String> {
+pub(crate) fn contact_entry(item: &str) -> Result<ContactEntry, String> {
     let (uri, params) = match find_outside_quotes(item, b'<') {
         Some(open) => {
             let close = item[open..]
@@ -629,7 +629,7 @@ fn find_outside_quotes(text: &str, wanted: u8) -> Option<usize> {
 }
 
 /// Splits at `sep` where it is neither inside a quoted string nor inside `<>`.
-fn split_outside_quotes_and_brackets(text: &str, sep: u8) -> Vec<&str> {
+pub(crate) fn split_outside_quotes_and_brackets(text: &str, sep: u8) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut in_quotes, mut escaped, mut in_brackets) = (false, false, false);
     let mut start = 0;

@@ -29,6 +29,7 @@ mod registrations;
 mod routing;
 mod rows;
 mod snapshot;
+mod trunk_registrations;
 mod users;
 
 pub use activities::*;
@@ -36,6 +37,7 @@ pub use calls::*;
 pub use entities::*;
 pub use registrations::*;
 pub use routing::*;
+pub use trunk_registrations::*;
 pub use users::*;
 
 use std::str::FromStr;

@@ -193,6 +193,40 @@ impl Store {
         Ok(page.finish(records, |r| format!("{} {}", r.aor, r.contact)))
     }
 
+    /// Every live binding over UDP, for NAT keep-alives.
+    pub async fn live_udp_bindings(&self, now: Millis) -> Result<Vec<RegistrationRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM registrations WHERE transport = 'udp' AND expires_at > $1 \
+             ORDER BY aor, contact",
+        )
+        .bind(now)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(registration_from_row).collect()
+    }
+
+    /// Deletes one binding if it is still the one that was seen (same source and CSeq):
+    /// a device that re-registered meanwhile proved it is alive and keeps its binding.
+    pub async fn drop_binding_if_unchanged(
+        &self,
+        aor: &str,
+        contact: &str,
+        source: &str,
+        cseq: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM registrations WHERE aor = $1 AND contact = $2 AND source = $3 \
+             AND cseq = $4",
+        )
+        .bind(aor)
+        .bind(contact)
+        .bind(source)
+        .bind(cseq)
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Deletes bindings that expired; returns how many.
     pub async fn purge_expired_bindings(&self, now: Millis) -> Result<u64> {
         let done = sqlx::query("DELETE FROM registrations WHERE expires_at <= $1")

@@ -35,6 +35,15 @@ impl TestApp {
         Self::start(config, dir).await
     }
 
+    /// A gateway on the embedded default with settings changed by `configure`, which also
+    /// gets the temp data dir (for files such as SIP profiles).
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config, &std::path::Path)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        configure(&mut config, dir.path());
+        Self::start(config, dir).await
+    }
+
     pub fn sip_addr(&self) -> SocketAddr {
         self.app.as_ref().expect("running").sip_addr
     }

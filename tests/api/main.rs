@@ -9,6 +9,7 @@ mod http_contract;
 mod postgres;
 mod scenarios;
 mod sip;
+mod sip_carrier;
 mod store;
 
 use helpers::TestApp;
