@@ -303,6 +303,7 @@ impl Store {
                         .await?;
                     }
                 }
+                self.close_call_backs(tx, call, event.at).await?;
                 self.reassign_on_transfer(tx, call, event).await
             }
             CallEventKind::Ended => {
@@ -339,6 +340,27 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// Issue 5 item 9: a customer who is called back, or calls again and is answered,
+    /// has been reached: the open "call back" activities of their earlier unanswered
+    /// calls are completed.
+    async fn close_call_backs(&self, tx: &mut Tx<'_>, call: &CallRecord, at: Millis) -> Result<()> {
+        let Some(customer) = &call.customer else {
+            return Ok(());
+        };
+        sqlx::query(
+            "UPDATE activities SET completed = 1, completed_at = $3 \
+             WHERE completed = 0 AND kind = 'call' AND id IN (SELECT activity_id FROM calls \
+             WHERE customer = $1 AND id <> $2 AND activity_id IS NOT NULL \
+             AND answered_at IS NULL)",
+        )
+        .bind(customer.as_str())
+        .bind(call.id.as_str())
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// T10: with "change the responsible person when the call is transferred", whoever

@@ -37,5 +37,6 @@ mod sqlite {
         t4_manual_mode_creates_on_request,
         concurrent_steps_of_one_call_log_it_once,
         t10_transfer_changes_responsible_when_enabled,
+        missed_call_back_closes_when_the_customer_is_reached,
     );
 }

@@ -190,6 +190,72 @@ pub async fn t13_call_lifecycle_and_missed_call(app: &TestApp) {
     assert_eq!(call_back["responsible"], json!(line.anna));
 }
 
+/// Issue 5 item 9: one missed call per attempt leaves one open "call back"; it closes by
+/// itself when the customer calls again and is answered.
+pub async fn missed_call_back_closes_when_the_customer_is_reached(app: &TestApp) {
+    let line = app.sales_line().await;
+    let step = |call_id: &str, event: &str, extra: Value| {
+        let mut body = json!({"call_id": call_id, "event": event, "direction": "incoming",
+                              "from": "040 333444", "to": "+4930901820"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    app.ringing("back-1", "040 333444").await;
+    let missed = app
+        .post_ok(
+            "/api/v1/calls/events",
+            step("back-1", "ended", json!({})),
+            StatusCode::OK,
+        )
+        .await;
+    let call_back = missed["call"]["activity"].as_str().unwrap().to_owned();
+    let lead = app.leads().await[0]["id"].as_str().unwrap().to_owned();
+    let open = |items: &Value| {
+        items["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["completed"] == false)
+            .count()
+    };
+    let timeline = app
+        .get_ok(&format!("/api/v1/activities?entity=lead:{lead}"))
+        .await;
+    assert_eq!(open(&timeline), 1, "one call back: {timeline}");
+
+    app.ringing("back-2", "+49 40 333444").await;
+    app.post_ok(
+        "/api/v1/calls/events",
+        step("back-2", "answered", json!({"user": line.ben})),
+        StatusCode::OK,
+    )
+    .await;
+    app.post_ok(
+        "/api/v1/calls/events",
+        step("back-2", "ended", json!({"user": line.ben})),
+        StatusCode::OK,
+    )
+    .await;
+    let timeline = app
+        .get_ok(&format!("/api/v1/activities?entity=lead:{lead}"))
+        .await;
+    assert_eq!(
+        open(&timeline),
+        0,
+        "reached: nothing left to call back: {timeline}"
+    );
+    let closed = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == json!(call_back))
+        .unwrap()
+        .clone();
+    assert_eq!(closed["completed"], true, "{closed}");
+}
+
 /// T4: manual lead creation offers, and the agent creates the lead from the call window.
 pub async fn t4_manual_mode_creates_on_request(app: &TestApp) {
     let line = app.sales_line().await;
