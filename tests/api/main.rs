@@ -8,6 +8,7 @@ mod http_contract;
 mod postgres;
 mod scenarios;
 mod sip;
+mod sip_scan;
 mod store;
 
 use helpers::TestApp;
