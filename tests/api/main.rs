@@ -10,6 +10,7 @@ mod postgres;
 mod scenarios;
 mod sip;
 mod sip_carrier;
+mod sip_scan;
 mod store;
 
 use helpers::TestApp;
