@@ -41,7 +41,13 @@ pub struct Registrar {
     pub merges: Mutex<MergeTracker>,
     /// Routes trunks' INVITEs; without it a call gets 480.
     pub b2bua: Option<Arc<B2bua>>,
+    /// REGISTERs being handled at once. Past it the registrar sheds load with 503 and
+    /// Retry-After instead of queueing on the database until every phone retransmits.
+    pub register_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many REGISTERs are handled at once; the database, not the CPU, is the bound.
+pub const MAX_CONCURRENT_REGISTERS: usize = 128;
 
 impl Registrar {
     pub fn new(store: Store, realm: String, algorithms: Vec<digest::Algorithm>) -> Self {
@@ -55,6 +61,7 @@ impl Registrar {
             own_addresses: Vec::new(),
             merges: Mutex::new(MergeTracker::default()),
             b2bua: None,
+            register_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REGISTERS)),
         }
     }
 }
@@ -242,7 +249,18 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
     }
     match tx.original.method() {
         Method::Options => tx.reply_with(StatusCode::OK, allow_headers(), None).await,
-        Method::Register => register(&registrar, &mut tx, source).await,
+        Method::Register => match registrar.register_slots.clone().try_acquire_owned() {
+            Ok(_slot) => register(&registrar, &mut tx, source).await,
+            Err(_) => {
+                metrics::counter!("leadline_sip_refused_total", "status" => "503").increment(1);
+                tx.reply_with(
+                    StatusCode::ServiceUnavailable,
+                    vec![Header::RetryAfter("1".into())],
+                    None,
+                )
+                .await
+            }
+        },
         Method::Invite => invite(&registrar, tx, source).await,
         Method::Ack => Ok(()),
         // CANCEL and BYE for transactions or dialogs we do not have (§9.2, §15.1.2).
@@ -377,6 +395,12 @@ async fn register(
     let Ok(credentials) = digest::parse_credentials(&authorization) else {
         return fail(registrar, tx, ip, now).await;
     };
+    // Credentials for another realm are no attempt at ours: challenge again, uncounted.
+    // Decided before the lookup, or the lockout would count them only for unknown
+    // extensions and so tell which extensions exist.
+    if credentials.realm != registrar.realm {
+        return challenge(registrar, tx, now, false).await;
+    }
     // The same answer for an unknown extension as for a wrong password: no enumeration.
     let known = match registrar.credentials(&credentials.username).await {
         Ok(known) => {
