@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::events::EventBus;
+use crate::events::{EventBus, LiveCalls};
 use crate::http::auth::{generate_token, hash_token};
 use crate::http::{self, AppState};
 use crate::sip::b2bua::B2bua;
@@ -84,6 +84,7 @@ impl App {
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
 
         let events = EventBus::default();
+        let live = LiveCalls::default();
         let (shutdown, mut signal) = watch::channel(false);
         let mut registrar = Registrar::new(
             store.clone(),
@@ -99,6 +100,7 @@ impl App {
             local: sip_addr,
             lookup_budget: config.call_lookup_budget,
             events: events.clone(),
+            live: live.clone(),
             api_base: config
                 .public_url
                 .clone()
@@ -118,6 +120,7 @@ impl App {
             sip_realm: Arc::from(config.sip_domain.as_str()),
             profiles,
             events,
+            live,
             stopping: signal.clone(),
         };
         let router = http::router(state);

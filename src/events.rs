@@ -2,10 +2,44 @@
 //! window (SSE) and later webhooks. A `tokio::sync::broadcast` channel: publishing never
 //! waits, a subscriber too slow to keep up loses the oldest events and is told so.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::crm::model::UserId;
+use crate::store::CallLeg;
+
+/// The legs of the calls in progress in this process, by the caller's SIP Call-ID, for
+/// `GET /calls` to show live calls as they ring.
+#[derive(Debug, Clone, Default)]
+pub struct LiveCalls(Arc<RwLock<HashMap<String, Vec<CallLeg>>>>);
+
+impl LiveCalls {
+    pub fn set(&self, call_id: &str, legs: Vec<CallLeg>) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(call_id.to_owned(), legs);
+    }
+
+    pub fn remove(&self, call_id: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(call_id);
+    }
+
+    /// The legs of a call in progress here; `None` when it is not (or no longer) live.
+    pub fn legs(&self, call_id: &str) -> Option<Vec<CallLeg>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(call_id)
+            .cloned()
+    }
+}
 
 /// How many events a subscriber may lag behind before it loses some.
 const CAPACITY: usize = 1024;

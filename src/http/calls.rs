@@ -13,7 +13,8 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, List, ListQuery};
 use crate::crm::model::{CallEventKind, CallOutcome, CrmAction, Direction, EntityKind, UserId};
-use crate::store::{CallEvent, CallFilter, CallRecord, EventOutcome, now_ms, rfc3339};
+use crate::events::LiveCalls;
+use crate::store::{CallEvent, CallFilter, CallLeg, CallRecord, EventOutcome, now_ms, rfc3339};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +64,49 @@ pub struct Call {
     pub route: Vec<String>,
     pub activity: Option<String>,
     pub recording: Option<String>,
+    /// The call is ringing or talking now (on this gateway process).
+    pub live: bool,
+    /// The devices the gateway rang, in order, and how each leg ended.
+    pub legs: Vec<Leg>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Leg {
+    pub user: String,
+    /// The device's Contact URI.
+    pub target: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// ringing | answered | busy | declined | cancelled | no_answer | failed
+    pub state: String,
+    /// The SIP status that ended the leg.
+    pub status: Option<u16>,
+}
+
+impl From<CallLeg> for Leg {
+    fn from(l: CallLeg) -> Self {
+        Self {
+            user: l.user.0,
+            target: l.target,
+            started_at: rfc3339(l.started_at),
+            ended_at: l.ended_at.map(rfc3339),
+            state: l.state,
+            status: l.status,
+        }
+    }
+}
+
+impl Call {
+    /// The log row, with the legs of the live call if it is one.
+    fn with_live(record: CallRecord, live: &LiveCalls) -> Self {
+        let legs = live.legs(&record.call_id);
+        let mut call = Call::from(record);
+        if let Some(legs) = legs {
+            call.live = true;
+            call.legs = legs.into_iter().map(Leg::from).collect();
+        }
+        call
+    }
 }
 
 impl From<CallRecord> for Call {
@@ -90,6 +134,8 @@ impl From<CallRecord> for Call {
             route: c.route.into_iter().map(|u| u.0).collect(),
             activity: c.activity,
             recording: c.recording,
+            live: false,
+            legs: c.legs.into_iter().map(Leg::from).collect(),
         }
     }
 }
@@ -242,7 +288,9 @@ async fn list_calls(
         customer: None,
     };
     let paged = state.store.list_calls(&filter, &page).await?;
-    Ok(Json(List::from_paged(paged, Call::from)))
+    Ok(Json(List::from_paged(paged, |c| {
+        Call::with_live(c, &state.live)
+    })))
 }
 
 /// One call of the log.
@@ -258,7 +306,7 @@ async fn get_call(
     if !principal.is_admin() && !involves(&call, principal.user_id()) {
         return Err(ApiError::not_found("call", id));
     }
-    Ok(Json(call.into()))
+    Ok(Json(Call::with_live(call, &state.live)))
 }
 
 fn involves(call: &CallRecord, user: Option<&UserId>) -> bool {

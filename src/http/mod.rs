@@ -49,6 +49,8 @@ pub struct AppState {
     pub profiles: Arc<crate::sip::profiles::Profiles>,
     /// Call updates for the call window.
     pub events: crate::events::EventBus,
+    /// Legs of the calls in progress in this process.
+    pub live: crate::events::LiveCalls,
     /// Turns true when the process stops: endless responses (SSE) end then, or the
     /// graceful shutdown would wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,

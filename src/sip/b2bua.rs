@@ -25,8 +25,8 @@ use super::profiles::Profiles;
 use super::router::{self, Device, LegId, RingAction, RingEvent, Ringing, Unanswered};
 use crate::crm::intake::NumberSettings;
 use crate::crm::model::{CallEventKind, CallOutcome, Direction, EntityKind, UserId};
-use crate::events::{CallUpdate, EventBus};
-use crate::store::{CallEvent, EventAnswer, Store, StoreError, TrunkRecord, now_ms};
+use crate::events::{CallUpdate, EventBus, LiveCalls};
+use crate::store::{CallEvent, CallLeg, EventAnswer, Store, StoreError, TrunkRecord, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum B2buaError {
@@ -58,6 +58,8 @@ pub struct B2bua {
     pub api_base: String,
     /// Where the call window learns about the call.
     pub events: EventBus,
+    /// Legs of the calls ringing or talking now.
+    pub live: LiveCalls,
 }
 
 /// A leg's final answer, from the task awaiting its INVITE transaction.
@@ -143,6 +145,7 @@ impl B2bua {
             plan,
             shown,
             state_sender,
+            legs: std::sync::Mutex::new(Vec::new()),
         };
         call.run(states).await;
         Ok(())
@@ -310,6 +313,8 @@ struct Call {
     plan: router::RoutePlan,
     shown: Shown,
     state_sender: rsipstack::dialog::dialog::DialogStateSender,
+    /// Every leg started, in order, with where it is (item 7).
+    legs: std::sync::Mutex<Vec<(LegId, CallLeg)>>,
 }
 
 /// How ringing ended.
@@ -334,6 +339,7 @@ impl Call {
                     Unanswered::Busy => CallOutcome::Busy,
                     Unanswered::Cancelled => CallOutcome::Cancelled,
                 };
+                self.finish_legs().await;
                 self.event(CallEventKind::Ended, None, Some(outcome)).await;
                 self.publish("ended", Vec::new(), None, Some(outcome));
                 metrics::counter!("leadline_calls_total", "outcome" => outcome.as_str())
@@ -351,6 +357,7 @@ impl Call {
                 if let Err(err) = self.inbound.accept(headers, Some(response.body.clone())) {
                     tracing::warn!(%err, "cannot answer the caller; ending the agent's leg");
                     let _ = dialog.hangup().await;
+                    self.finish_legs().await;
                     self.event(CallEventKind::Ended, None, Some(CallOutcome::Failed))
                         .await;
                     return;
@@ -360,6 +367,7 @@ impl Call {
                 self.publish("answered", Vec::new(), Some(&user), None);
                 metrics::counter!("leadline_calls_total", "outcome" => "answered").increment(1);
                 self.talk(&mut states, &dialog).await;
+                self.finish_legs().await;
                 self.event(
                     CallEventKind::Ended,
                     Some(user.clone()),
@@ -408,11 +416,14 @@ impl Call {
                             let leg = (step, device);
                             match self.start_leg(leg, &done_sender) {
                                 Ok(dialog) => {
+                                    self.leg_started(leg);
                                     leg_by_call_id.insert(dialog.id().call_id.clone(), leg);
                                     legs.insert(leg, dialog);
                                 }
                                 Err(err) => {
                                     tracing::warn!(%err, "cannot start a leg");
+                                    self.leg_started(leg);
+                                    self.leg_ended(leg, "failed", Some(503));
                                     pending
                                         .extend(ringing.on(RingEvent::Failed { leg, status: 503 }));
                                 }
@@ -421,6 +432,7 @@ impl Call {
                     }
                     RingAction::Cancel(cancelled) => {
                         for leg in cancelled {
+                            self.leg_ended(leg, "cancelled", None);
                             if let Some(dialog) = legs.get(&leg).cloned() {
                                 // CANCEL while early; a leg that answered meanwhile gets
                                 // its 2xx ACKed and a BYE.
@@ -464,6 +476,7 @@ impl Call {
             tokio::select! {
                 () = timer => {
                     if let Some((step, _)) = step_deadline.take() {
+                        self.step_unanswered(step);
                         pending.extend(ringing.on(RingEvent::StepTimedOut { step }));
                     }
                 }
@@ -471,6 +484,7 @@ impl Call {
                     let status = response
                         .as_ref()
                         .map_or(408, |r| u16::from(r.status_code.clone()));
+                    self.leg_ended(leg, leg_state(status), Some(status));
                     if (200..300).contains(&status) {
                         if let Some(response) = response {
                             answers.insert(leg, response);
@@ -597,6 +611,71 @@ impl Call {
         Ok(dialog)
     }
 
+    fn leg_started(&self, leg: LegId) {
+        let step = &self.plan.steps[leg.0];
+        let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+        legs.push((
+            leg,
+            CallLeg {
+                user: step.user.clone(),
+                target: step.devices[leg.1].contact.clone(),
+                started_at: now_ms(),
+                ended_at: None,
+                state: "ringing".to_owned(),
+                status: None,
+            },
+        ));
+        self.b2bua.live.set(&self.call_id, snapshot(&legs));
+    }
+
+    /// A leg's outcome; the first one given wins (a cancelled leg's 487 stays
+    /// "cancelled", a leg that timed out stays "no_answer").
+    fn leg_ended(&self, leg: LegId, state: &str, status: Option<u16>) {
+        let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, record)) = legs.iter_mut().find(|(id, _)| *id == leg)
+            && record.state == "ringing"
+        {
+            record.state = state.to_owned();
+            record.status = status.or(record.status);
+            if state != "answered" {
+                record.ended_at = Some(now_ms());
+            }
+        }
+        self.b2bua.live.set(&self.call_id, snapshot(&legs));
+    }
+
+    fn step_unanswered(&self, step: usize) {
+        let ringing: Vec<LegId> = self
+            .legs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(id, leg)| id.0 == step && leg.state == "ringing")
+            .map(|(id, _)| *id)
+            .collect();
+        for leg in ringing {
+            self.leg_ended(leg, "no_answer", Some(408));
+        }
+    }
+
+    /// The call is over: close the legs, keep them on the call log row.
+    async fn finish_legs(&self) {
+        let legs = {
+            let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ms();
+            for (_, leg) in legs.iter_mut() {
+                leg.ended_at.get_or_insert(now);
+            }
+            snapshot(&legs)
+        };
+        self.b2bua.live.remove(&self.call_id);
+        if !legs.is_empty()
+            && let Err(err) = self.b2bua.store.set_call_legs(&self.call_id, &legs).await
+        {
+            tracing::error!(%err, "cannot record the call's legs");
+        }
+    }
+
     /// Tells the call window.
     fn publish(
         &self,
@@ -663,6 +742,22 @@ async fn relay_update(
         _ => {
             let _ = handle.reply(StatusCode::ServerInternalError).await;
         }
+    }
+}
+
+fn snapshot(legs: &[(LegId, CallLeg)]) -> Vec<CallLeg> {
+    legs.iter().map(|(_, leg)| leg.clone()).collect()
+}
+
+/// How a leg that got a final status ended.
+fn leg_state(status: u16) -> &'static str {
+    match status {
+        200..=299 => "answered",
+        486 | 600 => "busy",
+        603 => "declined",
+        487 => "cancelled",
+        408 | 480 => "no_answer",
+        _ => "failed",
     }
 }
 

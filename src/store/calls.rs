@@ -62,6 +62,22 @@ pub struct CallRecord {
     pub route: Vec<UserId>,
     pub activity: Option<String>,
     pub recording: Option<String>,
+    /// The legs the B2BUA rang (empty for calls pushed over `/calls/events`).
+    pub legs: Vec<CallLeg>,
+}
+
+/// One outgoing leg of a routed call: a device of an employee.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallLeg {
+    pub user: UserId,
+    /// The device's Contact URI.
+    pub target: String,
+    pub started_at: Millis,
+    pub ended_at: Option<Millis>,
+    /// `ringing`, `answered`, `busy`, `declined`, `cancelled`, `no_answer` or `failed`.
+    pub state: String,
+    /// The SIP status that ended the leg, if one did.
+    pub status: Option<u16>,
 }
 
 impl CallRecord {
@@ -340,6 +356,18 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// Records the legs of a routed call (the B2BUA, when the call ends).
+    pub async fn set_call_legs(&self, call_id: &str, legs: &[CallLeg]) -> Result<()> {
+        let json = serde_json::to_string(legs)
+            .map_err(|e| StoreError::Corrupt(format!("calls.legs: {e}")))?;
+        sqlx::query("UPDATE calls SET legs = $2 WHERE call_id = $1")
+            .bind(call_id)
+            .bind(json)
+            .execute(self.writer())
+            .await?;
+        Ok(())
     }
 
     /// Issue 5 item 9: a customer who is called back, or calls again and is answered,
@@ -657,5 +685,10 @@ fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
             .collect(),
         activity: col(row, "activity_id")?,
         recording: col(row, "recording")?,
+        legs: match col::<Option<String>>(row, "legs")? {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("calls.legs: {e}")))?,
+            None => Vec::new(),
+        },
     })
 }

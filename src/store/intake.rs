@@ -729,6 +729,7 @@ async fn write_plans(
             route: decision.route.clone(),
             activity,
             recording: None,
+            legs: Vec::new(),
         };
         let answer = EventAnswer {
             created,

@@ -324,7 +324,16 @@ async fn t5_no_answer_falls_back_to_the_queue_after_the_ring_timeout() {
     let anna_ignores = anna_phone.expect_call("agent_no_answer.xml");
     let ben_answers = ben_phone.expect_call("agent_answer.xml");
 
-    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    let carrier = carrier_call(&app, "carrier_call.xml", &[]);
+    // Item 7: while Anna's phone rings the call is live, with her leg ringing.
+    let live = wait_until(Duration::from_secs(10), "the call to ring Anna", || async {
+        let calls = app.get_ok("/api/v1/calls").await;
+        let call = calls["items"].as_array()?.first()?.clone();
+        (call["live"] == true && call["legs"][0]["state"] == "ringing").then_some(call)
+    })
+    .await;
+    assert_eq!(live["legs"][0]["user"], json!(line.anna), "{live}");
+    let (ok, carrier) = carrier.finish().await;
     assert!(ok, "{carrier}");
     let (ok, anna) = anna_ignores.finish().await;
     assert!(ok, "Anna's phone was cancelled: {anna}");
@@ -332,6 +341,14 @@ async fn t5_no_answer_falls_back_to_the_queue_after_the_ring_timeout() {
     assert!(ok, "Ben answered: {ben}");
     let call = ended_call(&app).await;
     assert_eq!(call["answered_by"], json!(line.ben), "{call}");
+    // The route taken, leg by leg, stays on the finished call.
+    assert_eq!(call["live"], false);
+    let legs = call["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), 2, "{call}");
+    assert_eq!(legs[0]["user"], json!(line.anna));
+    assert_eq!(legs[0]["state"], "no_answer", "{call}");
+    assert_eq!(legs[1]["user"], json!(line.ben));
+    assert_eq!(legs[1]["state"], "answered", "{call}");
     app.stop().await;
 }
 
