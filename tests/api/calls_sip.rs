@@ -511,3 +511,56 @@ async fn the_call_window_streams_ringing_answered_and_ended_to_the_agent_concern
     assert!(!ben.contains("event: ringing"), "{ben}");
     app.stop().await;
 }
+
+/// Item 10: a slow database never drops a call. With the database locked by another
+/// writer, the CRM lookup misses its budget; the call rings the number's queue anyway
+/// and is answered, and the CRM link (the new lead) completes once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_database_delays_the_crm_link_not_the_call() {
+    use sqlx::{Connection as _, Executor as _};
+    let app = TestApp::spawn_for_sipp_with(|config| {
+        config.call_lookup_budget = Duration::from_millis(50);
+    })
+    .await;
+    let line = line(&app, 20).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+    // Reads still work under another writer's lock (WAL): the number and its queue
+    // are found; only the intake's writes wait.
+    let db = app.data_dir().join("leadline.db");
+    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    blocker.execute("BEGIN IMMEDIATE").await.unwrap();
+
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "answered while the database was locked: {carrier}");
+    assert!(app.leads().await.is_empty(), "nothing could be written yet");
+    blocker.execute("COMMIT").await.unwrap();
+    drop(blocker);
+
+    let (ok, phone) = anna_answers.finish().await;
+    assert!(ok, "{phone}");
+    let lead = wait_until(Duration::from_secs(15), "the late CRM link", || async {
+        app.leads().await.first().cloned()
+    })
+    .await;
+    assert_eq!(lead["phones"], json!([CALLER]));
+    let call = ended_call(&app).await;
+    assert_eq!(call["answered_by"], json!(line.anna), "{call}");
+    assert_eq!(call["outcome"], "answered", "{call}");
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("leadline_call_lookup_deadline_missed_total"),
+        "counted: {metrics}"
+    );
+    app.stop().await;
+}

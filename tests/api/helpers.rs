@@ -44,6 +44,24 @@ impl TestApp {
         Self::start(config, dir).await
     }
 
+    /// [`TestApp::spawn_for_sipp`] with more settings changed; also where its data lives.
+    pub async fn spawn_for_sipp_with(change: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.sip_digest = vec![
+            leadline::sip::digest::Algorithm::Md5,
+            leadline::sip::digest::Algorithm::Sha256,
+        ];
+        config.sip_domain = "leadline.test".to_owned();
+        change(&mut config);
+        Self::start(config, dir).await
+    }
+
+    /// The data directory (the embedded SQLite database is `leadline.db` in it).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn sip_addr(&self) -> SocketAddr {
         self.app.as_ref().expect("running").sip_addr
     }
