@@ -7,7 +7,9 @@
 //! passes through untouched: media flows between the carrier and the agent's phone.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +62,17 @@ pub struct B2bua {
     pub events: EventBus,
     /// Legs of the calls ringing or talking now.
     pub live: LiveCalls,
+}
+
+/// How a blind transfer ended.
+enum Transferred {
+    Answered {
+        user: UserId,
+        dialog: InviteDialog,
+        response: Response,
+    },
+    /// The SIP status to report to the transferring phone.
+    Failed(u16),
 }
 
 /// A leg's final answer, from the task awaiting its INVITE transaction.
@@ -146,6 +159,7 @@ impl B2bua {
             shown,
             state_sender,
             legs: std::sync::Mutex::new(Vec::new()),
+            deferred: std::sync::Mutex::new(Vec::new()),
         };
         call.run(states).await;
         Ok(())
@@ -315,6 +329,8 @@ struct Call {
     state_sender: rsipstack::dialog::dialog::DialogStateSender,
     /// Every leg started, in order, with where it is (item 7).
     legs: std::sync::Mutex<Vec<(LegId, CallLeg)>>,
+    /// Dialog changes that came while ringing but belong to the talking phase.
+    deferred: std::sync::Mutex<Vec<DialogState>>,
 }
 
 /// How ringing ended.
@@ -366,7 +382,7 @@ impl Call {
                     .await;
                 self.publish("answered", Vec::new(), Some(&user), None);
                 metrics::counter!("leadline_calls_total", "outcome" => "answered").increment(1);
-                self.talk(&mut states, &dialog).await;
+                let user = self.talk(&mut states, &dialog, user.clone()).await;
                 self.finish_legs().await;
                 self.event(
                     CallEventKind::Ended,
@@ -512,6 +528,13 @@ impl Call {
                     {
                         pending.extend(ringing.on(RingEvent::CallerCancelled));
                     }
+                    // A REFER, re-INVITE or BYE from a phone that answered can arrive
+                    // before its answer has been taken: kept for the talking phase.
+                    other @ (DialogState::Refer(..)
+                    | DialogState::Updated(..)
+                    | DialogState::Terminated(..)) => {
+                        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).push(other);
+                    }
                     _ => {}
                 },
             }
@@ -519,35 +542,315 @@ impl Call {
     }
 
     /// Connected: relays BYE and session refreshes between the two dialogs until one
-    /// side hangs up.
-    async fn talk(&self, states: &mut DialogStateReceiver, agent: &InviteDialog) {
-        let agent_call_id = agent.id().call_id.clone();
-        while let Some(state) = states.recv().await {
-            match state {
-                DialogState::Terminated(id, reason) => {
-                    tracing::debug!(?reason, dialog = %id, "a side ended the call");
-                    if id.call_id == self.call_id {
-                        let _ = agent.hangup().await;
-                    } else if id.call_id == agent_call_id {
-                        let _ = self.inbound.bye().await;
-                    } else {
-                        continue; // a cancelled leg finishing
+    /// side hangs up, and carries out blind transfers (REFER) from the agent's phone.
+    /// Returns who was talking to the caller at the end.
+    async fn talk(
+        &self,
+        states: &mut DialogStateReceiver,
+        agent: &InviteDialog,
+        user: UserId,
+    ) -> UserId {
+        let mut agent = agent.clone();
+        let mut user = user;
+        let mut backlog: std::collections::VecDeque<DialogState> =
+            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner())).into();
+        let mut transfer: Option<Pin<Box<dyn Future<Output = Transferred> + Send + '_>>> = None;
+        // The transferring phone may hang up as soon as its REFER is accepted.
+        let mut referrer_gone = false;
+        let mut initial_notify_due = false;
+        loop {
+            let pending_transfer = async {
+                match transfer.as_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                done = pending_transfer => {
+                    transfer = None;
+                    match done {
+                        Transferred::Answered { user: target, dialog, response } => {
+                            let headers = content_type(&response.headers)
+                                .map(|ct| vec![Header::ContentType(ct.into())]);
+                            let body = (!response.body.is_empty()).then(|| response.body.clone());
+                            // The caller's media now goes to the new phone.
+                            if let Err(err) = self.inbound.reinvite(headers, body).await {
+                                tracing::warn!(%err, "cannot re-INVITE the caller after a transfer");
+                            }
+                            if !referrer_gone {
+                                // In the background: a phone slow to answer the NOTIFY
+                                // must not hold up the call.
+                                let referrer = agent.clone();
+                                tokio::spawn(async move {
+                                    let _ = referrer
+                                        .notify_refer(StatusCode::OK, "terminated;reason=noresource")
+                                        .await;
+                                    let _ = referrer.hangup().await;
+                                });
+                            }
+                            tracing::info!(from = %user, to = %target, "call transferred");
+                            metrics::counter!("leadline_call_transfers_total", "result" => "answered")
+                                .increment(1);
+                            self.transferred_to(&target).await;
+                            agent = dialog;
+                            user = target;
+                            referrer_gone = false;
+                        }
+                        Transferred::Failed(status) => {
+                            metrics::counter!("leadline_call_transfers_total", "result" => "failed")
+                                .increment(1);
+                            if referrer_gone {
+                                // Nobody is left to talk to the caller.
+                                let _ = self.inbound.bye().await;
+                                return user;
+                            }
+                            let referrer = agent.clone();
+                            tokio::spawn(async move {
+                                let _ = referrer
+                                    .notify_refer(
+                                        StatusCode::from(status),
+                                        "terminated;reason=noresource",
+                                    )
+                                    .await;
+                            });
+                        }
                     }
-                    return;
                 }
-                DialogState::Updated(id, request, handle) => {
-                    // re-INVITE or UPDATE (session refresh, hold, codec change): ask the
-                    // other side the same and give its answer back.
-                    let other = if id.call_id == self.call_id {
-                        agent.clone()
-                    } else {
-                        self.inbound.clone()
-                    };
-                    tokio::spawn(relay_update(other, request, handle));
+                state = next_state(&mut backlog, states) => {
+                    let Some(state) = state else { return user };
+                    let agent_call_id = agent.id().call_id.clone();
+                    match state {
+                        DialogState::Terminated(id, reason) => {
+                            tracing::debug!(?reason, dialog = %id, "a side ended the call");
+                            if id.call_id == self.call_id {
+                                let _ = agent.hangup().await;
+                                return user;
+                            } else if id.call_id == agent_call_id {
+                                if transfer.is_some() {
+                                    referrer_gone = true;
+                                    continue;
+                                }
+                                let _ = self.inbound.bye().await;
+                                return user;
+                            }
+                            // else: a cancelled or replaced leg finishing
+                        }
+                        DialogState::Updated(id, request, handle) => {
+                            // re-INVITE or UPDATE (session refresh, hold, codec change): ask
+                            // the other side the same and give its answer back.
+                            let other = if id.call_id == self.call_id {
+                                agent.clone()
+                            } else {
+                                self.inbound.clone()
+                            };
+                            tokio::spawn(relay_update(other, request, handle));
+                        }
+                        DialogState::Refer(id, request, handle) if id.call_id == agent_call_id => {
+                            match (transfer.is_none(), self.transfer_target(&request).await) {
+                                (true, Ok(target)) => {
+                                    let _ = handle.reply(StatusCode::Accepted).await;
+                                    // The first NOTIFY waits for the 202 to be sent (the
+                                    // dialog reports itself confirmed again then): phones
+                                    // expect them in that order.
+                                    initial_notify_due = true;
+                                    transfer = Some(Box::pin(self.ring_transfer(target)));
+                                }
+                                (false, _) => {
+                                    let _ = handle.reply(StatusCode::RequestPending).await;
+                                }
+                                (true, Err(status)) => {
+                                    let _ = handle.reply(status).await;
+                                }
+                            }
+                        }
+                        DialogState::Confirmed(id, _)
+                            if initial_notify_due && id.call_id == agent_call_id =>
+                        {
+                            // RFC 3515 §2.4.4: the implicit subscription starts with a
+                            // NOTIFY of the current state.
+                            initial_notify_due = false;
+                            let referrer = agent.clone();
+                            tokio::spawn(async move {
+                                let _ = referrer
+                                    .notify_refer(StatusCode::Trying, "active;expires=60")
+                                    .await;
+                            });
+                        }
+                        DialogState::Refer(_, _, handle) => {
+                            // Only the agent's phone may transfer the call.
+                            let _ = handle.reply(StatusCode::Forbidden).await;
+                        }
+                        _ => {}
+                    }
                 }
-                _ => {}
             }
         }
+    }
+
+    /// The employee a REFER names in `Refer-To` by extension (blind transfer).
+    async fn transfer_target(
+        &self,
+        request: &rsipstack::sip::Request,
+    ) -> Result<UserId, StatusCode> {
+        let refer_to = request
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::ReferTo(v) => Some(v.value().to_owned()),
+                Header::Other(name, value) if name.eq_ignore_ascii_case("refer-to") => {
+                    Some(value.clone())
+                }
+                _ => None,
+            })
+            .ok_or(StatusCode::BadRequest)?;
+        let uri_text = refer_to
+            .split_once('<')
+            .and_then(|(_, rest)| rest.split_once('>'))
+            .map_or(refer_to.trim(), |(uri, _)| uri);
+        let uri = Uri::try_from(uri_text).map_err(|_| StatusCode::BadRequest)?;
+        let extension = uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .ok_or(StatusCode::NotFound)?;
+        // Transfers to outside numbers go out through a trunk, which the gateway does
+        // not do yet: refused rather than half-done.
+        match self.b2bua.store.sip_credentials(&extension).await {
+            Ok(Some(credentials)) => Ok(credentials.user),
+            Ok(None) => Err(StatusCode::NotFound),
+            Err(err) => {
+                tracing::error!(%err, "cannot look up the transfer target");
+                Err(StatusCode::ServerInternalError)
+            }
+        }
+    }
+
+    /// Rings the transfer target's devices in parallel; the first to answer takes the
+    /// call, the others are cancelled.
+    async fn ring_transfer(&self, target: UserId) -> Transferred {
+        let devices = match self.b2bua.devices(std::slice::from_ref(&target)).await {
+            Ok(mut devices) => devices.remove(&target).unwrap_or_default(),
+            Err(err) => {
+                tracing::error!(%err, "cannot read the transfer target's devices");
+                return Transferred::Failed(500);
+            }
+        };
+        let (done_sender, mut done) = mpsc::unbounded_channel::<(usize, Option<Response>)>();
+        let mut dialogs = Vec::new();
+        for (index, device) in devices
+            .iter()
+            .take(router::MAX_DEVICES_PER_USER)
+            .enumerate()
+        {
+            let Ok((dialog, handle)) = self.invite_device(device) else {
+                continue;
+            };
+            self.extra_leg(&target, &device.contact);
+            dialogs.push(dialog);
+            let done = done_sender.clone();
+            tokio::spawn(async move {
+                let response = match handle.await {
+                    Ok(Ok((_, response))) => response,
+                    _ => None,
+                };
+                let _ = done.send((index, response));
+            });
+        }
+        drop(done_sender);
+        if dialogs.is_empty() {
+            return Transferred::Failed(480);
+        }
+        let deadline = tokio::time::sleep(Duration::from_millis(self.plan.ring_timeout_ms));
+        tokio::pin!(deadline);
+        let mut last_status = 480;
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                next = done.recv() => match next {
+                    Some((index, Some(response))) if response.status_code.kind()
+                        == rsipstack::sip::StatusCodeKind::Successful =>
+                    {
+                        for (other, dialog) in dialogs.iter().enumerate() {
+                            if other != index {
+                                let dialog = dialog.clone();
+                                tokio::spawn(async move { let _ = dialog.hangup().await; });
+                            }
+                        }
+                        return Transferred::Answered {
+                            user: target,
+                            dialog: dialogs[index].clone(),
+                            response,
+                        };
+                    }
+                    Some((_, response)) => {
+                        last_status = response.map_or(408, |r| u16::from(r.status_code));
+                    }
+                    None => return Transferred::Failed(last_status),
+                },
+            }
+        }
+        for dialog in dialogs {
+            tokio::spawn(async move {
+                let _ = dialog.hangup().await;
+            });
+        }
+        Transferred::Failed(408)
+    }
+
+    /// A leg rung outside the plan (a transfer target), for the call's legs.
+    fn extra_leg(&self, user: &UserId, target: &str) {
+        let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+        let leg = (usize::MAX, legs.len());
+        legs.push((
+            leg,
+            CallLeg {
+                user: user.clone(),
+                target: target.to_owned(),
+                started_at: now_ms(),
+                ended_at: None,
+                state: "transfer".to_owned(),
+                status: None,
+            },
+        ));
+        self.b2bua.live.set(&self.call_id, snapshot(&legs));
+    }
+
+    /// T10: the call is now the target's; the store moves what the call created to them
+    /// when the number says so.
+    async fn transferred_to(&self, user: &UserId) {
+        {
+            let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+            let now = now_ms();
+            for (_, leg) in legs.iter_mut() {
+                if leg.state == "answered" && leg.ended_at.is_none() {
+                    leg.ended_at = Some(now);
+                    leg.state = "transferred".to_owned();
+                }
+            }
+            if let Some((_, leg)) = legs
+                .iter_mut()
+                .rev()
+                .find(|(_, l)| l.state == "transfer" && &l.user == user)
+            {
+                leg.state = "answered".to_owned();
+            }
+            for (_, leg) in legs.iter_mut() {
+                if leg.state == "transfer" {
+                    leg.state = "cancelled".to_owned();
+                    leg.ended_at.get_or_insert(now);
+                }
+            }
+            self.b2bua.live.set(&self.call_id, snapshot(&legs));
+        }
+        if let Err(err) = self
+            .b2bua
+            .store
+            .call_transferred(&self.call_id, user, now_ms())
+            .await
+        {
+            tracing::error!(%err, "cannot record the transfer");
+        }
+        self.publish("answered", Vec::new(), Some(user), None);
     }
 
     fn start_leg(
@@ -555,7 +858,30 @@ impl Call {
         leg: LegId,
         done: &mpsc::UnboundedSender<LegDone>,
     ) -> Result<InviteDialog, B2buaError> {
-        let device = &self.plan.steps[leg.0].devices[leg.1];
+        let (dialog, handle) = self.invite_device(&self.plan.steps[leg.0].devices[leg.1])?;
+        let done = done.clone();
+        tokio::spawn(async move {
+            let response = match handle.await {
+                Ok(Ok((_, response))) => response,
+                _ => None,
+            };
+            let _ = done.send(LegDone { leg, response });
+        });
+        Ok(dialog)
+    }
+
+    /// Sends the caller's INVITE on to one device: the CRM's name as the From display
+    /// name, `Call-Info` with the entity's URL, the caller's SDP.
+    fn invite_device(
+        &self,
+        device: &Device,
+    ) -> Result<
+        (
+            InviteDialog,
+            tokio::task::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
+        ),
+        B2buaError,
+    > {
         let callee = Uri::try_from(device.contact.as_str())?;
         let transport = if device.transport == "tcp" {
             Transport::Tcp
@@ -596,19 +922,10 @@ impl Call {
             headers: Some(headers),
             ..InviteOption::default()
         };
-        let (dialog, handle) = self
+        Ok(self
             .b2bua
             .dialogs
-            .do_invite_async(option, self.state_sender.clone())?;
-        let done = done.clone();
-        tokio::spawn(async move {
-            let response = match handle.await {
-                Ok(Ok((_, response))) => response,
-                _ => None,
-            };
-            let _ = done.send(LegDone { leg, response });
-        });
-        Ok(dialog)
+            .do_invite_async(option, self.state_sender.clone())?)
     }
 
     fn leg_started(&self, leg: LegId) {
@@ -742,6 +1059,17 @@ async fn relay_update(
         _ => {
             let _ = handle.reply(StatusCode::ServerInternalError).await;
         }
+    }
+}
+
+/// The next dialog change: those kept back while ringing first, in order.
+async fn next_state(
+    backlog: &mut std::collections::VecDeque<DialogState>,
+    states: &mut DialogStateReceiver,
+) -> Option<DialogState> {
+    match backlog.pop_front() {
+        Some(state) => Some(state),
+        None => states.recv().await,
     }
 }
 

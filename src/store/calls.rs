@@ -358,6 +358,35 @@ impl Store {
         }
     }
 
+    /// A call the B2BUA transferred (REFER) to `user`, who answered: they are now the
+    /// one who answered it, and T10 moves what the call created to them when the
+    /// number says so. Not an idempotent event: a call may be transferred many times.
+    pub async fn call_transferred(&self, call_id: &str, user: &UserId, at: Millis) -> Result<()> {
+        let mut tx = self.writer().begin().await?;
+        let Some(call) = self.locked_call(&mut tx, call_id).await? else {
+            tx.rollback().await?;
+            return Err(StoreError::not_found("call", call_id));
+        };
+        sqlx::query("UPDATE calls SET answered_by = $2 WHERE id = $1")
+            .bind(call.id.as_str())
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let event = CallEvent {
+            call_id: call_id.to_owned(),
+            event: CallEventKind::Answered,
+            direction: call.direction,
+            from: call.from.clone(),
+            to: call.to.clone(),
+            user: Some(user.clone()),
+            outcome: None,
+            at,
+        };
+        self.reassign_on_transfer(&mut tx, &call, &event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records the legs of a routed call (the B2BUA, when the call ends).
     pub async fn set_call_legs(&self, call_id: &str, legs: &[CallLeg]) -> Result<()> {
         let json = serde_json::to_string(legs)

@@ -564,3 +564,65 @@ async fn a_slow_database_delays_the_crm_link_not_the_call() {
     );
     app.stop().await;
 }
+
+/// Item 4 and T10: Anna answers and transfers the caller blind to Ben (REFER); Ben's phone
+/// rings and answers, the caller is re-INVITEd to Ben's media, Anna's leg ends; with
+/// "change the responsible person when the call is transferred" the new lead is Ben's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_a_blind_transfer_moves_the_call_and_the_new_lead_to_the_answering_agent() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    let number = app.get_ok("/api/v1/numbers").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/numbers/{number}"),
+            Some(&app.admin),
+            Some(json!({"change_responsible_on_transfer": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
+    let anna_transfers = Sipp::start(
+        "agent_transfer.xml",
+        anna_phone.port,
+        None,
+        &["-key", "refer_to", "102"],
+    );
+    let ben_answers = ben_phone.expect_call("agent_answer.xml");
+
+    let (ok, carrier) = carrier_call(&app, "carrier_transferred.xml", &[])
+        .finish()
+        .await;
+    assert!(ok, "re-INVITEd to Ben, then hung up: {carrier}");
+    let (ok, anna) = anna_transfers.finish().await;
+    assert!(
+        ok,
+        "Anna's REFER was accepted, notified and her leg ended: {anna}"
+    );
+    assert!(anna.contains("SIP/2.0 100"), "NOTIFY 100 Trying: {anna}");
+    let (ok, ben) = ben_answers.finish().await;
+    assert!(ok, "Ben answered and got the caller's BYE: {ben}");
+
+    let call = ended_call(&app).await;
+    assert_eq!(call["answered_by"], json!(line.ben), "{call}");
+    assert_eq!(call["responsible"], json!(line.ben), "T10: {call}");
+    let states: Vec<&str> = call["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["transferred", "answered"], "{call}");
+    let lead = &app.leads().await[0];
+    assert_eq!(
+        lead["responsible"],
+        json!(line.ben),
+        "T10: the lead is Ben's: {lead}"
+    );
+    app.stop().await;
+}
