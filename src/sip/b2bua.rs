@@ -21,6 +21,7 @@ use rsipstack::sip::{Header, HeadersExt as _, Method, Response, StatusCode, Tran
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::identity;
 use super::profiles::Profiles;
@@ -107,7 +108,6 @@ impl B2bua {
         let caller = identity::caller(&request, &profile);
         let call_id = request.call_id_header()?.value().to_owned();
         let span = tracing::info_span!("call", %call_id, number = %number.number);
-        let _entered = span.enter();
 
         let (state_sender, states) = self.dialogs.new_dialog_state_channel();
         let inbound = self.dialogs.get_or_create_server_invite(
@@ -160,8 +160,162 @@ impl B2bua {
             state_sender,
             legs: std::sync::Mutex::new(Vec::new()),
             deferred: std::sync::Mutex::new(Vec::new()),
+            direction: Direction::Incoming,
+            from_host: self.local.to_string(),
+            credential: None,
         };
-        call.run(states).await;
+        call.run(states).instrument(span).await;
+        Ok(())
+    }
+
+    /// An authenticated agent's call to an outside number (issue 5 item 5): out through
+    /// the trunk of the agent's number, with that number as caller ID written the way the
+    /// trunk's profile says, logged and put through the intake (T7).
+    pub async fn outgoing(
+        self: Arc<Self>,
+        mut tx: Transaction,
+        user: UserId,
+    ) -> Result<(), B2buaError> {
+        let request = tx.original.clone();
+        let refuse = |status: StatusCode, why: &str| {
+            (
+                status,
+                vec![Header::Warning(format!("399 leadline \"{why}\"").into())],
+            )
+        };
+        let Some((our_number, trunk_id)) = self.store.outgoing_line(&user).await? else {
+            let (status, headers) = refuse(
+                StatusCode::Forbidden,
+                "no number with a trunk for outgoing calls",
+            );
+            tx.reply_with(status, headers, None).await?;
+            return Ok(());
+        };
+        let (Some(number), trunk) = (
+            self.store.configured_number(&our_number).await?,
+            self.store.get_trunk(&trunk_id).await?,
+        ) else {
+            tx.reply(StatusCode::ServerInternalError).await?;
+            return Ok(());
+        };
+        let profile = self
+            .profiles
+            .get(&trunk.profile)
+            .or_else(|| self.profiles.get("generic"))
+            .cloned();
+        let dialled = request
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
+        let target = match crate::matcher::normalise_phone(&dialled, Some(number.default_country)) {
+            Ok(crate::matcher::PhoneKey::E164(e164)) => e164,
+            _ => {
+                let (status, headers) =
+                    refuse(StatusCode::NotFound, "the dialled number cannot be read");
+                tx.reply_with(status, headers, None).await?;
+                return Ok(());
+            }
+        };
+        let Some(host) = trunk.host.clone() else {
+            tx.reply(StatusCode::ServiceUnavailable).await?;
+            return Ok(());
+        };
+        let Some(destination) = tokio::net::lookup_host((host.as_str(), trunk.port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+        else {
+            let (status, headers) = refuse(
+                StatusCode::ServiceUnavailable,
+                "the trunk's host cannot be resolved",
+            );
+            tx.reply_with(status, headers, None).await?;
+            return Ok(());
+        };
+        let (written_target, caller_id) = match &profile {
+            Some(profile) => (
+                identity::write_number(&target, profile),
+                identity::write_number(&number.number, profile),
+            ),
+            None => (target.clone(), number.number.clone()),
+        };
+        let credential = match (&trunk.username, self.store.trunk_password(&trunk.id).await?) {
+            (Some(username), Some(password)) => Some(rsipstack::dialog::authenticate::Credential {
+                username: username.clone(),
+                password,
+                realm: None,
+                auth_username: None,
+            }),
+            _ => None,
+        };
+        let call_id = request.call_id_header()?.value().to_owned();
+        let span =
+            tracing::info_span!("call", %call_id, number = %number.number, direction = "outgoing");
+
+        let (state_sender, states) = self.dialogs.new_dialog_state_channel();
+        let inbound = self.dialogs.get_or_create_server_invite(
+            &tx,
+            state_sender.clone(),
+            None,
+            Some(self.contact_uri()),
+        )?;
+        let mut server_side = inbound.clone();
+        tokio::spawn(async move {
+            let _ = server_side.handle(&mut tx).await;
+        });
+
+        let opening = CallEvent {
+            call_id: call_id.clone(),
+            event: CallEventKind::Ringing,
+            direction: Direction::Outgoing,
+            from: number.number.clone(),
+            to: target.clone(),
+            user: Some(user.clone()),
+            outcome: None,
+            at: now_ms(),
+        };
+        let (call_record, answer) = self.intake_within_budget(opening, &number).await;
+        let carrier = Device {
+            contact: format!("sip:{written_target}@{host}:{port}", port = trunk.port),
+            transport: trunk.transport.to_string(),
+            source: destination.to_string(),
+            q: None,
+        };
+        let plan = router::RoutePlan {
+            steps: vec![router::Step {
+                user: user.clone(),
+                devices: vec![carrier],
+            }],
+            unreachable: Vec::new(),
+            // The carrier gives up on its own; ours is only a bound.
+            ring_timeout_ms: 180_000,
+        };
+        let mut shown = self.shown_caller(&answer, None, &target).await;
+        // What the carrier sees: our number, no CRM name, no link into our API.
+        shown.name = None;
+        shown.info_url = None;
+        shown.caller_id = Some(caller_id);
+        let call = Call {
+            b2bua: self.clone(),
+            call_record,
+            call_id,
+            customer: target,
+            number,
+            inbound,
+            offer: request.body.clone(),
+            content_type: content_type(&request.headers),
+            plan,
+            shown,
+            state_sender,
+            legs: std::sync::Mutex::new(Vec::new()),
+            deferred: std::sync::Mutex::new(Vec::new()),
+            direction: Direction::Outgoing,
+            from_host: host,
+            credential,
+        };
+        call.run(states).instrument(span).await;
         Ok(())
     }
 
@@ -288,6 +442,7 @@ impl B2bua {
             .or_else(|| answer.matches.first().and_then(|m| m.responsible.clone()));
         let name = record.map(|r| r.name);
         Shown {
+            caller_id: None,
             entity: entity.as_ref().map(ToString::to_string),
             responsible,
             name: name
@@ -306,6 +461,8 @@ impl B2bua {
 
 /// The caller as the agent's phone and call window show it.
 struct Shown {
+    /// The From user part, when it is not the customer's number (our caller ID out).
+    caller_id: Option<String>,
     entity: Option<String>,
     responsible: Option<UserId>,
     name: Option<String>,
@@ -331,6 +488,11 @@ struct Call {
     legs: std::sync::Mutex<Vec<(LegId, CallLeg)>>,
     /// Dialog changes that came while ringing but belong to the talking phase.
     deferred: std::sync::Mutex<Vec<DialogState>>,
+    direction: Direction,
+    /// The host of the From URI on the outgoing legs (ours, or the carrier's domain).
+    from_host: String,
+    /// Answers the far side's digest challenge (a carrier trunk's account).
+    credential: Option<rsipstack::dialog::authenticate::Credential>,
 }
 
 /// How ringing ended.
@@ -896,14 +1058,12 @@ impl Call {
                 r#type: Some(transport),
                 addr: addr.into(),
             });
-        let caller = Uri::try_from(
-            format!(
-                "sip:{}@{}",
-                caller_user(&self.shown.number),
-                self.b2bua.local
-            )
-            .as_str(),
-        )?;
+        let from_user = self
+            .shown
+            .caller_id
+            .clone()
+            .unwrap_or_else(|| caller_user(&self.shown.number));
+        let caller = Uri::try_from(format!("sip:{from_user}@{}", self.from_host).as_str())?;
         let mut headers = Vec::new();
         if let Some(url) = &self.shown.info_url {
             headers.push(Header::Other(
@@ -920,6 +1080,7 @@ impl Call {
             offer: (!self.offer.is_empty()).then(|| self.offer.clone()),
             contact: self.b2bua.contact_uri(),
             headers: Some(headers),
+            credential: self.credential.clone(),
             ..InviteOption::default()
         };
         Ok(self
@@ -1005,7 +1166,7 @@ impl Call {
             event: event.to_owned(),
             call: self.call_record.clone(),
             call_id: self.call_id.clone(),
-            direction: Direction::Incoming.to_string(),
+            direction: self.direction.to_string(),
             customer: self.customer.clone(),
             number: self.number.number.clone(),
             entity: self.shown.entity.clone(),
@@ -1020,12 +1181,16 @@ impl Call {
 
     /// Records a step of the call through the intake (idempotent per Call-ID and step).
     async fn event(&self, kind: CallEventKind, user: Option<UserId>, outcome: Option<CallOutcome>) {
+        let (from, to) = match self.direction {
+            Direction::Incoming => (self.customer.clone(), self.number.number.clone()),
+            Direction::Outgoing => (self.number.number.clone(), self.customer.clone()),
+        };
         let event = CallEvent {
             call_id: self.call_id.clone(),
             event: kind,
-            direction: Direction::Incoming,
-            from: self.customer.clone(),
-            to: self.number.number.clone(),
+            direction: self.direction,
+            from,
+            to,
             user,
             outcome,
             at: now_ms(),

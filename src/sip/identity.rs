@@ -404,6 +404,38 @@ fn percent_decode(text: &str) -> String {
 ///   country whose national numbers start with the trunk prefix `0` (DE, FR, GB …), the
 ///   digits are tried as E.164 without `+` first, elsewhere (US, IT, DK …) as a national
 ///   number first. The E.164 guess is kept only for a valid number.
+/// An E.164 number (`+4930901820`) written the way the profile's peer expects it in a
+/// user part: the caller ID and the dialled number of an outgoing call. The inverse of
+/// what [`caller`] reads.
+pub fn write_number(e164: &str, profile: &Profile) -> String {
+    let digits: String = e164.chars().filter(char::is_ascii_digit).collect();
+    if !e164.starts_with('+') {
+        // Not E.164 (an extension, digits we could not read): as it is.
+        return digits;
+    }
+    match profile.number_format {
+        NumberFormat::E164 | NumberFormat::Auto => format!("+{digits}"),
+        NumberFormat::E164NoPlus => digits,
+        NumberFormat::International00 => format!("00{digits}"),
+        NumberFormat::National => match phonenumber::parse(None, e164) {
+            Ok(parsed)
+                if profile
+                    .country
+                    .is_some_and(|c| parsed.country().id() == Some(c.id())) =>
+            {
+                // The national (significant) number behind the trunk prefix; countries
+                // without a trunk prefix (Italy keeps its 0) are written as dialled there.
+                let national = parsed.national().to_string();
+                match profile.country.and_then(trunk_prefix) {
+                    Some(prefix) if !national.starts_with(prefix) => format!("{prefix}{national}"),
+                    _ => national,
+                }
+            }
+            _ => format!("00{digits}"),
+        },
+    }
+}
+
 fn read_number(written: &str, profile: &Profile) -> String {
     let country = profile.country;
     if written.starts_with('+') {
@@ -955,6 +987,29 @@ mod tests {
             called(&request, &profile("asterisk")).as_deref(),
             Some("+4930901822")
         );
+    }
+
+    #[test]
+    fn write_number_follows_the_number_format_and_reads_back() {
+        use NumberFormat::*;
+        for (format, country, expected) in [
+            (E164, None, "+4930901820"),
+            (Auto, None, "+4930901820"),
+            (E164NoPlus, None, "4930901820"),
+            (International00, None, "004930901820"),
+            (National, Some("DE"), "030901820"),
+            (National, Some("AT"), "004930901820"),
+        ] {
+            let profile = Profile {
+                number_format: format,
+                country: country.map(|c| c.parse().unwrap()),
+                ..profile("generic")
+            };
+            let written = write_number("+4930901820", &profile);
+            assert_eq!(written, expected, "{format:?} {country:?}");
+            assert_eq!(read_number(&written, &profile), "+4930901820", "{format:?}");
+        }
+        assert_eq!(write_number("101", &profile("generic")), "101");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::TransactionReceiver;
@@ -24,7 +25,7 @@ use super::endpoint::ALLOW;
 use super::lockout::{FailureOutcome, Lockout, LockoutPolicy};
 use super::registrar::{self, Binding, Policy, RegisterError};
 use super::trunks::{self, IpNetwork, TrunkAccess};
-use crate::crm::model::TrunkId;
+use crate::crm::model::{TrunkId, UserId};
 use crate::store::{RegistrationRecord, Store, StoreError, now_ms};
 
 /// Shared by every transaction task.
@@ -241,7 +242,7 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
     if let Some(b2bua) = &registrar.b2bua
         && (has_to_tag(&tx.original) || *tx.original.method() == Method::Ack)
     {
-        return match b2bua.dialogs.match_dialog(&tx) {
+        return match matching_dialog(b2bua, &tx).await {
             Some(mut dialog) => dialog.handle(&mut tx).await,
             None if *tx.original.method() == Method::Ack => Ok(()),
             None => tx.reply(StatusCode::CallTransactionDoesNotExist).await,
@@ -285,8 +286,8 @@ async fn refuse(tx: &mut Transaction, refusal: &Refusal) -> rsipstack::Result<()
         .await
 }
 
-/// A new call: only a recognised trunk may send one (T2). Routing it to an agent is the
-/// B2BUA's job, not yet built: until then a recognised trunk's call gets 480.
+/// A new call: from a recognised trunk (T2) it is an incoming call for one of our
+/// numbers; from anywhere else it is an agent's outgoing call, which must authenticate.
 async fn invite(
     registrar: &Registrar,
     mut tx: Transaction,
@@ -303,12 +304,7 @@ async fn invite(
         None => None,
     };
     let Some(trunk) = trunk else {
-        metrics::counter!("leadline_sip_refused_total", "status" => "403").increment(1);
-        tracing::info!(source = ?source, "INVITE from a source that is no trunk refused");
-        let warning = Header::Warning("399 leadline \"the source is not a known trunk\"".into());
-        return tx
-            .reply_with(StatusCode::Forbidden, vec![warning], None)
-            .await;
+        return agent_call(registrar, tx, source).await;
     };
     let Some(b2bua) = registrar.b2bua.clone() else {
         return tx.reply(StatusCode::TemporarilyUnavailable).await;
@@ -324,6 +320,28 @@ async fn invite(
         tracing::warn!(%err, "call ended with an error");
     }
     Ok(())
+}
+
+/// The dialog an in-dialog request belongs to. A phone may send its first request (a
+/// REFER, a BYE) the moment it has our ACK, a little before the dialog layer files the
+/// confirmed dialog under its final id: a miss is looked up again for a short while
+/// before it earns a 481.
+async fn matching_dialog(
+    b2bua: &B2bua,
+    tx: &Transaction,
+) -> Option<rsipstack::dialog::dialog::Dialog> {
+    const GRACE: Duration = Duration::from_millis(250);
+    const STEP: Duration = Duration::from_millis(10);
+    let deadline = tokio::time::Instant::now() + GRACE;
+    loop {
+        if let Some(dialog) = b2bua.dialogs.match_dialog(tx) {
+            return Some(dialog);
+        }
+        if *tx.original.method() == Method::Ack || tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(STEP).await;
+    }
 }
 
 fn has_to_tag(request: &rsipstack::sip::Request) -> bool {
@@ -385,56 +403,10 @@ async fn register(
         Err(err) => return reply_error(tx, &err).await,
     };
 
-    let authorization = tx.original.headers.iter().find_map(|h| match h {
-        Header::Authorization(value) => Some(value.value().to_owned()),
-        _ => None,
-    });
-    let Some(authorization) = authorization else {
-        return challenge(registrar, tx, now, false).await;
+    let known = match authenticate(registrar, tx, ip, now, Some(&request.aor)).await {
+        Authenticated::Known(known) => known,
+        Authenticated::Answered(result) => return result,
     };
-    let Ok(credentials) = digest::parse_credentials(&authorization) else {
-        return fail(registrar, tx, ip, now).await;
-    };
-    // Credentials for another realm are no attempt at ours: challenge again, uncounted.
-    // Decided before the lookup, or the lockout would count them only for unknown
-    // extensions and so tell which extensions exist.
-    if credentials.realm != registrar.realm {
-        return challenge(registrar, tx, now, false).await;
-    }
-    // The same answer for an unknown extension as for a wrong password: no enumeration.
-    let known = match registrar.credentials(&credentials.username).await {
-        Ok(known) => {
-            known.filter(|k| credentials.username == request.aor && k.ha1.realm == registrar.realm)
-        }
-        Err(err) => {
-            tracing::error!(%err, "cannot read SIP credentials");
-            return tx.reply(StatusCode::ServerInternalError).await;
-        }
-    };
-    let verdict = match &known {
-        Some(k) => digest::authenticate(
-            &credentials,
-            "REGISTER",
-            &k.ha1,
-            &registrar.nonce_key,
-            now,
-            NONCE_MAX_AGE_MS,
-        ),
-        None => Verdict::BadResponse,
-    };
-    let known = match (verdict, known) {
-        (Verdict::Authorized, Some(known)) => known,
-        (Verdict::StaleNonce, _) => return challenge(registrar, tx, now, true).await,
-        (Verdict::OtherRealm, _) => return challenge(registrar, tx, now, false).await,
-        _ => return fail(registrar, tx, ip, now).await,
-    };
-    if let Some(ip) = ip {
-        registrar
-            .lockout
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record_success(ip);
-    }
 
     let existing = match registrar.store.bindings(&request.aor, now).await {
         Ok(rows) => rows
@@ -489,6 +461,117 @@ async fn reply_error(tx: &mut Transaction, err: &RegisterError) -> rsipstack::Re
         .await
 }
 
+/// Where digest authentication of a request left it.
+enum Authenticated {
+    Known(KnownRegistrant),
+    /// A challenge or a refusal was sent.
+    Answered(rsipstack::Result<()>),
+}
+
+/// Digest authentication of a REGISTER (`Authorization`, 401) or of an agent's INVITE
+/// (`Proxy-Authorization`, 407), with the lockout. `aor`: the identity the credentials
+/// must be for (a REGISTER's address of record).
+async fn authenticate(
+    registrar: &Registrar,
+    tx: &mut Transaction,
+    ip: Option<IpAddr>,
+    now: i64,
+    aor: Option<&str>,
+) -> Authenticated {
+    let proxy = *tx.original.method() != Method::Register;
+    let authorization = tx.original.headers.iter().find_map(|h| match h {
+        Header::Authorization(value) if !proxy => Some(value.value().to_owned()),
+        Header::ProxyAuthorization(value) if proxy => Some(value.value().to_owned()),
+        _ => None,
+    });
+    let Some(authorization) = authorization else {
+        return Authenticated::Answered(challenge(registrar, tx, now, false).await);
+    };
+    let Ok(credentials) = digest::parse_credentials(&authorization) else {
+        return Authenticated::Answered(fail(registrar, tx, ip, now).await);
+    };
+    // Credentials for another realm are no attempt at ours: challenge again, uncounted.
+    // Decided before the lookup, or the lockout would count them only for unknown
+    // extensions and so tell which extensions exist.
+    if credentials.realm != registrar.realm {
+        return Authenticated::Answered(challenge(registrar, tx, now, false).await);
+    }
+    // The same answer for an unknown extension as for a wrong password: no enumeration.
+    let known = match registrar.credentials(&credentials.username).await {
+        Ok(known) => known.filter(|k| {
+            aor.is_none_or(|aor| credentials.username == aor) && k.ha1.realm == registrar.realm
+        }),
+        Err(err) => {
+            tracing::error!(%err, "cannot read SIP credentials");
+            return Authenticated::Answered(tx.reply(StatusCode::ServerInternalError).await);
+        }
+    };
+    let method = tx.original.method().to_string();
+    let verdict = match &known {
+        Some(k) => digest::authenticate(
+            &credentials,
+            &method,
+            &k.ha1,
+            &registrar.nonce_key,
+            now,
+            NONCE_MAX_AGE_MS,
+        ),
+        None => Verdict::BadResponse,
+    };
+    match (verdict, known) {
+        (Verdict::Authorized, Some(known)) => {
+            if let Some(ip) = ip {
+                registrar
+                    .lockout
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record_success(ip);
+            }
+            Authenticated::Known(known)
+        }
+        (Verdict::StaleNonce, _) => {
+            Authenticated::Answered(challenge(registrar, tx, now, true).await)
+        }
+        (Verdict::OtherRealm, _) => {
+            Authenticated::Answered(challenge(registrar, tx, now, false).await)
+        }
+        _ => Authenticated::Answered(fail(registrar, tx, ip, now).await),
+    }
+}
+
+/// An INVITE from a source that is no trunk: an agent's phone placing an outgoing call
+/// (issue 5 item 5), which must authenticate like a REGISTER (407, RFC 3261 §22.3).
+async fn agent_call(
+    registrar: &Registrar,
+    mut tx: Transaction,
+    source: Option<SocketAddr>,
+) -> rsipstack::Result<()> {
+    let now = now_ms();
+    let ip = source.map(|s| s.ip());
+    if let Some(ip) = ip
+        && registrar
+            .lockout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_banned(ip, now)
+    {
+        metrics::counter!("leadline_sip_auth_refused_total", "reason" => "locked_out").increment(1);
+        return tx.reply(StatusCode::Forbidden).await;
+    }
+    let known = match authenticate(registrar, &mut tx, ip, now, None).await {
+        Authenticated::Known(known) => known,
+        Authenticated::Answered(result) => return result,
+    };
+    let (Some(b2bua), "user") = (registrar.b2bua.clone(), known.owner_kind) else {
+        // A PBX trunk's account places no calls through us this way.
+        return tx.reply(StatusCode::Forbidden).await;
+    };
+    if let Err(err) = b2bua.outgoing(tx, UserId(known.owner_id)).await {
+        tracing::warn!(%err, "outgoing call ended with an error");
+    }
+    Ok(())
+}
+
 async fn challenge(
     registrar: &Registrar,
     tx: &mut Transaction,
@@ -496,16 +579,26 @@ async fn challenge(
     stale: bool,
 ) -> rsipstack::Result<()> {
     let nonce = digest::issue_nonce(&registrar.nonce_key, &registrar.realm, now);
+    // REGISTER is challenged by the registrar (401); a call by us as its proxy (407).
+    let proxy = *tx.original.method() != Method::Register;
     let headers = registrar
         .algorithms
         .iter()
         .map(|algorithm| {
-            Header::WwwAuthenticate(
-                digest::challenge(&registrar.realm, &nonce, *algorithm, stale).into(),
-            )
+            let value = digest::challenge(&registrar.realm, &nonce, *algorithm, stale);
+            if proxy {
+                Header::ProxyAuthenticate(value.into())
+            } else {
+                Header::WwwAuthenticate(value.into())
+            }
         })
         .collect();
-    tx.reply_with(StatusCode::Unauthorized, headers, None).await
+    let status = if proxy {
+        StatusCode::ProxyAuthenticationRequired
+    } else {
+        StatusCode::Unauthorized
+    };
+    tx.reply_with(status, headers, None).await
 }
 
 /// A failed authentication: counted per source; past the limit the source is refused.

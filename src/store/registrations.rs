@@ -62,6 +62,39 @@ impl Store {
         .transpose()
     }
 
+    /// The number an employee's outgoing calls go out on, and its trunk (issue 5 item 5):
+    /// a number with a trunk whose queue the employee is in, else the first number with
+    /// a trunk.
+    pub async fn outgoing_line(
+        &self,
+        user: &crate::crm::model::UserId,
+    ) -> Result<Option<(String, TrunkId)>> {
+        let row = sqlx::query(
+            "SELECT n.number, n.trunk_id FROM numbers n \
+             LEFT JOIN queue_members m ON m.queue_id = n.queue_id AND m.user_id = $1 \
+             WHERE n.trunk_id IS NOT NULL \
+             ORDER BY CASE WHEN m.user_id IS NULL THEN 1 ELSE 0 END, n.created_at, n.number \
+             LIMIT 1",
+        )
+        .bind(user.as_str())
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| Ok((col(&row, "number")?, TrunkId(col(&row, "trunk_id")?))))
+            .transpose()
+    }
+
+    /// A trunk's password, to answer its digest challenge (never returned by the API).
+    pub async fn trunk_password(&self, trunk: &TrunkId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT password FROM trunks WHERE id = $1")
+            .bind(trunk.as_str())
+            .fetch_optional(self.reader())
+            .await?;
+        Ok(match row {
+            Some(row) => col(&row, "password")?,
+            None => None,
+        })
+    }
+
     /// The unexpired bindings of an employee's devices.
     pub async fn user_bindings(
         &self,

@@ -626,3 +626,84 @@ async fn t10_a_blind_transfer_moves_the_call_and_the_new_lead_to_the_answering_a
     );
     app.stop().await;
 }
+
+/// Item 5 and T7: Anna's softphone dials a national number; the gateway asks her to
+/// authenticate (407), then sends the call out through her number's carrier trunk with
+/// that number as caller ID, both written as the trunk's profile says (sipgate: E.164
+/// without `+`), and logs an outgoing call by Anna.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_dials_out_through_the_numbers_trunk() {
+    let app = TestApp::spawn_for_sipp().await;
+    let anna = agent(&app, "Anna", "101").await;
+    let queue = app
+        .post_ok(
+            "/api/v1/queues",
+            json!({"name": "Sales", "members": [anna]}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let carrier_port = free_port();
+    let trunk = app
+        .post_ok(
+            "/api/v1/trunks",
+            json!({"name": "sipgate", "kind": "carrier", "profile": "sipgate",
+                   "host": "127.0.0.1", "port": carrier_port, "register": false,
+                   "username": "1234567t0", "password": "carrier-secret"}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post_ok(
+        "/api/v1/numbers",
+        json!({"number": NUMBER, "default_country": "DE", "queue": queue, "trunk": trunk,
+               "directions": "both"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    let carrier = Sipp::start("agent_answer.xml", carrier_port, None, &[]);
+    let phone = Sipp::start(
+        "agent_dial.xml",
+        free_port(),
+        Some(app.sip_addr().to_string()),
+        &[
+            "-s",
+            "101",
+            "-au",
+            "101",
+            "-ap",
+            "pw-101-secret",
+            "-key",
+            "dial",
+            "030123456",
+        ],
+    );
+    let (ok, phone) = phone.finish().await;
+    assert!(ok, "challenged, connected, hung up: {phone}");
+    assert!(phone.contains("SIP/2.0 407"), "{phone}");
+    let (ok, carrier) = carrier.finish().await;
+    assert!(ok, "the carrier got the call and the BYE: {carrier}");
+    let invite = received_invite(&carrier);
+    assert!(
+        invite.starts_with("INVITE sip:4930123456@127.0.0.1"),
+        "the dialled number, as sipgate writes it: {invite}"
+    );
+    assert!(
+        invite.contains("<sip:4930901820@127.0.0.1>"),
+        "our number as caller ID: {invite}"
+    );
+
+    let call = ended_call(&app).await;
+    assert_eq!(call["direction"], "outgoing", "{call}");
+    assert_eq!(call["user"], json!(anna), "{call}");
+    assert_eq!(call["customer"], "+4930123456", "{call}");
+    assert_eq!(call["outcome"], "answered", "{call}");
+    // T7: outgoing calls create leads on this number.
+    let lead = &app.leads().await[0];
+    assert_eq!(lead["phones"], json!(["+4930123456"]), "{lead}");
+    app.stop().await;
+}

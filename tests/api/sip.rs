@@ -585,9 +585,10 @@ async fn a_pbx_trunk_registers_with_its_credentials_and_only_trunks_may_invite()
         panic!("no final answer to {call_id}");
     };
 
+    // Not a trunk: an agent's phone placing a call must authenticate first (407).
     let answer = invite_from("t2-stranger").await;
-    assert!(answer.starts_with("SIP/2.0 403"), "{answer}");
-    assert!(answer.contains("not a known trunk"), "{answer}");
+    assert!(answer.starts_with("SIP/2.0 407"), "{answer}");
+    assert!(answer.contains("Proxy-Authenticate: Digest"), "{answer}");
 
     // An employee's extension is no trunk username: the registrar could not tell them apart.
     agent_with_sip_password(&app).await;

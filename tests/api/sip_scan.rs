@@ -277,9 +277,13 @@ async fn svwar_finds_no_extension_with_options_register_or_invite() {
                 );
             }
             ("INVITE", _) => {
-                // An INVITE from a source that is no trunk is refused whatever it names:
-                // the random extension got 403 and svwar gave up.
-                assert!(out.contains("SIP/2.0 403 Forbidden"), "{out}");
+                // An INVITE from a source that is no trunk is a phone's call and must
+                // authenticate, whatever it names: the random extension got 407 as every
+                // other would, and svwar gave up.
+                assert!(
+                    out.contains("replied with an authentication request for an unknown extension"),
+                    "{out}"
+                );
                 assert!(!out.contains("Ok SIP device found"), "{out}");
             }
             other => unreachable!("{other:?}"),
@@ -440,8 +444,8 @@ async fn known_and_unknown_extensions_get_the_same_bytes() {
             let status = a.last().unwrap().lines().next().unwrap().to_owned();
             let expected = match method {
                 "REGISTER" => "SIP/2.0 401 Unauthorized",
-                // Not from a trunk: refused before anything about the number is read.
-                "INVITE" => "SIP/2.0 403 Forbidden",
+                // Not from a trunk: a call from a phone, which must authenticate first.
+                "INVITE" => "SIP/2.0 407 Proxy Authentication Required",
                 _ => "SIP/2.0 200 OK",
             };
             assert_eq!(status, expected, "{}", a.last().unwrap());
