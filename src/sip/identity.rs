@@ -394,16 +394,6 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads `written` (`+` and digits, or digits) the way the profile says the peer writes
-/// numbers. A written `+` is always E.164. Bare digits:
-///
-/// - `national`, `international-00`: `00…` is international, anything else national.
-/// - `e164-no-plus`: the country code comes first, unless the number starts with `0`
-///   (then it is read as `auto`: some carriers send national numbers anyway).
-/// - `e164`, `auto`: guessed. `0…` is national (or `00…` international); otherwise, in a
-///   country whose national numbers start with the trunk prefix `0` (DE, FR, GB …), the
-///   digits are tried as E.164 without `+` first, elsewhere (US, IT, DK …) as a national
-///   number first. The E.164 guess is kept only for a valid number.
 /// An E.164 number (`+4930901820`) written the way the profile's peer expects it in a
 /// user part: the caller ID and the dialled number of an outgoing call. The inverse of
 /// what [`caller`] reads.
@@ -436,6 +426,16 @@ pub fn write_number(e164: &str, profile: &Profile) -> String {
     }
 }
 
+/// Reads `written` (`+` and digits, or digits) the way the profile says the peer writes
+/// numbers. A written `+` is always E.164. Bare digits:
+///
+/// - `national`, `international-00`: `00…` is international, anything else national.
+/// - `e164-no-plus`: the country code comes first, unless the number starts with `0`
+///   (then it is read as `auto`: some carriers send national numbers anyway).
+/// - `e164`, `auto`: guessed. `0…` is national (or `00…` international); otherwise, in a
+///   country whose national numbers start with the trunk prefix `0` (DE, FR, GB …), the
+///   digits are tried as E.164 without `+` first, elsewhere (US, IT, DK …) as a national
+///   number first. The E.164 guess is kept only for a valid number.
 fn read_number(written: &str, profile: &Profile) -> String {
     let country = profile.country;
     if written.starts_with('+') {
