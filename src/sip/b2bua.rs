@@ -89,6 +89,7 @@ impl B2bua {
         mut tx: Transaction,
         trunk: TrunkRecord,
     ) -> Result<(), B2buaError> {
+        let received = std::time::Instant::now();
         let Some(profile) = self
             .profiles
             .get(&trunk.profile)
@@ -163,6 +164,7 @@ impl B2bua {
             direction: Direction::Incoming,
             from_host: self.local.to_string(),
             credential: None,
+            received,
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -314,6 +316,7 @@ impl B2bua {
             direction: Direction::Outgoing,
             from_host: host,
             credential,
+            received,
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -493,6 +496,8 @@ struct Call {
     from_host: String,
     /// Answers the far side's digest challenge (a carrier trunk's account).
     credential: Option<rsipstack::dialog::authenticate::Credential>,
+    /// When the caller's INVITE arrived: the post-dial delay we add is measured from it.
+    received: std::time::Instant,
 }
 
 /// How ringing ended.
@@ -579,6 +584,12 @@ impl Call {
             for action in std::mem::take(&mut pending) {
                 match action {
                     RingAction::StartStep(step) => {
+                        if step == 0 {
+                            // Caller's INVITE in → first leg's INVITE out: what the
+                            // gateway adds to the post-dial delay (lookup included).
+                            metrics::histogram!("leadline_call_setup_seconds", "direction" => self.direction.as_str())
+                                .record(self.received.elapsed().as_secs_f64());
+                        }
                         self.publish(
                             "ringing",
                             vec![self.plan.steps[step].user.clone()],
