@@ -178,6 +178,7 @@ impl B2bua {
         mut tx: Transaction,
         user: UserId,
     ) -> Result<(), B2buaError> {
+        let received = std::time::Instant::now();
         let request = tx.original.clone();
         let refuse = |status: StatusCode, why: &str| {
             (
