@@ -367,6 +367,15 @@ async fn the_callers_cancel_cancels_the_ringing_agent() {
     let call = ended_call(&app).await;
     assert_eq!(call["outcome"], "cancelled", "{call}");
     assert_eq!(call["answered_by"], json!(null));
+    // T13: the caller gave up before anyone answered: a call back is left open.
+    let lead = &app.leads().await[0];
+    let timeline = app
+        .get_ok(&format!(
+            "/api/v1/activities?entity=lead:{}",
+            lead["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(timeline["items"][0]["completed"], false, "{timeline}");
     app.stop().await;
 }
 
@@ -705,5 +714,137 @@ async fn an_agent_dials_out_through_the_numbers_trunk() {
     // T7: outgoing calls create leads on this number.
     let lead = &app.leads().await[0];
     assert_eq!(lead["phones"], json!(["+4930123456"]), "{lead}");
+    app.stop().await;
+}
+
+/// T5: a known caller whose responsible has no registered phone falls back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t5_responsible_not_registered_falls_back_to_the_queue() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    app.post_ok(
+        "/api/v1/contacts",
+        json!({"name": "Clara Customer", "phones": [CALLER], "responsible": line.ben}),
+        StatusCode::CREATED,
+    )
+    .await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    assert!(anna_answers.finish().await.0);
+    let call = ended_call(&app).await;
+    assert_eq!(
+        call["route"][0],
+        json!(line.ben),
+        "Ben first in the order: {call}"
+    );
+    assert_eq!(call["answered_by"], json!(line.anna), "{call}");
+    app.stop().await;
+}
+
+/// T6: a call from an exception number is routed and logged, and the CRM is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t6_an_exception_number_is_routed_and_logged_only() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    app.post_ok(
+        "/api/v1/exceptions",
+        json!({"value": CALLER}),
+        StatusCode::CREATED,
+    )
+    .await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    let (ok, phone) = anna_answers.finish().await;
+    assert!(ok, "{phone}");
+    assert!(
+        !received_invite(&phone).contains("Call-Info"),
+        "no CRM entity to link: {phone}"
+    );
+    let call = ended_call(&app).await;
+    assert_eq!(call["crm_action"], "logged", "{call}");
+    assert_eq!(call["outcome"], "answered");
+    assert!(app.leads().await.is_empty());
+    app.stop().await;
+}
+
+/// T4: manual mode creates nothing when the INVITE arrives; the agent creates the lead
+/// from the call window afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t4_manual_mode_creates_nothing_until_the_agent_asks() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    let number = app.get_ok("/api/v1/numbers").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/numbers/{number}"),
+            Some(&app.admin),
+            Some(json!({"lead_creation": "manual"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    assert!(anna_answers.finish().await.0);
+    let call = ended_call(&app).await;
+    assert_eq!(call["crm_action"], "offered", "{call}");
+    assert!(
+        app.leads().await.is_empty(),
+        "nothing before the agent chooses"
+    );
+    let created = app
+        .post_ok(
+            &format!(
+                "/api/v1/calls/{}/create-entity",
+                call["id"].as_str().unwrap()
+            ),
+            json!({"kind": "lead"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert!(created.to_string().contains("lead:"), "{created}");
+    assert_eq!(app.leads().await[0]["phones"], json!([CALLER]));
+    app.stop().await;
+}
+
+/// T3, T12: in simple mode a new caller becomes a contact and a deal in the default
+/// pipeline's first stage, and the agent's phone shows the contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t3_simple_mode_creates_a_contact_and_a_deal_for_a_new_caller() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    app.put_ok("/api/v1/settings/crm", json!({"mode": "simple"}))
+        .await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    let (ok, phone) = anna_answers.finish().await;
+    assert!(ok, "{phone}");
+    let contacts = app.get_ok("/api/v1/contacts").await;
+    let contact = &contacts["items"][0];
+    assert_eq!(contact["phones"], json!([CALLER]), "{contacts}");
+    assert_eq!(contact["responsible"], json!(line.anna));
+    let deals = app.get_ok("/api/v1/deals").await;
+    let deal = &deals["items"][0];
+    assert_eq!(deal["contact"], contact["id"], "{deals}");
+    assert_eq!(deal["stage"], "default-new", "{deal}");
+    assert!(
+        received_invite(&phone).contains(&format!(
+            "/api/v1/contacts/{}>",
+            contact["id"].as_str().unwrap()
+        )),
+        "the phone links the contact: {phone}"
+    );
+    assert!(app.leads().await.is_empty(), "no lead step in simple mode");
     app.stop().await;
 }
