@@ -1,0 +1,158 @@
+//! Agents' outgoing calls (issue 5 item 5): out through the trunk of the agent's number.
+
+use super::*;
+
+impl B2bua {
+    /// An authenticated agent's call to an outside number (issue 5 item 5): out through
+    /// the trunk of the agent's number, with that number as caller ID written the way the
+    /// trunk's profile says, logged and put through the intake (T7).
+    pub async fn outgoing(
+        self: Arc<Self>,
+        mut tx: Transaction,
+        user: UserId,
+    ) -> Result<(), B2buaError> {
+        let received = std::time::Instant::now();
+        let request = tx.original.clone();
+        let refuse = |status: StatusCode, why: &str| {
+            (
+                status,
+                vec![Header::Warning(format!("399 leadline \"{why}\"").into())],
+            )
+        };
+        let Some((our_number, trunk_id)) = self.store.outgoing_line(&user).await? else {
+            let (status, headers) = refuse(
+                StatusCode::Forbidden,
+                "no number with a trunk for outgoing calls",
+            );
+            tx.reply_with(status, headers, None).await?;
+            return Ok(());
+        };
+        let (Some(number), trunk) = (
+            self.store.configured_number(&our_number).await?,
+            self.store.get_trunk(&trunk_id).await?,
+        ) else {
+            tx.reply(StatusCode::ServerInternalError).await?;
+            return Ok(());
+        };
+        let profile = self
+            .profiles
+            .get(&trunk.profile)
+            .or_else(|| self.profiles.get("generic"))
+            .cloned();
+        let dialled = request
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
+        let target = match crate::matcher::normalise_phone(&dialled, Some(number.default_country)) {
+            Ok(crate::matcher::PhoneKey::E164(e164)) => e164,
+            _ => {
+                let (status, headers) =
+                    refuse(StatusCode::NotFound, "the dialled number cannot be read");
+                tx.reply_with(status, headers, None).await?;
+                return Ok(());
+            }
+        };
+        let Some(host) = trunk.host.clone() else {
+            tx.reply(StatusCode::ServiceUnavailable).await?;
+            return Ok(());
+        };
+        let Some(destination) = tokio::net::lookup_host((host.as_str(), trunk.port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+        else {
+            let (status, headers) = refuse(
+                StatusCode::ServiceUnavailable,
+                "the trunk's host cannot be resolved",
+            );
+            tx.reply_with(status, headers, None).await?;
+            return Ok(());
+        };
+        let (written_target, caller_id) = match &profile {
+            Some(profile) => (
+                identity::write_number(&target, profile),
+                identity::write_number(&number.number, profile),
+            ),
+            None => (target.clone(), number.number.clone()),
+        };
+        let credential = match (&trunk.username, self.store.trunk_password(&trunk.id).await?) {
+            (Some(username), Some(password)) => Some(rsipstack::dialog::authenticate::Credential {
+                username: username.clone(),
+                password,
+                realm: None,
+                auth_username: None,
+            }),
+            _ => None,
+        };
+        let call_id = request.call_id_header()?.value().to_owned();
+        let span =
+            tracing::info_span!("call", %call_id, number = %number.number, direction = "outgoing");
+
+        let (state_sender, states) = self.dialogs.new_dialog_state_channel();
+        let inbound = self.dialogs.get_or_create_server_invite(
+            &tx,
+            state_sender.clone(),
+            None,
+            Some(self.contact_uri()),
+        )?;
+        let mut server_side = inbound.clone();
+        tokio::spawn(async move {
+            let _ = server_side.handle(&mut tx).await;
+        });
+
+        let opening = CallEvent {
+            call_id: call_id.clone(),
+            event: CallEventKind::Ringing,
+            direction: Direction::Outgoing,
+            from: number.number.clone(),
+            to: target.clone(),
+            user: Some(user.clone()),
+            outcome: None,
+            at: now_ms(),
+        };
+        let (call_record, answer) = self.intake_within_budget(opening, &number).await;
+        let carrier = Device {
+            contact: format!("sip:{written_target}@{host}:{port}", port = trunk.port),
+            transport: trunk.transport.to_string(),
+            source: destination.to_string(),
+            q: None,
+        };
+        let plan = router::RoutePlan {
+            steps: vec![router::Step {
+                user: user.clone(),
+                devices: vec![carrier],
+            }],
+            unreachable: Vec::new(),
+            // The carrier gives up on its own; ours is only a bound.
+            ring_timeout_ms: 180_000,
+        };
+        let mut shown = self.shown_caller(&answer, None, &target).await;
+        // What the carrier sees: our number, no CRM name, no link into our API.
+        shown.name = None;
+        shown.info_url = None;
+        shown.caller_id = Some(caller_id);
+        let call = Call {
+            b2bua: self.clone(),
+            call_record,
+            call_id,
+            customer: target,
+            number,
+            inbound,
+            offer: request.body.clone(),
+            content_type: content_type(&request.headers),
+            plan,
+            shown,
+            state_sender,
+            legs: std::sync::Mutex::new(Vec::new()),
+            deferred: std::sync::Mutex::new(Vec::new()),
+            direction: Direction::Outgoing,
+            from_host: host,
+            credential,
+            received,
+        };
+        call.run(states).instrument(span).await;
+        Ok(())
+    }
+}

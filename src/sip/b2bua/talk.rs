@@ -1,0 +1,189 @@
+//! The talking phase of a call: BYE, re-INVITE and UPDATE relayed between the two
+//! dialogs, and blind transfers started by the agent's phone.
+
+use super::*;
+
+impl Call {
+    /// Connected: relays BYE and session refreshes between the two dialogs until one
+    /// side hangs up, and carries out blind transfers (REFER) from the agent's phone.
+    /// Returns who was talking to the caller at the end.
+    pub(super) async fn talk(
+        &self,
+        states: &mut DialogStateReceiver,
+        agent: &InviteDialog,
+        user: UserId,
+    ) -> UserId {
+        let mut agent = agent.clone();
+        let mut user = user;
+        let mut backlog: std::collections::VecDeque<DialogState> =
+            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner())).into();
+        let mut transfer: Option<Pin<Box<dyn Future<Output = Transferred> + Send + '_>>> = None;
+        // The transferring phone may hang up as soon as its REFER is accepted.
+        let mut referrer_gone = false;
+        let mut initial_notify_due = false;
+        loop {
+            let pending_transfer = async {
+                match transfer.as_mut() {
+                    Some(t) => t.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                done = pending_transfer => {
+                    transfer = None;
+                    match done {
+                        Transferred::Answered { user: target, dialog, response } => {
+                            let headers = content_type(&response.headers)
+                                .map(|ct| vec![Header::ContentType(ct.into())]);
+                            let body = (!response.body.is_empty()).then(|| response.body.clone());
+                            // The caller's media now goes to the new phone.
+                            if let Err(err) = self.inbound.reinvite(headers, body).await {
+                                tracing::warn!(%err, "cannot re-INVITE the caller after a transfer");
+                            }
+                            if !referrer_gone {
+                                // In the background: a phone slow to answer the NOTIFY
+                                // must not hold up the call.
+                                let referrer = agent.clone();
+                                tokio::spawn(async move {
+                                    let _ = referrer
+                                        .notify_refer(StatusCode::OK, "terminated;reason=noresource")
+                                        .await;
+                                    let _ = referrer.hangup().await;
+                                });
+                            }
+                            tracing::info!(from = %user, to = %target, "call transferred");
+                            metrics::counter!("leadline_call_transfers_total", "result" => "answered")
+                                .increment(1);
+                            self.transferred_to(&target).await;
+                            agent = dialog;
+                            user = target;
+                            referrer_gone = false;
+                        }
+                        Transferred::Failed(status) => {
+                            metrics::counter!("leadline_call_transfers_total", "result" => "failed")
+                                .increment(1);
+                            if referrer_gone {
+                                // Nobody is left to talk to the caller.
+                                let _ = self.inbound.bye().await;
+                                return user;
+                            }
+                            let referrer = agent.clone();
+                            tokio::spawn(async move {
+                                let _ = referrer
+                                    .notify_refer(
+                                        StatusCode::from(status),
+                                        "terminated;reason=noresource",
+                                    )
+                                    .await;
+                            });
+                        }
+                    }
+                }
+                state = next_state(&mut backlog, states) => {
+                    let Some(state) = state else { return user };
+                    let agent_call_id = agent.id().call_id.clone();
+                    match state {
+                        DialogState::Terminated(id, reason) => {
+                            tracing::debug!(?reason, dialog = %id, "a side ended the call");
+                            if id.call_id == self.call_id {
+                                let _ = agent.hangup().await;
+                                return user;
+                            } else if id.call_id == agent_call_id {
+                                if transfer.is_some() {
+                                    referrer_gone = true;
+                                    continue;
+                                }
+                                let _ = self.inbound.bye().await;
+                                return user;
+                            }
+                            // else: a cancelled or replaced leg finishing
+                        }
+                        DialogState::Updated(id, request, handle) => {
+                            // re-INVITE or UPDATE (session refresh, hold, codec change): ask
+                            // the other side the same and give its answer back.
+                            let other = if id.call_id == self.call_id {
+                                agent.clone()
+                            } else {
+                                self.inbound.clone()
+                            };
+                            tokio::spawn(relay_update(other, request, handle));
+                        }
+                        DialogState::Refer(id, request, handle) if id.call_id == agent_call_id => {
+                            match (transfer.is_none(), self.transfer_target(&request).await) {
+                                (true, Ok(target)) => {
+                                    let _ = handle.reply(StatusCode::Accepted).await;
+                                    // The first NOTIFY waits for the 202 to be sent (the
+                                    // dialog reports itself confirmed again then): phones
+                                    // expect them in that order.
+                                    initial_notify_due = true;
+                                    transfer = Some(Box::pin(self.ring_transfer(target)));
+                                }
+                                (false, _) => {
+                                    let _ = handle.reply(StatusCode::RequestPending).await;
+                                }
+                                (true, Err(status)) => {
+                                    let _ = handle.reply(status).await;
+                                }
+                            }
+                        }
+                        DialogState::Confirmed(id, _)
+                            if initial_notify_due && id.call_id == agent_call_id =>
+                        {
+                            // RFC 3515 §2.4.4: the implicit subscription starts with a
+                            // NOTIFY of the current state.
+                            initial_notify_due = false;
+                            let referrer = agent.clone();
+                            tokio::spawn(async move {
+                                let _ = referrer
+                                    .notify_refer(StatusCode::Trying, "active;expires=60")
+                                    .await;
+                            });
+                        }
+                        DialogState::Refer(_, _, handle) => {
+                            // Only the agent's phone may transfer the call.
+                            let _ = handle.reply(StatusCode::Forbidden).await;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Relays one re-INVITE or UPDATE to the other dialog and answers with its response.
+pub(super) async fn relay_update(
+    other: InviteDialog,
+    request: rsipstack::sip::Request,
+    handle: rsipstack::dialog::dialog::TransactionHandle,
+) {
+    let body = (!request.body.is_empty()).then(|| request.body.clone());
+    let headers = content_type(&request.headers).map(|ct| vec![Header::ContentType(ct.into())]);
+    let response = if request.method == Method::Update {
+        other.update(headers, body).await
+    } else {
+        other.reinvite(headers, body).await
+    };
+    match response {
+        Ok(Some(response)) => {
+            let headers =
+                content_type(&response.headers).map(|ct| vec![Header::ContentType(ct.into())]);
+            let body = (!response.body.is_empty()).then(|| response.body.clone());
+            let _ = handle.respond(response.status_code, headers, body).await;
+        }
+        _ => {
+            let _ = handle.reply(StatusCode::ServerInternalError).await;
+        }
+    }
+}
+
+/// The next dialog change: those kept back while ringing first, in order.
+pub(super) async fn next_state(
+    backlog: &mut std::collections::VecDeque<DialogState>,
+    states: &mut DialogStateReceiver,
+) -> Option<DialogState> {
+    match backlog.pop_front() {
+        Some(state) => Some(state),
+        None => states.recv().await,
+    }
+}
