@@ -633,6 +633,27 @@ async fn t10_a_blind_transfer_moves_the_call_and_the_new_lead_to_the_answering_a
         json!(line.ben),
         "T10: the lead is Ben's: {lead}"
     );
+    // Every dialog of the call (caller, Anna, Ben) is released when it ends.
+    wait_until(
+        Duration::from_secs(10),
+        "the call's dialogs to be released",
+        || async {
+            let metrics = app
+                .client
+                .get(format!("{}/metrics", app.base))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metrics
+                .lines()
+                .any(|l| l == "leadline_sip_dialogs 0")
+                .then_some(())
+        },
+    )
+    .await;
     app.stop().await;
 }
 

@@ -147,6 +147,7 @@ impl B2bua {
             state_sender,
             legs: std::sync::Mutex::new(Vec::new()),
             deferred: std::sync::Mutex::new(Vec::new()),
+            transferred_dialogs: std::sync::Mutex::new(Vec::new()),
             direction: Direction::Outgoing,
             from_host: host,
             credential,

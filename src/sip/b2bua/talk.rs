@@ -55,6 +55,10 @@ impl Call {
                             metrics::counter!("leadline_call_transfers_total", "result" => "answered")
                                 .increment(1);
                             self.transferred_to(&target).await;
+                            self.transferred_dialogs
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(dialog.id());
                             agent = dialog;
                             user = target;
                             referrer_gone = false;
