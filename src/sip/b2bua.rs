@@ -149,7 +149,7 @@ impl B2bua {
             call_record,
             call_id,
             customer,
-            number,
+            number: Some(number),
             inbound,
             offer: request.body.clone(),
             content_type: content_type(&request.headers),
@@ -326,7 +326,8 @@ struct Call {
     call_record: Option<String>,
     call_id: String,
     customer: String,
-    number: NumberSettings,
+    /// Our number the call is on; `None` for a call between two employees (no CRM).
+    number: Option<NumberSettings>,
     inbound: InviteDialog,
     offer: Vec<u8>,
     content_type: Option<String>,
@@ -662,7 +663,11 @@ impl Call {
             call_id: self.call_id.clone(),
             direction: self.direction.to_string(),
             customer: self.customer.clone(),
-            number: self.number.number.clone(),
+            number: self
+                .number
+                .as_ref()
+                .map(|n| n.number.clone())
+                .unwrap_or_default(),
             entity: self.shown.entity.clone(),
             name: self.shown.name.clone(),
             responsible: self.shown.responsible.as_ref().map(ToString::to_string),
@@ -675,9 +680,13 @@ impl Call {
 
     /// Records a step of the call through the intake (idempotent per Call-ID and step).
     async fn event(&self, kind: CallEventKind, user: Option<UserId>, outcome: Option<CallOutcome>) {
+        // A call between employees is no customer's call: nothing for the CRM.
+        let Some(number) = &self.number else {
+            return;
+        };
         let (from, to) = match self.direction {
-            Direction::Incoming => (self.customer.clone(), self.number.number.clone()),
-            Direction::Outgoing => (self.number.number.clone(), self.customer.clone()),
+            Direction::Incoming => (self.customer.clone(), number.number.clone()),
+            Direction::Outgoing => (number.number.clone(), self.customer.clone()),
         };
         let event = CallEvent {
             call_id: self.call_id.clone(),

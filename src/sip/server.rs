@@ -293,7 +293,17 @@ async fn invite(
     mut tx: Transaction,
     source: Option<SocketAddr>,
 ) -> rsipstack::Result<()> {
+    // A registered phone's own address is the phone's, whatever allowed_ips say.
+    let from_phone = match source {
+        Some(source) => registrar
+            .store
+            .is_phone_source(&source.to_string(), now_ms())
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
     let trunk = match source {
+        Some(_) if from_phone => None,
         Some(source) => match registrar.trunk_from(source.ip()).await {
             Ok(trunk) => trunk,
             Err(err) => {

@@ -95,6 +95,19 @@ impl Store {
         })
     }
 
+    /// Whether an employee's phone is registered from exactly this `ip:port`.
+    pub async fn is_phone_source(&self, source: &str, now: Millis) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT 1 AS found FROM registrations WHERE source = $1 AND owner_kind = 'user' \
+             AND expires_at > $2 LIMIT 1",
+        )
+        .bind(source)
+        .bind(now)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// The unexpired bindings of an employee's devices.
     pub async fn user_bindings(
         &self,

@@ -869,3 +869,81 @@ async fn t3_simple_mode_creates_a_contact_and_a_deal_for_a_new_caller() {
     assert!(app.leads().await.is_empty(), "no lead step in simple mode");
     app.stop().await;
 }
+
+/// An agent dials a colleague's extension: an internal call, rung on the colleague's
+/// phones with the caller's name and extension, kept out of the CRM and the call log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_calls_a_colleagues_extension() {
+    let app = TestApp::spawn_for_sipp().await;
+    // No trunk here: every INVITE from loopback is a phone's.
+    agent(&app, "Anna", "101").await;
+    agent(&app, "Ben", "102").await;
+    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
+    let ben_answers = ben_phone.expect_call("agent_answer.xml");
+    let anna_dials = Sipp::start(
+        "agent_dial.xml",
+        free_port(),
+        Some(app.sip_addr().to_string()),
+        &[
+            "-s",
+            "101",
+            "-au",
+            "101",
+            "-ap",
+            "pw-101-secret",
+            "-key",
+            "dial",
+            "102",
+        ],
+    );
+    let (ok, anna) = anna_dials.finish().await;
+    assert!(ok, "{anna}");
+    let (ok, ben) = ben_answers.finish().await;
+    assert!(ok, "{ben}");
+    let invite = received_invite(&ben);
+    assert!(
+        invite.contains("From: \"Anna\" <sip:101@"),
+        "Ben's phone shows Anna: {invite}"
+    );
+    assert!(!invite.contains("Call-Info"), "{invite}");
+    assert_eq!(app.get_ok("/api/v1/calls").await["items"], json!([]));
+    assert!(app.leads().await.is_empty());
+    app.stop().await;
+}
+
+/// T2: a phone registered from an address a trunk's `allowed_ips` also cover (one office
+/// NAT for the PBX and the phones) is still a phone when it calls from its registered
+/// address: it authenticates and its call is its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_phone_is_not_mistaken_for_a_trunk_on_a_shared_address() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await; // its trunk allows 127.0.0.1
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
+    let ben_answers = ben_phone.expect_call("agent_answer.xml");
+    let anna_dials = Sipp::start(
+        "agent_dial.xml",
+        anna_phone.port,
+        Some(app.sip_addr().to_string()),
+        &[
+            "-s",
+            "101",
+            "-au",
+            "101",
+            "-ap",
+            "pw-101-secret",
+            "-key",
+            "dial",
+            "102",
+        ],
+    );
+    let (ok, anna) = anna_dials.finish().await;
+    assert!(ok, "{anna}");
+    assert!(
+        anna.contains("SIP/2.0 407"),
+        "challenged like a phone: {anna}"
+    );
+    let (ok, ben) = ben_answers.finish().await;
+    assert!(ok, "{ben}");
+    app.stop().await;
+}

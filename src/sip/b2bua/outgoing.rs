@@ -19,6 +19,18 @@ impl B2bua {
                 vec![Header::Warning(format!("399 leadline \"{why}\"").into())],
             )
         };
+        let dialled = request
+            .uri
+            .auth
+            .as_ref()
+            .map(|a| a.user.clone())
+            .unwrap_or_default();
+        // A colleague's extension: an internal call, no trunk and no CRM.
+        if let Some(colleague) = self.store.sip_credentials(&dialled).await? {
+            return self
+                .internal(tx, user, colleague.user, dialled, received)
+                .await;
+        }
         let Some((our_number, trunk_id)) = self.store.outgoing_line(&user).await? else {
             let (status, headers) = refuse(
                 StatusCode::Forbidden,
@@ -39,12 +51,6 @@ impl B2bua {
             .get(&trunk.profile)
             .or_else(|| self.profiles.get("generic"))
             .cloned();
-        let dialled = request
-            .uri
-            .auth
-            .as_ref()
-            .map(|a| a.user.clone())
-            .unwrap_or_default();
         let target = match crate::matcher::normalise_phone(&dialled, Some(number.default_country)) {
             Ok(crate::matcher::PhoneKey::E164(e164)) => e164,
             _ => {
@@ -138,7 +144,7 @@ impl B2bua {
             call_record,
             call_id,
             customer: target,
-            number,
+            number: Some(number),
             inbound,
             offer: request.body.clone(),
             content_type: content_type(&request.headers),
@@ -156,4 +162,66 @@ impl B2bua {
         call.run(states).instrument(span).await;
         Ok(())
     }
+
+    /// An agent calling a colleague's extension: their devices ring, showing the
+    /// caller's name and extension. Not a customer call: not in the CRM or the call log.
+    async fn internal(
+        self: Arc<Self>,
+        mut tx: Transaction,
+        caller: UserId,
+        callee: UserId,
+        extension: String,
+        received: std::time::Instant,
+    ) -> Result<(), B2buaError> {
+        let request = tx.original.clone();
+        let devices = self.devices(std::slice::from_ref(&callee)).await?;
+        let plan = router::plan(std::slice::from_ref(&callee), &devices, INTERNAL_RING_S);
+        let caller_record = self.store.get_user(&caller).await?;
+        let call_id = request.call_id_header()?.value().to_owned();
+        let span = tracing::info_span!("call", %call_id, direction = "internal");
+        let (state_sender, states) = self.dialogs.new_dialog_state_channel();
+        let inbound = self.dialogs.get_or_create_server_invite(
+            &tx,
+            state_sender.clone(),
+            None,
+            Some(self.contact_uri()),
+        )?;
+        let mut server_side = inbound.clone();
+        tokio::spawn(async move {
+            let _ = server_side.handle(&mut tx).await;
+        });
+        let shown = Shown {
+            caller_id: caller_record.extension.clone(),
+            entity: None,
+            responsible: None,
+            name: Some(caller_record.name.clone()),
+            info_url: None,
+            number: extension.clone(),
+        };
+        let call = Call {
+            b2bua: self.clone(),
+            call_record: None,
+            call_id,
+            customer: extension,
+            number: None,
+            inbound,
+            offer: request.body.clone(),
+            content_type: content_type(&request.headers),
+            plan,
+            shown,
+            state_sender,
+            legs: std::sync::Mutex::new(Vec::new()),
+            deferred: std::sync::Mutex::new(Vec::new()),
+            transferred_dialogs: std::sync::Mutex::new(Vec::new()),
+            direction: Direction::Outgoing,
+            from_host: self.local.to_string(),
+            credential: None,
+            received,
+        };
+        call.run(states).instrument(span).await;
+        Ok(())
+    }
 }
+
+/// How long a colleague's phones ring for an internal call.
+const INTERNAL_RING_S: u32 = 30;
