@@ -193,11 +193,27 @@ fn received_invite(messages: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t1_unknown_caller_rings_the_queue_and_the_answer_is_logged() {
     let app = TestApp::spawn_for_sipp().await;
-    let line = line(&app, 20).await;
-    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    unknown_caller_rings_the_queue(&app).await;
+    app.stop().await;
+}
+
+/// The same call with the gateway on PostgreSQL: bindings, intake and call log there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t1_unknown_caller_on_postgresql() {
+    let server = crate::common::postgres::PgServer::shared();
+    let url = server.create_database("calls_t1").await;
+    let app = TestApp::spawn_for_sipp_with(|config| config.database_url = url).await;
+    unknown_caller_rings_the_queue(&app).await;
+    app.stop().await;
+}
+
+/// T1, T9, T13: the scenario of the two tests above, on whatever database `app` uses.
+async fn unknown_caller_rings_the_queue(app: &TestApp) {
+    let line = line(app, 20).await;
+    let anna_phone = Phone::register(app, "101", "pw-101-secret").await;
     let anna_answers = anna_phone.expect_call("agent_answer.xml");
 
-    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    let (ok, carrier) = carrier_call(app, "carrier_call.xml", &[]).finish().await;
     assert!(ok, "the carrier's call is answered: {carrier}");
     let (ok, phone) = anna_answers.finish().await;
     assert!(ok, "Anna's phone rang, answered and got the BYE: {phone}");
@@ -229,13 +245,12 @@ async fn t1_unknown_caller_rings_the_queue_and_the_answer_is_logged() {
         "the caller's SDP is passed through"
     );
 
-    let call = ended_call(&app).await;
+    let call = ended_call(app).await;
     assert_eq!(call["outcome"], "answered", "{call}");
     assert_eq!(call["answered_by"], json!(line.anna), "{call}");
     assert_eq!(call["direction"], "incoming");
     assert!(call["answered_at"].is_string(), "{call}");
     assert_eq!(call["route"], json!([line.anna, line.ben]), "{call}");
-    app.stop().await;
 }
 
 /// Issue 5 item 1: nobody registered: 480 to the carrier and one missed call that leaves
@@ -243,7 +258,7 @@ async fn t1_unknown_caller_rings_the_queue_and_the_answer_is_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t13_nobody_registered_is_480_and_a_missed_call() {
     let app = TestApp::spawn_for_sipp().await;
-    line(&app, 20).await;
+    line(app, 20).await;
     let (ok, carrier) = carrier_call(&app, "carrier_unanswered.xml", &[])
         .finish()
         .await;
