@@ -258,7 +258,7 @@ async fn unknown_caller_rings_the_queue(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t13_nobody_registered_is_480_and_a_missed_call() {
     let app = TestApp::spawn_for_sipp().await;
-    line(app, 20).await;
+    line(&app, 20).await;
     let (ok, carrier) = carrier_call(&app, "carrier_unanswered.xml", &[])
         .finish()
         .await;
