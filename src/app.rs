@@ -101,6 +101,8 @@ impl App {
             lookup_budget: config.call_lookup_budget,
             events: events.clone(),
             live: live.clone(),
+            endpoint: sip.handle(),
+            own_dialogs: Default::default(),
             api_base: config
                 .public_url
                 .clone()

@@ -40,6 +40,8 @@ pub enum B2buaError {
     Sip(Box<rsipstack::Error>),
     #[error("SIP message: {0}")]
     Message(#[from] rsipstack::sip::Error),
+    #[error("{0}")]
+    Endpoint(#[from] crate::sip::endpoint::EndpointError),
 }
 
 mod legs;
@@ -71,6 +73,11 @@ pub struct B2bua {
     pub events: EventBus,
     /// Legs of the calls ringing or talking now.
     pub live: LiveCalls,
+    /// Our TCP connections, for legs to phones registered over TCP.
+    pub endpoint: crate::sip::endpoint::EndpointHandle,
+    /// Dialogs of legs sent down our own TCP flows: rsipstack's dialog layer files only
+    /// the dialogs it set up itself.
+    pub own_dialogs: std::sync::Mutex<HashMap<String, InviteDialog>>,
 }
 
 /// A leg's final answer, from the task awaiting its INVITE transaction.
@@ -302,6 +309,40 @@ impl B2bua {
         }
     }
 
+    fn own_dialogs_insert(&self, id: String, dialog: InviteDialog) {
+        self.own_dialogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, dialog);
+    }
+
+    fn own_dialogs_remove(&self, id: &str) {
+        self.own_dialogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// The dialog an in-dialog request belongs to, ours or the dialog layer's.
+    pub fn dialog_of(&self, tx: &Transaction) -> Option<rsipstack::dialog::dialog::Dialog> {
+        if let Some(dialog) = self.dialogs.match_dialog(tx) {
+            return Some(dialog);
+        }
+        let id = rsipstack::dialog::DialogId::try_from(tx).ok()?.to_string();
+        self.own_dialogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+            .map(rsipstack::dialog::dialog::Dialog::Invite)
+    }
+
+    /// Forgets a dialog of a call that ended.
+    fn forget_dialog(&self, id: &rsipstack::dialog::DialogId) {
+        self.dialogs.remove_dialog(id);
+        self.own_dialogs_remove(&id.to_string());
+    }
+
     fn contact_uri(&self) -> Uri {
         Uri::try_from(format!("sip:leadline@{}", self.local).as_str())
             .unwrap_or_else(|_| Uri::default())
@@ -415,9 +456,9 @@ impl Call {
                 Some(dialog.id())
             }
         };
-        self.b2bua.dialogs.remove_dialog(&self.inbound.id());
+        self.b2bua.forget_dialog(&self.inbound.id());
         if let Some(id) = ended_by {
-            self.b2bua.dialogs.remove_dialog(&id);
+            self.b2bua.forget_dialog(&id);
         }
         // Phones a transfer connected: their dialogs are done too.
         let taken_over = std::mem::take(
@@ -427,10 +468,16 @@ impl Call {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         for id in taken_over {
-            self.b2bua.dialogs.remove_dialog(&id);
+            self.b2bua.forget_dialog(&id);
         }
         // What the dialog layer still holds once a call is over: a leak shows here.
-        metrics::gauge!("leadline_sip_dialogs").set(self.b2bua.dialogs.len() as f64);
+        let own = self
+            .b2bua
+            .own_dialogs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        metrics::gauge!("leadline_sip_dialogs").set((self.b2bua.dialogs.len() + own) as f64);
     }
 
     /// Rings the plan's steps until a leg answers or nobody will.
@@ -464,7 +511,7 @@ impl Call {
                         ));
                         for device in 0..self.plan.steps[step].devices.len() {
                             let leg = (step, device);
-                            match self.start_leg(leg, &done_sender) {
+                            match self.start_leg(leg, &done_sender).await {
                                 Ok(dialog) => {
                                     self.leg_started(leg);
                                     leg_by_call_id.insert(dialog.id().call_id.clone(), leg);
@@ -575,12 +622,14 @@ impl Call {
         }
     }
 
-    fn start_leg(
+    async fn start_leg(
         &self,
         leg: LegId,
         done: &mpsc::UnboundedSender<LegDone>,
     ) -> Result<InviteDialog, B2buaError> {
-        let (dialog, handle) = self.invite_device(&self.plan.steps[leg.0].devices[leg.1])?;
+        let (dialog, handle) = self
+            .invite_device(&self.plan.steps[leg.0].devices[leg.1])
+            .await?;
         let done = done.clone();
         tokio::spawn(async move {
             let response = match handle.await {
@@ -594,7 +643,7 @@ impl Call {
 
     /// Sends the caller's INVITE on to one device: the CRM's name as the From display
     /// name, `Call-Info` with the entity's URL, the caller's SDP.
-    fn invite_device(
+    async fn invite_device(
         &self,
         device: &Device,
     ) -> Result<
@@ -643,10 +692,59 @@ impl Call {
             credential: self.credential.clone(),
             ..InviteOption::default()
         };
+        if transport == Transport::Tcp
+            && let Ok(peer) = device.source.parse::<SocketAddr>()
+        {
+            return self.invite_over_flow(option, peer).await;
+        }
         Ok(self
             .b2bua
             .dialogs
             .do_invite_async(option, self.state_sender.clone())?)
+    }
+
+    /// An INVITE to a phone registered over TCP goes down the connection it registered
+    /// over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. rsipstack's
+    /// `do_invite_async` would open a new connection, so this is its counterpart with the
+    /// transaction bound to our flow; in-dialog requests then follow the same flow.
+    async fn invite_over_flow(
+        &self,
+        option: InviteOption,
+        peer: SocketAddr,
+    ) -> Result<
+        (
+            InviteDialog,
+            tokio::task::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
+        ),
+        B2buaError,
+    > {
+        let flow = self
+            .b2bua
+            .endpoint
+            .tcp_flow(peer, Duration::from_secs(3))
+            .await?;
+        let (dialog, mut tx) = self
+            .b2bua
+            .dialogs
+            .create_client_invite_dialog(option, self.state_sender.clone())?;
+        tx.connection = Some(flow.connection);
+        let b2bua = self.b2bua.clone();
+        let early = dialog.id().to_string();
+        b2bua.own_dialogs_insert(early.clone(), dialog.clone());
+        let invite = dialog.clone();
+        let handle = tokio::spawn(async move {
+            let result = invite.process_invite(&mut tx).await;
+            b2bua.own_dialogs_remove(&early);
+            if let Ok((id, Some(response))) = &result
+                && response.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful
+            {
+                b2bua.own_dialogs_insert(id.to_string(), invite.clone());
+                // Drain the accepted transaction until it ends (RFC 6026), as rsipstack does.
+                tokio::spawn(async move { while tx.receive().await.is_some() {} });
+            }
+            result
+        });
+        Ok((dialog, handle))
     }
 
     /// Tells the call window.

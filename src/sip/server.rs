@@ -344,7 +344,7 @@ async fn matching_dialog(
     const STEP: Duration = Duration::from_millis(10);
     let deadline = tokio::time::Instant::now() + GRACE;
     loop {
-        if let Some(dialog) = b2bua.dialogs.match_dialog(tx) {
+        if let Some(dialog) = b2bua.dialog_of(tx) {
             return Some(dialog);
         }
         if *tx.original.method() == Method::Ack || tokio::time::Instant::now() >= deadline {

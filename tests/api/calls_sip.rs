@@ -962,3 +962,124 @@ async fn a_registered_phone_is_not_mistaken_for_a_trunk_on_a_shared_address() {
     assert!(ok, "{ben}");
     app.stop().await;
 }
+
+/// A phone over one TCP connection: reads whole SIP messages from it.
+struct TcpPhone {
+    stream: tokio::net::TcpStream,
+    pending: bytes::BytesMut,
+}
+
+impl TcpPhone {
+    async fn send(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt as _;
+        self.stream.write_all(text.as_bytes()).await.unwrap();
+    }
+
+    /// The next whole message, within `within`.
+    async fn next(&mut self, within: Duration) -> Option<String> {
+        use leadline::sip::message::{Frame, Limits, frame};
+        use tokio::io::AsyncReadExt as _;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match frame(&self.pending, &Limits::UDP) {
+                Frame::Message(n) => {
+                    let message = self.pending.split_to(n);
+                    return Some(String::from_utf8_lossy(&message).into_owned());
+                }
+                Frame::KeepAlive(n) => {
+                    let _ = self.pending.split_to(n);
+                    continue;
+                }
+                _ => {}
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.pending)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+}
+
+fn header_line<'a>(message: &'a str, name: &str) -> &'a str {
+    message
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .unwrap_or_else(|| panic!("no {name} in {message}"))
+}
+
+/// Issue 4 item 1 (connection reuse, RFC 3261 §18.2.2, RFC 5626): a phone registered over
+/// TCP — behind NAT only reachable that way — gets its calls down the very connection it
+/// registered over, not a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_registered_over_tcp_is_called_on_its_own_connection() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    let gw = app.sip_addr();
+    let mut phone = TcpPhone {
+        stream: tokio::net::TcpStream::connect(gw).await.unwrap(),
+        pending: bytes::BytesMut::new(),
+    };
+    let local = phone.stream.local_addr().unwrap();
+    let register = |cseq: u32, authorization: &str| {
+        format!(
+            "REGISTER sip:{gw} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bK-tcp-reg-{cseq}\r\n\
+             From: <sip:101@{gw}>;tag=tcpphone\r\nTo: <sip:101@{gw}>\r\nCall-ID: tcp-phone-reg\r\n\
+             CSeq: {cseq} REGISTER\r\nContact: <sip:101@{local};transport=tcp>\r\n\
+             Max-Forwards: 70\r\nExpires: 300\r\n{authorization}Content-Length: 0\r\n\r\n"
+        )
+    };
+    phone.send(&register(1, "")).await;
+    let challenge = phone
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a challenge");
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let offered = header_line(&challenge, "WWW-Authenticate")
+        .split_once(':')
+        .unwrap()
+        .1
+        .trim()
+        .to_owned();
+    let answer = leadline::sip::digest::answer(
+        &offered,
+        "REGISTER",
+        &format!("sip:{gw}"),
+        "101",
+        "pw-101-secret",
+        "tcpcnonce",
+        1,
+    )
+    .unwrap();
+    phone
+        .send(&register(2, &format!("Authorization: {answer}\r\n")))
+        .await;
+    let ok = phone.next(Duration::from_secs(5)).await.expect("an answer");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+
+    let carrier = carrier_call(&app, "carrier_unanswered.xml", &[]);
+    let invite = phone
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the INVITE comes down the registration's connection");
+    assert!(invite.starts_with("INVITE sip:101@"), "{invite}");
+    let to = header_line(&invite, "To");
+    let busy = format!(
+        "SIP/2.0 486 Busy Here\r\n{}\r\n{}\r\n{to};tag=tcpbusy\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+        header_line(&invite, "Via"),
+        header_line(&invite, "From"),
+        header_line(&invite, "Call-ID"),
+        header_line(&invite, "CSeq"),
+    );
+    phone.send(&busy).await;
+    let ack = phone.next(Duration::from_secs(5)).await.expect("the ACK");
+    assert!(ack.starts_with("ACK "), "{ack}");
+    let (ok, carrier) = carrier.finish().await;
+    assert!(
+        ok && carrier.contains("SIP/2.0 486"),
+        "only phone busy: {carrier}"
+    );
+    app.stop().await;
+}

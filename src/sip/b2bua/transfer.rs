@@ -58,7 +58,7 @@ impl Call {
             .take(router::MAX_DEVICES_PER_USER)
             .enumerate()
         {
-            let Ok((dialog, handle)) = self.invite_device(device) else {
+            let Ok((dialog, handle)) = self.invite_device(device).await else {
                 continue;
             };
             self.extra_leg(&target, &device.contact);
