@@ -13,7 +13,7 @@ use rsipstack::sip::{Header, HeadersExt as _, Method, Request};
 
 /// Option-tags (RFC 3261 §19.2) this gateway implements; a `Require` naming anything
 /// else is refused with 420.
-pub const SUPPORTED_EXTENSIONS: &[&str] = &[];
+pub const SUPPORTED_EXTENSIONS: &[&str] = &["timer"];
 
 /// Why a request is turned away before its handler, with the status to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,7 @@ use tracing::Instrument as _;
 use super::identity;
 use super::profiles::Profiles;
 use super::router::{self, Device, LegId, RingAction, RingEvent, Ringing, Unanswered};
+use super::session_timer;
 use crate::crm::intake::NumberSettings;
 use crate::crm::model::{CallEventKind, CallOutcome, Direction, EntityKind, UserId};
 use crate::events::{CallUpdate, EventBus, LiveCalls};
@@ -110,6 +111,20 @@ impl B2bua {
                 .await?;
             return Ok(());
         };
+        let session_interval_s = match session_timer::negotiate(
+            header_value(&request, &["session-expires", "x"]).as_deref(),
+            header_value(&request, &["min-se"]).as_deref(),
+            lists_option(&request, "timer"),
+        ) {
+            session_timer::Negotiated::None => None,
+            session_timer::Negotiated::CallerRefreshes { interval_s } => Some(interval_s),
+            session_timer::Negotiated::TooSmall { min_se_s } => {
+                let min_se = Header::Other("Min-SE".into(), min_se_s.to_string());
+                tx.reply_with(StatusCode::from(422), vec![min_se], None)
+                    .await?;
+                return Ok(());
+            }
+        };
         let caller = identity::caller(&request, &profile);
         let call_id = request.call_id_header()?.value().to_owned();
         let span = tracing::info_span!("call", %call_id, number = %number.number);
@@ -170,6 +185,7 @@ impl B2bua {
             from_host: self.local.to_string(),
             credential: None,
             received,
+            session_interval_s,
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -388,6 +404,8 @@ struct Call {
     credential: Option<rsipstack::dialog::authenticate::Credential>,
     /// When the caller's INVITE arrived: the post-dial delay we add is measured from it.
     received: std::time::Instant,
+    /// The session timer agreed with the caller (RFC 4028), in seconds.
+    session_interval_s: Option<u32>,
 }
 
 /// How ringing ended.
@@ -425,9 +443,16 @@ impl Call {
                 response,
             } => {
                 let user = self.plan.steps[leg.0].user.clone();
-                let headers =
-                    content_type(&response.headers).map(|ct| vec![Header::ContentType(ct.into())]);
-                if let Err(err) = self.inbound.accept(headers, Some(response.body.clone())) {
+                let mut headers: Vec<Header> = content_type(&response.headers)
+                    .map(|ct| vec![Header::ContentType(ct.into())])
+                    .unwrap_or_default();
+                if let Some(interval_s) = self.session_interval_s {
+                    headers.extend(talk::session_timer_headers(interval_s));
+                }
+                if let Err(err) = self
+                    .inbound
+                    .accept(Some(headers), Some(response.body.clone()))
+                {
                     tracing::warn!(%err, "cannot answer the caller; ending the agent's leg");
                     let _ = dialog.hangup().await;
                     self.finish_legs().await;
@@ -813,6 +838,31 @@ fn caller_user(number: &str) -> String {
     } else {
         cleaned
     }
+}
+
+/// The value of the first header with one of `names` (lower-case; compact forms too).
+fn header_value(request: &rsipstack::sip::Request, names: &[&str]) -> Option<String> {
+    request.headers.iter().find_map(|h| {
+        let text = h.to_string();
+        let (name, value) = text.split_once(':')?;
+        names
+            .contains(&name.trim().to_ascii_lowercase().as_str())
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// Whether `Supported` or `Require` lists an option tag (compact `k` too).
+fn lists_option(request: &rsipstack::sip::Request, tag: &str) -> bool {
+    request.headers.iter().any(|h| {
+        let text = h.to_string();
+        let Some((name, value)) = text.split_once(':') else {
+            return false;
+        };
+        matches!(
+            name.trim().to_ascii_lowercase().as_str(),
+            "supported" | "k" | "require"
+        ) && value.split(',').any(|t| t.trim().eq_ignore_ascii_case(tag))
+    })
 }
 
 fn content_type(headers: &rsipstack::sip::Headers) -> Option<String> {

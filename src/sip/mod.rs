@@ -16,5 +16,6 @@ pub mod profiles;
 pub mod registrar;
 pub mod router;
 pub mod server;
+pub mod session_timer;
 pub mod trunk;
 pub mod trunks;

@@ -65,9 +65,9 @@ impl Sipp {
 
     /// Waits for the run to end; whether it succeeded and every message it saw.
     async fn finish(mut self) -> (bool, String) {
-        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(180), self.child.wait())
             .await
-            .expect("SIPp finishes within 60 s")
+            .expect("SIPp finishes within 180 s (its own -timeout is shorter)")
             .expect("sipp exit status");
         (
             status.success(),
@@ -1080,6 +1080,66 @@ async fn a_phone_registered_over_tcp_is_called_on_its_own_connection() {
     assert!(
         ok && carrier.contains("SIP/2.0 486"),
         "only phone busy: {carrier}"
+    );
+    app.stop().await;
+}
+
+/// Item 2, session timers (RFC 4028): an interval under 90 s is refused with 422 and our
+/// Min-SE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_interval_too_small_is_422() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = socket.local_addr().unwrap();
+    let gw = app.sip_addr();
+    let invite = format!(
+        "INVITE sip:{NUMBER}@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-se-30\r\n\
+         From: <sip:{CALLER}@{local}>;tag=se\r\nTo: <sip:{NUMBER}@{gw}>\r\nCall-ID: se-30\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:c@{local}>\r\nMax-Forwards: 70\r\nSupported: timer\r\n\
+         Session-Expires: 30\r\nContent-Length: 0\r\n\r\n"
+    );
+    socket.send_to(invite.as_bytes(), gw).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut answer = String::new();
+    while let Ok(Ok((n, _))) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+        answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !answer.starts_with("SIP/2.0 100") {
+            break;
+        }
+    }
+    assert!(answer.starts_with("SIP/2.0 422"), "{answer}");
+    assert!(answer.contains("Min-SE: 90"), "{answer}");
+    app.stop().await;
+}
+
+/// Item 2, session timers (RFC 4028): the caller asks to refresh every 90 s, the answer
+/// agrees (`Session-Expires`, `Require: timer`); no refresh comes, so at expiry the
+/// gateway ends the call on both sides — a carrier gone silent leaves no agent hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_not_refreshed_is_ended_on_both_sides() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna = Sipp::start(
+        "agent_answer.xml",
+        anna_phone.port,
+        None,
+        &["-timeout", "150s"],
+    );
+    let carrier = carrier_call(&app, "carrier_session_timer.xml", &["-timeout", "150s"]);
+    let (ok, carrier) = carrier.finish().await;
+    assert!(ok, "the timer agreed, then the gateway's BYE: {carrier}");
+    assert!(carrier.contains("Require: timer"), "{carrier}");
+    let (ok, anna) = anna.finish().await;
+    assert!(ok, "Anna's leg got the BYE too: {anna}");
+    let call = ended_call(&app).await;
+    assert_eq!(call["answered_by"], json!(line.anna), "{call}");
+    let duration = call["duration_s"].as_i64().unwrap();
+    assert!(
+        (89..=100).contains(&duration),
+        "ended at the interval: {call}"
     );
     app.stop().await;
 }

@@ -158,6 +158,7 @@ impl B2bua {
             from_host: host,
             credential,
             received,
+            session_interval_s: None,
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -217,6 +218,7 @@ impl B2bua {
             from_host: self.local.to_string(),
             credential: None,
             received,
+            session_interval_s: None,
         };
         call.run(states).instrument(span).await;
         Ok(())

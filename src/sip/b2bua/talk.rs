@@ -21,7 +21,17 @@ impl Call {
         // The transferring phone may hang up as soon as its REFER is accepted.
         let mut referrer_gone = false;
         let mut initial_notify_due = false;
+        // RFC 4028: the caller's next refresh is due by then, or the session has expired.
+        let mut refresh_due = self.session_interval_s.map(|s| {
+            tokio::time::Instant::now() + Duration::from_millis(session_timer::expiry_ms(s))
+        });
         loop {
+            let expiry = async {
+                match refresh_due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let pending_transfer = async {
                 match transfer.as_mut() {
                     Some(t) => t.await,
@@ -29,6 +39,13 @@ impl Call {
                 }
             };
             tokio::select! {
+                () = expiry => {
+                    tracing::info!("session expired without a refresh from the caller; ending the call");
+                    metrics::counter!("leadline_call_session_expired_total").increment(1);
+                    let _ = agent.hangup().await;
+                    let _ = self.inbound.bye().await;
+                    return user;
+                }
                 done = pending_transfer => {
                     transfer = None;
                     match done {
@@ -105,12 +122,25 @@ impl Call {
                         DialogState::Updated(id, request, handle) => {
                             // re-INVITE or UPDATE (session refresh, hold, codec change): ask
                             // the other side the same and give its answer back.
-                            let other = if id.call_id == self.call_id {
+                            let from_caller = id.call_id == self.call_id;
+                            let other = if from_caller {
                                 agent.clone()
                             } else {
                                 self.inbound.clone()
                             };
-                            tokio::spawn(relay_update(other, request, handle));
+                            // A refresh from the caller restarts the session timer, and the
+                            // answer repeats the interval (RFC 4028 §9).
+                            let timer = match self.session_interval_s {
+                                Some(s) if from_caller => {
+                                    refresh_due = Some(
+                                        tokio::time::Instant::now()
+                                            + Duration::from_millis(session_timer::expiry_ms(s)),
+                                    );
+                                    session_timer_headers(s)
+                                }
+                                _ => Vec::new(),
+                            };
+                            tokio::spawn(relay_update(other, request, handle, timer));
                         }
                         DialogState::Refer(id, request, handle) if id.call_id == agent_call_id => {
                             match (transfer.is_none(), self.transfer_target(&request).await) {
@@ -160,6 +190,7 @@ pub(super) async fn relay_update(
     other: InviteDialog,
     request: rsipstack::sip::Request,
     handle: rsipstack::dialog::dialog::TransactionHandle,
+    extra: Vec<Header>,
 ) {
     let body = (!request.body.is_empty()).then(|| request.body.clone());
     let headers = content_type(&request.headers).map(|ct| vec![Header::ContentType(ct.into())]);
@@ -170,10 +201,16 @@ pub(super) async fn relay_update(
     };
     match response {
         Ok(Some(response)) => {
-            let headers =
-                content_type(&response.headers).map(|ct| vec![Header::ContentType(ct.into())]);
+            let mut headers: Vec<Header> = content_type(&response.headers)
+                .map(|ct| vec![Header::ContentType(ct.into())])
+                .unwrap_or_default();
+            if response.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful {
+                headers.extend(extra);
+            }
             let body = (!response.body.is_empty()).then(|| response.body.clone());
-            let _ = handle.respond(response.status_code, headers, body).await;
+            let _ = handle
+                .respond(response.status_code, Some(headers), body)
+                .await;
         }
         _ => {
             let _ = handle.reply(StatusCode::ServerInternalError).await;
@@ -190,4 +227,15 @@ pub(super) async fn next_state(
         Some(state) => Some(state),
         None => states.recv().await,
     }
+}
+
+/// What an answer says when the caller refreshes the session (RFC 4028 §9).
+pub(super) fn session_timer_headers(interval_s: u32) -> Vec<Header> {
+    vec![
+        Header::Other(
+            "Session-Expires".into(),
+            format!("{interval_s};refresher=uac"),
+        ),
+        Header::Require("timer".into()),
+    ]
 }
