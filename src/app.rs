@@ -93,6 +93,7 @@ impl App {
         );
         // The sent-by our outgoing Via headers carry: the bound address.
         registrar.own_addresses = vec![sip_addr];
+        registrar.max_in_flight_per_source = config.sip_max_transactions_per_source;
         registrar.b2bua = Some(Arc::new(B2bua {
             store: store.clone(),
             dialogs: Arc::new(DialogLayer::new(sip.inner.clone())),

@@ -49,6 +49,8 @@ pub struct Config {
     pub sip_digest: Vec<crate::sip::digest::Algorithm>,
     /// Largest SIP message accepted over TCP, in bytes (UDP is bounded by the datagram).
     pub sip_tcp_max_message: usize,
+    /// SIP transactions one source address may have in progress at once (503 past it).
+    pub sip_max_transactions_per_source: usize,
     /// How long the CRM lookup may hold up routing an INVITE before the call rings the
     /// number's queue and the CRM link completes afterwards.
     pub call_lookup_budget: std::time::Duration,
@@ -79,6 +81,7 @@ pub struct ConfigLayer {
     pub sip_domain: Option<String>,
     pub sip_digest: Option<String>,
     pub sip_tcp_max_message: Option<usize>,
+    pub sip_max_transactions_per_source: Option<usize>,
     pub call_lookup_budget_ms: Option<u64>,
     pub public_url: Option<String>,
     pub log_format: Option<String>,
@@ -110,6 +113,9 @@ impl ConfigLayer {
             sip_digest: over.sip_digest.or(self.sip_digest),
             sip_tcp_max_message: over.sip_tcp_max_message.or(self.sip_tcp_max_message),
             call_lookup_budget_ms: over.call_lookup_budget_ms.or(self.call_lookup_budget_ms),
+            sip_max_transactions_per_source: over
+                .sip_max_transactions_per_source
+                .or(self.sip_max_transactions_per_source),
             public_url: over.public_url.or(self.public_url),
             log_format: over.log_format.or(self.log_format),
         }
@@ -192,6 +198,12 @@ impl ConfigLayer {
                  {MIN_TCP_MAX_MESSAGE}..={MAX_TCP_MAX_MESSAGE}"
             ));
         }
+        let sip_max_transactions_per_source = self
+            .sip_max_transactions_per_source
+            .unwrap_or(crate::sip::server::MAX_IN_FLIGHT_PER_SOURCE);
+        if sip_max_transactions_per_source == 0 {
+            problems.push("sip_max_transactions_per_source: must be at least 1".to_owned());
+        }
         let budget_ms = self.call_lookup_budget_ms.unwrap_or(200);
         if !(10..=10_000).contains(&budget_ms) {
             problems.push(format!(
@@ -230,6 +242,7 @@ impl ConfigLayer {
             sip_domain,
             sip_digest,
             sip_tcp_max_message,
+            sip_max_transactions_per_source,
             call_lookup_budget: std::time::Duration::from_millis(budget_ms),
             public_url,
             log_format,

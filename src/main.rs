@@ -41,6 +41,9 @@ struct Cli {
     /// Largest SIP message accepted over TCP, in bytes (default 262144).
     #[arg(long, global = true, env = "LEADLINE_SIP_TCP_MAX_MESSAGE")]
     sip_tcp_max_message: Option<usize>,
+    /// SIP transactions one source address may have in progress (default 1000).
+    #[arg(long, global = true, env = "LEADLINE_SIP_MAX_TRANSACTIONS_PER_SOURCE")]
+    sip_max_transactions_per_source: Option<usize>,
     /// Milliseconds the CRM lookup may delay routing a call (default 200).
     #[arg(long, global = true, env = "LEADLINE_CALL_LOOKUP_BUDGET_MS")]
     call_lookup_budget_ms: Option<u64>,
@@ -82,6 +85,7 @@ impl Cli {
             sip_digest: self.sip_digest.clone(),
             sip_tcp_max_message: self.sip_tcp_max_message,
             call_lookup_budget_ms: self.call_lookup_budget_ms,
+            sip_max_transactions_per_source: self.sip_max_transactions_per_source,
             public_url: self.public_url.clone(),
             log_format: self.log_format.clone(),
         };

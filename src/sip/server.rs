@@ -42,6 +42,8 @@ pub struct Registrar {
     pub merges: Mutex<MergeTracker>,
     /// Routes trunks' INVITEs; without it a call gets 480.
     pub b2bua: Option<Arc<B2bua>>,
+    /// Transactions one source may have in progress (see [`MAX_IN_FLIGHT_PER_SOURCE`]).
+    pub max_in_flight_per_source: usize,
     /// REGISTERs being handled at once. Past it the registrar sheds load with 503 and
     /// Retry-After instead of queueing on the database until every phone retransmits.
     pub register_slots: Arc<tokio::sync::Semaphore>,
@@ -62,6 +64,7 @@ impl Registrar {
             own_addresses: Vec::new(),
             merges: Mutex::new(MergeTracker::default()),
             b2bua: None,
+            max_in_flight_per_source: MAX_IN_FLIGHT_PER_SOURCE,
             register_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REGISTERS)),
         }
     }
@@ -182,7 +185,7 @@ pub async fn serve(
     mut incoming: TransactionReceiver,
     cancel: CancellationToken,
 ) {
-    let in_flight = InFlight::new(MAX_IN_FLIGHT_PER_SOURCE);
+    let in_flight = InFlight::new(registrar.max_in_flight_per_source);
     loop {
         let transaction = tokio::select! {
             () = cancel.cancelled() => return,
@@ -326,9 +329,13 @@ async fn invite(
             return tx.reply(StatusCode::ServerInternalError).await;
         }
     };
-    if let Err(err) = b2bua.incoming(tx, trunk).await {
-        tracing::warn!(%err, "call ended with an error");
-    }
+    // The call lives on in its own task: this transaction's in-flight slot is freed now,
+    // or a carrier's long calls would use up its address's slots and its BYEs get 503.
+    tokio::spawn(async move {
+        if let Err(err) = b2bua.incoming(tx, trunk).await {
+            tracing::warn!(%err, "call ended with an error");
+        }
+    });
     Ok(())
 }
 
@@ -576,9 +583,12 @@ async fn agent_call(
         // A PBX trunk's account places no calls through us this way.
         return tx.reply(StatusCode::Forbidden).await;
     };
-    if let Err(err) = b2bua.outgoing(tx, UserId(known.owner_id)).await {
-        tracing::warn!(%err, "outgoing call ended with an error");
-    }
+    // As for incoming calls: the call outlives this transaction's in-flight slot.
+    tokio::spawn(async move {
+        if let Err(err) = b2bua.outgoing(tx, UserId(known.owner_id)).await {
+            tracing::warn!(%err, "outgoing call ended with an error");
+        }
+    });
     Ok(())
 }
 

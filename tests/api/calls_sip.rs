@@ -1143,3 +1143,30 @@ async fn a_session_not_refreshed_is_ended_on_both_sides() {
     );
     app.stop().await;
 }
+
+/// Calls in progress hold no per-source transaction slot: with a limit of 2 transactions
+/// per source, a carrier still holds three calls at once and hangs each up. (Found by
+/// `bench/call-load`: held calls used up the carrier's slots, its BYEs got 503 and its
+/// address stayed blocked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_calls_do_not_use_up_the_carriers_transaction_slots() {
+    let app =
+        TestApp::spawn_for_sipp_with(|config| config.sip_max_transactions_per_source = 2).await;
+    line(&app, 20).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna = Sipp::start("agent_answer.xml", anna_phone.port, None, &["-m", "3"]);
+    let carrier = Sipp::start(
+        "carrier_call_held.xml",
+        free_port(),
+        Some(app.sip_addr().to_string()),
+        &[
+            "-s", NUMBER, "-key", "caller", CALLER, "-m", "3", "-l", "3", "-r", "10",
+        ],
+    );
+    let (ok, carrier) = carrier.finish().await;
+    assert!(ok, "three calls held at once, each hung up: {carrier}");
+    assert!(!carrier.contains("SIP/2.0 503"), "{carrier}");
+    let (ok, anna) = anna.finish().await;
+    assert!(ok, "{anna}");
+    app.stop().await;
+}
