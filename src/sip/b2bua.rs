@@ -158,7 +158,8 @@ impl B2bua {
             outcome: None,
             at: started,
         };
-        let (call_record, answer) = self.intake_within_budget(ringing_event, &number).await;
+        let (call_record, answer, late_intake) =
+            self.intake_within_budget(ringing_event, &number).await;
         let order = answer.route.clone();
         let devices = self.devices(&order).await?;
         let plan = router::plan(&order, &devices, number.ring_timeout_s);
@@ -186,6 +187,7 @@ impl B2bua {
             credential: None,
             received,
             session_interval_s,
+            late_intake: tokio::sync::Mutex::new(late_intake),
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -218,18 +220,22 @@ impl B2bua {
         &self,
         event: CallEvent,
         number: &NumberSettings,
-    ) -> (Option<String>, EventAnswer) {
+    ) -> (
+        Option<String>,
+        EventAnswer,
+        Option<tokio::task::JoinHandle<()>>,
+    ) {
         let store = self.store.clone();
         let mut intake = tokio::spawn(async move { store.apply_call_event(&event).await });
         match tokio::time::timeout(self.lookup_budget, &mut intake).await {
-            Ok(Ok(Ok(outcome))) => (Some(outcome.call.id.to_string()), outcome.answer),
+            Ok(Ok(Ok(outcome))) => (Some(outcome.call.id.to_string()), outcome.answer, None),
             Ok(Ok(Err(err))) => {
                 tracing::error!(%err, "call intake failed; routing by the queue");
-                (None, self.queue_answer(number).await)
+                (None, self.queue_answer(number).await, None)
             }
             Ok(Err(err)) => {
                 tracing::error!(%err, "call intake task failed; routing by the queue");
-                (None, self.queue_answer(number).await)
+                (None, self.queue_answer(number).await, None)
             }
             Err(_) => {
                 metrics::counter!("leadline_call_lookup_deadline_missed_total").increment(1);
@@ -237,12 +243,14 @@ impl B2bua {
                     budget_ms = self.lookup_budget.as_millis() as u64,
                     "CRM lookup past its budget; routing by the queue, CRM link completes later"
                 );
-                tokio::spawn(async move {
+                // The call's later events wait for this: an `answered` or `ended` applied
+                // before the opening event has written the call would find no call.
+                let late = tokio::spawn(async move {
                     if let Ok(Err(err)) = intake.await {
                         tracing::error!(%err, "late call intake failed");
                     }
                 });
-                (None, self.queue_answer(number).await)
+                (None, self.queue_answer(number).await, Some(late))
             }
         }
     }
@@ -406,6 +414,8 @@ struct Call {
     received: std::time::Instant,
     /// The session timer agreed with the caller (RFC 4028), in seconds.
     session_interval_s: Option<u32>,
+    /// The opening event's intake when it ran past the lookup budget: still writing.
+    late_intake: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// How ringing ended.
@@ -807,6 +817,13 @@ impl Call {
         let Some(number) = &self.number else {
             return;
         };
+        if let Some(late) = self.late_intake.lock().await.take()
+            && tokio::time::timeout(LATE_INTAKE_WAIT, late).await.is_err()
+        {
+            tracing::error!(
+                "the late call intake is still not done; recording the next step anyway"
+            );
+        }
         let (from, to) = match self.direction {
             Direction::Incoming => (self.customer.clone(), number.number.clone()),
             Direction::Outgoing => (number.number.clone(), self.customer.clone()),
@@ -839,6 +856,9 @@ fn caller_user(number: &str) -> String {
         cleaned
     }
 }
+
+/// How long a call's later events wait for an opening intake that missed its budget.
+const LATE_INTAKE_WAIT: Duration = Duration::from_secs(30);
 
 /// The value of the first header with one of `names` (lower-case; compact forms too).
 fn header_value(request: &rsipstack::sip::Request, names: &[&str]) -> Option<String> {

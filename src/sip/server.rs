@@ -347,7 +347,7 @@ async fn matching_dialog(
     b2bua: &B2bua,
     tx: &Transaction,
 ) -> Option<rsipstack::dialog::dialog::Dialog> {
-    const GRACE: Duration = Duration::from_millis(250);
+    const GRACE: Duration = Duration::from_millis(1000);
     const STEP: Duration = Duration::from_millis(10);
     let deadline = tokio::time::Instant::now() + GRACE;
     loop {

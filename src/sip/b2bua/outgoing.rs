@@ -118,7 +118,7 @@ impl B2bua {
             outcome: None,
             at: now_ms(),
         };
-        let (call_record, answer) = self.intake_within_budget(opening, &number).await;
+        let (call_record, answer, late_intake) = self.intake_within_budget(opening, &number).await;
         let carrier = Device {
             contact: format!("sip:{written_target}@{host}:{port}", port = trunk.port),
             transport: trunk.transport.to_string(),
@@ -159,6 +159,7 @@ impl B2bua {
             credential,
             received,
             session_interval_s: None,
+            late_intake: tokio::sync::Mutex::new(late_intake),
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -219,6 +220,7 @@ impl B2bua {
             credential: None,
             received,
             session_interval_s: None,
+            late_intake: tokio::sync::Mutex::new(None),
         };
         call.run(states).instrument(span).await;
         Ok(())
