@@ -42,7 +42,7 @@ pub enum B2buaError {
     #[error("SIP message: {0}")]
     Message(#[from] rsipstack::sip::Error),
     #[error("{0}")]
-    Endpoint(#[from] crate::sip::endpoint::EndpointError),
+    Endpoint(Box<crate::sip::endpoint::EndpointError>),
 }
 
 mod legs;
@@ -52,6 +52,12 @@ mod transfer;
 
 use legs::{leg_state, snapshot};
 use transfer::Transferred;
+
+impl From<crate::sip::endpoint::EndpointError> for B2buaError {
+    fn from(err: crate::sip::endpoint::EndpointError) -> Self {
+        B2buaError::Endpoint(Box::new(err))
+    }
+}
 
 impl From<rsipstack::Error> for B2buaError {
     fn from(err: rsipstack::Error) -> Self {
@@ -129,19 +135,7 @@ impl B2bua {
         let call_id = request.call_id_header()?.value().to_owned();
         let span = tracing::info_span!("call", %call_id, number = %number.number);
 
-        let (state_sender, states) = self.dialogs.new_dialog_state_channel();
-        let inbound = self.dialogs.get_or_create_server_invite(
-            &tx,
-            state_sender.clone(),
-            None,
-            Some(self.contact_uri()),
-        )?;
-        // The dialog answers 100 Trying at once and then absorbs the caller's ACK or
-        // CANCEL on the INVITE transaction.
-        let mut server_side = inbound.clone();
-        tokio::spawn(async move {
-            let _ = server_side.handle(&mut tx).await;
-        });
+        let (inbound, state_sender, states) = self.take_caller(tx)?;
 
         let customer = caller
             .number
@@ -179,9 +173,7 @@ impl B2bua {
             plan,
             shown,
             state_sender,
-            legs: std::sync::Mutex::new(Vec::new()),
-            deferred: std::sync::Mutex::new(Vec::new()),
-            transferred_dialogs: std::sync::Mutex::new(Vec::new()),
+            book: CallBook::default(),
             direction: Direction::Incoming,
             from_host: self.local.to_string(),
             credential: None,
@@ -333,6 +325,34 @@ impl B2bua {
         }
     }
 
+    /// The caller's side of a new call: its dialog, and the channel on which every
+    /// dialog of the call reports. The dialog answers 100 Trying at once and then absorbs
+    /// the caller's ACK or CANCEL on the INVITE transaction.
+    fn take_caller(
+        &self,
+        mut tx: Transaction,
+    ) -> Result<
+        (
+            InviteDialog,
+            rsipstack::dialog::dialog::DialogStateSender,
+            DialogStateReceiver,
+        ),
+        B2buaError,
+    > {
+        let (state_sender, states) = self.dialogs.new_dialog_state_channel();
+        let inbound = self.dialogs.get_or_create_server_invite(
+            &tx,
+            state_sender.clone(),
+            None,
+            Some(self.contact_uri()),
+        )?;
+        let mut server_side = inbound.clone();
+        tokio::spawn(async move {
+            let _ = server_side.handle(&mut tx).await;
+        });
+        Ok((inbound, state_sender, states))
+    }
+
     fn own_dialogs_insert(&self, id: String, dialog: InviteDialog) {
         self.own_dialogs
             .lock()
@@ -399,12 +419,8 @@ struct Call {
     plan: router::RoutePlan,
     shown: Shown,
     state_sender: rsipstack::dialog::dialog::DialogStateSender,
-    /// Every leg started, in order, with where it is (item 7).
-    legs: std::sync::Mutex<Vec<(LegId, CallLeg)>>,
-    /// Dialog changes that came while ringing but belong to the talking phase.
-    deferred: std::sync::Mutex<Vec<DialogState>>,
-    /// Dialogs of the phones transfers connected the caller to.
-    transferred_dialogs: std::sync::Mutex<Vec<rsipstack::dialog::DialogId>>,
+    /// What the call's task keeps while it runs.
+    book: CallBook,
     direction: Direction,
     /// The host of the From URI on the outgoing legs (ours, or the carrier's domain).
     from_host: String,
@@ -416,6 +432,17 @@ struct Call {
     session_interval_s: Option<u32>,
     /// The opening event's intake when it ran past the lookup budget: still writing.
     late_intake: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The running state of one call that is not its configuration.
+#[derive(Default)]
+struct CallBook {
+    /// Every leg started, in order, with where it is (item 7).
+    legs: std::sync::Mutex<Vec<(LegId, CallLeg)>>,
+    /// Dialog changes that came while ringing but belong to the talking phase.
+    deferred: std::sync::Mutex<Vec<DialogState>>,
+    /// Dialogs of the phones transfers connected the caller to.
+    transferred_dialogs: std::sync::Mutex<Vec<rsipstack::dialog::DialogId>>,
 }
 
 /// How ringing ended.
@@ -498,6 +525,7 @@ impl Call {
         // Phones a transfer connected: their dialogs are done too.
         let taken_over = std::mem::take(
             &mut *self
+                .book
                 .transferred_dialogs
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
@@ -649,7 +677,7 @@ impl Call {
                     other @ (DialogState::Refer(..)
                     | DialogState::Updated(..)
                     | DialogState::Terminated(..)) => {
-                        self.deferred.lock().unwrap_or_else(|e| e.into_inner()).push(other);
+                        self.book.deferred.lock().unwrap_or_else(|e| e.into_inner()).push(other);
                     }
                     _ => {}
                 },

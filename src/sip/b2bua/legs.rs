@@ -5,7 +5,7 @@ use super::*;
 impl Call {
     pub(super) fn leg_started(&self, leg: LegId) {
         let step = &self.plan.steps[leg.0];
-        let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut legs = self.book.legs.lock().unwrap_or_else(|e| e.into_inner());
         legs.push((
             leg,
             CallLeg {
@@ -23,7 +23,7 @@ impl Call {
     /// A leg's outcome; the first one given wins (a cancelled leg's 487 stays
     /// "cancelled", a leg that timed out stays "no_answer").
     pub(super) fn leg_ended(&self, leg: LegId, state: &str, status: Option<u16>) {
-        let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut legs = self.book.legs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, record)) = legs.iter_mut().find(|(id, _)| *id == leg)
             && record.state == "ringing"
         {
@@ -38,6 +38,7 @@ impl Call {
 
     pub(super) fn step_unanswered(&self, step: usize) {
         let ringing: Vec<LegId> = self
+            .book
             .legs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -53,7 +54,7 @@ impl Call {
     /// The call is over: close the legs, keep them on the call log row.
     pub(super) async fn finish_legs(&self) {
         let legs = {
-            let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut legs = self.book.legs.lock().unwrap_or_else(|e| e.into_inner());
             let now = now_ms();
             for (_, leg) in legs.iter_mut() {
                 leg.ended_at.get_or_insert(now);

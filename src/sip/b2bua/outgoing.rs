@@ -96,17 +96,7 @@ impl B2bua {
         let span =
             tracing::info_span!("call", %call_id, number = %number.number, direction = "outgoing");
 
-        let (state_sender, states) = self.dialogs.new_dialog_state_channel();
-        let inbound = self.dialogs.get_or_create_server_invite(
-            &tx,
-            state_sender.clone(),
-            None,
-            Some(self.contact_uri()),
-        )?;
-        let mut server_side = inbound.clone();
-        tokio::spawn(async move {
-            let _ = server_side.handle(&mut tx).await;
-        });
+        let (inbound, state_sender, states) = self.take_caller(tx)?;
 
         let opening = CallEvent {
             call_id: call_id.clone(),
@@ -151,9 +141,7 @@ impl B2bua {
             plan,
             shown,
             state_sender,
-            legs: std::sync::Mutex::new(Vec::new()),
-            deferred: std::sync::Mutex::new(Vec::new()),
-            transferred_dialogs: std::sync::Mutex::new(Vec::new()),
+            book: CallBook::default(),
             direction: Direction::Outgoing,
             from_host: host,
             credential,
@@ -169,7 +157,7 @@ impl B2bua {
     /// caller's name and extension. Not a customer call: not in the CRM or the call log.
     async fn internal(
         self: Arc<Self>,
-        mut tx: Transaction,
+        tx: Transaction,
         caller: UserId,
         callee: UserId,
         extension: String,
@@ -181,17 +169,7 @@ impl B2bua {
         let caller_record = self.store.get_user(&caller).await?;
         let call_id = request.call_id_header()?.value().to_owned();
         let span = tracing::info_span!("call", %call_id, direction = "internal");
-        let (state_sender, states) = self.dialogs.new_dialog_state_channel();
-        let inbound = self.dialogs.get_or_create_server_invite(
-            &tx,
-            state_sender.clone(),
-            None,
-            Some(self.contact_uri()),
-        )?;
-        let mut server_side = inbound.clone();
-        tokio::spawn(async move {
-            let _ = server_side.handle(&mut tx).await;
-        });
+        let (inbound, state_sender, states) = self.take_caller(tx)?;
         let shown = Shown {
             caller_id: caller_record.extension.clone(),
             entity: None,
@@ -212,9 +190,7 @@ impl B2bua {
             plan,
             shown,
             state_sender,
-            legs: std::sync::Mutex::new(Vec::new()),
-            deferred: std::sync::Mutex::new(Vec::new()),
-            transferred_dialogs: std::sync::Mutex::new(Vec::new()),
+            book: CallBook::default(),
             direction: Direction::Outgoing,
             from_host: self.local.to_string(),
             credential: None,

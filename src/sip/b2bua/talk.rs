@@ -16,7 +16,8 @@ impl Call {
         let mut agent = agent.clone();
         let mut user = user;
         let mut backlog: std::collections::VecDeque<DialogState> =
-            std::mem::take(&mut *self.deferred.lock().unwrap_or_else(|e| e.into_inner())).into();
+            std::mem::take(&mut *self.book.deferred.lock().unwrap_or_else(|e| e.into_inner()))
+                .into();
         let mut transfer: Option<Pin<Box<dyn Future<Output = Transferred> + Send + '_>>> = None;
         // The transferring phone may hang up as soon as its REFER is accepted.
         let mut referrer_gone = false;
@@ -72,7 +73,7 @@ impl Call {
                             metrics::counter!("leadline_call_transfers_total", "result" => "answered")
                                 .increment(1);
                             self.transferred_to(&target).await;
-                            self.transferred_dialogs
+                            self.book.transferred_dialogs
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push(dialog.id());

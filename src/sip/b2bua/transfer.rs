@@ -112,7 +112,7 @@ impl Call {
 
     /// A leg rung outside the plan (a transfer target), for the call's legs.
     pub(super) fn extra_leg(&self, user: &UserId, target: &str) {
-        let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut legs = self.book.legs.lock().unwrap_or_else(|e| e.into_inner());
         let leg = (usize::MAX, legs.len());
         legs.push((
             leg,
@@ -132,7 +132,7 @@ impl Call {
     /// when the number says so.
     pub(super) async fn transferred_to(&self, user: &UserId) {
         {
-            let mut legs = self.legs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut legs = self.book.legs.lock().unwrap_or_else(|e| e.into_inner());
             let now = now_ms();
             for (_, leg) in legs.iter_mut() {
                 if leg.state == "answered" && leg.ended_at.is_none() {
