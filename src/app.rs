@@ -104,6 +104,7 @@ impl App {
             live: live.clone(),
             endpoint: sip.handle(),
             own_dialogs: Default::default(),
+            consults: Default::default(),
             api_base: config
                 .public_url
                 .clone()

@@ -85,6 +85,10 @@ pub struct B2bua {
     /// Dialogs of legs sent down our own TCP flows: rsipstack's dialog layer files only
     /// the dialogs it set up itself.
     pub own_dialogs: std::sync::Mutex<HashMap<String, InviteDialog>>,
+    /// Calls in the talking phase by the Call-ID of each of their dialogs: a consultation
+    /// transfer finds the call whose dialog its `Replaces` names here.
+    pub(crate) consults:
+        std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<transfer::Handover>>>,
 }
 
 /// A leg's final answer, from the task awaiting its INVITE transaction.
@@ -353,6 +357,12 @@ impl B2bua {
         Ok((inbound, state_sender, states))
     }
 
+    fn consults_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<transfer::Handover>>> {
+        self.consults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn own_dialogs_insert(&self, id: String, dialog: InviteDialog) {
         self.own_dialogs
             .lock()
@@ -443,6 +453,36 @@ struct CallBook {
     deferred: std::sync::Mutex<Vec<DialogState>>,
     /// Dialogs of the phones transfers connected the caller to.
     transferred_dialogs: std::sync::Mutex<Vec<rsipstack::dialog::DialogId>>,
+    /// The last SDP (content type, body) each dialog's party sent, by Call-ID: what a
+    /// consultation transfer offers the party's new peer.
+    sdp: Arc<SdpBook>,
+    /// The dialog a consultation transfer took over from this call, and where its
+    /// changes go now: it lives on in the other call.
+    handed_over: std::sync::Mutex<
+        Option<(
+            rsipstack::dialog::DialogId,
+            rsipstack::dialog::dialog::DialogStateSender,
+        )>,
+    >,
+}
+
+impl CallBook {
+    fn note_sdp(&self, call_id: &str, headers: &rsipstack::sip::Headers, body: &[u8]) {
+        note_sdp(&self.sdp, call_id, headers, body);
+    }
+}
+
+/// The last SDP (content type, body) each party of a call sent, by its dialog's Call-ID.
+type SdpBook = std::sync::Mutex<HashMap<String, (Option<String>, Vec<u8>)>>;
+
+/// Keeps what a party last sent as SDP; messages without a body change nothing.
+fn note_sdp(book: &SdpBook, call_id: &str, headers: &rsipstack::sip::Headers, body: &[u8]) {
+    if body.is_empty() {
+        return;
+    }
+    book.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(call_id.to_owned(), (content_type(headers), body.to_vec()));
 }
 
 /// How ringing ended.
@@ -458,7 +498,21 @@ enum Rung {
 }
 
 impl Call {
+    fn note_sdp(&self, call_id: &str, headers: &rsipstack::sip::Headers, body: &[u8]) {
+        self.book.note_sdp(call_id, headers, body);
+    }
+
     async fn run(self, mut states: DialogStateReceiver) {
+        if !self.offer.is_empty() {
+            self.book
+                .sdp
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    self.call_id.clone(),
+                    (self.content_type.clone(), self.offer.clone()),
+                );
+        }
         let rung = self.ring(&mut states).await;
         let ended_by = match rung {
             Rung::Unanswered(why) => {
@@ -480,6 +534,7 @@ impl Call {
                 response,
             } => {
                 let user = self.plan.steps[leg.0].user.clone();
+                self.note_sdp(&dialog.id().call_id, &response.headers, &response.body);
                 let mut headers: Vec<Header> = content_type(&response.headers)
                     .map(|ct| vec![Header::ContentType(ct.into())])
                     .unwrap_or_default();
@@ -518,9 +573,21 @@ impl Call {
                 Some(dialog.id())
             }
         };
-        self.b2bua.forget_dialog(&self.inbound.id());
+        let handed_over = self
+            .book
+            .handed_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let kept = handed_over.as_ref().map(|(id, _)| id.clone());
+        let forget = |id: rsipstack::dialog::DialogId| {
+            if kept.as_ref() != Some(&id) {
+                self.b2bua.forget_dialog(&id);
+            }
+        };
+        forget(self.inbound.id());
         if let Some(id) = ended_by {
-            self.b2bua.forget_dialog(&id);
+            forget(id);
         }
         // Phones a transfer connected: their dialogs are done too.
         let taken_over = std::mem::take(
@@ -531,7 +598,21 @@ impl Call {
                 .unwrap_or_else(|e| e.into_inner()),
         );
         for id in taken_over {
-            self.b2bua.forget_dialog(&id);
+            forget(id);
+        }
+        if let Some((id, to)) = handed_over {
+            // The dialog still reports on this call's channel: passed on until it ends.
+            tokio::spawn(async move {
+                while let Some(state) = states.recv().await {
+                    let ended = matches!(state, DialogState::Terminated(..));
+                    if state.id().call_id != id.call_id {
+                        continue;
+                    }
+                    if to.send(state).is_err() || ended {
+                        break;
+                    }
+                }
+            });
         }
         // What the dialog layer still holds once a call is over: a leak shows here.
         let own = self

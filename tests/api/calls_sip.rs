@@ -122,6 +122,12 @@ async fn agent(app: &TestApp, name: &str, extension: &str) -> String {
 /// Anna and Ben in the Sales queue behind our number, reached from a carrier trunk
 /// recognised by its address.
 async fn line(app: &TestApp, ring_timeout_s: u32) -> Line {
+    line_with_carrier_at(app, ring_timeout_s, "127.0.0.1").await
+}
+
+/// As [`line`], with the carrier trunk recognised at `carrier_ip`: an agent's phone
+/// that places calls from an unregistered port must not look like the carrier.
+async fn line_with_carrier_at(app: &TestApp, ring_timeout_s: u32, carrier_ip: &str) -> Line {
     let anna = agent(app, "Anna", "101").await;
     let ben = agent(app, "Ben", "102").await;
     let queue = app
@@ -137,8 +143,8 @@ async fn line(app: &TestApp, ring_timeout_s: u32) -> Line {
     let trunk = app
         .post_ok(
             "/api/v1/trunks",
-            json!({"name": "Carrier", "kind": "carrier", "host": "127.0.0.1",
-                   "register": false, "allowed_ips": ["127.0.0.1"]}),
+            json!({"name": "Carrier", "kind": "carrier", "host": carrier_ip,
+                   "register": false, "allowed_ips": [carrier_ip]}),
             StatusCode::CREATED,
         )
         .await["id"]
@@ -652,6 +658,165 @@ async fn t10_a_blind_transfer_moves_the_call_and_the_new_lead_to_the_answering_a
     wait_until(
         Duration::from_secs(10),
         "the call's dialogs to be released",
+        || async {
+            let metrics = app
+                .client
+                .get(format!("{}/metrics", app.base))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            metrics
+                .lines()
+                .any(|l| l == "leadline_sip_dialogs 0")
+                .then_some(())
+        },
+    )
+    .await;
+    app.stop().await;
+}
+
+/// Whether something listens on TCP `port` on loopback, read from /proc so that the
+/// check does not take the listener's one connection (SIPp's twin socket accepts one).
+fn tcp_listening(port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3 && fields[1].ends_with(&wanted) && fields[3] == "0A"
+            })
+        })
+    })
+}
+
+/// Item 4 and T10, attended: Anna answers, puts the caller on hold, calls Ben (a second
+/// call from the same phone), then sends REFER with `Replaces` naming that call. The
+/// gateway hands Ben's side of the consultation over to the caller's call, re-INVITEs
+/// each with the other's SDP, hangs up both of Anna's dialogs, and the new lead is Ben's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_an_attended_transfer_connects_the_caller_to_the_consulted_agent() {
+    let app = TestApp::spawn_for_sipp().await;
+    // The consultation call comes from another port of Anna's address: the carrier is
+    // elsewhere (all of 127/8 is loopback).
+    let line = line_with_carrier_at(&app, 20, "127.0.0.2").await;
+    let number = app.get_ok("/api/v1/numbers").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/numbers/{number}"),
+            Some(&app.admin),
+            Some(json!({"change_responsible_on_transfer": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
+    // SIPp's twin mode (-3pcc): the consulting leg listens for its twin's command.
+    let twin = format!("127.0.0.1:{}", free_port());
+    let anna_consults = Sipp::start(
+        "agent_consult.xml",
+        free_port(),
+        Some(app.sip_addr().to_string()),
+        &[
+            "-3pcc",
+            &twin,
+            "-s",
+            "101",
+            "-au",
+            "101",
+            "-ap",
+            "pw-101-secret",
+            "-key",
+            "dial",
+            "102",
+        ],
+    );
+    let twin_port: u16 = twin.rsplit(':').next().unwrap().parse().unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the consulting leg's twin socket",
+        || async { tcp_listening(twin_port).then_some(()) },
+    )
+    .await;
+    let anna_transfers = Sipp::start(
+        "agent_attended.xml",
+        anna_phone.port,
+        None,
+        &["-3pcc", &twin, "-key", "refer_to", "102"],
+    );
+    // Ben is the next in the queue: busy with nothing, he only gets the consultation.
+    let ben_answers = ben_phone.expect_call("agent_consulted.xml");
+
+    let (ok, carrier) = carrier_call(&app, "carrier_attended.xml", &["-i", "127.0.0.2"])
+        .finish()
+        .await;
+    assert!(ok, "held, re-INVITEd to Ben, then hung up: {carrier}");
+    let (ok, anna) = anna_transfers.finish().await;
+    assert!(
+        ok,
+        "Anna's REFER was accepted, notified and her leg ended: {anna}"
+    );
+    assert!(anna.contains("SIP/2.0 200"), "NOTIFY 200 OK: {anna}");
+    let (ok, consult) = anna_consults.finish().await;
+    assert!(
+        ok,
+        "the consultation dialog was replaced and ended: {consult}"
+    );
+    let (ok, ben) = ben_answers.finish().await;
+    assert!(ok, "Ben took the caller and got the caller's BYE: {ben}");
+
+    // The media follows: the caller is offered Ben's SDP, Ben the caller's answer.
+    let last_message_from = |trace: &str, start: &str| {
+        let from = trace.rfind(start).map(|i| &trace[i..]).unwrap_or_default();
+        from.split("-----------")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let caller_reinvite = last_message_from(&carrier, "INVITE sip:");
+    assert!(
+        caller_reinvite.contains("o=ben"),
+        "the caller's last re-INVITE carries Ben's SDP: {carrier}"
+    );
+    let ben_reinvite = last_message_from(&ben, "INVITE sip:");
+    assert!(
+        ben_reinvite.contains("o=carrier"),
+        "Ben is offered the caller's SDP: {ben}"
+    );
+
+    let call = ended_call(&app).await;
+    assert_eq!(call["answered_by"], json!(line.ben), "{call}");
+    assert_eq!(call["responsible"], json!(line.ben), "T10: {call}");
+    let states: Vec<&str> = call["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["transferred", "answered"], "{call}");
+    let lead = &app.leads().await[0];
+    assert_eq!(
+        lead["responsible"],
+        json!(line.ben),
+        "T10: the lead is Ben's: {lead}"
+    );
+    // The internal consultation is no customer call: only the caller's call is logged.
+    assert_eq!(
+        app.get_ok("/api/v1/calls").await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "every dialog of both calls to be released",
         || async {
             let metrics = app
                 .client

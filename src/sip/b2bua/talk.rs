@@ -19,6 +19,11 @@ impl Call {
             std::mem::take(&mut *self.book.deferred.lock().unwrap_or_else(|e| e.into_inner()))
                 .into();
         let mut transfer: Option<Pin<Box<dyn Future<Output = Transferred> + Send + '_>>> = None;
+        // A consultation transfer elsewhere may ask for this call's other side.
+        let (handover_sender, mut handovers) = mpsc::unbounded_channel();
+        let mut consult = ConsultEntry::new(&self.b2bua, handover_sender);
+        consult.add(&self.call_id);
+        consult.add(&agent.id().call_id);
         // The transferring phone may hang up as soon as its REFER is accepted.
         let mut referrer_gone = false;
         let mut initial_notify_due = false;
@@ -50,14 +55,7 @@ impl Call {
                 done = pending_transfer => {
                     transfer = None;
                     match done {
-                        Transferred::Answered { user: target, dialog, response } => {
-                            let headers = content_type(&response.headers)
-                                .map(|ct| vec![Header::ContentType(ct.into())]);
-                            let body = (!response.body.is_empty()).then(|| response.body.clone());
-                            // The caller's media now goes to the new phone.
-                            if let Err(err) = self.inbound.reinvite(headers, body).await {
-                                tracing::warn!(%err, "cannot re-INVITE the caller after a transfer");
-                            }
+                        Transferred::Connected { user: target, dialog, contact } => {
                             if !referrer_gone {
                                 // In the background: a phone slow to answer the NOTIFY
                                 // must not hold up the call.
@@ -69,16 +67,20 @@ impl Call {
                                     let _ = referrer.hangup().await;
                                 });
                             }
-                            tracing::info!(from = %user, to = %target, "call transferred");
+                            tracing::info!(from = %user, to = ?target, "call transferred");
                             metrics::counter!("leadline_call_transfers_total", "result" => "answered")
                                 .increment(1);
-                            self.transferred_to(&target).await;
+                            if let Some(target) = target {
+                                self.extra_leg_once(&target, &contact);
+                                self.transferred_to(&target).await;
+                                user = target;
+                            }
                             self.book.transferred_dialogs
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push(dialog.id());
+                            consult.add(&dialog.id().call_id);
                             agent = dialog;
-                            user = target;
                             referrer_gone = false;
                         }
                         Transferred::Failed(status) => {
@@ -100,6 +102,47 @@ impl Call {
                             });
                         }
                     }
+                }
+                Some(handover) = handovers.recv() => {
+                    if transfer.is_some() {
+                        let _ = handover.reply.send(Err(StatusCode::RequestPending));
+                        continue;
+                    }
+                    let replaces = &handover.replaces;
+                    // The far side stays; the transferring phone's dialog is replaced.
+                    let (replaced, remaining, remaining_user) = if replaces.names(&self.inbound.id()) {
+                        // The agent's phone placed this call: the callee is an employee
+                        // only on an internal call.
+                        (self.inbound.clone(), agent.clone(), self.number.is_none().then(|| user.clone()))
+                    } else if replaces.names(&agent.id()) {
+                        (agent.clone(), self.inbound.clone(), None)
+                    } else {
+                        let _ = handover.reply.send(Err(StatusCode::CallTransactionDoesNotExist));
+                        continue;
+                    };
+                    if replaces.early_only {
+                        // RFC 3891 §3: early-only never replaces a confirmed dialog.
+                        let _ = handover.reply.send(Err(StatusCode::BusyHere));
+                        continue;
+                    }
+                    let remaining_id = remaining.id();
+                    let sdp = self.book.sdp.lock().unwrap_or_else(|e| e.into_inner())
+                        .get(&remaining_id.call_id).cloned();
+                    let takeover = transfer::Takeover {
+                        contact: remaining.initial_request().uri.to_string(),
+                        dialog: remaining,
+                        sdp,
+                        user: remaining_user,
+                    };
+                    if handover.reply.send(Ok(takeover)).is_err() {
+                        continue;
+                    }
+                    tracing::info!(remaining = %remaining_id, "call handed over to a consultation transfer");
+                    *self.book.handed_over.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((remaining_id, handover.states));
+                    // RFC 3891 §3: the replaced dialog is ended with a BYE.
+                    tokio::spawn(async move { let _ = replaced.hangup().await; });
+                    return user;
                 }
                 state = next_state(&mut backlog, states) => {
                     let Some(state) = state else { return user };
@@ -141,17 +184,17 @@ impl Call {
                                 }
                                 _ => Vec::new(),
                             };
-                            tokio::spawn(relay_update(other, request, handle, timer));
+                            tokio::spawn(relay_update(other, request, handle, timer, self.book.sdp.clone()));
                         }
                         DialogState::Refer(id, request, handle) if id.call_id == agent_call_id => {
-                            match (transfer.is_none(), self.transfer_target(&request).await) {
-                                (true, Ok(target)) => {
+                            match (transfer.is_none(), self.transfer_plan(&request).await) {
+                                (true, Ok(plan)) => {
                                     let _ = handle.reply(StatusCode::Accepted).await;
                                     // The first NOTIFY waits for the 202 to be sent (the
                                     // dialog reports itself confirmed again then): phones
                                     // expect them in that order.
                                     initial_notify_due = true;
-                                    transfer = Some(Box::pin(self.ring_transfer(target)));
+                                    transfer = Some(Box::pin(self.transfer(plan)));
                                 }
                                 (false, _) => {
                                     let _ = handle.reply(StatusCode::RequestPending).await;
@@ -192,7 +235,11 @@ pub(super) async fn relay_update(
     request: rsipstack::sip::Request,
     handle: rsipstack::dialog::dialog::TransactionHandle,
     extra: Vec<Header>,
+    sdp: Arc<super::SdpBook>,
 ) {
+    if let Ok(call_id) = request.call_id_header() {
+        super::note_sdp(&sdp, call_id.value(), &request.headers, &request.body);
+    }
     let body = (!request.body.is_empty()).then(|| request.body.clone());
     let headers = content_type(&request.headers).map(|ct| vec![Header::ContentType(ct.into())]);
     let response = if request.method == Method::Update {
@@ -202,6 +249,7 @@ pub(super) async fn relay_update(
     };
     match response {
         Ok(Some(response)) => {
+            super::note_sdp(&sdp, &other.id().call_id, &response.headers, &response.body);
             let mut headers: Vec<Header> = content_type(&response.headers)
                 .map(|ct| vec![Header::ContentType(ct.into())])
                 .unwrap_or_default();
@@ -239,4 +287,37 @@ pub(super) fn session_timer_headers(interval_s: u32) -> Vec<Header> {
         ),
         Header::Require("timer".into()),
     ]
+}
+
+/// This call's entries in [`B2bua::consults`], removed when the talking ends.
+struct ConsultEntry<'a> {
+    b2bua: &'a B2bua,
+    sender: mpsc::UnboundedSender<transfer::Handover>,
+    call_ids: Vec<String>,
+}
+
+impl<'a> ConsultEntry<'a> {
+    fn new(b2bua: &'a B2bua, sender: mpsc::UnboundedSender<transfer::Handover>) -> Self {
+        Self {
+            b2bua,
+            sender,
+            call_ids: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, call_id: &str) {
+        self.b2bua
+            .consults_lock()
+            .insert(call_id.to_owned(), self.sender.clone());
+        self.call_ids.push(call_id.to_owned());
+    }
+}
+
+impl Drop for ConsultEntry<'_> {
+    fn drop(&mut self) {
+        let mut consults = self.b2bua.consults_lock();
+        for call_id in &self.call_ids {
+            consults.remove(call_id);
+        }
+    }
 }

@@ -3,11 +3,12 @@
 use super::*;
 
 impl Call {
-    /// The employee a REFER names in `Refer-To` by extension (blind transfer).
-    pub(super) async fn transfer_target(
+    /// What a REFER from the agent's phone asks for: a blind transfer to an employee, or
+    /// a consultation transfer to the far end of another call the phone is in.
+    pub(super) async fn transfer_plan(
         &self,
         request: &rsipstack::sip::Request,
-    ) -> Result<UserId, StatusCode> {
+    ) -> Result<TransferPlan, StatusCode> {
         let refer_to = request
             .headers
             .iter()
@@ -21,15 +22,21 @@ impl Call {
             .ok_or(StatusCode::BadRequest)?;
         let extension = match refer_target(&refer_to) {
             ReferTarget::Blind { user } => user,
-            // A consultation transfer needs the consult call bridged in, which is not
-            // built yet: refused rather than turned into a blind one.
-            ReferTarget::Attended => return Err(StatusCode::NotImplemented),
+            ReferTarget::Attended { replaces } => {
+                // Our own dialogs are not "another call"; an unknown one is no call of ours.
+                if replaces.call_id == self.call_id
+                    || !self.b2bua.consults_lock().contains_key(&replaces.call_id)
+                {
+                    return Err(StatusCode::NotFound);
+                }
+                return Ok(TransferPlan::Attended(replaces));
+            }
             ReferTarget::Unreadable => return Err(StatusCode::BadRequest),
         };
         // Transfers to outside numbers go out through a trunk, which the gateway does
         // not do yet: refused rather than half-done.
         match self.b2bua.store.sip_credentials(&extension).await {
-            Ok(Some(credentials)) => Ok(credentials.user),
+            Ok(Some(credentials)) => Ok(TransferPlan::Blind(credentials.user)),
             Ok(None) => Err(StatusCode::NotFound),
             Err(err) => {
                 tracing::error!(%err, "cannot look up the transfer target");
@@ -38,14 +45,116 @@ impl Call {
         }
     }
 
+    /// Carries out a transfer the REFER asked for; the caller is talking to the new
+    /// party when it returns `Connected`.
+    pub(super) async fn transfer(&self, plan: TransferPlan) -> Transferred {
+        match plan {
+            TransferPlan::Blind(target) => self.blind_transfer(target).await,
+            TransferPlan::Attended(replaces) => self.attended_transfer(replaces).await,
+        }
+    }
+
+    /// Blind transfer: the target's phones ring; the caller is re-INVITEd with the
+    /// answering phone's SDP so the media goes there.
+    async fn blind_transfer(&self, target: UserId) -> Transferred {
+        let (user, dialog, response) = match self.ring_transfer(target).await {
+            Ringed::Answered {
+                user,
+                dialog,
+                response,
+            } => (user, dialog, response),
+            Ringed::Failed(status) => return Transferred::Failed(status),
+        };
+        self.note_sdp(&dialog.id().call_id, &response.headers, &response.body);
+        let contact = dialog.initial_request().uri.to_string();
+        let headers =
+            content_type(&response.headers).map(|ct| vec![Header::ContentType(ct.into())]);
+        let body = (!response.body.is_empty()).then(|| response.body.clone());
+        match self.inbound.reinvite(headers, body).await {
+            Ok(Some(answer)) => self.note_sdp(&self.call_id, &answer.headers, &answer.body),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, "cannot re-INVITE the caller after a transfer"),
+        }
+        Transferred::Connected {
+            user: Some(user),
+            dialog,
+            contact,
+        }
+    }
+
+    /// Consultation transfer (RFC 5589 §7): the call holding the replaced dialog hands
+    /// its other side over to this call and hangs up on the transferring phone; the
+    /// caller and the new party are re-INVITEd with each other's SDP.
+    async fn attended_transfer(&self, replaces: Replaces) -> Transferred {
+        let Some(other_call) = self.b2bua.consults_lock().get(&replaces.call_id).cloned() else {
+            return Transferred::Failed(481);
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let handover = Handover {
+            replaces,
+            states: self.state_sender.clone(),
+            reply,
+        };
+        if other_call.send(handover).is_err() {
+            return Transferred::Failed(481);
+        }
+        let takeover = match answer.await {
+            Ok(Ok(takeover)) => takeover,
+            Ok(Err(status)) => return Transferred::Failed(u16::from(status)),
+            // That call ended meanwhile.
+            Err(_) => return Transferred::Failed(481),
+        };
+        let (content_type, sdp) = takeover.sdp.unwrap_or_default();
+        let headers = content_type
+            .clone()
+            .map(|ct| vec![Header::ContentType(ct.into())]);
+        // The caller is offered the new party's last SDP; its answer is then offered to
+        // the new party. Both had been talking to the transferring phone.
+        match self
+            .inbound
+            .reinvite(headers, (!sdp.is_empty()).then_some(sdp))
+            .await
+        {
+            Ok(Some(answer))
+                if answer.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
+            {
+                self.note_sdp(&self.call_id, &answer.headers, &answer.body);
+                let headers = super::content_type(&answer.headers)
+                    .map(|ct| vec![Header::ContentType(ct.into())]);
+                let body = (!answer.body.is_empty()).then(|| answer.body.clone());
+                match takeover.dialog.reinvite(headers, body).await {
+                    Ok(Some(response)) => self.note_sdp(
+                        &takeover.dialog.id().call_id,
+                        &response.headers,
+                        &response.body,
+                    ),
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot re-INVITE the new party after a transfer");
+                    }
+                }
+            }
+            other => {
+                // The new party is ours now either way; the media may not follow.
+                let status = other.ok().flatten().map(|r| u16::from(r.status_code));
+                tracing::warn!(?status, "the caller refused the re-INVITE after a transfer");
+            }
+        }
+        Transferred::Connected {
+            user: takeover.user,
+            dialog: takeover.dialog,
+            contact: takeover.contact,
+        }
+    }
+
     /// Rings the transfer target's devices in parallel; the first to answer takes the
     /// call, the others are cancelled.
-    pub(super) async fn ring_transfer(&self, target: UserId) -> Transferred {
+    async fn ring_transfer(&self, target: UserId) -> Ringed {
         let devices = match self.b2bua.devices(std::slice::from_ref(&target)).await {
             Ok(mut devices) => devices.remove(&target).unwrap_or_default(),
             Err(err) => {
                 tracing::error!(%err, "cannot read the transfer target's devices");
-                return Transferred::Failed(500);
+                return Ringed::Failed(500);
             }
         };
         let (done_sender, mut done) = mpsc::unbounded_channel::<(usize, Option<Response>)>();
@@ -71,7 +180,7 @@ impl Call {
         }
         drop(done_sender);
         if dialogs.is_empty() {
-            return Transferred::Failed(480);
+            return Ringed::Failed(480);
         }
         let deadline = tokio::time::sleep(Duration::from_millis(self.plan.ring_timeout_ms));
         tokio::pin!(deadline);
@@ -89,7 +198,7 @@ impl Call {
                                 tokio::spawn(async move { let _ = dialog.hangup().await; });
                             }
                         }
-                        return Transferred::Answered {
+                        return Ringed::Answered {
                             user: target,
                             dialog: dialogs[index].clone(),
                             response,
@@ -98,7 +207,7 @@ impl Call {
                     Some((_, response)) => {
                         last_status = response.map_or(408, |r| u16::from(r.status_code));
                     }
-                    None => return Transferred::Failed(last_status),
+                    None => return Ringed::Failed(last_status),
                 },
             }
         }
@@ -107,7 +216,21 @@ impl Call {
                 let _ = dialog.hangup().await;
             });
         }
-        Transferred::Failed(408)
+        Ringed::Failed(408)
+    }
+
+    /// The leg of a transfer's new party, unless ringing it already added one.
+    pub(super) fn extra_leg_once(&self, user: &UserId, target: &str) {
+        let rung = self
+            .book
+            .legs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|(_, l)| l.state == "transfer" && &l.user == user);
+        if !rung {
+            self.extra_leg(user, target);
+        }
     }
 
     /// A leg rung outside the plan (a transfer target), for the call's legs.
@@ -167,15 +290,52 @@ impl Call {
     }
 }
 
-/// How a blind transfer ended.
+/// What a REFER asks for.
+pub(super) enum TransferPlan {
+    Blind(UserId),
+    Attended(Replaces),
+}
+
+/// How a transfer ended.
 pub(super) enum Transferred {
+    /// The caller talks to `dialog`'s party now: `user` when that is an employee.
+    Connected {
+        user: Option<UserId>,
+        dialog: InviteDialog,
+        /// Where the new party was reached, for the call's legs.
+        contact: String,
+    },
+    /// The SIP status to report to the transferring phone.
+    Failed(u16),
+}
+
+/// How ringing a blind transfer's target ended.
+enum Ringed {
     Answered {
         user: UserId,
         dialog: InviteDialog,
         response: Response,
     },
-    /// The SIP status to report to the transferring phone.
     Failed(u16),
+}
+
+/// A consultation transfer asking the call that holds the replaced dialog for its
+/// other side.
+pub(crate) struct Handover {
+    pub replaces: Replaces,
+    /// Where the handed-over dialog's changes go from now on.
+    pub states: rsipstack::dialog::dialog::DialogStateSender,
+    pub reply: tokio::sync::oneshot::Sender<Result<Takeover, StatusCode>>,
+}
+
+/// The other side of a call, handed over to the call that takes it.
+pub(crate) struct Takeover {
+    pub dialog: InviteDialog,
+    /// Its last SDP and content type.
+    pub sdp: Option<(Option<String>, Vec<u8>)>,
+    /// The employee it is, when it is one.
+    pub user: Option<UserId>,
+    pub contact: String,
 }
 
 /// What a `Refer-To` asks for.
@@ -185,9 +345,58 @@ pub(crate) enum ReferTarget {
     Blind {
         user: String,
     },
-    /// A consultation (attended) transfer: the URI carries `Replaces` (RFC 3891).
-    Attended,
+    /// A consultation (attended) transfer: the URI carries `Replaces` (RFC 3891) naming
+    /// the transferring phone's other call, whose far end takes this call's place.
+    Attended {
+        replaces: Replaces,
+    },
     Unreadable,
+}
+
+/// A `Replaces` value (RFC 3891 §6.1): the dialog a consultation transfer replaces, as
+/// the transferring phone sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Replaces {
+    pub call_id: String,
+    pub to_tag: String,
+    pub from_tag: String,
+    /// `early-only`: replace the dialog only while it is still ringing.
+    pub early_only: bool,
+}
+
+impl Replaces {
+    /// Reads the decoded header value: `call-id;to-tag=..;from-tag=..[;early-only]`.
+    pub(crate) fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.split(';').map(str::trim);
+        let call_id = parts.next().filter(|c| !c.is_empty())?.to_owned();
+        let (mut to_tag, mut from_tag, mut early_only) = (None, None, false);
+        for part in parts {
+            match part.split_once('=') {
+                Some((name, tag)) if name.trim().eq_ignore_ascii_case("to-tag") => {
+                    to_tag = Some(tag.trim().to_owned());
+                }
+                Some((name, tag)) if name.trim().eq_ignore_ascii_case("from-tag") => {
+                    from_tag = Some(tag.trim().to_owned());
+                }
+                None if part.eq_ignore_ascii_case("early-only") => early_only = true,
+                _ => {}
+            }
+        }
+        Some(Self {
+            call_id,
+            to_tag: to_tag?,
+            from_tag: from_tag?,
+            early_only,
+        })
+    }
+
+    /// Whether it names `dialog`: the same Call-ID and the same two tags, whichever side
+    /// each is on (the phone's from-tag is our remote tag when it placed the call).
+    pub(crate) fn names(&self, dialog: &rsipstack::dialog::DialogId) -> bool {
+        dialog.call_id == self.call_id
+            && ((dialog.local_tag == self.to_tag && dialog.remote_tag == self.from_tag)
+                || (dialog.local_tag == self.from_tag && dialog.remote_tag == self.to_tag))
+    }
 }
 
 /// Reads a `Refer-To` value: `<sip:102@host>`, a bare `sip:102@host;user=phone`, a
@@ -201,14 +410,22 @@ pub(crate) fn refer_target(refer_to: &str) -> ReferTarget {
         Some((uri, headers)) => (uri, Some(headers)),
         None => (uri_text, None),
     };
-    if headers.is_some_and(|h| {
-        h.split('&').any(|p| {
-            p.split('=')
-                .next()
-                .is_some_and(|n| n.eq_ignore_ascii_case("replaces"))
+    // URI headers (RFC 3261 §19.1.1) are escaped: `Replaces=abc%40host%3Bto-tag%3D1...`.
+    if let Some(value) = headers
+        .into_iter()
+        .flat_map(|h| h.split('&'))
+        .find_map(|p| {
+            let (name, value) = p.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("replaces")
+                .then_some(value)
         })
-    }) {
-        return ReferTarget::Attended;
+    {
+        let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+        return match Replaces::parse(&decoded) {
+            Some(replaces) => ReferTarget::Attended { replaces },
+            None => ReferTarget::Unreadable,
+        };
     }
     match Uri::try_from(uri_text) {
         Ok(uri) => match uri.auth.map(|a| a.user).filter(|u| !u.is_empty()) {
@@ -264,7 +481,32 @@ mod tests {
     fn an_attended_transfer_is_recognised_by_replaces() {
         assert_eq!(
             refer_target(&refer_to_of("attended_transfer_nominal-referer.xml")),
-            ReferTarget::Attended
+            ReferTarget::Attended {
+                replaces: Replaces {
+                    call_id: "REMOTEabc@127.0.0.1".into(),
+                    to_tag: "t1".into(),
+                    from_tag: "f1".into(),
+                    early_only: false,
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn replaces_names_a_dialog_from_either_side() {
+        let replaces = Replaces::parse("abc@host;to-tag=gw;from-tag=phone").unwrap();
+        let ours = |local: &str, remote: &str| rsipstack::dialog::DialogId {
+            call_id: "abc@host".into(),
+            local_tag: local.into(),
+            remote_tag: remote.into(),
+        };
+        assert!(replaces.names(&ours("gw", "phone")));
+        assert!(replaces.names(&ours("phone", "gw")));
+        assert!(!replaces.names(&ours("gw", "other")));
+        assert!(
+            !Replaces::parse("other@host;to-tag=gw;from-tag=phone")
+                .unwrap()
+                .names(&ours("gw", "phone"))
         );
     }
 
@@ -275,6 +517,24 @@ mod tests {
             ReferTarget::Blind { user: "102".into() }
         );
         assert_eq!(refer_target("<sip:gw.example>"), ReferTarget::Unreadable);
+        // Replaces without its tags cannot name a dialog.
+        assert_eq!(
+            refer_target("<sip:102@gw?Replaces=abc%40host>"),
+            ReferTarget::Unreadable
+        );
+        assert_eq!(
+            refer_target(
+                "<sip:102@gw?Replaces=abc%40host%3Bfrom-tag%3Da%3Bto-tag%3Db%3Bearly-only>"
+            ),
+            ReferTarget::Attended {
+                replaces: Replaces {
+                    call_id: "abc@host".into(),
+                    to_tag: "b".into(),
+                    from_tag: "a".into(),
+                    early_only: true,
+                }
+            }
+        );
         assert_eq!(refer_target("not a uri"), ReferTarget::Unreadable);
     }
 }
