@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use crate::common::{free_port, wait_until};
 use crate::helpers::TestApp;
 
-const NUMBER: &str = "+4930901820";
-const CALLER: &str = "+4917612345678";
+pub(crate) const NUMBER: &str = "+4930901820";
+pub(crate) const CALLER: &str = "+4917612345678";
 
 /// One bounded SIPp run.
-struct Sipp {
+pub(crate) struct Sipp {
     child: tokio::process::Child,
     trace: PathBuf,
     _dir: tempfile::TempDir,
@@ -64,7 +64,7 @@ impl Sipp {
     }
 
     /// Waits for the run to end; whether it succeeded and every message it saw.
-    async fn finish(mut self) -> (bool, String) {
+    pub(crate) async fn finish(mut self) -> (bool, String) {
         let status = tokio::time::timeout(Duration::from_secs(180), self.child.wait())
             .await
             .expect("SIPp finishes within 180 s (its own -timeout is shorter)")
@@ -101,9 +101,9 @@ impl Phone {
     }
 }
 
-struct Line {
-    anna: String,
-    ben: String,
+pub(crate) struct Line {
+    pub(crate) anna: String,
+    pub(crate) ben: String,
 }
 
 async fn agent(app: &TestApp, name: &str, extension: &str) -> String {
@@ -121,7 +121,7 @@ async fn agent(app: &TestApp, name: &str, extension: &str) -> String {
 
 /// Anna and Ben in the Sales queue behind our number, reached from a carrier trunk
 /// recognised by its address.
-async fn line(app: &TestApp, ring_timeout_s: u32) -> Line {
+pub(crate) async fn line(app: &TestApp, ring_timeout_s: u32) -> Line {
     line_with_carrier_at(app, ring_timeout_s, "127.0.0.1").await
 }
 
@@ -161,7 +161,7 @@ async fn line_with_carrier_at(app: &TestApp, ring_timeout_s: u32, carrier_ip: &s
     Line { anna, ben }
 }
 
-fn carrier_call(app: &TestApp, scenario: &str, extra: &[&str]) -> Sipp {
+pub(crate) fn carrier_call(app: &TestApp, scenario: &str, extra: &[&str]) -> Sipp {
     let mut args = vec!["-s", NUMBER, "-key", "caller", CALLER];
     args.extend_from_slice(extra);
     Sipp::start(
@@ -173,7 +173,7 @@ fn carrier_call(app: &TestApp, scenario: &str, extra: &[&str]) -> Sipp {
 }
 
 /// The call log row of the only call, once it has ended.
-async fn ended_call(app: &TestApp) -> Value {
+pub(crate) async fn ended_call(app: &TestApp) -> Value {
     wait_until(Duration::from_secs(10), "the call to end", || async {
         let calls = app.get_ok("/api/v1/calls").await;
         let call = calls["items"].as_array()?.first()?.clone();
