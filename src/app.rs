@@ -83,6 +83,7 @@ impl App {
                 })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
 
+        let mail_changed = Arc::new(tokio::sync::Notify::new());
         let events = EventBus::default();
         let live = LiveCalls::default();
         let (shutdown, mut signal) = watch::channel(false);
@@ -126,6 +127,8 @@ impl App {
             events,
             live,
             stopping: signal.clone(),
+            mail_changed: mail_changed.clone(),
+            mail_domain: Arc::from(config.mail_domain.as_str()),
         };
         let router = http::router(state);
         let server = tokio::spawn(async move {

@@ -29,6 +29,8 @@ const DEFAULT_TCP_MAX_MESSAGE: usize = 256 * 1024;
 /// Below the UDP limit a TCP peer could not send what it may send over UDP.
 const MIN_TCP_MAX_MESSAGE: usize = 65_535;
 const MAX_TCP_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// Mail servers commonly accept 25 MiB; a message is held in memory while it is taken in.
+const DEFAULT_MAIL_MAX_MESSAGE: usize = 25 * 1024 * 1024;
 
 /// The validated settings a process runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +59,12 @@ pub struct Config {
     /// The address agents reach the API at (`https://crm.example.com`), for links put in
     /// SIP messages (`Call-Info`); default `http://<http address>`.
     pub public_url: Option<String>,
+    /// SMTP/LMTP listener of the forward/BCC address (E16).
+    pub smtp: SocketAddr,
+    /// The domain of the forward address `crm-<secret>@<domain>`; default the SIP domain.
+    pub mail_domain: String,
+    /// Largest message taken from IMAP or SMTP, in bytes.
+    pub mail_max_message: usize,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
 }
@@ -84,6 +92,9 @@ pub struct ConfigLayer {
     pub sip_max_transactions_per_source: Option<usize>,
     pub call_lookup_budget_ms: Option<u64>,
     pub public_url: Option<String>,
+    pub smtp: Option<String>,
+    pub mail_domain: Option<String>,
+    pub mail_max_message: Option<usize>,
     pub log_format: Option<String>,
 }
 
@@ -117,6 +128,9 @@ impl ConfigLayer {
                 .sip_max_transactions_per_source
                 .or(self.sip_max_transactions_per_source),
             public_url: over.public_url.or(self.public_url),
+            smtp: over.smtp.or(self.smtp),
+            mail_domain: over.mail_domain.or(self.mail_domain),
+            mail_max_message: over.mail_max_message.or(self.mail_max_message),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -221,6 +235,26 @@ impl ConfigLayer {
                 "public_url: '{url}' must start with http:// or https://"
             ));
         }
+        let smtp_text = self.smtp.as_deref().unwrap_or("0.0.0.0:2525");
+        let smtp = smtp_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problems.push(format!(
+                "smtp: '{smtp_text}' is not an address:port such as 0.0.0.0:2525"
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 2525))
+        });
+        let mail_domain = self
+            .mail_domain
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| sip_domain.clone());
+        if mail_domain.contains(char::is_whitespace) || mail_domain.contains('@') {
+            problems.push(format!("mail_domain: '{mail_domain}' is not a domain name"));
+        }
+        let mail_max_message = self.mail_max_message.unwrap_or(DEFAULT_MAIL_MAX_MESSAGE);
+        if !(64 * 1024..=256 * 1024 * 1024).contains(&mail_max_message) {
+            problems.push(format!(
+                "mail_max_message: {mail_max_message} bytes is outside 64 KiB..=256 MiB"
+            ));
+        }
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -245,6 +279,9 @@ impl ConfigLayer {
             sip_max_transactions_per_source,
             call_lookup_budget: std::time::Duration::from_millis(budget_ms),
             public_url,
+            smtp,
+            mail_domain,
+            mail_max_message,
             log_format,
         })
     }
@@ -257,6 +294,7 @@ impl Config {
         let layer = ConfigLayer {
             http: Some(http.to_string()),
             sip: Some("127.0.0.1:0".to_owned()),
+            smtp: Some("127.0.0.1:0".to_owned()),
             data_dir: Some(data_dir.into()),
             ..ConfigLayer::default()
         };

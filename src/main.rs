@@ -50,6 +50,15 @@ struct Cli {
     /// Public base URL of the API, for links in SIP messages (Call-Info).
     #[arg(long, global = true, env = "LEADLINE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// SMTP/LMTP listener of the forward/BCC address (default 0.0.0.0:2525).
+    #[arg(long, global = true, env = "LEADLINE_SMTP")]
+    smtp: Option<String>,
+    /// Domain of the forward address crm-<secret>@<domain> (default the SIP domain).
+    #[arg(long, global = true, env = "LEADLINE_MAIL_DOMAIN")]
+    mail_domain: Option<String>,
+    /// Largest e-mail taken in, in bytes (default 26214400).
+    #[arg(long, global = true, env = "LEADLINE_MAIL_MAX_MESSAGE")]
+    mail_max_message: Option<usize>,
     /// Log lines as `text` or `json`.
     #[arg(long, global = true, env = "LEADLINE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -87,6 +96,9 @@ impl Cli {
             call_lookup_budget_ms: self.call_lookup_budget_ms,
             sip_max_transactions_per_source: self.sip_max_transactions_per_source,
             public_url: self.public_url.clone(),
+            smtp: self.smtp.clone(),
+            mail_domain: self.mail_domain.clone(),
+            mail_max_message: self.mail_max_message,
             log_format: self.log_format.clone(),
         };
         Ok(file.merge(overrides).resolve()?)

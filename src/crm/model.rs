@@ -186,6 +186,44 @@ named_enum!(
     ActivityKind { Call => "call", Email => "email" }
 );
 named_enum!(
+    /// E1: an employee's own mailbox, or one the company connects.
+    MailboxKind { Personal => "personal", Company => "company" }
+);
+named_enum!(
+    /// How the IMAP connection is protected.
+    MailSecurity { Tls => "tls", Starttls => "starttls", None => "none" }
+);
+named_enum!(
+    /// E6: how often a mailbox is checked; `idle` keeps an IMAP IDLE connection open.
+    MailCheck {
+        Idle => "idle",
+        M2 => "2m",
+        M5 => "5m",
+        M10 => "10m",
+        H1 => "1h",
+        H3 => "3h",
+        H12 => "12h",
+    }
+);
+
+impl MailCheck {
+    /// The polling interval; for `idle`, how long one IDLE lasts before it is renewed
+    /// (RFC 2177 asks for less than 30 minutes).
+    pub fn interval(self) -> std::time::Duration {
+        let minutes = match self {
+            MailCheck::Idle => 25,
+            MailCheck::M2 => 2,
+            MailCheck::M5 => 5,
+            MailCheck::M10 => 10,
+            MailCheck::H1 => 60,
+            MailCheck::H3 => 180,
+            MailCheck::H12 => 720,
+        };
+        std::time::Duration::from_secs(minutes * 60)
+    }
+}
+
+named_enum!(
     /// What the intake did with a call, kept on the call log row.
     CrmAction {
         Created => "created",

@@ -1,7 +1,7 @@
 //! `/match` (the matcher, read-only, with its reason) and `/activities` (timelines).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use super::auth::Principal;
 use super::calls::MatchItem;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::ApiQuery;
+use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, List, ListQuery};
 use crate::crm::model::{ActivityKind, Direction, EntityRef};
 use crate::matcher::{Identifier, MatchStatus, normalise_phone, parse_email};
@@ -175,8 +175,32 @@ async fn list_activities(
     Ok(Json(List::from_paged(paged, Activity::from)))
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateActivity {
+    /// Complete or reopen; an e-mail's `\Seen` on the server follows (E9).
+    pub completed: bool,
+}
+
+/// Complete or reopen an activity (a "call back" task, an e-mail).
+#[utoipa::path(patch, path = "/activities/{id}", tag = "crm", request_body = UpdateActivity,
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn update_activity(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateActivity>,
+) -> ApiResult<axum::http::StatusCode> {
+    principal.require_employee()?;
+    state.store.set_activity_done(&id, body.completed).await?;
+    // The pollers push the new state to the server on their next pass.
+    state.mail_changed.notify_one();
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_match))
         .routes(routes!(list_activities))
+        .routes(routes!(update_activity))
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod calls;
+mod emails;
 mod catalog;
 mod entities;
 pub mod error;
@@ -13,6 +14,7 @@ mod events;
 mod exceptions;
 pub mod extract;
 mod list;
+mod mailboxes;
 mod matching;
 mod numbers;
 mod ops;
@@ -54,6 +56,10 @@ pub struct AppState {
     /// Turns true when the process stops: endless responses (SSE) end then, or the
     /// graceful shutdown would wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Woken when mailboxes are added, changed or removed: the pollers follow.
+    pub mail_changed: Arc<tokio::sync::Notify>,
+    /// The domain of the forward address (E16).
+    pub mail_domain: Arc<str>,
 }
 
 #[derive(OpenApi)]
@@ -94,7 +100,9 @@ pub fn router(state: AppState) -> Router {
         .merge(settings::routes())
         .merge(exceptions::routes())
         .merge(catalog::routes())
-        .merge(registrations::routes());
+        .merge(registrations::routes())
+        .merge(mailboxes::routes())
+        .merge(emails::routes());
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", api)
         .merge(ops::routes())

@@ -42,7 +42,8 @@ impl Store {
     }
 }
 
-/// Matches many identifiers with one query: exceptions (M4, M5), employees (M6) and
+/// Matches many identifiers with one query: exceptions (M4, M5), employees and the
+/// addresses of connected mailboxes (M6), and
 /// entities carrying them, then the pure matcher decides each (M1, M8). Index look-ups
 /// only, so the cost does not grow with the number of contacts or exceptions.
 pub(crate) async fn match_all(
@@ -76,6 +77,8 @@ pub(crate) async fn match_all(
            FROM users WHERE extension IN ({keys_in}) \
          UNION ALL SELECT 'employee_email', email, email, NULL, NULL, NULL \
            FROM users WHERE email IN ({keys_in}) \
+         UNION ALL SELECT 'employee_email', address, address, NULL, NULL, NULL \
+           FROM mailboxes WHERE address IN ({keys_in}) \
          UNION ALL SELECT 'candidate', ei.value, ei.entity_kind, ei.entity_id, \
            COALESCE(c.responsible, co.responsible, l.responsible), \
            COALESCE(c.last_activity_at, co.last_activity_at, l.last_activity_at) \
