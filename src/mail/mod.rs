@@ -1,0 +1,26 @@
+//! The pure core of the e-mail side (E2, E5, E16, M6): what a message says, seen from the
+//! company.
+//!
+//! It owns four readings of a message, each a function from values to values:
+//! - [`parse`]: raw RFC 5322 bytes → [`ParsedMail`] (threading ids, addresses, text body,
+//!   attachments, nested messages, vCard parts), through the `mail-parser` crate;
+//! - [`correspondence`]: who the customers are and which way the message went (E2, E5, M6);
+//! - [`forward::detect`]: for mail that reached the secret forward address (E16), the
+//!   original sender of a forwarded message, or the customers a BCC'd copy was sent to;
+//! - [`vcard::parse_vcards`]: vCard 2.1/3.0/4.0 → [`ContactDraft`]s, through `calcard`.
+//!
+//! It must not do I/O: no sockets, no database, no files, no clock. The IMAP poller and the
+//! SMTP/LMTP listener fetch the bytes, bound their size, and act on what these functions
+//! return; matching an address to the CRM (M3, M4, M8) stays with the matcher.
+
+mod direction;
+mod error;
+pub mod forward;
+mod parse;
+pub mod vcard;
+
+pub use direction::{Correspondence, Insiders, correspondence};
+pub use error::Error;
+pub use forward::{ForwardOutcome, ForwardSource, ForwardedMessage, UnknownForward};
+pub use parse::{Attachment, MAX_NESTING, ParsedMail, VCardPart, parse};
+pub use vcard::{ContactDraft, parse_vcards};
