@@ -72,7 +72,14 @@ impl App {
         let (sip, incoming) = SipEndpoint::start(config.sip, config.sip_tcp_max_message).await?;
         let sip_addr = sip.local;
         let sip_cancel = CancellationToken::new();
-        let sip_tasks = start_sip_clients(&store, &sip, &profiles, &sip_cancel);
+        let mut sip_tasks = start_sip_clients(&store, &sip, &profiles, &sip_cancel);
+        let mail_changed = Arc::new(tokio::sync::Notify::new());
+        // The IMAP pollers stop with the rest on shutdown.
+        sip_tasks.push(tokio::spawn(crate::mail::poller::run(
+            store.clone(),
+            mail_changed.clone(),
+            sip_cancel.clone(),
+        )));
 
         let listener =
             TcpListener::bind(config.http)
@@ -83,7 +90,6 @@ impl App {
                 })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
 
-        let mail_changed = Arc::new(tokio::sync::Notify::new());
         let events = EventBus::default();
         let live = LiveCalls::default();
         let (shutdown, mut signal) = watch::channel(false);

@@ -680,6 +680,18 @@ impl Store {
         Ok(plan)
     }
 
+    /// M6: every address on the company's side: employees' logins and connected
+    /// mailboxes.
+    pub async fn insider_addresses(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT email AS address FROM users WHERE email IS NOT NULL \
+             UNION SELECT address FROM mailboxes",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(|row| col(row, "address")).collect()
+    }
+
     /// E16: the secret of the account's forward address, made on first use.
     pub async fn forward_secret(&self) -> Result<String> {
         let read = |row: Option<AnyRow>| row.map(|r| col::<String>(&r, "value")).transpose();

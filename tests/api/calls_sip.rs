@@ -40,12 +40,18 @@ impl Sipp {
             .args(["-m", "1", "-t", "u1", "-nostdin", "-timeout", "40s"])
             .args(["-timeout_error", "-trace_msg", "-message_file"])
             .arg(&trace)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-i", "127.0.0.1"]);
+        // Port 0: a client lets the system choose (no race with other tests for it).
+        if port != 0 {
+            command.args(["-p", &port.to_string()]);
+        }
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+        command
             .args(["-mp", &free_port().to_string()])
             .args(extra)
             .current_dir(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true);
         let child = command
             .spawn()
@@ -69,10 +75,14 @@ impl Sipp {
             .await
             .expect("SIPp finishes within 180 s (its own -timeout is shorter)")
             .expect("sipp exit status");
-        (
-            status.success(),
-            std::fs::read_to_string(&self.trace).unwrap_or_default(),
-        )
+        let mut seen = std::fs::read_to_string(&self.trace).unwrap_or_default();
+        if !status.success() {
+            // SIPp's own complaint (a port taken, a scenario error) when it failed.
+            let stderr = std::fs::read_to_string(self._dir.path().join("stderr.log"))
+                .unwrap_or_default();
+            seen.push_str(&format!("\n--- sipp stderr ---\n{stderr}"));
+        }
+        (status.success(), seen)
     }
 }
 
@@ -164,12 +174,7 @@ async fn line_with_carrier_at(app: &TestApp, ring_timeout_s: u32, carrier_ip: &s
 pub(crate) fn carrier_call(app: &TestApp, scenario: &str, extra: &[&str]) -> Sipp {
     let mut args = vec!["-s", NUMBER, "-key", "caller", CALLER];
     args.extend_from_slice(extra);
-    Sipp::start(
-        scenario,
-        free_port(),
-        Some(app.sip_addr().to_string()),
-        &args,
-    )
+    Sipp::start(scenario, 0, Some(app.sip_addr().to_string()), &args)
 }
 
 /// The call log row of the only call, once it has ended.

@@ -11,6 +11,7 @@ pub struct TestApp {
     pub base: String,
     pub admin: String,
     pub client: reqwest::Client,
+    config: Config,
     _dir: tempfile::TempDir,
 }
 
@@ -75,7 +76,7 @@ impl TestApp {
     }
 
     async fn start(config: Config, dir: tempfile::TempDir) -> TestApp {
-        let app = App::start(config).await.expect("app starts");
+        let app = App::start(config.clone()).await.expect("app starts");
         let admin = app
             .generated_admin_token
             .clone()
@@ -85,8 +86,19 @@ impl TestApp {
             admin,
             client: reqwest::Client::new(),
             app: Some(app),
+            config,
             _dir: dir,
         }
+    }
+
+    /// Stops the gateway and starts it again on the same data (a restart of the process).
+    pub async fn restart(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown().await.expect("clean shutdown");
+        }
+        let app = App::start(self.config.clone()).await.expect("app restarts");
+        self.base = format!("http://{}", app.http_addr);
+        self.app = Some(app);
     }
 
     pub async fn stop(mut self) {

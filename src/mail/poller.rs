@@ -1,0 +1,524 @@
+//! The IMAP pollers (issue 6 item 2): one task per connected mailbox, and the supervisor
+//! that starts, restarts and stops them as mailboxes are added, changed or removed.
+//!
+//! A mailbox task connects, finds its folders (SPECIAL-USE), and per folder: collects
+//! new messages after its checkpoint (UIDVALIDITY + last UID, so a restart neither
+//! refetches nor loses mail), takes them into the store in batches, then mirrors seen/
+//! unseen and deletions both ways (E9). It then waits: IMAP IDLE where the mailbox asks
+//! for it and the server offers it, else the mailbox's interval; a change in the CRM
+//! (an activity completed) wakes it early. Errors are shown on the mailbox (E10) and the
+//! task reconnects with a growing, jittered back-off.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::imap::{self, Body, IdleOutcome, ImapSession, ImapSettings, Security, Uid};
+use super::{ContactDraft, Correspondence, Insiders, correspondence, parse, parse_vcards};
+use crate::crm::model::{Direction, EntityKind, MailCheck, MailSecurity};
+use crate::matcher::{Identifier, parse_email};
+use crate::store::{
+    AttachmentInfo, FolderCheckpoint, IncomingEmail, MailOrigin, MailboxRecord, NewEntity,
+    ServerFlags, Store, StoreError,
+};
+
+/// Messages per fetch and per store transaction.
+const BATCH: usize = 200;
+const BACKOFF_MIN: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Imap(#[from] imap::ImapError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The IMAP client settings of a stored mailbox.
+pub fn imap_settings(mailbox: &MailboxRecord, password: String) -> ImapSettings {
+    let security = match mailbox.security {
+        MailSecurity::Tls => Security::Tls,
+        MailSecurity::Starttls => Security::StartTls,
+        MailSecurity::None => Security::None,
+    };
+    ImapSettings::new(
+        mailbox.host.clone(),
+        mailbox.port,
+        security,
+        mailbox.username.clone(),
+        password,
+    )
+}
+
+/// Runs the pollers until `cancel`; `changed` is woken by the API when mailboxes or
+/// activities change.
+pub async fn run(
+    store: Store,
+    changed: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let mut tasks: HashMap<String, (MailboxRecord, CancellationToken, Arc<Notify>)> =
+        HashMap::new();
+    loop {
+        match store.all_mailboxes().await {
+            Ok(mailboxes) => {
+                let wanted: HashMap<String, MailboxRecord> =
+                    mailboxes.into_iter().map(|m| (m.id.clone(), m)).collect();
+                tasks.retain(|id, (running, stop, kick)| match wanted.get(id) {
+                    Some(now) if same_settings(running, now) => {
+                        // A change elsewhere (an activity completed): sync now.
+                        kick.notify_one();
+                        true
+                    }
+                    _ => {
+                        stop.cancel();
+                        false
+                    }
+                });
+                for (id, mailbox) in wanted {
+                    if tasks.contains_key(&id) {
+                        continue;
+                    }
+                    let stop = cancel.child_token();
+                    let kick = Arc::new(Notify::new());
+                    let poller = Poller {
+                        store: store.clone(),
+                        mailbox: mailbox.clone(),
+                        kick: kick.clone(),
+                        stop: stop.clone(),
+                    };
+                    let span = tracing::info_span!("mailbox", id = %mailbox.id, host = %mailbox.host);
+                    tokio::spawn(tracing::Instrument::instrument(poller.run(), span));
+                    tasks.insert(id, (mailbox, stop, kick));
+                }
+            }
+            Err(err) => tracing::error!(%err, "cannot read the mailboxes"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = changed.notified() => {}
+        }
+    }
+}
+
+/// Whether two readings of a mailbox need the same connection and folders: the state
+/// columns change all the time and must not restart the task.
+fn same_settings(a: &MailboxRecord, b: &MailboxRecord) -> bool {
+    let key = |m: &MailboxRecord| {
+        let mut m = m.clone();
+        m.state = String::new();
+        m.last_error = None;
+        m.last_sync_at = None;
+        m
+    };
+    key(a) == key(b)
+}
+
+struct Poller {
+    store: Store,
+    mailbox: MailboxRecord,
+    kick: Arc<Notify>,
+    stop: CancellationToken,
+}
+
+/// One folder the mailbox processes, with its role for the direction (E2).
+#[derive(Debug, Clone)]
+struct Folder {
+    name: String,
+    role: &'static str,
+}
+
+impl Poller {
+    async fn run(self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let outcome = tokio::select! {
+                () = self.stop.cancelled() => return,
+                outcome = self.session() => outcome,
+            };
+            let err = match outcome {
+                Ok(()) => return,
+                Err(err) => err,
+            };
+            tracing::warn!(mailbox = %self.mailbox.id, %err, "mailbox sync failed; retrying");
+            let _ = self
+                .store
+                .set_mailbox_state(&self.mailbox.id, "error", Some(&err.to_string()))
+                .await;
+            let wait = jitter(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+                // A settings change restarts the task; any other kick retries at once.
+                () = self.kick.notified() => {}
+            }
+        }
+    }
+
+    /// One connection's life: returns `Ok` only when stopped.
+    async fn session(&self) -> Result<(), PollError> {
+        self.store
+            .set_mailbox_state(&self.mailbox.id, "connecting", None)
+            .await?;
+        let password = self.store.mailbox_password(&self.mailbox.id).await?;
+        let settings = imap_settings(&self.mailbox, password);
+        let mut session = imap::connect(&settings).await?;
+        let folders = self.folders(&mut session).await?;
+        loop {
+            self.store
+                .set_mailbox_state(&self.mailbox.id, "syncing", None)
+                .await?;
+            for folder in &folders {
+                self.sync_folder(&mut session, folder).await?;
+            }
+            self.store
+                .set_mailbox_state(&self.mailbox.id, "idle", None)
+                .await?;
+            let interval = self.mailbox.check.interval();
+            if self.mailbox.check == MailCheck::Idle && session.capabilities().idle() {
+                // IDLE watches one folder: the inbox, where customers' mail arrives.
+                session.select(&folders[0].name).await?;
+                tokio::select! {
+                    () = self.stop.cancelled() => return Ok(()),
+                    () = self.kick.notified() => {}
+                    outcome = session.idle_wait(interval) => {
+                        if let IdleOutcome::NewData = outcome? {
+                            metrics::counter!("leadline_mail_idle_wakeups_total").increment(1);
+                        }
+                    }
+                }
+            } else {
+                tokio::select! {
+                    () = self.stop.cancelled() => return Ok(()),
+                    () = self.kick.notified() => {}
+                    () = tokio::time::sleep(interval) => {}
+                }
+            }
+        }
+    }
+
+    /// The folders to process (E2, E4): the configured ones, else inbox and sent.
+    async fn folders(&self, session: &mut ImapSession) -> Result<Vec<Folder>, PollError> {
+        let special = session.special_folders().await?;
+        let role = |name: &str| {
+            if name.eq_ignore_ascii_case(&special.inbox) {
+                "inbox"
+            } else if special.sent.as_deref() == Some(name) {
+                "sent"
+            } else {
+                "other"
+            }
+        };
+        Ok(match &self.mailbox.folders {
+            Some(names) => names
+                .iter()
+                .map(|n| Folder {
+                    name: n.clone(),
+                    role: role(n),
+                })
+                .collect(),
+            None => std::iter::once(special.inbox.clone())
+                .chain(special.sent.clone())
+                .map(|n| Folder {
+                    role: role(&n),
+                    name: n,
+                })
+                .collect(),
+        })
+    }
+
+    async fn sync_folder(
+        &self,
+        session: &mut ImapSession,
+        folder: &Folder,
+    ) -> Result<(), PollError> {
+        let state = session.select(&folder.name).await?;
+        let validity = i64::from(state.uid_validity);
+        let checkpoint = self
+            .store
+            .folder_checkpoint(&self.mailbox.id, &folder.name)
+            .await?;
+        let mut last = match checkpoint {
+            Some(c) if c.uid_validity == validity => c.last_uid,
+            other => {
+                if other.is_some() {
+                    // RFC 3501 §2.3.1.1: the old UIDs mean nothing now. Messages come in
+                    // again and the store recognises those it has (by Message-ID).
+                    tracing::info!(folder = %folder.name, "UIDVALIDITY changed; re-reading the folder");
+                    metrics::counter!("leadline_mail_uidvalidity_changes_total").increment(1);
+                }
+                self.first_uid(session).await? - 1
+            }
+        };
+        let insiders = self.insiders().await?;
+        let mut cards = Vec::new();
+        loop {
+            let fetched = session.fetch_since(Uid(last as u32), BATCH).await?;
+            if fetched.is_empty() {
+                break;
+            }
+            let mut batch = Vec::with_capacity(fetched.len());
+            for message in fetched {
+                last = last.max(i64::from(message.uid.0));
+                let Body::Raw(raw) = message.body else {
+                    tracing::warn!(uid = %message.uid, size = message.size, "message over the size limit left on the server");
+                    continue;
+                };
+                let origin = MailOrigin::Folder {
+                    mailbox: self.mailbox.id.clone(),
+                    folder: folder.name.clone(),
+                    uid_validity: validity,
+                    uid: i64::from(message.uid.0),
+                };
+                let received_at = message
+                    .internal_date
+                    .map_or_else(crate::store::now_ms, |d| d.timestamp_millis());
+                let (email, drafts) =
+                    incoming(origin, raw, message.seen, received_at, folder.role, &insiders);
+                batch.push(email);
+                cards.extend(drafts);
+            }
+            let outcomes = self.store.ingest_emails(&batch).await?;
+            if self.mailbox.vcard_contacts && self.mailbox.crm_link && !cards.is_empty() {
+                self.import_cards(std::mem::take(&mut cards), &insiders).await?;
+            }
+            cards.clear();
+            let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
+            metrics::counter!("leadline_mail_ingested_total").increment(fresh as u64);
+            self.store
+                .set_folder_checkpoint(
+                    &self.mailbox.id,
+                    &folder.name,
+                    folder.role,
+                    FolderCheckpoint {
+                        uid_validity: validity,
+                        last_uid: last,
+                    },
+                )
+                .await?;
+        }
+        if checkpoint.is_none_or(|c| c.uid_validity != validity || c.last_uid != last) {
+            self.store
+                .set_folder_checkpoint(
+                    &self.mailbox.id,
+                    &folder.name,
+                    folder.role,
+                    FolderCheckpoint {
+                        uid_validity: validity,
+                        last_uid: last,
+                    },
+                )
+                .await?;
+        }
+        // E9 both ways.
+        let flags: Vec<ServerFlags> = session
+            .flags_of_all()
+            .await?
+            .into_iter()
+            .filter(|f| !f.deleted)
+            .map(|f| ServerFlags {
+                uid: i64::from(f.uid.0),
+                seen: f.seen,
+            })
+            .collect();
+        let plan = self
+            .store
+            .sync_folder(&self.mailbox.id, &folder.name, validity, &flags)
+            .await?;
+        let uids = |list: &[i64]| list.iter().map(|u| Uid(*u as u32)).collect::<Vec<_>>();
+        if !plan.set_seen.is_empty() {
+            session.set_seen(&uids(&plan.set_seen), true).await?;
+        }
+        if !plan.set_unseen.is_empty() {
+            session.set_seen(&uids(&plan.set_unseen), false).await?;
+        }
+        Ok(())
+    }
+
+    /// The first UID to collect on a folder never read (or re-numbered): the sync window
+    /// (E3) decides; all mail starts at 1.
+    async fn first_uid(&self, session: &mut ImapSession) -> Result<i64, PollError> {
+        let Some(days) = self.mailbox.sync_window_days else {
+            return Ok(1);
+        };
+        let since = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(days));
+        let uids = session.search_since(since).await?;
+        Ok(match uids.iter().map(|u| i64::from(u.0)).min() {
+            Some(first) => first,
+            // Nothing in the window: start after the newest message.
+            None => i64::from(u32::MAX).min(
+                session
+                    .flags_of_all()
+                    .await?
+                    .iter()
+                    .map(|f| i64::from(f.uid.0))
+                    .max()
+                    .unwrap_or(0)
+                    + 1,
+            ),
+        })
+    }
+
+    /// E3: vCards attached to collected mail become contacts (or companies); a card
+    /// whose address or number is already on an entity is skipped (M7), and a card of
+    /// someone on the company's side is no customer (M6).
+    async fn import_cards(
+        &self,
+        cards: Vec<ContactDraft>,
+        insiders: &Insiders,
+    ) -> Result<(), PollError> {
+        let country = self.store.crm_settings().await?.default_country;
+        let entities: Vec<NewEntity> = cards
+            .into_iter()
+            .filter(|card| !card.emails.iter().any(|e| insiders.contains(e)))
+            .filter_map(|card| contact_from_card(card, country, self.mailbox.owner.clone()))
+            .collect();
+        if entities.is_empty() {
+            return Ok(());
+        }
+        let report = self.store.import_entities(&entities).await?;
+        tracing::info!(?report, "contacts from vCards");
+        Ok(())
+    }
+
+    /// The company's side (M6): this mailbox, every employee, every connected mailbox.
+    async fn insiders(&self) -> Result<Insiders, PollError> {
+        let addresses = self.store.insider_addresses().await?;
+        Ok(Insiders::new(
+            parse_email(&self.mailbox.address).ok(),
+            addresses.iter().filter_map(|a| parse_email(a).ok()),
+        ))
+    }
+}
+
+/// A contact (or company) made of a vCard; `None` for a card with nothing to match on.
+fn contact_from_card(
+    card: ContactDraft,
+    country: crate::matcher::Country,
+    responsible: Option<crate::crm::model::UserId>,
+) -> Option<NewEntity> {
+    let mut identifiers: Vec<Identifier> = card
+        .emails
+        .iter()
+        .cloned()
+        .map(Identifier::Email)
+        .collect();
+    identifiers.extend(
+        card.phones
+            .iter()
+            .filter_map(|p| crate::matcher::normalise_phone(p, Some(country)).ok())
+            .map(Identifier::Phone),
+    );
+    if identifiers.is_empty() {
+        return None;
+    }
+    let name = card
+        .name
+        .clone()
+        .or_else(|| card.organisation.clone())
+        .unwrap_or_else(|| identifiers[0].key().to_owned());
+    Some(NewEntity {
+        kind: if card.is_company {
+            EntityKind::Company
+        } else {
+            EntityKind::Contact
+        },
+        name,
+        identifiers,
+        responsible,
+        source: crate::crm::model::SOURCE_EMAIL.to_owned(),
+        company: None,
+        customer: None,
+        deal: None,
+    })
+}
+
+/// A fetched message as the store takes it: parsed, its direction and customers found;
+/// with the vCards it carries.
+pub fn incoming(
+    origin: MailOrigin,
+    raw: Vec<u8>,
+    seen: bool,
+    received_at: i64,
+    folder_role: &str,
+    insiders: &Insiders,
+) -> (IncomingEmail, Vec<ContactDraft>) {
+    let parsed = parse(&raw).unwrap_or_default();
+    let cards: Vec<ContactDraft> = parsed
+        .vcards
+        .iter()
+        .filter_map(|part| parse_vcards(&part.content).ok())
+        .flatten()
+        .collect();
+    let (direction, customers) = match correspondence(&parsed, insiders) {
+        Correspondence::Customer {
+            direction,
+            customers,
+        } => (
+            direction,
+            customers
+                .into_iter()
+                .map(|m| m.address.as_str().to_owned())
+                .collect(),
+        ),
+        // Nobody to attach it to: kept in the mail store, logged.
+        Correspondence::Internal | Correspondence::NoSender => (
+            if folder_role == "sent" {
+                Direction::Outgoing
+            } else {
+                Direction::Incoming
+            },
+            Vec::new(),
+        ),
+    };
+    let address_list = |list: &[crate::matcher::Mailbox]| {
+        list.iter()
+            .map(|m| m.address.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let email = IncomingEmail {
+        origin,
+        message_id: parsed.message_id.clone(),
+        in_reply_to: parsed.in_reply_to.first().cloned(),
+        thread_root: parsed
+            .references
+            .first()
+            .cloned()
+            .or_else(|| parsed.message_id.clone()),
+        direction,
+        from: parsed
+            .sender()
+            .map(|m| m.address.as_str().to_owned())
+            .unwrap_or_default(),
+        from_name: parsed.sender().and_then(|m| m.name.clone()),
+        to: address_list(&parsed.to),
+        cc: address_list(&parsed.cc),
+        subject: parsed.subject.clone().unwrap_or_default(),
+        received_at,
+        seen,
+        attachments: parsed
+            .attachments
+            .iter()
+            .map(|a| AttachmentInfo {
+                name: a.file_name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size() as u64,
+            })
+            .collect(),
+        raw,
+        customers,
+    };
+    (email, cards)
+}
+
+/// ±25 % so that many mailboxes failing together do not retry together.
+fn jitter(base: Duration) -> Duration {
+    use rand::Rng as _;
+    let factor = rand::rng().random_range(0.75..1.25);
+    base.mul_f64(factor)
+}
