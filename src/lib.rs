@@ -9,6 +9,7 @@ pub mod config;
 pub mod crm;
 pub mod events;
 pub mod http;
+pub mod mail;
 pub mod matcher;
 pub mod sip;
 pub mod store;

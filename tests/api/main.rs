@@ -7,6 +7,7 @@ mod calls_sip;
 mod common;
 mod helpers;
 mod http_contract;
+mod imap;
 mod postgres;
 mod scenarios;
 mod sip;
