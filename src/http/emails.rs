@@ -85,11 +85,17 @@ impl From<EmailRecord> for Email {
             attachments: e
                 .attachments
                 .into_iter()
-                .map(|AttachmentInfo { name, content_type, size }| Attachment {
-                    name,
-                    content_type,
-                    size,
-                })
+                .map(
+                    |AttachmentInfo {
+                         name,
+                         content_type,
+                         size,
+                     }| Attachment {
+                        name,
+                        content_type,
+                        size,
+                    },
+                )
                 .collect(),
             size: e.size,
         }
@@ -187,7 +193,10 @@ async fn get_raw(
     Ok((
         [
             (header::CONTENT_TYPE, "message/rfc822"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"message.eml\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"message.eml\"",
+            ),
         ],
         raw,
     ))

@@ -173,8 +173,7 @@ async fn settings(
             // E1: an admin cannot connect someone else's personal mailbox.
             let Some(me) = principal.user_id() else {
                 return Err(ApiError::Forbidden(
-                    "a personal mailbox is connected by its owner with their own token (E1)"
-                        .into(),
+                    "a personal mailbox is connected by its owner with their own token (E1)".into(),
                 ));
             };
             if owner.as_ref() != Some(me) {
@@ -209,25 +208,45 @@ async fn settings(
     let port = input
         .port
         .or(current.map(|c| c.port))
-        .unwrap_or(if security == MailSecurity::Tls { 993 } else { 143 });
+        .unwrap_or(if security == MailSecurity::Tls {
+            993
+        } else {
+            143
+        });
     if port == 0 {
-        return Err(ApiError::field("invalid_value", "port", "port must be 1 to 65535"));
+        return Err(ApiError::field(
+            "invalid_value",
+            "port",
+            "port must be 1 to 65535",
+        ));
     }
     let username = match (&input.username, current) {
         (Some(u), _) => validate::name("username", u)?,
         (None, Some(c)) => c.username.clone(),
         (None, None) => {
-            return Err(ApiError::field("required", "username", "username is required"));
+            return Err(ApiError::field(
+                "required",
+                "username",
+                "username is required",
+            ));
         }
     };
     let (password, password_changed) = match (input.password, current) {
         (Some(p), _) if !p.is_empty() => (p, true),
         (Some(_), _) => {
-            return Err(ApiError::field("required", "password", "password must not be empty"));
+            return Err(ApiError::field(
+                "required",
+                "password",
+                "password must not be empty",
+            ));
         }
         (None, Some(_)) => (String::new(), false),
         (None, None) => {
-            return Err(ApiError::field("required", "password", "password is required"));
+            return Err(ApiError::field(
+                "required",
+                "password",
+                "password is required",
+            ));
         }
     };
     let address = match (&input.address, current) {
@@ -262,9 +281,7 @@ async fn settings(
     };
     // E11: spam delivered into a processed folder would bring every spam into the CRM.
     if let Some(spam) = &spam_folder {
-        let processed = folders
-            .clone()
-            .unwrap_or_else(|| vec!["INBOX".to_owned()]);
+        let processed = folders.clone().unwrap_or_else(|| vec!["INBOX".to_owned()]);
         if processed.iter().any(|f| f.eq_ignore_ascii_case(spam)) {
             return Err(ApiError::field(
                 "spam_folder_processed",
@@ -334,9 +351,8 @@ async fn settings(
         (None, Some(c)) => c.name.clone(),
         (None, None) => address.clone(),
     };
-    let flag = |given: Option<bool>, kept: Option<bool>, default: bool| {
-        given.or(kept).unwrap_or(default)
-    };
+    let flag =
+        |given: Option<bool>, kept: Option<bool>, default: bool| given.or(kept).unwrap_or(default);
     Ok((
         NewMailbox {
             name,
@@ -362,7 +378,11 @@ async fn settings(
                 current.map(|c| c.create_leads_outgoing),
                 false,
             ),
-            vcard_contacts: flag(input.vcard_contacts, current.map(|c| c.vcard_contacts), true),
+            vcard_contacts: flag(
+                input.vcard_contacts,
+                current.map(|c| c.vcard_contacts),
+                true,
+            ),
             route_to_responsible: flag(
                 input.route_to_responsible,
                 current.map(|c| c.route_to_responsible),

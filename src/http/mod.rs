@@ -6,8 +6,8 @@
 
 pub mod auth;
 mod calls;
-mod emails;
 mod catalog;
+mod emails;
 mod entities;
 pub mod error;
 mod events;

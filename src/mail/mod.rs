@@ -9,14 +9,17 @@
 //!   original sender of a forwarded message, or the customers a BCC'd copy was sent to;
 //! - [`vcard::parse_vcards`]: vCard 2.1/3.0/4.0 → [`ContactDraft`]s, through `calcard`.
 //!
-//! It must not do I/O: no sockets, no database, no files, no clock. The IMAP poller and the
-//! SMTP/LMTP listener fetch the bytes, bound their size, and act on what these functions
-//! return; matching an address to the CRM (M3, M4, M8) stays with the matcher.
+//! These must not do I/O: no sockets, no database, no files, no clock. The adapters around
+//! them do: [`imap`] (the IMAP client), [`poller`] (one task per mailbox, into the store)
+//! and the SMTP/LMTP listener fetch the bytes, bound their size, and act on what these
+//! functions return; matching an address to the CRM (M3, M4, M8) stays with the matcher.
 
 mod direction;
 mod error;
 pub mod forward;
+pub mod imap;
 mod parse;
+pub mod poller;
 pub mod vcard;
 
 pub use direction::{Correspondence, Insiders, correspondence};
@@ -24,3 +27,5 @@ pub use error::Error;
 pub use forward::{ForwardOutcome, ForwardSource, ForwardedMessage, UnknownForward};
 pub use parse::{Attachment, MAX_NESTING, ParsedMail, VCardPart, parse};
 pub use vcard::{ContactDraft, parse_vcards};
+
+pub use poller::imap_settings;

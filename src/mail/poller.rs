@@ -56,11 +56,7 @@ pub fn imap_settings(mailbox: &MailboxRecord, password: String) -> ImapSettings 
 
 /// Runs the pollers until `cancel`; `changed` is woken by the API when mailboxes or
 /// activities change.
-pub async fn run(
-    store: Store,
-    changed: Arc<Notify>,
-    cancel: CancellationToken,
-) {
+pub async fn run(store: Store, changed: Arc<Notify>, cancel: CancellationToken) {
     let mut tasks: HashMap<String, (MailboxRecord, CancellationToken, Arc<Notify>)> =
         HashMap::new();
     loop {
@@ -91,7 +87,8 @@ pub async fn run(
                         kick: kick.clone(),
                         stop: stop.clone(),
                     };
-                    let span = tracing::info_span!("mailbox", id = %mailbox.id, host = %mailbox.host);
+                    let span =
+                        tracing::info_span!("mailbox", id = %mailbox.id, host = %mailbox.host);
                     tokio::spawn(tracing::Instrument::instrument(poller.run(), span));
                     tasks.insert(id, (mailbox, stop, kick));
                 }
@@ -278,14 +275,21 @@ impl Poller {
                 let received_at = message
                     .internal_date
                     .map_or_else(crate::store::now_ms, |d| d.timestamp_millis());
-                let (email, drafts) =
-                    incoming(origin, raw, message.seen, received_at, folder.role, &insiders);
+                let (email, drafts) = incoming(
+                    origin,
+                    raw,
+                    message.seen,
+                    received_at,
+                    folder.role,
+                    &insiders,
+                );
                 batch.push(email);
                 cards.extend(drafts);
             }
             let outcomes = self.store.ingest_emails(&batch).await?;
             if self.mailbox.vcard_contacts && self.mailbox.crm_link && !cards.is_empty() {
-                self.import_cards(std::mem::take(&mut cards), &insiders).await?;
+                self.import_cards(std::mem::take(&mut cards), &insiders)
+                    .await?;
             }
             cards.clear();
             let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
@@ -402,12 +406,8 @@ fn contact_from_card(
     country: crate::matcher::Country,
     responsible: Option<crate::crm::model::UserId>,
 ) -> Option<NewEntity> {
-    let mut identifiers: Vec<Identifier> = card
-        .emails
-        .iter()
-        .cloned()
-        .map(Identifier::Email)
-        .collect();
+    let mut identifiers: Vec<Identifier> =
+        card.emails.iter().cloned().map(Identifier::Email).collect();
     identifiers.extend(
         card.phones
             .iter()

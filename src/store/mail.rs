@@ -664,14 +664,12 @@ impl Store {
                         } else {
                             plan.set_unseen.push(uid);
                         }
-                        sqlx::query(
-                            "UPDATE emails SET seen = $2, completed_at = $3 WHERE id = $1",
-                        )
-                        .bind(&id)
-                        .bind(flag(completed))
-                        .bind(completed.then_some(now))
-                        .execute(&mut *tx)
-                        .await?;
+                        sqlx::query("UPDATE emails SET seen = $2, completed_at = $3 WHERE id = $1")
+                            .bind(&id)
+                            .bind(flag(completed))
+                            .bind(completed.then_some(now))
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
             }
@@ -1125,7 +1123,9 @@ async fn create_entities(
                 },
             );
             lead.customer = customer.as_ref().map(ToString::to_string);
-            if customer.is_none() && !claim_identifier(tx, label, &claim(EntityKind::Lead), now).await? {
+            if customer.is_none()
+                && !claim_identifier(tx, label, &claim(EntityKind::Lead), now).await?
+            {
                 return Err(lost_race(label));
             }
             created.push(insert_entity(tx, &owner_id, &lead, now).await?);
@@ -1211,12 +1211,7 @@ async fn read_queue(
 /// E9: deleting an unseen message deletes its activity (unless a copy elsewhere still
 /// holds it), and the lead it created if that lead is untouched and has no other
 /// activity. A seen message leaves its completed activity in the history.
-async fn remove_email(
-    tx: &mut Tx<'_>,
-    id: &str,
-    seen: bool,
-    activity: Option<&str>,
-) -> Result<()> {
+async fn remove_email(tx: &mut Tx<'_>, id: &str, seen: bool, activity: Option<&str>) -> Result<()> {
     let created: Option<String> = sqlx::query("SELECT created_entities FROM emails WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut **tx)
@@ -1257,14 +1252,18 @@ async fn remove_email(
         .fetch_optional(&mut **tx)
         .await?;
         if untouched.is_some() {
-            sqlx::query("DELETE FROM identifier_owners WHERE entity_kind = 'lead' AND entity_id = $1")
-                .bind(entity.id.as_str())
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("DELETE FROM entity_identifiers WHERE entity_kind = 'lead' AND entity_id = $1")
-                .bind(entity.id.as_str())
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM identifier_owners WHERE entity_kind = 'lead' AND entity_id = $1",
+            )
+            .bind(entity.id.as_str())
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM entity_identifiers WHERE entity_kind = 'lead' AND entity_id = $1",
+            )
+            .bind(entity.id.as_str())
+            .execute(&mut **tx)
+            .await?;
             sqlx::query("DELETE FROM leads WHERE id = $1")
                 .bind(entity.id.as_str())
                 .execute(&mut **tx)

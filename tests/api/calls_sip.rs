@@ -78,8 +78,8 @@ impl Sipp {
         let mut seen = std::fs::read_to_string(&self.trace).unwrap_or_default();
         if !status.success() {
             // SIPp's own complaint (a port taken, a scenario error) when it failed.
-            let stderr = std::fs::read_to_string(self._dir.path().join("stderr.log"))
-                .unwrap_or_default();
+            let stderr =
+                std::fs::read_to_string(self._dir.path().join("stderr.log")).unwrap_or_default();
             seen.push_str(&format!("\n--- sipp stderr ---\n{stderr}"));
         }
         (status.success(), seen)

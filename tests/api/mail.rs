@@ -110,13 +110,22 @@ async fn e8_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
     let inbox = format!("alice@{DOMAIN}");
     let dovecot = &setup.dovecot;
     dovecot
-        .deliver("alice", &message("kunde@example.org", &inbox, "Angebot", "m1"))
+        .deliver(
+            "alice",
+            &message("kunde@example.org", &inbox, "Angebot", "m1"),
+        )
         .await;
     dovecot
-        .deliver("alice", &message("anna@example.com", &inbox, "Intern", "m2"))
+        .deliver(
+            "alice",
+            &message("anna@example.com", &inbox, "Intern", "m2"),
+        )
         .await;
     dovecot
-        .deliver("alice", &message("spam@blocked.test", &inbox, "Werbung", "m3"))
+        .deliver(
+            "alice",
+            &message("spam@blocked.test", &inbox, "Werbung", "m3"),
+        )
         .await;
     let emails = wait_for_emails(&app, 3).await;
 
@@ -124,15 +133,24 @@ async fn e8_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
     assert_eq!(offer["crm_action"], "created", "{offer}");
     assert_eq!(offer["direction"], "incoming");
     assert!(offer["received_at"].is_string() && offer["ingested_at"].is_string());
-    assert!(offer["completed_at"].is_null(), "unseen: an open activity (E9)");
+    assert!(
+        offer["completed_at"].is_null(),
+        "unseen: an open activity (E9)"
+    );
     let leads = app.leads().await;
     assert_eq!(leads.len(), 1, "{leads:?}");
-    assert_eq!(leads[0]["responsible"], json!(setup.anna), "E13/T9: the queue's next");
+    assert_eq!(
+        leads[0]["responsible"],
+        json!(setup.anna),
+        "E13/T9: the queue's next"
+    );
     assert_eq!(leads[0]["emails"], json!(["kunde@example.org"]));
     assert_eq!(leads[0]["source"], "EMAIL");
     let lead = format!("lead:{}", leads[0]["id"].as_str().unwrap());
     assert_eq!(offer["entities"], json!([lead]));
-    let timeline = app.get_ok(&format!("/api/v1/activities?entity={lead}")).await;
+    let timeline = app
+        .get_ok(&format!("/api/v1/activities?entity={lead}"))
+        .await;
     assert_eq!(timeline["items"][0]["kind"], "email", "{timeline}");
     assert_eq!(timeline["items"][0]["completed"], false);
 
@@ -142,7 +160,10 @@ async fn e8_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
     let blocked = by_subject(&emails, "Werbung");
     assert_eq!(blocked["crm_action"], "logged", "E4: {blocked}");
     assert!(
-        blocked["crm_reason"].as_str().unwrap().contains("blacklist"),
+        blocked["crm_reason"]
+            .as_str()
+            .unwrap()
+            .contains("blacklist"),
         "{blocked}"
     );
 
@@ -182,7 +203,12 @@ async fn e7_a_known_sender_gets_the_activity_on_the_contact() {
         .dovecot
         .deliver(
             "alice",
-            &message("kunde@example.org", &format!("alice@{DOMAIN}"), "Frage", "k1"),
+            &message(
+                "kunde@example.org",
+                &format!("alice@{DOMAIN}"),
+                "Frage",
+                "k1",
+            ),
         )
         .await;
     let emails = wait_for_emails(&app, 1).await;
@@ -229,7 +255,10 @@ async fn e9_seen_and_deletion_sync_both_ways() {
         .deliver("alice", &message("s@example.org", &inbox, "Gelesen", "s1"))
         .await;
     dovecot
-        .deliver("alice", &message("d@example.org", &inbox, "Geloescht", "s2"))
+        .deliver(
+            "alice",
+            &message("d@example.org", &inbox, "Geloescht", "s2"),
+        )
         .await;
     wait_for_emails(&app, 2).await;
     assert_eq!(app.leads().await.len(), 2);
@@ -254,20 +283,26 @@ async fn e9_seen_and_deletion_sync_both_ways() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    wait_until(MAIL_DEADLINE, "\\Seen to be removed on the server", || async {
-        let flags = dovecot.flags("alice", "INBOX");
-        flags
-            .iter()
-            .any(|(uid, f)| *uid == 1 && !f.contains("\\Seen"))
-            .then_some(())
-    })
+    wait_until(
+        MAIL_DEADLINE,
+        "\\Seen to be removed on the server",
+        || async {
+            let flags = dovecot.flags("alice", "INBOX");
+            flags
+                .iter()
+                .any(|(uid, f)| *uid == 1 && !f.contains("\\Seen"))
+                .then_some(())
+        },
+    )
     .await;
 
     // Deleted unseen on the server (uid 2): activity and lead go.
     dovecot.expunge("alice", "INBOX", 2);
-    wait_until(MAIL_DEADLINE, "the deleted message's lead to go", || async {
-        (app.leads().await.len() == 1).then_some(())
-    })
+    wait_until(
+        MAIL_DEADLINE,
+        "the deleted message's lead to go",
+        || async { (app.leads().await.len() == 1).then_some(()) },
+    )
     .await;
     let emails = emails(&app).await;
     assert_eq!(emails.len(), 1, "{emails:?}");

@@ -7,6 +7,8 @@ mod calls_sip;
 mod common;
 mod helpers;
 mod http_contract;
+mod imap;
+mod mail;
 mod postgres;
 mod scenarios;
 mod sip;
