@@ -106,7 +106,22 @@ fn by_subject<'a>(emails: &'a [Value], subject: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e8_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
     let app = TestApp::spawn().await;
-    let setup = connect_mailbox(&app, json!({"blacklist": ["@blocked.test"]})).await;
+    unknown_sender_employee_and_blacklist(&app).await;
+    app.stop().await;
+}
+
+/// The same on PostgreSQL: the mail store, raw bytes (BYTEA) and intake there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e8_on_postgresql() {
+    let server = crate::common::postgres::PgServer::shared();
+    let url = server.create_database("mail_e8").await;
+    let app = TestApp::spawn_with(|config, _| config.database_url = url).await;
+    unknown_sender_employee_and_blacklist(&app).await;
+    app.stop().await;
+}
+
+async fn unknown_sender_employee_and_blacklist(app: &TestApp) {
+    let setup = connect_mailbox(app, json!({"blacklist": ["@blocked.test"]})).await;
     let inbox = format!("alice@{DOMAIN}");
     let dovecot = &setup.dovecot;
     dovecot
@@ -127,7 +142,7 @@ async fn e8_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
             &message("spam@blocked.test", &inbox, "Werbung", "m3"),
         )
         .await;
-    let emails = wait_for_emails(&app, 3).await;
+    let emails = wait_for_emails(app, 3).await;
 
     let offer = by_subject(&emails, "Angebot");
     assert_eq!(offer["crm_action"], "created", "{offer}");
@@ -181,7 +196,6 @@ async fn e8_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
         .unwrap();
     assert_eq!(raw.headers()["content-type"], "message/rfc822");
     assert!(raw.text().await.unwrap().contains("bitte ein Angebot"));
-    app.stop().await;
 }
 
 /// E7, M8: a message from a known contact goes on the contact's timeline; no lead.
