@@ -23,6 +23,8 @@ pub struct MatchQuery {
     pub number: Option<String>,
     /// An e-mail address.
     pub email: Option<String>,
+    /// The mailbox the e-mail came to: its blacklist applies (E4).
+    pub mailbox: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -84,6 +86,23 @@ async fn get_match(
             ));
         }
     };
+    if let (Some(mailbox), Identifier::Email(_)) = (&query.mailbox, &identifier) {
+        let mailbox = state.store.get_mailbox(mailbox).await?;
+        let mut listed = crate::matcher::Exclusions::default();
+        for entry in &mailbox.blacklist {
+            if let Ok(rule) = crate::matcher::parse_exception(entry, None) {
+                listed.add_exception(&rule);
+            }
+        }
+        if listed.check(&identifier).is_some() {
+            return Ok(Json(MatchAnswer {
+                identifier: identifier.key().to_owned(),
+                status: MatchStatus::Excluded,
+                reason: format!("on the blacklist of the mailbox {} (E4)", mailbox.name),
+                matches: Vec::new(),
+            }));
+        }
+    }
     let outcome = state.store.match_identifier(identifier).await?;
     Ok(Json(MatchAnswer {
         identifier: outcome.identifier.key().to_owned(),

@@ -182,6 +182,15 @@ async fn unknown_sender_employee_and_blacklist(app: &TestApp) {
         "{blocked}"
     );
 
+    // The matcher says the same for the mailbox (E4).
+    let matched = app
+        .get_ok(&format!(
+            "/api/v1/match?email=spam@blocked.test&mailbox={}",
+            setup.mailbox
+        ))
+        .await;
+    assert_eq!(matched["status"], "excluded", "{matched}");
+
     // The raw message as received, for download.
     let raw = app
         .client
@@ -463,5 +472,57 @@ async fn a_uidvalidity_change_brings_no_duplicates() {
     let emails_now = self::emails(&app).await;
     assert_eq!(emails_now.len(), 2, "{emails:?}");
     assert_eq!(app.leads().await.len(), 2);
+    app.stop().await;
+}
+
+/// E12: with the CRM link off, mail is stored but reaches the CRM only when saved by
+/// hand; a message among employees only is refused with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e12_saving_by_hand_with_the_crm_link_off() {
+    let app = TestApp::spawn().await;
+    let setup = connect_mailbox(&app, json!({"crm_link": false})).await;
+    let inbox = format!("alice@{DOMAIN}");
+    setup
+        .dovecot
+        .deliver(
+            "alice",
+            &message("kunde@example.org", &inbox, "Bitte", "h1"),
+        )
+        .await;
+    setup
+        .dovecot
+        .deliver(
+            "alice",
+            &message("anna@example.com", &inbox, "Kaffee?", "h2"),
+        )
+        .await;
+    let emails = wait_for_emails(&app, 2).await;
+    let customer = by_subject(&emails, "Bitte");
+    assert_eq!(customer["crm_action"], "logged", "{customer}");
+    assert!(app.leads().await.is_empty(), "nothing until saved");
+
+    let (status, saved) = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/emails/{}/save", customer["id"].as_str().unwrap()),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(saved["entities"].as_array().unwrap().len(), 1, "{saved}");
+    assert_eq!(app.leads().await.len(), 1);
+
+    let internal = by_subject(&emails, "Kaffee?");
+    let (status, refused) = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/emails/{}/save", internal["id"].as_str().unwrap()),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["error"]["code"], "employee_only", "{refused}");
     app.stop().await;
 }
