@@ -18,6 +18,7 @@ mod direction;
 mod error;
 pub mod forward;
 pub mod imap;
+mod intake;
 mod parse;
 pub mod poller;
 pub mod vcard;
@@ -28,4 +29,5 @@ pub use forward::{ForwardOutcome, ForwardSource, ForwardedMessage, UnknownForwar
 pub use parse::{Attachment, MAX_NESTING, ParsedMail, VCardPart, parse};
 pub use vcard::{ContactDraft, parse_vcards};
 
+pub use intake::take_forwarded;
 pub use poller::imap_settings;

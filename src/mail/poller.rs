@@ -17,12 +17,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::imap::{self, Body, IdleOutcome, ImapSession, ImapSettings, Security, Uid};
-use super::{ContactDraft, Correspondence, Insiders, correspondence, parse, parse_vcards};
-use crate::crm::model::{Direction, EntityKind, MailCheck, MailSecurity};
+use super::intake::incoming;
+use super::{ContactDraft, Insiders};
+use crate::crm::model::{EntityKind, MailCheck, MailSecurity};
 use crate::matcher::{Identifier, parse_email};
 use crate::store::{
-    AttachmentInfo, FolderCheckpoint, IncomingEmail, MailOrigin, MailboxRecord, NewEntity,
-    ServerFlags, Store, StoreError,
+    FolderCheckpoint, MailOrigin, MailboxRecord, NewEntity, ServerFlags, Store, StoreError,
 };
 
 /// Messages per fetch and per store transaction.
@@ -436,84 +436,6 @@ fn contact_from_card(
         customer: None,
         deal: None,
     })
-}
-
-/// A fetched message as the store takes it: parsed, its direction and customers found;
-/// with the vCards it carries.
-pub fn incoming(
-    origin: MailOrigin,
-    raw: Vec<u8>,
-    seen: bool,
-    received_at: i64,
-    folder_role: &str,
-    insiders: &Insiders,
-) -> (IncomingEmail, Vec<ContactDraft>) {
-    let parsed = parse(&raw).unwrap_or_default();
-    let cards: Vec<ContactDraft> = parsed
-        .vcards
-        .iter()
-        .filter_map(|part| parse_vcards(&part.content).ok())
-        .flatten()
-        .collect();
-    let (direction, customers) = match correspondence(&parsed, insiders) {
-        Correspondence::Customer {
-            direction,
-            customers,
-        } => (
-            direction,
-            customers
-                .into_iter()
-                .map(|m| m.address.as_str().to_owned())
-                .collect(),
-        ),
-        // Nobody to attach it to: kept in the mail store, logged.
-        Correspondence::Internal | Correspondence::NoSender => (
-            if folder_role == "sent" {
-                Direction::Outgoing
-            } else {
-                Direction::Incoming
-            },
-            Vec::new(),
-        ),
-    };
-    let address_list = |list: &[crate::matcher::Mailbox]| {
-        list.iter()
-            .map(|m| m.address.as_str().to_owned())
-            .collect::<Vec<_>>()
-    };
-    let email = IncomingEmail {
-        origin,
-        message_id: parsed.message_id.clone(),
-        in_reply_to: parsed.in_reply_to.first().cloned(),
-        thread_root: parsed
-            .references
-            .first()
-            .cloned()
-            .or_else(|| parsed.message_id.clone()),
-        direction,
-        from: parsed
-            .sender()
-            .map(|m| m.address.as_str().to_owned())
-            .unwrap_or_default(),
-        from_name: parsed.sender().and_then(|m| m.name.clone()),
-        to: address_list(&parsed.to),
-        cc: address_list(&parsed.cc),
-        subject: parsed.subject.clone().unwrap_or_default(),
-        received_at,
-        seen,
-        attachments: parsed
-            .attachments
-            .iter()
-            .map(|a| AttachmentInfo {
-                name: a.file_name.clone(),
-                content_type: a.content_type.clone(),
-                size: a.size() as u64,
-            })
-            .collect(),
-        raw,
-        customers,
-    };
-    (email, cards)
 }
 
 /// ±25 % so that many mailboxes failing together do not retry together.

@@ -1,0 +1,167 @@
+//! From collected bytes to what the store takes (`IncomingEmail`): the glue between the
+//! pure readings of a message (parse, correspondence, forward detection) and the store,
+//! shared by the IMAP poller and the forward/BCC listener (E16).
+
+use super::{
+    ContactDraft, Correspondence, ForwardOutcome, Insiders, ParsedMail, correspondence, forward,
+    parse, parse_vcards,
+};
+use crate::crm::model::Direction;
+use crate::store::{AttachmentInfo, IncomingEmail, MailOrigin, Store, StoreError};
+
+/// A fetched message as the store takes it: parsed, its direction and customers found;
+/// with the vCards it carries.
+pub fn incoming(
+    origin: MailOrigin,
+    raw: Vec<u8>,
+    seen: bool,
+    received_at: i64,
+    folder_role: &str,
+    insiders: &Insiders,
+) -> (IncomingEmail, Vec<ContactDraft>) {
+    let parsed = parse(&raw).unwrap_or_default();
+    let cards: Vec<ContactDraft> = parsed
+        .vcards
+        .iter()
+        .filter_map(|part| parse_vcards(&part.content).ok())
+        .flatten()
+        .collect();
+    let (direction, customers) = match correspondence(&parsed, insiders) {
+        Correspondence::Customer {
+            direction,
+            customers,
+        } => (
+            direction,
+            customers
+                .into_iter()
+                .map(|m| m.address.as_str().to_owned())
+                .collect(),
+        ),
+        // Nobody to attach it to: kept in the mail store, logged.
+        Correspondence::Internal | Correspondence::NoSender => (
+            if folder_role == "sent" {
+                Direction::Outgoing
+            } else {
+                Direction::Incoming
+            },
+            Vec::new(),
+        ),
+    };
+    let email = email_of(
+        origin,
+        &parsed,
+        raw,
+        seen,
+        received_at,
+        direction,
+        customers,
+    );
+    (email, cards)
+}
+
+/// The store's view of a parsed message, with the direction and customers decided.
+fn email_of(
+    origin: MailOrigin,
+    parsed: &ParsedMail,
+    raw: Vec<u8>,
+    seen: bool,
+    received_at: i64,
+    direction: Direction,
+    customers: Vec<String>,
+) -> IncomingEmail {
+    let address_list = |list: &[crate::matcher::Mailbox]| {
+        list.iter()
+            .map(|m| m.address.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    IncomingEmail {
+        origin,
+        message_id: parsed.message_id.clone(),
+        in_reply_to: parsed.in_reply_to.first().cloned(),
+        thread_root: parsed
+            .references
+            .first()
+            .cloned()
+            .or_else(|| parsed.message_id.clone()),
+        direction,
+        from: parsed
+            .sender()
+            .map(|m| m.address.as_str().to_owned())
+            .unwrap_or_default(),
+        from_name: parsed.sender().and_then(|m| m.name.clone()),
+        to: address_list(&parsed.to),
+        cc: address_list(&parsed.cc),
+        subject: parsed.subject.clone().unwrap_or_default(),
+        received_at,
+        seen,
+        attachments: parsed
+            .attachments
+            .iter()
+            .map(|a| AttachmentInfo {
+                name: a.file_name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size() as u64,
+            })
+            .collect(),
+        raw,
+        customers,
+    }
+}
+
+/// E16: a message received at the forward address, into the mail store and the CRM: the
+/// original sender of a forward is the customer (incoming), the recipients of a BCC'd
+/// copy are (outgoing). Returns what the intake did.
+pub async fn take_forwarded(
+    store: &Store,
+    raw: Vec<u8>,
+    forward_address: &str,
+) -> Result<crate::store::EmailOutcome, StoreError> {
+    let parsed = parse(&raw).unwrap_or_default();
+    let mut addresses: Vec<_> = store
+        .insider_addresses()
+        .await?
+        .iter()
+        .filter_map(|a| crate::matcher::parse_email(a).ok())
+        .collect();
+    addresses.extend(crate::matcher::parse_email(forward_address).ok());
+    let insiders = Insiders::new(Vec::new(), addresses);
+    let (direction, customers) = match forward::detect(&parsed, &insiders) {
+        ForwardOutcome::Forwarded {
+            original,
+            customers,
+        } => {
+            let written_by_us = original.from.as_ref().is_some_and(|f| insiders.contains(f));
+            (
+                if written_by_us {
+                    Direction::Outgoing
+                } else {
+                    Direction::Incoming
+                },
+                customers,
+            )
+        }
+        ForwardOutcome::Bcc { customers } => (Direction::Outgoing, customers),
+        ForwardOutcome::Unknown(why) => {
+            tracing::info!(?why, "forwarded message names no customer; kept, logged");
+            (Direction::Incoming, Vec::new())
+        }
+    };
+    let customers = customers
+        .into_iter()
+        .map(|m| m.address.as_str().to_owned())
+        .collect();
+    // Mail sent to the forward address has been read by whoever sent it.
+    let email = email_of(
+        MailOrigin::Forward,
+        &parsed,
+        raw,
+        true,
+        crate::store::now_ms(),
+        direction,
+        customers,
+    );
+    let mut outcomes = store.ingest_emails(std::slice::from_ref(&email)).await?;
+    outcomes
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("no outcome for the forwarded message".into()))
+}
