@@ -17,6 +17,7 @@ mod direction;
 mod error;
 pub mod forward;
 mod parse;
+pub mod smtp;
 pub mod vcard;
 
 pub use direction::{Correspondence, Insiders, correspondence};
