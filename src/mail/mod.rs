@@ -21,6 +21,7 @@ pub mod imap;
 mod intake;
 mod parse;
 pub mod poller;
+pub mod smtp;
 pub mod vcard;
 
 pub use direction::{Correspondence, Insiders, correspondence};
