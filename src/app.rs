@@ -40,6 +40,8 @@ pub enum StartError {
     Sip(#[from] crate::sip::endpoint::EndpointError),
     #[error("SIP profiles: {0}")]
     Profiles(#[from] crate::sip::profiles::ProfileError),
+    #[error(transparent)]
+    Smtp(#[from] crate::mail::smtp::Error),
 }
 
 /// A started gateway. Dropping it does not stop it: call `shutdown`.
@@ -47,6 +49,8 @@ pub struct App {
     pub http_addr: SocketAddr,
     /// SIP over UDP and TCP, both on this address.
     pub sip_addr: SocketAddr,
+    /// SMTP and LMTP of the forward/BCC address (E16).
+    pub smtp_addr: SocketAddr,
     /// The admin token generated on first start (also printed once), if one was.
     pub generated_admin_token: Option<String>,
     pub store: Store,
@@ -80,6 +84,18 @@ impl App {
             mail_changed.clone(),
             sip_cancel.clone(),
         )));
+
+        let smtp_listener = crate::mail::smtp::bind(config.smtp).await?;
+        let smtp_addr =
+            smtp_listener
+                .local_addr()
+                .map_err(|source| crate::mail::smtp::Error::Bind {
+                    addr: config.smtp,
+                    source,
+                })?;
+        sip_tasks.push(
+            start_forward_listener(&store, &config, smtp_listener, sip_cancel.clone()).await?,
+        );
 
         let listener =
             TcpListener::bind(config.http)
@@ -148,6 +164,7 @@ impl App {
         Ok(App {
             http_addr,
             sip_addr,
+            smtp_addr,
             sip,
             sip_cancel,
             sip_tasks,
@@ -208,6 +225,35 @@ fn start_sip_clients(
             cancel.clone(),
         )),
     ]
+}
+
+/// E16: the SMTP/LMTP listener of the account's forward address; each message goes
+/// through the same intake as collected mail before it is acknowledged.
+async fn start_forward_listener(
+    store: &Store,
+    config: &Config,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<JoinHandle<()>, StartError> {
+    use crate::mail::smtp;
+    let address = store.forward_address(&config.mail_domain).await?;
+    let recipients = smtp::ForwardAddress::parse(&address)?;
+    let settings = smtp::Settings::new(config.mail_domain.clone(), config.mail_max_message);
+    let store = store.clone();
+    let handler = move |delivery: smtp::Delivery| {
+        let store = store.clone();
+        let address = address.clone();
+        async move {
+            crate::mail::take_forwarded(&store, delivery.raw, &address)
+                .await
+                .map(|outcome| {
+                    tracing::info!(action = %outcome.action, "forwarded message taken in");
+                })
+        }
+    };
+    Ok(tokio::spawn(smtp::serve(
+        listener, settings, recipients, handler, cancel,
+    )))
 }
 
 /// Connects and migrates; creates the data directory for the embedded default.

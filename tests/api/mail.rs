@@ -526,3 +526,112 @@ async fn e12_saving_by_hand_with_the_crm_link_off() {
     assert_eq!(refused["error"]["code"], "employee_only", "{refused}");
     app.stop().await;
 }
+
+/// Runs swaks against the gateway's SMTP/LMTP listener; its transcript on failure.
+async fn swaks(app: &TestApp, args: &[&str]) -> String {
+    let addr = app.app.as_ref().expect("running").smtp_addr;
+    let output = tokio::time::timeout(
+        MAIL_DEADLINE,
+        tokio::process::Command::new("swaks")
+            .args(["--server", "127.0.0.1", "--port", &addr.port().to_string()])
+            .args(["--timeout", "15", "--helo", "client.test"])
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("swaks finishes within the deadline")
+    .expect("swaks runs (scripts/test installs the Debian package swaks)");
+    let transcript = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "swaks: {transcript}");
+    transcript
+}
+
+/// E16: a message forwarded to the secret address (an Apple Mail forward with the
+/// original attached as message/rfc822) over SMTP becomes the original sender's lead,
+/// attachments kept; a copy an employee BCC'd to it over LMTP goes to the recipient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e16_forwarded_and_bccd_mail_reach_the_customers_history() {
+    let app = TestApp::spawn().await;
+    app.create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    let address = app.get_ok("/api/v1/settings/forward").await["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(address.starts_with("crm-"), "{address}");
+    let forwarded = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/email/forwarded-full/attachment_message_rfc822.eml");
+    let data = format!("@{}", forwarded.display());
+    swaks(
+        &app,
+        &[
+            "--to",
+            &address,
+            "--from",
+            "foo@example.com",
+            "--data",
+            &data,
+        ],
+    )
+    .await;
+    let emails = wait_for_emails(&app, 1).await;
+    assert_eq!(emails[0]["crm_action"], "created", "{}", emails[0]);
+    assert!(emails[0]["mailbox"].is_null());
+    assert!(
+        emails[0]["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "ForwardedMessage.eml"),
+        "attachments kept: {}",
+        emails[0]
+    );
+    let leads = app.leads().await;
+    assert_eq!(leads.len(), 1);
+    assert_eq!(
+        leads[0]["emails"],
+        json!(["xxxx@xxxx.com"]),
+        "the original sender"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bcc = dir.path().join("bcc.eml");
+    std::fs::write(
+        &bcc,
+        "From: Anna <anna@example.com>\r\nTo: Neukunde <neu@example.org>\r\n\
+         Subject: Ihr Angebot\r\nMessage-ID: <bcc-1@example.com>\r\n\r\nAnbei.\r\n",
+    )
+    .unwrap();
+    let data = format!("@{}", bcc.display());
+    swaks(
+        &app,
+        &[
+            "--protocol",
+            "LMTP",
+            "--to",
+            &address,
+            "--from",
+            "anna@example.com",
+            "--data",
+            &data,
+        ],
+    )
+    .await;
+    let emails = wait_for_emails(&app, 2).await;
+    let sent = by_subject(&emails, "Ihr Angebot");
+    assert_eq!(sent["direction"], "outgoing", "{sent}");
+    assert_eq!(sent["crm_action"], "created", "{sent}");
+    let leads = app.leads().await;
+    assert!(
+        leads
+            .iter()
+            .any(|l| l["emails"] == json!(["neu@example.org"])),
+        "the BCC'd recipient: {leads:?}"
+    );
+    app.stop().await;
+}
