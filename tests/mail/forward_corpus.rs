@@ -178,3 +178,53 @@ fn e16_real_replies_are_not_forwards() {
         );
     }
 }
+
+/// E16 keeps attachments: the files of the complete forwards, with the names expected.tsv
+/// gives (RFC 2047 and RFC 2231 names decoded), and the attached original as a file too.
+#[test]
+fn e16_forwarded_messages_keep_their_attachments() {
+    /// File name, content type, inline.
+    type File = (&'static str, &'static str, bool);
+    let expected: &[(&str, &[File])] = &[
+        (
+            "raw_email2.eml",
+            &[("smime.p7s", "application/pkcs7-signature", false)],
+        ),
+        (
+            "attachment_with_base64_encoded_name.eml",
+            &[("This is a test.pdf", "application/pdf", false)],
+        ),
+        (
+            "attachment_message_rfc822.eml",
+            &[("ForwardedMessage.eml", "message/rfc822", false)],
+        ),
+        (
+            "attachment_message_rfc822_inline_image.eml",
+            &[
+                ("img.png", "image/png", true),
+                ("Testmail.eml", "message/rfc822", false),
+            ],
+        ),
+    ];
+    for (file, files) in expected {
+        let mail = parse(&read(&format!("email/forwarded-full/{file}"))).expect(file);
+        let got: Vec<(&str, &str, bool)> = mail
+            .attachments
+            .iter()
+            .map(|a| {
+                (
+                    a.file_name.as_deref().unwrap_or(""),
+                    a.content_type.as_str(),
+                    a.inline,
+                )
+            })
+            .collect();
+        assert_eq!(got, *files, "{file}");
+        assert!(mail.attachments.iter().all(|a| a.size() > 0), "{file}");
+    }
+    let nested = parse(&read("email/forwarded-full/attachment_message_rfc822.eml")).unwrap();
+    assert_eq!(
+        nested.messages[0].attachments[0].file_name.as_deref(),
+        Some("broken.pdf")
+    );
+}

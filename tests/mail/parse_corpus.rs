@@ -86,3 +86,23 @@ fn mail_parser_corpus_reads_every_message_as_expected() {
     }
     assert!(problems.is_empty(), "{} differences", problems.len());
 }
+
+/// Inputs the fuzzer (bench/fuzz-mail) found to crash, kept so they stay harmless: each one
+/// reads (or is refused) without a panic, in this debug build too.
+#[test]
+fn fuzz_findings_read_without_panic() {
+    let dir = crate::data("email/fuzz");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/data/email/fuzz") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|e| e == "eml") {
+            let raw = std::fs::read(&path).expect("a fixture");
+            if let Ok(mail) = parse(&raw) {
+                let insiders = leadline::mail::Insiders::default();
+                let _ = leadline::mail::forward::detect(&mail, &insiders);
+            }
+            count += 1;
+        }
+    }
+    assert!(count >= 1, "no fuzz findings in {}", dir.display());
+}

@@ -214,6 +214,11 @@ fn wrote_line(line: &str, next: Option<&str>) -> Option<ForwardedMessage> {
         return None;
     }
     let (start, address) = first_address(line)?;
+    // Written as a mailbox (`<a@x>`, `(a@x)`), not a sentence that mentions an address
+    // ("Please answer anna@x.de:").
+    if !line[..start].ends_with(['<', '(', '[']) {
+        return None;
+    }
     Some(ForwardedMessage {
         source: ForwardSource::Inline,
         from_name: name_before(&line[..start]),
@@ -413,6 +418,12 @@ mod tests {
             assert_eq!(sender(Some("FW: x"), &body), john(), "{line}");
             assert_eq!(sender(None, &body), None, "{line}");
         }
+    }
+
+    #[test]
+    fn e16_a_sentence_mentioning_an_address_is_no_wrote_line() {
+        let body = "Please answer anna@example.com directly:\n\nthanks";
+        assert_eq!(sender(Some("Fwd: x"), body), None);
     }
 
     #[test]
