@@ -165,3 +165,34 @@ pub async fn take_forwarded(
         .pop()
         .ok_or_else(|| StoreError::Corrupt("no outcome for the forwarded message".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e3_a_vcard_attachment_comes_out_as_a_contact_draft() {
+        let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Karla Kunde\r\nORG:Kunde AG\r\n\
+                    EMAIL;TYPE=work:karla@kunde.example\r\nTEL;TYPE=work:+49 30 1234567\r\nEND:VCARD\r\n";
+        let raw = format!(
+            "From: Karla <karla@kunde.example>\r\nTo: <alice@leadline.test>\r\nSubject: Karte\r\n\
+             Message-ID: <vc1@kunde.example>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+             Content-Type: text/plain\r\n\r\nMeine Karte anbei.\r\n--b\r\n\
+             Content-Type: text/vcard; name=\"karla.vcf\"\r\n\
+             Content-Disposition: attachment; filename=\"karla.vcf\"\r\n\r\n{card}--b--\r\n"
+        );
+        let (email, cards) = incoming(
+            MailOrigin::Forward,
+            raw.into_bytes(),
+            false,
+            0,
+            "inbox",
+            &Insiders::default(),
+        );
+        assert_eq!(email.customers, vec!["karla@kunde.example".to_owned()]);
+        assert_eq!(cards.len(), 1, "{cards:?}");
+        assert_eq!(cards[0].name.as_deref(), Some("Karla Kunde"));
+        assert_eq!(cards[0].phones, vec!["+49 30 1234567".to_owned()]);
+    }
+}

@@ -286,12 +286,14 @@ impl Poller {
                 batch.push(email);
                 cards.extend(drafts);
             }
-            let outcomes = self.store.ingest_emails(&batch).await?;
+            // Cards first: a customer who sends their card gets the message on the new
+            // contact, not on a lead made of the same address (M7 keeps one owner).
             if self.mailbox.vcard_contacts && self.mailbox.crm_link && !cards.is_empty() {
                 self.import_cards(std::mem::take(&mut cards), &insiders)
                     .await?;
             }
             cards.clear();
+            let outcomes = self.store.ingest_emails(&batch).await?;
             let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
             metrics::counter!("leadline_mail_ingested_total").increment(fresh as u64);
             self.store

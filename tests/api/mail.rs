@@ -635,3 +635,68 @@ async fn e16_forwarded_and_bccd_mail_reach_the_customers_history() {
     );
     app.stop().await;
 }
+
+/// E2, E3: the sent folder is collected too: mail an employee wrote (from any client)
+/// is outgoing, and with lead creation for unknown recipients on, the recipient becomes
+/// a lead; a vCard attached to received mail becomes a contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2_sent_mail_is_outgoing_and_e3_vcards_become_contacts() {
+    let app = TestApp::spawn().await;
+    let setup = connect_mailbox(&app, json!({"create_leads_outgoing": true})).await;
+    let inbox = format!("alice@{DOMAIN}");
+    setup.dovecot.save(
+        "alice",
+        "Sent",
+        &message(&inbox, "neukunde@example.org", "Unser Angebot", "o1"),
+    );
+    let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Karla Kunde\r\nORG:Kunde AG\r\n\
+                EMAIL;TYPE=work:karla@kunde.example\r\nTEL;TYPE=work:+49 30 1234567\r\nEND:VCARD\r\n";
+    let with_card = format!(
+        "From: Karla <karla@kunde.example>\r\nTo: <{inbox}>\r\nSubject: Visitenkarte\r\n\
+         Message-ID: <vc1@kunde.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\nMeine Karte anbei.\r\n--b\r\n\
+         Content-Type: text/vcard; name=\"karla.vcf\"\r\n\
+         Content-Disposition: attachment; filename=\"karla.vcf\"\r\n\r\n{card}--b--\r\n"
+    );
+    setup.dovecot.deliver("alice", with_card.as_bytes()).await;
+    // A settings change makes the poller look again at once (the Sent folder has no IDLE).
+    let (status, _) = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/mailboxes/{}", setup.mailbox),
+            Some(&app.admin),
+            Some(json!({"name": "Sales"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let emails = wait_for_emails(&app, 2).await;
+    let sent = by_subject(&emails, "Unser Angebot");
+    assert_eq!(sent["direction"], "outgoing", "{sent}");
+    assert_eq!(sent["folder"], "Sent");
+    assert_eq!(sent["crm_action"], "created", "{sent}");
+    let contacts = wait_until(MAIL_DEADLINE, "the vCard's contact", || async {
+        let contacts = app.get_ok("/api/v1/contacts").await["items"]
+            .as_array()
+            .unwrap()
+            .clone();
+        (!contacts.is_empty()).then_some(contacts)
+    })
+    .await;
+    assert_eq!(contacts[0]["name"], "Karla Kunde", "{contacts:?}");
+    assert_eq!(contacts[0]["phones"], json!(["+49301234567"]));
+    let card_mail = by_subject(&emails, "Visitenkarte");
+    assert_eq!(
+        card_mail["entities"],
+        json!([format!("contact:{}", contacts[0]["id"].as_str().unwrap())]),
+        "the sender's message is on the contact their card made: {card_mail}"
+    );
+    let leads = app.leads().await;
+    assert!(
+        leads
+            .iter()
+            .any(|l| l["emails"] == json!(["neukunde@example.org"])),
+        "{leads:?}"
+    );
+    app.stop().await;
+}
