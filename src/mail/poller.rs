@@ -166,20 +166,27 @@ impl Poller {
         let settings = imap_settings(&self.mailbox, password);
         let mut session = imap::connect(&settings).await?;
         let folders = self.folders(&mut session).await?;
+        // IDLE watches one folder: the inbox, where customers' mail arrives.
+        let watched = folders
+            .iter()
+            .find(|f| f.role == "inbox")
+            .unwrap_or(&folders[0])
+            .clone();
         loop {
             self.store
                 .set_mailbox_state(&self.mailbox.id, "syncing", None)
                 .await?;
-            for folder in &folders {
+            // The watched folder last: the session stays on it, so mail that arrives
+            // after its fetch is announced (EXISTS) and the IDLE below returns at once.
+            for folder in folders.iter().filter(|f| f.name != watched.name) {
                 self.sync_folder(&mut session, folder).await?;
             }
+            self.sync_folder(&mut session, &watched).await?;
             self.store
                 .set_mailbox_state(&self.mailbox.id, "idle", None)
                 .await?;
             let interval = self.mailbox.check.interval();
             if self.mailbox.check == MailCheck::Idle && session.capabilities().idle() {
-                // IDLE watches one folder: the inbox, where customers' mail arrives.
-                session.select(&folders[0].name).await?;
                 tokio::select! {
                     () = self.stop.cancelled() => return Ok(()),
                     () = self.kick.notified() => {}
