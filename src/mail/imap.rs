@@ -320,6 +320,7 @@ pub async fn connect(settings: &ImapSettings) -> Result<ImapSession, ImapError> 
         limits: settings.limits,
         state: State::Ready,
         changes_seen: false,
+        uid_cache: None,
     })
 }
 
@@ -356,6 +357,15 @@ pub struct ImapSession {
     /// The server mentioned a change (EXISTS, EXPUNGE, FETCH of flags) while we were
     /// doing something else; the next `idle_wait` returns at once.
     changes_seen: bool,
+    /// The UIDs of the selected folder above some UID, from the last `fetch_since` search.
+    uid_cache: Option<UidCache>,
+}
+
+/// UIDs (ascending) that were above `after` in the selected folder when searched.
+#[derive(Debug)]
+struct UidCache {
+    after: Uid,
+    uids: Vec<Uid>,
 }
 
 impl fmt::Debug for ImapSession {
@@ -400,7 +410,11 @@ impl ImapSession {
 
     /// Selects `folder` read-write (so [`ImapSession::set_seen`] works) and reports its
     /// UIDVALIDITY, UIDNEXT and size.
+    ///
+    /// Changes in other folders are not reported while this one is selected: before
+    /// idling on a folder synced earlier, compare `uid_next` with the last UID fetched + 1.
     pub async fn select(&mut self, folder: &str) -> Result<FolderState, ImapError> {
+        self.uid_cache = None;
         let command = format!("SELECT {}", quote(folder, "SELECT")?);
         let (mut uid_validity, mut uid_next, mut exists) = (None, None, None);
         self.exchange("SELECT", &command, |response| match response {
@@ -442,33 +456,58 @@ impl ImapSession {
     /// Up to `limit` messages of the selected folder with a UID above `after` (`Uid(0)`
     /// for all), oldest first, without setting `\Seen` (`BODY.PEEK[]`). Stops early when
     /// [`Limits::max_batch_bytes`] is reached; call again with the last UID returned. An
-    /// empty result means there is nothing above `after`.
+    /// empty result means there is nothing above `after`: it always asks the server
+    /// afresh, while the calls of one pass read from one search.
     pub async fn fetch_since(
         &mut self,
         after: Uid,
         limit: usize,
     ) -> Result<Vec<Fetched>, ImapError> {
-        let Some(first) = after.0.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        // New mail this call is about to fetch: not news for the next `idle_wait`.
-        self.refresh(|response| matches!(response, Response::MailboxData(MailboxDatum::Exists(_))))
-            .await?;
-        // RFC 3501 6.4.8: `n:*` always includes the highest UID, even below `n`.
-        let uids: Vec<Uid> = self
-            .uid_search(&format!("UID {first}:*"))
-            .await?
-            .into_iter()
-            .filter(|uid| *uid > after)
-            .collect();
-        for chunk in uids.chunks(limit.max(1)) {
-            let fetched = self.fetch_uids(chunk).await?;
-            // Empty only when the whole chunk was expunged meanwhile: try the next one.
+        let limit = limit.max(1);
+        let mut after = after;
+        loop {
+            let candidates = match self.cached_uids_after(after, limit) {
+                Some(cached) => cached,
+                None => {
+                    let Some(first) = after.0.checked_add(1) else {
+                        return Ok(Vec::new());
+                    };
+                    // New mail this call is about to fetch: not news for `idle_wait`.
+                    self.refresh(|response| {
+                        matches!(response, Response::MailboxData(MailboxDatum::Exists(_)))
+                    })
+                    .await?;
+                    // RFC 3501 6.4.8: `n:*` always includes the highest UID, even below n.
+                    let mut uids = self.uid_search(&format!("UID {first}:*")).await?;
+                    uids.retain(|uid| *uid > after);
+                    if uids.is_empty() {
+                        self.uid_cache = None;
+                        return Ok(Vec::new());
+                    }
+                    self.uid_cache = Some(UidCache { after, uids });
+                    match self.cached_uids_after(after, limit) {
+                        Some(fresh) => fresh,
+                        None => return Ok(Vec::new()),
+                    }
+                }
+            };
+            let fetched = self.fetch_uids(&candidates).await?;
             if !fetched.is_empty() {
                 return Ok(fetched);
             }
+            // The whole chunk was expunged meanwhile: go on after it.
+            after = *candidates.last().expect("candidates are never empty");
         }
-        Ok(Vec::new())
+    }
+
+    /// Up to `limit` UIDs above `after` from the last search, if it covers `after` and
+    /// has any left. A pass over a folder searches once, not once per batch (a search
+    /// answers with every UID to the end: per batch that is quadratic in the folder size).
+    fn cached_uids_after(&self, after: Uid, limit: usize) -> Option<Vec<Uid>> {
+        let cache = self.uid_cache.as_ref().filter(|c| c.after <= after)?;
+        let start = cache.uids.partition_point(|uid| *uid <= after);
+        let rest = &cache.uids[start..];
+        (!rest.is_empty()).then(|| rest[..rest.len().min(limit)].to_vec())
     }
 
     /// The messages among `uids` in UID order, without setting `\Seen`. Stops early when
@@ -637,7 +676,11 @@ impl ImapSession {
             }
             let round_end = end.min(now + self.timeouts.idle_renew);
             self.start_idle().await?;
-            self.wait_in_idle(round_end).await?;
+            // A change may come with the continuation already (Dovecot reports what
+            // happened since the last command when IDLE starts).
+            if !self.changes_seen {
+                self.wait_in_idle(round_end).await?;
+            }
             self.finish_idle().await?;
         }
     }
