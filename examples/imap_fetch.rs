@@ -3,7 +3,7 @@
 //! `bench/imap-fetch` (release build); `--help` for the arguments.
 //!
 //! Seeds one Dovecot mailbox (tests/common/dovecot.rs) with MESSAGES real messages
-//! (tests/data/imap-bench, repeated in turn), lets Dovecot index them with a first SELECT,
+//! (tests/data/imap-bench, repeated in turn), lets Dovecot assign UIDs with a first SELECT,
 //! then reads them all with `fetch_since` in batches of BATCH, as the poller does:
 //! plain IMAP, then implicit TLS (on Dovecot's now warm cache), then `flags_of_all`. Client
 //! and server share the machine's cores, so the figure is a floor for a remote server's
@@ -80,7 +80,7 @@ async fn main() {
         "Dovecot sees every seeded message"
     );
     println!(
-        "first SELECT (Dovecot indexes {count} new Maildir files): {:.2?}",
+        "first SELECT (Dovecot lists the {count} new Maildir files, assigns UIDs): {:.2?}",
         started.elapsed()
     );
     session.logout().await.ok();
