@@ -3,13 +3,14 @@
 //! mailbox defaults to (E4, E11), fetching without marking read (E2, E9), seen/deleted
 //! sync (E9), UIDVALIDITY, the sync window (E3) and IDLE (E6).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::{Days, Utc};
 use leadline::mail::imap::{
     self, Body, CertificateDer, IdleOutcome, ImapError, ImapSession, ImapSettings, Security, Uid,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::common::dovecot::{DOMAIN, Dovecot, Options};
@@ -197,7 +198,7 @@ async fn e10_server_without_starttls_is_tls_failed() {
 }
 
 #[tokio::test]
-async fn e4_special_folders_by_special_use() {
+async fn e4_e11_special_folders_by_special_use() {
     let dovecot = Dovecot::start();
     let mut session = session(&dovecot).await;
     let caps = session.capabilities().clone();
@@ -287,12 +288,9 @@ async fn e2_fetch_since_returns_delivered_mail_and_leaves_it_unseen() {
     // E9: BODY.PEEK left every message unseen, for us and for another client.
     let flags = session.flags_of_all().await.expect("flags");
     assert!(flags.iter().all(|f| !f.seen && !f.deleted), "{flags:?}");
-    assert!(
-        dovecot
-            .flags(USER, "INBOX")
-            .iter()
-            .all(|(_, f)| !f.contains("\\Seen"))
-    );
+    let seen_by_doveadm = dovecot.flags(USER, "INBOX");
+    assert_eq!(seen_by_doveadm.len(), 3, "{seen_by_doveadm:?}");
+    assert!(seen_by_doveadm.iter().all(|(_, f)| !f.contains("\\Seen")));
 }
 
 #[tokio::test]
@@ -323,7 +321,25 @@ async fn e2_batches_respect_limit_and_byte_budget_in_uid_order() {
 }
 
 #[tokio::test]
-async fn oversized_message_is_reported_not_downloaded() {
+async fn e2_mail_arriving_or_expunged_during_a_pass_is_handled() {
+    let dovecot = Dovecot::start();
+    let messages: Vec<Vec<u8>> = (1..=10).map(message).collect();
+    dovecot.seed_maildir(USER, "INBOX", &messages);
+    let mut session = session(&dovecot).await;
+    session.select("INBOX").await.expect("SELECT");
+    let first = session.fetch_since(Uid(0), 3).await.expect("fetch");
+    assert_eq!(first.len(), 3);
+
+    // Mid-pass: one message expunged ahead of us, one new one delivered.
+    dovecot.expunge(USER, "INBOX", 5);
+    dovecot.deliver(USER, &message(11)).await;
+    let rest = fetch_all(&mut session, first[2].uid, 3).await;
+    let uids: Vec<u32> = rest.iter().map(|f| f.uid.0).collect();
+    assert_eq!(uids, [4, 6, 7, 8, 9, 10, 11]);
+}
+
+#[tokio::test]
+async fn e2_oversized_message_is_reported_not_downloaded() {
     let dovecot = Dovecot::start();
     let mut big = message(1);
     big.extend(std::iter::repeat_n(b'x', 20_000));
@@ -555,6 +571,88 @@ async fn e6_idle_is_reissued_and_can_be_abandoned() {
     };
     let (outcome, ()) = tokio::join!(session.idle_wait(Duration::from_secs(20)), delivering);
     assert_eq!(outcome.expect("IDLE"), IdleOutcome::NewData);
+}
+
+/// A scripted server that answers just enough for LOGIN, SELECT, IDLE/DONE and LOGOUT,
+/// and records every line it gets: what Dovecot cannot show us, the IDLE rhythm.
+async fn scripted_idle_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (read, mut write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let _ = write
+            .write_all(b"* OK [CAPABILITY IMAP4rev1 IDLE] scripted\r\n")
+            .await;
+        let mut idling = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.lock().expect("lock").push(line.clone());
+            let reply = if line == "DONE" {
+                format!(
+                    "{} OK Idle completed\r\n",
+                    idling.take().unwrap_or_default()
+                )
+            } else {
+                let (tag, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                match rest.split(' ').next().unwrap_or("") {
+                    "LOGIN" => format!("{tag} OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"),
+                    "SELECT" => format!(
+                        "* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 1] ok\r\n\
+                         {tag} OK [READ-WRITE] Select completed\r\n"
+                    ),
+                    "IDLE" => {
+                        idling = Some(tag.to_owned());
+                        "+ idling\r\n".to_owned()
+                    }
+                    "LOGOUT" => format!("* BYE bye\r\n{tag} OK Logout completed\r\n"),
+                    _ => format!("{tag} BAD not scripted\r\n"),
+                }
+            };
+            if write.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn e6_idle_is_ended_and_reissued_every_idle_renew() {
+    let (port, received) = scripted_idle_server().await;
+    let mut settings = ImapSettings::new("127.0.0.1", port, Security::None, USER, "x");
+    // RFC 2177: at least every 29 minutes; here every 200 ms.
+    settings.timeouts.idle_renew = Duration::from_millis(200);
+    let mut session = imap::connect(&settings).await.expect("connect");
+    session.select("INBOX").await.expect("SELECT");
+    let outcome = session
+        .idle_wait(Duration::from_millis(1_000))
+        .await
+        .expect("IDLE");
+    assert_eq!(outcome, IdleOutcome::Timeout);
+    session.logout().await.expect("logout");
+
+    let lines = received.lock().expect("lock").clone();
+    let verbs: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            if l == "DONE" {
+                "DONE"
+            } else {
+                l.split(' ').nth(1).unwrap_or("")
+            }
+        })
+        .collect();
+    let idles = verbs.iter().filter(|v| **v == "IDLE").count();
+    assert!((4..=6).contains(&idles), "{verbs:?}");
+    let mut expected = vec!["LOGIN", "SELECT"];
+    expected.extend(std::iter::repeat_n(["IDLE", "DONE"], idles).flatten());
+    expected.push("LOGOUT");
+    assert_eq!(verbs, expected);
 }
 
 #[tokio::test]

@@ -29,11 +29,12 @@
 //! `doveadm -c FILE stop` and removes the directory. Drop does not wait for it: Dovecot's
 //! master takes ~2.8 s to exit, which no test needs to pay.
 //!
-//! # Cost (2-core VM)
-//! Start to ready: ~0.1–0.3 s including the certificate. LMTP delivery: ~10 ms each
-//! (~60 s for 10,000). [`Dovecot::seed_maildir`] writes files directly: ~1 s for
-//! 10,000, UIDs assigned when a client first looks (in directory order, not the order
-//! given). IDLE notices new mail after ~0.5 s (Dovecot coalesces inotify events).
+//! # Cost (measured on the shared 2-core VM)
+//! Start to ready: 0.13–0.4 s including the certificate. An LMTP delivery takes a few
+//! milliseconds. [`Dovecot::seed_maildir`] writes files directly: 0.35–0.6 s for 10,000
+//! (seconds when other jobs load the disk); UIDs are assigned when a client first looks,
+//! in directory order, not in the order given. IDLE notices new mail after ~0.5 s
+//! (Dovecot coalesces inotify events). Stopping takes ~2.8 s, paid by the watchdog.
 
 use super::{free_port, poll_blocking};
 use std::fs;
