@@ -15,7 +15,7 @@
 //!    from the LMTP `250` to the message counted in `/metrics` (polled every 2 ms).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::net::SocketAddr;
@@ -36,7 +36,7 @@ fn message(i: usize) -> Vec<u8> {
             "Zeile {line}: wir interessieren uns für Ihr Angebot Nr. {i} und bitten um Rückruf.\r\n"
         ));
     }
-    let (content_type, body) = if i % 10 == 0 {
+    let (content_type, body) = if i.is_multiple_of(10) {
         let attachment: String = (0..600)
             .map(|n| format!("{:076}\r\n", n * 7919 + i))
             .collect();
