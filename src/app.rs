@@ -160,7 +160,7 @@ impl App {
                 })
                 .await
         });
-        tracing::info!(%http_addr, %sip_addr, database = %redact(&config.database_url), "leadline started");
+        tracing::info!(%http_addr, %sip_addr, %smtp_addr, database = %redact(&config.database_url), "leadline started");
         Ok(App {
             http_addr,
             sip_addr,

@@ -55,6 +55,8 @@ impl Gateway {
                 "127.0.0.1:0",
                 "--sip",
                 "127.0.0.1:0",
+                "--smtp",
+                "127.0.0.1:0",
                 "--database-url",
                 database_url,
             ])
