@@ -61,6 +61,8 @@ pub struct App {
     /// Carrier registration and keep-alives: they un-register and stop on `sip_cancel`,
     /// before the endpoint they send through.
     sip_tasks: Vec<JoinHandle<()>>,
+    /// SIP requests being handled: answered before the database closes.
+    sip_requests: tokio_util::task::TaskTracker,
 }
 
 impl App {
@@ -134,10 +136,12 @@ impl App {
                 .unwrap_or_else(|| format!("http://{http_addr}")),
         }));
         let registrar = Arc::new(registrar);
+        let sip_requests = tokio_util::task::TaskTracker::new();
         tokio::spawn(crate::sip::server::serve(
             registrar,
             incoming,
             sip_cancel.clone(),
+            sip_requests.clone(),
         ));
 
         let state = AppState {
@@ -168,6 +172,7 @@ impl App {
             sip,
             sip_cancel,
             sip_tasks,
+            sip_requests,
             generated_admin_token,
             store,
             shutdown,
@@ -191,6 +196,16 @@ impl App {
         for task in self.sip_tasks {
             let _ = task.await;
         }
+        self.sip_requests.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.sip_requests.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.sip_requests.len(),
+                "SIP requests still in progress at shutdown"
+            );
+        }
         self.sip.shutdown().await;
         self.store.close().await;
         result
@@ -201,6 +216,10 @@ impl App {
         self.shutdown.clone()
     }
 }
+
+/// How long shutdown waits for SIP requests in progress (a registration, a call's
+/// routing) to be answered before the database closes.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The parts of the gateway that send SIP requests of their own: outbound registration
 /// to carrier trunks (T2) and NAT keep-alives for UDP bindings.

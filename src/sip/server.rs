@@ -184,6 +184,7 @@ pub async fn serve(
     registrar: Arc<Registrar>,
     mut incoming: TransactionReceiver,
     cancel: CancellationToken,
+    requests: tokio_util::task::TaskTracker,
 ) {
     let in_flight = InFlight::new(registrar.max_in_flight_per_source);
     loop {
@@ -202,7 +203,7 @@ pub async fn serve(
                     // A flood from one source must not grow tasks and memory without
                     // bound (rsipstack's transaction queue has none): 503 and a pause.
                     metrics::counter!("leadline_sip_refused_total", "status" => "503").increment(1);
-                    tokio::spawn(async move {
+                    requests.spawn(async move {
                         let mut tx = transaction;
                         let _ = tx
                             .reply_with(
@@ -218,7 +219,9 @@ pub async fn serve(
             None => None,
         };
         let registrar = registrar.clone();
-        tokio::spawn(async move {
+        // Tracked: on shutdown the database closes only after requests in progress are
+        // answered (else a REGISTER then would meet a closed pool and get a 500).
+        requests.spawn(async move {
             let _slot = slot;
             let method = transaction.original.method().to_string();
             if let Err(err) = handle(registrar, transaction).await {
