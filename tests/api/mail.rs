@@ -700,3 +700,73 @@ async fn e2_sent_mail_is_outgoing_and_e3_vcards_become_contacts() {
     );
     app.stop().await;
 }
+
+/// E13: with "route mail from existing customers to their responsible manager", a
+/// customer whose responsible is not in the mailbox's queue becomes new work for the
+/// queue: a lead linked to the customer (the address stays the contact's, M7) for the
+/// queue's next member, with the message on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e13_a_customer_outside_the_queue_becomes_the_queues_lead() {
+    let app = TestApp::spawn().await;
+    let ben = app
+        .create_user("Ben", "ben@example.com", "agent", "102")
+        .await;
+    let contact = app
+        .post_ok(
+            "/api/v1/contacts",
+            json!({"name": "Stammkunde", "emails": ["stamm@example.org"], "responsible": ben}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The queue is Anna alone: Ben, the contact's responsible, is not in it.
+    let setup = connect_mailbox(&app, json!({"route_to_responsible": true})).await;
+    setup
+        .dovecot
+        .deliver(
+            "alice",
+            &message(
+                "stamm@example.org",
+                &format!("alice@{DOMAIN}"),
+                "Nachbestellung",
+                "e13",
+            ),
+        )
+        .await;
+    let emails = wait_for_emails(&app, 1).await;
+    assert_eq!(emails[0]["crm_action"], "created", "{}", emails[0]);
+    let leads = app.leads().await;
+    assert_eq!(leads.len(), 1, "{leads:?}");
+    assert_eq!(
+        leads[0]["responsible"],
+        json!(setup.anna),
+        "the queue's next"
+    );
+    assert_eq!(
+        leads[0]["customer"],
+        json!(contact),
+        "linked to the customer"
+    );
+    assert!(
+        leads[0]["emails"].as_array().unwrap().is_empty(),
+        "M7: the address stays the contact's: {}",
+        leads[0]
+    );
+    let mut entities: Vec<String> = emails[0]["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_owned())
+        .collect();
+    entities.sort();
+    assert_eq!(
+        entities,
+        vec![
+            format!("contact:{contact}"),
+            format!("lead:{}", leads[0]["id"].as_str().unwrap())
+        ]
+    );
+    app.stop().await;
+}
