@@ -11,7 +11,7 @@ use crate::crm::model::{
     QueueId, SOURCE_EMAIL, UserId,
 };
 use crate::crm::queue::QueueState;
-use crate::matcher::{Country, MatchOutcome, MatchStatus};
+use crate::matcher::{Country, Exclusions, MatchOutcome, MatchStatus, parse_exception};
 
 /// A mailbox as the intake sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,18 @@ pub struct MailIntakeInput<'a> {
     pub pipelines: &'a [PipelineEntry],
     /// E12: a message saved by hand creates what it needs even with the link off.
     pub by_hand: bool,
+}
+
+/// E4/M5: a mailbox's blacklist (addresses and `@domains`) as the matcher's exclusions.
+/// Entries that no longer parse are left out: they were checked when saved.
+pub fn blacklist(entries: &[String]) -> Exclusions {
+    let mut list = Exclusions::default();
+    for entry in entries {
+        if let Ok(rule) = parse_exception(entry, None) {
+            list.add_exception(&rule);
+        }
+    }
+    list
 }
 
 /// Decides what one customer address of a message does to the CRM.
@@ -161,7 +173,7 @@ fn channel(mailbox: &MailboxPolicy, by_hand: bool) -> NumberSettings {
 mod tests {
     use super::*;
     use crate::crm::model::{CrmMode, EntityRef};
-    use crate::matcher::{Candidate, Exclusions, Identifier, parse_email, resolve};
+    use crate::matcher::{Candidate, Identifier, parse_email, resolve};
 
     fn mailbox() -> MailboxPolicy {
         MailboxPolicy {

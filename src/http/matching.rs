@@ -88,13 +88,10 @@ async fn get_match(
     };
     if let (Some(mailbox), Identifier::Email(_)) = (&query.mailbox, &identifier) {
         let mailbox = state.store.get_mailbox(mailbox).await?;
-        let mut listed = crate::matcher::Exclusions::default();
-        for entry in &mailbox.blacklist {
-            if let Ok(rule) = crate::matcher::parse_exception(entry, None) {
-                listed.add_exception(&rule);
-            }
-        }
-        if listed.check(&identifier).is_some() {
+        if crate::crm::mail::blacklist(&mailbox.blacklist)
+            .check(&identifier)
+            .is_some()
+        {
             return Ok(Json(MatchAnswer {
                 identifier: identifier.key().to_owned(),
                 status: MatchStatus::Excluded,

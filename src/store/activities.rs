@@ -51,23 +51,34 @@ impl Store {
             .map(activity_from_row)
             .collect::<Result<Vec<_>>>()?;
         for activity in &mut activities {
-            let links = sqlx::query(
-                "SELECT entity_kind, entity_id FROM activity_entities WHERE activity_id = $1 \
-                 ORDER BY entity_kind, entity_id",
-            )
-            .bind(activity.id.as_str())
-            .fetch_all(self.reader())
-            .await?;
-            for link in &links {
-                let kind: String = col(link, "entity_kind")?;
-                activity.entities.push(EntityRef::new(
-                    parse_stored(&kind, "activity_entities.entity_kind")?,
-                    col::<String>(link, "entity_id")?,
-                ));
-            }
+            activity.entities = activity_entities(self.reader(), &activity.id).await?;
         }
         Ok(page.finish(activities, |a| a.id.clone()))
     }
+}
+
+/// Every entity an activity is shown on, in a stable order.
+pub(crate) async fn activity_entities(
+    pool: &sqlx::AnyPool,
+    activity: &str,
+) -> Result<Vec<EntityRef>> {
+    let links = sqlx::query(
+        "SELECT entity_kind, entity_id FROM activity_entities WHERE activity_id = $1 \
+         ORDER BY entity_kind, entity_id",
+    )
+    .bind(activity)
+    .fetch_all(pool)
+    .await?;
+    links
+        .iter()
+        .map(|link| {
+            let kind: String = col(link, "entity_kind")?;
+            Ok(EntityRef::new(
+                parse_stored(&kind, "activity_entities.entity_kind")?,
+                col::<String>(link, "entity_id")?,
+            ))
+        })
+        .collect()
 }
 
 pub(crate) fn activity_subject(

@@ -19,7 +19,7 @@ use crate::crm::model::{
     QueueId, SimpleCreates, UserId,
 };
 use crate::crm::queue::QueueState;
-use crate::matcher::{ExceptionRule, Exclusions, Identifier, parse_email, parse_exception};
+use crate::matcher::{Exclusions, Identifier, parse_email};
 
 /// A mailbox as configured, without its password (A4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,7 +420,7 @@ impl Store {
         let snapshot = self.config_snapshot().await?;
         let mut tx = self.writer().begin().await?;
         let mut outcomes = Vec::with_capacity(emails.len());
-        let mut policies: std::collections::HashMap<String, (MailboxPolicy, Vec<ExceptionRule>)> =
+        let mut policies: std::collections::HashMap<String, (MailboxPolicy, Exclusions)> =
             std::collections::HashMap::new();
         for email in emails {
             let policy = match &email.origin {
@@ -583,22 +583,9 @@ impl Store {
 
     async fn fill_entities(&self, emails: &mut [EmailRecord]) -> Result<()> {
         for email in emails.iter_mut() {
-            let Some(activity) = &email.activity else {
-                continue;
-            };
-            let links = sqlx::query(
-                "SELECT entity_kind, entity_id FROM activity_entities WHERE activity_id = $1 \
-                 ORDER BY entity_kind, entity_id",
-            )
-            .bind(activity.as_str())
-            .fetch_all(self.reader())
-            .await?;
-            for link in &links {
-                let kind: String = col(link, "entity_kind")?;
-                email.entities.push(EntityRef::new(
-                    parse_stored(&kind, "activity_entities.entity_kind")?,
-                    col::<String>(link, "entity_id")?,
-                ));
+            if let Some(activity) = &email.activity {
+                email.entities =
+                    super::activities::activity_entities(self.reader(), activity).await?;
             }
         }
         Ok(())
@@ -753,7 +740,7 @@ async fn ingest_one(
     tx: &mut Tx<'_>,
     email: &IncomingEmail,
     policy: &MailboxPolicy,
-    blacklist: &[ExceptionRule],
+    blacklist: &Exclusions,
     crm: &crate::crm::model::CrmSettings,
     queues: &std::collections::HashMap<QueueId, Vec<UserId>>,
     pipelines: &[crate::crm::intake::PipelineEntry],
@@ -926,7 +913,7 @@ async fn apply_decisions(
     facts: &EmailFacts<'_>,
     customers: &[String],
     policy: &MailboxPolicy,
-    blacklist: &[ExceptionRule],
+    blacklist: &Exclusions,
     crm: &crate::crm::model::CrmSettings,
     queues: &std::collections::HashMap<QueueId, Vec<UserId>>,
     pipelines: &[crate::crm::intake::PipelineEntry],
@@ -943,11 +930,7 @@ async fn apply_decisions(
                 if !seen.insert(identifier.key().to_owned()) {
                     continue;
                 }
-                let mut list = Exclusions::default();
-                for rule in blacklist {
-                    list.add_exception(rule);
-                }
-                if list.check(&identifier).is_some() {
+                if blacklist.check(&identifier).is_some() {
                     reasons.push(format!("{address} is on the mailbox's blacklist (E4)"));
                     continue;
                 }
@@ -1309,7 +1292,7 @@ async fn load_policy(
     tx: &mut Tx<'_>,
     mailbox: &str,
     crm: &crate::crm::model::CrmSettings,
-) -> Result<(MailboxPolicy, Vec<ExceptionRule>)> {
+) -> Result<(MailboxPolicy, Exclusions)> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = $1"
     )))
@@ -1318,11 +1301,7 @@ async fn load_policy(
     .await?
     .ok_or_else(|| StoreError::not_found("mailbox", mailbox))?;
     let record = mailbox_from_row(&row)?;
-    let blacklist = record
-        .blacklist
-        .iter()
-        .filter_map(|entry| parse_exception(entry, Some(crm.default_country)).ok())
-        .collect();
+    let blacklist = crate::crm::mail::blacklist(&record.blacklist);
     Ok((
         MailboxPolicy {
             id: record.id,
@@ -1341,7 +1320,7 @@ async fn load_policy(
 
 /// E16: the forward address belongs to the account: leads for unknown customers go to
 /// the account's default queue rules (none: nobody responsible).
-fn forward_policy(crm: &crate::crm::model::CrmSettings) -> (MailboxPolicy, Vec<ExceptionRule>) {
+fn forward_policy(crm: &crate::crm::model::CrmSettings) -> (MailboxPolicy, Exclusions) {
     (
         MailboxPolicy {
             id: "forward".into(),
@@ -1354,7 +1333,7 @@ fn forward_policy(crm: &crate::crm::model::CrmSettings) -> (MailboxPolicy, Vec<E
             owner: None,
             default_country: crm.default_country,
         },
-        Vec::new(),
+        Exclusions::default(),
     )
 }
 

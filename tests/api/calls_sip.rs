@@ -187,6 +187,26 @@ pub(crate) async fn ended_call(app: &TestApp) -> Value {
     .await
 }
 
+/// Waits until the gateway holds no SIP dialog any more: a leak shows here.
+async fn dialogs_released(app: &TestApp, what: &str) {
+    wait_until(Duration::from_secs(10), what, || async {
+        let metrics = app
+            .client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .any(|l| l == "leadline_sip_dialogs 0")
+            .then_some(())
+    })
+    .await;
+}
+
 /// The INVITE the phone received, from its trace.
 fn received_invite(messages: &str) -> &str {
     let start = messages
@@ -660,26 +680,7 @@ async fn t10_a_blind_transfer_moves_the_call_and_the_new_lead_to_the_answering_a
         "T10: the lead is Ben's: {lead}"
     );
     // Every dialog of the call (caller, Anna, Ben) is released when it ends.
-    wait_until(
-        Duration::from_secs(10),
-        "the call's dialogs to be released",
-        || async {
-            let metrics = app
-                .client
-                .get(format!("{}/metrics", app.base))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            metrics
-                .lines()
-                .any(|l| l == "leadline_sip_dialogs 0")
-                .then_some(())
-        },
-    )
-    .await;
+    dialogs_released(&app, "the call's dialogs to be released").await;
     app.stop().await;
 }
 
@@ -819,26 +820,7 @@ async fn t10_an_attended_transfer_connects_the_caller_to_the_consulted_agent() {
             .len(),
         1
     );
-    wait_until(
-        Duration::from_secs(10),
-        "every dialog of both calls to be released",
-        || async {
-            let metrics = app
-                .client
-                .get(format!("{}/metrics", app.base))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            metrics
-                .lines()
-                .any(|l| l == "leadline_sip_dialogs 0")
-                .then_some(())
-        },
-    )
-    .await;
+    dialogs_released(&app, "every dialog of both calls to be released").await;
     app.stop().await;
 }
 
