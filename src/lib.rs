@@ -11,6 +11,7 @@ pub mod events;
 pub mod http;
 pub mod mail;
 pub mod matcher;
+pub mod media;
 pub mod sip;
 pub mod store;
 
