@@ -5,3 +5,45 @@
 //! statistics, media timeout), G.711 recording to WAV, voicemail greetings, and the
 //! number's working hours. The SDP rewrite, G.711, the recording's timeline and the
 //! schedule are pure; the relay and the recording writer are the adapters around them.
+
+pub mod ports;
+pub mod relay;
+pub mod sdp;
+pub mod stats;
+
+pub use ports::{PortPair, PortPool, PortRange};
+pub use relay::{MediaEngine, MediaSession};
+
+/// Which party of a call a socket, a stream or an SDP faces: the one whose INVITE the
+/// gateway took (the caller) or the one the gateway called (the callee).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Caller,
+    Callee,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Callee => 1,
+        }
+    }
+}
+
+/// What can go wrong setting up media.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// Every port pair of the range is taken or cannot be bound.
+    #[error("no free RTP port pair in {0}")]
+    PortsExhausted(PortRange),
+    #[error("cannot bind an RTP socket: {0}")]
+    Bind(#[from] std::io::Error),
+}

@@ -1,0 +1,644 @@
+//! The relay: one task per call moving RTP and RTCP between the caller-facing and the
+//! callee-facing port pairs.
+//!
+//! Each side learns its party's address from that party's SDP and then latches to the
+//! source of the first packet it receives (symmetric RTP, RFC 4961): a phone behind NAT
+//! gets its media back at the address its packets came from, not the private one its
+//! SDP names. Packets from any other source are dropped until the party's SDP changes.
+//! The task keeps RFC 3550 receive statistics per direction, can hand audio packets to a
+//! recorder, and reports a call whose media stopped (the media timeout).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+
+use super::sdp::{self, AudioOffer, Origin, RelayAddress};
+use super::stats::StreamStats;
+use super::{MediaError, PortPair, PortPool, Side};
+
+/// What every call's media shares: the port range, the address put in SDP, the timeout.
+pub struct MediaEngine {
+    pool: PortPool,
+    advertised: IpAddr,
+    timeout: Duration,
+}
+
+impl MediaEngine {
+    /// `advertised` is the address parties send media to (the gateway's public address).
+    pub fn new(pool: PortPool, advertised: IpAddr, timeout: Duration) -> Self {
+        Self {
+            pool,
+            advertised,
+            timeout,
+        }
+    }
+
+    pub fn pool(&self) -> &PortPool {
+        &self.pool
+    }
+
+    /// Allocates a call's two port pairs and starts its relay task.
+    pub fn session(&self) -> Result<MediaSession, MediaError> {
+        let caller = self.pool.allocate()?;
+        let callee = self.pool.allocate()?;
+        let ports = [caller.port(), callee.port()];
+        let (control, commands) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let relay = RelayTask {
+            pairs: [caller, callee],
+            legs: [LegState::default(), LegState::default()],
+            shared: shared.clone(),
+            timeout: self.timeout,
+            started: Instant::now(),
+            armed: false,
+            tap: None,
+        };
+        let task = tokio::spawn(relay.run(commands));
+        let session_id = u64::from(rand::random::<u32>());
+        Ok(MediaSession {
+            control,
+            ports,
+            advertised: self.advertised,
+            origins: Mutex::new([Origin::new(session_id), Origin::new(session_id + 1)]),
+            shared,
+            task: Some(task),
+        })
+    }
+}
+
+/// One packet of audio handed to a recorder.
+#[derive(Debug, Clone)]
+pub struct TappedPacket {
+    /// The party that sent it.
+    pub from: Side,
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub ssrc: u32,
+    pub payload: Vec<u8>,
+    /// When it arrived, in 8 kHz samples since the relay started.
+    pub arrival_samples: u64,
+}
+
+/// How many packets may wait for a slow recorder before packets are dropped from the
+/// recording (never from the call).
+pub const TAP_QUEUE: usize = 1024;
+
+/// Statistics of one direction of a call's media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DirectionStats {
+    /// RTP packets received from this party.
+    pub packets: u64,
+    /// RTP and RTCP packets sent on to the other party.
+    pub relayed: u64,
+    /// Packets the RTP sequence numbers say never arrived.
+    pub lost: u64,
+    /// RFC 3550 interarrival jitter of what this party sent, in milliseconds.
+    pub jitter_ms: f64,
+    /// Packets dropped because they came from an address other than the latched one.
+    pub foreign: u64,
+}
+
+/// A call's media statistics, by who sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MediaStats {
+    pub from_caller: DirectionStats,
+    pub from_callee: DirectionStats,
+    /// The relay ended the call: no packets for the media timeout.
+    pub timed_out: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    stats: Mutex<MediaStats>,
+    dead: Notify,
+}
+
+enum Control {
+    /// A party's latest SDP.
+    Offer(Side, Option<AudioOffer>),
+    /// The call is answered: silence from now on counts towards the timeout.
+    Arm,
+    /// Audio packets go here from now on.
+    Tap(mpsc::Sender<TappedPacket>),
+}
+
+/// The handle a call keeps on its media; dropping it ends the relay and frees the ports.
+pub struct MediaSession {
+    control: mpsc::UnboundedSender<Control>,
+    ports: [u16; 2],
+    advertised: IpAddr,
+    /// The origin of the SDP sent to each party.
+    origins: Mutex<[Origin; 2]>,
+    shared: Arc<Shared>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MediaSession {
+    /// The RTP port facing a party.
+    pub fn port(&self, facing: Side) -> u16 {
+        self.ports[facing.index()]
+    }
+
+    /// Takes the SDP `from` sent and returns what its peer gets instead: the gateway's
+    /// address and the port facing the peer. The relay learns `from`'s media address.
+    pub fn sdp_from(&self, from: Side, body: &[u8]) -> Vec<u8> {
+        if body.is_empty() {
+            return Vec::new();
+        }
+        let _ = self.control.send(Control::Offer(from, sdp::audio(body)));
+        let to = from.other();
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        sdp::rewrite(
+            body,
+            RelayAddress {
+                ip: self.advertised,
+                rtp_port: self.ports[to.index()],
+            },
+            &mut origins[to.index()],
+        )
+    }
+
+    /// From now on a call whose media stops for the timeout is reported dead.
+    pub fn arm_timeout(&self) {
+        let _ = self.control.send(Control::Arm);
+    }
+
+    /// Sends the call's audio packets to a recorder.
+    pub fn tap(&self, recorder: mpsc::Sender<TappedPacket>) {
+        let _ = self.control.send(Control::Tap(recorder));
+    }
+
+    /// Resolves when no packet came from either party for the media timeout.
+    pub async fn dead(&self) {
+        self.shared.dead.notified().await;
+    }
+
+    /// The statistics so far (updated about once a second).
+    pub fn stats(&self) -> MediaStats {
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the relay, frees its ports and returns the final statistics.
+    pub async fn close(mut self) -> MediaStats {
+        let (closed, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.control, closed));
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        self.stats()
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        // A call task that ends without `close` (a panic, an early return) still frees
+        // its ports: the closed channel ends the relay; aborting makes sure of it.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Default)]
+struct LegState {
+    offer: Option<AudioOffer>,
+    rtp_peer: Option<SocketAddr>,
+    rtcp_peer: Option<SocketAddr>,
+    rtp_latched: bool,
+    rtcp_latched: bool,
+    stats: StreamStats,
+    relayed: u64,
+    foreign: u64,
+}
+
+impl LegState {
+    fn learn(&mut self, offer: Option<AudioOffer>) {
+        let rtp = offer.as_ref().and_then(|o| o.rtp);
+        let rtcp = offer.as_ref().and_then(|o| o.rtcp);
+        // The same address again (a session refresh) keeps the latch: behind NAT the
+        // latched source is right and the SDP's private address is not.
+        let old_rtp = self.offer.as_ref().and_then(|o| o.rtp);
+        if rtp != old_rtp || !self.rtp_latched {
+            self.rtp_peer = rtp;
+            self.rtp_latched = false;
+        }
+        let old_rtcp = self.offer.as_ref().and_then(|o| o.rtcp);
+        if rtcp != old_rtcp || !self.rtcp_latched {
+            self.rtcp_peer = rtcp;
+            self.rtcp_latched = false;
+        }
+        self.offer = offer;
+    }
+
+    fn talking(&self) -> bool {
+        self.offer.as_ref().is_none_or(AudioOffer::talking)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    Rtp,
+    Rtcp,
+}
+
+struct RelayTask {
+    pairs: [PortPair; 2],
+    legs: [LegState; 2],
+    shared: Arc<Shared>,
+    timeout: Duration,
+    started: Instant,
+    armed: bool,
+    tap: Option<mpsc::Sender<TappedPacket>>,
+}
+
+/// Packets taken from one socket per wake-up before the others get a turn.
+const BURST: usize = 32;
+
+impl RelayTask {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Control>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_packet = tokio::time::Instant::now();
+        let mut buffer = vec![0u8; 2048];
+        let mut timed_out = false;
+        loop {
+            let ready = {
+                let [caller, callee] = &self.pairs;
+                tokio::select! {
+                    biased;
+                    command = commands.recv() => match command {
+                        Some(command) => Wake::Command(command),
+                        None => break,
+                    },
+                    _ = caller.rtp.readable() => Wake::Readable(Side::Caller, Channel::Rtp),
+                    _ = callee.rtp.readable() => Wake::Readable(Side::Callee, Channel::Rtp),
+                    _ = caller.rtcp.readable() => Wake::Readable(Side::Caller, Channel::Rtcp),
+                    _ = callee.rtcp.readable() => Wake::Readable(Side::Callee, Channel::Rtcp),
+                    _ = tick.tick() => Wake::Tick,
+                }
+            };
+            match ready {
+                Wake::Command(Control::Offer(side, offer)) => self.legs[side.index()].learn(offer),
+                Wake::Command(Control::Arm) => {
+                    self.armed = true;
+                    last_packet = tokio::time::Instant::now();
+                }
+                Wake::Command(Control::Tap(tap)) => self.tap = Some(tap),
+                Wake::Readable(side, channel) => {
+                    if self.drain(side, channel, &mut buffer) {
+                        last_packet = tokio::time::Instant::now();
+                    }
+                }
+                Wake::Tick => {
+                    let talking = self.legs.iter().all(LegState::talking);
+                    if self.armed && talking && !timed_out && last_packet.elapsed() >= self.timeout
+                    {
+                        timed_out = true;
+                        self.publish(true);
+                        self.shared.dead.notify_one();
+                    } else {
+                        self.publish(timed_out);
+                    }
+                }
+            }
+        }
+        self.publish(timed_out);
+    }
+
+    /// Relays what one socket has queued; whether anything came.
+    fn drain(&mut self, side: Side, channel: Channel, buffer: &mut [u8]) -> bool {
+        let mut any = false;
+        for _ in 0..BURST {
+            let socket = match channel {
+                Channel::Rtp => &self.pairs[side.index()].rtp,
+                Channel::Rtcp => &self.pairs[side.index()].rtcp,
+            };
+            match socket.try_recv_from(buffer) {
+                Ok((len, source)) => {
+                    any = true;
+                    self.relay(side, channel, &buffer[..len], source);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP errors for earlier sends surface here on some systems: not fatal.
+                Err(_) => continue,
+            }
+        }
+        any
+    }
+
+    fn relay(&mut self, from: Side, channel: Channel, packet: &[u8], source: SocketAddr) {
+        let leg = &mut self.legs[from.index()];
+        let (peer, latched) = match channel {
+            Channel::Rtp => (&mut leg.rtp_peer, &mut leg.rtp_latched),
+            Channel::Rtcp => (&mut leg.rtcp_peer, &mut leg.rtcp_latched),
+        };
+        if !*latched {
+            *peer = Some(source);
+            *latched = true;
+        } else if *peer != Some(source) {
+            leg.foreign += 1;
+            return;
+        }
+        if channel == Channel::Rtp
+            && let Ok(rtp) = rtp_rs::RtpReader::new(packet)
+        {
+            let arrival_us = self.started.elapsed().as_micros() as u64;
+            let payload_type = rtp.payload_type();
+            let clock_rate = leg
+                .offer
+                .as_ref()
+                .map_or(8000, |o| o.clock_rate(payload_type));
+            let sequence = u16::from(rtp.sequence_number());
+            leg.stats.packet(
+                sequence,
+                rtp.timestamp(),
+                rtp.ssrc(),
+                clock_rate,
+                arrival_us,
+            );
+            if let Some(tap) = &self.tap {
+                let tapped = TappedPacket {
+                    from,
+                    payload_type,
+                    sequence,
+                    timestamp: rtp.timestamp(),
+                    ssrc: rtp.ssrc(),
+                    payload: rtp.payload().to_vec(),
+                    arrival_samples: arrival_us * 8 / 1000,
+                };
+                if tap.try_send(tapped).is_err() {
+                    metrics::counter!("leadline_recording_packets_dropped_total").increment(1);
+                }
+            }
+        }
+        let to = from.other();
+        let (destination, socket) = match channel {
+            Channel::Rtp => (self.legs[to.index()].rtp_peer, &self.pairs[to.index()].rtp),
+            Channel::Rtcp => (
+                self.legs[to.index()].rtcp_peer,
+                &self.pairs[to.index()].rtcp,
+            ),
+        };
+        if let Some(destination) = destination
+            && socket.try_send_to(packet, destination).is_ok()
+        {
+            self.legs[from.index()].relayed += 1;
+        }
+    }
+
+    fn publish(&self, timed_out: bool) {
+        let direction = |leg: &LegState| DirectionStats {
+            packets: leg.stats.received(),
+            relayed: leg.relayed,
+            lost: leg.stats.lost(),
+            jitter_ms: (leg.stats.jitter_ms() * 100.0).round() / 100.0,
+            foreign: leg.foreign,
+        };
+        let stats = MediaStats {
+            from_caller: direction(&self.legs[0]),
+            from_callee: direction(&self.legs[1]),
+            timed_out,
+        };
+        *self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    }
+}
+
+enum Wake {
+    Command(Control),
+    Readable(Side, Channel),
+    Tick,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::PortRange;
+    use tokio::net::UdpSocket;
+
+    fn engine(timeout: Duration) -> MediaEngine {
+        // Port 0 ranges cannot be bound twice; find a free stretch.
+        let range = loop {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = probe.local_addr().unwrap().port();
+            let first = port + port % 2;
+            drop(probe);
+            if first < 60_000
+                && (first..first + 8).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
+            {
+                break PortRange {
+                    first,
+                    last: first + 7,
+                };
+            }
+        };
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        MediaEngine::new(PortPool::new(range, ip), ip, timeout)
+    }
+
+    fn offer(port: u16) -> Vec<u8> {
+        format!(
+            "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn rtp(seq: u16, payload_type: u8) -> Vec<u8> {
+        rtp_rs::RtpPacketBuilder::new()
+            .payload_type(payload_type)
+            .ssrc(0x1234)
+            .sequence(rtp_rs::Seq::from(seq))
+            .timestamp(u32::from(seq) * 160)
+            .payload(&[0xffu8; 160])
+            .build()
+            .unwrap()
+    }
+
+    async fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 2048];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("a packet within 5 s")
+            .unwrap();
+        buf.truncate(n);
+        (buf, from)
+    }
+
+    #[tokio::test]
+    async fn packets_flow_both_ways_from_the_gateway_ports() {
+        let engine = engine(Duration::from_secs(60));
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let callee = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session = engine.session().unwrap();
+        let to_callee = session.sdp_from(Side::Caller, &offer(caller.local_addr().unwrap().port()));
+        let relay_for_callee = sdp::audio(&to_callee).unwrap().rtp.unwrap();
+        assert_eq!(relay_for_callee.port(), session.port(Side::Callee));
+        let to_caller = session.sdp_from(Side::Callee, &offer(callee.local_addr().unwrap().port()));
+        let relay_for_caller = sdp::audio(&to_caller).unwrap().rtp.unwrap();
+
+        for seq in 0..10 {
+            caller
+                .send_to(&rtp(seq, 0), relay_for_caller)
+                .await
+                .unwrap();
+            let (packet, source) = recv(&callee).await;
+            assert_eq!(source, relay_for_callee, "the callee hears the gateway");
+            assert_eq!(packet, rtp(seq, 0));
+            callee
+                .send_to(&rtp(seq, 0), relay_for_callee)
+                .await
+                .unwrap();
+            let (_, source) = recv(&caller).await;
+            assert_eq!(source, relay_for_caller);
+        }
+        // DTMF (RFC 4733) passes like any other payload.
+        caller
+            .send_to(&rtp(10, 101), relay_for_caller)
+            .await
+            .unwrap();
+        assert_eq!(recv(&callee).await.0, rtp(10, 101));
+        let stats = session.close().await;
+        assert_eq!(stats.from_caller.packets, 11);
+        assert_eq!(stats.from_caller.relayed, 11);
+        assert_eq!(stats.from_callee.packets, 10);
+        assert_eq!(stats.from_caller.lost, 0);
+        assert_eq!(engine.pool().in_use(), 0, "ports released");
+    }
+
+    #[tokio::test]
+    async fn a_party_behind_nat_is_latched_to_where_its_packets_come_from() {
+        let engine = engine(Duration::from_secs(60));
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let nat = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session = engine.session().unwrap();
+        let to_callee = session.sdp_from(Side::Caller, &offer(caller.local_addr().unwrap().port()));
+        let relay_for_callee = sdp::audio(&to_callee).unwrap().rtp.unwrap();
+        // The callee's SDP names an address nobody listens on (its private address).
+        let to_caller = session.sdp_from(Side::Callee, &offer(9));
+        let relay_for_caller = sdp::audio(&to_caller).unwrap().rtp.unwrap();
+
+        nat.send_to(&rtp(1, 0), relay_for_callee).await.unwrap();
+        recv(&caller).await;
+        caller.send_to(&rtp(1, 0), relay_for_caller).await.unwrap();
+        let (_, source) = recv(&nat).await;
+        assert_eq!(source, relay_for_callee, "sent back to the latched source");
+        // Someone else sending to the port is not let in.
+        stranger
+            .send_to(&rtp(2, 0), relay_for_callee)
+            .await
+            .unwrap();
+        nat.send_to(&rtp(3, 0), relay_for_callee).await.unwrap();
+        let (packet, _) = recv(&caller).await;
+        assert_eq!(packet, rtp(3, 0));
+        let stats = session.close().await;
+        assert_eq!(stats.from_callee.foreign, 1);
+        assert_eq!(
+            stats.from_callee.lost, 1,
+            "sequence 2 never came from the callee"
+        );
+    }
+
+    #[tokio::test]
+    async fn rtcp_is_relayed_on_the_next_port() {
+        let engine = engine(Duration::from_secs(60));
+        let caller_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let callee_rtcp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session = engine.session().unwrap();
+        let with_rtcp = |port: u16| {
+            let mut sdp = String::from_utf8(offer(4000)).unwrap();
+            sdp.push_str(&format!("a=rtcp:{port}\r\n"));
+            sdp.into_bytes()
+        };
+        let to_callee = session.sdp_from(
+            Side::Caller,
+            &with_rtcp(caller_rtcp.local_addr().unwrap().port()),
+        );
+        session.sdp_from(
+            Side::Callee,
+            &with_rtcp(callee_rtcp.local_addr().unwrap().port()),
+        );
+        let rtcp_for_callee = sdp::audio(&to_callee).unwrap().rtcp.unwrap();
+        callee_rtcp
+            .send_to(b"\x81\xc9\x00\x01rtcp", rtcp_for_callee)
+            .await
+            .unwrap();
+        let (packet, source) = recv(&caller_rtcp).await;
+        assert_eq!(packet, b"\x81\xc9\x00\x01rtcp");
+        assert_eq!(source.port(), session.port(Side::Caller) + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_past_the_timeout_reports_the_call_dead() {
+        let engine = engine(Duration::from_secs(3));
+        let session = engine.session().unwrap();
+        session.sdp_from(Side::Caller, &offer(4000));
+        session.sdp_from(Side::Callee, &offer(4002));
+        session.arm_timeout();
+        tokio::time::timeout(Duration::from_secs(10), session.dead())
+            .await
+            .expect("reported dead");
+        assert!(session.stats().timed_out);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_on_hold_is_not_dead() {
+        let engine = engine(Duration::from_secs(3));
+        let session = engine.session().unwrap();
+        let held = String::from_utf8(offer(4000)).unwrap() + "a=inactive\r\n";
+        session.sdp_from(Side::Caller, held.as_bytes());
+        session.sdp_from(Side::Callee, &offer(4002));
+        session.arm_timeout();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), session.dead())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn audio_packets_reach_the_tap() {
+        let engine = engine(Duration::from_secs(60));
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session = engine.session().unwrap();
+        session.sdp_from(Side::Caller, &offer(caller.local_addr().unwrap().port()));
+        let to_caller = session.sdp_from(Side::Callee, &offer(4002));
+        let (tap, mut tapped) = mpsc::channel(16);
+        session.tap(tap);
+        let relay_for_caller = sdp::audio(&to_caller).unwrap().rtp.unwrap();
+        caller.send_to(&rtp(7, 0), relay_for_caller).await.unwrap();
+        let packet = tokio::time::timeout(Duration::from_secs(5), tapped.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(packet.from, Side::Caller);
+        assert_eq!(packet.sequence, 7);
+        assert_eq!(packet.payload.len(), 160);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_session_frees_its_ports() {
+        let engine = engine(Duration::from_secs(60));
+        let session = engine.session().unwrap();
+        let port = session.port(Side::Caller);
+        drop(session);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while engine.pool().in_use() > 0 && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(engine.pool().in_use(), 0);
+        // The socket is closed once the aborted task is gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "port {port} still bound");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
