@@ -51,7 +51,7 @@ impl StreamStats {
                     self.cycles += RTP_SEQ_MOD;
                 }
                 self.max_seq = sequence;
-            } else if delta >= MAX_DROPOUT && delta <= u16::MAX - 100 {
+            } else if (MAX_DROPOUT..=u16::MAX - 100).contains(&delta) {
                 // A jump far ahead or behind: the sender restarted its sequence.
                 self.earlier_expected += self.expected();
                 self.earlier_received += self.received;
