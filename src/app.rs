@@ -108,6 +108,17 @@ impl App {
                 })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
 
+        let media = Arc::new(crate::media::MediaEngine::new(
+            crate::media::PortPool::new(config.rtp_ports, sip_addr.ip()),
+            media_address(&config, sip_addr),
+            config.media_timeout,
+        ));
+        sip_tasks.push(tokio::spawn(crate::media::retention::run(
+            store.clone(),
+            config.data_dir.join(crate::sip::b2bua::RECORDINGS_DIR),
+            config.recording_retention_days,
+            sip_cancel.clone(),
+        )));
         let events = EventBus::default();
         let live = LiveCalls::default();
         let (shutdown, mut signal) = watch::channel(false);
@@ -130,6 +141,8 @@ impl App {
             endpoint: sip.handle(),
             own_dialogs: Default::default(),
             consults: Default::default(),
+            media: Some(media.clone()),
+            data_dir: config.data_dir.clone(),
             api_base: config
                 .public_url
                 .clone()
@@ -155,6 +168,7 @@ impl App {
             stopping: signal.clone(),
             mail_changed: mail_changed.clone(),
             mail_domain: Arc::from(config.mail_domain.as_str()),
+            data_dir: Arc::from(config.data_dir.as_path()),
         };
         let router = http::router(state);
         let server = tokio::spawn(async move {
@@ -348,4 +362,23 @@ mod tests {
         );
         assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
     }
+}
+
+/// The address parties send media to: the configured one, else the SIP address, else
+/// (SIP on all interfaces) the address of the interface a packet to the outside world
+/// would leave from, found by connecting a UDP socket (nothing is sent).
+fn media_address(config: &Config, sip: SocketAddr) -> std::net::IpAddr {
+    if let Some(ip) = config.media_address {
+        return ip;
+    }
+    if !sip.ip().is_unspecified() {
+        return sip.ip();
+    }
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|socket| {
+            socket.connect("192.0.2.1:9")?;
+            socket.local_addr()
+        })
+        .map(|addr| addr.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }

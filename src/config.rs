@@ -65,6 +65,15 @@ pub struct Config {
     pub mail_domain: String,
     /// Largest message taken from IMAP or SMTP, in bytes.
     pub mail_max_message: usize,
+    /// UDP ports RTP/RTCP pairs are taken from.
+    pub rtp_ports: crate::media::PortRange,
+    /// The address parties send media to (written in SDP); default the SIP address, or
+    /// the address of the interface with the default route when SIP listens on all.
+    pub media_address: Option<std::net::IpAddr>,
+    /// A talking call whose media stopped this long is ended.
+    pub media_timeout: std::time::Duration,
+    /// Days call recordings and voicemail messages are kept; 0 keeps them.
+    pub recording_retention_days: u32,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
 }
@@ -95,6 +104,10 @@ pub struct ConfigLayer {
     pub smtp: Option<String>,
     pub mail_domain: Option<String>,
     pub mail_max_message: Option<usize>,
+    pub rtp_ports: Option<String>,
+    pub media_address: Option<String>,
+    pub media_timeout_s: Option<u64>,
+    pub recording_retention_days: Option<u32>,
     pub log_format: Option<String>,
 }
 
@@ -131,6 +144,12 @@ impl ConfigLayer {
             smtp: over.smtp.or(self.smtp),
             mail_domain: over.mail_domain.or(self.mail_domain),
             mail_max_message: over.mail_max_message.or(self.mail_max_message),
+            rtp_ports: over.rtp_ports.or(self.rtp_ports),
+            media_address: over.media_address.or(self.media_address),
+            media_timeout_s: over.media_timeout_s.or(self.media_timeout_s),
+            recording_retention_days: over
+                .recording_retention_days
+                .or(self.recording_retention_days),
             log_format: over.log_format.or(self.log_format),
         }
     }
@@ -255,6 +274,36 @@ impl ConfigLayer {
                 "mail_max_message: {mail_max_message} bytes is outside 64 KiB..=256 MiB"
             ));
         }
+        let rtp_ports_text = self.rtp_ports.as_deref().unwrap_or("20000-30000");
+        let rtp_ports = rtp_ports_text
+            .parse::<crate::media::PortRange>()
+            .unwrap_or_else(|problem| {
+                problems.push(format!("rtp_ports: {problem}"));
+                crate::media::PortRange {
+                    first: 20000,
+                    last: 30000,
+                }
+            });
+        let media_address = match self.media_address.as_deref().filter(|a| !a.is_empty()) {
+            None => None,
+            Some(text) => match text.parse::<std::net::IpAddr>() {
+                Ok(ip) if !ip.is_unspecified() => Some(ip),
+                _ => {
+                    problems.push(format!(
+                        "media_address: '{text}' is not an IP address parties can reach, \
+                         such as 203.0.113.10"
+                    ));
+                    None
+                }
+            },
+        };
+        let media_timeout_s = self.media_timeout_s.unwrap_or(60);
+        if !(5..=3600).contains(&media_timeout_s) {
+            problems.push(format!(
+                "media_timeout_s: {media_timeout_s} is outside 5..=3600"
+            ));
+        }
+        let recording_retention_days = self.recording_retention_days.unwrap_or(90);
         let log_format = match self.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -282,6 +331,10 @@ impl ConfigLayer {
             smtp,
             mail_domain,
             mail_max_message,
+            rtp_ports,
+            media_address,
+            media_timeout: std::time::Duration::from_secs(media_timeout_s),
+            recording_retention_days,
             log_format,
         })
     }

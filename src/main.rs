@@ -59,6 +59,19 @@ struct Cli {
     /// Largest e-mail taken in, in bytes (default 26214400).
     #[arg(long, global = true, env = "LEADLINE_MAIL_MAX_MESSAGE")]
     mail_max_message: Option<usize>,
+    /// UDP port range for RTP/RTCP pairs, e.g. 20000-30000 (the default).
+    #[arg(long, global = true, env = "LEADLINE_RTP_PORTS")]
+    rtp_ports: Option<String>,
+    /// Address parties send media to, written in SDP (default: the SIP address, or the
+    /// address of the interface with the default route).
+    #[arg(long, global = true, env = "LEADLINE_MEDIA_ADDRESS")]
+    media_address: Option<String>,
+    /// Seconds without RTP or RTCP after which a talking call is ended (default 60).
+    #[arg(long, global = true, env = "LEADLINE_MEDIA_TIMEOUT_S")]
+    media_timeout_s: Option<u64>,
+    /// Days recordings and voicemail messages are kept; 0 keeps them (default 90).
+    #[arg(long, global = true, env = "LEADLINE_RECORDING_RETENTION_DAYS")]
+    recording_retention_days: Option<u32>,
     /// Log lines as `text` or `json`.
     #[arg(long, global = true, env = "LEADLINE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -99,6 +112,10 @@ impl Cli {
             smtp: self.smtp.clone(),
             mail_domain: self.mail_domain.clone(),
             mail_max_message: self.mail_max_message,
+            rtp_ports: self.rtp_ports.clone(),
+            media_address: self.media_address.clone(),
+            media_timeout_s: self.media_timeout_s,
+            recording_retention_days: self.recording_retention_days,
             log_format: self.log_format.clone(),
         };
         Ok(file.merge(overrides).resolve()?)

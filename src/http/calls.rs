@@ -63,7 +63,16 @@ pub struct Call {
     /// User ids in ring order.
     pub route: Vec<String>,
     pub activity: Option<String>,
+    /// URL of the recording (`/api/v1/calls/{id}/recording`), when one was made.
     pub recording: Option<String>,
+    pub recording_ms: Option<i64>,
+    /// The recording is a voicemail message left for a call back.
+    pub voicemail: bool,
+    /// What the media relay measured, by who sent: packets received and relayed, lost
+    /// (from RTP sequence numbers), RFC 3550 jitter in ms; `timed_out` if the media
+    /// timeout ended the call. Null when the media did not go through the gateway.
+    #[schema(value_type = Option<Object>)]
+    pub media: Option<serde_json::Value>,
     /// The call is ringing or talking now (on this gateway process).
     pub live: bool,
     /// The devices the gateway rang, in order, and how each leg ended.
@@ -112,6 +121,10 @@ impl Call {
 impl From<CallRecord> for Call {
     fn from(c: CallRecord) -> Self {
         let duration_s = c.duration_s();
+        let recording = c
+            .recording
+            .as_ref()
+            .map(|_| format!("/api/v1/calls/{}/recording", c.id.0));
         Self {
             id: c.id.0,
             call_id: c.call_id,
@@ -133,7 +146,10 @@ impl From<CallRecord> for Call {
             created: c.created.iter().map(ToString::to_string).collect(),
             route: c.route.into_iter().map(|u| u.0).collect(),
             activity: c.activity,
-            recording: c.recording,
+            recording,
+            recording_ms: c.recording_ms,
+            voicemail: c.voicemail,
+            media: c.media,
             live: false,
             legs: c.legs.into_iter().map(Leg::from).collect(),
         }
@@ -309,6 +325,67 @@ async fn get_call(
     Ok(Json(Call::with_live(call, &state.live)))
 }
 
+/// A call's recording or voicemail message as WAV: for admins, the agents on the call
+/// and the responsible person.
+#[utoipa::path(get, path = "/calls/{id}/recording", tag = "calls",
+    responses((status = 200, content_type = "audio/wav", body = Vec<u8>),
+              (status = 404, body = ErrorBody)))]
+async fn get_recording(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<axum::response::Response> {
+    principal.require_employee()?;
+    let call = state.store.get_call(&id).await?;
+    if !principal.is_admin() && !on_the_call(&call, principal.user_id()) {
+        // Whether the call exists is not the business of someone who may not hear it.
+        return Err(ApiError::not_found("call", id));
+    }
+    let Some(file) = call
+        .recording
+        .filter(|f| !f.contains(['/', '\\']) && !f.starts_with('.'))
+    else {
+        return Err(ApiError::not_found("recording", id));
+    };
+    let path = state
+        .data_dir
+        .join(crate::sip::b2bua::RECORDINGS_DIR)
+        .join(&file);
+    let bytes = match tokio::fs::read(&path).await {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found("recording", id));
+        }
+        Err(err) => {
+            return Err(ApiError::Internal(format!(
+                "cannot read the recording: {err}"
+            )));
+        }
+    };
+    Ok(axum::response::IntoResponse::into_response((
+        [
+            (axum::http::header::CONTENT_TYPE, "audio/wav".to_owned()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"call-{id}.wav\""),
+            ),
+        ],
+        bytes,
+    )))
+}
+
+/// Who may hear a call: whoever answered or placed it, a phone it rang that took it
+/// over by transfer, and the responsible person.
+fn on_the_call(call: &CallRecord, user: Option<&UserId>) -> bool {
+    let Some(user) = user else { return false };
+    [&call.user, &call.answered_by, &call.responsible]
+        .iter()
+        .any(|u| u.as_ref() == Some(user))
+        || call.legs.iter().any(|leg| {
+            &leg.user == user && matches!(leg.state.as_str(), "answered" | "transferred")
+        })
+}
+
 fn involves(call: &CallRecord, user: Option<&UserId>) -> bool {
     let Some(user) = user else { return false };
     [&call.user, &call.answered_by, &call.responsible]
@@ -374,5 +451,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(post_event))
         .routes(routes!(list_calls))
         .routes(routes!(get_call))
+        .routes(routes!(get_recording))
         .routes(routes!(create_entity))
 }

@@ -60,6 +60,8 @@ pub struct AppState {
     pub mail_changed: Arc<tokio::sync::Notify>,
     /// The domain of the forward address (E16).
     pub mail_domain: Arc<str>,
+    /// Holds recordings and greetings (issue 7).
+    pub data_dir: Arc<std::path::Path>,
 }
 
 #[derive(OpenApi)]

@@ -35,6 +35,9 @@ pub struct CreateTrunk {
     /// PBX trunks: source addresses recognised without registration.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
+    /// Every call through this trunk has its media relayed by the gateway (default true),
+    /// for carriers that take media only from the trunk's address.
+    pub media_relay: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -51,6 +54,7 @@ pub struct UpdateTrunk {
     pub password: Option<String>,
     pub register: Option<bool>,
     pub allowed_ips: Option<Vec<String>>,
+    pub media_relay: Option<bool>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -67,6 +71,7 @@ pub struct Trunk {
     pub password_set: bool,
     pub register: bool,
     pub allowed_ips: Vec<String>,
+    pub media_relay: bool,
     pub created_at: String,
     /// Our registration to this carrier; `null` for trunks we do not register to (PBX
     /// trunks, `register: false`, or a profile that does not register).
@@ -149,6 +154,7 @@ impl From<TrunkRecord> for Trunk {
             password_set: t.has_password,
             register: t.register,
             allowed_ips: t.allowed_ips,
+            media_relay: t.media_relay,
             created_at: rfc3339(t.created_at),
             registration: None,
         }
@@ -249,7 +255,11 @@ async fn create_trunk(
     };
     check(&state, &input)?;
     check_username_free(&state, &input).await?;
-    let trunk = state.store.create_trunk(&input).await?;
+    let mut trunk = state.store.create_trunk(&input).await?;
+    if let Some(relay) = body.media_relay.filter(|r| *r != trunk.media_relay) {
+        state.store.set_trunk_media_relay(&trunk.id, relay).await?;
+        trunk.media_relay = relay;
+    }
     Ok((StatusCode::CREATED, Json(Trunk::new(&state, trunk, None))))
 }
 
@@ -314,7 +324,11 @@ async fn update_trunk(
     };
     check(&state, &input)?;
     check_username_free(&state, &input).await?;
-    let trunk = state.store.update_trunk(&id, &input).await?;
+    let mut trunk = state.store.update_trunk(&id, &input).await?;
+    if let Some(relay) = body.media_relay.filter(|r| *r != trunk.media_relay) {
+        state.store.set_trunk_media_relay(&trunk.id, relay).await?;
+        trunk.media_relay = relay;
+    }
     let registration = state.store.trunk_registration(&id).await?;
     Ok(Json(Trunk::new(&state, trunk, registration)))
 }

@@ -6,8 +6,13 @@
 //! number's working hours. The SDP rewrite, G.711, the recording's timeline and the
 //! schedule are pure; the relay and the recording writer are the adapters around them.
 
+pub mod g711;
+pub mod greeting;
 pub mod ports;
+pub mod record;
+pub mod recording;
 pub mod relay;
+pub mod retention;
 pub mod sdp;
 pub mod stats;
 

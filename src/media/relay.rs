@@ -40,6 +40,11 @@ impl MediaEngine {
         &self.pool
     }
 
+    /// How long a talking call may go without media.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Allocates a call's two port pairs and starts its relay task.
     pub fn session(&self) -> Result<MediaSession, MediaError> {
         let caller = self.pool.allocate()?;
@@ -64,7 +69,7 @@ impl MediaEngine {
             advertised: self.advertised,
             origins: Mutex::new([Origin::new(session_id), Origin::new(session_id + 1)]),
             shared,
-            task: Some(task),
+            task: Mutex::new(Some(task)),
         })
     }
 }
@@ -124,6 +129,8 @@ enum Control {
     Arm,
     /// Audio packets go here from now on.
     Tap(mpsc::Sender<TappedPacket>),
+    /// The call is over.
+    Stop,
 }
 
 /// The handle a call keeps on its media; dropping it ends the relay and frees the ports.
@@ -134,7 +141,7 @@ pub struct MediaSession {
     /// The origin of the SDP sent to each party.
     origins: Mutex<[Origin; 2]>,
     shared: Arc<Shared>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl MediaSession {
@@ -183,10 +190,15 @@ impl MediaSession {
     }
 
     /// Stops the relay, frees its ports and returns the final statistics.
-    pub async fn close(mut self) -> MediaStats {
-        let (closed, _) = mpsc::unbounded_channel();
-        drop(std::mem::replace(&mut self.control, closed));
-        if let Some(task) = self.task.take() {
+    pub async fn close(self) -> MediaStats {
+        self.stats_after_close().await
+    }
+
+    /// [`MediaSession::close`] for a shared session: the relay stops for every holder.
+    pub async fn stats_after_close(&self) -> MediaStats {
+        let _ = self.control.send(Control::Stop);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
         self.stats()
@@ -197,7 +209,12 @@ impl Drop for MediaSession {
     fn drop(&mut self) {
         // A call task that ends without `close` (a panic, an early return) still frees
         // its ports: the closed channel ends the relay; aborting makes sure of it.
-        if let Some(task) = self.task.take() {
+        let task = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
             task.abort();
         }
     }
@@ -271,8 +288,8 @@ impl RelayTask {
                 tokio::select! {
                     biased;
                     command = commands.recv() => match command {
+                        Some(Control::Stop) | None => break,
                         Some(command) => Wake::Command(command),
-                        None => break,
                     },
                     _ = caller.rtp.readable() => Wake::Readable(Side::Caller, Channel::Rtp),
                     _ = callee.rtp.readable() => Wake::Readable(Side::Callee, Channel::Rtp),
@@ -288,6 +305,7 @@ impl RelayTask {
                     last_packet = tokio::time::Instant::now();
                 }
                 Wake::Command(Control::Tap(tap)) => self.tap = Some(tap),
+                Wake::Command(Control::Stop) => break,
                 Wake::Readable(side, channel) => {
                     if self.drain(side, channel, &mut buffer) {
                         last_packet = tokio::time::Instant::now();

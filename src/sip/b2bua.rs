@@ -30,6 +30,7 @@ use super::session_timer;
 use crate::crm::intake::NumberSettings;
 use crate::crm::model::{CallEventKind, CallOutcome, Direction, EntityKind, UserId};
 use crate::events::{CallUpdate, EventBus, LiveCalls};
+use crate::media::Side;
 use crate::store::{CallEvent, CallLeg, EventAnswer, Store, StoreError, TrunkRecord, now_ms};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +47,14 @@ pub enum B2buaError {
 }
 
 mod legs;
+mod media;
 mod outgoing;
 mod talk;
 mod transfer;
 
 use legs::{leg_state, snapshot};
+use media::CallMedia;
+pub use media::{GREETINGS_DIR, RECORDINGS_DIR};
 use transfer::Transferred;
 
 impl From<crate::sip::endpoint::EndpointError> for B2buaError {
@@ -89,6 +93,10 @@ pub struct B2bua {
     /// transfer finds the call whose dialog its `Replaces` names here.
     pub(crate) consults:
         std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<transfer::Handover>>>,
+    /// The media relay; `None` runs every call with its media between the parties.
+    pub media: Option<Arc<crate::media::MediaEngine>>,
+    /// Where recordings and greetings live.
+    pub data_dir: std::path::PathBuf,
 }
 
 /// A leg's final answer, from the task awaiting its INVITE transaction.
@@ -138,6 +146,15 @@ impl B2bua {
         let caller = identity::caller(&request, &profile);
         let call_id = request.call_id_header()?.value().to_owned();
         let span = tracing::info_span!("call", %call_id, number = %number.number);
+        let media_settings = self.store.number_media(&number.id).await?;
+        let session = match self.media_session(media_settings.media_relay || trunk.media_relay) {
+            Ok(session) => session,
+            Err(status) => {
+                let warning = Header::Warning("399 leadline \"no free media ports\"".into());
+                tx.reply_with(status, vec![warning], None).await?;
+                return Ok(());
+            }
+        };
 
         let (inbound, state_sender, states) = self.take_caller(tx)?;
 
@@ -184,6 +201,11 @@ impl B2bua {
             received,
             session_interval_s,
             late_intake: tokio::sync::Mutex::new(late_intake),
+            media: CallMedia {
+                session,
+                settings: media_settings,
+                recording: Default::default(),
+            },
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -442,6 +464,8 @@ struct Call {
     session_interval_s: Option<u32>,
     /// The opening event's intake when it ran past the lookup budget: still writing.
     late_intake: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The relay, the recording and the number's media settings.
+    media: CallMedia,
 }
 
 /// The running state of one call that is not its configuration.
@@ -523,6 +547,7 @@ impl Call {
                 };
                 self.finish_legs().await;
                 self.event(CallEventKind::Ended, None, Some(outcome)).await;
+                self.finish_media().await;
                 self.publish("ended", Vec::new(), None, Some(outcome));
                 metrics::counter!("leadline_calls_total", "outcome" => outcome.as_str())
                     .increment(1);
@@ -541,17 +566,17 @@ impl Call {
                 if let Some(interval_s) = self.session_interval_s {
                     headers.extend(talk::session_timer_headers(interval_s));
                 }
-                if let Err(err) = self
-                    .inbound
-                    .accept(Some(headers), Some(response.body.clone()))
-                {
+                let answer = self.sdp_for(Side::Callee, &response.body);
+                if let Err(err) = self.inbound.accept(Some(headers), Some(answer)) {
                     tracing::warn!(%err, "cannot answer the caller; ending the agent's leg");
                     let _ = dialog.hangup().await;
                     self.finish_legs().await;
                     self.event(CallEventKind::Ended, None, Some(CallOutcome::Failed))
                         .await;
+                    self.finish_media().await;
                     return;
                 }
+                self.media_answered();
                 self.event(CallEventKind::Answered, Some(user.clone()), None)
                     .await;
                 self.publish("answered", Vec::new(), Some(&user), None);
@@ -564,6 +589,7 @@ impl Call {
                     Some(CallOutcome::Answered),
                 )
                 .await;
+                self.finish_media().await;
                 self.publish(
                     "ended",
                     Vec::new(),
@@ -743,7 +769,8 @@ impl Call {
                             if early_media && !actions.is_empty() {
                                 let headers = content_type(&response.headers)
                                     .map(|ct| vec![Header::ContentType(ct.into())]);
-                                let _ = self.inbound.ringing(headers, Some(response.body.clone()));
+                                let early = self.sdp_for(Side::Callee, &response.body);
+                                let _ = self.inbound.ringing(headers, Some(early));
                             }
                             pending.extend(actions);
                         }
@@ -830,7 +857,7 @@ impl Call {
             callee,
             destination,
             content_type: self.content_type.clone(),
-            offer: (!self.offer.is_empty()).then(|| self.offer.clone()),
+            offer: (!self.offer.is_empty()).then(|| self.sdp_for(Side::Caller, &self.offer)),
             contact: self.b2bua.contact_uri(),
             headers: Some(headers),
             credential: self.credential.clone(),

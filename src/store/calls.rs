@@ -62,6 +62,12 @@ pub struct CallRecord {
     pub route: Vec<UserId>,
     pub activity: Option<String>,
     pub recording: Option<String>,
+    /// Length of the recording.
+    pub recording_ms: Option<i64>,
+    /// The recording is a voicemail message the caller left.
+    pub voicemail: bool,
+    /// What the media relay measured (JSON of `media::relay::MediaStats`).
+    pub media: Option<serde_json::Value>,
     /// The legs the B2BUA rang (empty for calls pushed over `/calls/events`).
     pub legs: Vec<CallLeg>,
 }
@@ -714,6 +720,10 @@ fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
             .collect(),
         activity: col(row, "activity_id")?,
         recording: col(row, "recording")?,
+        recording_ms: col(row, "recording_ms")?,
+        voicemail: col::<i64>(row, "voicemail")? == 1,
+        media: col::<Option<String>>(row, "media")?
+            .and_then(|text| serde_json::from_str(&text).ok()),
         legs: match col::<Option<String>>(row, "legs")? {
             Some(text) => serde_json::from_str(&text)
                 .map_err(|e| StoreError::Corrupt(format!("calls.legs: {e}")))?,

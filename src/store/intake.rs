@@ -729,6 +729,9 @@ async fn write_plans(
             route: decision.route.clone(),
             activity,
             recording: None,
+            recording_ms: None,
+            voicemail: false,
+            media: None,
             legs: Vec::new(),
         };
         let answer = EventAnswer {

@@ -37,6 +37,8 @@ pub struct TrunkRecord {
     pub has_password: bool,
     pub register: bool,
     pub allowed_ips: Vec<String>,
+    /// Calls through this trunk have the gateway in their media path.
+    pub media_relay: bool,
     pub created_at: Millis,
 }
 
@@ -56,9 +58,10 @@ pub struct TrunkInput {
     pub allowed_ips: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NumberRecord {
     pub settings: NumberSettings,
+    pub media: super::NumberMedia,
     pub trunk: Option<TrunkId>,
     pub created_at: Millis,
 }
@@ -341,7 +344,9 @@ impl Store {
 
     pub async fn get_number(&self, id: &NumberId) -> Result<NumberRecord> {
         let row = sqlx::query(dynamic_sql!(
-            "SELECT {NUMBER_SETTINGS_COLUMNS}, trunk_id, created_at FROM numbers WHERE id = $1"
+            "SELECT {NUMBER_SETTINGS_COLUMNS}, {}, trunk_id, created_at FROM numbers \
+             WHERE id = $1",
+            super::media::NUMBER_MEDIA_COLUMNS
         ))
         .bind(id.as_str())
         .fetch_optional(self.reader())
@@ -352,8 +357,9 @@ impl Store {
 
     pub async fn list_numbers(&self, page: &Page) -> Result<Paged<NumberRecord>> {
         let rows = sqlx::query(dynamic_sql!(
-            "SELECT {NUMBER_SETTINGS_COLUMNS}, trunk_id, created_at FROM numbers \
-             WHERE id > $1 ORDER BY id LIMIT $2"
+            "SELECT {NUMBER_SETTINGS_COLUMNS}, {}, trunk_id, created_at FROM numbers \
+             WHERE id > $1 ORDER BY id LIMIT $2",
+            super::media::NUMBER_MEDIA_COLUMNS
         ))
         .bind(page.after())
         .bind(page.sql_limit())
@@ -735,6 +741,7 @@ fn trunk_from_row(row: &AnyRow) -> Result<TrunkRecord> {
         has_password: password.is_some(),
         register: col::<i64>(row, "register")? == 1,
         allowed_ips: parse_json_list(&allowed, "trunks.allowed_ips")?,
+        media_relay: col::<i64>(row, "media_relay")? == 1,
         created_at: col(row, "created_at")?,
     })
 }
@@ -742,6 +749,7 @@ fn trunk_from_row(row: &AnyRow) -> Result<TrunkRecord> {
 fn number_from_row(row: &AnyRow) -> Result<NumberRecord> {
     Ok(NumberRecord {
         settings: number_settings_from_row(row)?,
+        media: super::media::number_media_from_row(row)?,
         trunk: col::<Option<String>>(row, "trunk_id")?.map(TrunkId),
         created_at: col(row, "created_at")?,
     })

@@ -28,6 +28,8 @@ pub(crate) struct ConfigSnapshot {
     /// Members in turn order.
     pub queues: HashMap<QueueId, Vec<UserId>>,
     pub pipelines: Vec<PipelineEntry>,
+    /// Media settings by number id.
+    pub media: HashMap<crate::crm::model::NumberId, super::NumberMedia>,
     loaded_at: Instant,
     generation: u64,
 }
@@ -110,11 +112,13 @@ impl Store {
                 .push(UserId(col(&row, "user_id")?));
         }
         let pipelines = self.pipeline_entries().await?;
+        let media = self.all_number_media().await?;
         let snapshot = Arc::new(ConfigSnapshot {
             crm,
             numbers,
             queues,
             pipelines,
+            media,
             loaded_at: Instant::now(),
             generation,
         });

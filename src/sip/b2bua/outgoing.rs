@@ -95,6 +95,15 @@ impl B2bua {
         let call_id = request.call_id_header()?.value().to_owned();
         let span =
             tracing::info_span!("call", %call_id, number = %number.number, direction = "outgoing");
+        let media_settings = self.store.number_media(&number.id).await?;
+        let session = match self.media_session(media_settings.media_relay || trunk.media_relay) {
+            Ok(session) => session,
+            Err(status) => {
+                let (status, headers) = refuse(status, "no free media ports");
+                tx.reply_with(status, headers, None).await?;
+                return Ok(());
+            }
+        };
 
         let (inbound, state_sender, states) = self.take_caller(tx)?;
 
@@ -148,6 +157,11 @@ impl B2bua {
             received,
             session_interval_s: None,
             late_intake: tokio::sync::Mutex::new(late_intake),
+            media: CallMedia {
+                session,
+                settings: media_settings,
+                recording: Default::default(),
+            },
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -169,6 +183,15 @@ impl B2bua {
         let caller_record = self.store.get_user(&caller).await?;
         let call_id = request.call_id_header()?.value().to_owned();
         let span = tracing::info_span!("call", %call_id, direction = "internal");
+        // Employees' phones are often behind NAT: internal calls are relayed too.
+        let session = match self.media_session(true) {
+            Ok(session) => session,
+            Err(status) => {
+                let mut tx = tx;
+                tx.reply(status).await?;
+                return Ok(());
+            }
+        };
         let (inbound, state_sender, states) = self.take_caller(tx)?;
         let shown = Shown {
             caller_id: caller_record.extension.clone(),
@@ -197,6 +220,10 @@ impl B2bua {
             received,
             session_interval_s: None,
             late_intake: tokio::sync::Mutex::new(None),
+            media: CallMedia {
+                session,
+                ..CallMedia::default()
+            },
         };
         call.run(states).instrument(span).await;
         Ok(())

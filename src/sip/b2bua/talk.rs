@@ -45,6 +45,17 @@ impl Call {
                 }
             };
             tokio::select! {
+                () = self.media_dead() => {
+                    tracing::warn!(
+                        reason = "media timeout",
+                        timeout_s = self.b2bua.media.as_ref().map(|m| m.timeout().as_secs()),
+                        "no RTP or RTCP from either side; ending the call"
+                    );
+                    metrics::counter!("leadline_call_media_timeouts_total").increment(1);
+                    let _ = agent.hangup().await;
+                    let _ = self.inbound.bye().await;
+                    return user;
+                }
                 () = expiry => {
                     tracing::info!("session expired without a refresh from the caller; ending the call");
                     metrics::counter!("leadline_call_session_expired_total").increment(1);
@@ -184,7 +195,15 @@ impl Call {
                                 }
                                 _ => Vec::new(),
                             };
-                            tokio::spawn(relay_update(other, request, handle, timer, self.book.sdp.clone()));
+                            let from = if from_caller { Side::Caller } else { Side::Callee };
+                            tokio::spawn(relay_update(
+                                other,
+                                request,
+                                handle,
+                                timer,
+                                self.book.sdp.clone(),
+                                self.media.session.clone().map(|m| (m, from)),
+                            ));
                         }
                         DialogState::Refer(id, request, handle) if id.call_id == agent_call_id => {
                             match (transfer.is_none(), self.transfer_plan(&request).await) {
@@ -236,11 +255,18 @@ pub(super) async fn relay_update(
     handle: rsipstack::dialog::dialog::TransactionHandle,
     extra: Vec<Header>,
     sdp: Arc<super::SdpBook>,
+    media: Option<(Arc<crate::media::MediaSession>, Side)>,
 ) {
     if let Ok(call_id) = request.call_id_header() {
         super::note_sdp(&sdp, call_id.value(), &request.headers, &request.body);
     }
-    let body = (!request.body.is_empty()).then(|| request.body.clone());
+    // Through the relay, each party's SDP names the gateway; the relay learns the party's.
+    let rewrite = |from: Side, body: &[u8]| match &media {
+        Some((session, _)) => session.sdp_from(from, body),
+        None => body.to_vec(),
+    };
+    let from = media.as_ref().map_or(Side::Caller, |(_, from)| *from);
+    let body = (!request.body.is_empty()).then(|| rewrite(from, &request.body));
     let headers = content_type(&request.headers).map(|ct| vec![Header::ContentType(ct.into())]);
     let response = if request.method == Method::Update {
         other.update(headers, body).await
@@ -256,7 +282,7 @@ pub(super) async fn relay_update(
             if response.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful {
                 headers.extend(extra);
             }
-            let body = (!response.body.is_empty()).then(|| response.body.clone());
+            let body = (!response.body.is_empty()).then(|| rewrite(from.other(), &response.body));
             let _ = handle
                 .respond(response.status_code, Some(headers), body)
                 .await;

@@ -69,9 +69,13 @@ impl Call {
         let contact = dialog.initial_request().uri.to_string();
         let headers =
             content_type(&response.headers).map(|ct| vec![Header::ContentType(ct.into())]);
-        let body = (!response.body.is_empty()).then(|| response.body.clone());
+        let body = (!response.body.is_empty()).then(|| self.sdp_for(Side::Callee, &response.body));
         match self.inbound.reinvite(headers, body).await {
-            Ok(Some(answer)) => self.note_sdp(&self.call_id, &answer.headers, &answer.body),
+            Ok(Some(answer)) => {
+                self.note_sdp(&self.call_id, &answer.headers, &answer.body);
+                // The relay learns where the caller wants the media now.
+                self.sdp_for(Side::Caller, &answer.body);
+            }
             Ok(None) => {}
             Err(err) => tracing::warn!(%err, "cannot re-INVITE the caller after a transfer"),
         }
@@ -110,24 +114,25 @@ impl Call {
             .map(|ct| vec![Header::ContentType(ct.into())]);
         // The caller is offered the new party's last SDP; its answer is then offered to
         // the new party. Both had been talking to the transferring phone.
-        match self
-            .inbound
-            .reinvite(headers, (!sdp.is_empty()).then_some(sdp))
-            .await
-        {
+        let offer = (!sdp.is_empty()).then(|| self.sdp_for(Side::Callee, &sdp));
+        match self.inbound.reinvite(headers, offer).await {
             Ok(Some(answer))
                 if answer.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
             {
                 self.note_sdp(&self.call_id, &answer.headers, &answer.body);
                 let headers = super::content_type(&answer.headers)
                     .map(|ct| vec![Header::ContentType(ct.into())]);
-                let body = (!answer.body.is_empty()).then(|| answer.body.clone());
+                let body =
+                    (!answer.body.is_empty()).then(|| self.sdp_for(Side::Caller, &answer.body));
                 match takeover.dialog.reinvite(headers, body).await {
-                    Ok(Some(response)) => self.note_sdp(
-                        &takeover.dialog.id().call_id,
-                        &response.headers,
-                        &response.body,
-                    ),
+                    Ok(Some(response)) => {
+                        self.note_sdp(
+                            &takeover.dialog.id().call_id,
+                            &response.headers,
+                            &response.body,
+                        );
+                        self.sdp_for(Side::Callee, &response.body);
+                    }
                     Ok(None) => {}
                     Err(err) => {
                         tracing::warn!(%err, "cannot re-INVITE the new party after a transfer");
