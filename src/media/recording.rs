@@ -278,7 +278,7 @@ mod tests {
         let path = dir.path().join("l.wav");
         let mut rec = Recorder::create(&path, Channels::Mixed).unwrap();
         // Packets 0, 2, 1 (late), 4; 3 lost.
-        for seq in [0u32, 2, 1, 4] {
+        for (seq, arrival) in [(0u32, 0u64), (2, 320), (1, 360), (4, 640)] {
             rec.packet(
                 Side::Caller,
                 0,
@@ -286,7 +286,7 @@ mod tests {
                 seq * 160,
                 1,
                 &tone(),
-                u64::from(seq) * 160 + 40,
+                arrival,
             )
             .unwrap();
         }
