@@ -12,8 +12,8 @@ ALTER TABLE numbers ADD COLUMN after_hours TEXT;
 ALTER TABLE numbers ADD COLUMN greeting TEXT;
 
 -- Per trunk: a carrier that only accepts media from the trunk's address needs the relay
--- on every call through it, whatever the number says.
-ALTER TABLE trunks ADD COLUMN media_relay BIGINT NOT NULL DEFAULT 1;
+-- on every call through it, whatever the number says (off unless asked for).
+ALTER TABLE trunks ADD COLUMN media_relay BIGINT NOT NULL DEFAULT 0;
 
 -- Per call: the relay's statistics (JSON), the recording's length, and whether the
 -- recording is a voicemail message. `calls.recording` (from the first migration) holds

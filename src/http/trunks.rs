@@ -35,8 +35,9 @@ pub struct CreateTrunk {
     /// PBX trunks: source addresses recognised without registration.
     #[serde(default)]
     pub allowed_ips: Vec<String>,
-    /// Every call through this trunk has its media relayed by the gateway (default true),
-    /// for carriers that take media only from the trunk's address.
+    /// Every call through this trunk has its media relayed by the gateway, whatever the
+    /// number says (default false), for carriers that take media only from the trunk's
+    /// address.
     pub media_relay: Option<bool>,
 }
 

@@ -15,6 +15,7 @@ pub mod relay;
 pub mod retention;
 pub mod sdp;
 pub mod stats;
+pub mod voicemail;
 
 pub use ports::{PortPair, PortPool, PortRange};
 pub use relay::{MediaEngine, MediaSession};

@@ -40,6 +40,11 @@ impl MediaEngine {
         &self.pool
     }
 
+    /// The address written in SDP.
+    pub fn advertised(&self) -> IpAddr {
+        self.advertised
+    }
+
     /// How long a talking call may go without media.
     pub fn timeout(&self) -> Duration {
         self.timeout

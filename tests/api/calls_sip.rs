@@ -187,6 +187,23 @@ pub(crate) async fn ended_call(app: &TestApp) -> Value {
     .await
 }
 
+/// Lets the media of calls on our number flow between the parties.
+pub(crate) async fn media_relay_off(app: &TestApp) {
+    let number = app.get_ok("/api/v1/numbers").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/numbers/{number}"),
+            Some(&app.admin),
+            Some(json!({"media_relay": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 /// Waits until the gateway holds no SIP dialog any more: a leak shows here.
 async fn dialogs_released(app: &TestApp, what: &str) {
     wait_until(Duration::from_secs(10), what, || async {
@@ -717,7 +734,8 @@ async fn t10_an_attended_transfer_connects_the_caller_to_the_consulted_agent() {
             reqwest::Method::PATCH,
             &format!("/api/v1/numbers/{number}"),
             Some(&app.admin),
-            Some(json!({"change_responsible_on_transfer": true})),
+            // The SDP each side is offered is checked as it passes through: no relay.
+            Some(json!({"change_responsible_on_transfer": true, "media_relay": false})),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
@@ -1273,6 +1291,8 @@ async fn a_session_interval_too_small_is_422() {
 async fn a_session_not_refreshed_is_ended_on_both_sides() {
     let app = TestApp::spawn_for_sipp().await;
     let line = line(&app, 20).await;
+    // SIPp sends no RTP: without the relay the media timeout cannot end the call first.
+    media_relay_off(&app).await;
     let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
     let anna = Sipp::start(
         "agent_answer.xml",
