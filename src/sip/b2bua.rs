@@ -46,6 +46,7 @@ pub enum B2buaError {
     Endpoint(Box<crate::sip::endpoint::EndpointError>),
 }
 
+mod closed;
 mod legs;
 mod media;
 mod outgoing;
@@ -519,6 +520,8 @@ enum Rung {
     },
     /// Nobody will talk.
     Unanswered(Unanswered),
+    /// Nobody will answer and the caller is still waiting: the after-hours rule decides.
+    Closed(crate::crm::hours::Closed),
 }
 
 impl Call {
@@ -537,8 +540,30 @@ impl Call {
                     (self.content_type.clone(), self.offer.clone()),
                 );
         }
-        let rung = self.ring(&mut states).await;
+        let rung = if self.closed_now() {
+            Rung::Closed(crate::crm::hours::Closed::OutsideHours)
+        } else {
+            self.ring(&mut states).await
+        };
         let ended_by = match rung {
+            Rung::Closed(why) => {
+                let message = self.closed(why, &mut states).await;
+                self.finish_legs().await;
+                self.event(CallEventKind::Ended, None, Some(CallOutcome::Missed))
+                    .await;
+                if let Err(err) = self
+                    .b2bua
+                    .store
+                    .set_call_media(&self.call_id, None, message.as_ref())
+                    .await
+                {
+                    tracing::error!(%err, "cannot keep the voicemail message");
+                }
+                self.finish_media().await;
+                self.publish("ended", Vec::new(), None, Some(CallOutcome::Missed));
+                metrics::counter!("leadline_calls_total", "outcome" => "missed").increment(1);
+                None
+            }
             Rung::Unanswered(why) => {
                 let outcome = match why {
                     Unanswered::Missed => CallOutcome::Missed,
@@ -727,6 +752,9 @@ impl Call {
                         }
                     }
                     RingAction::Reject { status, outcome } => {
+                        if outcome != Unanswered::Cancelled && self.rule_takes_over() {
+                            return Rung::Closed(crate::crm::hours::Closed::NobodyAnswered);
+                        }
                         if outcome != Unanswered::Cancelled {
                             let _ = self.inbound.reject(Some(StatusCode::from(status)), None);
                         }

@@ -191,7 +191,8 @@ impl Store {
         let stats = stats.map(|s| serde_json::to_string(s).unwrap_or_default());
         sqlx::query(
             "UPDATE calls SET media = COALESCE($2, media), recording = COALESCE($3, recording), \
-             recording_ms = COALESCE($4, recording_ms), voicemail = $5 WHERE id = $1",
+             recording_ms = COALESCE($4, recording_ms), \
+             voicemail = CASE WHEN $3 IS NULL THEN voicemail ELSE $5 END WHERE id = $1",
         )
         .bind(&id)
         .bind(stats)

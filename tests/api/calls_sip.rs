@@ -24,9 +24,15 @@ pub(crate) struct Sipp {
 
 impl Sipp {
     /// Starts SIPp with `scenario` on local `port`; `remote` is the gateway for a client.
-    fn start(scenario: &str, port: u16, remote: Option<String>, extra: &[&str]) -> Sipp {
+    pub(crate) fn start(scenario: &str, port: u16, remote: Option<String>, extra: &[&str]) -> Sipp {
         let dir = tempfile::tempdir().expect("temp dir");
         let trace = dir.path().join("messages.log");
+        // play_pcap_audio names its file relative to SIPp's working directory.
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sipp/g711a.pcap"),
+            dir.path().join("g711a.pcap"),
+        )
+        .expect("the audio capture copies");
         let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/sipp")
             .join(scenario);
@@ -87,12 +93,12 @@ impl Sipp {
 }
 
 /// An agent's softphone: registered over UDP from `port`.
-struct Phone {
-    port: u16,
+pub(crate) struct Phone {
+    pub(crate) port: u16,
 }
 
 impl Phone {
-    async fn register(app: &TestApp, extension: &str, password: &str) -> Phone {
+    pub(crate) async fn register(app: &TestApp, extension: &str, password: &str) -> Phone {
         let port = free_port();
         let run = Sipp::start(
             "register.xml",
@@ -523,7 +529,7 @@ impl CallWindow {
     }
 }
 
-async fn token_of(app: &TestApp, user: &str) -> String {
+pub(crate) async fn token_of(app: &TestApp, user: &str) -> String {
     app.post_ok(
         &format!("/api/v1/users/{user}/tokens"),
         json!({"name": "call window"}),

@@ -9,6 +9,7 @@ mod helpers;
 mod http_contract;
 mod imap;
 mod mail;
+mod media;
 mod postgres;
 mod scenarios;
 mod sip;
