@@ -352,18 +352,6 @@ fn redact(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_password_is_not_logged() {
-        assert_eq!(
-            super::redact("postgres://ll:secret@db:5432/crm"),
-            "postgres://ll:***@db:5432/crm"
-        );
-        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
-    }
-}
-
 /// The address parties send media to: the configured one, else the SIP address, else
 /// (SIP on all interfaces) the address of the interface a packet to the outside world
 /// would leave from, found by connecting a UDP socket (nothing is sent).
@@ -381,4 +369,16 @@ fn media_address(config: &Config, sip: SocketAddr) -> std::net::IpAddr {
         })
         .map(|addr| addr.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_password_is_not_logged() {
+        assert_eq!(
+            super::redact("postgres://ll:secret@db:5432/crm"),
+            "postgres://ll:***@db:5432/crm"
+        );
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
 }

@@ -674,8 +674,15 @@ mod tests {
         let h = hours(json);
         assert!(h.is_open(at("2026-12-24T09:00:00Z")));
         assert!(!h.is_open(at("2026-12-25T09:00:00Z")));
-        // 23:30 UTC on the 24th is already the 25th in Berlin, 00:30 UTC on the 26th is
-        // still... the 26th; Friday closes at 18:00 anyway.
+        // The day off is a local date: 23:30 UTC on the 24th is already the 25th.
+        let mut json = hours(
+            json!({"tz": "Europe/Berlin", "week": {"thu": [["20:00", "24:00"]],
+            "fri": [["00:00", "24:00"]]}}),
+        )
+        .to_json();
+        json["days_off"] = json!(["2026-12-25"]);
+        let h = hours(json);
+        assert!(h.is_open(at("2026-12-24T22:59:00Z")));
         assert!(!h.is_open(at("2026-12-24T23:30:00Z")));
     }
 

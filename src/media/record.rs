@@ -46,7 +46,7 @@ impl RecordingJob {
                     p.ssrc,
                     &p.payload,
                     p.arrival_samples,
-                )?;
+                );
             }
             recorder.finish()
         });

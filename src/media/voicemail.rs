@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::g711::Codec;
-use super::greeting::{FRAME, Greeting};
+use super::greeting::{FRAME_SAMPLES, Greeting};
 use super::recording::{Channels, Recorder, RecordingError, RecordingSummary};
 use super::sdp::{self, AudioOffer};
 use super::{MediaEngine, MediaError, PortPair, Side};
@@ -111,7 +111,7 @@ pub async fn take_message(
             let _ = pair.rtp.send_to(&packet, to).await;
         }
         sequence = sequence.wrapping_add(1);
-        timestamp = timestamp.wrapping_add(FRAME as u32);
+        timestamp = timestamp.wrapping_add(FRAME_SAMPLES as u32);
     }
     let mut recorder = Recorder::create(path, Channels::Mixed)?;
     let started = tokio::time::Instant::now();
@@ -133,7 +133,7 @@ pub async fn take_message(
                     rtp.ssrc(),
                     rtp.payload(),
                     arrival,
-                )?;
+                );
             }
         }
     }

@@ -546,6 +546,22 @@ impl Call {
             self.ring(&mut states).await
         };
         let ended_by = match rung {
+            Rung::Closed(why) if self.forwards() => match self.forward(&mut states).await {
+                Some(dialog) => {
+                    let user = self.talk(&mut states, &dialog, None).await;
+                    self.talked(user).await;
+                    Some(dialog.id())
+                }
+                None => {
+                    self.finish_legs().await;
+                    self.event(CallEventKind::Ended, None, Some(CallOutcome::Missed))
+                        .await;
+                    self.finish_media().await;
+                    self.publish("ended", Vec::new(), None, Some(CallOutcome::Missed));
+                    let _ = why;
+                    None
+                }
+            },
             Rung::Closed(why) => {
                 let message = self.closed(why, &mut states).await;
                 self.finish_legs().await;
@@ -606,21 +622,8 @@ impl Call {
                     .await;
                 self.publish("answered", Vec::new(), Some(&user), None);
                 metrics::counter!("leadline_calls_total", "outcome" => "answered").increment(1);
-                let user = self.talk(&mut states, &dialog, user.clone()).await;
-                self.finish_legs().await;
-                self.event(
-                    CallEventKind::Ended,
-                    Some(user.clone()),
-                    Some(CallOutcome::Answered),
-                )
-                .await;
-                self.finish_media().await;
-                self.publish(
-                    "ended",
-                    Vec::new(),
-                    Some(&user),
-                    Some(CallOutcome::Answered),
-                );
+                let user = self.talk(&mut states, &dialog, Some(user.clone())).await;
+                self.talked(user).await;
                 Some(dialog.id())
             }
         };
@@ -973,6 +976,24 @@ impl Call {
             outcome: outcome.map(|o| o.to_string()),
             at: crate::store::rfc3339(now_ms()),
         });
+    }
+
+    /// The talking is over: the legs, the CRM's ended event, the media, the call window.
+    async fn talked(&self, user: Option<UserId>) {
+        self.finish_legs().await;
+        self.event(
+            CallEventKind::Ended,
+            user.clone(),
+            Some(CallOutcome::Answered),
+        )
+        .await;
+        self.finish_media().await;
+        self.publish(
+            "ended",
+            Vec::new(),
+            user.as_ref(),
+            Some(CallOutcome::Answered),
+        );
     }
 
     /// Records a step of the call through the intake (idempotent per Call-ID and step).

@@ -70,7 +70,7 @@ impl Sipp {
     }
 
     /// Ends a run that is waiting for something that should not come; what it saw.
-    async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         let _ = self.child.kill().await;
         std::fs::read_to_string(&self.trace).unwrap_or_default()
     }

@@ -34,11 +34,15 @@ async fn patch_number(app: &TestApp, body: Value) -> Value {
 
 /// The only call, once the gateway has kept what its media left behind.
 async fn call_with_media(app: &TestApp) -> Value {
-    wait_until(Duration::from_secs(15), "the call's media to be kept", || async {
-        let calls = app.get_ok("/api/v1/calls").await;
-        let call = calls["items"].as_array()?.first()?.clone();
-        (call["ended_at"].is_string() && call["media"].is_object()).then_some(call)
-    })
+    wait_until(
+        Duration::from_secs(15),
+        "the call's media to be kept",
+        || async {
+            let calls = app.get_ok("/api/v1/calls").await;
+            let call = calls["items"].as_array()?.first()?.clone();
+            (call["ended_at"].is_string() && call["media"].is_object()).then_some(call)
+        },
+    )
     .await
 }
 
@@ -61,14 +65,19 @@ fn read_wav(bytes: &[u8]) -> (hound::WavSpec, Vec<i16>) {
 }
 
 fn rms(samples: impl Iterator<Item = i16>) -> f64 {
-    let (sum, n) = samples.fold((0f64, 0usize), |(s, n), x| (s + f64::from(x).powi(2), n + 1));
+    let (sum, n) = samples.fold((0f64, 0usize), |(s, n), x| {
+        (s + f64::from(x).powi(2), n + 1)
+    });
     (sum / n.max(1) as f64).sqrt()
 }
 
 /// RMS of the A-law audio in SIPp's capture: what the carrier plays.
 fn played_rms() -> f64 {
-    let pcap = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/g711a.pcap"))
-        .unwrap();
+    let pcap = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sipp/g711a.pcap"
+    ))
+    .unwrap();
     let mut samples = Vec::new();
     let mut at = 24;
     while at + 16 <= pcap.len() {
@@ -113,7 +122,11 @@ async fn echo_agent(socket: UdpSocket, quiet: Duration) -> (Vec<SocketAddr>, usi
 async fn t13_a_relayed_call_is_recorded_with_both_directions() {
     let app = TestApp::spawn_for_sipp().await;
     let line = line(&app, 20).await;
-    let number = patch_number(&app, json!({"recording": true, "recording_channels": "split"})).await;
+    let number = patch_number(
+        &app,
+        json!({"recording": true, "recording_channels": "split"}),
+    )
+    .await;
     assert_eq!(number["media_relay"], true, "{number}");
     let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
     let agent_audio = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -140,8 +153,14 @@ async fn t13_a_relayed_call_is_recorded_with_both_directions() {
         (20_000..=30_000).contains(&source.port()) && source.port() % 2 == 0,
         "the gateway's RTP port of its range: {source}"
     );
-    assert!(echoed >= 200, "about 236 packets in the capture, got {echoed}");
-    let invite = carrier.find("SIP/2.0 200").map(|i| &carrier[i..]).unwrap_or_default();
+    assert!(
+        echoed >= 200,
+        "about 236 packets in the capture, got {echoed}"
+    );
+    let invite = carrier
+        .find("SIP/2.0 200")
+        .map(|i| &carrier[i..])
+        .unwrap_or_default();
     assert!(
         invite.contains("c=IN IP4 127.0.0.1") && invite.contains("o=leadline"),
         "the carrier is answered with the gateway's SDP: {invite}"
@@ -149,10 +168,20 @@ async fn t13_a_relayed_call_is_recorded_with_both_directions() {
 
     let call = call_with_media(&app).await;
     let media = &call["media"];
-    assert!(media["from_caller"]["packets"].as_u64().unwrap() >= 200, "{call}");
-    assert!(media["from_caller"]["relayed"].as_u64().unwrap() >= 200, "{call}");
+    assert!(
+        media["from_caller"]["packets"].as_u64().unwrap() >= 200,
+        "{call}"
+    );
+    assert!(
+        media["from_caller"]["relayed"].as_u64().unwrap() >= 200,
+        "{call}"
+    );
     assert!(media["from_caller"]["lost"].as_u64().unwrap() < 5, "{call}");
-    assert_eq!(media["from_callee"]["packets"].as_u64().unwrap(), echoed as u64, "{call}");
+    assert_eq!(
+        media["from_callee"]["packets"].as_u64().unwrap(),
+        echoed as u64,
+        "{call}"
+    );
     assert!(media["from_caller"]["jitter_ms"].is_number(), "{call}");
     assert_eq!(media["timed_out"], false);
 
@@ -162,7 +191,10 @@ async fn t13_a_relayed_call_is_recorded_with_both_directions() {
     let (spec, samples) = read_wav(&wav);
     assert_eq!((spec.channels, spec.sample_rate), (2, 8000));
     let seconds = samples.len() as f64 / 2.0 / 8000.0;
-    assert!((6.0..=9.5).contains(&seconds), "7 s of audio and the hang-up: {seconds} s");
+    assert!(
+        (6.0..=9.5).contains(&seconds),
+        "7 s of audio and the hang-up: {seconds} s"
+    );
     let ms = call["recording_ms"].as_f64().unwrap();
     assert!((ms / 1000.0 - seconds).abs() < 0.1, "{ms} ms");
     let caller = rms(samples.iter().step_by(2).copied());
@@ -172,13 +204,22 @@ async fn t13_a_relayed_call_is_recorded_with_both_directions() {
         caller > played * 0.5 && caller < played * 2.0,
         "the caller's channel carries the played audio: {caller:.0} against {played:.0}"
     );
-    assert!(callee > played * 0.5, "the echo is on the callee's channel: {callee:.0}");
+    assert!(
+        callee > played * 0.5,
+        "the echo is on the callee's channel: {callee:.0}"
+    );
 
     // Rights: the agent who answered hears it; a colleague the call never reached does not.
     let anna_token = token_of(&app, &line.anna).await;
-    assert_eq!(download(&app, recording, &anna_token).await.0, StatusCode::OK);
+    assert_eq!(
+        download(&app, recording, &anna_token).await.0,
+        StatusCode::OK
+    );
     let ben_token = token_of(&app, &line.ben).await;
-    assert_eq!(download(&app, recording, &ben_token).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        download(&app, recording, &ben_token).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     let metrics = app
         .client
@@ -189,20 +230,19 @@ async fn t13_a_relayed_call_is_recorded_with_both_directions() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("leadline_rtp_packets_relayed_total"), "{metrics}");
+    assert!(
+        metrics.contains("leadline_rtp_packets_relayed_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("leadline_rtp_jitter_ms"), "{metrics}");
 }
 
-/// A free stretch of `ports` UDP ports on loopback starting at an even port.
+/// A free stretch of `ports` UDP ports on loopback starting at an even port, between
+/// the gateways' default RTP range (20000-30000, used by the other tests) and the
+/// system's ephemeral ports (32768 and up, where SIPp's media ports come from).
 fn free_range(ports: u16) -> (u16, u16) {
     for _ in 0..500 {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = probe.local_addr().unwrap().port();
-        drop(probe);
-        let first = port + port % 2;
-        if first.checked_add(ports).is_none_or(|end| end > 60_000) {
-            continue;
-        }
+        let first = 30_000 + 2 * rand::random_range(0..(2_700 - ports) / 2);
         if (first..first + ports).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
             return (first, first + ports - 1);
         }
@@ -211,34 +251,43 @@ fn free_range(ports: u16) -> (u16, u16) {
 }
 
 /// Ports released on every call end (issue 7): 1,000 short calls through a range of
-/// only 20 port pairs, then every port of the range binds again and none is in use.
+/// only 40 port pairs, then every port of the range binds again and none is in use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_short_calls_leave_every_rtp_port_free() {
-    let (first, last) = free_range(40);
+    let (first, last) = free_range(80);
     let app = TestApp::spawn_for_sipp_with(|config| {
         config.rtp_ports = leadline::media::PortRange { first, last };
     })
     .await;
     line(&app, 20).await;
     let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    // This phone also answers the gateway's keep-alive OPTIONS: a minute of calls
+    // outlasts the pings an unanswering binding survives.
     let anna = Sipp::start(
-        "agent_answer.xml",
+        "agent_answer_many.xml",
         anna_phone.port,
         None,
-        &["-m", "1000", "-timeout", "240s"],
+        // Keep-alive OPTIONS count as runs of the scenario too.
+        &["-m", "2000", "-timeout", "240s"],
     );
-    // At most 9 calls at once: 18 of the 20 pairs.
+    // At most 9 calls at once on the carrier's side: 18 of the 40 pairs, with room for
+    // calls the carrier counts as over while the gateway is still closing them.
     let carrier = Sipp::start(
         "carrier_call.xml",
         0,
         Some(app.sip_addr().to_string()),
-        &["-s", NUMBER, "-key", "caller", CALLER, "-m", "1000", "-r", "200", "-l", "9",
-          "-timeout", "240s"],
+        &[
+            "-s", NUMBER, "-key", "caller", CALLER, "-m", "1000", "-r", "200", "-l", "9",
+            "-timeout", "240s",
+        ],
     );
     let (ok, carrier) = carrier.finish().await;
-    assert!(ok, "1,000 calls set up and ended: {}", &carrier[carrier.len().saturating_sub(3000)..]);
-    let (ok, _) = anna.finish().await;
-    assert!(ok, "the agent answered them all");
+    assert!(
+        ok,
+        "1,000 calls set up and ended: {}",
+        &carrier[carrier.len().saturating_sub(3000)..]
+    );
+    anna.stop().await;
     wait_until(Duration::from_secs(10), "every port pair back", || async {
         let metrics = app
             .client
@@ -258,7 +307,10 @@ async fn a_thousand_short_calls_leave_every_rtp_port_free() {
     let taken: Vec<u16> = (first..=last)
         .filter(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_err())
         .collect();
-    assert!(taken.is_empty(), "ports still bound after the calls: {taken:?}");
+    assert!(
+        taken.is_empty(),
+        "ports still bound after the calls: {taken:?}"
+    );
 }
 
 /// A short WAV greeting, as an admin would upload: 16 kHz mono, one second of 440 Hz.
@@ -312,20 +364,28 @@ async fn t13_outside_hours_the_caller_leaves_a_voicemail_for_a_call_back() {
 
     let caller_audio = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let media_port = caller_audio.local_addr().unwrap().port().to_string();
-    let carrier = carrier_call(&app, "carrier_call_media.xml", &["-key", "media", &media_port]);
+    let carrier = carrier_call(
+        &app,
+        "carrier_call_media.xml",
+        &["-key", "media", &media_port],
+    );
     // The greeting (1 s) and the tone (0.4 s) come from the gateway...
     let mut buf = vec![0u8; 2048];
-    let (_, gateway) = tokio::time::timeout(Duration::from_secs(20), caller_audio.recv_from(&mut buf))
-        .await
-        .expect("the greeting starts")
-        .unwrap();
+    let (_, gateway) =
+        tokio::time::timeout(Duration::from_secs(20), caller_audio.recv_from(&mut buf))
+            .await
+            .expect("the greeting starts")
+            .unwrap();
     let mut heard = 1;
     while let Ok(Ok(_)) =
         tokio::time::timeout(Duration::from_millis(300), caller_audio.recv_from(&mut buf)).await
     {
         heard += 1;
     }
-    assert!((60..=80).contains(&heard), "1.4 s of 20 ms frames, got {heard}");
+    assert!(
+        (60..=80).contains(&heard),
+        "1.4 s of 20 ms frames, got {heard}"
+    );
     // ...then the caller speaks for 2 s (a loud µ-law tone).
     for n in 0..100u16 {
         let packet = rtp_rs::RtpPacketBuilder::new()
@@ -340,27 +400,42 @@ async fn t13_outside_hours_the_caller_leaves_a_voicemail_for_a_call_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (ok, carrier) = carrier.finish().await;
-    assert!(ok && carrier.contains("o=leadline"), "answered by the gateway: {carrier}");
+    assert!(
+        ok && carrier.contains("o=leadline"),
+        "answered by the gateway: {carrier}"
+    );
 
     let call = call_with_media(&app).await;
     assert_eq!(call["outcome"], "missed", "{call}");
     assert_eq!(call["voicemail"], true, "{call}");
     let ms = call["recording_ms"].as_u64().unwrap();
-    assert!((1800..=4500).contains(&ms), "the 2 s message up to the hang-up: {ms} ms");
+    assert!(
+        (1800..=4500).contains(&ms),
+        "the 2 s message up to the hang-up: {ms} ms"
+    );
     let (status, wav) = download(&app, call["recording"].as_str().unwrap(), &app.admin).await;
     assert_eq!(status, StatusCode::OK);
     let (spec, samples) = read_wav(&wav);
     assert_eq!(spec.channels, 1);
-    assert!(rms(samples.iter().copied()) > 1000.0, "the message is not silence");
+    assert!(
+        rms(samples.iter().copied()) > 1000.0,
+        "the message is not silence"
+    );
 
     let lead = &app.leads().await[0];
     let timeline = app
-        .get_ok(&format!("/api/v1/activities?entity=lead:{}", lead["id"].as_str().unwrap()))
+        .get_ok(&format!(
+            "/api/v1/activities?entity=lead:{}",
+            lead["id"].as_str().unwrap()
+        ))
         .await;
     let activity = &timeline["items"][0];
     assert_eq!(activity["completed"], false, "{timeline}");
     assert!(
-        activity["subject"].as_str().unwrap().starts_with("Call back: voicemail"),
+        activity["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Call back: voicemail"),
         "{timeline}"
     );
 }
@@ -375,7 +450,9 @@ async fn outside_hours_without_voicemail_the_caller_hears_480() {
         json!({"hours": {"tz": "UTC", "week": {}}, "after_hours": {"action": "reject"}}),
     )
     .await;
-    let (ok, carrier) = carrier_call(&app, "carrier_unanswered.xml", &[]).finish().await;
+    let (ok, carrier) = carrier_call(&app, "carrier_unanswered.xml", &[])
+        .finish()
+        .await;
     assert!(ok && carrier.contains("SIP/2.0 480"), "{carrier}");
     let call = call_with_media(&app).await;
     assert_eq!(call["outcome"], "missed", "{call}");
@@ -391,9 +468,18 @@ async fn media_settings_are_validated() {
         .unwrap()
         .to_owned();
     for (body, code) in [
-        (json!({"hours": {"tz": "Mars/Olympus", "week": {}}}), "invalid_hours"),
-        (json!({"after_hours": {"action": "sing"}}), "invalid_after_hours"),
-        (json!({"media_relay": false, "recording": true}), "recording_needs_relay"),
+        (
+            json!({"hours": {"tz": "Mars/Olympus", "week": {}}}),
+            "invalid_hours",
+        ),
+        (
+            json!({"after_hours": {"action": "sing"}}),
+            "invalid_after_hours",
+        ),
+        (
+            json!({"media_relay": false, "recording": true}),
+            "recording_needs_relay",
+        ),
     ] {
         let (status, error) = app
             .request(
@@ -416,4 +502,58 @@ async fn media_settings_are_validated() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// After hours, `forward` (issue 7 item 3): the call goes out through the number's trunk
+/// to the rule's number, showing the caller's number, and the caller talks to whoever
+/// answers there; the call is logged as answered by nobody of ours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_hours_the_call_is_forwarded_through_the_trunk() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    let trunk = app.get_ok("/api/v1/trunks").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The carrier's side that takes forwarded calls: SIPp answering on a port of its own.
+    let carrier_port = crate::common::free_port();
+    let (status, body) = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/trunks/{trunk}"),
+            Some(&app.admin),
+            Some(json!({"port": carrier_port})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let colleague = Sipp::start("agent_answer.xml", carrier_port, None, &[]);
+    patch_number(
+        &app,
+        json!({"hours": {"tz": "UTC", "week": {}},
+               "after_hours": {"action": "forward", "forward_to": "0151 1234 5678"}}),
+    )
+    .await;
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "the caller was connected and hung up: {carrier}");
+    let (ok, forwarded) = colleague.finish().await;
+    assert!(
+        ok,
+        "the forward target answered and got the BYE: {forwarded}"
+    );
+    let invite = forwarded
+        .lines()
+        .find(|l| l.starts_with("INVITE "))
+        .unwrap_or_default();
+    assert!(
+        invite.contains("4915112345678"),
+        "to the rule's number in E.164: {invite}"
+    );
+    assert!(
+        forwarded.contains(&format!("From: <sip:{CALLER}@"))
+            || forwarded.contains("4917612345678@"),
+        "showing the caller's number: {forwarded}"
+    );
+    let call = call_with_media(&app).await;
+    assert_eq!(call["outcome"], "answered", "{call}");
+    assert!(call["answered_by"].is_null(), "{call}");
 }

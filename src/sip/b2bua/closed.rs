@@ -6,6 +6,9 @@ use crate::crm::hours::{AfterHoursAction, Closed, reject_status};
 use crate::media::voicemail::{self, VoicemailError};
 use crate::store::StoredRecording;
 
+/// How long a forwarded call may ring out before the caller is told nobody answers.
+const FORWARD_RING_S: u64 = 60;
+
 impl Call {
     /// The number is outside its working hours now.
     pub(super) fn closed_now(&self) -> bool {
@@ -38,19 +41,169 @@ impl Call {
         states: &mut DialogStateReceiver,
     ) -> Option<StoredRecording> {
         let action = self.media.settings.after_hours.as_ref().map(|r| r.action);
-        tracing::info!(?why, ?action, "nobody will answer: the number's after-hours rule");
+        tracing::info!(
+            ?why,
+            ?action,
+            "nobody will answer: the number's after-hours rule"
+        );
         match action {
             Some(AfterHoursAction::Voicemail) => self.voicemail(states).await,
-            Some(AfterHoursAction::Forward) => {
-                // Forwarding through the trunk is not built yet: the caller hears that
-                // nobody is available rather than waiting for nothing.
-                tracing::warn!("after-hours forwarding is not supported yet; rejecting");
+            Some(AfterHoursAction::Reject | AfterHoursAction::Forward) | None => {
                 self.reject(reject_status(why));
                 None
             }
-            Some(AfterHoursAction::Reject) | None => {
-                self.reject(reject_status(why));
-                None
+        }
+    }
+
+    /// The rule forwards the call through the number's trunk.
+    pub(super) fn forwards(&self) -> bool {
+        self.number.is_some()
+            && self
+                .media
+                .settings
+                .after_hours
+                .as_ref()
+                .is_some_and(|rule| rule.action == AfterHoursAction::Forward)
+    }
+
+    /// Forwards the waiting caller to the rule's number out through the number's trunk,
+    /// showing the caller's own number. The far side's ringing and early media reach the
+    /// caller; its answer connects them. `None` when it did not answer (the caller has
+    /// been answered with a final refusal then) or the caller gave up.
+    pub(super) async fn forward(&self, states: &mut DialogStateReceiver) -> Option<InviteDialog> {
+        let unavailable = reject_status(Closed::NobodyAnswered);
+        let number = self.number.as_ref()?;
+        let Some(target) = self
+            .media
+            .settings
+            .after_hours
+            .as_ref()
+            .and_then(|rule| rule.forward_to.clone())
+        else {
+            self.reject(unavailable);
+            return None;
+        };
+        let trunk = match self.b2bua.store.get_number(&number.id).await {
+            Ok(record) => match record.trunk {
+                Some(trunk) => self.b2bua.store.get_trunk(&trunk).await.ok(),
+                None => None,
+            },
+            Err(_) => None,
+        };
+        let Some(trunk) = trunk else {
+            tracing::warn!("forwarding needs the number's trunk; rejecting");
+            self.reject(unavailable);
+            return None;
+        };
+        let leg = match self
+            .b2bua
+            .carrier_leg(&trunk, &target, &self.customer)
+            .await
+        {
+            Ok(Ok(leg)) => leg,
+            Ok(Err((status, why))) => {
+                tracing::warn!(why, "cannot forward the call");
+                self.reject(u16::from(status));
+                return None;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot forward the call");
+                self.reject(500);
+                return None;
+            }
+        };
+        tracing::info!(to = %target, trunk = %trunk.name, "forwarding the call");
+        metrics::counter!("leadline_call_forwards_total").increment(1);
+        let option = InviteOption {
+            caller: Uri::try_from(format!("sip:{}@{}", leg.caller_id, leg.host).as_str()).ok()?,
+            callee: Uri::try_from(leg.device.contact.as_str()).ok()?,
+            destination: leg
+                .device
+                .source
+                .parse::<SocketAddr>()
+                .ok()
+                .map(|addr| SipAddr {
+                    r#type: Some(if leg.device.transport == "tcp" {
+                        Transport::Tcp
+                    } else {
+                        Transport::Udp
+                    }),
+                    addr: addr.into(),
+                }),
+            content_type: self.content_type.clone(),
+            offer: (!self.offer.is_empty()).then(|| self.sdp_for(Side::Caller, &self.offer)),
+            contact: self.b2bua.contact_uri(),
+            credential: leg.credential.clone(),
+            ..InviteOption::default()
+        };
+        let started = if leg.device.transport == "tcp"
+            && let Ok(peer) = leg.device.source.parse::<SocketAddr>()
+        {
+            self.invite_over_flow(option, peer).await
+        } else {
+            self.b2bua
+                .dialogs
+                .do_invite_async(option, self.state_sender.clone())
+                .map_err(B2buaError::from)
+        };
+        let (dialog, handle) = match started {
+            Ok(started) => started,
+            Err(err) => {
+                tracing::warn!(%err, "cannot send the forwarded call");
+                self.reject(503);
+                return None;
+            }
+        };
+        let forward_call_id = dialog.id().call_id.clone();
+        let deadline = tokio::time::sleep(Duration::from_secs(FORWARD_RING_S));
+        tokio::pin!(deadline, handle);
+        loop {
+            tokio::select! {
+                () = &mut deadline => {
+                    let _ = dialog.hangup().await;
+                    self.reject(unavailable);
+                    return None;
+                }
+                done = &mut handle => {
+                    let response = match done {
+                        Ok(Ok((_, response))) => response,
+                        _ => None,
+                    };
+                    let Some(response) = response.filter(|r| {
+                        r.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful
+                    }) else {
+                        self.reject(unavailable);
+                        return None;
+                    };
+                    self.note_sdp(&forward_call_id, &response.headers, &response.body);
+                    let headers = content_type(&response.headers)
+                        .map(|ct| vec![Header::ContentType(ct.into())])
+                        .unwrap_or_default();
+                    let answer = self.sdp_for(Side::Callee, &response.body);
+                    if self.inbound.accept(Some(headers), Some(answer)).is_err() {
+                        let _ = dialog.hangup().await;
+                        return None;
+                    }
+                    self.media_answered();
+                    self.event(CallEventKind::Answered, None, None).await;
+                    return Some(dialog);
+                }
+                state = states.recv() => match state {
+                    Some(DialogState::Early(id, response)) if id.call_id == forward_call_id => {
+                        let headers = content_type(&response.headers)
+                            .map(|ct| vec![Header::ContentType(ct.into())]);
+                        let body = (!response.body.is_empty())
+                            .then(|| self.sdp_for(Side::Callee, &response.body));
+                        let _ = self.inbound.ringing(headers, body);
+                    }
+                    Some(DialogState::Terminated(id, _)) if id.call_id == self.call_id => {
+                        // The caller gave up.
+                        let _ = dialog.hangup().await;
+                        return None;
+                    }
+                    None => return None,
+                    _ => {}
+                },
             }
         }
     }
@@ -78,7 +231,10 @@ impl Call {
             }
         };
         let headers = vec![Header::ContentType("application/sdp".into())];
-        if let Err(err) = self.inbound.accept(Some(headers), Some(line.answer.clone())) {
+        if let Err(err) = self
+            .inbound
+            .accept(Some(headers), Some(line.answer.clone()))
+        {
             tracing::warn!(%err, "cannot answer the caller for voicemail");
             return None;
         }

@@ -46,11 +46,6 @@ impl B2bua {
             tx.reply(StatusCode::ServerInternalError).await?;
             return Ok(());
         };
-        let profile = self
-            .profiles
-            .get(&trunk.profile)
-            .or_else(|| self.profiles.get("generic"))
-            .cloned();
         let target = match crate::matcher::normalise_phone(&dialled, Some(number.default_country)) {
             Ok(crate::matcher::PhoneKey::E164(e164)) => e164,
             _ => {
@@ -60,37 +55,13 @@ impl B2bua {
                 return Ok(());
             }
         };
-        let Some(host) = trunk.host.clone() else {
-            tx.reply(StatusCode::ServiceUnavailable).await?;
-            return Ok(());
-        };
-        let Some(destination) = tokio::net::lookup_host((host.as_str(), trunk.port))
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-        else {
-            let (status, headers) = refuse(
-                StatusCode::ServiceUnavailable,
-                "the trunk's host cannot be resolved",
-            );
-            tx.reply_with(status, headers, None).await?;
-            return Ok(());
-        };
-        let (written_target, caller_id) = match &profile {
-            Some(profile) => (
-                identity::write_number(&target, profile),
-                identity::write_number(&number.number, profile),
-            ),
-            None => (target.clone(), number.number.clone()),
-        };
-        let credential = match (&trunk.username, self.store.trunk_password(&trunk.id).await?) {
-            (Some(username), Some(password)) => Some(rsipstack::dialog::authenticate::Credential {
-                username: username.clone(),
-                password,
-                realm: None,
-                auth_username: None,
-            }),
-            _ => None,
+        let carrier = match self.carrier_leg(&trunk, &target, &number.number).await? {
+            Ok(carrier) => carrier,
+            Err((status, why)) => {
+                let (status, headers) = refuse(status, why);
+                tx.reply_with(status, headers, None).await?;
+                return Ok(());
+            }
         };
         let call_id = request.call_id_header()?.value().to_owned();
         let span =
@@ -118,16 +89,10 @@ impl B2bua {
             at: now_ms(),
         };
         let (call_record, answer, late_intake) = self.intake_within_budget(opening, &number).await;
-        let carrier = Device {
-            contact: format!("sip:{written_target}@{host}:{port}", port = trunk.port),
-            transport: trunk.transport.to_string(),
-            source: destination.to_string(),
-            q: None,
-        };
         let plan = router::RoutePlan {
             steps: vec![router::Step {
                 user: user.clone(),
-                devices: vec![carrier],
+                devices: vec![carrier.device],
             }],
             unreachable: Vec::new(),
             // The carrier gives up on its own; ours is only a bound.
@@ -137,7 +102,7 @@ impl B2bua {
         // What the carrier sees: our number, no CRM name, no link into our API.
         shown.name = None;
         shown.info_url = None;
-        shown.caller_id = Some(caller_id);
+        shown.caller_id = Some(carrier.caller_id);
         let call = Call {
             b2bua: self.clone(),
             call_record,
@@ -152,8 +117,8 @@ impl B2bua {
             state_sender,
             book: CallBook::default(),
             direction: Direction::Outgoing,
-            from_host: host,
-            credential,
+            from_host: carrier.host,
+            credential: carrier.credential,
             received,
             session_interval_s: None,
             late_intake: tokio::sync::Mutex::new(late_intake),
@@ -165,6 +130,64 @@ impl B2bua {
         };
         call.run(states).instrument(span).await;
         Ok(())
+    }
+
+    /// How to call `target` (E.164) out through a carrier trunk, showing `caller` (E.164):
+    /// both written the way the trunk's profile wants, its address resolved, its account's
+    /// credentials for the carrier's challenge. `Err` says why not, for the caller.
+    pub(super) async fn carrier_leg(
+        &self,
+        trunk: &TrunkRecord,
+        target: &str,
+        caller: &str,
+    ) -> Result<Result<CarrierLeg, (StatusCode, &'static str)>, B2buaError> {
+        let profile = self
+            .profiles
+            .get(&trunk.profile)
+            .or_else(|| self.profiles.get("generic"));
+        let Some(host) = trunk.host.clone() else {
+            return Ok(Err((
+                StatusCode::ServiceUnavailable,
+                "the trunk has no host",
+            )));
+        };
+        let Some(destination) = tokio::net::lookup_host((host.as_str(), trunk.port))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+        else {
+            return Ok(Err((
+                StatusCode::ServiceUnavailable,
+                "the trunk's host cannot be resolved",
+            )));
+        };
+        let (written_target, caller_id) = match profile {
+            Some(profile) => (
+                identity::write_number(target, profile),
+                identity::write_number(caller, profile),
+            ),
+            None => (target.to_owned(), caller.to_owned()),
+        };
+        let credential = match (&trunk.username, self.store.trunk_password(&trunk.id).await?) {
+            (Some(username), Some(password)) => Some(rsipstack::dialog::authenticate::Credential {
+                username: username.clone(),
+                password,
+                realm: None,
+                auth_username: None,
+            }),
+            _ => None,
+        };
+        Ok(Ok(CarrierLeg {
+            device: Device {
+                contact: format!("sip:{written_target}@{host}:{port}", port = trunk.port),
+                transport: trunk.transport.to_string(),
+                source: destination.to_string(),
+                q: None,
+            },
+            credential,
+            host,
+            caller_id,
+        }))
     }
 
     /// An agent calling a colleague's extension: their devices ring, showing the
@@ -232,3 +255,13 @@ impl B2bua {
 
 /// How long a colleague's phones ring for an internal call.
 const INTERNAL_RING_S: u32 = 30;
+
+/// A call out through a carrier trunk, ready to send.
+pub(super) struct CarrierLeg {
+    pub device: Device,
+    pub credential: Option<rsipstack::dialog::authenticate::Credential>,
+    /// The trunk's host: the From domain the carrier expects.
+    pub host: String,
+    /// Our caller ID as the trunk's profile writes it.
+    pub caller_id: String,
+}

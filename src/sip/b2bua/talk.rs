@@ -11,8 +11,8 @@ impl Call {
         &self,
         states: &mut DialogStateReceiver,
         agent: &InviteDialog,
-        user: UserId,
-    ) -> UserId {
+        user: Option<UserId>,
+    ) -> Option<UserId> {
         let mut agent = agent.clone();
         let mut user = user;
         let mut backlog: std::collections::VecDeque<DialogState> =
@@ -78,13 +78,13 @@ impl Call {
                                     let _ = referrer.hangup().await;
                                 });
                             }
-                            tracing::info!(from = %user, to = ?target, "call transferred");
+                            tracing::info!(from = ?user, to = ?target, "call transferred");
                             metrics::counter!("leadline_call_transfers_total", "result" => "answered")
                                 .increment(1);
                             if let Some(target) = target {
                                 self.extra_leg_once(&target, &contact);
                                 self.transferred_to(&target).await;
-                                user = target;
+                                user = Some(target);
                             }
                             self.book.transferred_dialogs
                                 .lock()
@@ -124,7 +124,7 @@ impl Call {
                     let (replaced, remaining, remaining_user) = if replaces.names(&self.inbound.id()) {
                         // The agent's phone placed this call: the callee is an employee
                         // only on an internal call.
-                        (self.inbound.clone(), agent.clone(), self.number.is_none().then(|| user.clone()))
+                        (self.inbound.clone(), agent.clone(), self.number.is_none().then(|| user.clone()).flatten())
                     } else if replaces.names(&agent.id()) {
                         (agent.clone(), self.inbound.clone(), None)
                     } else {
