@@ -53,7 +53,7 @@ impl Sipp {
         }
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
         command
-            .args(["-mp", &free_port().to_string()])
+            .args(["-mp", &crate::common::free_udp_block().to_string()])
             .args(extra)
             .current_dir(dir.path())
             .stdout(Stdio::null())

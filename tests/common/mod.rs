@@ -39,6 +39,28 @@ pub fn free_port() -> u16 {
     panic!("found no port on 127.0.0.1 free for both TCP and UDP in 100 tries");
 }
 
+/// The first of four consecutive UDP ports on 127.0.0.1 that were free a moment ago: SIPp
+/// binds its media port and the three after it (audio RTP/RTCP, video RTP/RTCP).
+pub fn free_udp_block() -> u16 {
+    for _ in 0..200 {
+        let first = UdpSocket::bind(("127.0.0.1", 0)).expect("bind a UDP socket on 127.0.0.1:0");
+        let port = first
+            .local_addr()
+            .expect("address of a bound socket")
+            .port();
+        if port % 2 != 0 || port > 65_530 {
+            continue;
+        }
+        let rest: Vec<_> = (1..4)
+            .map_while(|i| UdpSocket::bind(("127.0.0.1", port + i)).ok())
+            .collect();
+        if rest.len() == 3 {
+            return port;
+        }
+    }
+    panic!("found no block of four free UDP ports on 127.0.0.1 in 200 tries");
+}
+
 /// What a polled closure returns: ready with a value, or not yet (with a reason to show
 /// when the deadline passes). Implemented for `Option` and `Result`.
 pub trait Attempt {
