@@ -48,7 +48,7 @@ pub fn free_udp_block() -> u16 {
             .local_addr()
             .expect("address of a bound socket")
             .port();
-        if port % 2 != 0 || port > 65_530 {
+        if !port.is_multiple_of(2) || port > 65_530 {
             continue;
         }
         let rest: Vec<_> = (1..4)
