@@ -1,4 +1,4 @@
-//! Issue 5: one call end to end with a real softphone. Debian's `baresip` (1.0) registers
+//! Issues 5 and 7: one call end to end with a real softphone, relayed and recorded. Debian's `baresip` (1.0) registers
 //! as an agent and answers automatically; SIPp is the carrier and holds the call for a
 //! known time; the call log must show the answer and that time.
 //!
@@ -154,8 +154,23 @@ async fn t13_a_call_answered_by_baresip_is_logged_with_its_duration() {
     assert_eq!(binding["user"], json!(line.anna), "{binding}");
     assert_eq!(binding["transport"], "udp", "{binding}");
 
+    // Issue 7: the call is relayed and recorded; the carrier plays SIPp's G.711 capture.
+    let number = app.get_ok("/api/v1/numbers").await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/numbers/{number}"),
+            Some(&app.admin),
+            Some(json!({"recording": true})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+
     let hold_ms = HOLD.as_millis().to_string();
-    let (ok, carrier) = carrier_call(&app, "carrier_call_hold.xml", &["-d", &hold_ms])
+    let (ok, carrier) = carrier_call(&app, "carrier_call_hold_audio.xml", &["-d", &hold_ms])
         .finish()
         .await;
     assert!(
@@ -190,6 +205,39 @@ async fn t13_a_call_answered_by_baresip_is_logged_with_its_duration() {
         json!(talked_ms / 1000),
         "duration_s is the talk time in whole seconds: {context}"
     );
+
+    // The recording: as long as the talk, with the carrier's audio on the caller's channel.
+    let call = wait_until(Duration::from_secs(15), "the recording", || async {
+        let calls = app.get_ok("/api/v1/calls").await;
+        let call = calls["items"].as_array()?.first()?.clone();
+        call["recording"].is_string().then_some(call)
+    })
+    .await;
+    let context = format!("{call}\nbaresip:\n{}", phone.log());
+    let recorded_ms = call["recording_ms"].as_i64().unwrap();
+    assert!(
+        (recorded_ms - talked_ms).abs() < TOLERANCE.as_millis() as i64,
+        "recorded {recorded_ms} ms of a {talked_ms} ms talk: {context}"
+    );
+    assert!(call["media"]["from_caller"]["packets"].as_u64().unwrap() > 50, "{context}");
+    // baresip's source (aubridge, nothing playing into it) is silent: it sends RTCP only,
+    // and that went through the relay too.
+    assert!(call["media"]["from_callee"]["relayed"].as_u64().unwrap() >= 1, "{context}");
+    let wav = app
+        .client
+        .get(format!("{}{}", app.base, call["recording"].as_str().unwrap()))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut reader = hound::WavReader::new(std::io::Cursor::new(wav.to_vec())).unwrap();
+    assert_eq!(reader.spec().channels, 2);
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let caller_peak = samples.iter().step_by(2).map(|s| s.unsigned_abs()).max().unwrap_or(0);
+    assert!(caller_peak > 1000, "the carrier's speech is on the caller's channel: {caller_peak}");
 
     // The call's activity on the new lead is done (answered), not a "call back".
     let lead = &app.leads().await[0];
