@@ -138,6 +138,8 @@ pub struct Activity {
     pub responsible: Option<String>,
     /// The call log row (for call activities).
     pub call: Option<String>,
+    /// The call's recording or voicemail message (`/api/v1/calls/{id}/recording`).
+    pub recording: Option<String>,
     /// M8: the entity the matcher chose and why.
     pub matched: Option<String>,
     pub match_reason: Option<String>,
@@ -155,6 +157,11 @@ impl From<ActivityRecord> for Activity {
             entities: a.entities.iter().map(ToString::to_string).collect(),
             completed: a.completed,
             responsible: a.responsible.map(|u| u.0),
+            recording: a
+                .call
+                .as_ref()
+                .filter(|_| a.has_recording)
+                .map(|call| format!("/api/v1/calls/{call}/recording")),
             call: a.call,
             matched: a.matched,
             match_reason: a.match_reason,

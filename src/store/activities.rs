@@ -21,6 +21,8 @@ pub struct ActivityRecord {
     pub completed: bool,
     pub responsible: Option<UserId>,
     pub call: Option<String>,
+    /// The call has a recording (or is a voicemail message).
+    pub has_recording: bool,
     pub matched: Option<String>,
     pub match_reason: Option<String>,
     pub entities: Vec<EntityRef>,
@@ -36,7 +38,9 @@ impl Store {
         page: &Page,
     ) -> Result<Paged<ActivityRecord>> {
         let rows = sqlx::query(
-            "SELECT a.* FROM activities a JOIN activity_entities ae ON ae.activity_id = a.id \
+            "SELECT a.*, c.recording AS call_recording FROM activities a \
+             JOIN activity_entities ae ON ae.activity_id = a.id \
+             LEFT JOIN calls c ON c.id = a.call_id \
              WHERE ae.entity_kind = $1 AND ae.entity_id = $2 AND ($3 = '' OR a.id < $3) \
              ORDER BY a.id DESC LIMIT $4",
         )
@@ -162,6 +166,7 @@ fn activity_from_row(row: &AnyRow) -> Result<ActivityRecord> {
         completed: col::<i64>(row, "completed")? == 1,
         responsible: col::<Option<String>>(row, "responsible")?.map(UserId),
         call: col(row, "call_id")?,
+        has_recording: col::<Option<String>>(row, "call_recording")?.is_some(),
         matched: col(row, "matched")?,
         match_reason: col(row, "match_reason")?,
         entities: Vec::new(),

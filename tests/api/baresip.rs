@@ -219,13 +219,23 @@ async fn t13_a_call_answered_by_baresip_is_logged_with_its_duration() {
         (recorded_ms - talked_ms).abs() < TOLERANCE.as_millis() as i64,
         "recorded {recorded_ms} ms of a {talked_ms} ms talk: {context}"
     );
-    assert!(call["media"]["from_caller"]["packets"].as_u64().unwrap() > 50, "{context}");
+    assert!(
+        call["media"]["from_caller"]["packets"].as_u64().unwrap() > 50,
+        "{context}"
+    );
     // baresip's source (aubridge, nothing playing into it) is silent: it sends RTCP only,
     // and that went through the relay too.
-    assert!(call["media"]["from_callee"]["relayed"].as_u64().unwrap() >= 1, "{context}");
+    assert!(
+        call["media"]["from_callee"]["relayed"].as_u64().unwrap() >= 1,
+        "{context}"
+    );
     let wav = app
         .client
-        .get(format!("{}{}", app.base, call["recording"].as_str().unwrap()))
+        .get(format!(
+            "{}{}",
+            app.base,
+            call["recording"].as_str().unwrap()
+        ))
         .bearer_auth(&app.admin)
         .send()
         .await
@@ -236,8 +246,16 @@ async fn t13_a_call_answered_by_baresip_is_logged_with_its_duration() {
     let mut reader = hound::WavReader::new(std::io::Cursor::new(wav.to_vec())).unwrap();
     assert_eq!(reader.spec().channels, 2);
     let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
-    let caller_peak = samples.iter().step_by(2).map(|s| s.unsigned_abs()).max().unwrap_or(0);
-    assert!(caller_peak > 1000, "the carrier's speech is on the caller's channel: {caller_peak}");
+    let caller_peak = samples
+        .iter()
+        .step_by(2)
+        .map(|s| s.unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        caller_peak > 1000,
+        "the carrier's speech is on the caller's channel: {caller_peak}"
+    );
 
     // The call's activity on the new lead is done (answered), not a "call back".
     let lead = &app.leads().await[0];

@@ -438,6 +438,10 @@ async fn t13_outside_hours_the_caller_leaves_a_voicemail_for_a_call_back() {
             .starts_with("Call back: voicemail"),
         "{timeline}"
     );
+    assert_eq!(
+        activity["recording"], call["recording"],
+        "the message is on the activity"
+    );
 }
 
 /// Outside the hours with no rule, or with `reject`: 480, and a missed call (T13).
