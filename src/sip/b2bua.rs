@@ -546,7 +546,7 @@ impl Call {
             self.ring(&mut states).await
         };
         let ended_by = match rung {
-            Rung::Closed(why) if self.forwards() => match self.forward(&mut states).await {
+            Rung::Closed(_) if self.forwards() => match self.forward(&mut states).await {
                 Some(dialog) => {
                     let user = self.talk(&mut states, &dialog, None).await;
                     self.talked(user).await;
@@ -558,7 +558,6 @@ impl Call {
                         .await;
                     self.finish_media().await;
                     self.publish("ended", Vec::new(), None, Some(CallOutcome::Missed));
-                    let _ = why;
                     None
                 }
             },

@@ -561,3 +561,61 @@ async fn outside_hours_the_call_is_forwarded_through_the_trunk() {
     assert_eq!(call["outcome"], "answered", "{call}");
     assert!(call["answered_by"].is_null(), "{call}");
 }
+
+/// Recordings are kept `recording_retention_days`: the sweep deletes the files of calls
+/// started before the cut-off and forgets them on the call; newer ones stay.
+#[tokio::test]
+async fn the_retention_sweep_deletes_old_recordings_only() {
+    use leadline::crm::model::{CallEventKind, CallOutcome, Direction};
+    use leadline::store::{CallEvent, Store, StoredRecording, now_ms};
+
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let recordings = dir.path().join("recordings");
+    std::fs::create_dir_all(&recordings).unwrap();
+    let day = 24 * 3600 * 1000;
+    for (call_id, age_days) in [("old-call", 100), ("new-call", 1)] {
+        let at = now_ms() - age_days * day;
+        for (event, outcome) in [
+            (CallEventKind::Ringing, None),
+            (CallEventKind::Ended, Some(CallOutcome::Answered)),
+        ] {
+            store
+                .apply_call_event(&CallEvent {
+                    call_id: call_id.to_owned(),
+                    event,
+                    direction: Direction::Incoming,
+                    from: CALLER.to_owned(),
+                    to: "+4930901820".to_owned(),
+                    user: None,
+                    outcome,
+                    at,
+                })
+                .await
+                .unwrap();
+        }
+        let file = format!("{call_id}.wav");
+        std::fs::write(recordings.join(&file), b"RIFF").unwrap();
+        let recording = StoredRecording {
+            file,
+            duration_ms: 1000,
+            voicemail: false,
+        };
+        store
+            .set_call_media(call_id, None, Some(&recording))
+            .await
+            .unwrap();
+    }
+    let deleted = leadline::media::retention::sweep(&store, &recordings, now_ms() - 90 * day)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(!recordings.join("old-call.wav").exists());
+    assert!(recordings.join("new-call.wav").exists());
+    let old = store.call_by_call_id("old-call").await.unwrap().unwrap();
+    assert_eq!(old.recording, None);
+    let new = store.call_by_call_id("new-call").await.unwrap().unwrap();
+    assert_eq!(new.recording.as_deref(), Some("new-call.wav"));
+}
