@@ -27,13 +27,16 @@
 //! Figures: packets sent and received per direction, loss, one-way delay p50/p99/max,
 //! added jitter as the p99 over packets of |delay − the stream's median delay| and the
 //! p99 over streams of the RFC 3550 interarrival jitter, the relay's CPU (utime + stime
-//! of `--relay-pid` over the window, 100 % = one core) and RSS, the generator's own CPU
-//! and how late its send ticks ran. The last line, `RESULT key=value …`, is for scripts.
+//! of `--relay-pid` over the window, 100 % = one core) and RSS, the generator's own CPU,
+//! the rest of the machine's CPU, how late its send ticks ran, and the kernel's drops at
+//! the relay's sockets and at the generator's (which side fell behind). The last line,
+//! `RESULT key=value …`, is for scripts.
 
 #[path = "rtp_relay_host.rs"]
 #[allow(dead_code)]
 mod host;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -60,8 +63,9 @@ struct Args {
     /// Traffic before the window, not measured (latching, caches, buffers settle).
     #[arg(long, default_value_t = 3)]
     warmup: u64,
-    /// Shares of the calls, each with a sender thread and a receiver thread.
-    #[arg(long, default_value_t = 2)]
+    /// Shares of the calls, each with a sender thread and a receiver thread. One share
+    /// costs least: on a small machine every extra thread means more cross-CPU wake-ups.
+    #[arg(long, default_value_t = 1)]
     threads: usize,
     /// The relay process, for its CPU and RSS.
     #[arg(long)]
@@ -353,7 +357,7 @@ struct Outgoing {
 struct Received {
     stream: u32,
     packets: u64,
-    delays_ns: Vec<u32>,
+    delays_ns: Vec<u64>,
     /// RFC 3550 §6.4.1 interarrival jitter at the end of the window, in ns.
     jitter_ns: f64,
     /// Packets that were not this stream's (another call's, not RTP).
@@ -364,7 +368,7 @@ struct SendReport {
     sent: Vec<(u32, u64)>,
     send_errors: u64,
     /// How late the sender's ticks ran in the window, µs.
-    lateness_us: Vec<u32>,
+    lateness_us: Vec<u64>,
 }
 
 /// The streams each send slot of a sender thread sends.
@@ -437,7 +441,7 @@ fn send(mut slots: Slots, timeline: Timeline) -> SendReport {
         let measured = due >= timeline.measure_from;
         if measured {
             let late = Instant::now().saturating_duration_since(due);
-            lateness_us.push(late.as_micros().min(u128::from(u32::MAX)) as u32);
+            lateness_us.push(late.as_micros() as u64);
         }
         let number = tick / SLOTS;
         payload[8] = if measured { MEASURED } else { WARMUP };
@@ -563,8 +567,7 @@ async fn receive(
             continue;
         }
         let sent_ns = i64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-        let delay = (arrival_ns - sent_ns).clamp(0, i64::from(u32::MAX));
-        seen.delays_ns.push(delay as u32);
+        seen.delays_ns.push((arrival_ns - sent_ns).max(0) as u64);
         seen.packets += 1;
         // RFC 3550 A.8 in ns rather than in 8 kHz units: at 125 µs a unit, loopback's
         // tens of µs would round away. Transit = arrival − RTP timestamp (as time).
@@ -603,19 +606,31 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// The host's UDP counters (all processes): receive-buffer overflows and input errors.
-fn udp_errors() -> Option<(u64, u64)> {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
-    let field = |name: &str| -> Option<u64> {
-        values
-            .get(names.iter().position(|n| *n == name)?)?
-            .parse()
-            .ok()
-    };
-    Some((field("RcvbufErrors")?, field("InErrors")?))
+/// Packets the kernel dropped for a full receive buffer at the generator's sockets and
+/// at the relay's (from /proc/net/udp, since each socket was made, warm-up included):
+/// whether a loss happened because the relay or the generator fell behind.
+fn socket_drops(generator: &HashSet<u16>, relay: &HashSet<u16>) -> Option<(u64, u64)> {
+    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let (mut at_generator, mut at_relay) = (0, 0);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(drops)) = (fields.get(1), fields.last()) else {
+            continue;
+        };
+        // 127.0.0.1 as the kernel prints it (a little-endian word in hex).
+        let Some(port) = local.strip_prefix("0100007F:") else {
+            continue;
+        };
+        let (Ok(port), Ok(drops)) = (u16::from_str_radix(port, 16), drops.parse::<u64>()) else {
+            continue;
+        };
+        if generator.contains(&port) {
+            at_generator += drops;
+        } else if relay.contains(&port) {
+            at_relay += drops;
+        }
+    }
+    Some((at_generator, at_relay))
 }
 
 /// Busy time of the whole machine (every CPU, idle and I/O wait left out), in clock
@@ -637,7 +652,6 @@ struct Sample {
     relay_ticks: Option<u64>,
     own_ticks: Option<u64>,
     machine_ticks: Option<u64>,
-    udp: Option<(u64, u64)>,
 }
 
 fn sample(relay_pid: Option<u32>) -> Sample {
@@ -645,7 +659,6 @@ fn sample(relay_pid: Option<u32>) -> Sample {
         relay_ticks: relay_pid.and_then(|pid| cpu_ticks(&pid.to_string())),
         own_ticks: cpu_ticks("self"),
         machine_ticks: machine_busy_ticks(),
-        udp: udp_errors(),
     }
 }
 
@@ -688,17 +701,18 @@ struct Report {
     /// CPU of everything else on the machine in the window (other programs, and the
     /// kernel's softirq work not charged to a process).
     others_cpu_pct: Option<f64>,
-    udp_errors: Option<(u64, u64)>,
+    /// Kernel drops at the generator's sockets and at the relay's.
+    drops: Option<(u64, u64)>,
     delete_failures: usize,
 }
 
 /// The q-quantile of sorted values (nearest rank).
-fn quantile<T: Copy + Into<f64>>(sorted: &[T], q: f64) -> f64 {
+fn quantile(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1].into()
+    sorted[rank - 1] as f64
 }
 
 fn run(args: &Args) -> Result<Report, String> {
@@ -727,6 +741,18 @@ fn run(args: &Args) -> Result<Report, String> {
         start,
         measure_from,
         measure_until,
+    };
+    let port = |a: std::io::Result<SocketAddr>| a.map_or(0, |a| a.port());
+    let generator_ports: HashSet<u16> = calls
+        .iter()
+        .flat_map(|c| [port(c.caller.local_addr()), port(c.callee.local_addr())])
+        .collect();
+    let relay_ports: HashSet<u16> = match args.ng {
+        Some(_) => calls
+            .iter()
+            .flat_map(|c| [c.caller_to.port(), c.callee_to.port()])
+            .collect(),
+        None => HashSet::new(),
     };
     let mut shares: Vec<Vec<(usize, Call)>> = (0..args.threads).map(|_| Vec::new()).collect();
     for (i, call) in calls.into_iter().enumerate() {
@@ -769,6 +795,8 @@ fn run(args: &Args) -> Result<Report, String> {
     // The receivers wait for the last packet a sender sent, however late the sender ran:
     // the generator's own lateness is reported as such, not as the relay's loss.
     std::thread::sleep(GRACE);
+    // Read while every socket of both sides is still open.
+    let drops = socket_drops(&generator_ports, &relay_ports);
     stop.cancel();
     let mut receipts = Vec::new();
     for receiver in receivers {
@@ -802,22 +830,17 @@ fn run(args: &Args) -> Result<Report, String> {
         if received.delays_ns.is_empty() {
             continue;
         }
-        jitters.push(received.jitter_ns / 1000.0);
+        jitters.push(received.jitter_ns as u64);
         // Against the stream's own median, so a constant offset is not jitter.
         let mut sorted = received.delays_ns.clone();
         sorted.sort_unstable();
-        let median = quantile(&sorted, 0.5) as i64;
-        deviations.extend(
-            received
-                .delays_ns
-                .iter()
-                .map(|&d| (i64::from(d) - median).unsigned_abs() as u32),
-        );
+        let median = quantile(&sorted, 0.5) as u64;
+        deviations.extend(received.delays_ns.iter().map(|&d| d.abs_diff(median)));
         delays.append(&mut received.delays_ns);
     }
     delays.sort_unstable();
     deviations.sort_unstable();
-    jitters.sort_unstable_by(f64::total_cmp);
+    jitters.sort_unstable();
     lateness.sort_unstable();
     let us = |ns: f64| ns / 1000.0;
     Ok(Report {
@@ -828,13 +851,13 @@ fn run(args: &Args) -> Result<Report, String> {
         delay_us: [
             us(quantile(&delays, 0.5)),
             us(quantile(&delays, 0.99)),
-            us(delays.last().map_or(f64::NAN, |&d| f64::from(d))),
+            us(delays.last().map_or(f64::NAN, |&d| d as f64)),
         ],
         deviation_p99_us: us(quantile(&deviations, 0.99)),
-        rfc_jitter_us: [quantile(&jitters, 0.5), quantile(&jitters, 0.99)],
+        rfc_jitter_us: [us(quantile(&jitters, 0.5)), us(quantile(&jitters, 0.99))],
         lateness_us: [
             quantile(&lateness, 0.99),
-            lateness.last().map_or(f64::NAN, |&l| f64::from(l)),
+            lateness.last().map_or(f64::NAN, |&l| l as f64),
         ],
         relay_cpu_pct: cpu_pct(before.relay_ticks, after.relay_ticks),
         relay_rss_kib,
@@ -844,10 +867,7 @@ fn run(args: &Args) -> Result<Report, String> {
                 + cpu_pct(before.relay_ticks, after.relay_ticks).unwrap_or(0.0);
             (machine - ours).max(0.0)
         }),
-        udp_errors: after
-            .udp
-            .zip(before.udp)
-            .map(|(a, b)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))),
+        drops,
         delete_failures,
     })
 }
@@ -903,12 +923,16 @@ impl Report {
             self.lateness_us[0],
             self.lateness_us[1]
         );
+        let drops = |side: fn((u64, u64)) -> u64| {
+            self.drops.map_or("-".to_owned(), |d| side(d).to_string())
+        };
         println!(
-            "  send errors {}, foreign packets {}, UDP receive-buffer overflows on the host {}, deletes failed {}",
+            "  kernel drops for full receive buffers: {} at the relay's sockets, {} at the generator's (warm-up included); \
+             send errors {}, foreign packets {}, deletes failed {}",
+            drops(|d| d.1),
+            drops(|d| d.0),
             self.send_errors,
             self.foreign,
-            self.udp_errors
-                .map_or("-".to_owned(), |(rcvbuf, _)| rcvbuf.to_string()),
             self.delete_failures
         );
         let sent: u64 = self.directions.iter().map(|d| d.sent).sum();
@@ -917,7 +941,7 @@ impl Report {
             "RESULT label={} calls={} sent={} received={} loss_pct={:.4} delay_p50_us={:.0} \
              delay_p99_us={:.0} delay_max_us={:.0} deviation_p99_us={:.0} rfc_jitter_p99_us={:.0} \
              relay_cpu_pct={} relay_rss_mib={} gen_cpu_pct={} others_cpu_pct={} late_p99_us={:.0} send_errors={} \
-             foreign={} rcvbuf_errors={} setup_s={:.2}",
+             foreign={} relay_drops={} gen_drops={} setup_s={:.2}",
             args.label,
             args.calls,
             sent,
@@ -935,8 +959,8 @@ impl Report {
             self.lateness_us[0],
             self.send_errors,
             self.foreign,
-            self.udp_errors
-                .map_or("-".to_owned(), |(rcvbuf, _)| rcvbuf.to_string()),
+            drops(|d| d.1),
+            drops(|d| d.0),
             self.setup.as_secs_f64()
         );
     }
