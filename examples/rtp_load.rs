@@ -873,6 +873,13 @@ fn run(args: &Args) -> Result<Report, String> {
 }
 
 impl Report {
+    /// Whether the generator kept its schedule: its send ticks at most one packet
+    /// interval late (p99). If not, it offered less than the nominal load and the step
+    /// measures the generator, not the relay.
+    fn kept_up(&self) -> bool {
+        self.lateness_us[0] <= PTIME.as_micros() as f64
+    }
+
     fn loss_pct(&self) -> f64 {
         let sent: u64 = self.directions.iter().map(|d| d.sent).sum();
         let received: u64 = self.directions.iter().map(|d| d.received).sum();
@@ -935,13 +942,21 @@ impl Report {
             self.foreign,
             self.delete_failures
         );
+        if !self.kept_up() {
+            println!(
+                "  the generator fell behind its schedule (send ticks p99 {:.0} ms late): it offered \
+                 less than {} calls' packets in time, so this step measures the generator, not the relay",
+                self.lateness_us[0] / 1000.0,
+                args.calls
+            );
+        }
         let sent: u64 = self.directions.iter().map(|d| d.sent).sum();
         let received: u64 = self.directions.iter().map(|d| d.received).sum();
         println!(
             "RESULT label={} calls={} sent={} received={} loss_pct={:.4} delay_p50_us={:.0} \
              delay_p99_us={:.0} delay_max_us={:.0} deviation_p99_us={:.0} rfc_jitter_p99_us={:.0} \
              relay_cpu_pct={} relay_rss_mib={} gen_cpu_pct={} others_cpu_pct={} late_p99_us={:.0} send_errors={} \
-             foreign={} relay_drops={} gen_drops={} setup_s={:.2}",
+             foreign={} relay_drops={} gen_drops={} gen_kept_up={} setup_s={:.2}",
             args.label,
             args.calls,
             sent,
@@ -961,6 +976,7 @@ impl Report {
             self.foreign,
             drops(|d| d.1),
             drops(|d| d.0),
+            if self.kept_up() { "yes" } else { "no" },
             self.setup.as_secs_f64()
         );
     }
