@@ -1,5 +1,6 @@
 //! The pure CRM domain: vocabulary, intake decisions and queue rotation. No I/O here.
 
+pub mod access;
 pub mod hours;
 pub mod intake;
 pub mod mail;

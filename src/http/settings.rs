@@ -1,4 +1,5 @@
-//! `/settings/crm`: account-wide CRM mode (T3), deal pipeline (T12), repeat mode (E14).
+//! `/settings/crm`: account-wide CRM mode (T3), deal pipeline (T12), repeat mode (E14);
+//! `/settings/access`: how far the agent role's rights reach (A1–A3).
 
 use axum::Json;
 use axum::extract::State;
@@ -10,6 +11,7 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiJson;
+use crate::crm::access::{AccessSettings, Level};
 use crate::crm::model::{CrmMode, CrmSettings, PipelineId, SimpleCreates};
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -104,6 +106,61 @@ async fn put_crm(
     Ok(Json(settings.into()))
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessBody {
+    /// `own` (entities they are responsible for), `queue` (also their queue mates'),
+    /// or `all`.
+    pub agent_view: Option<Level>,
+    /// The same for changes; never wider than `agent_view`.
+    pub agent_edit: Option<Level>,
+}
+
+/// The agent role's access levels (admins see and edit everything).
+#[utoipa::path(get, path = "/settings/access", tag = "settings",
+    responses((status = 200, body = AccessSettings)))]
+async fn get_access(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> ApiResult<Json<AccessSettings>> {
+    principal.require_employee()?;
+    Ok(Json(state.store.access_settings().await?))
+}
+
+/// Change the agent role's access levels (admin). An edit level wider than the view
+/// level is refused: it would let an agent change what they cannot see.
+#[utoipa::path(put, path = "/settings/access", tag = "settings", request_body = AccessBody,
+    responses((status = 200, body = AccessSettings), (status = 422, body = ErrorBody)))]
+async fn put_access(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<AccessBody>,
+) -> ApiResult<Json<AccessSettings>> {
+    principal.require_admin()?;
+    let mut settings = state.store.access_settings().await?;
+    if let Some(view) = body.agent_view {
+        settings.agent_view = view;
+    }
+    if let Some(edit) = body.agent_edit {
+        settings.agent_edit = edit;
+    }
+    if settings.agent_edit > settings.agent_view {
+        return Err(ApiError::field(
+            "edit_wider_than_view",
+            "agent_edit",
+            format!(
+                "agent_edit cannot reach further than agent_view ({:?}): raise agent_view first",
+                settings.agent_view
+            )
+            .to_lowercase(),
+        ));
+    }
+    state.store.put_access_settings(&settings).await?;
+    Ok(Json(settings))
+}
+
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_crm, put_crm))
+    OpenApiRouter::new()
+        .routes(routes!(get_crm, put_crm))
+        .routes(routes!(get_access, put_access))
 }

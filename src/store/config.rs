@@ -9,6 +9,7 @@ use crate::crm::model::{CrmSettings, NumberId, PipelineId, QueueId, StageId, Use
 use crate::crm::queue::QueueState;
 
 const CRM_SETTINGS: &str = "crm";
+const ACCESS_SETTINGS: &str = "access";
 
 impl Store {
     /// T3: the account's CRM settings (classic mode until an admin changes it).
@@ -20,6 +21,20 @@ impl Store {
 
     pub async fn put_crm_settings(&self, settings: &CrmSettings) -> Result<()> {
         self.put_settings_document(CRM_SETTINGS, settings).await
+    }
+
+    /// Issue 8: the agent role's reach (`own` until an admin changes it).
+    pub async fn access_settings(&self) -> Result<crate::crm::access::AccessSettings> {
+        self.settings_document(ACCESS_SETTINGS)
+            .await
+            .map(Option::unwrap_or_default)
+    }
+
+    pub async fn put_access_settings(
+        &self,
+        settings: &crate::crm::access::AccessSettings,
+    ) -> Result<()> {
+        self.put_settings_document(ACCESS_SETTINGS, settings).await
     }
 
     /// A JSON settings document by key, or `None` if never saved.

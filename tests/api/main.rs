@@ -1,6 +1,7 @@
 //! Integration tests: the real application on port 0 with a temp database, over HTTP.
 //! One test binary (modules below) so the crate links once.
 
+mod access;
 mod baresip;
 mod calls_sip;
 #[path = "../common/mod.rs"]
