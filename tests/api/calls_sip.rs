@@ -212,22 +212,8 @@ pub(crate) async fn media_relay_off(app: &TestApp) {
 
 /// Waits until the gateway holds no SIP dialog any more: a leak shows here.
 async fn dialogs_released(app: &TestApp, what: &str) {
-    wait_until(Duration::from_secs(10), what, || async {
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metrics
-            .lines()
-            .any(|l| l == "leadline_sip_dialogs 0")
-            .then_some(())
-    })
-    .await;
+    app.wait_for_metric_line("leadline_sip_dialogs 0", what)
+        .await;
 }
 
 /// The INVITE the phone received, from its trace.
@@ -627,15 +613,7 @@ async fn a_slow_database_delays_the_crm_link_not_the_call() {
     let call = ended_call(&app).await;
     assert_eq!(call["answered_by"], json!(line.anna), "{call}");
     assert_eq!(call["outcome"], "answered", "{call}");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await.expect("/metrics answers");
     assert!(
         metrics.contains("leadline_call_lookup_deadline_missed_total"),
         "counted: {metrics}"

@@ -143,6 +143,30 @@ impl TestApp {
         value
     }
 
+    /// The Prometheus text of `/metrics`, if it answered.
+    pub async fn metrics(&self) -> Option<String> {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
+    /// Waits until `/metrics` shows exactly the line `line` (a gauge back to its value).
+    pub async fn wait_for_metric_line(&self, line: &str, what: &str) {
+        crate::common::wait_until(std::time::Duration::from_secs(10), what, || async {
+            self.metrics()
+                .await?
+                .lines()
+                .any(|l| l == line)
+                .then_some(())
+        })
+        .await;
+    }
+
     pub async fn get_ok(&self, path: &str) -> Value {
         let (status, value) = self
             .request(reqwest::Method::GET, path, Some(&self.admin), None)

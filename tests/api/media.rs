@@ -221,15 +221,7 @@ async fn t13_a_relayed_call_is_recorded_with_both_directions() {
         StatusCode::NOT_FOUND
     );
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await.expect("/metrics answers");
     assert!(
         metrics.contains("leadline_rtp_packets_relayed_total"),
         "{metrics}"
@@ -288,22 +280,8 @@ async fn a_thousand_short_calls_leave_every_rtp_port_free() {
         &carrier[carrier.len().saturating_sub(3000)..]
     );
     anna.stop().await;
-    wait_until(Duration::from_secs(10), "every port pair back", || async {
-        let metrics = app
-            .client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metrics
-            .lines()
-            .any(|l| l == "leadline_rtp_port_pairs_in_use 0")
-            .then_some(())
-    })
-    .await;
+    app.wait_for_metric_line("leadline_rtp_port_pairs_in_use 0", "every port pair back")
+        .await;
     let taken: Vec<u16> = (first..=last)
         .filter(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_err())
         .collect();
