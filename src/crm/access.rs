@@ -100,6 +100,18 @@ pub fn activity_visible(
         .all(|r| may_see(settings, viewer, r.as_ref()))
 }
 
+/// A call shows to everyone it concerns (it rang them, they placed, answered or own it)
+/// and, like any activity (A2), to whoever may see every entity it is on. This is also
+/// the call window's rule: an agent at `own` is not told about a colleague's call.
+pub fn call_visible(
+    settings: AccessSettings,
+    viewer: &Viewer,
+    concerns_viewer: bool,
+    entity_responsibles: &[Option<UserId>],
+) -> bool {
+    concerns_viewer || activity_visible(settings, viewer, entity_responsibles)
+}
+
 /// A3: moving an activity needs edit rights on every entity it leaves and joins.
 pub fn may_move(
     settings: AccessSettings,

@@ -4,6 +4,7 @@
 //! calls the pure core), and shape the response of API.md. OpenAPI is generated from the
 //! handlers' annotations and served at `/openapi.json`.
 
+mod access;
 pub mod auth;
 mod calls;
 mod catalog;

@@ -18,6 +18,7 @@ macro_rules! dynamic_sql {
     };
 }
 
+mod access;
 mod activities;
 mod batch;
 mod calls;
