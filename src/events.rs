@@ -8,7 +8,6 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::crm::model::UserId;
 use crate::store::CallLeg;
 
 /// The legs of the calls in progress in this process, by the caller's SIP Call-ID, for
@@ -70,17 +69,6 @@ pub struct CallUpdate {
     pub at: String,
 }
 
-impl CallUpdate {
-    /// Whether `user` is concerned: their phone rings or rang, they answered, or the
-    /// caller is theirs.
-    pub fn concerns(&self, user: &UserId) -> bool {
-        let me = user.as_str();
-        self.ringing.iter().any(|u| u == me)
-            || self.answered_by.as_deref() == Some(me)
-            || self.responsible.as_deref() == Some(me)
-    }
-}
-
 /// Cheap to clone; every clone publishes to the same subscribers.
 #[derive(Debug, Clone)]
 pub struct EventBus {
@@ -130,15 +118,6 @@ mod tests {
             outcome: None,
             at: "2026-11-23T10:00:00Z".into(),
         }
-    }
-
-    #[test]
-    fn an_agent_is_concerned_by_calls_ringing_them_answered_by_them_or_for_their_customers() {
-        let anna = UserId("anna".into());
-        assert!(update(&["anna", "ben"], None, None).concerns(&anna));
-        assert!(update(&[], Some("anna"), None).concerns(&anna));
-        assert!(update(&[], None, Some("anna")).concerns(&anna));
-        assert!(!update(&["ben"], Some("ben"), Some("ben")).concerns(&anna));
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use super::auth::Principal;
 use super::error::{ApiError, ApiResult};
 use crate::crm::access::{self, AccessSettings, Level, Viewer};
 use crate::crm::model::{EntityRef, MailboxKind, UserId};
+use crate::events::CallUpdate;
 use crate::store::{CallRecord, EmailRecord, EntityRecord, MailboxRecord, Page, Paged, StoreError};
 
 /// The rights of one request's caller.
@@ -164,6 +165,34 @@ impl Access {
         ))
     }
 
+    /// A2 for a page of activities (or anything shown on entities): keeps the visible
+    /// ones, in order, with one query for the whole page.
+    pub async fn keep_visible<T>(
+        &self,
+        state: &AppState,
+        items: Vec<T>,
+        entities_of: impl Fn(&T) -> &[EntityRef],
+    ) -> ApiResult<Vec<T>> {
+        if self.viewer.admin {
+            return Ok(items);
+        }
+        let all: Vec<EntityRef> = items
+            .iter()
+            .flat_map(|i| entities_of(i).iter().cloned())
+            .collect();
+        let owners = state.store.entity_responsibles(&all).await?;
+        Ok(items
+            .into_iter()
+            .filter(|item| {
+                let responsibles: Vec<Option<UserId>> = entities_of(item)
+                    .iter()
+                    .map(|e| owners.get(e).cloned().flatten())
+                    .collect();
+                access::activity_visible(self.settings, &self.viewer, &responsibles)
+            })
+            .collect())
+    }
+
     /// A3: edit rights on every entity the activity leaves or joins.
     pub async fn may_move(
         &self,
@@ -188,6 +217,21 @@ impl Access {
             .any(|u| u.as_ref() == Some(me))
             || call.route.contains(me)
             || call.legs.iter().any(|leg| &leg.user == me)
+    }
+
+    /// The call window's rule for one update: it rings the caller, they answered it, or
+    /// they may see the caller's entity. Decided from the update alone: the call window
+    /// must not wait for the database on every event of every call.
+    pub fn sees_update(&self, update: &CallUpdate) -> bool {
+        let concerns = self.me().is_some_and(|me| {
+            update.ringing.iter().any(|u| u == me.as_str())
+                || update.answered_by.as_deref() == Some(me.as_str())
+        });
+        let responsibles: Vec<Option<UserId>> = match &update.entity {
+            Some(_) => vec![update.responsible.clone().map(UserId)],
+            None => Vec::new(),
+        };
+        access::call_visible(self.settings, &self.viewer, concerns, &responsibles)
     }
 
     /// The calls of `calls` the caller may see, in order (one query for all of them).
@@ -296,19 +340,26 @@ pub fn hidden(entity: &EntityRef) -> ApiError {
 /// the source ends, so a page is short only at the end. The number of hidden items is
 /// not told. Stops after `MAX_SCANNED` rows and then answers what it has with a cursor
 /// to go on from, so one request never scans a whole table.
-pub async fn fill_page<T>(
+///
+/// The closures take owned arguments: `AsyncFnMut` over borrowed ones makes the handler's
+/// future not `Send` for axum.
+pub async fn fill_page<T, Fetched, Kept>(
     page: &Page,
     id: impl Fn(&T) -> String,
-    mut fetch: impl AsyncFnMut(&Page) -> ApiResult<Paged<T>>,
-    mut keep: impl AsyncFnMut(Vec<T>) -> ApiResult<Vec<T>>,
-) -> ApiResult<Paged<T>> {
+    mut fetch: impl FnMut(Page) -> Fetched,
+    mut keep: impl FnMut(Vec<T>) -> Kept,
+) -> ApiResult<Paged<T>>
+where
+    Fetched: Future<Output = ApiResult<Paged<T>>>,
+    Kept: Future<Output = ApiResult<Vec<T>>>,
+{
     const MAX_SCANNED: usize = 5_000;
     let limit = page.limit.clamp(1, Page::MAX) as usize;
     let mut cursor = page.clone();
     let mut out: Vec<T> = Vec::new();
     let mut scanned = 0;
     loop {
-        let fetched = fetch(&cursor).await?;
+        let fetched = fetch(cursor.clone()).await?;
         scanned += fetched.items.len();
         let last_fetched = fetched.items.last().map(&id);
         let mut kept = keep(fetched.items).await?;
@@ -350,15 +401,65 @@ mod tests {
         fill_page(
             &page,
             |x: &u32| format!("{x:05}"),
-            async |p: &Page| {
+            |p: Page| async move {
                 let start = p.after.as_deref().map_or(0, |a| a.parse::<u32>().unwrap());
                 let rows: Vec<u32> = (start + 1..=n).take(p.limit as usize + 1).collect();
                 Ok(p.finish(rows, |x| format!("{x:05}")))
             },
-            async |items: Vec<u32>| Ok(items.into_iter().filter(|x| x % 2 == 0).collect()),
+            |items: Vec<u32>| async move { Ok(items.into_iter().filter(|x| x % 2 == 0).collect()) },
         )
         .await
         .unwrap()
+    }
+
+    fn update(ringing: &[&str], answered_by: Option<&str>, entity_of: Option<&str>) -> CallUpdate {
+        CallUpdate {
+            event: "ringing".into(),
+            call: None,
+            call_id: "c1".into(),
+            direction: "incoming".into(),
+            customer: "+4917612345678".into(),
+            number: "+4930901820".into(),
+            entity: entity_of.map(|_| "lead:l1".to_owned()),
+            name: None,
+            responsible: entity_of.map(str::to_owned),
+            ringing: ringing.iter().map(|s| (*s).to_owned()).collect(),
+            answered_by: answered_by.map(str::to_owned),
+            outcome: None,
+            at: "2026-11-23T10:00:00Z".into(),
+        }
+    }
+
+    fn agent(me: &str, mates: &[&str], view: Level) -> Access {
+        Access {
+            settings: AccessSettings {
+                agent_view: view,
+                agent_edit: Level::Own,
+            },
+            viewer: Viewer {
+                user: Some(UserId(me.into())),
+                admin: false,
+                queue_mates: mates.iter().map(|m| UserId((*m).into())).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn a1_the_call_window_shows_calls_ringing_me_answered_by_me_or_of_customers_i_see() {
+        let anna = agent("anna", &["anna", "ben"], Level::Own);
+        assert!(anna.sees_update(&update(&["anna", "ben"], None, Some("carl"))));
+        assert!(anna.sees_update(&update(&[], Some("anna"), None)));
+        assert!(anna.sees_update(&update(&[], None, Some("anna"))));
+        assert!(!anna.sees_update(&update(&["ben"], Some("ben"), Some("ben"))));
+        assert!(
+            !anna.sees_update(&update(&["ben"], None, None)),
+            "unknown caller"
+        );
+        let anna_queue = agent("anna", &["anna", "ben"], Level::Queue);
+        assert!(anna_queue.sees_update(&update(&["ben"], None, Some("ben"))));
+        assert!(!anna_queue.sees_update(&update(&["carl"], None, Some("carl"))));
+        let anna_all = agent("anna", &["anna"], Level::All);
+        assert!(anna_all.sees_update(&update(&["carl"], None, None)));
     }
 
     #[tokio::test]

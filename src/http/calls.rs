@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::{Access, fill_page};
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
@@ -280,7 +281,9 @@ pub struct CallQuery {
     pub cursor: Option<String>,
 }
 
-/// The call log, newest first. Agents see the calls they dialled, answered or own.
+/// The call log, newest first. Agents see the calls that concern them (they rang them,
+/// they placed or answered them, or the customer is theirs) and those on entities they
+/// may see (A2).
 #[utoipa::path(get, path = "/calls", tag = "calls", params(CallQuery),
     responses((status = 200, body = List<Call>)))]
 async fn list_calls(
@@ -288,22 +291,29 @@ async fn list_calls(
     principal: Principal,
     ApiQuery(query): ApiQuery<CallQuery>,
 ) -> ApiResult<Json<List<Call>>> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
     let page = ListQuery {
         limit: query.limit,
         cursor: query.cursor,
     }
     .page()?;
-    let user = if principal.is_admin() {
-        query.user.map(UserId)
-    } else {
-        principal.user_id().cloned()
-    };
     let filter = CallFilter {
-        user,
+        user: query.user.map(UserId),
         customer: None,
     };
-    let paged = state.store.list_calls(&filter, &page).await?;
+    let paged = fill_page(
+        &page,
+        |c: &CallRecord| c.id.to_string(),
+        |p| {
+            let (state, filter) = (&state, &filter);
+            async move { Ok(state.store.list_calls(filter, &p).await?) }
+        },
+        |calls| {
+            let (state, access) = (&state, &access);
+            async move { access.visible_calls(state, calls).await }
+        },
+    )
+    .await?;
     Ok(Json(List::from_paged(paged, |c| {
         Call::with_live(c, &state.live)
     })))
@@ -317,16 +327,13 @@ async fn get_call(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Call>> {
-    principal.require_employee()?;
-    let call = state.store.get_call(&id).await?;
-    if !principal.is_admin() && !involves(&call, principal.user_id()) {
-        return Err(ApiError::not_found("call", id));
-    }
+    let access = Access::of(&state, &principal).await?;
+    let call = access.see_call(&state, &id).await?;
     Ok(Json(Call::with_live(call, &state.live)))
 }
 
-/// A call's recording or voicemail message as WAV: for admins, the agents on the call
-/// and the responsible person.
+/// A call's recording or voicemail message as WAV: for admins, the agents on the call,
+/// the responsible person, and whoever may see every entity the call is on (A2).
 #[utoipa::path(get, path = "/calls/{id}/recording", tag = "calls",
     responses((status = 200, content_type = "audio/wav", body = Vec<u8>),
               (status = 404, body = ErrorBody)))]
@@ -335,9 +342,24 @@ async fn get_recording(
     principal: Principal,
     Path(id): Path<String>,
 ) -> ApiResult<axum::response::Response> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
     let call = state.store.get_call(&id).await?;
-    if !principal.is_admin() && !on_the_call(&call, principal.user_id()) {
+    // A phone that only rang does not make its owner a listener: they may see the call
+    // in the log, but hear it only if the customer is theirs to see.
+    let hears = access.is_admin()
+        || on_the_call(&call, access.me())
+        || access
+            .activity_visible(
+                &state,
+                state
+                    .store
+                    .call_entities(&[call.id.to_string()])
+                    .await?
+                    .get(call.id.as_str())
+                    .map_or(&[][..], Vec::as_slice),
+            )
+            .await?;
+    if !hears {
         // Whether the call exists is not the business of someone who may not hear it.
         return Err(ApiError::not_found("call", id));
     }
@@ -386,14 +408,6 @@ fn on_the_call(call: &CallRecord, user: Option<&UserId>) -> bool {
         })
 }
 
-fn involves(call: &CallRecord, user: Option<&UserId>) -> bool {
-    let Some(user) = user else { return false };
-    [&call.user, &call.answered_by, &call.responsible]
-        .iter()
-        .any(|u| u.as_ref() == Some(user))
-        || call.route.contains(user)
-}
-
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEntityFromCall {
@@ -419,7 +433,6 @@ async fn create_entity(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CreateEntityFromCall>,
 ) -> ApiResult<(StatusCode, Json<CreatedFromCall>)> {
-    principal.require_employee()?;
     if !matches!(body.kind, EntityKind::Lead | EntityKind::Contact) {
         return Err(ApiError::field(
             "invalid_kind",
@@ -427,10 +440,10 @@ async fn create_entity(
             "the call window creates a lead or a contact",
         ));
     }
-    let call = state.store.get_call(&id).await?;
-    if !principal.is_admin() && !involves(&call, principal.user_id()) {
-        return Err(ApiError::not_found("call", id));
-    }
+    Access::of(&state, &principal)
+        .await?
+        .see_call(&state, &id)
+        .await?;
     // The agent who creates it becomes responsible; an admin's creation follows the queue.
     let responsible = principal.user_id().cloned();
     let (call, entity) = state

@@ -1,6 +1,8 @@
 //! `/emails`: the mail store with its links to entities, the raw message, and saving a
 //! message to the CRM by hand (E12). `/settings/forward`: the forward address (E16).
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -9,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::{Access, fill_page};
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
 use super::{AppState, List, ListQuery};
-use crate::crm::model::{EntityRef, MailboxKind};
+use crate::crm::model::EntityRef;
 use crate::store::{AttachmentInfo, EmailFilter, EmailRecord, StoreError, rfc3339};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -104,23 +107,6 @@ impl From<EmailRecord> for Email {
 
 /// E1: an employee's personal mailbox is theirs; admins do not read its mail unless
 /// it reached the CRM (then it is CRM history, shown on the entities).
-async fn may_read(state: &AppState, principal: &Principal, email: &EmailRecord) -> ApiResult<bool> {
-    let Some(mailbox) = &email.mailbox else {
-        return Ok(true);
-    };
-    let mailbox = match state.store.get_mailbox(mailbox).await {
-        Ok(m) => m,
-        Err(StoreError::NotFound { .. }) => return Ok(principal.is_admin()),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(match mailbox.kind {
-        MailboxKind::Company => true,
-        MailboxKind::Personal => {
-            principal.user_id() == mailbox.owner.as_ref() || email.activity.is_some()
-        }
-    })
-}
-
 /// The mail store, newest first; `?mailbox=` and `?entity=kind:id` filter.
 #[utoipa::path(get, path = "/emails", tag = "mail", params(EmailQuery),
     responses((status = 200, body = List<Email>), (status = 400, body = ErrorBody)))]
@@ -129,7 +115,7 @@ async fn list_emails(
     principal: Principal,
     ApiQuery(query): ApiQuery<EmailQuery>,
 ) -> ApiResult<Json<List<Email>>> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
     let entity = query
         .entity
         .as_deref()
@@ -145,25 +131,46 @@ async fn list_emails(
         cursor: query.cursor,
     }
     .page()?;
+    if let Some(entity) = &entity {
+        // A hidden entity's mail is as absent as a missing entity's.
+        access.see_entity(&state, entity).await?;
+    }
     let filter = EmailFilter {
         mailbox: query.mailbox,
         entity,
     };
-    let mut paged = state.store.list_emails(&filter, &page).await?;
-    let mut readable = Vec::with_capacity(paged.items.len());
-    for email in std::mem::take(&mut paged.items) {
-        if may_read(&state, &principal, &email).await? {
-            readable.push(email);
-        }
-    }
-    paged.items = readable;
+    let paged = fill_page(
+        &page,
+        |e: &EmailRecord| e.id.clone(),
+        |p| {
+            let (state, filter) = (&state, &filter);
+            async move { Ok(state.store.list_emails(filter, &p).await?) }
+        },
+        |emails: Vec<EmailRecord>| {
+            let (state, access) = (&state, &access);
+            async move {
+                let mut mailboxes = HashMap::new();
+                let mut kept = Vec::with_capacity(emails.len());
+                for email in emails {
+                    if access.may_read_email(state, &email, &mut mailboxes).await? {
+                        kept.push(email);
+                    }
+                }
+                Ok(kept)
+            }
+        },
+    )
+    .await?;
     Ok(Json(List::from_paged(paged, Email::from)))
 }
 
 async fn readable(state: &AppState, principal: &Principal, id: &str) -> ApiResult<EmailRecord> {
-    principal.require_employee()?;
+    let access = Access::of(state, principal).await?;
     let email = state.store.get_email(id).await?;
-    if !may_read(state, principal, &email).await? {
+    if !access
+        .may_read_email(state, &email, &mut HashMap::new())
+        .await?
+    {
         return Err(ApiError::not_found("email", id));
     }
     Ok(email)

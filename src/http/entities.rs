@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::Access;
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
@@ -188,7 +189,27 @@ async fn create(
     kind: EntityKind,
     body: CreateEntity,
 ) -> ApiResult<(StatusCode, Json<Entity>)> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
+    // References must be entities the creator may see: a hidden one is refused exactly
+    // like a missing one, so creating cannot probe what exists.
+    if let Some(company) = &body.company {
+        access
+            .check_reference(
+                &state,
+                "company",
+                &EntityRef::new(EntityKind::Company, company.clone()),
+            )
+            .await?;
+    }
+    if let (EntityKind::Deal, Some(contact)) = (kind, &body.contact) {
+        access
+            .check_reference(
+                &state,
+                "contact",
+                &EntityRef::new(EntityKind::Contact, contact.clone()),
+            )
+            .await?;
+    }
     let ids = if kind == EntityKind::Deal {
         if !body.phones.is_empty() || !body.emails.is_empty() {
             return Err(ApiError::field(
@@ -304,7 +325,7 @@ async fn list(
     kind: EntityKind,
     query: EntityQuery,
 ) -> ApiResult<Json<List<Entity>>> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
     let page = ListQuery {
         limit: query.limit,
         cursor: query.cursor.clone(),
@@ -340,6 +361,8 @@ async fn list(
     let filter = EntityFilter {
         identifier,
         responsible: query.responsible.map(UserId),
+        // Filtered in the query, so pages are full and nothing tells how much is hidden.
+        responsible_in: access.visible_responsibles(),
     };
     let paged = state.store.list_entities(kind, &filter, &page).await?;
     Ok(Json(List::from_paged(paged, Entity::from)))
@@ -351,8 +374,8 @@ async fn get(
     kind: EntityKind,
     id: String,
 ) -> ApiResult<Json<Entity>> {
-    principal.require_employee()?;
-    let record = state.store.get_entity(&EntityRef::new(kind, id)).await?;
+    let access = Access::of(&state, &principal).await?;
+    let record = access.see_entity(&state, &EntityRef::new(kind, id)).await?;
     Ok(Json(record.into()))
 }
 
@@ -363,8 +386,20 @@ async fn update(
     id: String,
     body: UpdateEntity,
 ) -> ApiResult<Json<Entity>> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
     let entity = EntityRef::new(kind, id);
+    // Handing an entity over to anyone stays possible (a lead passed to a colleague);
+    // the audit log keeps who did it.
+    let current = access.edit_entity(&state, &entity).await?;
+    if let Some(Some(company)) = &body.company {
+        access
+            .check_reference(
+                &state,
+                "company",
+                &EntityRef::new(EntityKind::Company, company.clone()),
+            )
+            .await?;
+    }
     if body.status.is_some() && kind != EntityKind::Lead {
         return Err(ApiError::field(
             "not_allowed",
@@ -406,7 +441,6 @@ async fn update(
                 ));
             }
             // A partial update of one list keeps the other as it is.
-            let current = state.store.get_entity(&entity).await?;
             let phones = phones.clone().unwrap_or(current.phones);
             let emails = emails.clone().unwrap_or(current.emails);
             Some(self::identifiers(&state, &phones, &emails).await?)
@@ -554,7 +588,9 @@ async fn convert_lead(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Converted>> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
+    let lead = EntityRef::new(EntityKind::Lead, id);
+    access.edit_entity(&state, &lead).await?;
     // The body is optional: an empty POST converts into a contact only.
     let body: ConvertLead = if body.iter().all(u8::is_ascii_whitespace) {
         ConvertLead::default()
@@ -575,10 +611,7 @@ async fn convert_lead(
         .as_deref()
         .map(|n| validate::name("company_name", n))
         .transpose()?;
-    let done = state
-        .store
-        .convert_lead(&EntityRef::new(EntityKind::Lead, id), company_name, deal)
-        .await?;
+    let done = state.store.convert_lead(&lead, company_name, deal).await?;
     Ok(Json(Converted {
         contact: done.contact.id,
         company: done.company.map(|c| c.id),

@@ -1,5 +1,6 @@
 //! `/events`: the agents' call window as Server-Sent Events. Admins see every call; an
-//! agent sees the calls that ring them, that they answered, and those of their customers.
+//! agent sees the calls that ring them, that they answered, and those of customers they
+//! may see (A1: `own`, `queue` or `all`).
 
 use std::convert::Infallible;
 
@@ -12,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::access::Access;
 use super::auth::Principal;
 use super::error::{ApiResult, ErrorBody};
 
@@ -27,13 +29,11 @@ async fn call_window(
     State(state): State<AppState>,
     principal: Principal,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    principal.require_employee()?;
-    let viewer = (!principal.is_admin())
-        .then(|| principal.user_id().cloned())
-        .flatten();
+    // The levels in force when the window opens; a change applies from the next connect.
+    let access = Access::of(&state, &principal).await?;
     let updates =
         BroadcastStream::new(state.events.subscribe()).filter_map(move |item| match item {
-            Ok(update) if viewer.as_ref().is_none_or(|u| update.concerns(u)) => {
+            Ok(update) if access.sees_update(&update) => {
                 let event = Event::default().event(update.event.clone());
                 Some(Ok(event.json_data(&update).unwrap_or_else(|_| {
                     Event::default()

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::access::{Access, fill_page};
 use super::auth::Principal;
 use super::calls::MatchItem;
 use super::error::{ApiError, ApiResult, ErrorBody};
@@ -46,7 +47,7 @@ async fn get_match(
     principal: Principal,
     ApiQuery(query): ApiQuery<MatchQuery>,
 ) -> ApiResult<Json<MatchAnswer>> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
     let identifier = match (&query.phone, &query.email) {
         (Some(phone), None) => {
             let crm = state.store.crm_settings().await?;
@@ -101,12 +102,31 @@ async fn get_match(
         }
     }
     let outcome = state.store.match_identifier(identifier).await?;
+    // The status stays "known" (the number is a customer's, so no new lead), but an agent
+    // is shown only the entities they may see, and a reason that neither names nor
+    // counts the others.
+    let found = outcome.matches.len();
+    let visible: Vec<_> = outcome
+        .matches
+        .into_iter()
+        .filter(|c| access.sees(c.responsible.as_ref()))
+        .collect();
+    let reason = match visible.first() {
+        _ if visible.len() == found => outcome.reason,
+        Some(first) => format!(
+            "matched {} by {}; other matches are not yours to see",
+            first.entity, outcome.identifier
+        ),
+        None => format!(
+            "{} belongs to a customer you may not see",
+            outcome.identifier
+        ),
+    };
     Ok(Json(MatchAnswer {
         identifier: outcome.identifier.key().to_owned(),
         status: outcome.status,
-        reason: outcome.reason,
-        matches: outcome
-            .matches
+        reason,
+        matches: visible
             .into_iter()
             .map(|c| MatchItem {
                 kind: c.entity.kind,
@@ -179,7 +199,7 @@ async fn list_activities(
     principal: Principal,
     ApiQuery(query): ApiQuery<ActivityQuery>,
 ) -> ApiResult<Json<List<Activity>>> {
-    principal.require_employee()?;
+    let access = Access::of(&state, &principal).await?;
     let entity: EntityRef =
         query
             .entity
@@ -187,14 +207,27 @@ async fn list_activities(
             .map_err(|e: crate::crm::model::BadEntityRef| {
                 ApiError::bad_request("invalid_query", Some("entity".into()), e.to_string())
             })?;
-    // 404 for an entity that does not exist, rather than an empty timeline.
-    state.store.get_entity(&entity).await?;
+    // 404 for an entity that does not exist or is hidden, rather than an empty timeline.
+    access.see_entity(&state, &entity).await?;
     let page = ListQuery {
         limit: query.limit,
         cursor: query.cursor,
     }
     .page()?;
-    let paged = state.store.list_activities(&entity, &page).await?;
+    // A2: an activity also on an entity the caller may not see is left out.
+    let paged = fill_page(
+        &page,
+        |a: &ActivityRecord| a.id.clone(),
+        |p| {
+            let (state, entity) = (&state, &entity);
+            async move { Ok(state.store.list_activities(entity, &p).await?) }
+        },
+        |items: Vec<ActivityRecord>| {
+            let (state, access) = (&state, &access);
+            async move { access.keep_visible(state, items, |a| &a.entities).await }
+        },
+    )
+    .await?;
     Ok(Json(List::from_paged(paged, Activity::from)))
 }
 
@@ -202,20 +235,75 @@ async fn list_activities(
 #[serde(deny_unknown_fields)]
 pub struct UpdateActivity {
     /// Complete or reopen; an e-mail's `\Seen` on the server follows (E9).
-    pub completed: bool,
+    pub completed: Option<bool>,
+    /// Move the activity (a call or an e-mail) onto exactly these entities, `kind:id`.
+    /// A3: needs edit rights on every entity it leaves and joins.
+    pub entities: Option<Vec<String>>,
 }
 
-/// Complete or reopen an activity (a "call back" task, an e-mail).
+/// Complete or reopen an activity (a "call back" task, an e-mail), or move it to other
+/// entities. Needs edit rights on every entity it is on (and, to move, on every entity
+/// it joins: A3); an activity the caller may not see answers 404.
 #[utoipa::path(patch, path = "/activities/{id}", tag = "crm", request_body = UpdateActivity,
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn update_activity(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateActivity>,
 ) -> ApiResult<axum::http::StatusCode> {
-    principal.require_employee()?;
-    state.store.set_activity_done(&id, body.completed).await?;
+    let access = Access::of(&state, &principal).await?;
+    let current = state.store.activity_links(&id).await?;
+    if !access.activity_visible(&state, &current).await? {
+        return Err(ApiError::not_found("activity", id));
+    }
+    let target = match &body.entities {
+        None => None,
+        Some(list) => {
+            let mut target = Vec::with_capacity(list.len());
+            for (i, item) in list.iter().enumerate() {
+                let entity: EntityRef =
+                    item.parse().map_err(|e: crate::crm::model::BadEntityRef| {
+                        ApiError::field("invalid_entity", format!("entities[{i}]"), e.to_string())
+                    })?;
+                // A hidden target is refused exactly like a missing one.
+                access
+                    .check_reference(&state, &format!("entities[{i}]"), &entity)
+                    .await?;
+                target.push(entity);
+            }
+            if target.is_empty() {
+                return Err(ApiError::field(
+                    "entities_required",
+                    "entities",
+                    "an activity is always on at least one entity",
+                ));
+            }
+            Some(target)
+        }
+    };
+    if body.completed.is_none() && target.is_none() {
+        return Err(ApiError::field(
+            "empty_update",
+            "completed",
+            "give `completed`, `entities` or both",
+        ));
+    }
+    let joins: &[EntityRef] = target.as_deref().unwrap_or_default();
+    if !access.may_move(&state, &current, joins).await? {
+        return Err(ApiError::Forbidden(
+            "changing or moving this activity needs edit rights on every entity it is on \
+             and every entity it goes to (A3)"
+                .to_owned(),
+        ));
+    }
+    if let Some(target) = &target {
+        state.store.move_activity(&id, target).await?;
+    }
+    if let Some(completed) = body.completed {
+        state.store.set_activity_done(&id, completed).await?;
+    }
     // The pollers push the new state to the server on their next pass.
     state.mail_changed.notify_one();
     Ok(axum::http::StatusCode::NO_CONTENT)

@@ -84,6 +84,9 @@ pub struct EntityFilter {
     /// A matcher key (E.164, digits or lowercased e-mail).
     pub identifier: Option<String>,
     pub responsible: Option<UserId>,
+    /// Access (A1): only entities one of these employees is responsible for; `None`
+    /// for no restriction (unassigned entities are only seen without one).
+    pub responsible_in: Option<Vec<UserId>>,
 }
 
 /// What an import did.
@@ -491,6 +494,9 @@ impl Store {
         }
         if let Some(user) = &filter.responsible {
             query.and("e.responsible = $?", user.to_string());
+        }
+        if let Some(users) = &filter.responsible_in {
+            query.and_in("e.responsible", users.iter().map(ToString::to_string));
         }
         let rows = query.fetch("e.id", page, self.reader()).await?;
         let mut records = rows

@@ -151,6 +151,20 @@ impl FilteredPage {
         self.sql.push_str(&clause.replace("$?", &placeholder));
     }
 
+    /// Adds `AND column IN (values…)`; with no values nothing matches.
+    pub fn and_in(&mut self, column: &str, values: impl IntoIterator<Item = String>) {
+        let first = self.binds.len() + 1;
+        self.binds.extend(values);
+        let count = self.binds.len() + 1 - first;
+        self.sql.push_str(" AND ");
+        if count == 0 {
+            self.sql.push_str("1 = 0");
+        } else {
+            self.sql
+                .push_str(&format!("{column} IN ({})", placeholders(first, count)));
+        }
+    }
+
     /// Runs the query in `order`, at most a page (plus one row to see if more follow).
     pub async fn fetch(
         mut self,

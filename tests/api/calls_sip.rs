@@ -178,7 +178,17 @@ async fn line_with_carrier_at(app: &TestApp, ring_timeout_s: u32, carrier_ip: &s
 }
 
 pub(crate) fn carrier_call(app: &TestApp, scenario: &str, extra: &[&str]) -> Sipp {
-    let mut args = vec!["-s", NUMBER, "-key", "caller", CALLER];
+    carrier_call_from(app, CALLER, scenario, extra)
+}
+
+/// [`carrier_call`] from another caller number (SIPp keeps the first `-key` given).
+pub(crate) fn carrier_call_from(
+    app: &TestApp,
+    caller: &str,
+    scenario: &str,
+    extra: &[&str],
+) -> Sipp {
+    let mut args = vec!["-s", NUMBER, "-key", "caller", caller];
     args.extend_from_slice(extra);
     Sipp::start(scenario, 0, Some(app.sip_addr().to_string()), &args)
 }
@@ -573,6 +583,71 @@ async fn the_call_window_streams_ringing_answered_and_ended_to_the_agent_concern
         .read_until("event:", Duration::from_millis(500))
         .await;
     assert!(!ben.contains("event: ringing"), "{ben}");
+    app.stop().await;
+}
+
+/// Issue 8, A1 in the call window: at the default level `own`, a call ringing Anna for
+/// her customer is not shown to Ben, though both are connected and in the same queue;
+/// Ben's own customer's call that follows is. The events of one bus arrive in order, so
+/// once Ben has seen his call end, nothing of Anna's earlier call can still come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_the_call_window_shows_an_agent_at_own_only_calls_ringing_them_or_theirs() {
+    const BENS_CUSTOMER: &str = "+4917699887766";
+    let app = TestApp::spawn_for_sipp().await;
+    let line = line(&app, 20).await;
+    for (name, phone, responsible) in [
+        ("Anna's customer", CALLER, &line.anna),
+        ("Ben's customer", BENS_CUSTOMER, &line.ben),
+    ] {
+        app.post_ok(
+            "/api/v1/contacts",
+            json!({"name": name, "phones": [phone], "responsible": responsible}),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    let mut anna_window = CallWindow::open(&app, &token_of(&app, &line.anna).await).await;
+    let mut ben_window = CallWindow::open(&app, &token_of(&app, &line.ben).await).await;
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
+
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "{carrier}");
+    assert!(anna_answers.finish().await.0);
+    let anna_seen = anna_window
+        .read_until("event: ended", Duration::from_secs(10))
+        .await
+        .to_owned();
+    assert!(anna_seen.contains("event: ringing"), "{anna_seen}");
+    assert!(
+        anna_seen.contains(&format!("\"customer\":\"{CALLER}\"")),
+        "{anna_seen}"
+    );
+
+    let ben_answers = ben_phone.expect_call("agent_answer.xml");
+    let (ok, carrier) = carrier_call_from(&app, BENS_CUSTOMER, "carrier_call.xml", &[])
+        .finish()
+        .await;
+    assert!(ok, "{carrier}");
+    assert!(ben_answers.finish().await.0);
+    let ben_seen = ben_window
+        .read_until("event: ended", Duration::from_secs(10))
+        .await
+        .to_owned();
+    assert!(
+        ben_seen.contains(&format!("\"customer\":\"{BENS_CUSTOMER}\"")),
+        "Ben sees his customer's call: {ben_seen}"
+    );
+    assert!(
+        !ben_seen.contains(CALLER),
+        "Ben must not see Anna's call at level own: {ben_seen}"
+    );
+    // And Anna, by the same order of events, is not shown Ben's call.
+    let anna_seen = anna_window
+        .read_until(BENS_CUSTOMER, Duration::from_millis(200))
+        .await;
+    assert!(!anna_seen.contains(BENS_CUSTOMER), "{anna_seen}");
     app.stop().await;
 }
 

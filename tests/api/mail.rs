@@ -528,7 +528,7 @@ async fn e12_saving_by_hand_with_the_crm_link_off() {
 }
 
 /// Runs swaks against the gateway's SMTP/LMTP listener; its transcript on failure.
-async fn swaks(app: &TestApp, args: &[&str]) -> String {
+pub(crate) async fn swaks(app: &TestApp, args: &[&str]) -> String {
     let addr = app.app.as_ref().expect("running").smtp_addr;
     let output = tokio::time::timeout(
         MAIL_DEADLINE,
