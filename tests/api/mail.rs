@@ -770,3 +770,147 @@ async fn e13_a_customer_outside_the_queue_becomes_the_queues_lead() {
     );
     app.stop().await;
 }
+
+/// Issue 8, E1 and A4: a personal mailbox's content is its owner's. Ben's mail from a
+/// customer went to the CRM (his lead), so it is shared like any activity: the admin
+/// reads it, Anna at `own` does not. His mail from a colleague never went to the CRM:
+/// only Ben reads it, not even the admin. Mailbox settings and the forward address are
+/// not an agent's to see, and no answer carries a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e1_a4_personal_mail_is_its_owners_unless_on_the_crm() {
+    let app = TestApp::spawn().await;
+    let dovecot = Dovecot::start();
+    let anna = app
+        .create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    let ben = app
+        .create_user("Ben", "ben@example.com", "agent", "102")
+        .await;
+    let (anna_token, ben_token) = (app.token_for(&anna).await, app.token_for(&ben).await);
+    dovecot.seed_maildir(
+        "bob",
+        "INBOX",
+        &[
+            "From: Neukunde <neu@kunde.test>\r\nTo: bob@leadline.test\r\nSubject: Anfrage\r\n\
+             Message-ID: <anfrage-1@kunde.test>\r\n\r\nWas kostet das?\r\n",
+            "From: Anna <anna@example.com>\r\nTo: bob@leadline.test\r\nSubject: Mittagessen\r\n\
+             Message-ID: <lunch-1@example.com>\r\n\r\nKommst du mit?\r\n",
+        ],
+    );
+    let (status, mailbox) = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/mailboxes",
+            Some(&ben_token),
+            Some(json!({
+                "name": "Ben", "kind": "personal", "host": "127.0.0.1",
+                "port": dovecot.imap_port(), "security": "none", "username": "bob",
+                "password": dovecot.password("bob"), "address": format!("bob@{DOMAIN}"),
+                "check": "idle", "sync_window_days": null, "create_leads_incoming": true,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{mailbox}");
+    let mailbox = mailbox["id"].as_str().unwrap().to_owned();
+    let bens = wait_until(MAIL_DEADLINE, "Ben's two messages", || async {
+        let (_, page) = app
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/v1/emails?mailbox={mailbox}"),
+                Some(&ben_token),
+                None,
+            )
+            .await;
+        let items = page["items"].as_array()?.clone();
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    let customer = by_subject(&bens, "Anfrage").clone();
+    let colleague = by_subject(&bens, "Mittagessen").clone();
+    assert!(customer["activity"].is_string(), "on the CRM: {customer}");
+    assert!(colleague["activity"].is_null(), "E5: {colleague}");
+
+    let read = async |token: &str, email: &Value| {
+        let id = email["id"].as_str().unwrap();
+        let mut statuses = Vec::new();
+        for path in [
+            format!("/api/v1/emails/{id}"),
+            format!("/api/v1/emails/{id}/raw"),
+        ] {
+            statuses.push(
+                app.request(reqwest::Method::GET, &path, Some(token), None)
+                    .await
+                    .0,
+            );
+        }
+        statuses
+    };
+    let ok = vec![StatusCode::OK; 2];
+    let hidden = vec![StatusCode::NOT_FOUND; 2];
+    assert_eq!(read(&ben_token, &customer).await, ok);
+    assert_eq!(read(&ben_token, &colleague).await, ok);
+    assert_eq!(
+        read(&app.admin, &customer).await,
+        ok,
+        "shared through the CRM"
+    );
+    assert_eq!(
+        read(&app.admin, &colleague).await,
+        hidden,
+        "E1: Ben's alone"
+    );
+    assert_eq!(read(&anna_token, &customer).await, hidden, "A2: Ben's lead");
+    assert_eq!(read(&anna_token, &colleague).await, hidden);
+    let admin_list = emails(&app).await;
+    assert!(
+        admin_list.iter().all(|e| e["subject"] != "Mittagessen"),
+        "absent from the admin's list too: {admin_list:?}"
+    );
+
+    // A4: mailbox settings are their owner's and admins'; never a password.
+    let (status, listed) = app
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/mailboxes",
+            Some(&anna_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["items"], json!([]), "{listed}");
+    let (status, _) = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/api/v1/mailboxes/{mailbox}"),
+            Some(&anna_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, forward) = app
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/settings/forward",
+            Some(&anna_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{forward}");
+    for token in [&app.admin, &ben_token] {
+        let seen = app
+            .request(
+                reqwest::Method::GET,
+                &format!("/api/v1/mailboxes/{mailbox}"),
+                Some(token),
+                None,
+            )
+            .await
+            .1;
+        assert_eq!(seen["username"], "bob", "{seen}");
+        assert!(
+            !seen.to_string().contains(dovecot.password("bob")),
+            "A4: {seen}"
+        );
+    }
+    app.stop().await;
+}
