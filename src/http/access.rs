@@ -14,7 +14,9 @@ use super::error::{ApiError, ApiResult};
 use crate::crm::access::{self, AccessSettings, Level, Viewer};
 use crate::crm::model::{EntityRef, MailboxKind, UserId};
 use crate::events::CallUpdate;
-use crate::store::{CallRecord, EmailRecord, EntityRecord, MailboxRecord, Page, Paged, StoreError};
+use crate::store::{
+    CallRecord, EmailRecord, EntityRecord, ListScope, MailboxRecord, Page, Paged, StoreError,
+};
 
 /// The rights of one request's caller.
 #[derive(Debug, Clone)]
@@ -75,6 +77,23 @@ impl Access {
         };
         users.sort();
         Some(users)
+    }
+
+    /// The rows an agent's list queries may return (see `ListScope`); `None` for admins.
+    pub fn list_scope(&self) -> Option<ListScope> {
+        if self.viewer.admin {
+            return None;
+        }
+        Some(ListScope {
+            // A non-admin principal is always a user (trunks were refused in `of`).
+            me: self.viewer.user.clone()?,
+            responsibles: self.visible_responsibles(),
+        })
+    }
+
+    /// Whether the caller sees every entity (admins, and agents at `all`).
+    pub fn sees_all_entities(&self) -> bool {
+        self.viewer.admin || self.settings.agent_view == Level::All
     }
 
     /// The entity, if the caller may see it; 404 alike for hidden and missing ones.

@@ -138,6 +138,7 @@ async fn list_emails(
     let filter = EmailFilter {
         mailbox: query.mailbox,
         entity,
+        visible_to: access.list_scope(),
     };
     let paged = fill_page(
         &page,

@@ -6,9 +6,55 @@ use std::collections::{HashMap, HashSet};
 
 use super::activities::activity_entities;
 use super::entities::table;
-use super::rows::placeholders;
+use super::rows::{FilteredPage, placeholders};
 use super::{Result, Store, StoreError, col, now_ms, parse_stored};
 use crate::crm::model::{EntityKind, EntityRef, UserId};
+
+/// What an agent's list queries may return: a superset of what they may see, so pages
+/// are filled in the database rather than by scanning; the HTTP layer then applies the
+/// exact rule to each row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListScope {
+    pub me: UserId,
+    /// The responsible employees whose entities the agent sees; `None` for every entity.
+    pub responsibles: Option<Vec<UserId>>,
+}
+
+/// `EXISTS` an entity the scope reaches among those of the activities `activity_match`
+/// selects (a condition on `ae.activity_id`).
+pub(crate) fn activity_in_scope(
+    query: &mut FilteredPage,
+    activity_match: &str,
+    responsibles: Option<&[UserId]>,
+) -> String {
+    let Some(users) = responsibles else {
+        return format!("EXISTS (SELECT 1 FROM activity_entities ae WHERE {activity_match})");
+    };
+    let by_kind: Vec<String> = [
+        EntityKind::Contact,
+        EntityKind::Company,
+        EntityKind::Lead,
+        EntityKind::Deal,
+    ]
+    .into_iter()
+    .map(|kind| {
+        let list = if users.is_empty() {
+            "NULL".to_owned()
+        } else {
+            query.bind_all(users.iter().map(UserId::as_str))
+        };
+        format!(
+            "(ae.entity_kind = '{}' AND ae.entity_id IN (SELECT id FROM {} WHERE responsible IN ({list})))",
+            kind.as_str(),
+            table(kind)
+        )
+    })
+    .collect();
+    format!(
+        "EXISTS (SELECT 1 FROM activity_entities ae WHERE {activity_match} AND ({}))",
+        by_kind.join(" OR ")
+    )
+}
 
 impl Store {
     /// Employees who share at least one queue with `user`, `user` included.

@@ -127,6 +127,8 @@ pub struct CallFilter {
     /// Calls that involve this employee (dialled, answered or responsible).
     pub user: Option<UserId>,
     pub customer: Option<String>,
+    /// Access: only calls that may concern the agent or be on entities they see.
+    pub visible_to: Option<super::access::ListScope>,
 }
 
 /// The most times a decision is retried after losing a race for an identifier (M7) or a
@@ -538,6 +540,20 @@ impl Store {
         }
         if let Some(customer) = &filter.customer {
             query.and("customer = $?", customer.clone());
+        }
+        if let Some(scope) = &filter.visible_to {
+            let me = query.bind(scope.me.to_string());
+            // Route and legs are JSON; user ids are UUIDs, so no LIKE wildcard in them.
+            let quoted = query.bind(format!("%\"{}\"%", scope.me));
+            let on_entities = super::access::activity_in_scope(
+                &mut query,
+                "ae.activity_id IN (SELECT a.id FROM activities a WHERE a.call_id = calls.id)",
+                scope.responsibles.as_deref(),
+            );
+            query.and_clause(&format!(
+                "calls.user_id = {me} OR calls.answered_by = {me} OR calls.responsible = {me} \
+                 OR calls.route LIKE {quoted} OR calls.legs LIKE {quoted} OR {on_entities}"
+            ));
         }
         let rows = query.fetch("id DESC", page, self.reader()).await?;
         let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>>>()?;

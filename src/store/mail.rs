@@ -166,6 +166,9 @@ pub struct EmailRecord {
 pub struct EmailFilter {
     pub mailbox: Option<String>,
     pub entity: Option<EntityRef>,
+    /// Access: only mail of the agent's personal mailboxes, of company mailboxes of
+    /// their queues, and on entities they see.
+    pub visible_to: Option<super::access::ListScope>,
 }
 
 /// What the server says about a message the store holds, for the two-way sync (E9).
@@ -554,25 +557,38 @@ impl Store {
         filter: &EmailFilter,
         page: &Page,
     ) -> Result<Paged<EmailRecord>> {
-        let (kind, entity) = filter
-            .entity
-            .as_ref()
-            .map_or((String::new(), String::new()), |e| {
-                (e.kind.as_str().to_owned(), e.id.clone())
-            });
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EMAIL_COLUMNS} FROM emails e WHERE ($1 = '' OR mailbox_id = $1) \
-             AND ($2 = '' OR activity_id IN (SELECT activity_id FROM activity_entities \
-             WHERE entity_kind = $2 AND entity_id = $3)) AND ($4 = '' OR id < $4) \
-             ORDER BY id DESC LIMIT $5"
-        )))
-        .bind(filter.mailbox.as_deref().unwrap_or(""))
-        .bind(kind)
-        .bind(entity)
-        .bind(page.after())
-        .bind(page.sql_limit())
-        .fetch_all(self.reader())
-        .await?;
+        let mut query = super::rows::FilteredPage::new(
+            format!("SELECT {EMAIL_COLUMNS} FROM emails e WHERE ($1 = '' OR e.id < $1)"),
+            page.after(),
+        );
+        if let Some(mailbox) = &filter.mailbox {
+            query.and("e.mailbox_id = $?", mailbox.clone());
+        }
+        if let Some(entity) = &filter.entity {
+            let kind = query.bind(entity.kind.as_str().to_owned());
+            let id = query.bind(entity.id.clone());
+            query.and_clause(&format!(
+                "e.activity_id IN (SELECT activity_id FROM activity_entities \
+                 WHERE entity_kind = {kind} AND entity_id = {id})"
+            ));
+        }
+        if let Some(scope) = &filter.visible_to {
+            let me = query.bind(scope.me.to_string());
+            let on_entities = super::access::activity_in_scope(
+                &mut query,
+                "ae.activity_id = e.activity_id",
+                scope.responsibles.as_deref(),
+            );
+            query.and_clause(&format!(
+                "e.mailbox_id IN (SELECT m.id FROM mailboxes m WHERE m.kind = 'personal' \
+                 AND m.owner = {me}) \
+                 OR (e.activity_id IS NULL AND e.mailbox_id IN (SELECT m.id FROM mailboxes m \
+                 JOIN queue_members qm ON qm.queue_id = m.queue_id \
+                 WHERE m.kind = 'company' AND qm.user_id = {me})) \
+                 OR {on_entities}"
+            ));
+        }
+        let rows = query.fetch("e.id DESC", page, self.reader()).await?;
         let mut items = rows
             .iter()
             .map(email_from_row)

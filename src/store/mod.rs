@@ -19,6 +19,7 @@ macro_rules! dynamic_sql {
 }
 
 mod access;
+pub use access::ListScope;
 mod activities;
 mod batch;
 mod calls;

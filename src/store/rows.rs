@@ -151,6 +151,29 @@ impl FilteredPage {
         self.sql.push_str(&clause.replace("$?", &placeholder));
     }
 
+    /// Binds `value` and returns its placeholder, for clauses built with several values
+    /// (then added with [`FilteredPage::and_clause`]).
+    pub fn bind(&mut self, value: String) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
+    }
+
+    /// Binds every value; their placeholders as an `IN` list body.
+    pub fn bind_all<'v>(&mut self, values: impl IntoIterator<Item = &'v str>) -> String {
+        values
+            .into_iter()
+            .map(|v| self.bind(v.to_owned()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Adds `AND (clause)`, whose placeholders come from [`FilteredPage::bind`].
+    pub fn and_clause(&mut self, clause: &str) {
+        self.sql.push_str(" AND (");
+        self.sql.push_str(clause);
+        self.sql.push(')');
+    }
+
     /// Adds `AND column IN (values…)`; with no values nothing matches.
     pub fn and_in(&mut self, column: &str, values: impl IntoIterator<Item = String>) {
         let first = self.binds.len() + 1;

@@ -407,7 +407,22 @@ fn letters(s: &str) -> BTreeSet<char> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a1_a2_a3_every_endpoint_follows_the_table_at_every_level() {
     let app = TestApp::spawn().await;
-    let f = fixture(&app).await;
+    every_endpoint_follows_the_table(&app).await;
+    app.stop().await;
+}
+
+/// The same on PostgreSQL: the list queries filter in SQL, on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_a2_a3_the_table_holds_on_postgresql() {
+    let server = crate::common::postgres::PgServer::shared();
+    let url = server.create_database("access_table").await;
+    let app = TestApp::spawn_with(|config, _| config.database_url = url).await;
+    every_endpoint_follows_the_table(&app).await;
+    app.stop().await;
+}
+
+async fn every_endpoint_follows_the_table(app: &TestApp) {
+    let f = fixture(app).await;
     let owner_of = |entity: &str| -> char {
         *f.entities
             .iter()
@@ -427,7 +442,7 @@ async fn a1_a2_a3_every_endpoint_follows_the_table_at_every_level() {
         // Lists: exactly the entities of the owners in `sees`, every page.
         let mut listed = BTreeSet::new();
         for kind in ["contacts", "companies", "leads", "deals"] {
-            for item in all_pages(&app, token, &format!("/api/v1/{kind}")).await {
+            for item in all_pages(app, token, &format!("/api/v1/{kind}")).await {
                 let entity = format!(
                     "{}:{}",
                     &kind[..kind.len() - 1].replace("companie", "company"),
@@ -479,7 +494,7 @@ async fn a1_a2_a3_every_endpoint_follows_the_table_at_every_level() {
         }
 
         // The call log and single calls.
-        let listed: BTreeSet<char> = all_pages(&app, token, "/api/v1/calls")
+        let listed: BTreeSet<char> = all_pages(app, token, "/api/v1/calls")
             .await
             .iter()
             .map(|c| {
@@ -509,7 +524,7 @@ async fn a1_a2_a3_every_endpoint_follows_the_table_at_every_level() {
         }
 
         // E-mails: list, detail and the raw message.
-        let listed: BTreeSet<char> = all_pages(&app, token, "/api/v1/emails")
+        let listed: BTreeSet<char> = all_pages(app, token, "/api/v1/emails")
             .await
             .iter()
             .map(|e| {
@@ -590,7 +605,6 @@ async fn a1_a2_a3_every_endpoint_follows_the_table_at_every_level() {
             );
         }
     }
-    app.stop().await;
 }
 
 /// A3: moving a call or an e-mail needs edit rights on every entity it leaves and joins.
