@@ -172,11 +172,15 @@ impl App {
         };
         let router = http::router(state);
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = signal.wait_for(|stop| *stop).await;
-                })
-                .await
+            // The peer address is what the audit log records as `remote_addr`.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+            })
+            .await
         });
         tracing::info!(%http_addr, %sip_addr, %smtp_addr, database = %redact(&config.database_url), "leadline started");
         Ok(App {

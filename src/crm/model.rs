@@ -59,6 +59,8 @@ string_id!(
     CallRecordId,
     ExceptionId,
     TokenId,
+    /// An entry of the audit log (issue 8).
+    AuditId,
 );
 
 /// Declares a closed set of names with one spelling for database, API and docs.

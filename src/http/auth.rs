@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::AppState;
+use super::audit::PrincipalSlot;
 use super::error::{ApiError, ApiResult};
 use crate::crm::model::{Role, TrunkId, UserId};
 use crate::store::TokenOwner;
@@ -87,27 +88,36 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        let hash = hash_token(token);
-        if let Some(env_hash) = &state.env_admin_token_hash
-            && bool::from(env_hash.as_bytes().ct_eq(hash.as_bytes()))
-        {
-            return Ok(Principal::Bootstrap);
+        let principal = resolve(parts, state).await?;
+        if let Some(slot) = parts.extensions.get::<PrincipalSlot>() {
+            slot.fill(&principal);
         }
-        match state.store.token_owner(&hash).await? {
-            Some(TokenOwner::Bootstrap) => Ok(Principal::Bootstrap),
-            Some(TokenOwner::User { id, role }) => Ok(Principal::User { id, role }),
-            Some(TokenOwner::Trunk(id)) => Ok(Principal::Trunk(id)),
-            None => Err(ApiError::Unauthorized),
-        }
+        Ok(principal)
+    }
+}
+
+/// The principal of the request's bearer token.
+async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
+    let token = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized)?;
+    let hash = hash_token(token);
+    if let Some(env_hash) = &state.env_admin_token_hash
+        && bool::from(env_hash.as_bytes().ct_eq(hash.as_bytes()))
+    {
+        return Ok(Principal::Bootstrap);
+    }
+    match state.store.token_owner(&hash).await? {
+        Some(TokenOwner::Bootstrap) => Ok(Principal::Bootstrap),
+        Some(TokenOwner::User { id, role }) => Ok(Principal::User { id, role }),
+        Some(TokenOwner::Trunk(id)) => Ok(Principal::Trunk(id)),
+        None => Err(ApiError::Unauthorized),
     }
 }

@@ -25,16 +25,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                let mime = v.split(';').next().unwrap_or("").trim();
-                mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
-            })
-            .unwrap_or(false);
-        if !is_json {
+        if !is_json(req.headers()) {
             return Err(ApiError::Unsupported {
                 message: "send the body as JSON with Content-Type: application/json".to_owned(),
             });
@@ -42,6 +33,18 @@ where
         let bytes = read_body(req, state, MAX_JSON_BODY).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Whether the body is declared as JSON (`application/json` or a `+json` type).
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        })
+        .unwrap_or(false)
 }
 
 /// Reads a body up to `limit` bytes; over the limit is 413.

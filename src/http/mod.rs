@@ -5,6 +5,7 @@
 //! handlers' annotations and served at `/openapi.json`.
 
 mod access;
+pub mod audit;
 pub mod auth;
 mod calls;
 mod catalog;
@@ -91,23 +92,14 @@ impl utoipa::Modify for BearerAuth {
 
 /// The whole HTTP application; testable with `oneshot` or served on a listener.
 pub fn router(state: AppState) -> Router {
-    let api = OpenApiRouter::new()
-        .merge(users::routes())
-        .merge(entities::routes())
-        .merge(calls::routes())
-        .merge(events::routes())
-        .merge(matching::routes())
-        .merge(queues::routes())
-        .merge(trunks::routes())
-        .merge(numbers::routes())
-        .merge(settings::routes())
-        .merge(exceptions::routes())
-        .merge(catalog::routes())
-        .merge(registrations::routes())
-        .merge(mailboxes::routes())
-        .merge(emails::routes());
+    // The audit layer goes on after nesting, so it sees the full path, and before the
+    // operations routes, which change nothing.
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", api)
+        .nest("/api/v1", api_routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
         .merge(ops::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);
@@ -122,4 +114,24 @@ pub fn router(state: AppState) -> Router {
     .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY))
     .layer(TraceLayer::new_for_http())
     .with_state(state)
+}
+
+/// Every resource under `/api/v1`, with its OpenAPI paths.
+pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(users::routes())
+        .merge(entities::routes())
+        .merge(calls::routes())
+        .merge(events::routes())
+        .merge(matching::routes())
+        .merge(queues::routes())
+        .merge(trunks::routes())
+        .merge(numbers::routes())
+        .merge(settings::routes())
+        .merge(exceptions::routes())
+        .merge(catalog::routes())
+        .merge(registrations::routes())
+        .merge(mailboxes::routes())
+        .merge(emails::routes())
+        .merge(audit::routes())
 }

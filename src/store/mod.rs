@@ -21,6 +21,7 @@ macro_rules! dynamic_sql {
 mod access;
 pub use access::ListScope;
 mod activities;
+mod audit;
 mod batch;
 mod calls;
 mod config;
@@ -37,6 +38,7 @@ mod trunk_registrations;
 mod users;
 
 pub use activities::*;
+pub use audit::*;
 pub use calls::*;
 pub use entities::*;
 pub use mail::*;
@@ -77,6 +79,9 @@ pub enum StoreError {
     Closed,
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A write shared by several requests (group commit) failed; each of them gets this.
+    #[error("database write failed: {0}")]
+    Batch(String),
     /// A stored value the code cannot read back: a bug or a hand-edited database.
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
@@ -165,6 +170,8 @@ pub struct Store {
     tokens: Arc<users::TokenCache>,
     /// Group commit of call intakes (see `batch`).
     batcher: batch::Batcher,
+    /// Group commit of audit rows (see `audit`).
+    audit: audit::AuditWriter,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -204,6 +211,7 @@ impl Store {
     fn new(write: AnyPool, read: AnyPool, backend: Backend) -> Self {
         Self {
             batcher: batch::Batcher::spawn(write.clone()),
+            audit: audit::AuditWriter::spawn(write.clone()),
             write,
             read,
             backend,
@@ -222,6 +230,10 @@ impl Store {
 
     pub(crate) fn batcher(&self) -> &batch::Batcher {
         &self.batcher
+    }
+
+    pub(crate) fn audit_writer(&self) -> &audit::AuditWriter {
+        &self.audit
     }
 
     /// Applies pending migrations. Several processes may call this at once on PostgreSQL:

@@ -2,6 +2,7 @@
 //! One test binary (modules below) so the crate links once.
 
 mod access;
+mod audit;
 mod baresip;
 mod calls_sip;
 #[path = "../common/mod.rs"]

@@ -1,0 +1,432 @@
+//! The audit log (issue 8): every change the API allowed is recorded (who, what, on which
+//! object, when, from which address), and admins read it at `GET /audit`.
+//!
+//! A change is a POST, PUT, PATCH or DELETE answered 2xx: a refused or failed request
+//! changed nothing. [`record`] wraps the API's routes. It learns the caller from the
+//! `Principal` extractor through a [`PrincipalSlot`] (no second token lookup), the route
+//! template from `MatchedPath`, and the peer from `ConnectInfo`, never from
+//! `X-Forwarded-For`, which any client can write. Of a request body it keeps the names of
+//! the top-level fields, never values: bodies carry SIP and IMAP passwords and secrets.
+//!
+//! It must not turn a change that was made into an error for the client: a row that
+//! cannot be written is logged and counted (`leadline_audit_write_failures_total`). It
+//! reads only small JSON bodies (up to [`MAX_PEEK`]) and hands the handler and the
+//! client exactly the bytes it read.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
+use http_body_util::{BodyExt as _, BodyStream, StreamBody};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Principal;
+use super::error::{ApiResult, ErrorBody};
+use super::extract::{ApiQuery, is_json};
+use super::{AppState, List, ListQuery};
+use crate::store::{AuditRecord, NewAudit, rfc3339};
+
+/// Request and response bodies up to this size are read for field names and the id of a
+/// created object; larger ones pass through unread (their fields are recorded as `[]`).
+pub const MAX_PEEK: usize = 64 * 1024;
+
+/// Where the `Principal` extractor leaves who is calling, for the audit row written after
+/// the handler. Shared between the middleware and the request's extensions.
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalSlot(Arc<Mutex<Option<Principal>>>);
+
+impl PrincipalSlot {
+    pub fn fill(&self, principal: &Principal) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(principal.clone());
+    }
+
+    fn take(&self) -> Option<Principal> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// The middleware: runs the request and records it if it was an allowed change.
+pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if !is_change(req.method()) {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let template = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let remote_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.to_string());
+    let slot = PrincipalSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let (req, request_body) = if is_json(req.headers()) {
+        let (parts, body) = req.into_parts();
+        let (seen, body) = peek(body, MAX_PEEK).await;
+        (Request::from_parts(parts, body), seen)
+    } else {
+        (req, None)
+    };
+
+    let response = next.run(req).await;
+    let status = response.status();
+    if !status.is_success() {
+        return response;
+    }
+    let (response, created) = if status == StatusCode::CREATED && is_json(response.headers()) {
+        let (parts, body) = response.into_parts();
+        let (seen, body) = peek(body, MAX_PEEK).await;
+        (
+            Response::from_parts(parts, body),
+            seen.as_deref().and_then(created_id),
+        )
+    } else {
+        (response, None)
+    };
+
+    let template = template.as_deref().unwrap_or(&path);
+    let entry = NewAudit {
+        actor: actor(slot.take().as_ref()),
+        action: format!("{method} {template}"),
+        object: Some(object(template, &path, created.as_deref())),
+        fields: request_body.as_deref().map(field_names).unwrap_or_default(),
+        remote_addr,
+        status: status.as_u16(),
+    };
+    let store = state.store.clone();
+    // In a task of its own: a client that hangs up now drops this future, but its change
+    // is made and must still be recorded.
+    let written = tokio::spawn(async move { store.record_audit(entry).await }).await;
+    let failure = match written {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(cause) = failure {
+        // The change itself is done: the client gets its answer, the operator the alarm.
+        tracing::error!(%cause, %method, %path, "could not write the audit log entry");
+        metrics::counter!("leadline_audit_write_failures_total").increment(1);
+    }
+    response
+}
+
+fn is_change(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
+}
+
+/// How the log names who acted.
+pub fn actor(principal: Option<&Principal>) -> String {
+    match principal {
+        Some(Principal::User { id, .. }) => format!("user:{id}"),
+        Some(Principal::Bootstrap) => "bootstrap".to_owned(),
+        Some(Principal::Trunk(id)) => format!("trunk:{id}"),
+        // Every changing route asks for a token; kept visible should one ever not.
+        None => "anonymous".to_owned(),
+    }
+}
+
+/// The object a change is about: `kind:id` where the route names it (the first path
+/// parameter, `/contacts/{id}` → `contact:<id>`, `/users/{id}/tokens` → `user:<id>`), or
+/// the id of the object a 201 answer created (`POST /contacts` → `contact:<new id>`);
+/// otherwise the request path (`/api/v1/settings/access`).
+pub fn object(template: &str, path: &str, created: Option<&str>) -> String {
+    let names: Vec<&str> = template.split('/').collect();
+    let values: Vec<&str> = path.split('/').collect();
+    match names.iter().position(|s| s.starts_with('{')) {
+        Some(at) if at > 0 && names.len() == values.len() => {
+            if let Some(kind) = kind_of(names[at - 1]) {
+                let id = percent_encoding::percent_decode_str(values[at]).decode_utf8_lossy();
+                return format!("{kind}:{id}");
+            }
+        }
+        Some(_) => {}
+        None => {
+            if let (Some(id), Some(kind)) = (created, names.last().and_then(|c| kind_of(c))) {
+                return format!("{kind}:{id}");
+            }
+        }
+    }
+    path.to_owned()
+}
+
+/// The object kind of a collection in the API's paths (singular, as in entity refs).
+fn kind_of(collection: &str) -> Option<&'static str> {
+    Some(match collection {
+        "users" => "user",
+        "queues" => "queue",
+        "trunks" => "trunk",
+        "numbers" => "number",
+        "exceptions" => "exception",
+        "sources" => "source",
+        "pipelines" => "pipeline",
+        "contacts" => "contact",
+        "companies" => "company",
+        "leads" => "lead",
+        "deals" => "deal",
+        "activities" => "activity",
+        "calls" => "call",
+        "mailboxes" => "mailbox",
+        "emails" => "email",
+        "webhooks" => "webhook",
+        _ => return None,
+    })
+}
+
+/// The top-level field names of a JSON object body, sorted; `[]` for anything else.
+/// Values are skipped unread: they may be passwords.
+pub fn field_names(body: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<BTreeMap<String, IgnoredAny>>(body)
+        .map(|fields| fields.into_keys().collect())
+        .unwrap_or_default()
+}
+
+/// The `id` of the object a 201 answer carries.
+fn created_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Created {
+        id: Option<String>,
+    }
+    serde_json::from_slice::<Created>(body).ok()?.id
+}
+
+/// Reads `body` up to `limit` bytes. Gives its bytes if it ended within the limit, and in
+/// every case a body that yields exactly what `body` would have: data, trailers, error.
+async fn peek(mut body: Body, limit: usize) -> (Option<Bytes>, Body) {
+    let mut seen = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => {
+                let bytes = seen.freeze();
+                return (Some(bytes.clone()), Body::from(bytes));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    seen.extend_from_slice(&data);
+                    if seen.len() > limit {
+                        return (None, replay(seen.freeze(), None, body));
+                    }
+                }
+                Err(other) => return (None, replay(seen.freeze(), Some(Ok(other)), body)),
+            },
+            Some(Err(e)) => return (None, replay(seen.freeze(), Some(Err(e)), body)),
+        }
+    }
+}
+
+/// The frames already read, then the rest of the body.
+fn replay(seen: Bytes, next: Option<Result<Frame<Bytes>, axum::Error>>, rest: Body) -> Body {
+    let head: Vec<Result<Frame<Bytes>, axum::Error>> = (!seen.is_empty())
+        .then(|| Ok(Frame::data(seen)))
+        .into_iter()
+        .chain(next)
+        .collect();
+    Body::new(StreamBody::new(
+        tokio_stream::iter(head).chain(BodyStream::new(rest)),
+    ))
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: String,
+    /// RFC 3339.
+    pub at: String,
+    /// `user:<id>`, `bootstrap` (the admin bootstrap token) or `trunk:<id>`.
+    pub actor: String,
+    /// Method and route: `PATCH /api/v1/contacts/{id}`.
+    pub action: String,
+    /// `contact:<id>`, `number:<id>` …, or the request path.
+    pub object: Option<String>,
+    /// Top-level fields of the request body (names only, never values).
+    pub fields: Vec<String>,
+    /// The TCP peer's address (a proxy in front shows as itself).
+    pub remote_addr: Option<String>,
+    /// HTTP status of the answer.
+    pub status: u16,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(r: AuditRecord) -> Self {
+        Self {
+            id: r.id.0,
+            at: rfc3339(r.at),
+            actor: r.actor,
+            action: r.action,
+            object: r.object,
+            fields: r.fields,
+            remote_addr: r.remote_addr,
+            status: r.status,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct AuditQuery {
+    /// At most this many items (1–500, default 100).
+    pub limit: Option<u32>,
+    /// The `next` value of the previous page.
+    pub cursor: Option<String>,
+    /// Only the entries about this object (`contact:<id>`).
+    pub object: Option<String>,
+}
+
+/// The audit log, newest first (admin).
+#[utoipa::path(get, path = "/audit", tag = "access", params(AuditQuery),
+    responses((status = 200, body = List<AuditEntry>), (status = 403, body = ErrorBody)))]
+async fn list_audit(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<List<AuditEntry>>> {
+    principal.require_admin()?;
+    let page = ListQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .page()?;
+    let paged = state
+        .store
+        .list_audit(query.object.as_deref(), &page)
+        .await?;
+    Ok(Json(List::from_paged(paged, AuditEntry::from)))
+}
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_is_named_by_the_first_path_parameter() {
+        assert_eq!(
+            object("/api/v1/contacts/{id}", "/api/v1/contacts/c-1", None),
+            "contact:c-1"
+        );
+        assert_eq!(
+            object(
+                "/api/v1/users/{id}/tokens",
+                "/api/v1/users/u-1/tokens",
+                Some("t")
+            ),
+            "user:u-1"
+        );
+        assert_eq!(
+            object(
+                "/api/v1/numbers/{id}/greeting",
+                "/api/v1/numbers/n%201/greeting",
+                None
+            ),
+            "number:n 1"
+        );
+    }
+
+    #[test]
+    fn a_creation_is_named_by_the_new_id() {
+        assert_eq!(
+            object("/api/v1/companies", "/api/v1/companies", Some("co-1")),
+            "company:co-1"
+        );
+        assert_eq!(
+            object("/api/v1/mailboxes", "/api/v1/mailboxes", Some("m-1")),
+            "mailbox:m-1"
+        );
+    }
+
+    #[test]
+    fn without_a_named_object_the_path_is_the_object() {
+        assert_eq!(
+            object("/api/v1/settings/access", "/api/v1/settings/access", None),
+            "/api/v1/settings/access"
+        );
+        assert_eq!(
+            object("/api/v1/calls/events", "/api/v1/calls/events", Some("x")),
+            "/api/v1/calls/events",
+            "no collection of that name"
+        );
+    }
+
+    #[test]
+    fn every_routed_collection_has_an_object_kind() {
+        let openapi = crate::http::api_routes().into_openapi();
+        for path in openapi.paths.paths.keys() {
+            let segments: Vec<&str> = path.split('/').collect();
+            if let Some(at) = segments.iter().position(|s| s.starts_with('{')) {
+                assert!(
+                    kind_of(segments[at - 1]).is_some(),
+                    "{path}: add '{}' to kind_of",
+                    segments[at - 1]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_field_names_are_kept_never_values() {
+        let body = br#"{"name":"Anna","sip_password":"hunter2","phones":["+49"]}"#;
+        assert_eq!(field_names(body), ["name", "phones", "sip_password"]);
+        assert!(field_names(br#"["a"]"#).is_empty());
+        assert!(field_names(b"not json").is_empty());
+        assert!(field_names(b"").is_empty());
+    }
+
+    #[test]
+    fn the_created_id_is_read_from_a_json_object() {
+        assert_eq!(
+            created_id(br#"{"id":"c-1","name":"x"}"#).as_deref(),
+            Some("c-1")
+        );
+        assert_eq!(created_id(br#"{"token":"ll_secret"}"#), None);
+        assert_eq!(created_id(br#"{"id":7}"#), None);
+    }
+
+    #[test]
+    fn actors_are_named_by_kind_and_id() {
+        use crate::crm::model::{Role, TrunkId, UserId};
+        let user = Principal::User {
+            id: UserId("u1".into()),
+            role: Role::Agent,
+        };
+        assert_eq!(actor(Some(&user)), "user:u1");
+        assert_eq!(actor(Some(&Principal::Bootstrap)), "bootstrap");
+        assert_eq!(
+            actor(Some(&Principal::Trunk(TrunkId("t1".into())))),
+            "trunk:t1"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_peeked_body_yields_the_same_bytes_small_or_large() {
+        let small = Bytes::from_static(br#"{"a":1}"#);
+        let (seen, body) = peek(Body::from(small.clone()), 16).await;
+        assert_eq!(seen.as_ref(), Some(&small));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), small);
+
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from(vec![b'x'; 10])),
+            Ok(Bytes::from(vec![b'y'; 10])),
+            Ok(Bytes::from(vec![b'z'; 10])),
+        ];
+        let (seen, body) = peek(Body::from_stream(tokio_stream::iter(chunks)), 16).await;
+        assert_eq!(seen, None);
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(all.len(), 30);
+        assert!(all.starts_with(&[b'x'; 10]) && all.ends_with(&[b'z'; 10]));
+    }
+}
