@@ -220,6 +220,17 @@ async fn t13_a_relayed_call_is_recorded_with_both_directions() {
         download(&app, recording, &ben_token).await.0,
         StatusCode::NOT_FOUND
     );
+    // Issue 8: at `queue`, Ben sees Anna's customers (they share the queue), and with
+    // them the call and its recording (A2).
+    app.put_ok(
+        "/api/v1/settings/access",
+        json!({"agent_view": "queue", "agent_edit": "own"}),
+    )
+    .await;
+    assert_eq!(
+        download(&app, recording, &ben_token).await.0,
+        StatusCode::OK
+    );
 
     let metrics = app.metrics().await.expect("/metrics answers");
     assert!(
