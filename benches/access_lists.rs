@@ -1,0 +1,224 @@
+//! What access filtering (issue 8) costs on the lists agents read most: one page of
+//! `/contacts`, of the call log `/calls` and of a contact's timeline, for an admin and
+//! for agents at `own`, `queue` and `all`, with 100,000 contacts owned by 10 agents (five
+//! queues of two) and 20,000 calls from them, SQLite. An agent at `own` sees a tenth of
+//! the data: the lists are narrowed in SQL, so their pages cost about what an admin's do.
+//!
+//! Run: `cargo bench --bench access_lists` (release). Environment:
+//! `LEADLINE_BENCH_CONTACTS` (default 100000), `LEADLINE_BENCH_CALLS` (default 20000),
+//! `LEADLINE_BENCH_PAGES` (default 200 page requests per list and viewer).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use leadline::crm::model::{EntityKind, UserId};
+use leadline::matcher::{Identifier, PhoneKey};
+use leadline::store::{NewEntity, Store};
+use leadline::{App, Config};
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+const AGENTS: usize = 10;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn phone(i: usize) -> String {
+    format!("+49151{i:08}")
+}
+
+async fn request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = client.request(method, &url).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let value: Value = resp.json().await.expect("json");
+    assert!(status.is_success(), "{url}: {status} {value}");
+    value
+}
+
+fn pct(sorted: &[u128], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    // `cargo bench` passes `--bench`; test runners run bench binaries too and must get an
+    // empty test list, not a benchmark.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
+    let contacts = env_usize("LEADLINE_BENCH_CONTACTS", 100_000);
+    let calls = env_usize("LEADLINE_BENCH_CALLS", 20_000);
+    let pages = env_usize("LEADLINE_BENCH_PAGES", 200);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let database_url = config.database_url.clone();
+    let app = App::start(config).await.expect("start");
+    let admin = app.generated_admin_token.clone().expect("admin token");
+    let base = format!("http://{}/api/v1", app.http_addr);
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        request(
+            &client,
+            reqwest::Method::POST,
+            format!("{base}{path}"),
+            &admin,
+            Some(body),
+        )
+    };
+
+    let mut agents = Vec::new();
+    for i in 0..AGENTS {
+        let user = post(
+            "/users",
+            json!({"name": format!("Agent {i}"), "email": format!("agent{i}@firma.test"),
+                   "role": "agent"}),
+        )
+        .await;
+        let id = user["id"].as_str().unwrap().to_owned();
+        let token = post(&format!("/users/{id}/tokens"), json!({})).await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        agents.push((id, token));
+    }
+    for pair in agents.chunks(2) {
+        let members: Vec<&str> = pair.iter().map(|(id, _)| id.as_str()).collect();
+        post("/queues", json!({"name": format!("Queue {}", members[0]), "members": members}))
+            .await;
+    }
+    post(
+        "/numbers",
+        json!({"number": "+4930901820", "default_country": "DE", "queue": null}),
+    )
+    .await;
+
+    // Contacts straight into the store (the same database), spread over the agents.
+    let store = Store::connect(&database_url).await.expect("open the store");
+    let started = Instant::now();
+    for chunk in (0..contacts).collect::<Vec<_>>().chunks(20_000) {
+        let batch: Vec<NewEntity> = chunk
+            .iter()
+            .map(|&i| NewEntity {
+                kind: EntityKind::Contact,
+                name: format!("Contact {i}"),
+                identifiers: vec![Identifier::Phone(PhoneKey::E164(phone(i)))],
+                responsible: Some(UserId(agents[i % AGENTS].0.clone())),
+                source: "OTHER".to_owned(),
+                company: None,
+                customer: None,
+                deal: None,
+            })
+            .collect();
+        store.import_entities(&batch).await.expect("import");
+    }
+    println!(
+        "loaded {contacts} contacts in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Calls from known contacts, through the API (each an activity on its contact).
+    let started = Instant::now();
+    let limit = Arc::new(Semaphore::new(16));
+    let mut tasks = Vec::new();
+    for n in 0..calls {
+        let permit = limit.clone().acquire_owned().await.unwrap();
+        let (client, base, admin) = (client.clone(), base.clone(), admin.clone());
+        tasks.push(tokio::spawn(async move {
+            let from = phone((n * 7919) % contacts);
+            request(
+                &client,
+                reqwest::Method::POST,
+                format!("{base}/calls/events"),
+                &admin,
+                Some(json!({"call_id": format!("bench-{n}"), "event": "ringing",
+                            "direction": "incoming", "from": from, "to": "+4930901820"})),
+            )
+            .await;
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    println!(
+        "logged {calls} calls in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let agent_token = agents[0].1.clone();
+    // A contact of agent 0, with calls on its timeline.
+    let contact_of_agent0 = request(
+        &client,
+        reqwest::Method::GET,
+        format!("{base}/contacts?phone=%2B49151{:08}", 0),
+        &admin,
+        None,
+    )
+    .await["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    println!(
+        "| viewer | list | page p50 | page p99 | items per page |\n|---|---|---|---|---|"
+    );
+    for (viewer, level) in [
+        ("admin", "own"),
+        ("agent at own", "own"),
+        ("agent at queue", "queue"),
+        ("agent at all", "all"),
+    ] {
+        request(
+            &client,
+            reqwest::Method::PUT,
+            format!("{base}/settings/access"),
+            &admin,
+            Some(json!({"agent_view": level, "agent_edit": "own"})),
+        )
+        .await;
+        let token = if viewer == "admin" { &admin } else { &agent_token };
+        for list in [
+            "/contacts?limit=100".to_owned(),
+            "/calls?limit=100".to_owned(),
+            format!("/activities?entity=contact:{contact_of_agent0}&limit=100"),
+        ] {
+            let mut latencies = Vec::with_capacity(pages);
+            let mut items = 0;
+            let mut cursor: Option<String> = None;
+            for _ in 0..pages {
+                let url = match &cursor {
+                    Some(c) => format!("{base}{list}&cursor={c}"),
+                    None => format!("{base}{list}"),
+                };
+                let t = Instant::now();
+                let page = request(&client, reqwest::Method::GET, url, token, None).await;
+                latencies.push(t.elapsed().as_micros());
+                items += page["items"].as_array().map_or(0, Vec::len);
+                // Walk the list; start over at its end.
+                cursor = page["next"].as_str().map(str::to_owned);
+            }
+            latencies.sort_unstable();
+            let name = list.split('?').next().unwrap();
+            println!(
+                "| {viewer} | `{name}` | {:.2} ms | {:.2} ms | {:.0} |",
+                pct(&latencies, 0.5),
+                pct(&latencies, 0.99),
+                items as f64 / pages as f64
+            );
+        }
+    }
+    app.shutdown().await.expect("shutdown");
+}
