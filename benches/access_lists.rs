@@ -98,8 +98,11 @@ async fn main() {
     }
     for pair in agents.chunks(2) {
         let members: Vec<&str> = pair.iter().map(|(id, _)| id.as_str()).collect();
-        post("/queues", json!({"name": format!("Queue {}", members[0]), "members": members}))
-            .await;
+        post(
+            "/queues",
+            json!({"name": format!("Queue {}", members[0]), "members": members}),
+        )
+        .await;
     }
     post(
         "/numbers",
@@ -172,9 +175,7 @@ async fn main() {
         .as_str()
         .unwrap()
         .to_owned();
-    println!(
-        "| viewer | list | page p50 | page p99 | items per page |\n|---|---|---|---|---|"
-    );
+    println!("| viewer | list | page p50 | page p99 | items per page |\n|---|---|---|---|---|");
     for (viewer, level) in [
         ("admin", "own"),
         ("agent at own", "own"),
@@ -189,7 +190,11 @@ async fn main() {
             Some(json!({"agent_view": level, "agent_edit": "own"})),
         )
         .await;
-        let token = if viewer == "admin" { &admin } else { &agent_token };
+        let token = if viewer == "admin" {
+            &admin
+        } else {
+            &agent_token
+        };
         for list in [
             "/contacts?limit=100".to_owned(),
             "/calls?limit=100".to_owned(),

@@ -120,6 +120,14 @@ impl App {
             sip_cancel.clone(),
         )));
         let events = EventBus::default();
+        // Subscribed before anything can publish; stops with the other background tasks,
+        // before the database closes.
+        sip_tasks.push(tokio::spawn(crate::webhooks::delivery::run(
+            store.clone(),
+            events.subscribe(),
+            config.webhooks.clone(),
+            sip_cancel.clone(),
+        )));
         let live = LiveCalls::default();
         let (shutdown, mut signal) = watch::channel(false);
         let mut registrar = Registrar::new(

@@ -76,6 +76,9 @@ pub struct Config {
     pub recording_retention_days: u32,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
+    /// Webhook timeouts, retries and queue length. Not in the config file: the defaults
+    /// serve; tests shorten the waits.
+    pub webhooks: crate::webhooks::delivery::Policy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -336,6 +339,7 @@ impl ConfigLayer {
             media_timeout: std::time::Duration::from_secs(media_timeout_s),
             recording_retention_days,
             log_format,
+            webhooks: crate::webhooks::delivery::Policy::default(),
         })
     }
 }

@@ -8,6 +8,8 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::crm::access::{self, AccessSettings, Viewer};
+use crate::crm::model::UserId;
 use crate::store::CallLeg;
 
 /// The legs of the calls in progress in this process, by the caller's SIP Call-ID, for
@@ -67,6 +69,24 @@ pub struct CallUpdate {
     pub outcome: Option<String>,
     /// RFC 3339.
     pub at: String,
+}
+
+impl CallUpdate {
+    /// Whether `viewer` may be told of this update, in the call window and by webhooks:
+    /// it rings them or they answered it, or they may see the caller's entity at the
+    /// account's level (A1/A2; an update with no entity only for who sees everything).
+    /// Decided from the update alone: nobody waits for the database on every event.
+    pub fn visible_to(&self, settings: AccessSettings, viewer: &Viewer) -> bool {
+        let concerns = viewer.user.as_ref().is_some_and(|me| {
+            self.ringing.iter().any(|u| u == me.as_str())
+                || self.answered_by.as_deref() == Some(me.as_str())
+        });
+        let responsibles: Vec<Option<UserId>> = match &self.entity {
+            Some(_) => vec![self.responsible.clone().map(UserId)],
+            None => Vec::new(),
+        };
+        access::call_visible(settings, viewer, concerns, &responsibles)
+    }
 }
 
 /// Cheap to clone; every clone publishes to the same subscribers.

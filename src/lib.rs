@@ -14,6 +14,7 @@ pub mod matcher;
 pub mod media;
 pub mod sip;
 pub mod store;
+pub mod webhooks;
 
 pub use app::{App, StartError};
 pub use config::Config;

@@ -61,6 +61,7 @@ string_id!(
     TokenId,
     /// An entry of the audit log (issue 8).
     AuditId,
+    WebhookId,
 );
 
 /// Declares a closed set of names with one spelling for database, API and docs.

@@ -6,7 +6,7 @@
 //! (existence itself is not theirs to know) and is absent from lists; what they may see
 //! but not change answers 403.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::AppState;
 use super::auth::Principal;
@@ -30,23 +30,11 @@ impl Access {
     pub async fn of(state: &AppState, principal: &Principal) -> ApiResult<Self> {
         principal.require_employee()?;
         let settings = state.store.access_settings().await?.normalised();
-        let admin = principal.is_admin();
-        let user = principal.user_id().cloned();
-        let needs_mates =
-            settings.agent_view == Level::Queue || settings.agent_edit == Level::Queue;
-        let queue_mates = match &user {
-            Some(me) if !admin && needs_mates => state.store.queue_mates(me).await?,
-            Some(me) => HashSet::from([me.clone()]),
-            None => HashSet::new(),
-        };
-        Ok(Self {
-            settings,
-            viewer: Viewer {
-                user,
-                admin,
-                queue_mates,
-            },
-        })
+        let viewer = state
+            .store
+            .viewer(principal.user_id(), principal.is_admin(), settings)
+            .await?;
+        Ok(Self { settings, viewer })
     }
 
     pub fn is_admin(&self) -> bool {
@@ -238,19 +226,9 @@ impl Access {
             || call.legs.iter().any(|leg| &leg.user == me)
     }
 
-    /// The call window's rule for one update: it rings the caller, they answered it, or
-    /// they may see the caller's entity. Decided from the update alone: the call window
-    /// must not wait for the database on every event of every call.
+    /// The call window's rule for one update (`CallUpdate::visible_to`).
     pub fn sees_update(&self, update: &CallUpdate) -> bool {
-        let concerns = self.me().is_some_and(|me| {
-            update.ringing.iter().any(|u| u == me.as_str())
-                || update.answered_by.as_deref() == Some(me.as_str())
-        });
-        let responsibles: Vec<Option<UserId>> = match &update.entity {
-            Some(_) => vec![update.responsible.clone().map(UserId)],
-            None => Vec::new(),
-        };
-        access::call_visible(self.settings, &self.viewer, concerns, &responsibles)
+        update.visible_to(self.settings, &self.viewer)
     }
 
     /// The calls of `calls` the caller may see, in order (one query for all of them).

@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, List, ListQuery};
 use crate::crm::model::{CallEventKind, CallOutcome, CrmAction, Direction, EntityKind, UserId};
-use crate::events::LiveCalls;
+use crate::events::{CallUpdate, LiveCalls};
 use crate::store::{CallEvent, CallFilter, CallLeg, CallRecord, EventOutcome, now_ms, rfc3339};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -270,7 +270,71 @@ async fn post_event(
         at,
     };
     let outcome = state.store.apply_call_event(&event).await?;
+    // A repeat changed nothing and was announced the first time.
+    if !outcome.repeated {
+        state
+            .events
+            .publish(pushed_update(&state, &event, &outcome).await);
+    }
     Ok(Json(outcome.into()))
+}
+
+/// The call window's view of a pushed event (SSE and webhooks), as the B2BUA gives it for
+/// its own calls. The PBX rings whom it chooses; `ringing` is the ring order we answered
+/// it with.
+async fn pushed_update(state: &AppState, event: &CallEvent, outcome: &EventOutcome) -> CallUpdate {
+    let call = &outcome.call;
+    let entity = outcome.answer.shown_entity();
+    let record = match &entity {
+        // A failed look-up only leaves the name out; the event is announced all the same.
+        Some(entity) => state.store.get_entity(entity).await.ok(),
+        None => None,
+    };
+    let responsible = record
+        .as_ref()
+        .and_then(|r| r.responsible.clone())
+        .or_else(|| {
+            outcome
+                .answer
+                .matches
+                .first()
+                .and_then(|m| m.responsible.clone())
+        });
+    CallUpdate {
+        event: event.event.as_str().to_owned(),
+        call: Some(call.id.to_string()),
+        call_id: call.call_id.clone(),
+        direction: call.direction.to_string(),
+        customer: call
+            .customer
+            .clone()
+            .unwrap_or_else(|| match call.direction {
+                Direction::Incoming => call.from.clone(),
+                Direction::Outgoing => call.to.clone(),
+            }),
+        number: call.number.clone().unwrap_or_default(),
+        entity: entity.map(|e| e.to_string()),
+        name: record.map(|r| r.name),
+        responsible: responsible.map(|u| u.0),
+        ringing: match event.event {
+            CallEventKind::Ringing => outcome
+                .answer
+                .route
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            _ => Vec::new(),
+        },
+        answered_by: match event.event {
+            CallEventKind::Answered => call.answered_by.as_ref().map(ToString::to_string),
+            _ => None,
+        },
+        outcome: match event.event {
+            CallEventKind::Ended => call.outcome.map(|o| o.to_string()),
+            _ => None,
+        },
+        at: rfc3339(event.at),
+    }
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

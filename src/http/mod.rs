@@ -26,6 +26,7 @@ mod settings;
 mod trunks;
 mod users;
 mod validate;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -134,4 +135,5 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(mailboxes::routes())
         .merge(emails::routes())
         .merge(audit::routes())
+        .merge(webhooks::routes())
 }

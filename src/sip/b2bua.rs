@@ -28,7 +28,7 @@ use super::profiles::Profiles;
 use super::router::{self, Device, LegId, RingAction, RingEvent, Ringing, Unanswered};
 use super::session_timer;
 use crate::crm::intake::NumberSettings;
-use crate::crm::model::{CallEventKind, CallOutcome, Direction, EntityKind, UserId};
+use crate::crm::model::{CallEventKind, CallOutcome, Direction, UserId};
 use crate::events::{CallUpdate, EventBus, LiveCalls};
 use crate::media::Side;
 use crate::store::{CallEvent, CallLeg, EventAnswer, Store, StoreError, TrunkRecord, now_ms};
@@ -320,17 +320,7 @@ impl B2bua {
         display_name: Option<&str>,
         customer: &str,
     ) -> Shown {
-        let entity = answer
-            .matches
-            .first()
-            .map(|m| m.entity.clone())
-            .or_else(|| {
-                answer
-                    .created
-                    .iter()
-                    .find(|e| e.kind != EntityKind::Deal)
-                    .cloned()
-            });
+        let entity = answer.shown_entity();
         let record = match &entity {
             Some(entity) => self.store.get_entity(entity).await.ok(),
             None => None,

@@ -8,6 +8,7 @@ use super::activities::activity_entities;
 use super::entities::table;
 use super::rows::{FilteredPage, placeholders};
 use super::{Result, Store, StoreError, col, now_ms, parse_stored};
+use crate::crm::access::{AccessSettings, Level, Viewer};
 use crate::crm::model::{EntityKind, EntityRef, UserId};
 
 /// What an agent's list queries may return: a superset of what they may see, so pages
@@ -57,6 +58,28 @@ pub(crate) fn activity_in_scope(
 }
 
 impl Store {
+    /// Who is asking, as the access rules see them: queue mates are loaded only when a
+    /// level of `settings` is `queue`.
+    pub async fn viewer(
+        &self,
+        user: Option<&UserId>,
+        admin: bool,
+        settings: AccessSettings,
+    ) -> Result<Viewer> {
+        let needs_mates =
+            settings.agent_view == Level::Queue || settings.agent_edit == Level::Queue;
+        let queue_mates = match user {
+            Some(me) if !admin && needs_mates => self.queue_mates(me).await?,
+            Some(me) => HashSet::from([me.clone()]),
+            None => HashSet::new(),
+        };
+        Ok(Viewer {
+            user: user.cloned(),
+            admin,
+            queue_mates,
+        })
+    }
+
     /// Employees who share at least one queue with `user`, `user` included.
     pub async fn queue_mates(&self, user: &UserId) -> Result<HashSet<UserId>> {
         let rows = sqlx::query(

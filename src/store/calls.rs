@@ -106,6 +106,19 @@ pub struct EventAnswer {
     pub ring_timeout_s: u32,
 }
 
+impl EventAnswer {
+    /// The entity a call is shown as (the call window, the phone's display): the best
+    /// match, else what the call created (a deal only with its contact or company).
+    pub fn shown_entity(&self) -> Option<EntityRef> {
+        self.matches.first().map(|m| m.entity.clone()).or_else(|| {
+            self.created
+                .iter()
+                .find(|e| e.kind != EntityKind::Deal)
+                .cloned()
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMatch {
     pub entity: EntityRef,

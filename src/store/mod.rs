@@ -36,6 +36,7 @@ mod rows;
 mod snapshot;
 mod trunk_registrations;
 mod users;
+mod webhooks;
 
 pub use activities::*;
 pub use audit::*;
@@ -47,6 +48,7 @@ pub use registrations::*;
 pub use routing::*;
 pub use trunk_registrations::*;
 pub use users::*;
+pub use webhooks::*;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -18,6 +18,7 @@ mod sip;
 mod sip_carrier;
 mod sip_scan;
 mod store;
+mod webhooks;
 
 use helpers::TestApp;
 

@@ -1,0 +1,172 @@
+//! Webhooks: where to send call events, for whom, signed with which secret, and how the
+//! last deliveries went. Which events reach which webhook is decided elsewhere
+//! (`crate::webhooks`); the secret is read here for signing and never leaves through the
+//! API (A4).
+
+use sqlx::any::AnyRow;
+
+use super::{
+    Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
+};
+use crate::crm::model::{Millis, Role, UserId, WebhookId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebhook {
+    /// `None`: created with the bootstrap admin token.
+    pub owner: Option<UserId>,
+    pub url: String,
+    /// `call.ringing`, `call.answered`, `call.ended`.
+    pub events: Vec<String>,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRecord {
+    pub id: WebhookId,
+    pub owner: Option<UserId>,
+    /// The owner's role now; the bootstrap admin's webhooks are an admin's.
+    pub owner_role: Role,
+    pub url: String,
+    pub events: Vec<String>,
+    pub secret: String,
+    pub created_at: Millis,
+    pub last_delivery_at: Option<Millis>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Millis>,
+}
+
+/// How one delivery ended, for the webhook's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryResult {
+    Delivered,
+    Failed(String),
+}
+
+const WEBHOOK_SELECT: &str = "SELECT w.id, w.owner_id, u.role AS owner_role, w.url, w.events, \
+    w.secret, w.created_at, w.last_delivery_at, w.last_error, w.last_error_at \
+    FROM webhooks w LEFT JOIN users u ON u.id = w.owner_id";
+
+impl Store {
+    pub async fn create_webhook(&self, new: NewWebhook) -> Result<WebhookRecord> {
+        let id = WebhookId::generate();
+        sqlx::query(
+            "INSERT INTO webhooks (id, owner_id, url, events, secret, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id.as_str())
+        .bind(new.owner.as_ref().map(|u| u.as_str().to_owned()))
+        .bind(&new.url)
+        .bind(json_list(&new.events))
+        .bind(&new.secret)
+        .bind(now_ms())
+        .execute(self.writer())
+        .await
+        .map_err(|e| match &e {
+            // The owner went away between authentication and now.
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                StoreError::invalid("owner", "the creating employee no longer exists")
+            }
+            _ => StoreError::Database(e),
+        })?;
+        self.get_webhook(&id).await
+    }
+
+    pub async fn get_webhook(&self, id: &WebhookId) -> Result<WebhookRecord> {
+        let row = sqlx::query(dynamic_sql!("{WEBHOOK_SELECT} WHERE w.id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(self.reader())
+            .await?
+            .ok_or_else(|| StoreError::not_found("webhook", id.as_str()))?;
+        webhook_from_row(&row)
+    }
+
+    /// Every webhook, or only those `owner` created, oldest first.
+    pub async fn list_webhooks(
+        &self,
+        owner: Option<&UserId>,
+        page: &Page,
+    ) -> Result<Paged<WebhookRecord>> {
+        let rows = sqlx::query(dynamic_sql!(
+            "{WEBHOOK_SELECT} WHERE w.id > $1 AND ($2 = '' OR w.owner_id = $2) \
+             ORDER BY w.id LIMIT $3"
+        ))
+        .bind(page.after())
+        .bind(owner.map_or("", UserId::as_str))
+        .bind(page.sql_limit())
+        .fetch_all(self.reader())
+        .await?;
+        let hooks = rows
+            .iter()
+            .map(webhook_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page.finish(hooks, |h| h.id.to_string()))
+    }
+
+    /// Every webhook with its owner's role, for the delivery task (a handful of rows).
+    pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
+        sqlx::query(dynamic_sql!("{WEBHOOK_SELECT} ORDER BY w.id"))
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(webhook_from_row)
+            .collect()
+    }
+
+    pub async fn delete_webhook(&self, id: &WebhookId) -> Result<()> {
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1")
+            .bind(id.as_str())
+            .execute(self.writer())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("webhook", id.as_str()));
+        }
+        Ok(())
+    }
+
+    /// Notes how a delivery ended (a deleted webhook is no error: nothing to note).
+    pub async fn note_delivery(&self, id: &WebhookId, result: &DeliveryResult) -> Result<()> {
+        let now = now_ms();
+        let query = match result {
+            DeliveryResult::Delivered => {
+                sqlx::query("UPDATE webhooks SET last_delivery_at = $2 WHERE id = $1")
+                    .bind(id.as_str())
+                    .bind(now)
+            }
+            DeliveryResult::Failed(error) => {
+                sqlx::query("UPDATE webhooks SET last_error = $2, last_error_at = $3 WHERE id = $1")
+                    .bind(id.as_str())
+                    .bind(error.clone())
+                    .bind(now)
+            }
+        };
+        query.execute(self.writer()).await?;
+        Ok(())
+    }
+}
+
+fn webhook_from_row(row: &AnyRow) -> Result<WebhookRecord> {
+    let events: String = col(row, "events")?;
+    let owner: Option<String> = col(row, "owner_id")?;
+    let owner_role = match col::<Option<String>>(row, "owner_role")? {
+        Some(role) => parse_stored(&role, "users.role")?,
+        None if owner.is_none() => Role::Admin,
+        None => {
+            return Err(StoreError::Corrupt(format!(
+                "webhook owner '{}' has no user row",
+                owner.unwrap_or_default()
+            )));
+        }
+    };
+    Ok(WebhookRecord {
+        id: WebhookId(col(row, "id")?),
+        owner: owner.map(UserId),
+        owner_role,
+        url: col(row, "url")?,
+        events: parse_json_list(&events, "webhooks.events")?,
+        secret: col(row, "secret")?,
+        created_at: col(row, "created_at")?,
+        last_delivery_at: col(row, "last_delivery_at")?,
+        last_error: col(row, "last_error")?,
+        last_error_at: col(row, "last_error_at")?,
+    })
+}

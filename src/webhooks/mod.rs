@@ -1,0 +1,311 @@
+//! Webhooks (issue 8, item 3): call events sent as signed HTTP callbacks to the URLs
+//! employees register, each webhook told only what its owner may see.
+//!
+//! This module owns the rules, as pure functions: which events exist, what a webhook URL
+//! and secret may be, whether an owner sees a call update (the call window's rule, A2),
+//! and how a body is signed. [`delivery`] owns the task that follows the event bus and the
+//! per-webhook queues that send. The API is `http::webhooks`, the table
+//! `store::webhooks`. Nothing here may let a slow or dead receiver hold up a call or
+//! another webhook.
+
+pub mod delivery;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac as _};
+use rand::RngCore as _;
+use sha2::Sha256;
+
+use crate::crm::access::{AccessSettings, Viewer};
+use crate::events::CallUpdate;
+
+/// The events a webhook may subscribe to.
+pub const EVENTS: [&str; 3] = ["call.ringing", "call.answered", "call.ended"];
+
+/// Longest URL accepted; longer ones are surely not a receiver's address.
+const MAX_URL: usize = 2048;
+/// A shorter secret makes the signature guessable.
+const MIN_SECRET: usize = 16;
+const MAX_SECRET: usize = 256;
+
+/// A webhook setting the rules refuse, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("url: {0}")]
+    Url(String),
+    #[error("events: name at least one of {}", EVENTS.join(", "))]
+    NoEvents,
+    #[error("events[{index}]: '{name}' is not an event; use {}", EVENTS.join(", "))]
+    UnknownEvent { index: usize, name: String },
+    #[error(
+        "secret must be {MIN_SECRET} to {MAX_SECRET} characters; leave it out to get a generated one"
+    )]
+    Secret,
+}
+
+impl Error {
+    /// The request field the error is about.
+    pub fn field(&self) -> String {
+        match self {
+            Error::Url(_) => "url".to_owned(),
+            Error::NoEvents => "events".to_owned(),
+            Error::UnknownEvent { index, .. } => format!("events[{index}]"),
+            Error::Secret => "secret".to_owned(),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Url(_) => "invalid_url",
+            Error::NoEvents | Error::UnknownEvent { .. } => "invalid_event",
+            Error::Secret => "invalid_secret",
+        }
+    }
+}
+
+/// An `http` or `https` URL with a host. Credentials in it are refused: the URL is shown
+/// to whoever may read the webhook, and the secret is the place for a shared secret.
+pub fn parse_url(text: &str) -> Result<reqwest::Url, Error> {
+    let text = text.trim();
+    if text.len() > MAX_URL {
+        return Err(Error::Url(format!("at most {MAX_URL} characters")));
+    }
+    let url = reqwest::Url::parse(text).map_err(|e| {
+        Error::Url(format!(
+            "'{text}' is not a URL ({e}): write https://host/path"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Url(format!(
+            "scheme '{}' is not supported: use https:// (or http://)",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(Error::Url("a URL needs a host".to_owned()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Url(
+            "no credentials in the URL: receivers check the signature made with the secret"
+                .to_owned(),
+        ));
+    }
+    Ok(url)
+}
+
+/// The subscribed events, each once, in the order given.
+pub fn parse_events(names: &[String]) -> Result<Vec<String>, Error> {
+    if names.is_empty() {
+        return Err(Error::NoEvents);
+    }
+    let mut events: Vec<String> = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        if !EVENTS.contains(&name.as_str()) {
+            return Err(Error::UnknownEvent {
+                index,
+                name: name.clone(),
+            });
+        }
+        if !events.contains(name) {
+            events.push(name.clone());
+        }
+    }
+    Ok(events)
+}
+
+/// The secret given, if acceptable, else a new random one.
+pub fn secret_or_generated(given: Option<&str>) -> Result<String, Error> {
+    match given {
+        Some(secret) if (MIN_SECRET..=MAX_SECRET).contains(&secret.chars().count()) => {
+            Ok(secret.to_owned())
+        }
+        Some(_) => Err(Error::Secret),
+        None => {
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            Ok(format!(
+                "whsec_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            ))
+        }
+    }
+}
+
+/// The webhook event of a call update (`ringing` → `call.ringing`).
+pub fn event_name(update: &CallUpdate) -> Option<&'static str> {
+    match update.event.as_str() {
+        "ringing" => Some("call.ringing"),
+        "answered" => Some("call.answered"),
+        "ended" => Some("call.ended"),
+        _ => None,
+    }
+}
+
+/// Whether a webhook's owner may be told of this update: the rule of the call window and
+/// the call log (A2). Admins get every call; an agent the calls that concern them (ringing
+/// them, answered by them, their customer's) and those whose entity they may see at the
+/// account's level. An update with no entity is seen only by those who see everything.
+pub fn owner_sees(settings: AccessSettings, owner: &Viewer, update: &CallUpdate) -> bool {
+    update.visible_to(settings, owner)
+}
+
+/// `X-Leadline-Signature`: `sha256=` and the hex HMAC-SHA256 of the body with the secret.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::crm::access::Level;
+    use crate::crm::model::UserId;
+
+    fn update(ringing: &[&str], answered_by: Option<&str>, entity_of: Option<&str>) -> CallUpdate {
+        CallUpdate {
+            event: "ringing".into(),
+            call: Some("call-1".into()),
+            call_id: "c1".into(),
+            direction: "incoming".into(),
+            customer: "+4917612345678".into(),
+            number: "+4930901820".into(),
+            entity: entity_of.map(|_| "lead:l1".to_owned()),
+            name: None,
+            responsible: entity_of.map(str::to_owned),
+            ringing: ringing.iter().map(|s| (*s).to_owned()).collect(),
+            answered_by: answered_by.map(str::to_owned),
+            outcome: None,
+            at: "2026-11-23T10:00:00Z".into(),
+        }
+    }
+
+    fn agent(name: &str, mates: &[&str]) -> Viewer {
+        let mut queue_mates: HashSet<UserId> = mates.iter().map(|m| UserId((*m).into())).collect();
+        queue_mates.insert(UserId(name.into()));
+        Viewer {
+            user: Some(UserId(name.into())),
+            admin: false,
+            queue_mates,
+        }
+    }
+
+    fn level(view: Level) -> AccessSettings {
+        AccessSettings {
+            agent_view: view,
+            agent_edit: Level::Own,
+        }
+    }
+
+    #[test]
+    fn an_agent_owner_gets_the_calls_that_ring_them_or_that_they_answer() {
+        let anna = agent("anna", &[]);
+        let own = level(Level::Own);
+        assert!(owner_sees(
+            own,
+            &anna,
+            &update(&["anna"], None, Some("ben"))
+        ));
+        assert!(owner_sees(own, &anna, &update(&[], Some("anna"), None)));
+        assert!(owner_sees(own, &anna, &update(&[], None, Some("anna"))));
+    }
+
+    #[test]
+    fn at_own_an_agent_owner_gets_nothing_of_a_colleagues_call() {
+        let anna = agent("anna", &["ben"]);
+        let own = level(Level::Own);
+        assert!(!owner_sees(
+            own,
+            &anna,
+            &update(&["ben"], None, Some("ben"))
+        ));
+        assert!(!owner_sees(
+            own,
+            &anna,
+            &update(&["ben"], Some("ben"), None)
+        ));
+    }
+
+    #[test]
+    fn wider_levels_reach_queue_mates_customers_then_every_call() {
+        let anna = agent("anna", &["ben"]);
+        let bens_customer = update(&["ben"], None, Some("ben"));
+        let strangers_customer = update(&["carl"], None, Some("carl"));
+        let no_entity = update(&["carl"], None, None);
+        assert!(owner_sees(level(Level::Queue), &anna, &bens_customer));
+        assert!(!owner_sees(level(Level::Queue), &anna, &strangers_customer));
+        assert!(!owner_sees(level(Level::Queue), &anna, &no_entity));
+        assert!(owner_sees(level(Level::All), &anna, &strangers_customer));
+        assert!(owner_sees(level(Level::All), &anna, &no_entity));
+    }
+
+    #[test]
+    fn an_admin_owner_gets_every_call() {
+        let admin = Viewer {
+            user: None,
+            admin: true,
+            queue_mates: HashSet::new(),
+        };
+        let own = level(Level::Own);
+        assert!(owner_sees(
+            own,
+            &admin,
+            &update(&["ben"], None, Some("ben"))
+        ));
+        assert!(owner_sees(own, &admin, &update(&[], None, None)));
+    }
+
+    #[test]
+    fn the_signature_is_the_hmac_sha256_of_the_body() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn urls_are_http_or_https_with_a_host_and_no_credentials() {
+        assert!(parse_url("https://crm.example.com/hooks/leadline").is_ok());
+        assert!(parse_url("http://127.0.0.1:8080/x").is_ok());
+        for bad in [
+            "ftp://example.com/x",
+            "example.com/x",
+            "https://user:pw@example.com/",
+            "file:///etc/passwd",
+            "",
+        ] {
+            let err = parse_url(bad).unwrap_err();
+            assert_eq!(
+                (err.code(), err.field()),
+                ("invalid_url", "url".into()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn events_are_known_names_each_once() {
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_events(&names(&["call.ended", "call.ringing", "call.ended"])).unwrap(),
+            names(&["call.ended", "call.ringing"])
+        );
+        assert_eq!(parse_events(&[]), Err(Error::NoEvents));
+        let err = parse_events(&names(&["call.ringing", "call.exploded"])).unwrap_err();
+        assert_eq!(err.field(), "events[1]");
+    }
+
+    #[test]
+    fn a_missing_secret_is_generated_and_a_short_one_refused() {
+        let generated = secret_or_generated(None).unwrap();
+        assert!(generated.starts_with("whsec_") && generated.len() > 40);
+        assert_ne!(generated, secret_or_generated(None).unwrap());
+        assert_eq!(secret_or_generated(Some("short")), Err(Error::Secret));
+        assert_eq!(
+            secret_or_generated(Some("a-long-enough-secret")).unwrap(),
+            "a-long-enough-secret"
+        );
+    }
+}
