@@ -21,15 +21,20 @@ pub struct ListScope {
     pub responsibles: Option<Vec<UserId>>,
 }
 
-/// `EXISTS` an entity the scope reaches among those of the activities `activity_match`
-/// selects (a condition on `ae.activity_id`).
+/// `EXISTS` an entity the scope reaches among the activity entities `ae` that `source`
+/// selects (`FROM … WHERE …`, driven by the outer row's key).
+///
+/// Written so the planner looks entities up by the outer row: `entity_kind || ''` keeps
+/// SQLite from answering the `OR` over kinds by scanning `activity_entities` by kind for
+/// every outer row (12 s instead of 11 ms for a page of 20,000 calls), and each kind's
+/// responsible is checked by primary key.
 pub(crate) fn activity_in_scope(
     query: &mut FilteredPage,
-    activity_match: &str,
+    source: &str,
     responsibles: Option<&[UserId]>,
 ) -> String {
     let Some(users) = responsibles else {
-        return format!("EXISTS (SELECT 1 FROM activity_entities ae WHERE {activity_match})");
+        return format!("EXISTS (SELECT 1 FROM {source})");
     };
     let by_kind: Vec<String> = [
         EntityKind::Contact,
@@ -45,14 +50,15 @@ pub(crate) fn activity_in_scope(
             query.bind_all(users.iter().map(UserId::as_str))
         };
         format!(
-            "(ae.entity_kind = '{}' AND ae.entity_id IN (SELECT id FROM {} WHERE responsible IN ({list})))",
+            "(ae.entity_kind || '' = '{}' AND EXISTS (SELECT 1 FROM {} x \
+             WHERE x.id = ae.entity_id AND x.responsible IN ({list})))",
             kind.as_str(),
             table(kind)
         )
     })
     .collect();
     format!(
-        "EXISTS (SELECT 1 FROM activity_entities ae WHERE {activity_match} AND ({}))",
+        "EXISTS (SELECT 1 FROM {source} AND ({}))",
         by_kind.join(" OR ")
     )
 }

@@ -560,7 +560,8 @@ impl Store {
             let quoted = query.bind(format!("%\"{}\"%", scope.me));
             let on_entities = super::access::activity_in_scope(
                 &mut query,
-                "ae.activity_id IN (SELECT a.id FROM activities a WHERE a.call_id = calls.id)",
+                "activities a JOIN activity_entities ae ON ae.activity_id = a.id \
+                 WHERE a.call_id = calls.id",
                 scope.responsibles.as_deref(),
             );
             query.and_clause(&format!(

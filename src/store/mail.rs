@@ -576,7 +576,7 @@ impl Store {
             let me = query.bind(scope.me.to_string());
             let on_entities = super::access::activity_in_scope(
                 &mut query,
-                "ae.activity_id = e.activity_id",
+                "activity_entities ae WHERE ae.activity_id = e.activity_id",
                 scope.responsibles.as_deref(),
             );
             query.and_clause(&format!(
