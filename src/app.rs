@@ -176,6 +176,7 @@ impl App {
             stopping: signal.clone(),
             mail_changed: mail_changed.clone(),
             mail_domain: Arc::from(config.mail_domain.as_str()),
+            webhook_private_targets: config.webhooks.private_targets,
             data_dir: Arc::from(config.data_dir.as_path()),
         };
         let router = http::router(state);

@@ -76,8 +76,9 @@ pub struct Config {
     pub recording_retention_days: u32,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
-    /// Webhook timeouts, retries and queue length. Not in the config file: the defaults
-    /// serve; tests shorten the waits.
+    /// Webhook timeouts, retries and queue length (not in the config file: the defaults
+    /// serve; tests shorten the waits), and whether webhooks may target private addresses
+    /// (`webhook_private_targets`).
     pub webhooks: crate::webhooks::delivery::Policy,
 }
 
@@ -112,6 +113,7 @@ pub struct ConfigLayer {
     pub media_timeout_s: Option<u64>,
     pub recording_retention_days: Option<u32>,
     pub log_format: Option<String>,
+    pub webhook_private_targets: Option<bool>,
 }
 
 impl ConfigLayer {
@@ -154,6 +156,9 @@ impl ConfigLayer {
                 .recording_retention_days
                 .or(self.recording_retention_days),
             log_format: over.log_format.or(self.log_format),
+            webhook_private_targets: over
+                .webhook_private_targets
+                .or(self.webhook_private_targets),
         }
     }
 
@@ -339,7 +344,10 @@ impl ConfigLayer {
             media_timeout: std::time::Duration::from_secs(media_timeout_s),
             recording_retention_days,
             log_format,
-            webhooks: crate::webhooks::delivery::Policy::default(),
+            webhooks: crate::webhooks::delivery::Policy {
+                private_targets: self.webhook_private_targets.unwrap_or(false),
+                ..crate::webhooks::delivery::Policy::default()
+            },
         })
     }
 }

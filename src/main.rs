@@ -72,6 +72,10 @@ struct Cli {
     /// Days recordings and voicemail messages are kept; 0 keeps them (default 90).
     #[arg(long, global = true, env = "LEADLINE_RECORDING_RETENTION_DAYS")]
     recording_retention_days: Option<u32>,
+    /// Let webhooks call loopback, private and link-local addresses (default false: an
+    /// agent's webhook must not reach the gateway's internal network).
+    #[arg(long, global = true, env = "LEADLINE_WEBHOOK_PRIVATE_TARGETS")]
+    webhook_private_targets: Option<bool>,
     /// Log lines as `text` or `json`.
     #[arg(long, global = true, env = "LEADLINE_LOG_FORMAT")]
     log_format: Option<String>,
@@ -117,6 +121,7 @@ impl Cli {
             media_timeout_s: self.media_timeout_s,
             recording_retention_days: self.recording_retention_days,
             log_format: self.log_format.clone(),
+            webhook_private_targets: self.webhook_private_targets,
         };
         Ok(file.merge(overrides).resolve()?)
     }

@@ -65,6 +65,8 @@ pub struct AppState {
     pub mail_domain: Arc<str>,
     /// Holds recordings and greetings (issue 7).
     pub data_dir: Arc<std::path::Path>,
+    /// Webhooks may target loopback and private addresses (operator setting).
+    pub webhook_private_targets: bool,
 }
 
 #[derive(OpenApi)]

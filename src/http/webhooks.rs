@@ -88,7 +88,7 @@ async fn create_webhook(
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
     principal.require_employee()?;
-    let url = webhooks::parse_url(&body.url)?;
+    let url = webhooks::parse_url(&body.url, state.webhook_private_targets)?;
     let events = webhooks::parse_events(&body.events)?;
     let secret = webhooks::secret_or_generated(body.secret.as_deref())?;
     let record = state

@@ -34,6 +34,11 @@ pub struct Policy {
     pub backoff: Duration,
     /// Deliveries waiting per webhook.
     pub queue: usize,
+    /// Whether receivers may be on loopback, private or link-local addresses. Off, a
+    /// webhook cannot make the gateway call its own network (SSRF): URL hosts are checked
+    /// when the webhook is saved, and every name is resolved to public addresses only
+    /// when it is called.
+    pub private_targets: bool,
 }
 
 impl Default for Policy {
@@ -43,6 +48,7 @@ impl Default for Policy {
             tries: 3,
             backoff: Duration::from_secs(1),
             queue: 256,
+            private_targets: false,
         }
     }
 }
@@ -58,6 +64,10 @@ pub enum DeliveryError {
     Status(u16),
     #[error("request failed: {0}")]
     Request(String),
+    #[error(
+        "refused: {0} is not a public address (private targets are off: webhook_private_targets)"
+    )]
+    Refused(String),
 }
 
 impl DeliveryError {
@@ -66,6 +76,7 @@ impl DeliveryError {
     fn retryable(&self) -> bool {
         match self {
             DeliveryError::Status(status) => *status >= 500 || *status == 429,
+            DeliveryError::Refused(_) => false,
             _ => true,
         }
     }
@@ -93,7 +104,11 @@ pub async fn run(
     policy: Policy,
     cancel: CancellationToken,
 ) {
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if !policy.private_targets {
+        builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
+    }
+    let client = match builder
         .timeout(policy.timeout)
         .connect_timeout(policy.timeout)
         .redirect(reqwest::redirect::Policy::none())
@@ -295,6 +310,15 @@ async fn deliver(
     let signature = sign(hook.secret.as_bytes(), &delivery.body);
     // One id for all attempts, so a receiver can tell a retry from a new event.
     let delivery_id = uuid::Uuid::now_v7().to_string();
+    // A host written as an address skips the resolver; the setting may also have changed
+    // since the webhook was saved.
+    if !policy.private_targets
+        && let Ok(url) = reqwest::Url::parse(&hook.url)
+        && let Some(ip) = super::literal_ip(&url)
+        && !super::is_public(ip)
+    {
+        return Err(DeliveryError::Refused(ip.to_string()));
+    }
     let mut wait = policy.backoff;
     let mut attempt = 1;
     loop {
@@ -324,6 +348,30 @@ async fn deliver(
     }
 }
 
+/// A resolver that answers only public addresses, so a name pointing inside (`localhost`,
+/// an intranet host, a cloud metadata name) fails like an unknown one.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            let public: Vec<std::net::SocketAddr> =
+                found.filter(|addr| super::is_public(addr.ip())).collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{host} has no public address (private targets are off: \
+                     webhook_private_targets)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 /// An error with its causes: reqwest's own message alone ("error sending request") does
 /// not say what went wrong.
 fn chain(error: &reqwest::Error) -> String {
@@ -335,4 +383,23 @@ fn chain(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::dns::Resolve as _;
+
+    use super::*;
+
+    /// A name that resolves inside (here `localhost`, from /etc/hosts, no network needed)
+    /// fails to resolve for webhooks, like an unknown name.
+    #[tokio::test]
+    async fn names_resolving_inside_do_not_resolve_for_webhooks() {
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let err = match PublicOnly.resolve(name).await {
+            Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+            Err(err) => err,
+        };
+        assert!(err.to_string().contains("no public address"), "{err}");
+    }
 }

@@ -10,6 +10,8 @@
 
 pub mod delivery;
 
+use std::net::IpAddr;
+
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
 use rand::RngCore as _;
@@ -64,7 +66,9 @@ impl Error {
 
 /// An `http` or `https` URL with a host. Credentials in it are refused: the URL is shown
 /// to whoever may read the webhook, and the secret is the place for a shared secret.
-pub fn parse_url(text: &str) -> Result<reqwest::Url, Error> {
+/// Without `private_targets`, a host written as a non-public address or `localhost` is
+/// refused too (names are checked again, resolved, at each delivery).
+pub fn parse_url(text: &str, private_targets: bool) -> Result<reqwest::Url, Error> {
     let text = text.trim();
     if text.len() > MAX_URL {
         return Err(Error::Url(format!("at most {MAX_URL} characters")));
@@ -89,7 +93,67 @@ pub fn parse_url(text: &str) -> Result<reqwest::Url, Error> {
                 .to_owned(),
         ));
     }
+    if !private_targets {
+        let host = url.host_str().unwrap_or_default();
+        let inside = match literal_ip(&url) {
+            Some(ip) => !is_public(ip),
+            None => {
+                let host = host.trim_end_matches('.').to_ascii_lowercase();
+                host == "localhost" || host.ends_with(".localhost")
+            }
+        };
+        if inside {
+            return Err(Error::Url(format!(
+                "{host} is not a public address: webhooks may not call the gateway's own \
+                 network unless the operator sets webhook_private_targets"
+            )));
+        }
+    }
     Ok(url)
+}
+
+/// The address in a URL whose host is written as one.
+pub fn literal_ip(url: &reqwest::Url) -> Option<IpAddr> {
+    url.host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// Whether an address is on the public internet: not loopback, private (RFC 1918, RFC
+/// 4193), shared (RFC 6598), link-local (cloud metadata lives there), unspecified,
+/// broadcast, multicast or documentation; IPv4 inside IPv6 is judged as IPv4.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && v4.octets()[2] == 0)
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8
+                || first == 0x0064 && v6.segments()[1] == 0xff9b)
+        }
+    }
 }
 
 /// The subscribed events, each once, in the order given.
@@ -267,8 +331,8 @@ mod tests {
 
     #[test]
     fn urls_are_http_or_https_with_a_host_and_no_credentials() {
-        assert!(parse_url("https://crm.example.com/hooks/leadline").is_ok());
-        assert!(parse_url("http://127.0.0.1:8080/x").is_ok());
+        assert!(parse_url("https://crm.example.com/hooks/leadline", false).is_ok());
+        assert!(parse_url("http://127.0.0.1:8080/x", true).is_ok());
         for bad in [
             "ftp://example.com/x",
             "example.com/x",
@@ -276,7 +340,7 @@ mod tests {
             "file:///etc/passwd",
             "",
         ] {
-            let err = parse_url(bad).unwrap_err();
+            let err = parse_url(bad, true).unwrap_err();
             assert_eq!(
                 (err.code(), err.field()),
                 ("invalid_url", "url".into()),
@@ -307,5 +371,38 @@ mod tests {
             secret_or_generated(Some("a-long-enough-secret")).unwrap(),
             "a-long-enough-secret"
         );
+    }
+
+    #[test]
+    fn without_private_targets_a_webhook_cannot_call_inside() {
+        for inside in [
+            "http://127.0.0.1:8080/x",
+            "http://10.1.2.3/x",
+            "http://172.16.0.1/x",
+            "http://192.168.1.1/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://100.64.0.1/x",
+            "http://0.0.0.0/x",
+            "http://[::1]/x",
+            "http://[fd00::1]/x",
+            "http://[fe80::1]/x",
+            "http://[::ffff:127.0.0.1]/x",
+            "http://localhost:8080/x",
+            "http://api.localhost/x",
+        ] {
+            let err = parse_url(inside, false).unwrap_err();
+            assert_eq!(err.code(), "invalid_url", "{inside}");
+            assert!(
+                parse_url(inside, true).is_ok(),
+                "allowed by the operator: {inside}"
+            );
+        }
+        for outside in [
+            "https://8.8.8.8/x",
+            "https://[2606:4700::1111]/x",
+            "https://hooks.example.com/x",
+        ] {
+            assert!(parse_url(outside, false).is_ok(), "{outside}");
+        }
     }
 }

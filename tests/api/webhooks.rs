@@ -170,7 +170,7 @@ async fn queue_of(app: &TestApp, name: &str, member: &str) -> String {
 /// receiver gets exactly their calls, signed with their secret; the admin's gets all.
 #[tokio::test]
 async fn a_webhook_carries_only_the_calls_its_owner_may_see() {
-    let app = TestApp::spawn().await;
+    let app = spawn_with_loopback_receivers(None).await;
     only_what_the_owner_sees(&app).await;
     app.stop().await;
 }
@@ -180,7 +180,7 @@ async fn a_webhook_carries_only_the_calls_its_owner_may_see() {
 async fn webhooks_per_owner_on_postgres() {
     let server = PgServer::shared();
     let url = server.create_database("webhooks_per_owner").await;
-    let app = TestApp::spawn_with_database(&url).await;
+    let app = spawn_with_loopback_receivers(Some(url)).await;
     only_what_the_owner_sees(&app).await;
     app.stop().await;
 }
@@ -340,6 +340,49 @@ async fn only_what_the_owner_sees(app: &TestApp) {
     assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
+/// The receivers of these tests listen on loopback, which the gateway refuses by default.
+async fn spawn_with_loopback_receivers(database_url: Option<String>) -> TestApp {
+    TestApp::spawn_with(|config, _| {
+        config.webhooks.private_targets = true;
+        if let Some(url) = database_url {
+            config.database_url = url;
+        }
+    })
+    .await
+}
+
+/// By default (no `webhook_private_targets`) a webhook may not point into the gateway's
+/// own network: loopback, private, link-local (cloud metadata) and `localhost` are refused
+/// with the field named.
+#[tokio::test]
+async fn a_webhook_may_not_target_the_gateways_own_network_by_default() {
+    let app = TestApp::spawn().await;
+    let anna = app
+        .create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    let token = app.token_for(&anna).await;
+    for url in [
+        "http://127.0.0.1:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/hook",
+        "http://[::1]/hook",
+        "http://localhost/hook",
+    ] {
+        let (status, body) = app
+            .request(
+                Method::POST,
+                "/api/v1/webhooks",
+                Some(&token),
+                Some(json!({"url": url, "events": ["call.ringing"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_url", "{body}");
+        assert_eq!(body["error"]["field"], "url", "{body}");
+    }
+    app.stop().await;
+}
+
 /// Validation names the field; trunk tokens may not register webhooks.
 #[tokio::test]
 async fn webhook_settings_are_checked_and_trunks_may_not_have_webhooks() {
@@ -426,6 +469,7 @@ async fn webhook_settings_are_checked_and_trunks_may_not_have_webhooks() {
 async fn failed_deliveries_are_retried_and_the_last_error_is_shown() {
     let app = TestApp::spawn_with(|config, _| {
         config.webhooks.backoff = Duration::from_millis(20);
+        config.webhooks.private_targets = true;
     })
     .await;
     let mut receiver = Receiver::start().await;
