@@ -119,6 +119,11 @@ impl App {
             config.recording_retention_days,
             sip_cancel.clone(),
         )));
+        sip_tasks.push(tokio::spawn(crate::http::audit::retention(
+            store.clone(),
+            config.audit_retention_days,
+            sip_cancel.clone(),
+        )));
         let events = EventBus::default();
         // Subscribed before anything can publish; stops with the other background tasks,
         // before the database closes.

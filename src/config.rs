@@ -74,6 +74,8 @@ pub struct Config {
     pub media_timeout: std::time::Duration,
     /// Days call recordings and voicemail messages are kept; 0 keeps them.
     pub recording_retention_days: u32,
+    /// Days audit log entries are kept; 0 keeps them.
+    pub audit_retention_days: u32,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
     /// Webhook timeouts, retries and queue length (not in the config file: the defaults
@@ -114,6 +116,7 @@ pub struct ConfigLayer {
     pub recording_retention_days: Option<u32>,
     pub log_format: Option<String>,
     pub webhook_private_targets: Option<bool>,
+    pub audit_retention_days: Option<u32>,
 }
 
 impl ConfigLayer {
@@ -159,6 +162,7 @@ impl ConfigLayer {
             webhook_private_targets: over
                 .webhook_private_targets
                 .or(self.webhook_private_targets),
+            audit_retention_days: over.audit_retention_days.or(self.audit_retention_days),
         }
     }
 
@@ -343,6 +347,7 @@ impl ConfigLayer {
             media_address,
             media_timeout: std::time::Duration::from_secs(media_timeout_s),
             recording_retention_days,
+            audit_retention_days: self.audit_retention_days.unwrap_or(365),
             log_format,
             webhooks: crate::webhooks::delivery::Policy {
                 private_targets: self.webhook_private_targets.unwrap_or(false),

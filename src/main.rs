@@ -72,6 +72,9 @@ struct Cli {
     /// Days recordings and voicemail messages are kept; 0 keeps them (default 90).
     #[arg(long, global = true, env = "LEADLINE_RECORDING_RETENTION_DAYS")]
     recording_retention_days: Option<u32>,
+    /// Days audit log entries are kept; 0 keeps them (default 365).
+    #[arg(long, global = true, env = "LEADLINE_AUDIT_RETENTION_DAYS")]
+    audit_retention_days: Option<u32>,
     /// Let webhooks call loopback, private and link-local addresses (default false: an
     /// agent's webhook must not reach the gateway's internal network).
     #[arg(long, global = true, env = "LEADLINE_WEBHOOK_PRIVATE_TARGETS")]
@@ -122,6 +125,7 @@ impl Cli {
             recording_retention_days: self.recording_retention_days,
             log_format: self.log_format.clone(),
             webhook_private_targets: self.webhook_private_targets,
+            audit_retention_days: self.audit_retention_days,
         };
         Ok(file.merge(overrides).resolve()?)
     }

@@ -124,6 +124,34 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
     response
 }
 
+/// Deletes entries older than `days` every hour until `cancel`; `days == 0` keeps them.
+pub async fn retention(
+    store: crate::store::Store,
+    days: u32,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    if days == 0 {
+        return;
+    }
+    let keep_ms = i64::from(days) * 24 * 3600 * 1000;
+    loop {
+        match store
+            .delete_audit_before(crate::store::now_ms() - keep_ms)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => {
+                tracing::info!(deleted, days, "audit log entries past retention deleted")
+            }
+            Err(err) => tracing::error!(%err, "audit log retention sweep failed"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 fn is_change(method: &Method) -> bool {
     [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
 }

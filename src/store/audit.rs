@@ -72,6 +72,42 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Retention: deletes the entries recorded before `before`, in bounded batches so the
+    /// writer is never held for long; how many went.
+    pub async fn delete_audit_before(&self, before: Millis) -> Result<u64> {
+        // Ids are UUID v7, time-ordered: the primary key finds the old rows without an
+        // index on `at` (the first 48 bits are the milliseconds).
+        let bound = uuid_v7_floor(before);
+        let mut deleted = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log \
+                 WHERE id < $1 AND at < $2 ORDER BY id LIMIT 1000)",
+            )
+            .bind(&bound)
+            .bind(before)
+            .execute(self.writer())
+            .await?
+            .rows_affected();
+            deleted += done;
+            if done == 0 {
+                return Ok(deleted);
+            }
+        }
+    }
+}
+
+/// The smallest UUID v7 text of the millisecond `ms`.
+fn uuid_v7_floor(ms: Millis) -> String {
+    let ms = u64::try_from(ms).unwrap_or(0) & 0xffff_ffff_ffff;
+    format!(
+        "{:08x}-{:04x}-0000-0000-000000000000",
+        ms >> 16,
+        ms & 0xffff
+    )
+}
+
 /// The most rows in one transaction.
 const MAX_BATCH: usize = 256;
 /// Rows waiting for the writer; a full queue makes requests wait (back-pressure).
@@ -186,4 +222,26 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord> {
         status: u16::try_from(status)
             .map_err(|_| StoreError::Corrupt(format!("column audit_log.status holds {status}")))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_floor_of_a_millisecond_sorts_between_the_ids_around_it() {
+        let ms: Millis = 1_795_000_000_123;
+        let floor = uuid_v7_floor(ms);
+        let at = |ms: u64| {
+            uuid::Uuid::new_v7(uuid::Timestamp::from_unix_time(
+                ms / 1000,
+                (ms % 1000) as u32 * 1_000_000,
+                0,
+                16,
+            ))
+            .to_string()
+        };
+        assert!(at(ms as u64 - 1) < floor, "{} < {floor}", at(ms as u64 - 1));
+        assert!(at(ms as u64) >= floor, "{} >= {floor}", at(ms as u64));
+    }
 }

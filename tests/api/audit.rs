@@ -221,3 +221,27 @@ async fn the_log_pages_newest_first_with_limit_and_cursor() {
     assert_eq!(body["error"]["field"], "limit", "{body}");
     app.stop().await;
 }
+
+/// Entries are kept `audit_retention_days` (365 by default): the sweep deletes those
+/// recorded before the cut-off and keeps the newer ones.
+#[tokio::test]
+async fn the_retention_sweep_deletes_entries_past_the_cut_off_only() {
+    use leadline::store::{Store, now_ms};
+    let app = TestApp::spawn().await;
+    app.create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    assert!(!read_log(&app, 10).await.is_empty());
+    let url = format!("sqlite://{}", app.data_dir().join("leadline.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let day = 24 * 3600 * 1000;
+    assert_eq!(
+        store.delete_audit_before(now_ms() - day).await.unwrap(),
+        0,
+        "entries of today stay"
+    );
+    let deleted = store.delete_audit_before(now_ms() + 1).await.unwrap();
+    assert!(deleted >= 1, "{deleted}");
+    assert!(read_log(&app, 10).await.is_empty());
+    store.close().await;
+    app.stop().await;
+}
