@@ -182,6 +182,7 @@ impl App {
             mail_changed: mail_changed.clone(),
             mail_domain: Arc::from(config.mail_domain.as_str()),
             webhook_private_targets: config.webhooks.private_targets,
+            access_changed: Arc::new(tokio::sync::watch::channel(0).0),
             data_dir: Arc::from(config.data_dir.as_path()),
         };
         let router = http::router(state);

@@ -65,6 +65,9 @@ pub struct AppState {
     pub mail_domain: Arc<str>,
     /// Holds recordings and greetings (issue 7).
     pub data_dir: Arc<std::path::Path>,
+    /// Bumped when access levels or queue memberships change here, so open call windows
+    /// apply the new rights at their next event (other processes: within seconds).
+    pub access_changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// Webhooks may target loopback and private addresses (operator setting).
     pub webhook_private_targets: bool,
 }

@@ -78,6 +78,8 @@ async fn create_queue(
         .store
         .create_queue(&name, &user_ids(body.members))
         .await?;
+    // Who shares a queue decides the `queue` level's reach.
+    state.access_changed.send_modify(|v| *v = v.wrapping_add(1));
     Ok((StatusCode::CREATED, Json(queue.into())))
 }
 
@@ -126,6 +128,7 @@ async fn update_queue(
         .store
         .update_queue(&QueueId(id), name.as_deref(), members.as_deref())
         .await?;
+    state.access_changed.send_modify(|v| *v = v.wrapping_add(1));
     Ok(Json(queue.into()))
 }
 
@@ -139,6 +142,7 @@ async fn delete_queue(
 ) -> ApiResult<StatusCode> {
     principal.require_admin()?;
     state.store.delete_queue(&QueueId(id)).await?;
+    state.access_changed.send_modify(|v| *v = v.wrapping_add(1));
     Ok(StatusCode::NO_CONTENT)
 }
 

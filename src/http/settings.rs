@@ -156,6 +156,7 @@ async fn put_access(
         ));
     }
     state.store.put_access_settings(&settings).await?;
+    state.access_changed.send_modify(|v| *v = v.wrapping_add(1));
     Ok(Json(settings))
 }
 

@@ -699,3 +699,60 @@ async fn a3_moving_an_activity_needs_edit_rights_on_both_sides() {
     assert_eq!(answers[0], answers[1]);
     app.stop().await;
 }
+
+/// A1 in an open call window: narrowing the level takes effect without reconnecting. At
+/// `all` Ben's window shows a call ringing Anna for her customer; once the admin sets
+/// `own`, the next such call is not shown, while his own customer's call that follows is
+/// (events arrive in order, so nothing of the earlier call can come later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_narrowing_the_level_applies_to_open_call_windows() {
+    use crate::calls_sip::CallWindow;
+    let app = TestApp::spawn().await;
+    let anna = app
+        .create_user("Anna", "anna@firma.test", "agent", "101")
+        .await;
+    let ben = app
+        .create_user("Ben", "ben@firma.test", "agent", "102")
+        .await;
+    app.post_ok(
+        "/api/v1/numbers",
+        json!({"number": "+4930901820", "default_country": "DE", "queue": null}),
+        StatusCode::CREATED,
+    )
+    .await;
+    for (phone, responsible) in [("+4917000000001", &anna), ("+4917000000002", &ben)] {
+        app.post_ok(
+            "/api/v1/contacts",
+            json!({"name": format!("Customer of {responsible}"), "phones": [phone],
+                   "responsible": responsible}),
+            StatusCode::CREATED,
+        )
+        .await;
+    }
+    app.put_ok("/api/v1/settings/access", json!({"agent_view": "all"}))
+        .await;
+    let mut window = CallWindow::open(&app, &app.token_for(&ben).await).await;
+
+    app.ringing("call-1", "+4917000000001").await;
+    let seen = window
+        .read_until("\"call_id\":\"call-1\"", Duration::from_secs(10))
+        .await;
+    assert!(seen.contains("\"call_id\":\"call-1\""), "at all: {seen}");
+
+    app.put_ok(
+        "/api/v1/settings/access",
+        json!({"agent_view": "own", "agent_edit": "own"}),
+    )
+    .await;
+    app.ringing("call-2", "+4917000000001").await;
+    app.ringing("call-3", "+4917000000002").await;
+    let seen = window
+        .read_until("\"call_id\":\"call-3\"", Duration::from_secs(10))
+        .await;
+    assert!(seen.contains("\"call_id\":\"call-3\""), "his own: {seen}");
+    assert!(
+        !seen.contains("\"call_id\":\"call-2\""),
+        "at own, Anna's customer's call is not Ben's to see: {seen}"
+    );
+    app.stop().await;
+}

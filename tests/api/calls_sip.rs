@@ -486,13 +486,13 @@ async fn t5_a_known_caller_rings_the_responsible_first() {
 }
 
 /// An open call window (`GET /api/v1/events`) of one token.
-struct CallWindow {
+pub(crate) struct CallWindow {
     response: reqwest::Response,
     seen: String,
 }
 
 impl CallWindow {
-    async fn open(app: &TestApp, token: &str) -> CallWindow {
+    pub(crate) async fn open(app: &TestApp, token: &str) -> CallWindow {
         let response = app
             .client
             .get(format!("{}/api/v1/events", app.base))
@@ -513,7 +513,7 @@ impl CallWindow {
     }
 
     /// Reads until `needle` has been seen or `within` has passed; everything read.
-    async fn read_until(&mut self, needle: &str, within: Duration) -> &str {
+    pub(crate) async fn read_until(&mut self, needle: &str, within: Duration) -> &str {
         let deadline = tokio::time::Instant::now() + within;
         while !self.seen.contains(needle) {
             match tokio::time::timeout_at(deadline, self.response.chunk()).await {
