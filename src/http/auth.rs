@@ -98,8 +98,12 @@ impl FromRequestParts<AppState> for Principal {
 
 /// The principal of the request's bearer token.
 async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
-    let token = parts
-        .headers
+    principal_of_hash(state, &bearer_hash(&parts.headers)?).await
+}
+
+/// The stored form of the request's bearer token; 401 without one.
+pub fn bearer_hash(headers: &axum::http::HeaderMap) -> ApiResult<String> {
+    let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -108,13 +112,18 @@ async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<Principal> {
         })
         .filter(|t| !t.is_empty())
         .ok_or(ApiError::Unauthorized)?;
-    let hash = hash_token(token);
+    Ok(hash_token(token))
+}
+
+/// Who a token (by its hash) belongs to now; 401 for one unknown or revoked. Long-lived
+/// responses (the call window) ask again, so a deleted user's window closes.
+pub async fn principal_of_hash(state: &AppState, hash: &str) -> ApiResult<Principal> {
     if let Some(env_hash) = &state.env_admin_token_hash
         && bool::from(env_hash.as_bytes().ct_eq(hash.as_bytes()))
     {
         return Ok(Principal::Bootstrap);
     }
-    match state.store.token_owner(&hash).await? {
+    match state.store.token_owner(hash).await? {
         Some(TokenOwner::Bootstrap) => Ok(Principal::Bootstrap),
         Some(TokenOwner::User { id, role }) => Ok(Principal::User { id, role }),
         Some(TokenOwner::Trunk(id)) => Ok(Principal::Trunk(id)),

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
@@ -18,7 +19,8 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::access::Access;
-use super::auth::Principal;
+use super::auth::{self, Principal};
+use super::error::ApiError;
 use super::error::{ApiResult, ErrorBody};
 
 /// Stream the call window (SSE). Each event is named `ringing`, `answered` or `ended`
@@ -32,42 +34,52 @@ use super::error::{ApiResult, ErrorBody};
 async fn call_window(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let rights = Arc::new(Mutex::new(Rights {
         access: Access::of(&state, &principal).await?,
+        token_hash: auth::bearer_hash(&headers)?,
         loaded: Instant::now(),
         changed: state.access_changed.subscribe(),
     }));
     let reader = state.clone();
     let updates = BroadcastStream::new(state.events.subscribe())
         .then(move |item| {
-            let (rights, state, principal) = (rights.clone(), reader.clone(), principal.clone());
+            let (rights, state) = (rights.clone(), reader.clone());
             async move {
                 let update = match item {
                     Ok(update) => update,
                     Err(BroadcastStreamRecvError::Lagged(lost)) => {
-                        return Some(Ok(Event::default().event("lagged").data(lost.to_string())));
+                        return Step::Send(Event::default().event("lagged").data(lost.to_string()));
                     }
                 };
                 let mut rights = rights.lock().await;
-                rights.refresh(&state, &principal).await;
+                if !rights.refresh(&state).await {
+                    return Step::End;
+                }
                 if !rights.access.sees_update(&update) {
-                    return None;
+                    return Step::Skip;
                 }
                 let event = Event::default().event(update.event.clone());
-                Some(Ok(event.json_data(&update).unwrap_or_else(|_| {
+                Step::Send(event.json_data(&update).unwrap_or_else(|_| {
                     Event::default()
                         .event("error")
                         .data("cannot encode the update")
-                })))
+                }))
             }
         })
-        .filter_map(|event| event);
+        .take_while(|step| !matches!(step, Step::End))
+        .filter_map(|step| match step {
+            Step::Send(event) => Some(Ok(event)),
+            Step::Skip | Step::End => None,
+        });
     let stop = WatchStream::new(state.stopping.clone())
         .filter(|stopping| *stopping)
         .map(|_| None);
+    // The window ends when the process stops or the updates end (a revoked token).
     let until_stopped = updates
         .map(Some)
+        .chain(tokio_stream::once(None))
         .merge(stop)
         .take_while(Option::is_some)
         .filter_map(|item| item);
@@ -83,25 +95,46 @@ const RIGHTS_REFRESH: Duration = Duration::from_secs(5);
 /// an agent's level takes effect in open windows too.
 struct Rights {
     access: Access,
+    /// The caller's token, asked about again: a revoked token or deleted user closes the
+    /// window, a changed role applies.
+    token_hash: String,
     loaded: Instant,
     changed: tokio::sync::watch::Receiver<u64>,
 }
 
+/// What one bus event becomes in a window.
+enum Step {
+    Send(Event),
+    Skip,
+    /// The caller's token is no longer valid: the window closes.
+    End,
+}
+
 impl Rights {
-    async fn refresh(&mut self, state: &AppState, principal: &Principal) {
+    /// Re-reads the rights when due; `false` when the token is no longer valid.
+    async fn refresh(&mut self, state: &AppState) -> bool {
         let changed = self.changed.has_changed().unwrap_or(false);
         if !changed && self.loaded.elapsed() < RIGHTS_REFRESH {
-            return;
+            return true;
         }
         self.changed.borrow_and_update();
-        match Access::of(state, principal).await {
+        let principal = match auth::principal_of_hash(state, &self.token_hash).await {
+            Ok(principal) => principal,
+            Err(ApiError::Unauthorized) => return false,
+            Err(err) => {
+                // The old rights stay until the database answers again.
+                tracing::warn!(%err, "call window: cannot check the caller's token");
+                return true;
+            }
+        };
+        match Access::of(state, &principal).await {
             Ok(access) => {
                 self.access = access;
                 self.loaded = Instant::now();
             }
-            // The old rights stay until the database answers again; the next event retries.
             Err(err) => tracing::warn!(%err, "call window: cannot re-read the caller's rights"),
         }
+        true
     }
 }
 

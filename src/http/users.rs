@@ -211,7 +211,10 @@ async fn update_user(
             .transpose()?,
         sip,
     };
-    Ok(Json(state.store.update_user(&id, patch).await?.into()))
+    let user = state.store.update_user(&id, patch).await?;
+    // A role may have changed: open call windows re-read their rights.
+    state.access_changed.send_modify(|v| *v = v.wrapping_add(1));
+    Ok(Json(user.into()))
 }
 
 /// Remove an employee (admin).
@@ -224,6 +227,8 @@ async fn delete_user(
 ) -> ApiResult<StatusCode> {
     principal.require_admin()?;
     state.store.delete_user(&UserId(id)).await?;
+    // Their open call windows close at the next event.
+    state.access_changed.send_modify(|v| *v = v.wrapping_add(1));
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -756,3 +756,36 @@ async fn a1_narrowing_the_level_applies_to_open_call_windows() {
     );
     app.stop().await;
 }
+
+/// A deleted employee's open call window closes at the next event rather than streaming
+/// on with the rights it opened with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_a_deleted_employees_call_window_closes() {
+    use crate::calls_sip::CallWindow;
+    let app = TestApp::spawn().await;
+    let ben = app
+        .create_user("Ben", "ben@firma.test", "agent", "102")
+        .await;
+    app.post_ok(
+        "/api/v1/numbers",
+        json!({"number": "+4930901820", "default_country": "DE", "queue": null}),
+        StatusCode::CREATED,
+    )
+    .await;
+    let mut window = CallWindow::open(&app, &app.token_for(&ben).await).await;
+    let (status, body) = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/users/{ben}"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    app.ringing("call-after", "+4917000000009").await;
+    assert!(
+        window.ends_within(Duration::from_secs(10)).await,
+        "the window of a deleted employee closes"
+    );
+    app.stop().await;
+}

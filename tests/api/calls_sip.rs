@@ -512,6 +512,18 @@ impl CallWindow {
         }
     }
 
+    /// Whether the server ends the stream within `within` (reading what still comes).
+    pub(crate) async fn ends_within(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Ok(Ok(Some(chunk))) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Ok(None) | Err(_)) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Reads until `needle` has been seen or `within` has passed; everything read.
     pub(crate) async fn read_until(&mut self, needle: &str, within: Duration) -> &str {
         let deadline = tokio::time::Instant::now() + within;
