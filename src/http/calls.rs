@@ -285,14 +285,15 @@ async fn post_event(
 async fn pushed_update(state: &AppState, event: &CallEvent, outcome: &EventOutcome) -> CallUpdate {
     let call = &outcome.call;
     let entity = outcome.answer.shown_entity();
-    let record = match &entity {
-        // A failed look-up only leaves the name out; the event is announced all the same.
-        Some(entity) => state.store.get_entity(entity).await.ok(),
+    let summary = match &entity {
+        // One indexed row, not the whole entity: this runs for every pushed event. A
+        // failed look-up only leaves the name out; the event is announced all the same.
+        Some(entity) => state.store.entity_summary(entity).await.ok().flatten(),
         None => None,
     };
-    let responsible = record
+    let responsible = summary
         .as_ref()
-        .and_then(|r| r.responsible.clone())
+        .and_then(|(_, responsible)| responsible.clone())
         .or_else(|| {
             outcome
                 .answer
@@ -314,7 +315,7 @@ async fn pushed_update(state: &AppState, event: &CallEvent, outcome: &EventOutco
             }),
         number: call.number.clone().unwrap_or_default(),
         entity: entity.map(|e| e.to_string()),
-        name: record.map(|r| r.name),
+        name: summary.map(|(name, _)| name),
         responsible: responsible.map(|u| u.0),
         ringing: match event.event {
             CallEventKind::Ringing => outcome

@@ -103,6 +103,27 @@ impl Store {
         Ok(mates)
     }
 
+    /// An entity's name and responsible, if it exists (for event payloads: one row).
+    pub async fn entity_summary(
+        &self,
+        entity: &EntityRef,
+    ) -> Result<Option<(String, Option<UserId>)>> {
+        let row = sqlx::query(dynamic_sql!(
+            "SELECT name, responsible FROM {} WHERE id = $1",
+            table(entity.kind)
+        ))
+        .bind(entity.id.as_str())
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| {
+            Ok((
+                col::<String>(&row, "name")?,
+                col::<Option<String>>(&row, "responsible")?.map(UserId),
+            ))
+        })
+        .transpose()
+    }
+
     /// The responsible employee of each entity that exists (`None` inside: nobody is).
     /// Entities that do not exist are absent from the answer.
     pub async fn entity_responsibles(
