@@ -45,7 +45,24 @@ pub struct AuditRecord {
 impl Store {
     /// Appends one entry, stamped now. Returns once the row is committed.
     pub async fn record_audit(&self, entry: NewAudit) -> Result<AuditId> {
-        self.audit_writer().submit(entry).await
+        self.queue_audit(entry).await?.committed().await
+    }
+
+    /// Queues one entry, stamped now, for the writer's next batch; returns once queued
+    /// (waiting only while the queue is full, which holds back the changes behind it).
+    pub async fn queue_audit(&self, entry: NewAudit) -> Result<QueuedAudit> {
+        self.audit_writer().queue(Some(entry)).await
+    }
+
+    /// Returns once every entry queued before is committed: readers of the log see what
+    /// was answered before they asked.
+    pub async fn flush_audit(&self) -> Result<()> {
+        self.audit_writer()
+            .queue(None)
+            .await?
+            .committed()
+            .await
+            .map(drop)
     }
 
     /// The log, newest first; only the entries about `object` if given.
@@ -113,11 +130,26 @@ const MAX_BATCH: usize = 256;
 /// Rows waiting for the writer; a full queue makes requests wait (back-pressure).
 const QUEUE_DEPTH: usize = 4_096;
 
+/// A row to write, or (`entry: None`) a barrier answered once everything queued before
+/// it is committed.
 struct Submission {
     id: AuditId,
     at: Millis,
-    entry: NewAudit,
+    entry: Option<NewAudit>,
     reply: oneshot::Sender<Result<()>>,
+}
+
+/// A queued entry; its commit can be awaited.
+pub struct QueuedAudit {
+    pub id: AuditId,
+    answer: oneshot::Receiver<Result<()>>,
+}
+
+impl QueuedAudit {
+    pub async fn committed(self) -> Result<AuditId> {
+        self.answer.await.map_err(|_| StoreError::Closed)??;
+        Ok(self.id)
+    }
 }
 
 /// The audit rows' writer task; cheap to clone.
@@ -134,7 +166,8 @@ impl AuditWriter {
         Self { sender }
     }
 
-    async fn submit(&self, entry: NewAudit) -> Result<AuditId> {
+    /// Queues an entry (waiting only while the queue is full) or a barrier (`None`).
+    async fn queue(&self, entry: Option<NewAudit>) -> Result<QueuedAudit> {
         // Id and time are taken here, so rows keep the order of the changes.
         let id = AuditId::generate();
         let (reply, answer) = oneshot::channel();
@@ -147,8 +180,7 @@ impl AuditWriter {
             })
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)??;
-        Ok(id)
+        Ok(QueuedAudit { id, answer })
     }
 }
 
@@ -178,19 +210,28 @@ async fn write_batches(pool: AnyPool, mut receiver: mpsc::Receiver<Submission>) 
         );
         let mut replies = Vec::with_capacity(batch.len());
         for s in batch.drain(..) {
+            let Some(entry) = s.entry else {
+                // A barrier: answered with the batch, after everything before it.
+                replies.push(s.reply);
+                continue;
+            };
             rows.push(vec![
                 Cell::from(s.id.0),
                 Cell::from(s.at),
-                Cell::from(s.entry.actor),
-                Cell::from(s.entry.action),
-                Cell::from(s.entry.object),
-                Cell::from(json_list(&s.entry.fields)),
-                Cell::from(s.entry.remote_addr),
-                Cell::from(i64::from(s.entry.status)),
+                Cell::from(entry.actor),
+                Cell::from(entry.action),
+                Cell::from(entry.object),
+                Cell::from(json_list(&entry.fields)),
+                Cell::from(entry.remote_addr),
+                Cell::from(i64::from(entry.status)),
             ]);
             replies.push(s.reply);
         }
-        let written = write(&pool, rows).await;
+        let written = if rows.is_empty() {
+            Ok(())
+        } else {
+            write(&pool, rows).await
+        };
         for reply in replies {
             // The requester may have gone (client disconnected): nothing to do.
             let _ = reply.send(match &written {

@@ -174,6 +174,8 @@ pub struct Store {
     batcher: batch::Batcher,
     /// Group commit of audit rows (see `audit`).
     audit: audit::AuditWriter,
+    /// The webhook list the delivery task reads for every call update.
+    webhook_cache: Arc<webhooks::WebhookCache>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -219,6 +221,7 @@ impl Store {
             backend,
             cache: Arc::default(),
             tokens: Arc::default(),
+            webhook_cache: Arc::default(),
         }
     }
 

@@ -181,6 +181,8 @@ impl Store {
         tx.commit().await?;
         // A role change applies to the user's tokens at once.
         self.tokens().clear();
+        // A webhook owner's role decides what their webhooks carry.
+        self.webhook_cache.clear();
         self.get_user(id).await
     }
 
@@ -192,9 +194,10 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("user", id.as_str()));
         }
-        // Queue memberships and tokens went with the user (cascade).
+        // Queue memberships, tokens and webhooks went with the user (cascade).
         self.cache().invalidate();
         self.tokens().clear();
+        self.webhook_cache.clear();
         Ok(())
     }
 

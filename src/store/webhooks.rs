@@ -3,12 +3,54 @@
 //! (`crate::webhooks`); the secret is read here for signing and never leaves through the
 //! API (A4).
 
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use sqlx::any::AnyRow;
 
 use super::{
     Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
 };
 use crate::crm::model::{Millis, Role, UserId, WebhookId};
+
+/// How long the delivery task trusts its copy of the webhook list when nothing in this
+/// process changed it.
+pub const WEBHOOK_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// The delivery task's copy of the webhook list. A change bumps the generation, so a
+/// load that began before it cannot put the old list back.
+#[derive(Debug, Default)]
+pub(crate) struct WebhookCache(RwLock<CachedList>);
+
+#[derive(Debug, Default)]
+struct CachedList {
+    generation: u64,
+    list: Option<(Arc<Vec<WebhookRecord>>, Instant)>,
+}
+
+impl WebhookCache {
+    /// The list if fresh, else the generation a load must be stored under.
+    fn fresh(&self) -> Result<Arc<Vec<WebhookRecord>>, u64> {
+        let cached = self.0.read().unwrap_or_else(|e| e.into_inner());
+        match &cached.list {
+            Some((list, at)) if at.elapsed() < WEBHOOK_CACHE_TTL => Ok(list.clone()),
+            _ => Err(cached.generation),
+        }
+    }
+
+    fn store(&self, list: Arc<Vec<WebhookRecord>>, generation: u64) {
+        let mut cached = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if cached.generation == generation {
+            cached.list = Some((list, Instant::now()));
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        let mut cached = self.0.write().unwrap_or_else(|e| e.into_inner());
+        cached.generation = cached.generation.wrapping_add(1);
+        cached.list = None;
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWebhook {
@@ -68,6 +110,7 @@ impl Store {
             }
             _ => StoreError::Database(e),
         })?;
+        self.webhook_cache.clear();
         self.get_webhook(&id).await
     }
 
@@ -102,7 +145,20 @@ impl Store {
         Ok(page.finish(hooks, |h| h.id.to_string()))
     }
 
-    /// Every webhook with its owner's role, for the delivery task (a handful of rows).
+    /// Every webhook with its owner's role, for the delivery task, which asks for every
+    /// call update: kept in memory, reloaded at once after a change made through this
+    /// process and at least every [`WEBHOOK_CACHE_TTL`] (another process's change).
+    pub async fn webhooks_cached(&self) -> Result<Arc<Vec<WebhookRecord>>> {
+        let generation = match self.webhook_cache.fresh() {
+            Ok(list) => return Ok(list),
+            Err(generation) => generation,
+        };
+        let list = Arc::new(self.webhooks().await?);
+        self.webhook_cache.store(list.clone(), generation);
+        Ok(list)
+    }
+
+    /// Every webhook with its owner's role (a handful of rows).
     pub async fn webhooks(&self) -> Result<Vec<WebhookRecord>> {
         sqlx::query(dynamic_sql!("{WEBHOOK_SELECT} ORDER BY w.id"))
             .fetch_all(self.reader())
@@ -117,6 +173,7 @@ impl Store {
             .bind(id.as_str())
             .execute(self.writer())
             .await?;
+        self.webhook_cache.clear();
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("webhook", id.as_str()));
         }

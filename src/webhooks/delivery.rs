@@ -162,7 +162,7 @@ async fn dispatch(
     let Some(event) = event_name(update) else {
         return Ok(());
     };
-    let hooks = store.webhooks().await?;
+    let hooks = store.webhooks_cached().await?;
     // Workers of deleted webhooks end with their queue.
     let live: HashSet<&WebhookId> = hooks.iter().map(|h| &h.id).collect();
     workers.queues.retain(|id, _| live.contains(id));
