@@ -29,6 +29,9 @@ pub struct MailboxPolicy {
     pub queue: Option<QueueId>,
     /// The personal mailbox's owner: what their sent mail creates is theirs.
     pub owner: Option<UserId>,
+    /// E16: everything a message creates is the owner's, whichever way it went (the
+    /// forward address, where the owner is the employee the message came through).
+    pub new_work_to_owner: bool,
     pub default_country: Country,
 }
 
@@ -110,6 +113,23 @@ pub fn decide_mail(input: MailIntakeInput<'_>) -> Decision {
     decision.route.clear();
     decision.ring_timeout_s = 0;
 
+    // E16: a customer's mail that came through an employee is that employee's new work;
+    // an existing customer keeps their responsible.
+    if mailbox.new_work_to_owner
+        && decision.create.is_some()
+        && matches!(
+            decision.responsible,
+            Responsible::Nobody | Responsible::NextInQueue(_)
+        )
+        && let Some(owner) = &mailbox.owner
+    {
+        decision.responsible = Responsible::Employee(owner.clone());
+        decision.reason = format!(
+            "{}; for the employee it came through (E16)",
+            decision.reason
+        );
+    }
+
     // E13: a known customer whose responsible is not in this mailbox's queue becomes new
     // work for the queue: a lead linked to the customer, which leaves the address with
     // its owner (M7).
@@ -185,6 +205,7 @@ mod tests {
             route_to_responsible: false,
             queue: Some(QueueId("q1".into())),
             owner: None,
+            new_work_to_owner: false,
             default_country: "DE".parse().unwrap(),
         }
     }

@@ -18,6 +18,9 @@ use crate::matcher::{EmailAddress, Mailbox};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Insiders {
     addresses: HashSet<EmailAddress>,
+    /// The mailbox's own addresses (or the forward address): on the company's side, but
+    /// no employee's.
+    own: HashSet<EmailAddress>,
 }
 
 /// The reading of one message for the CRM.
@@ -43,9 +46,16 @@ impl Insiders {
         mailbox: impl IntoIterator<Item = EmailAddress>,
         employees: impl IntoIterator<Item = EmailAddress>,
     ) -> Self {
+        let own: HashSet<EmailAddress> = mailbox.into_iter().collect();
         Self {
-            addresses: mailbox.into_iter().chain(employees).collect(),
+            addresses: own.iter().cloned().chain(employees).collect(),
+            own,
         }
+    }
+
+    /// An insider who is a person or a person's mailbox, not the receiving address itself.
+    pub fn is_employee(&self, address: &EmailAddress) -> bool {
+        self.addresses.contains(address) && !self.own.contains(address)
     }
 
     pub fn contains(&self, address: &EmailAddress) -> bool {

@@ -1,12 +1,20 @@
 //! The forward/BCC address (E16): whose history a message sent to the account's secret
 //! address belongs to.
 //!
-//! An employee either forwards a customer's message there, or puts the secret address in
-//! Bcc of a message they write to customers. [`detect`] tells the two apart and names the
-//! customers: the original sender of a forward (from an attached message/rfc822 first,
-//! else from the inline block the mail client wrote, see [`inline_forward`]), or the
-//! recipients of a BCC'd copy. Insiders are never customers (E5, M6); matching the
-//! customers to the CRM is the matcher's job.
+//! Mail reaches the secret address three ways, and [`detect`] tells them apart:
+//! - an employee forwards a customer's message there by hand: the customer is the original
+//!   sender (from an attached message/rfc822 first, else from the inline block the mail
+//!   client wrote, see [`inline_forward`]);
+//! - an employee puts the address in Bcc of a message they write to customers: the
+//!   customers are its recipients;
+//! - a mailbox sends on what it receives, unchanged: automatic forwarding (Gmail, Microsoft
+//!   365), an inbox or server rule, Sieve `redirect`, a mail client's "Redirect". The
+//!   author is the customer and the message is incoming; the employee it was addressed to,
+//!   named by the redirect trace (see [`super::redirect`]) or by its recipients, is the one
+//!   whose customer it is.
+//!
+//! Insiders are never customers (E5, M6); matching the customers to the CRM is the
+//! matcher's job.
 
 mod inline;
 mod labels;
@@ -55,6 +63,17 @@ pub enum ForwardOutcome {
     /// A copy an insider sent to customers with the secret address in Bcc: the customers
     /// are its non-insider recipients.
     Bcc { customers: Vec<Mailbox> },
+    /// A message its author (not one of ours) wrote, sent on to the secret address by a
+    /// redirect, an automatic forward or a rule, or written to it directly: incoming from
+    /// the author. `addressed_to` are the employees it was addressed to, the most telling
+    /// first (empty when nothing names one).
+    Redirected {
+        author: Mailbox,
+        addressed_to: Vec<EmailAddress>,
+        /// The header field that shows the redirect; `None` when only the recipients do
+        /// (a plain server redirect) or nothing does.
+        evidence: Option<&'static str>,
+    },
     /// No customer could be named.
     Unknown(UnknownForward),
 }
@@ -64,8 +83,6 @@ pub enum ForwardOutcome {
 pub enum UnknownForward {
     /// A forward whose block names the original sender without an address.
     SenderWithoutAddress(ForwardedMessage),
-    /// Not a forward, and not written by an insider: a BCC'd copy comes from an employee.
-    SenderNotInsider(Mailbox),
     /// Every party is an insider (E5).
     NoCustomer,
     /// The message has no readable From address.
@@ -73,8 +90,39 @@ pub enum UnknownForward {
 }
 
 /// E16: the customers of `mail`, received at the secret address. `insiders` holds the
-/// secret address itself, the employees and the connected mailboxes (M6).
+/// secret address itself (as the receiving address), the employees and the connected
+/// mailboxes (M6).
 pub fn detect(mail: &ParsedMail, insiders: &Insiders) -> ForwardOutcome {
+    let Some(sender) = mail.sender() else {
+        return forward_of(mail, insiders)
+            .unwrap_or(ForwardOutcome::Unknown(UnknownForward::NoSender));
+    };
+    let by_outsider = !insiders.contains(&sender.address);
+    let employees_addressed = addressed_employees(mail, insiders);
+    // A redirect keeps the author's From and any forward block the author wrote: read as a
+    // forward, a customer's own "Fwd:" would make a stranger the customer.
+    let redirected = by_outsider && (mail.redirect.is_redirect() || !employees_addressed.is_empty());
+    if !redirected && let Some(outcome) = forward_of(mail, insiders) {
+        return outcome;
+    }
+    if by_outsider {
+        let evidence = mail.redirect.evidence();
+        return ForwardOutcome::Redirected {
+            author: sender.clone(),
+            addressed_to: employees_addressed,
+            evidence,
+        };
+    }
+    let customers = insiders.outsiders(mail.recipients());
+    if customers.is_empty() {
+        ForwardOutcome::Unknown(UnknownForward::NoCustomer)
+    } else {
+        ForwardOutcome::Bcc { customers }
+    }
+}
+
+/// The forwarded original in `mail`, as an outcome, if `mail` carries one.
+fn forward_of(mail: &ParsedMail, insiders: &Insiders) -> Option<ForwardOutcome> {
     let original = mail
         .messages
         .iter()
@@ -83,40 +131,45 @@ pub fn detect(mail: &ParsedMail, insiders: &Insiders) -> ForwardOutcome {
         .or_else(|| {
             let body = mail.text.as_deref()?;
             inline_forward(mail.subject.as_deref(), body)
-        });
-    if let Some(original) = original {
-        let Some(address) = original.from.clone() else {
-            return ForwardOutcome::Unknown(UnknownForward::SenderWithoutAddress(original));
-        };
-        let customers = if insiders.contains(&address) {
-            insiders.outsiders(&original.recipients)
-        } else {
-            vec![Mailbox {
-                name: original.from_name.clone(),
-                address,
-            }]
-        };
-        return if customers.is_empty() {
-            ForwardOutcome::Unknown(UnknownForward::NoCustomer)
-        } else {
-            ForwardOutcome::Forwarded {
-                original,
-                customers,
-            }
-        };
-    }
-    let Some(sender) = mail.sender() else {
-        return ForwardOutcome::Unknown(UnknownForward::NoSender);
+        })?;
+    let Some(address) = original.from.clone() else {
+        return Some(ForwardOutcome::Unknown(
+            UnknownForward::SenderWithoutAddress(original),
+        ));
     };
-    if !insiders.contains(&sender.address) {
-        return ForwardOutcome::Unknown(UnknownForward::SenderNotInsider(sender.clone()));
-    }
-    let customers = insiders.outsiders(mail.recipients());
-    if customers.is_empty() {
+    let customers = if insiders.contains(&address) {
+        insiders.outsiders(&original.recipients)
+    } else {
+        vec![Mailbox {
+            name: original.from_name.clone(),
+            address,
+        }]
+    };
+    Some(if customers.is_empty() {
         ForwardOutcome::Unknown(UnknownForward::NoCustomer)
     } else {
-        ForwardOutcome::Bcc { customers }
+        ForwardOutcome::Forwarded {
+            original,
+            customers,
+        }
+    })
+}
+
+/// The employees a message was addressed to: those the redirect trace names, then its
+/// recipients, each once; the receiving address itself is nobody's.
+fn addressed_employees(mail: &ParsedMail, insiders: &Insiders) -> Vec<EmailAddress> {
+    let mut found: Vec<EmailAddress> = Vec::new();
+    let candidates = mail
+        .redirect
+        .redirected_from
+        .iter()
+        .chain(mail.to.iter().chain(&mail.cc).map(|m| &m.address));
+    for address in candidates {
+        if insiders.is_employee(address) && !found.contains(address) {
+            found.push(address.clone());
+        }
     }
+    found
 }
 
 fn attached_original(message: &ParsedMail) -> ForwardedMessage {
@@ -136,6 +189,7 @@ fn attached_original(message: &ParsedMail) -> ForwardedMessage {
 mod tests {
     use super::*;
     use crate::matcher::{parse_email, parse_mailbox};
+    use crate::mail::redirect::trace;
 
     const SECRET: &str = "in-7f3a@leadline.example";
 
@@ -168,6 +222,7 @@ mod tests {
             ForwardOutcome::Forwarded { customers, .. } | ForwardOutcome::Bcc { customers } => {
                 customers.iter().map(|c| c.address.as_str()).collect()
             }
+            ForwardOutcome::Redirected { author, .. } => vec![author.address.as_str()],
             ForwardOutcome::Unknown(_) => Vec::new(),
         }
     }
@@ -274,12 +329,16 @@ mod tests {
     }
 
     #[test]
-    fn e16_unforwarded_mail_from_outside_is_unknown() {
-        let m = mail("spam@example.net", &[SECRET], "Offer", "Buy now");
-        assert!(matches!(
+    fn e16_mail_written_to_the_address_is_incoming_from_its_author() {
+        let m = mail("kunde@example.org", &[SECRET], "Anfrage", "Bitte um Angebot");
+        assert_eq!(
             detect(&m, &insiders()),
-            ForwardOutcome::Unknown(UnknownForward::SenderNotInsider(_))
-        ));
+            ForwardOutcome::Redirected {
+                author: boxes(&["kunde@example.org"]).remove(0),
+                addressed_to: Vec::new(),
+                evidence: None,
+            }
+        );
         let nobody = ParsedMail::default();
         assert_eq!(
             detect(&nobody, &insiders()),
@@ -301,5 +360,105 @@ mod tests {
             panic!("expected a forward without address");
         };
         assert_eq!(original.from_name.as_deref(), Some("John Doe"));
+    }
+
+    #[test]
+    fn e16_a_server_redirect_is_the_authors_mail_to_the_employee_it_was_addressed_to() {
+        // Nothing but the recipients shows the redirect: From the customer, To Anna.
+        let m = mail(
+            "Kunde <kunde@example.org>",
+            &["anna@company.example"],
+            "Anfrage",
+            "Bitte um Angebot.",
+        );
+        let ForwardOutcome::Redirected {
+            author,
+            addressed_to,
+            evidence,
+        } = detect(&m, &insiders())
+        else {
+            panic!("expected a redirect");
+        };
+        assert_eq!(author.address.as_str(), "kunde@example.org");
+        assert_eq!(addressed_to, [parse_email("anna@company.example").unwrap()]);
+        assert_eq!(evidence, None);
+    }
+
+    #[test]
+    fn e16_the_trace_names_the_employee_before_the_recipients() {
+        // Sent to a shared alias, redirected by Bob's rule.
+        let mut m = mail(
+            "kunde@example.org",
+            &["anna@company.example"],
+            "Anfrage",
+            "x",
+        );
+        m.redirect = trace([
+            ("X-MS-Exchange-Inbox-Rules-Loop", "bob@company.example"),
+            ("X-MS-Exchange-Organization-AutoForwarded", "true"),
+        ]);
+        let ForwardOutcome::Redirected {
+            addressed_to,
+            evidence,
+            ..
+        } = detect(&m, &insiders())
+        else {
+            panic!("expected a redirect");
+        };
+        assert_eq!(
+            addressed_to,
+            [
+                parse_email("bob@company.example").unwrap(),
+                parse_email("anna@company.example").unwrap()
+            ]
+        );
+        assert_eq!(evidence, Some("x-ms-exchange-inbox-rules-loop"));
+    }
+
+    #[test]
+    fn e16_a_customers_own_forward_redirected_to_us_stays_the_customers() {
+        // The customer forwarded a colleague's mail to Anna; Anna's mailbox sent it on.
+        let mut m = mail(
+            "kunde@example.org",
+            &["anna@company.example"],
+            "Fwd: Bedarf",
+            "---------- Forwarded message ---------\nFrom: Kollege <kollege@example.org>\n\
+             Subject: Bedarf\n\nWir brauchen 20 Stück.",
+        );
+        m.redirect = trace([("X-Forwarded-For", "anna@company.example in-7f3a@leadline.example")]);
+        assert_eq!(customers(&detect(&m, &insiders())), ["kunde@example.org"]);
+    }
+
+    #[test]
+    fn e16_an_employees_mail_redirected_to_us_stays_outgoing() {
+        // Anna wrote to a customer with Bob in Cc; Bob's automatic forward sent the copy.
+        let mut m = mail(
+            "anna@company.example",
+            &["kunde@example.org"],
+            "Angebot",
+            "anbei",
+        );
+        m.cc = boxes(&["bob@company.example"]);
+        m.redirect = trace([("X-Forwarded-For", "bob@company.example in-7f3a@leadline.example")]);
+        assert_eq!(
+            detect(&m, &insiders()),
+            ForwardOutcome::Bcc {
+                customers: boxes(&["kunde@example.org"])
+            }
+        );
+    }
+
+    #[test]
+    fn e16_a_forward_from_an_unknown_address_still_names_the_original_sender() {
+        // An employee forwarding from a private address we do not know, by hand.
+        let m = mail(
+            "anna.private@example.net",
+            &[SECRET],
+            "Fwd: Anfrage",
+            "---------- Forwarded message ---------\nFrom: Kunde <kunde@example.org>\n\
+             Subject: Anfrage\n\nBitte um Angebot.",
+        );
+        assert_eq!(customers(&detect(&m, &insiders())), ["kunde@example.org"]);
+        assert!(matches!(detect(&m, &insiders()), ForwardOutcome::Forwarded { .. }));
     }
 }

@@ -6,7 +6,8 @@ use super::{
     ContactDraft, Correspondence, ForwardOutcome, Insiders, ParsedMail, correspondence, forward,
     parse, parse_vcards,
 };
-use crate::crm::model::Direction;
+use crate::crm::model::{Direction, UserId};
+use crate::matcher::{EmailAddress, Mailbox, parse_email};
 use crate::store::{AttachmentInfo, IncomingEmail, MailOrigin, Store, StoreError};
 
 /// A fetched message as the store takes it: parsed, its direction and customers found;
@@ -110,49 +111,69 @@ fn email_of(
 
 /// E16: a message received at the forward address, into the mail store and the CRM: the
 /// original sender of a forward is the customer (incoming), the recipients of a BCC'd
-/// copy are (outgoing). Returns what the intake did.
+/// copy are (outgoing), and the author of a redirected or automatically forwarded message
+/// is (incoming). What the message creates belongs to the employee it came through: the
+/// one who forwarded or sent it, or the one a redirected message was addressed to.
+/// Returns what the intake did.
 pub async fn take_forwarded(
     store: &Store,
     raw: Vec<u8>,
     forward_address: &str,
 ) -> Result<crate::store::EmailOutcome, StoreError> {
     let parsed = parse(&raw).unwrap_or_default();
-    let mut addresses: Vec<_> = store
-        .insider_addresses()
+    let staff: Vec<(EmailAddress, Option<UserId>)> = store
+        .staff_addresses()
         .await?
-        .iter()
-        .filter_map(|a| crate::matcher::parse_email(a).ok())
+        .into_iter()
+        .filter_map(|(address, user)| Some((parse_email(&address).ok()?, user.map(UserId))))
         .collect();
-    addresses.extend(crate::matcher::parse_email(forward_address).ok());
-    let insiders = Insiders::new(Vec::new(), addresses);
-    let (direction, customers) = match forward::detect(&parsed, &insiders) {
-        ForwardOutcome::Forwarded {
-            original,
-            customers,
-        } => {
-            let written_by_us = original.from.as_ref().is_some_and(|f| insiders.contains(f));
-            (
-                if written_by_us {
+    let insiders = Insiders::new(
+        parse_email(forward_address).ok(),
+        staff.iter().map(|(address, _)| address.clone()),
+    );
+    let outcome = forward::detect(&parsed, &insiders);
+    let sender = || parsed.sender().map(|s| s.address.clone()).into_iter().collect();
+    let (direction, customers, came_through): (Direction, Vec<Mailbox>, Vec<EmailAddress>) =
+        match outcome {
+            ForwardOutcome::Forwarded {
+                original,
+                customers,
+            } => {
+                let written_by_us = original.from.as_ref().is_some_and(|f| insiders.contains(f));
+                let direction = if written_by_us {
                     Direction::Outgoing
                 } else {
                     Direction::Incoming
-                },
-                customers,
-            )
-        }
-        ForwardOutcome::Bcc { customers } => (Direction::Outgoing, customers),
-        ForwardOutcome::Unknown(why) => {
-            tracing::info!(?why, "forwarded message names no customer; kept, logged");
-            (Direction::Incoming, Vec::new())
-        }
-    };
+                };
+                (direction, customers, sender())
+            }
+            ForwardOutcome::Bcc { customers } => (Direction::Outgoing, customers, sender()),
+            ForwardOutcome::Redirected {
+                author,
+                addressed_to,
+                evidence,
+            } => {
+                tracing::debug!(?evidence, ?addressed_to, "redirected to the forward address");
+                (Direction::Incoming, vec![author], addressed_to)
+            }
+            ForwardOutcome::Unknown(why) => {
+                tracing::info!(?why, "forwarded message names no customer; kept, logged");
+                (Direction::Incoming, Vec::new(), Vec::new())
+            }
+        };
+    let employee = came_through.iter().find_map(|address| {
+        staff
+            .iter()
+            .find(|(known, user)| known == address && user.is_some())
+            .and_then(|(_, user)| user.clone())
+    });
     let customers = customers
         .into_iter()
         .map(|m| m.address.as_str().to_owned())
         .collect();
     // Mail sent to the forward address has been read by whoever sent it.
     let email = email_of(
-        MailOrigin::Forward,
+        MailOrigin::Forward { employee },
         &parsed,
         raw,
         true,
@@ -183,7 +204,7 @@ mod tests {
              Content-Disposition: attachment; filename=\"karla.vcf\"\r\n\r\n{card}--b--\r\n"
         );
         let (email, cards) = incoming(
-            MailOrigin::Forward,
+            MailOrigin::Forward { employee: None },
             raw.into_bytes(),
             false,
             0,

@@ -21,12 +21,14 @@ pub mod imap;
 mod intake;
 mod parse;
 pub mod poller;
+pub mod redirect;
 pub mod smtp;
 pub mod vcard;
 
 pub use direction::{Correspondence, Insiders, correspondence};
 pub use error::Error;
 pub use forward::{ForwardOutcome, ForwardSource, ForwardedMessage, UnknownForward};
+pub use redirect::RedirectTrace;
 pub use parse::{Attachment, MAX_NESTING, ParsedMail, VCardPart, parse};
 pub use vcard::{ContactDraft, parse_vcards};
 

@@ -14,6 +14,7 @@ use mail_parser::{
 };
 
 use super::Error;
+use super::redirect::{RedirectTrace, trace};
 use crate::matcher::{EmailAddress, Mailbox};
 
 /// How deep attached messages (message/rfc822) are read. A forward of a forward of a
@@ -50,6 +51,9 @@ pub struct ParsedMail {
     /// Parts that are vCards (text/vcard, text/x-vcard, text/directory, `*.vcf`), whether
     /// the sender attached them or put them inline.
     pub vcards: Vec<VCardPart>,
+    /// What the transport wrote when the message was redirected or forwarded on its way
+    /// (E16).
+    pub redirect: RedirectTrace,
 }
 
 /// One attached file. The content is decoded and owned (the adapter has already bounded
@@ -144,6 +148,7 @@ fn read_message(message: &Message<'_>, depth: usize) -> ParsedMail {
         reply_to: mailboxes(message.reply_to()),
         text,
         text_from_html,
+        redirect: trace(message.headers_raw()),
         ..ParsedMail::default()
     };
     for part in message

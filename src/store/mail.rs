@@ -100,7 +100,9 @@ pub enum MailOrigin {
         uid_validity: i64,
         uid: i64,
     },
-    Forward,
+    /// The forward address (E16); `employee`: the one the message came through, who gets
+    /// what it creates.
+    Forward { employee: Option<UserId> },
 }
 
 /// A collected message, parsed and with its customers found (the adapter's facts).
@@ -434,7 +436,7 @@ impl Store {
                     }
                     policies.get(mailbox).cloned()
                 }
-                MailOrigin::Forward => Some(forward_policy(&snapshot.crm)),
+                MailOrigin::Forward { employee } => Some(forward_policy(&snapshot.crm, employee.clone())),
             };
             let Some((policy, blacklist)) = policy else {
                 return Err(StoreError::Corrupt("mailbox policy".into()));
@@ -468,7 +470,7 @@ impl Store {
         let mut tx = self.writer().begin().await?;
         let (policy, blacklist) = match &email.mailbox {
             Some(mailbox) => load_policy(&mut tx, mailbox, &snapshot.crm).await?,
-            None => forward_policy(&snapshot.crm),
+            None => forward_policy(&snapshot.crm, None),
         };
         let customers: Vec<String> = match email.direction {
             Direction::Incoming => vec![email.from.clone()],
@@ -693,6 +695,21 @@ impl Store {
         rows.iter().map(|row| col(row, "address")).collect()
     }
 
+    /// Every address on the company's side with the employee it belongs to: employees'
+    /// logins, and connected mailboxes (a personal one is its owner's, a company one
+    /// nobody's). E16 reads whose customer a forwarded message is from it.
+    pub async fn staff_addresses(&self) -> Result<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT email AS address, id AS user_id FROM users WHERE email IS NOT NULL \
+             UNION ALL SELECT address, owner AS user_id FROM mailboxes",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((col(row, "address")?, col(row, "user_id")?)))
+            .collect()
+    }
+
     /// E16: the secret of the account's forward address, made on first use.
     pub async fn forward_secret(&self) -> Result<String> {
         let read = |row: Option<AnyRow>| row.map(|r| col::<String>(&r, "value")).transpose();
@@ -775,7 +792,7 @@ async fn ingest_one(
             Some(*uid_validity),
             Some(*uid),
         ),
-        MailOrigin::Forward => (None, None, None, None),
+        MailOrigin::Forward { .. } => (None, None, None, None),
     };
     // The same message stored before: a new UIDVALIDITY (it moves), or the forward
     // address receiving a copy twice.
@@ -1327,6 +1344,7 @@ async fn load_policy(
             create_leads_outgoing: record.create_leads_outgoing,
             route_to_responsible: record.route_to_responsible,
             queue: record.queue,
+            new_work_to_owner: false,
             owner: record.owner,
             default_country: crm.default_country,
         },
@@ -1334,9 +1352,12 @@ async fn load_policy(
     ))
 }
 
-/// E16: the forward address belongs to the account: leads for unknown customers go to
-/// the account's default queue rules (none: nobody responsible).
-fn forward_policy(crm: &crate::crm::model::CrmSettings) -> (MailboxPolicy, Exclusions) {
+/// E16: the forward address belongs to the account: what a message creates is the
+/// employee's it came through, else nobody's.
+fn forward_policy(
+    crm: &crate::crm::model::CrmSettings,
+    employee: Option<UserId>,
+) -> (MailboxPolicy, Exclusions) {
     (
         MailboxPolicy {
             id: "forward".into(),
@@ -1346,7 +1367,8 @@ fn forward_policy(crm: &crate::crm::model::CrmSettings) -> (MailboxPolicy, Exclu
             create_leads_outgoing: true,
             route_to_responsible: false,
             queue: None,
-            owner: None,
+            new_work_to_owner: employee.is_some(),
+            owner: employee,
             default_country: crm.default_country,
         },
         Exclusions::default(),
