@@ -278,6 +278,38 @@ mod tests {
     }
 
     #[test]
+    fn e16_new_work_from_the_forward_address_is_the_employee_it_came_through() {
+        let mut forward = mailbox();
+        forward.owner = Some(UserId("carl".into()));
+        forward.new_work_to_owner = true;
+        forward.create_leads_outgoing = true;
+        let q = queue(&["anna", "ben"]);
+        for direction in [Direction::Incoming, Direction::Outgoing] {
+            let d = decide_for(&forward, direction, &unknown(), Some(&q));
+            assert_eq!(d.action, CrmAction::Created, "{direction:?}");
+            assert_eq!(d.responsible, Responsible::Employee(UserId("carl".into())));
+        }
+        let d = decide_for(&forward, Direction::Incoming, &unknown(), Some(&q));
+        assert!(d.reason.contains("E16"), "{}", d.reason);
+        // A known customer keeps their responsible.
+        let d = decide_for(
+            &forward,
+            Direction::Incoming,
+            &known(EntityKind::Contact, "ben"),
+            Some(&q),
+        );
+        assert_eq!(d.action, CrmAction::Attached);
+        assert_ne!(d.responsible, Responsible::Employee(UserId("carl".into())));
+        // Without the switch (a personal mailbox), the queue rules stay.
+        forward.new_work_to_owner = false;
+        let d = decide_for(&forward, Direction::Incoming, &unknown(), Some(&q));
+        assert_eq!(
+            d.responsible,
+            Responsible::NextInQueue(UserId("anna".into()))
+        );
+    }
+
+    #[test]
     fn e3_lead_creation_is_per_direction() {
         // Outgoing lead creation is off in this mailbox: an unknown recipient is ignored.
         let d = decide_for(&mailbox(), Direction::Outgoing, &unknown(), None);

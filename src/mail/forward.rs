@@ -101,7 +101,8 @@ pub fn detect(mail: &ParsedMail, insiders: &Insiders) -> ForwardOutcome {
     let employees_addressed = addressed_employees(mail, insiders);
     // A redirect keeps the author's From and any forward block the author wrote: read as a
     // forward, a customer's own "Fwd:" would make a stranger the customer.
-    let redirected = by_outsider && (mail.redirect.is_redirect() || !employees_addressed.is_empty());
+    let redirected =
+        by_outsider && (mail.redirect.is_redirect() || !employees_addressed.is_empty());
     if !redirected && let Some(outcome) = forward_of(mail, insiders) {
         return outcome;
     }
@@ -188,8 +189,8 @@ fn attached_original(message: &ParsedMail) -> ForwardedMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matcher::{parse_email, parse_mailbox};
     use crate::mail::redirect::trace;
+    use crate::matcher::{parse_email, parse_mailbox};
 
     const SECRET: &str = "in-7f3a@leadline.example";
 
@@ -330,7 +331,12 @@ mod tests {
 
     #[test]
     fn e16_mail_written_to_the_address_is_incoming_from_its_author() {
-        let m = mail("kunde@example.org", &[SECRET], "Anfrage", "Bitte um Angebot");
+        let m = mail(
+            "kunde@example.org",
+            &[SECRET],
+            "Anfrage",
+            "Bitte um Angebot",
+        );
         assert_eq!(
             detect(&m, &insiders()),
             ForwardOutcome::Redirected {
@@ -425,7 +431,10 @@ mod tests {
             "---------- Forwarded message ---------\nFrom: Kollege <kollege@example.org>\n\
              Subject: Bedarf\n\nWir brauchen 20 Stück.",
         );
-        m.redirect = trace([("X-Forwarded-For", "anna@company.example in-7f3a@leadline.example")]);
+        m.redirect = trace([(
+            "X-Forwarded-For",
+            "anna@company.example in-7f3a@leadline.example",
+        )]);
         assert_eq!(customers(&detect(&m, &insiders())), ["kunde@example.org"]);
     }
 
@@ -439,7 +448,10 @@ mod tests {
             "anbei",
         );
         m.cc = boxes(&["bob@company.example"]);
-        m.redirect = trace([("X-Forwarded-For", "bob@company.example in-7f3a@leadline.example")]);
+        m.redirect = trace([(
+            "X-Forwarded-For",
+            "bob@company.example in-7f3a@leadline.example",
+        )]);
         assert_eq!(
             detect(&m, &insiders()),
             ForwardOutcome::Bcc {
@@ -459,6 +471,9 @@ mod tests {
              Subject: Anfrage\n\nBitte um Angebot.",
         );
         assert_eq!(customers(&detect(&m, &insiders())), ["kunde@example.org"]);
-        assert!(matches!(detect(&m, &insiders()), ForwardOutcome::Forwarded { .. }));
+        assert!(matches!(
+            detect(&m, &insiders()),
+            ForwardOutcome::Forwarded { .. }
+        ));
     }
 }

@@ -132,7 +132,13 @@ pub async fn take_forwarded(
         staff.iter().map(|(address, _)| address.clone()),
     );
     let outcome = forward::detect(&parsed, &insiders);
-    let sender = || parsed.sender().map(|s| s.address.clone()).into_iter().collect();
+    let sender = || {
+        parsed
+            .sender()
+            .map(|s| s.address.clone())
+            .into_iter()
+            .collect()
+    };
     let (direction, customers, came_through): (Direction, Vec<Mailbox>, Vec<EmailAddress>) =
         match outcome {
             ForwardOutcome::Forwarded {
@@ -153,7 +159,11 @@ pub async fn take_forwarded(
                 addressed_to,
                 evidence,
             } => {
-                tracing::debug!(?evidence, ?addressed_to, "redirected to the forward address");
+                tracing::debug!(
+                    ?evidence,
+                    ?addressed_to,
+                    "redirected to the forward address"
+                );
                 (Direction::Incoming, vec![author], addressed_to)
             }
             ForwardOutcome::Unknown(why) => {

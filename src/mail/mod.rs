@@ -28,8 +28,8 @@ pub mod vcard;
 pub use direction::{Correspondence, Insiders, correspondence};
 pub use error::Error;
 pub use forward::{ForwardOutcome, ForwardSource, ForwardedMessage, UnknownForward};
-pub use redirect::RedirectTrace;
 pub use parse::{Attachment, MAX_NESTING, ParsedMail, VCardPart, parse};
+pub use redirect::RedirectTrace;
 pub use vcard::{ContactDraft, parse_vcards};
 
 pub use intake::take_forwarded;

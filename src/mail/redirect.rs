@@ -148,7 +148,11 @@ mod tests {
     use super::*;
 
     fn addresses(trace: &RedirectTrace) -> Vec<&str> {
-        trace.redirected_from.iter().map(EmailAddress::as_str).collect()
+        trace
+            .redirected_from
+            .iter()
+            .map(EmailAddress::as_str)
+            .collect()
     }
 
     #[test]
@@ -177,7 +181,10 @@ mod tests {
     fn e16_the_resender_comes_before_the_rule_and_the_deliveries() {
         let trace = trace([
             ("Delivered-To", "crm-x@leadline.example"),
-            ("X-MS-Exchange-Inbox-Rules-Loop", "Anna.Berg@Company.example"),
+            (
+                "X-MS-Exchange-Inbox-Rules-Loop",
+                "Anna.Berg@Company.example",
+            ),
             ("Resent-From", "Anna Berg <anna.berg@company.example>"),
         ]);
         assert_eq!(
@@ -205,7 +212,10 @@ mod tests {
         assert!(!plain.is_redirect(), "{plain:?}");
         let forwarded = trace([
             ("X-MS-Exchange-Organization-AutoForwarded", " true"),
-            ("X-MS-Exchange-Generated-Message-Source", "Mailbox Rules Agent"),
+            (
+                "X-MS-Exchange-Generated-Message-Source",
+                "Mailbox Rules Agent",
+            ),
         ]);
         assert!(forwarded.is_redirect());
         assert!(forwarded.redirected_from.is_empty());

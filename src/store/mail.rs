@@ -436,7 +436,9 @@ impl Store {
                     }
                     policies.get(mailbox).cloned()
                 }
-                MailOrigin::Forward { employee } => Some(forward_policy(&snapshot.crm, employee.clone())),
+                MailOrigin::Forward { employee } => {
+                    Some(forward_policy(&snapshot.crm, employee.clone()))
+                }
             };
             let Some((policy, blacklist)) = policy else {
                 return Err(StoreError::Corrupt("mailbox policy".into()));
