@@ -104,7 +104,7 @@ fn by_subject<'a>(emails: &'a [Value], subject: &str) -> &'a Value {
 /// the next in the queue; an employee's mail and a blacklisted sender are stored but
 /// reach nothing in the CRM; each message keeps its three times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e8_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
+async fn e8_e15_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
     let app = TestApp::spawn().await;
     unknown_sender_employee_and_blacklist(&app).await;
     app.stop().await;
@@ -112,7 +112,7 @@ async fn e8_unknown_sender_becomes_a_lead_employees_and_blacklist_do_not() {
 
 /// The same on PostgreSQL: the mail store, raw bytes (BYTEA) and intake there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e8_on_postgresql() {
+async fn e8_e15_on_postgresql() {
     let server = crate::common::postgres::PgServer::shared();
     let url = server.create_database("mail_e8").await;
     let app = TestApp::spawn_with(|config, _| config.database_url = url).await;
