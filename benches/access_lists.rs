@@ -1,4 +1,4 @@
-//! What access filtering (issue 8) costs on the lists agents read most: one page of
+//! What access filtering costs on the lists agents read most: one page of
 //! `/contacts`, of the call log `/calls` and of a contact's timeline, for an admin and
 //! for agents at `own`, `queue` and `all`, with 100,000 contacts owned by 10 agents (five
 //! queues of two) and 20,000 calls from them, SQLite. An agent at `own` sees a tenth of

@@ -1,4 +1,4 @@
-//! Issue 7's load generator: N concurrent G.711 calls through an RTP relay, 50 packets/s
+//! The media relay's load generator: N concurrent G.711 calls through an RTP relay, 50 packets/s
 //! each way, measuring loss, the delay the relay adds and its jitter, and the CPU and
 //! memory the relay takes. Run it with `bench/rtp-relay`, which starts the relays.
 //!

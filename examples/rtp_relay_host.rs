@@ -1,6 +1,6 @@
 //! Leadline's media relay in a process of its own, driven over UDP with a small part of
 //! rtpengine's "ng" control protocol, so that `rtp_load` measures Leadline and rtpengine
-//! with the very same client (bench/rtp-relay, issue 7).
+//! with the very same client (bench/rtp-relay).
 //!
 //! A request is a cookie, a space and a bencoded dictionary; the reply repeats the cookie
 //! before its own dictionary, as rtpengine does:

@@ -1,4 +1,4 @@
-//! The audit log (issue 8): every change the API allowed is recorded (who, what, on which
+//! The audit log: every change the API allowed is recorded (who, what, on which
 //! object, when, from which address), and admins read it at `GET /audit`.
 //!
 //! A change is a POST, PUT, PATCH or DELETE answered 2xx: a refused or failed request

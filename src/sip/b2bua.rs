@@ -77,7 +77,7 @@ pub struct B2bua {
     pub profiles: Arc<Profiles>,
     /// Our SIP address: the Contact of both legs.
     pub local: SocketAddr,
-    /// How long the CRM lookup and intake may hold up routing (issue 5 item 10).
+    /// How long the CRM lookup and intake may hold up routing.
     pub lookup_budget: Duration,
     /// Base of the API URLs put in `Call-Info` (`http://host:port`).
     pub api_base: String,
@@ -312,7 +312,7 @@ impl B2bua {
         Ok(devices)
     }
 
-    /// What the agent's phone shows (issue 5 item 8): the CRM's name for the caller and
+    /// What the agent's phone shows: the CRM's name for the caller and
     /// the entity's API URL.
     async fn shown_caller(
         &self,

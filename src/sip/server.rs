@@ -560,7 +560,7 @@ async fn authenticate(
 }
 
 /// An INVITE from a source that is no trunk: an agent's phone placing an outgoing call
-/// (issue 5 item 5), which must authenticate like a REGISTER (407, RFC 3261 §22.3).
+/// which must authenticate like a REGISTER (407, RFC 3261 §22.3).
 async fn agent_call(
     registrar: &Registrar,
     mut tx: Transaction,

@@ -1,4 +1,4 @@
-//! The facts the access rules (issue 8, `crm::access`) need from the database: whom an
+//! The facts the access rules (`crm::access`) need from the database: whom an
 //! employee shares a queue with, who is responsible for given entities, which entities a
 //! call's activity is on; and moving an activity between entities (A3).
 

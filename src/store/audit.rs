@@ -1,4 +1,4 @@
-//! The audit log (issue 8): an append-only record of the changes the API carried out.
+//! The audit log: an append-only record of the changes the API carried out.
 //! What counts as a change and how its row is derived from the request is the HTTP
 //! layer's business (`http::audit`); this module only stores and pages the rows. It never
 //! stores request values, only field names.

@@ -420,7 +420,7 @@ impl Store {
         Ok(())
     }
 
-    /// Issue 5 item 9: a customer who is called back, or calls again and is answered,
+    /// A customer who is called back, or calls again and is answered,
     /// has been reached: the open "call back" activities of their earlier unanswered
     /// calls are completed.
     async fn close_call_backs(&self, tx: &mut Tx<'_>, call: &CallRecord, at: Millis) -> Result<()> {

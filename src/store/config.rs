@@ -23,7 +23,7 @@ impl Store {
         self.put_settings_document(CRM_SETTINGS, settings).await
     }
 
-    /// Issue 8: the agent role's reach (`own` until an admin changes it).
+    /// The agent role's reach (`own` until an admin changes it).
     pub async fn access_settings(&self) -> Result<crate::crm::access::AccessSettings> {
         self.settings_document(ACCESS_SETTINGS)
             .await

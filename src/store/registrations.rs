@@ -62,7 +62,7 @@ impl Store {
         .transpose()
     }
 
-    /// The number an employee's outgoing calls go out on, and its trunk (issue 5 item 5):
+    /// The number an employee's outgoing calls go out on, and its trunk:
     /// a number with a trunk whose queue the employee is in, else the first number with
     /// a trunk.
     pub async fn outgoing_line(

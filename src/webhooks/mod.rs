@@ -1,4 +1,4 @@
-//! Webhooks (issue 8, item 3): call events sent as signed HTTP callbacks to the URLs
+//! Webhooks: call events sent as signed HTTP callbacks to the URLs
 //! employees register, each webhook told only what its owner may see.
 //!
 //! This module owns the rules, as pure functions: which events exist, what a webhook URL

@@ -1,4 +1,4 @@
-//! Issue 8: who may see and change what (A1–A3), over every endpoint that returns CRM
+//! Who may see and change what (A1–A3), over every endpoint that returns CRM
 //! data, at every level.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -402,7 +402,7 @@ fn letters(s: &str) -> BTreeSet<char> {
     s.chars().collect()
 }
 
-/// Issue 8, A1–A3: for every endpoint that returns CRM data and every level, what each
+/// A1–A3: for every endpoint that returns CRM data and every level, what each
 /// agent sees and may change, against the table above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a1_a2_a3_every_endpoint_follows_the_table_at_every_level() {

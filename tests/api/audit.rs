@@ -1,4 +1,4 @@
-//! Issue 8, item 4: every allowed change lands in the audit log (who, what, on which
+//! Every allowed change lands in the audit log (who, what, on which
 //! object, from where), refused ones do not, values never do, and only admins read it.
 
 use reqwest::{Method, StatusCode};

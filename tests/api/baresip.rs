@@ -1,4 +1,4 @@
-//! Issues 5 and 7: one call end to end with a real softphone, relayed and recorded. Debian's `baresip` (1.0) registers
+//! One call end to end with a real softphone, relayed and recorded. Debian's `baresip` (1.0) registers
 //! as an agent and answers automatically; SIPp is the carrier and holds the call for a
 //! known time; the call log must show the answer and that time.
 //!
@@ -141,7 +141,7 @@ fn millis_between(from: &Value, to: &Value) -> i64 {
 }
 
 /// T13 (a call activity keeps who answered, answer and end times, outcome, duration),
-/// T9 (the queue's first agent rings), issue 5: a carrier's call reaches a real softphone
+/// T9 (the queue's first agent rings): a carrier's call reaches a real softphone
 /// registered as the agent, it answers on its own, the carrier hangs up after [`HOLD`];
 /// the call log shows the call answered by that agent on that phone, with the talk time
 /// the carrier held it.
@@ -154,7 +154,7 @@ async fn t13_a_call_answered_by_baresip_is_logged_with_its_duration() {
     assert_eq!(binding["user"], json!(line.anna), "{binding}");
     assert_eq!(binding["transport"], "udp", "{binding}");
 
-    // Issue 7: the call is relayed and recorded; the carrier plays SIPp's G.711 capture.
+    // The call is relayed and recorded; the carrier plays SIPp's G.711 capture.
     let number = app.get_ok("/api/v1/numbers").await["items"][0]["id"]
         .as_str()
         .unwrap()

@@ -237,7 +237,7 @@ fn received_invite(messages: &str) -> &str {
     &messages[start..end]
 }
 
-/// T1, T9, T13, issue 5 items 1, 2 and 8: an unknown caller creates a lead before the
+/// T1, T9, T13: an unknown caller creates a lead before the
 /// agent's phone rings; the first in the queue answers; the phone shows the CRM's name
 /// and a Call-Info link to the lead; the call log has T13's fields.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +303,7 @@ async fn unknown_caller_rings_the_queue(app: &TestApp) {
     assert_eq!(call["route"], json!([line.anna, line.ben]), "{call}");
 }
 
-/// Issue 5 item 1: nobody registered: 480 to the carrier and one missed call that leaves
+/// Nobody registered: 480 to the carrier and one missed call that leaves
 /// an open "call back" activity (T13).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t13_nobody_registered_is_480_and_a_missed_call() {
@@ -337,7 +337,7 @@ async fn t13_nobody_registered_is_480_and_a_missed_call() {
     app.stop().await;
 }
 
-/// Issue 5 item 1: an INVITE for a number we do not have is 404.
+/// An INVITE for a number we do not have is 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_number_is_404() {
     let app = TestApp::spawn_for_sipp().await;
@@ -598,7 +598,7 @@ async fn the_call_window_streams_ringing_answered_and_ended_to_the_agent_concern
     app.stop().await;
 }
 
-/// Issue 8, A1 in the call window: at the default level `own`, a call ringing Anna for
+/// A1 in the call window: at the default level `own`, a call ringing Anna for
 /// her customer is not shown to Ben, though both are connected and in the same queue;
 /// Ben's own customer's call that follows is. The events of one bus arrive in order, so
 /// once Ben has seen his call end, nothing of Anna's earlier call can still come.
@@ -1251,7 +1251,7 @@ fn header_line<'a>(message: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {message}"))
 }
 
-/// Issue 4 item 1 (connection reuse, RFC 3261 §18.2.2, RFC 5626): a phone registered over
+/// Connection reuse (RFC 3261 §18.2.2, RFC 5626): a phone registered over
 /// TCP — behind NAT only reachable that way — gets its calls down the very connection it
 /// registered over, not a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

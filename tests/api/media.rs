@@ -1,4 +1,4 @@
-//! Issue 7: the gateway in the media path. SIPp plays real G.711 audio (its own
+//! The gateway in the media path. SIPp plays real G.711 audio (its own
 //! g711a.pcap) as the carrier; the agent's audio is a UDP socket of the test, so the test
 //! sees where the relayed packets come from and what they carry. Rule T13: the recording
 //! is kept on the call; voicemail leaves a "call back" activity with the message.
@@ -220,7 +220,7 @@ async fn t13_a_relayed_call_is_recorded_with_both_directions() {
         download(&app, recording, &ben_token).await.0,
         StatusCode::NOT_FOUND
     );
-    // Issue 8: at `queue`, Ben sees Anna's customers (they share the queue), and with
+    // A2: at `queue`, Ben sees Anna's customers (they share the queue), and with
     // them the call and its recording (A2).
     app.put_ok(
         "/api/v1/settings/access",
@@ -253,7 +253,7 @@ fn free_range(ports: u16) -> (u16, u16) {
     panic!("no free port range");
 }
 
-/// Ports released on every call end (issue 7): 1,000 short calls through a range of
+/// Ports released on every call end: 1,000 short calls through a range of
 /// only 60 port pairs, then every port of the range binds again and none is in use.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_short_calls_leave_every_rtp_port_free() {
@@ -322,7 +322,7 @@ fn greeting_wav() -> Vec<u8> {
     out.into_inner()
 }
 
-/// Working hours and voicemail (issue 7 item 3, T13): outside the hours the gateway
+/// Working hours and voicemail (T13): outside the hours the gateway
 /// answers, plays the uploaded greeting and the tone, records the caller's message and
 /// leaves it on the call and on an open "call back" activity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,7 +499,7 @@ async fn media_settings_are_validated() {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-/// After hours, `forward` (issue 7 item 3): the call goes out through the number's trunk
+/// After hours, `forward`: the call goes out through the number's trunk
 /// to the rule's number, showing the caller's number, and the caller talks to whoever
 /// answers there; the call is logged as answered by nobody of ours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

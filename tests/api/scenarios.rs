@@ -190,7 +190,7 @@ pub async fn t13_call_lifecycle_and_missed_call(app: &TestApp) {
     assert_eq!(call_back["responsible"], json!(line.anna));
 }
 
-/// Issue 5 item 9: one missed call per attempt leaves one open "call back"; it closes by
+/// One missed call per attempt leaves one open "call back"; it closes by
 /// itself when the customer calls again and is answered.
 pub async fn missed_call_back_closes_when_the_customer_is_reached(app: &TestApp) {
     let line = app.sales_line().await;

@@ -555,7 +555,7 @@ async fn tcp_accepts_large_messages_up_to_the_configured_limit() {
     app.stop().await;
 }
 
-/// Issue 4 item 4 and T2: a PBX trunk registers with its trunk credentials like a phone
+/// T2: a PBX trunk registers with its trunk credentials like a phone
 /// does, and its registration is listed as the trunk's; INVITEs are taken only from a
 /// recognised trunk (by `allowed_ips` or by the registration's source), others get 403.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Issue 8, item 3: webhooks per owner. A webhook is told of the calls its owner may see
+//! Webhooks per owner. A webhook is told of the calls its owner may see
 //! (the call window's rule), signed with its secret; a slow or failing receiver is retried
 //! and its last error shown; the secret is shown once.
 

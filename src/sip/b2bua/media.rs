@@ -1,4 +1,4 @@
-//! A call's media: the relay session that puts the gateway in the RTP path (issue 7),
+//! A call's media: the relay session that puts the gateway in the RTP path,
 //! the SDP rewrite at every point where one party's SDP goes to the other, the
 //! recording, and what the relay measured, kept on the call when it ends.
 

@@ -1,9 +1,9 @@
-//! Agents' outgoing calls (issue 5 item 5): out through the trunk of the agent's number.
+//! Agents' outgoing calls: out through the trunk of the agent's number.
 
 use super::*;
 
 impl B2bua {
-    /// An authenticated agent's call to an outside number (issue 5 item 5): out through
+    /// An authenticated agent's call to an outside number: out through
     /// the trunk of the agent's number, with that number as caller ID written the way the
     /// trunk's profile says, logged and put through the intake (T7).
     pub async fn outgoing(
