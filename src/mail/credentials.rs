@@ -5,9 +5,10 @@
 //! access token: the cached one while it is fresh, else a new one from the token endpoint
 //! for the stored refresh token (RFC 6749 §6). One refresh per mailbox runs at a time, so
 //! the poller and a connection test never spend the same refresh token twice; a rotated
-//! refresh token is stored. A refresh token the endpoint rejected (`invalid_grant`) is
-//! remembered: retries of the broken mailbox answer with the same error without asking
-//! the provider again, until a new refresh token is stored. An access token the IMAP
+//! refresh token is stored. A refusal of the endpoint (`invalid_grant`: revoked or
+//! expired; `invalid_client`: a wrong secret; …) is remembered: retries of the broken
+//! mailbox answer with the same error without asking the provider again, until a new
+//! refresh token or another client is stored. An access token the IMAP
 //! server refuses although it should still be valid (revoked early) is dropped and the
 //! login tried once more with a new one.
 //!
@@ -66,7 +67,7 @@ struct Slot {
     /// The refresh token `token` came from: a different stored one voids it.
     grant: Option<String>,
     token: Option<AccessToken>,
-    /// A refresh token the endpoint rejected, and what it said.
+    /// A refresh token the endpoint refused, and what it said.
     rejected: Option<(String, OAuth2Error)>,
 }
 
@@ -74,15 +75,17 @@ struct Slot {
 struct ClientKey {
     token_url: String,
     client_id: String,
+    client_secret: Option<String>,
     scope: String,
     username: String,
 }
 
 impl ClientKey {
-    fn of(mailbox: &MailboxRecord, oauth2: &OAuth2Settings) -> ClientKey {
+    fn of(mailbox: &MailboxRecord, oauth2: &OAuth2Settings, secret: Option<&str>) -> ClientKey {
         ClientKey {
             token_url: oauth2.token_url.clone(),
             client_id: oauth2.client_id.clone(),
+            client_secret: secret.map(str::to_owned),
             scope: oauth2.scope.clone(),
             username: mailbox.username.clone(),
         }
@@ -166,7 +169,7 @@ impl Credentials {
         // Held across the refresh: a second caller waits and takes the new token.
         let mut slot = slot.lock().await;
         let secrets = self.inner.store.mailbox_oauth2_secrets(&mailbox.id).await?;
-        let key = ClientKey::of(mailbox, oauth2);
+        let key = ClientKey::of(mailbox, oauth2, secrets.client_secret.as_deref());
         if slot.client.as_ref() != Some(&key) || slot.grant != secrets.refresh_token {
             // New client or a new grant (authorized again): nothing known applies.
             *slot = Slot {
@@ -201,13 +204,17 @@ impl Credentials {
         let requested = Instant::now();
         let token = match self.inner.endpoints.refresh(&client, &refresh_token).await {
             Ok(token) => token,
-            Err(Failure::Refused(answer)) if answer.error == "invalid_grant" => {
-                let error = OAuth2Error::GrantRejected {
-                    token_url: client.token_url.clone(),
-                    answer,
-                    mailbox: mailbox.id.clone(),
+            Err(Failure::Refused(answer)) => {
+                let error = if answer.error == "invalid_grant" {
+                    OAuth2Error::GrantRejected {
+                        token_url: client.token_url.clone(),
+                        answer,
+                        mailbox: mailbox.id.clone(),
+                    }
+                } else {
+                    Failure::Refused(answer).into_error(&client.token_url)
                 };
-                tracing::warn!(mailbox = %mailbox.id, %error, "OAuth2 refresh token rejected");
+                tracing::warn!(mailbox = %mailbox.id, %error, "OAuth2 refresh refused");
                 slot.rejected = Some((refresh_token, error.clone()));
                 return Err(error.into());
             }

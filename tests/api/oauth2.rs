@@ -105,9 +105,12 @@ async fn token_endpoint(
 ) -> Answer {
     let mut state = state.lock().unwrap();
     if !state.client_ok(&form) {
+        if let Some(used) = form.get("refresh_token") {
+            state.refreshes.push((used.clone(), None));
+        }
         return (
             AxumStatus::UNAUTHORIZED,
-            Json(json!({"error": "invalid_client"})),
+            Json(json!({"error": "invalid_client", "error_description": "bad client secret"})),
         );
     }
     let lifetime = state.lifetime.as_secs();
@@ -769,6 +772,59 @@ async fn e10_revoked_refresh_token_is_state_error_and_login_failed() {
         .deliver(USER, &message("kunde@example.org", "Wieder da", "v1"))
         .await;
     wait_for_subjects(&app, &["Wieder da"]).await;
+    app.stop().await;
+}
+
+/// E10: a wrong client secret is `login_failed` naming the endpoint's answer; it is not
+/// sent again until the secret changes, and the right one brings the mailbox up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e10_wrong_client_secret_is_login_failed_until_it_is_fixed() {
+    let auth = AuthServer::start(Duration::from_secs(3600)).await;
+    auth.with(|s| s.client_secret = Some("the-right-secret".into()));
+    let dovecot = oauth2_dovecot(&auth, &["oauthbearer"]);
+    let app = TestApp::spawn().await;
+    let mailbox = create_mailbox(
+        &app,
+        mailbox_body(
+            &dovecot,
+            json!({"token_url": auth.token_url(), "client_id": CLIENT_ID,
+                   "client_secret": "a-wrong-secret", "refresh_token": auth.grant(USER),
+                   "scope": "mail"}),
+        ),
+    )
+    .await;
+    let errored = wait_for_state(&app, &mailbox, "error").await;
+    let expected = format!(
+        "the OAuth2 server {} refused the request: invalid_client (bad client secret)",
+        auth.token_url()
+    );
+    assert_eq!(errored["last_error"], json!(expected), "{errored}");
+    let (status, body) = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/api/v1/mailboxes/{mailbox}/test"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "login_failed", "{body}");
+    assert_eq!(body["error"]["field"], "oauth2", "{body}");
+    assert_eq!(
+        auth.refreshes().len(),
+        1,
+        "not sent again: {:?}",
+        auth.refreshes()
+    );
+
+    let (status, body) = patch(
+        &app,
+        &mailbox,
+        json!({"oauth2": {"client_secret": "the-right-secret"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for_state(&app, &mailbox, "idle").await;
     app.stop().await;
 }
 
