@@ -80,9 +80,11 @@ impl App {
         let sip_cancel = CancellationToken::new();
         let mut sip_tasks = start_sip_clients(&store, &sip, &profiles, &sip_cancel);
         let mail_changed = Arc::new(tokio::sync::Notify::new());
+        let mail_credentials = crate::mail::Credentials::new(store.clone());
         // The IMAP pollers stop with the rest on shutdown.
         sip_tasks.push(tokio::spawn(crate::mail::poller::run(
             store.clone(),
+            mail_credentials.clone(),
             mail_changed.clone(),
             sip_cancel.clone(),
         )));
@@ -180,6 +182,7 @@ impl App {
             live,
             stopping: signal.clone(),
             mail_changed: mail_changed.clone(),
+            mail_credentials,
             mail_domain: Arc::from(config.mail_domain.as_str()),
             webhook_private_targets: config.webhooks.private_targets,
             access_changed: Arc::new(tokio::sync::watch::channel(0).0),

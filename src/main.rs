@@ -1,4 +1,4 @@
-//! The `leadline` command: serve, migrate, check-config.
+//! The `leadline` command: serve, migrate, check-config, mailbox authorize.
 
 use std::path::PathBuf;
 
@@ -94,6 +94,27 @@ enum Command {
     Migrate,
     /// Validate the configuration, print it (without secrets) and exit.
     CheckConfig,
+    /// Mailbox tasks that need a person at a terminal.
+    Mailbox {
+        #[command(subcommand)]
+        command: MailboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MailboxCommand {
+    /// Sign an OAuth2 mailbox in (RFC 8628 device flow): shows a code to enter in a
+    /// browser, waits for the sign-in and stores the refresh token. Uses the same database
+    /// as `serve`; a running gateway picks the token up within seconds.
+    Authorize {
+        /// The mailbox id (`GET /api/v1/mailboxes`).
+        id: String,
+        /// Tests only: milliseconds one second of the device flow's polling lasts
+        /// (interval, `slow_down`, expiry), so a test against its own server need not
+        /// wait RFC 8628's 5 s between polls. Default: a real second.
+        #[arg(long, hide = true, env = "LEADLINE_TEST_DEVICE_POLL_SECOND_MS")]
+        poll_second_ms: Option<u64>,
+    },
 }
 
 impl Cli {
@@ -179,6 +200,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database is up to date");
             Ok(())
         }
+        Command::Mailbox {
+            command: MailboxCommand::Authorize { id, poll_second_ms },
+        } => authorize_mailbox(&config, &id, poll_second_ms).await,
         Command::CheckConfig => {
             println!("configuration is valid");
             println!("  http          {}", config.http);
@@ -208,6 +232,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn authorize_mailbox(
+    config: &Config,
+    id: &str,
+    poll_second_ms: Option<u64>,
+) -> anyhow::Result<()> {
+    let store = leadline::app::open_store(config)
+        .await
+        .context("opening the database")?;
+    let second = std::time::Duration::from_millis(poll_second_ms.unwrap_or(1000).max(1));
+    let outcome = leadline::mail::credentials::authorize(&store, id, second, |mailbox, device| {
+        println!(
+            "Sign in to let Leadline read {} (mailbox {}):",
+            mailbox.address, mailbox.id
+        );
+        println!("  open:       {}", device.verification_uri);
+        println!("  enter code: {}", device.user_code);
+        if let Some(complete) = &device.verification_uri_complete {
+            println!("  or open:    {complete}");
+        }
+        println!(
+            "The code is valid for {} minutes. Waiting for the sign-in...",
+            device.expires_in.as_secs().div_ceil(60)
+        );
+    })
+    .await;
+    store.close().await;
+    let mailbox = outcome.with_context(|| format!("authorizing mailbox {id}"))?;
+    println!(
+        "Signed in: the refresh token of {} (mailbox {}) is stored; the gateway logs in with          it at its next attempt.",
+        mailbox.address, mailbox.id
+    );
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -197,6 +197,15 @@ named_enum!(
     MailSecurity { Tls => "tls", Starttls => "starttls", None => "none" }
 );
 named_enum!(
+    /// How a mailbox logs in: IMAP LOGIN with a password, or an OAuth2 access token
+    /// (servers such as Microsoft 365 and Gmail that no longer take passwords).
+    MailAuth { Password => "password", Oauth2 => "oauth2" }
+);
+named_enum!(
+    /// An OAuth2 provider whose endpoints and scope a mailbox need not spell out.
+    OAuth2Provider { Microsoft => "microsoft", Google => "google" }
+);
+named_enum!(
     /// E6: how often a mailbox is checked; `idle` keeps an IMAP IDLE connection open.
     MailCheck {
         Idle => "idle",

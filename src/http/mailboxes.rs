@@ -1,4 +1,5 @@
-//! `/mailboxes`: connected IMAP mailboxes (E1–E11). The password is write-only (A4).
+//! `/mailboxes`: connected IMAP mailboxes (E1–E11). The password, and an OAuth2 mailbox's
+//! client secret and refresh token, are write-only (A4).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -11,9 +12,12 @@ use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, List, ListQuery, validate};
-use crate::crm::model::{MailCheck, MailSecurity, MailboxKind, QueueId, UserId};
+use crate::crm::model::{
+    MailAuth, MailCheck, MailSecurity, MailboxKind, OAuth2Provider, QueueId, UserId,
+};
+use crate::mail::LoginError;
 use crate::matcher::parse_exception;
-use crate::store::{MailboxRecord, NewMailbox, rfc3339};
+use crate::store::{MailboxRecord, NewMailbox, NewOAuth2, OAuth2Settings, SecretUpdate, rfc3339};
 
 /// A mailbox's settings; on update every field is optional and missing ones are kept.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -33,8 +37,13 @@ pub struct MailboxInput {
     /// tls | starttls | none.
     pub security: Option<String>,
     pub username: Option<String>,
-    /// Write-only: stored for the IMAP login, never returned (A4).
+    /// Write-only: stored for the IMAP login, never returned (A4). Not for `oauth2`.
     pub password: Option<String>,
+    /// password (default) | oauth2: an access token instead of a password (Microsoft 365,
+    /// Gmail).
+    pub auth: Option<String>,
+    /// The OAuth2 client of an `oauth2` mailbox; on update, fields not given are kept.
+    pub oauth2: Option<OAuth2Input>,
     /// Folders to process; null = inbox and sent, found by SPECIAL-USE (E4).
     #[serde(default, deserialize_with = "validate::double_option")]
     pub folders: Option<Option<Vec<String>>>,
@@ -57,6 +66,57 @@ pub struct MailboxInput {
     pub check: Option<String>,
 }
 
+/// An OAuth2 client. A provider preset fills in `token_url`, `device_authorization_url`
+/// and `scope` not given with it.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Input {
+    /// microsoft | google | null (own endpoints).
+    #[serde(default, deserialize_with = "validate::double_option")]
+    pub provider: Option<Option<String>>,
+    /// The token endpoint (RFC 6749): https, or http on loopback only.
+    pub token_url: Option<String>,
+    /// The device authorization endpoint (RFC 8628), for `leadline mailbox authorize`.
+    #[serde(default, deserialize_with = "validate::double_option")]
+    pub device_authorization_url: Option<Option<String>>,
+    pub client_id: Option<String>,
+    /// Write-only (A4); null removes it (a public client).
+    #[serde(default, deserialize_with = "validate::double_option")]
+    pub client_secret: Option<Option<String>>,
+    /// Write-only (A4). Usually stored by `leadline mailbox authorize`; null removes it.
+    #[serde(default, deserialize_with = "validate::double_option")]
+    pub refresh_token: Option<Option<String>>,
+    /// Space-separated; must grant IMAP access and a refresh token.
+    pub scope: Option<String>,
+}
+
+/// An OAuth2 mailbox's client as shown: the secrets only as whether they are set (A4).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OAuth2Client {
+    pub provider: Option<String>,
+    pub token_url: String,
+    pub device_authorization_url: Option<String>,
+    pub client_id: String,
+    pub scope: String,
+    pub client_secret_set: bool,
+    /// false: not authorized yet; run `leadline mailbox authorize ID`.
+    pub refresh_token_set: bool,
+}
+
+impl From<OAuth2Settings> for OAuth2Client {
+    fn from(o: OAuth2Settings) -> Self {
+        OAuth2Client {
+            provider: o.provider.map(|p| p.to_string()),
+            token_url: o.token_url,
+            device_authorization_url: o.device_authorization_url,
+            client_id: o.client_id,
+            scope: o.scope,
+            client_secret_set: o.client_secret_set,
+            refresh_token_set: o.refresh_token_set,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Mailbox {
     pub id: String,
@@ -68,6 +128,10 @@ pub struct Mailbox {
     pub port: u16,
     pub security: String,
     pub username: String,
+    /// password | oauth2.
+    pub auth: String,
+    /// The OAuth2 client of an `oauth2` mailbox, else null.
+    pub oauth2: Option<OAuth2Client>,
     pub folders: Option<Vec<String>>,
     pub spam_folder: Option<String>,
     pub sync_window_days: Option<u32>,
@@ -98,6 +162,8 @@ impl From<MailboxRecord> for Mailbox {
             port: m.port,
             security: m.security.to_string(),
             username: m.username,
+            auth: m.auth.to_string(),
+            oauth2: m.oauth2.map(OAuth2Client::from),
             folders: m.folders,
             spam_folder: m.spam_folder,
             sync_window_days: m.sync_window_days,
@@ -231,22 +297,60 @@ async fn settings(
             ));
         }
     };
-    let (password, password_changed) = match (input.password, current) {
-        (Some(p), _) if !p.is_empty() => (p, true),
-        (Some(_), _) => {
-            return Err(ApiError::field(
-                "required",
-                "password",
-                "password must not be empty",
-            ));
+    let auth = match (&input.auth, current) {
+        (Some(a), _) => parse::<MailAuth>("auth", a)?,
+        (None, Some(c)) => c.auth,
+        (None, None) => MailAuth::Password,
+    };
+    let (password, password_changed, oauth2) = match auth {
+        MailAuth::Password => {
+            // Coming from OAuth2 the stored password is empty: a new one is needed.
+            let keeps = current.is_some_and(|c| c.auth == MailAuth::Password);
+            let (password, changed) = match input.password {
+                Some(p) if !p.is_empty() => (p, true),
+                Some(_) => {
+                    return Err(ApiError::field(
+                        "required",
+                        "password",
+                        "password must not be empty",
+                    ));
+                }
+                None if keeps => (String::new(), false),
+                None => {
+                    return Err(ApiError::field(
+                        "required",
+                        "password",
+                        "password is required",
+                    ));
+                }
+            };
+            if input.oauth2.is_some() {
+                return Err(ApiError::field(
+                    "invalid_value",
+                    "oauth2",
+                    "oauth2 is for \"auth\": \"oauth2\"; a password mailbox has no OAuth2 client",
+                ));
+            }
+            (password, changed, None)
         }
-        (None, Some(_)) => (String::new(), false),
-        (None, None) => {
-            return Err(ApiError::field(
-                "required",
-                "password",
-                "password is required",
-            ));
+        MailAuth::Oauth2 => {
+            if input.password.is_some() {
+                return Err(ApiError::field(
+                    "invalid_value",
+                    "password",
+                    "an oauth2 mailbox logs in with an access token, not a password: leave \
+                     password out",
+                ));
+            }
+            let current = current
+                .filter(|c| c.auth == MailAuth::Oauth2)
+                .and_then(|c| c.oauth2.as_ref());
+            // An OAuth2 mailbox stores no password (the old one is removed).
+            (
+                String::new(),
+                true,
+                Some(oauth2_client(input.oauth2, current)?),
+            )
         }
     };
     let address = match (&input.address, current) {
@@ -364,6 +468,8 @@ async fn settings(
             security,
             username,
             password,
+            auth,
+            oauth2,
             folders,
             spam_folder,
             sync_window_days,
@@ -394,6 +500,131 @@ async fn settings(
         },
         password_changed,
     ))
+}
+
+/// Merges the OAuth2 input over the current client; a provider named in the input fills
+/// in what the input leaves out.
+fn oauth2_client(
+    input: Option<OAuth2Input>,
+    current: Option<&OAuth2Settings>,
+) -> ApiResult<NewOAuth2> {
+    let Some(input) = input.or_else(|| current.map(|_| OAuth2Input::default())) else {
+        return Err(ApiError::field(
+            "required",
+            "oauth2",
+            "an oauth2 mailbox needs its OAuth2 client: {\"provider\": \"microsoft\" | \
+             \"google\", \"client_id\": …} or token_url, client_id and scope",
+        ));
+    };
+    let (provider, preset) = match &input.provider {
+        Some(Some(name)) => {
+            let provider = parse::<OAuth2Provider>("oauth2.provider", name)?;
+            (Some(provider), Some(crate::mail::oauth2::preset(provider)))
+        }
+        Some(None) => (None, None),
+        None => (current.and_then(|c| c.provider), None),
+    };
+    let token_url = match (&input.token_url, preset, current) {
+        (Some(url), _, _) => endpoint_url("oauth2.token_url", url)?,
+        (None, Some(preset), _) => preset.token_url.to_owned(),
+        (None, None, Some(c)) => c.token_url.clone(),
+        (None, None, None) => {
+            return Err(ApiError::field(
+                "required",
+                "oauth2.token_url",
+                "oauth2.token_url is required without a provider (microsoft, google)",
+            ));
+        }
+    };
+    let device_authorization_url = match (&input.device_authorization_url, preset, current) {
+        (Some(Some(url)), _, _) => Some(endpoint_url("oauth2.device_authorization_url", url)?),
+        (Some(None), _, _) => None,
+        (None, Some(preset), _) => Some(preset.device_authorization_url.to_owned()),
+        (None, None, Some(c)) => c.device_authorization_url.clone(),
+        (None, None, None) => None,
+    };
+    let client_id = match (&input.client_id, current) {
+        (Some(id), _) => validate::name("oauth2.client_id", id)?,
+        (None, Some(c)) => c.client_id.clone(),
+        (None, None) => {
+            return Err(ApiError::field(
+                "required",
+                "oauth2.client_id",
+                "oauth2.client_id is required: the application (client) id registered with \
+                 the provider",
+            ));
+        }
+    };
+    let scope = match (&input.scope, preset, current) {
+        (Some(scope), _, _) if !scope.trim().is_empty() => scope.trim().to_owned(),
+        (Some(_), _, _) => {
+            return Err(ApiError::field(
+                "required",
+                "oauth2.scope",
+                "oauth2.scope must not be empty",
+            ));
+        }
+        (None, Some(preset), _) => preset.scope.to_owned(),
+        (None, None, Some(c)) => c.scope.clone(),
+        (None, None, None) => {
+            return Err(ApiError::field(
+                "required",
+                "oauth2.scope",
+                "oauth2.scope is required without a provider (microsoft, google)",
+            ));
+        }
+    };
+    Ok(NewOAuth2 {
+        provider,
+        token_url,
+        device_authorization_url,
+        client_id,
+        scope,
+        client_secret: secret("oauth2.client_secret", input.client_secret)?,
+        refresh_token: secret("oauth2.refresh_token", input.refresh_token)?,
+    })
+}
+
+/// A write-only secret: absent keeps it, null removes it, a value replaces it.
+fn secret(field: &str, input: Option<Option<String>>) -> ApiResult<SecretUpdate> {
+    match input {
+        None => Ok(SecretUpdate::Keep),
+        Some(None) => Ok(SecretUpdate::Clear),
+        Some(Some(value)) if value.trim().is_empty() => Err(ApiError::field(
+            "required",
+            field,
+            format!("{field} must not be empty; null removes it"),
+        )),
+        Some(Some(value)) => Ok(SecretUpdate::Set(value.trim().to_owned())),
+    }
+}
+
+/// An OAuth2 endpoint: https, since the client secret and the refresh token are posted to
+/// it; plain http only to this machine.
+fn endpoint_url(field: &str, value: &str) -> ApiResult<String> {
+    let invalid =
+        |why: &str| ApiError::field("invalid_url", field, format!("{field}: '{value}' {why}"));
+    let url = reqwest::Url::parse(value.trim()).map_err(|_| invalid("is not a URL"))?;
+    let Some(host) = url.host_str() else {
+        return Err(invalid("has no host"));
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(invalid(
+                "must be https: the client secret and the refresh token are sent to it",
+            ));
+        }
+        _ => return Err(invalid("must be an https URL")),
+    }
+    Ok(url.to_string())
 }
 
 /// Connect a mailbox: a personal one by its owner, a company one by an admin (E1).
@@ -490,7 +721,8 @@ async fn delete_mailbox(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// E10: checks the connection, TLS and the login; fetches nothing.
+/// E10: checks the connection, TLS and the login (for OAuth2, getting the access token
+/// first); fetches nothing.
 #[utoipa::path(post, path = "/mailboxes/{id}/test", tag = "mail",
     responses((status = 200, body = TestResult), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
@@ -500,11 +732,15 @@ async fn test_mailbox(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TestResult>> {
     let mailbox = visible(&state, &principal, &id).await?;
-    let password = state.store.mailbox_password(&id).await?;
-    let settings = crate::mail::imap_settings(&mailbox, password);
-    crate::mail::imap::test_login(&settings)
+    state
+        .mail_credentials
+        .test_login(&mailbox)
         .await
-        .map_err(|e| ApiError::field(e.code(), "host", e.to_string()))?;
+        .map_err(|e| match e {
+            LoginError::Imap(e) => ApiError::field(e.code(), "host", e.to_string()),
+            LoginError::OAuth2(e) => ApiError::field("login_failed", "oauth2", e.to_string()),
+            LoginError::Store(e) => e.into(),
+        })?;
     Ok(Json(TestResult { ok: true }))
 }
 

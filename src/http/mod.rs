@@ -61,6 +61,8 @@ pub struct AppState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Woken when mailboxes are added, changed or removed: the pollers follow.
     pub mail_changed: Arc<tokio::sync::Notify>,
+    /// Mailbox logins, shared with the pollers (one OAuth2 token cache per process).
+    pub mail_credentials: crate::mail::Credentials,
     /// The domain of the forward address (E16).
     pub mail_domain: Arc<str>,
     /// Holds recordings and greetings (issue 7).

@@ -20,6 +20,7 @@
 mod connect;
 mod folders;
 mod idle;
+mod sasl;
 mod session;
 mod uidset;
 mod wire;
@@ -47,6 +48,9 @@ pub struct ImapSettings {
     pub username: String,
     /// Sent only inside LOGIN; `Debug` shows `<redacted>` (A4).
     pub password: String,
+    /// An OAuth2 access token: when set, the login is SASL OAUTHBEARER or XOAUTH2 with it
+    /// instead of LOGIN with `password`. `Debug` shows `<redacted>` (A4).
+    pub bearer: Option<String>,
     /// Trusted in addition to Mozilla's roots: a company CA, or a test's own certificate.
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub timeouts: Timeouts,
@@ -68,6 +72,7 @@ impl ImapSettings {
             security,
             username: username.into(),
             password: password.into(),
+            bearer: None,
             extra_roots: Vec::new(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
@@ -352,8 +357,13 @@ mod tests {
 
     #[test]
     fn a4_debug_hides_the_password() {
-        let settings = ImapSettings::new("h", 993, Security::Tls, "anna", "hunter2");
-        assert!(!format!("{settings:?}").contains("hunter2"));
+        let mut settings = ImapSettings::new("h", 993, Security::Tls, "anna", "hunter2");
+        settings.bearer = Some("ya29.token".into());
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("ya29"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -13,12 +13,16 @@
 //! them do: [`imap`] (the IMAP client), [`poller`] (one task per mailbox, into the store)
 //! and the SMTP/LMTP listener fetch the bytes, bound their size, and act on what these
 //! functions return; matching an address to the CRM (M3, M4, M8) stays with the matcher.
+//! [`oauth2`] is the pure side of OAuth2 logins; [`credentials`] gives the poller and the
+//! connection test a mailbox's password or access token.
 
+pub mod credentials;
 mod direction;
 mod error;
 pub mod forward;
 pub mod imap;
 mod intake;
+pub mod oauth2;
 mod parse;
 pub mod poller;
 pub mod redirect;
@@ -32,5 +36,6 @@ pub use parse::{Attachment, MAX_NESTING, ParsedMail, VCardPart, parse};
 pub use redirect::RedirectTrace;
 pub use vcard::{ContactDraft, parse_vcards};
 
+pub use credentials::{Credentials, LoginError};
 pub use intake::take_forwarded;
 pub use poller::imap_settings;

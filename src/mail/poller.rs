@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::credentials::{Credentials, LoginError};
 use super::imap::{self, Body, IdleOutcome, ImapSession, ImapSettings, Security, Uid};
 use super::intake::incoming;
 use super::{ContactDraft, Insiders};
@@ -29,6 +30,11 @@ use crate::store::{
 const BATCH: usize = 200;
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
+/// How soon a mailbox that waits for someone (no OAuth2 refresh token yet, or a rejected
+/// one) looks again: `leadline mailbox authorize` stores the token from another process,
+/// which does not wake the poller. A look reads the database only: a rejected token is
+/// not sent to the provider again.
+const OPERATOR_RECHECK: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -36,6 +42,8 @@ pub enum PollError {
     Imap(#[from] imap::ImapError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Login(#[from] LoginError),
 }
 
 /// The IMAP client settings of a stored mailbox.
@@ -56,7 +64,12 @@ pub fn imap_settings(mailbox: &MailboxRecord, password: String) -> ImapSettings 
 
 /// Runs the pollers until `cancel`; `changed` is woken by the API when mailboxes or
 /// activities change.
-pub async fn run(store: Store, changed: Arc<Notify>, cancel: CancellationToken) {
+pub async fn run(
+    store: Store,
+    credentials: Credentials,
+    changed: Arc<Notify>,
+    cancel: CancellationToken,
+) {
     let mut tasks: HashMap<String, (MailboxRecord, CancellationToken, Arc<Notify>)> =
         HashMap::new();
     loop {
@@ -83,6 +96,7 @@ pub async fn run(store: Store, changed: Arc<Notify>, cancel: CancellationToken) 
                     let kick = Arc::new(Notify::new());
                     let poller = Poller {
                         store: store.clone(),
+                        credentials: credentials.clone(),
                         mailbox: mailbox.clone(),
                         kick: kick.clone(),
                         stop: stop.clone(),
@@ -117,6 +131,7 @@ fn same_settings(a: &MailboxRecord, b: &MailboxRecord) -> bool {
 
 struct Poller {
     store: Store,
+    credentials: Credentials,
     mailbox: MailboxRecord,
     kick: Arc<Notify>,
     stop: CancellationToken,
@@ -146,8 +161,14 @@ impl Poller {
                 .store
                 .set_mailbox_state(&self.mailbox.id, "error", Some(&err.to_string()))
                 .await;
-            let wait = jitter(backoff);
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            let wait = match &err {
+                PollError::Login(login) if login.awaits_operator() => OPERATOR_RECHECK,
+                _ => {
+                    let wait = jitter(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    wait
+                }
+            };
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(wait) => {}
@@ -162,9 +183,7 @@ impl Poller {
         self.store
             .set_mailbox_state(&self.mailbox.id, "connecting", None)
             .await?;
-        let password = self.store.mailbox_password(&self.mailbox.id).await?;
-        let settings = imap_settings(&self.mailbox, password);
-        let mut session = imap::connect(&settings).await?;
+        let mut session = self.credentials.connect(&self.mailbox).await?;
         let folders = self.folders(&mut session).await?;
         // IDLE watches one folder: the inbox, where customers' mail arrives.
         let watched = folders

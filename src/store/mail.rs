@@ -15,8 +15,8 @@ use super::{
 use crate::crm::intake::{Decision, NewEntities};
 use crate::crm::mail::{MailFacts, MailIntakeInput, MailboxPolicy, decide_mail};
 use crate::crm::model::{
-    CrmAction, Direction, EntityKind, EntityRef, MailCheck, MailSecurity, MailboxKind, Millis,
-    QueueId, SimpleCreates, UserId,
+    CrmAction, Direction, EntityKind, EntityRef, MailAuth, MailCheck, MailSecurity, MailboxKind,
+    Millis, OAuth2Provider, QueueId, SimpleCreates, UserId,
 };
 use crate::crm::queue::QueueState;
 use crate::matcher::{Exclusions, Identifier, parse_email};
@@ -33,6 +33,9 @@ pub struct MailboxRecord {
     pub port: u16,
     pub security: MailSecurity,
     pub username: String,
+    pub auth: MailAuth,
+    /// The OAuth2 client of an `oauth2` mailbox.
+    pub oauth2: Option<OAuth2Settings>,
     pub folders: Option<Vec<String>>,
     pub spam_folder: Option<String>,
     pub sync_window_days: Option<u32>,
@@ -62,6 +65,9 @@ pub struct NewMailbox {
     pub security: MailSecurity,
     pub username: String,
     pub password: String,
+    pub auth: MailAuth,
+    /// Required for `MailAuth::Oauth2`, ignored otherwise.
+    pub oauth2: Option<NewOAuth2>,
     pub folders: Option<Vec<String>>,
     pub spam_folder: Option<String>,
     pub sync_window_days: Option<u32>,
@@ -73,6 +79,82 @@ pub struct NewMailbox {
     pub blacklist: Vec<String>,
     pub queue: Option<QueueId>,
     pub check: MailCheck,
+}
+
+/// An OAuth2 mailbox's client without its secrets (A4): only whether they are set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2Settings {
+    pub provider: Option<OAuth2Provider>,
+    pub token_url: String,
+    pub device_authorization_url: Option<String>,
+    pub client_id: String,
+    pub scope: String,
+    pub client_secret_set: bool,
+    pub refresh_token_set: bool,
+}
+
+/// An OAuth2 client on creation or update; the secrets are write-only.
+#[derive(Debug, Clone)]
+pub struct NewOAuth2 {
+    pub provider: Option<OAuth2Provider>,
+    pub token_url: String,
+    pub device_authorization_url: Option<String>,
+    pub client_id: String,
+    pub scope: String,
+    pub client_secret: SecretUpdate,
+    pub refresh_token: SecretUpdate,
+}
+
+/// What an update does to a write-only secret (on creation `Keep` is `Clear`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretUpdate {
+    Keep,
+    Set(String),
+    Clear,
+}
+
+impl SecretUpdate {
+    /// `(changed, value)` for `CASE WHEN changed = 1 THEN value ELSE column END`.
+    fn bind(&self) -> (i64, Option<&str>) {
+        match self {
+            SecretUpdate::Keep => (0, None),
+            SecretUpdate::Set(value) => (1, Some(value)),
+            SecretUpdate::Clear => (1, None),
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A4: a secret never reaches a log line.
+        f.write_str(match self {
+            SecretUpdate::Keep => "Keep",
+            SecretUpdate::Set(_) => "Set(<redacted>)",
+            SecretUpdate::Clear => "Clear",
+        })
+    }
+}
+
+/// The secrets of an OAuth2 mailbox, for the credentials only (A4).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct OAuth2Secrets {
+    pub client_secret: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for OAuth2Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2Secrets")
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// The poller's view of where it is in one folder.
@@ -194,7 +276,10 @@ pub struct SyncPlan {
 const MAILBOX_COLUMNS: &str = "id, name, kind, owner, address, host, port, security, username, \
      folders, spam_folder, sync_window_days, crm_link, create_leads_incoming, \
      create_leads_outgoing, vcard_contacts, route_to_responsible, blacklist, queue_id, \
-     check_every, state, last_error, last_sync_at, created_at";
+     check_every, state, last_error, last_sync_at, created_at, auth, oauth2_provider, \
+     oauth2_token_url, oauth2_device_authorization_url, oauth2_client_id, oauth2_scope, \
+     CAST(CASE WHEN oauth2_client_secret IS NULL THEN 0 ELSE 1 END AS BIGINT) AS oauth2_secret_set, \
+     CAST(CASE WHEN oauth2_refresh_token IS NULL THEN 0 ELSE 1 END AS BIGINT) AS oauth2_refresh_set";
 
 const EMAIL_COLUMNS: &str = "id, mailbox_id, folder, uid, message_id, direction, from_addr, \
      from_name, to_addrs, cc_addrs, subject, received_at, ingested_at, completed_at, seen, \
@@ -204,13 +289,17 @@ impl Store {
     pub async fn create_mailbox(&self, new: &NewMailbox) -> Result<MailboxRecord> {
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
+        let oauth2 = new.oauth2.as_ref().filter(|_| new.auth == MailAuth::Oauth2);
         sqlx::query(
             "INSERT INTO mailboxes (id, name, kind, owner, address, host, port, security, \
              username, password, folders, spam_folder, sync_window_days, crm_link, \
              create_leads_incoming, create_leads_outgoing, vcard_contacts, \
              route_to_responsible, blacklist, queue_id, check_every, state, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-             $15, $16, $17, $18, $19, $20, $21, 'connecting', $22, $22)",
+             updated_at, auth, oauth2_provider, oauth2_token_url, \
+             oauth2_device_authorization_url, oauth2_client_id, oauth2_scope, \
+             oauth2_client_secret, oauth2_refresh_token) VALUES ($1, $2, $3, $4, $5, $6, $7, \
+             $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, 'connecting', \
+             $22, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
         )
         .bind(&id)
         .bind(&new.name)
@@ -234,6 +323,14 @@ impl Store {
         .bind(new.queue.as_ref().map(QueueId::as_str))
         .bind(new.check.as_str())
         .bind(now)
+        .bind(new.auth.as_str())
+        .bind(oauth2.and_then(|o| o.provider).map(OAuth2Provider::as_str))
+        .bind(oauth2.map(|o| o.token_url.as_str()))
+        .bind(oauth2.and_then(|o| o.device_authorization_url.as_deref()))
+        .bind(oauth2.map(|o| o.client_id.as_str()))
+        .bind(oauth2.map(|o| o.scope.as_str()))
+        .bind(oauth2.and_then(|o| o.client_secret.bind().1))
+        .bind(oauth2.and_then(|o| o.refresh_token.bind().1))
         .execute(self.writer())
         .await
         .map_err(|e| {
@@ -291,13 +388,22 @@ impl Store {
         new: &NewMailbox,
         password_changed: bool,
     ) -> Result<MailboxRecord> {
+        // A password mailbox keeps no OAuth2 client and no OAuth2 secret.
+        let oauth2 = new.oauth2.as_ref().filter(|_| new.auth == MailAuth::Oauth2);
+        let cleared = SecretUpdate::Clear;
+        let client_secret = oauth2.map_or(&cleared, |o| &o.client_secret).bind();
+        let refresh_token = oauth2.map_or(&cleared, |o| &o.refresh_token).bind();
         let done = sqlx::query(
             "UPDATE mailboxes SET name = $2, address = $3, host = $4, port = $5, security = $6, \
              username = $7, password = CASE WHEN $8 = 1 THEN $9 ELSE password END, \
              folders = $10, spam_folder = $11, sync_window_days = $12, crm_link = $13, \
              create_leads_incoming = $14, create_leads_outgoing = $15, vcard_contacts = $16, \
              route_to_responsible = $17, blacklist = $18, queue_id = $19, check_every = $20, \
-             updated_at = $21 WHERE id = $1",
+             updated_at = $21, auth = $22, oauth2_provider = $23, oauth2_token_url = $24, \
+             oauth2_device_authorization_url = $25, oauth2_client_id = $26, oauth2_scope = $27, \
+             oauth2_client_secret = CASE WHEN $28 = 1 THEN $29 ELSE oauth2_client_secret END, \
+             oauth2_refresh_token = CASE WHEN $30 = 1 THEN $31 ELSE oauth2_refresh_token END \
+             WHERE id = $1",
         )
         .bind(id)
         .bind(&new.name)
@@ -320,6 +426,16 @@ impl Store {
         .bind(new.queue.as_ref().map(QueueId::as_str))
         .bind(new.check.as_str())
         .bind(now_ms())
+        .bind(new.auth.as_str())
+        .bind(oauth2.and_then(|o| o.provider).map(OAuth2Provider::as_str))
+        .bind(oauth2.map(|o| o.token_url.as_str()))
+        .bind(oauth2.and_then(|o| o.device_authorization_url.as_deref()))
+        .bind(oauth2.map(|o| o.client_id.as_str()))
+        .bind(oauth2.map(|o| o.scope.as_str()))
+        .bind(client_secret.0)
+        .bind(client_secret.1)
+        .bind(refresh_token.0)
+        .bind(refresh_token.1)
         .execute(self.writer())
         .await?;
         if done.rows_affected() == 0 {
@@ -347,6 +463,59 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::not_found("mailbox", id))?;
         col(&row, "password")
+    }
+
+    /// The client secret and refresh token of an OAuth2 mailbox, for the credentials only.
+    pub async fn mailbox_oauth2_secrets(&self, id: &str) -> Result<OAuth2Secrets> {
+        let row = sqlx::query(
+            "SELECT oauth2_client_secret, oauth2_refresh_token FROM mailboxes WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.reader())
+        .await?
+        .ok_or_else(|| StoreError::not_found("mailbox", id))?;
+        Ok(OAuth2Secrets {
+            client_secret: col(&row, "oauth2_client_secret")?,
+            refresh_token: col(&row, "oauth2_refresh_token")?,
+        })
+    }
+
+    /// Stores the refresh token `leadline mailbox authorize` obtained.
+    pub async fn set_mailbox_refresh_token(&self, id: &str, refresh_token: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE mailboxes SET oauth2_refresh_token = $2, updated_at = $3 \
+             WHERE id = $1 AND auth = 'oauth2'",
+        )
+        .bind(id)
+        .bind(refresh_token)
+        .bind(now_ms())
+        .execute(self.writer())
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("OAuth2 mailbox", id));
+        }
+        Ok(())
+    }
+
+    /// A token endpoint that rotates refresh tokens answered a refresh with a new one:
+    /// store it, unless the stored token is no longer the one used (someone stored a new
+    /// grant meanwhile, which wins). Returns whether it was stored.
+    pub async fn rotate_mailbox_refresh_token(
+        &self,
+        id: &str,
+        used: &str,
+        new: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE mailboxes SET oauth2_refresh_token = $3 \
+             WHERE id = $1 AND oauth2_refresh_token = $2",
+        )
+        .bind(id)
+        .bind(used)
+        .bind(new)
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// E10: what the mailbox page shows: connected and syncing, idle, or the last error.
@@ -1390,6 +1559,8 @@ fn mailbox_from_row(row: &AnyRow) -> Result<MailboxRecord> {
         port: u16::try_from(port).map_err(|_| StoreError::Corrupt("mailboxes.port".into()))?,
         security: parse_stored(&col::<String>(row, "security")?, "mailboxes.security")?,
         username: col(row, "username")?,
+        auth: parse_stored(&col::<String>(row, "auth")?, "mailboxes.auth")?,
+        oauth2: oauth2_from_row(row)?,
         folders: folders
             .map(|f| parse_json_list(&f, "mailboxes.folders"))
             .transpose()?,
@@ -1409,6 +1580,27 @@ fn mailbox_from_row(row: &AnyRow) -> Result<MailboxRecord> {
         last_sync_at: col(row, "last_sync_at")?,
         created_at: col(row, "created_at")?,
     })
+}
+
+fn oauth2_from_row(row: &AnyRow) -> Result<Option<OAuth2Settings>> {
+    let (Some(token_url), Some(client_id), Some(scope)) = (
+        col::<Option<String>>(row, "oauth2_token_url")?,
+        col::<Option<String>>(row, "oauth2_client_id")?,
+        col::<Option<String>>(row, "oauth2_scope")?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(OAuth2Settings {
+        provider: col::<Option<String>>(row, "oauth2_provider")?
+            .map(|p| parse_stored(&p, "mailboxes.oauth2_provider"))
+            .transpose()?,
+        token_url,
+        device_authorization_url: col(row, "oauth2_device_authorization_url")?,
+        client_id,
+        scope,
+        client_secret_set: col::<i64>(row, "oauth2_secret_set")? != 0,
+        refresh_token_set: col::<i64>(row, "oauth2_refresh_set")? != 0,
+    }))
 }
 
 fn email_from_row(row: &AnyRow) -> Result<EmailRecord> {

@@ -13,6 +13,7 @@ mod http_contract;
 mod imap;
 mod mail;
 mod media;
+mod oauth2;
 mod postgres;
 mod scenarios;
 mod sip;

@@ -8,6 +8,13 @@
 //! `openssl` CLI: a test CA ([`Dovecot::ca_certificate_der`], for the client's extra
 //! roots) that signed a leaf for `localhost` and `127.0.0.1`.
 //!
+//! # OAuth2
+//! With [`Options::oauth2`] the server also takes OAuth2 access tokens (SASL XOAUTH2
+//! and/or OAUTHBEARER): an `oauth2` passdb asks the test's introspection endpoint
+//! (RFC 7662, `POST token=…`) whether a token is active and whose it is. The passwd-file
+//! passdb keeps PLAIN and LOGIN, so the users' passwords work as before. The log names the
+//! mechanism of each login (`Login: user=<alice>, method=XOAUTH2`).
+//!
 //! # Folders
 //! By default the inbox namespace has `Sent`, `Junk` and `Trash` with RFC 6154
 //! special-use attributes. With [`Options::special_use`] off they are `Sent Items`,
@@ -65,6 +72,18 @@ pub struct Options {
     pub users: Vec<(String, String)>,
     /// Sent/Junk/Trash with RFC 6154 attributes (true) or only by name (false).
     pub special_use: bool,
+    /// Also take OAuth2 access tokens (see the module documentation).
+    pub oauth2: Option<OAuth2Passdb>,
+}
+
+/// How the server checks OAuth2 access tokens.
+#[derive(Clone, Debug)]
+pub struct OAuth2Passdb {
+    /// RFC 7662 introspection, e.g. `http://127.0.0.1:PORT/introspect`: answers
+    /// `{"active": true, "username": "alice"}` for a good token.
+    pub introspection_url: String,
+    /// The SASL mechanisms offered for tokens: `"xoauth2"`, `"oauthbearer"` or both.
+    pub mechanisms: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -75,6 +94,7 @@ impl Default for Options {
                 ("bob".to_owned(), "bob-secret".to_owned()),
             ],
             special_use: true,
+            oauth2: None,
         }
     }
 }
@@ -128,6 +148,9 @@ impl Dovecot {
         }
         server.ca_der = make_certificates(&server.dir);
         server.write_users();
+        if let Some(oauth2) = &server.options.oauth2 {
+            server.write_oauth2_config(oauth2);
+        }
         let home = server.dir.join("home");
         fs::create_dir(&home).expect("create the home directory");
         chown(&home, server.mail_owner);
@@ -319,6 +342,15 @@ impl Dovecot {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `doveconf -c CONFIG -n`: the settings in effect; panics when Dovecot rejects them.
+    pub fn doveconf(&self) -> String {
+        let out = run(Command::new(sbin_or_path("doveconf"))
+            .arg("-c")
+            .arg(&self.config)
+            .arg("-n"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Adds `flag` (`\Seen`, `\Deleted` …) to message `uid` of `folder`, as another client.
     pub fn add_flag(&self, user: &str, folder: &str, uid: u32, flag: &str) {
         let uid = uid.to_string();
@@ -400,6 +432,23 @@ impl Dovecot {
         );
     }
 
+    /// The `oauth2` passdb's settings file (Dovecot 2.3's `dovecot-oauth2.conf.ext`).
+    fn write_oauth2_config(&self, oauth2: &OAuth2Passdb) {
+        write_file(
+            &self.dir.join("dovecot-oauth2.conf.ext"),
+            &format!(
+                "introspection_mode = post\n\
+                 introspection_url = {}\n\
+                 force_introspection = yes\n\
+                 username_attribute = username\n\
+                 active_attribute = active\n\
+                 active_value = true\n\
+                 timeout_msecs = 10000\n",
+                oauth2.introspection_url
+            ),
+        );
+    }
+
     fn write_users(&self) {
         let mut users = String::new();
         for (name, password) in &self.options.users {
@@ -430,6 +479,19 @@ impl Dovecot {
                 .map(|name| format!("  mailbox \"{name}\" {{\n    auto = subscribe\n  }}\n"))
                 .collect::<String>()
         };
+        // With OAuth2, the token passdb comes first and takes only the token mechanisms;
+        // the passwords keep PLAIN and LOGIN.
+        let (mechanisms, oauth2_passdb, password_mechanisms) = match &self.options.oauth2 {
+            Some(oauth2) => (
+                format!("plain login {}", oauth2.mechanisms.join(" ")),
+                format!(
+                    "passdb {{\n  driver = oauth2\n  mechanisms = {}\n  args = {dir}/dovecot-oauth2.conf.ext\n}}\n",
+                    oauth2.mechanisms.join(" ")
+                ),
+                "  mechanisms = plain login\n",
+            ),
+            None => ("plain login".to_owned(), String::new(), ""),
+        };
         let config = format!(
             r#"# Written by tests/common/dovecot.rs: a throwaway test server.
 base_dir = {dir}/run
@@ -442,7 +504,7 @@ ssl = yes
 ssl_cert = <{dir}/server.pem
 ssl_key = <{dir}/server.key
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 default_login_user = {login_user}
 default_internal_user = {internal_user}
 mail_location = maildir:~/Maildir
@@ -450,9 +512,9 @@ mail_fsync = never
 mail_max_userip_connections = 200
 first_valid_uid = {uid}
 first_valid_gid = {gid}
-passdb {{
+{oauth2_passdb}passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%n {dir}/users
+{password_mechanisms}  args = scheme=PLAIN username_format=%n {dir}/users
 }}
 userdb {{
   driver = passwd-file

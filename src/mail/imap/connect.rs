@@ -169,6 +169,10 @@ async fn login(
         username: settings.username.clone(),
         reason,
     };
+    if let Some(token) = &settings.bearer {
+        let session = super::sasl::authenticate(settings, client, greeting_caps, token).await?;
+        return with_capabilities(settings, session, None).await;
+    }
     if let Some(caps) = &greeting_caps
         && caps.has("LOGINDISABLED")
     {
@@ -181,17 +185,30 @@ async fn login(
         ));
     }
     let attempt = client.login_with_capabilities(&settings.username, &settings.password);
-    let (mut session, login_caps) =
-        match tokio::time::timeout(settings.timeouts.login, attempt).await {
-            Err(_) => {
-                return Err(login_failed(format!(
-                    "no answer to LOGIN within {:?}",
-                    settings.timeouts.login
-                )));
-            }
-            Ok(Err((e, _client))) => return Err(login_failed(describe_login_error(e))),
-            Ok(Ok(ok)) => ok,
-        };
+    let (session, login_caps) = match tokio::time::timeout(settings.timeouts.login, attempt).await {
+        Err(_) => {
+            return Err(login_failed(format!(
+                "no answer to LOGIN within {:?}",
+                settings.timeouts.login
+            )));
+        }
+        Ok(Err((e, _client))) => return Err(login_failed(describe_login_error(e))),
+        Ok(Ok(ok)) => ok,
+    };
+    with_capabilities(settings, session, login_caps).await
+}
+
+/// The session with what the server can do after login: from the login's answer, else
+/// asked.
+async fn with_capabilities(
+    settings: &ImapSettings,
+    mut session: ImapConn,
+    login_caps: Option<async_imap::types::Capabilities>,
+) -> Result<(ImapConn, Capabilities), ImapError> {
+    let login_failed = |reason: String| ImapError::LoginFailed {
+        username: settings.username.clone(),
+        reason,
+    };
     let caps = match login_caps {
         Some(caps) => Capabilities::from_names(caps.iter().map(session_capability_name)),
         None => {
@@ -211,7 +228,7 @@ async fn login(
     Ok((session, caps))
 }
 
-fn describe_login_error(e: async_imap::error::Error) -> String {
+pub(super) fn describe_login_error(e: async_imap::error::Error) -> String {
     use async_imap::error::Error;
     match e {
         Error::No(text) | Error::Bad(text) => truncate(&text),
@@ -264,7 +281,7 @@ fn session_capability_name(cap: &async_imap::types::Capability) -> String {
     }
 }
 
-fn capability_name(cap: &Capability<'_>) -> String {
+pub(super) fn capability_name(cap: &Capability<'_>) -> String {
     match cap {
         Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
         Capability::Auth(mech) => format!("AUTH={}", mech.to_ascii_uppercase()),
@@ -341,6 +358,7 @@ impl fmt::Debug for ImapSettings {
             .field("security", &self.security)
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
             .field("extra_roots", &self.extra_roots.len())
             .field("timeouts", &self.timeouts)
             .field("limits", &self.limits)
