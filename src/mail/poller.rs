@@ -16,13 +16,17 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::imap::{self, Body, IdleOutcome, ImapSession, ImapSettings, Security, Uid};
+use super::imap::{
+    self, Body, FolderState, IdleOutcome, ImapSession, ImapSettings, KnownUids, Resync, Security,
+    Uid,
+};
 use super::intake::incoming;
 use super::{ContactDraft, Insiders};
 use crate::crm::model::{EntityKind, MailCheck, MailSecurity};
 use crate::matcher::{Identifier, parse_email};
 use crate::store::{
-    FolderCheckpoint, MailOrigin, MailboxRecord, NewEntity, ServerFlags, Store, StoreError,
+    FlagCheckpoint, FlagDelta, FolderCheckpoint, KnownMessages, MailOrigin, MailboxRecord,
+    NewEntity, ServerFlags, Store, StoreError,
 };
 
 /// Messages per fetch and per store transaction.
@@ -329,26 +333,132 @@ impl Poller {
                 .await?;
         }
         // E9 both ways.
-        let flags: Vec<ServerFlags> = session
-            .flags_of_all()
-            .await?
-            .into_iter()
-            .filter(|f| !f.deleted)
-            .map(|f| ServerFlags {
-                uid: i64::from(f.uid.0),
-                seen: f.seen,
-            })
-            .collect();
-        let plan = self
+        self.sync_flags(session, folder, validity, &state).await
+    }
+
+    /// E9 both ways for the selected folder: the server's `\Seen` and deletions into the
+    /// CRM, the CRM's completions onto the server.
+    ///
+    /// With mod-sequences (RFC 7162) and a flag checkpoint of this UIDVALIDITY it reads
+    /// only what changed since that checkpoint: the changed flags, and the deletions
+    /// from QRESYNC's VANISHED or, with CONDSTORE alone, from a position check. Else
+    /// (first pass, no CONDSTORE, `NOMODSEQ`, a new UIDVALIDITY, a checkpoint past the
+    /// server's HIGHESTMODSEQ) it reads every message's flags, and with mod-sequences
+    /// records where the next pass can start.
+    async fn sync_flags(
+        &self,
+        session: &mut ImapSession,
+        folder: &Folder,
+        validity: i64,
+        state: &FolderState,
+    ) -> Result<(), PollError> {
+        let (mailbox, name) = (self.mailbox.id.as_str(), folder.name.as_str());
+        let qresync = session.resync() == Resync::QResync;
+        let highest = state.highest_modseq.and_then(|m| i64::try_from(m).ok());
+        let saved = self
             .store
-            .sync_folder(&self.mailbox.id, &folder.name, validity, &flags)
-            .await?;
-        let uids = |list: &[i64]| list.iter().map(|u| Uid(*u as u32)).collect::<Vec<_>>();
-        if !plan.set_seen.is_empty() {
-            session.set_seen(&uids(&plan.set_seen), true).await?;
+            .flag_checkpoint(mailbox, name)
+            .await?
+            .filter(|c| c.uid_validity == validity)
+            .filter(|c| highest.is_some_and(|h| c.highest_modseq <= h))
+            .filter(|c| qresync || c.known.is_some());
+        let (plan, modseq) = match saved {
+            Some(saved) => {
+                let known = saved.known.map(|k| KnownUids {
+                    top: Uid(k.top_uid as u32),
+                    count: k.count as u32,
+                });
+                let changes = session
+                    .flag_changes(saved.highest_modseq as u64, known)
+                    .await?;
+                metrics::counter!("leadline_mail_flag_passes_total", "kind" => "incremental")
+                    .increment(1);
+                // A message marked `\Deleted` is deleted for E9, as in the full pass.
+                let (deleted, changed): (Vec<_>, Vec<_>) =
+                    changes.changed.iter().partition(|f| f.deleted);
+                let delta = FlagDelta {
+                    changed: changed.into_iter().map(server_flags).collect(),
+                    vanished: changes
+                        .vanished
+                        .iter()
+                        .map(|r| i64::from(*r.start())..=i64::from(*r.end()))
+                        .chain(deleted.iter().map(|f| {
+                            let uid = i64::from(f.uid.0);
+                            uid..=uid
+                        }))
+                        .collect(),
+                };
+                let modseq = i64::try_from(changes.modseq).unwrap_or(saved.highest_modseq);
+                let checkpoint = FlagCheckpoint {
+                    uid_validity: validity,
+                    highest_modseq: modseq,
+                    known: changes.known.map(known_messages),
+                };
+                let plan = self
+                    .store
+                    .sync_folder_delta(mailbox, name, validity, &delta, checkpoint)
+                    .await?;
+                (plan, Some(modseq))
+            }
+            None => {
+                let all = session.flags_of_all().await?;
+                metrics::counter!("leadline_mail_flag_passes_total", "kind" => "full").increment(1);
+                // Every change up to the highest mod-sequence seen is in this answer.
+                let modseq = highest.map(|h| {
+                    all.iter()
+                        .filter_map(|f| f.modseq.and_then(|m| i64::try_from(m).ok()))
+                        .fold(h, i64::max)
+                });
+                let checkpoint = modseq.map(|highest_modseq| FlagCheckpoint {
+                    uid_validity: validity,
+                    highest_modseq,
+                    known: (!qresync)
+                        .then(|| known_messages(KnownUids::of(all.iter().map(|f| f.uid)))),
+                });
+                let flags: Vec<ServerFlags> = all
+                    .iter()
+                    .filter(|f| !f.deleted)
+                    .map(server_flags)
+                    .collect();
+                let plan = self
+                    .store
+                    .sync_folder(mailbox, name, validity, &flags, checkpoint)
+                    .await?;
+                (plan, modseq)
+            }
+        };
+        if plan.followed > 0 || plan.removed > 0 {
+            tracing::debug!(folder = %name, followed = plan.followed, removed = plan.removed, "E9: server changes taken in");
         }
-        if !plan.set_unseen.is_empty() {
-            session.set_seen(&uids(&plan.set_unseen), false).await?;
+        for (list, seen) in [(&plan.set_seen, true), (&plan.set_unseen, false)] {
+            if list.is_empty() {
+                continue;
+            }
+            let uids: Vec<Uid> = list.iter().map(|u| Uid(*u as u32)).collect();
+            // UNCHANGEDSINCE: a message changed on the server after this pass read it is
+            // left alone; the next pass reads its new state and decides again.
+            let pushed = session
+                .set_seen_unless_changed(&uids, seen, modseq.map(|m| m as u64))
+                .await;
+            match pushed {
+                Ok(modified) => {
+                    let done: Vec<i64> = list
+                        .iter()
+                        .copied()
+                        .filter(|u| !modified.contains(&Uid(*u as u32)))
+                        .collect();
+                    self.store
+                        .flags_pushed(mailbox, name, validity, &done, seen)
+                        .await?;
+                }
+                Err(imap::ImapError::Refused { message, .. }) => {
+                    tracing::warn!(folder = %name, %message, "the server refused to change \\Seen; the activities follow the server");
+                    self.store
+                        .flags_refused(mailbox, name, validity, list)
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
@@ -366,12 +476,9 @@ impl Poller {
             // Nothing in the window: start after the newest message.
             None => i64::from(u32::MAX).min(
                 session
-                    .flags_of_all()
+                    .highest_uid()
                     .await?
-                    .iter()
-                    .map(|f| i64::from(f.uid.0))
-                    .max()
-                    .unwrap_or(0)
+                    .map_or(0, |uid| i64::from(uid.0))
                     + 1,
             ),
         })
@@ -445,6 +552,20 @@ fn contact_from_card(
         customer: None,
         deal: None,
     })
+}
+
+fn server_flags(flags: &imap::UidFlags) -> ServerFlags {
+    ServerFlags {
+        uid: i64::from(flags.uid.0),
+        seen: flags.seen,
+    }
+}
+
+fn known_messages(known: KnownUids) -> KnownMessages {
+    KnownMessages {
+        top_uid: i64::from(known.top.0),
+        count: i64::from(known.count),
+    }
 }
 
 /// ±25 % so that many mailboxes failing together do not retry together.
