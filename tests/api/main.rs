@@ -11,6 +11,7 @@ mod helpers;
 mod http_contract;
 mod imap;
 mod mail;
+mod mail_condstore;
 mod media;
 mod postgres;
 mod scenarios;

@@ -65,6 +65,9 @@ pub struct Options {
     pub users: Vec<(String, String)>,
     /// Sent/Junk/Trash with RFC 6154 attributes (true) or only by name (false).
     pub special_use: bool,
+    /// Dovecot's `imap_capability`: what the server announces after login instead of
+    /// its defaults (e.g. without `CONDSTORE`/`QRESYNC`, to test a client's fallback).
+    pub imap_capability: Option<String>,
 }
 
 impl Default for Options {
@@ -75,6 +78,7 @@ impl Default for Options {
                 ("bob".to_owned(), "bob-secret".to_owned()),
             ],
             special_use: true,
+            imap_capability: None,
         }
     }
 }
@@ -479,12 +483,16 @@ service lmtp {{
 protocol lmtp {{
   postmaster_address = postmaster@{DOMAIN}
 }}
-"#,
+{capability}"#,
             imap = self.imap_port,
             imaps = self.imaps_port,
             lmtp = self.lmtp_port,
             login_user = identity.login_user,
             internal_user = identity.internal_user,
+            capability = match &self.options.imap_capability {
+                Some(list) => format!("protocol imap {{\n  imap_capability = {list}\n}}\n"),
+                None => String::new(),
+            },
         );
         write_file(&self.config, &config);
     }

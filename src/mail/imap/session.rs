@@ -438,14 +438,17 @@ impl ImapSession {
                 "without QRESYNC deletions are found from the known UIDs: read every message's flags first",
             ));
         }
-        // Changes this call reads: not news for the next `idle_wait`.
-        self.refresh(|response| {
-            matches!(
-                response,
-                Response::Expunge(_) | Response::Vanished { .. } | Response::Fetch(..)
-            )
-        })
-        .await?;
+        // Changes this call reads: not news for the next `idle_wait`. Its HIGHESTMODSEQ
+        // (after expunges) counts expunges that no FETCH below would carry the
+        // mod-sequence of, so they are not reported again next time.
+        let refreshed = self
+            .refresh_modseq(|response| {
+                matches!(
+                    response,
+                    Response::Expunge(_) | Response::Vanished { .. } | Response::Fetch(..)
+                )
+            })
+            .await?;
         let command = if qresync {
             // Not `1:*`: `*` is the highest UID there now, and the newest message may be
             // among the expunged ones (RFC 7162 3.2.6 reports only UIDs in the set).
@@ -457,7 +460,7 @@ impl ImapSession {
             format!("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {since})")
         };
         let mut changes = FlagChanges {
-            modseq: since.max(selected),
+            modseq: since.max(selected).max(refreshed.unwrap_or(0)),
             ..FlagChanges::default()
         };
         self.exchange("UID FETCH", &command, |response| match response {
@@ -565,10 +568,10 @@ impl ImapSession {
             // .SILENT: no FETCH echo of our own change, which would look like news to
             // IDLE. Under CONDSTORE the server still sends UID and MODSEQ: ours too.
             let command = format!("UID STORE {set} {condition}{sign}FLAGS.SILENT (\\Seen)");
-            let text = self
+            let done = self
                 .exchange_tagged("UID STORE", &command, is_store_echo)
                 .await?;
-            let left = modified_set(&text);
+            let left = modified_set(&done.text);
             modified.extend(
                 uids.iter()
                     .filter(|uid| left.iter().any(|range| range.contains(&uid.0))),
@@ -653,14 +656,37 @@ impl ImapSession {
         self.exchange_tagged(name, command, on_data).await.map(drop)
     }
 
-    /// [`ImapSession::exchange`], returning the text of the tagged OK: with a response
-    /// code imap-proto does not know (RFC 7162's MODIFIED) that code is in the text.
+    /// [`ImapSession::refresh`] under CONDSTORE: also the HIGHESTMODSEQ the server
+    /// reports with it (RFC 7162 3.2.10: after expunges, in the tagged OK).
+    async fn refresh_modseq(
+        &mut self,
+        covered: impl Fn(&Response<'_>) -> bool,
+    ) -> Result<Option<u64>, ImapError> {
+        let mut highest = None;
+        let done = self
+            .exchange_tagged("NOOP", "NOOP", |response| match response {
+                Response::Data {
+                    status: Status::Ok,
+                    outcome,
+                } => {
+                    if let Some(ResponseCode::HighestModSeq(m)) = outcome.code {
+                        highest = highest.max(Some(m));
+                    }
+                    true
+                }
+                other => covered(other),
+            })
+            .await?;
+        Ok(highest.max(done.highest_modseq))
+    }
+
+    /// [`ImapSession::exchange`], returning what the tagged OK said.
     async fn exchange_tagged(
         &mut self,
         name: &'static str,
         command: &str,
         mut on_data: impl FnMut(&Response<'_>) -> bool,
-    ) -> Result<String, ImapError> {
+    ) -> Result<TaggedOk, ImapError> {
         self.make_ready().await?;
         self.state = State::InCommand(name);
         let limit = self.timeouts.command;
@@ -677,9 +703,13 @@ impl ImapSession {
                         outcome,
                     } if *done == tag => {
                         return match status {
-                            Status::Ok => {
-                                Ok(outcome.information.as_deref().unwrap_or("").to_owned())
-                            }
+                            Status::Ok => Ok(TaggedOk {
+                                text: outcome.information.as_deref().unwrap_or("").to_owned(),
+                                highest_modseq: match outcome.code {
+                                    Some(ResponseCode::HighestModSeq(m)) => Some(m),
+                                    _ => None,
+                                },
+                            }),
                             _ => Err(Failure::Refused(outcome_text(outcome))),
                         };
                     }
@@ -758,6 +788,14 @@ impl ImapSession {
             reason: reason.to_owned(),
         }
     }
+}
+
+/// What a command's tagged OK said besides OK.
+struct TaggedOk {
+    /// The text; a response code imap-proto does not know (RFC 7162's MODIFIED) is in
+    /// it.
+    text: String,
+    highest_modseq: Option<u64>,
 }
 
 /// `\Seen`, `\Deleted` and MODSEQ of one FETCH response; `None` without UID.
