@@ -339,6 +339,10 @@ impl Poller {
     /// E9 both ways for the selected folder: the server's `\Seen` and deletions into the
     /// CRM, the CRM's completions onto the server.
     ///
+    /// The incremental read is `UID FETCH … (CHANGEDSINCE m VANISHED)` after the new-mail
+    /// loop, not `SELECT (QRESYNC (…))`: the same answer, read where it is used, and the
+    /// SELECT (and the loop between) stay as they are for every server.
+    ///
     /// With mod-sequences (RFC 7162) and a flag checkpoint of this UIDVALIDITY it reads
     /// only what changed since that checkpoint: the changed flags, and the deletions
     /// from QRESYNC's VANISHED or, with CONDSTORE alone, from a position check. Else
@@ -352,27 +356,33 @@ impl Poller {
         validity: i64,
         state: &FolderState,
     ) -> Result<(), PollError> {
+        let started = std::time::Instant::now();
         let (mailbox, name) = (self.mailbox.id.as_str(), folder.name.as_str());
         let qresync = session.resync() == Resync::QResync;
         let highest = state.highest_modseq.and_then(|m| i64::try_from(m).ok());
+        // A mod-sequence past the server's means the folder's history was reset (a restore):
+        // what changed since cannot be asked for.
         let saved = self
             .store
             .flag_checkpoint(mailbox, name)
             .await?
             .filter(|c| c.uid_validity == validity)
-            .filter(|c| highest.is_some_and(|h| c.highest_modseq <= h))
-            .filter(|c| qresync || c.known.is_some());
-        let (plan, modseq) = match saved {
-            Some(saved) => {
-                let known = saved.known.map(|k| KnownUids {
-                    top: Uid(k.top_uid as u32),
-                    count: k.count as u32,
+            .filter(|c| highest.is_some_and(|h| (0..=h).contains(&c.highest_modseq)))
+            .map(|c| {
+                let known = c.known.and_then(|k| {
+                    Some(KnownUids {
+                        top: Uid(u32::try_from(k.top_uid).ok()?),
+                        count: u32::try_from(k.count).ok()?,
+                    })
                 });
+                (c, known)
+            })
+            .filter(|(_, known)| qresync || known.is_some());
+        let (plan, modseq) = match saved {
+            Some((saved, known)) => {
                 let changes = session
-                    .flag_changes(saved.highest_modseq as u64, known)
+                    .flag_changes(saved.highest_modseq.unsigned_abs(), known)
                     .await?;
-                metrics::counter!("leadline_mail_flag_passes_total", "kind" => "incremental")
-                    .increment(1);
                 // A message marked `\Deleted` is deleted for E9, as in the full pass.
                 let (deleted, changed): (Vec<_>, Vec<_>) =
                     changes.changed.iter().partition(|f| f.deleted);
@@ -402,7 +412,6 @@ impl Poller {
             }
             None => {
                 let all = session.flags_of_all().await?;
-                metrics::counter!("leadline_mail_flag_passes_total", "kind" => "full").increment(1);
                 // Every change up to the highest mod-sequence seen is in this answer.
                 let modseq = highest.map(|h| {
                     all.iter()
@@ -460,6 +469,13 @@ impl Poller {
                 Err(e) => return Err(e.into()),
             }
         }
+        let kind = if saved.is_some() {
+            "incremental"
+        } else {
+            "full"
+        };
+        metrics::histogram!("leadline_mail_flag_pass_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
