@@ -4,5 +4,6 @@ pub mod access;
 pub mod hours;
 pub mod intake;
 pub mod mail;
+pub mod mail_flags;
 pub mod model;
 pub mod queue;

@@ -13,6 +13,11 @@
 //! UIDVALIDITY/UID checkpoints and decides what to fetch; this module only tells what the
 //! server says. It never changes a message except its `\Seen` flag ([`ImapSession::set_seen`]).
 //!
+//! Where the server offers RFC 7162 (and [`ImapSettings::resync`] allows it), the session
+//! enables QRESYNC (else CONDSTORE) after login, so that E9's pass can ask only for what
+//! changed since a mod-sequence ([`ImapSession::flag_changes`]) instead of every
+//! message's flags ([`ImapSession::flags_of_all`]).
+//!
 //! One [`ImapSession`] is owned by one task. Dropping a call's future is safe: after an
 //! abandoned IDLE the next call ends it with `DONE`; after any other abandoned command the
 //! session answers [`ImapError::Io`] and the owner reconnects.
@@ -28,6 +33,7 @@ mod wire;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -55,6 +61,8 @@ pub struct ImapSettings {
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// How much of RFC 7162 to use where the server offers it.
+    pub resync: Resync,
 }
 
 impl ImapSettings {
@@ -76,8 +84,23 @@ impl ImapSettings {
             extra_roots: Vec::new(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            resync: Resync::QResync,
         }
     }
+}
+
+/// How the flags of a folder are brought up to date (E9), at most: the session uses the
+/// most of this that the server offers (and ENABLE, RFC 5161, to switch it on).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resync {
+    /// Every message's flags, every pass.
+    Full,
+    /// RFC 7162 CONDSTORE: flags changed since a mod-sequence; deletions found by
+    /// comparing positions, and listed only when some happened.
+    CondStore,
+    /// RFC 7162 QRESYNC: CONDSTORE, and the server lists the UIDs expunged since.
+    #[default]
+    QResync,
 }
 
 /// How the connection is secured; spelled as in the API (`"tls"`, `"starttls"`, `"none"`).
@@ -253,6 +276,9 @@ pub struct FolderState {
     pub uid_next: Option<Uid>,
     /// Number of messages in the folder.
     pub exists: u32,
+    /// HIGHESTMODSEQ (RFC 7162) when the session uses mod-sequences and the folder keeps
+    /// them (none on `NOMODSEQ`): the base for [`ImapSession::flag_changes`].
+    pub highest_modseq: Option<u64>,
 }
 
 /// One message as fetched, in UID order.
@@ -296,6 +322,41 @@ pub struct UidFlags {
     /// Marked `\Deleted` but not yet expunged: clients that "move to trash" lazily
     /// (Thunderbird's IMAP delete model) leave this; the message is deleted for E9.
     pub deleted: bool,
+    /// The message's mod-sequence (RFC 7162), when the session uses them.
+    pub modseq: Option<u64>,
+}
+
+/// What changed in the selected folder since a mod-sequence ([`ImapSession::flag_changes`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlagChanges {
+    /// Messages whose flags changed since (new messages too), in UID order.
+    pub changed: Vec<UidFlags>,
+    /// UIDs expunged since. May name UIDs never seen, never one that still exists.
+    pub vanished: Vec<RangeInclusive<u32>>,
+    /// Every change up to this mod-sequence is in this answer: the next `since`.
+    pub modseq: u64,
+    /// Without QRESYNC: what the folder holds now, for the next call.
+    pub known: Option<KnownUids>,
+}
+
+/// `count` messages of the selected folder had a UID up to `top` when last listed. Without
+/// QRESYNC this finds deletions cheaply: while none happened, message number `count` is
+/// still `top` (one small SEARCH); only otherwise are the UIDs listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownUids {
+    pub top: Uid,
+    pub count: u32,
+}
+
+impl KnownUids {
+    /// What a list of every message of the folder (e.g. [`ImapSession::flags_of_all`])
+    /// tells.
+    pub fn of(uids: impl IntoIterator<Item = Uid>) -> KnownUids {
+        let (top, count) = uids
+            .into_iter()
+            .fold((Uid(0), 0u32), |(top, n), uid| (top.max(uid), n + 1));
+        KnownUids { top, count }
+    }
 }
 
 /// How [`ImapSession::idle_wait`] ended.
@@ -308,8 +369,15 @@ pub enum IdleOutcome {
     Timeout,
 }
 
-/// Connects and logs in (E10's checks, then a usable session).
+/// Connects and logs in (E10's checks, then a usable session), and switches on what
+/// [`ImapSettings::resync`] allows of RFC 7162.
 pub async fn connect(settings: &ImapSettings) -> Result<ImapSession, ImapError> {
+    let mut session = logged_in(settings).await?;
+    session.enable_resync(settings.resync).await?;
+    Ok(session)
+}
+
+async fn logged_in(settings: &ImapSettings) -> Result<ImapSession, ImapError> {
     let (conn, capabilities) = connect::open(settings).await?;
     tracing::debug!(
         host = %settings.host,
@@ -324,7 +392,7 @@ pub async fn connect(settings: &ImapSettings) -> Result<ImapSession, ImapError> 
 /// `ConnectFailed`, `TlsFailed` or `LoginFailed`: once the login succeeded the settings
 /// are good, whatever LOGOUT does.
 pub async fn test_login(settings: &ImapSettings) -> Result<(), ImapError> {
-    let session = connect(settings).await?;
+    let session = logged_in(settings).await?;
     if let Err(e) = session.logout().await {
         tracing::debug!(error = %e, "LOGOUT after a successful test login failed");
     }
@@ -387,7 +455,10 @@ mod tests {
             let _ = s.select("INBOX").await;
             let _ = s.fetch_since(Uid(0), 10).await;
             let _ = s.flags_of_all().await;
+            let _ = s.flag_changes(1, None).await;
+            let _ = s.highest_uid().await;
             let _ = s.set_seen(&[Uid(1)], true).await;
+            let _ = s.set_seen_unless_changed(&[Uid(1)], true, Some(1)).await;
             let _ = s.idle_wait(Duration::from_secs(1)).await;
             let _ = s.logout().await;
         }

@@ -17,13 +17,17 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::{Credentials, LoginError};
-use super::imap::{self, Body, IdleOutcome, ImapSession, ImapSettings, Security, Uid};
+use super::imap::{
+    self, Body, FolderState, IdleOutcome, ImapSession, ImapSettings, KnownUids, Resync, Security,
+    Uid,
+};
 use super::intake::incoming;
 use super::{ContactDraft, Insiders};
 use crate::crm::model::{EntityKind, MailCheck, MailSecurity};
 use crate::matcher::{Identifier, parse_email};
 use crate::store::{
-    FolderCheckpoint, MailOrigin, MailboxRecord, NewEntity, ServerFlags, Store, StoreError,
+    FlagCheckpoint, FlagDelta, FolderCheckpoint, KnownMessages, MailOrigin, MailboxRecord,
+    NewEntity, ServerFlags, Store, StoreError,
 };
 
 /// Messages per fetch and per store transaction.
@@ -348,27 +352,149 @@ impl Poller {
                 .await?;
         }
         // E9 both ways.
-        let flags: Vec<ServerFlags> = session
-            .flags_of_all()
-            .await?
-            .into_iter()
-            .filter(|f| !f.deleted)
-            .map(|f| ServerFlags {
-                uid: i64::from(f.uid.0),
-                seen: f.seen,
-            })
-            .collect();
-        let plan = self
+        self.sync_flags(session, folder, validity, &state).await
+    }
+
+    /// E9 both ways for the selected folder: the server's `\Seen` and deletions into the
+    /// CRM, the CRM's completions onto the server.
+    ///
+    /// The incremental read is `UID FETCH … (CHANGEDSINCE m VANISHED)` after the new-mail
+    /// loop, not `SELECT (QRESYNC (…))`: the same answer, read where it is used, and the
+    /// SELECT (and the loop between) stay as they are for every server.
+    ///
+    /// With mod-sequences (RFC 7162) and a flag checkpoint of this UIDVALIDITY it reads
+    /// only what changed since that checkpoint: the changed flags, and the deletions
+    /// from QRESYNC's VANISHED or, with CONDSTORE alone, from a position check. Else
+    /// (first pass, no CONDSTORE, `NOMODSEQ`, a new UIDVALIDITY, a checkpoint past the
+    /// server's HIGHESTMODSEQ) it reads every message's flags, and with mod-sequences
+    /// records where the next pass can start.
+    async fn sync_flags(
+        &self,
+        session: &mut ImapSession,
+        folder: &Folder,
+        validity: i64,
+        state: &FolderState,
+    ) -> Result<(), PollError> {
+        let started = std::time::Instant::now();
+        let (mailbox, name) = (self.mailbox.id.as_str(), folder.name.as_str());
+        let qresync = session.resync() == Resync::QResync;
+        let highest = state.highest_modseq.and_then(|m| i64::try_from(m).ok());
+        // A mod-sequence past the server's means the folder's history was reset (a restore):
+        // what changed since cannot be asked for.
+        let saved = self
             .store
-            .sync_folder(&self.mailbox.id, &folder.name, validity, &flags)
-            .await?;
-        let uids = |list: &[i64]| list.iter().map(|u| Uid(*u as u32)).collect::<Vec<_>>();
-        if !plan.set_seen.is_empty() {
-            session.set_seen(&uids(&plan.set_seen), true).await?;
+            .flag_checkpoint(mailbox, name)
+            .await?
+            .filter(|c| c.uid_validity == validity)
+            .filter(|c| highest.is_some_and(|h| (0..=h).contains(&c.highest_modseq)))
+            .map(|c| {
+                let known = c.known.and_then(|k| {
+                    Some(KnownUids {
+                        top: Uid(u32::try_from(k.top_uid).ok()?),
+                        count: u32::try_from(k.count).ok()?,
+                    })
+                });
+                (c, known)
+            })
+            .filter(|(_, known)| qresync || known.is_some());
+        let (plan, modseq) = match saved {
+            Some((saved, known)) => {
+                let changes = session
+                    .flag_changes(saved.highest_modseq.unsigned_abs(), known)
+                    .await?;
+                // A message marked `\Deleted` is deleted for E9, as in the full pass.
+                let (deleted, changed): (Vec<_>, Vec<_>) =
+                    changes.changed.iter().partition(|f| f.deleted);
+                let delta = FlagDelta {
+                    changed: changed.into_iter().map(server_flags).collect(),
+                    vanished: changes
+                        .vanished
+                        .iter()
+                        .map(|r| i64::from(*r.start())..=i64::from(*r.end()))
+                        .chain(deleted.iter().map(|f| {
+                            let uid = i64::from(f.uid.0);
+                            uid..=uid
+                        }))
+                        .collect(),
+                };
+                let modseq = i64::try_from(changes.modseq).unwrap_or(saved.highest_modseq);
+                let checkpoint = FlagCheckpoint {
+                    uid_validity: validity,
+                    highest_modseq: modseq,
+                    known: changes.known.map(known_messages),
+                };
+                let plan = self
+                    .store
+                    .sync_folder_delta(mailbox, name, validity, &delta, checkpoint)
+                    .await?;
+                (plan, Some(modseq))
+            }
+            None => {
+                let all = session.flags_of_all().await?;
+                // Every change up to the highest mod-sequence seen is in this answer.
+                let modseq = highest.map(|h| {
+                    all.iter()
+                        .filter_map(|f| f.modseq.and_then(|m| i64::try_from(m).ok()))
+                        .fold(h, i64::max)
+                });
+                let checkpoint = modseq.map(|highest_modseq| FlagCheckpoint {
+                    uid_validity: validity,
+                    highest_modseq,
+                    known: (!qresync)
+                        .then(|| known_messages(KnownUids::of(all.iter().map(|f| f.uid)))),
+                });
+                let flags: Vec<ServerFlags> = all
+                    .iter()
+                    .filter(|f| !f.deleted)
+                    .map(server_flags)
+                    .collect();
+                let plan = self
+                    .store
+                    .sync_folder(mailbox, name, validity, &flags, checkpoint)
+                    .await?;
+                (plan, modseq)
+            }
+        };
+        if plan.followed > 0 || plan.removed > 0 {
+            tracing::debug!(folder = %name, followed = plan.followed, removed = plan.removed, "E9: server changes taken in");
         }
-        if !plan.set_unseen.is_empty() {
-            session.set_seen(&uids(&plan.set_unseen), false).await?;
+        for (list, seen) in [(&plan.set_seen, true), (&plan.set_unseen, false)] {
+            if list.is_empty() {
+                continue;
+            }
+            let uids: Vec<Uid> = list.iter().map(|u| Uid(*u as u32)).collect();
+            // UNCHANGEDSINCE: a message changed on the server after this pass read it is
+            // left alone; the next pass reads its new state and decides again.
+            let pushed = session
+                .set_seen_unless_changed(&uids, seen, modseq.map(|m| m as u64))
+                .await;
+            match pushed {
+                Ok(modified) => {
+                    let done: Vec<i64> = list
+                        .iter()
+                        .copied()
+                        .filter(|u| !modified.contains(&Uid(*u as u32)))
+                        .collect();
+                    self.store
+                        .flags_pushed(mailbox, name, validity, &done, seen)
+                        .await?;
+                }
+                Err(imap::ImapError::Refused { message, .. }) => {
+                    tracing::warn!(folder = %name, %message, "the server refused to change \\Seen; the activities follow the server");
+                    self.store
+                        .flags_refused(mailbox, name, validity, list)
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        let kind = if saved.is_some() {
+            "incremental"
+        } else {
+            "full"
+        };
+        metrics::histogram!("leadline_mail_flag_pass_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -385,12 +511,9 @@ impl Poller {
             // Nothing in the window: start after the newest message.
             None => i64::from(u32::MAX).min(
                 session
-                    .flags_of_all()
+                    .highest_uid()
                     .await?
-                    .iter()
-                    .map(|f| i64::from(f.uid.0))
-                    .max()
-                    .unwrap_or(0)
+                    .map_or(0, |uid| i64::from(uid.0))
                     + 1,
             ),
         })
@@ -464,6 +587,20 @@ fn contact_from_card(
         customer: None,
         deal: None,
     })
+}
+
+fn server_flags(flags: &imap::UidFlags) -> ServerFlags {
+    ServerFlags {
+        uid: i64::from(flags.uid.0),
+        seen: flags.seen,
+    }
+}
+
+fn known_messages(known: KnownUids) -> KnownMessages {
+    KnownMessages {
+        top_uid: i64::from(known.top.0),
+        count: i64::from(known.count),
+    }
 }
 
 /// ±25 % so that many mailboxes failing together do not retry together.

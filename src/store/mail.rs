@@ -2,18 +2,21 @@
 //! mail store, and the intake of collected messages (E1–E16) through the shared matcher
 //! and `crm::mail::decide_mail`, one transaction per batch of messages.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
 
 use sqlx::any::AnyRow;
 
 use super::entities::{NewDealFields, NewEntity, Tx, claim_identifier, insert_entity, table};
 use super::matching::{customer_contexts, match_all};
+use super::rows::placeholders;
 use super::{
     Page, Paged, Result, Store, StoreError, col, flag, json_list, now_ms, parse_json_list,
     parse_stored,
 };
 use crate::crm::intake::{Decision, NewEntities};
 use crate::crm::mail::{MailFacts, MailIntakeInput, MailboxPolicy, decide_mail};
+use crate::crm::mail_flags::{self, FlagSync, ServerView, merge_ranges};
 use crate::crm::model::{
     CrmAction, Direction, EntityKind, EntityRef, MailAuth, MailCheck, MailSecurity, MailboxKind,
     Millis, OAuth2Provider, QueueId, SimpleCreates, UserId,
@@ -266,11 +269,43 @@ pub struct ServerFlags {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncPlan {
     /// UIDs to mark `\Seen` on the server (their activity was completed in the CRM).
+    /// The store records the new flag once the server took it ([`Store::flags_pushed`]).
     pub set_seen: Vec<i64>,
     /// UIDs to mark unseen (their activity was reopened).
     pub set_unseen: Vec<i64>,
     /// Messages gone from the server whose activity was removed (E9).
     pub removed: usize,
+    /// Messages whose `\Seen` changed on the server (their activity followed).
+    pub followed: usize,
+}
+
+/// What changed on the server since the last flag pass of a folder (RFC 7162), for
+/// [`Store::sync_folder_delta`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagDelta {
+    /// Messages whose flags changed (or that are new), not `\Deleted`.
+    pub changed: Vec<ServerFlags>,
+    /// UIDs expunged or marked `\Deleted` since; may name UIDs the store never had.
+    pub vanished: Vec<RangeInclusive<i64>>,
+}
+
+/// Where the last flag pass of a folder left off, so that the next one reads only what
+/// changed (RFC 7162). Void for another UIDVALIDITY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagCheckpoint {
+    pub uid_validity: i64,
+    /// Every change up to this mod-sequence was read.
+    pub highest_modseq: i64,
+    /// Without QRESYNC: what the server held when last listed, to find deletions by
+    /// position.
+    pub known: Option<KnownMessages>,
+}
+
+/// `count` messages had a UID up to `top_uid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownMessages {
+    pub top_uid: i64,
+    pub count: i64,
 }
 
 const MAILBOX_COLUMNS: &str = "id, name, kind, owner, address, host, port, security, username, \
@@ -280,6 +315,14 @@ const MAILBOX_COLUMNS: &str = "id, name, kind, owner, address, host, port, secur
      oauth2_token_url, oauth2_device_authorization_url, oauth2_client_id, oauth2_scope, \
      CAST(CASE WHEN oauth2_client_secret IS NULL THEN 0 ELSE 1 END AS BIGINT) AS oauth2_secret_set, \
      CAST(CASE WHEN oauth2_refresh_token IS NULL THEN 0 ELSE 1 END AS BIGINT) AS oauth2_refresh_set";
+
+/// The stored side of E9 for one folder and UIDVALIDITY ($1, $2, $3): each message with
+/// the completion of its activity.
+const SYNC_ROWS: &str = "SELECT e.id, e.uid, e.seen, e.activity_id, a.completed FROM emails e \
+     LEFT JOIN activities a ON a.id = e.activity_id WHERE e.mailbox_id = $1 AND e.folder = $2";
+
+/// UIDs per `IN (…)` list: well under the bind limits of SQLite and PostgreSQL.
+const UID_CHUNK: usize = 500;
 
 const EMAIL_COLUMNS: &str = "id, mailbox_id, folder, uid, message_id, direction, from_addr, \
      from_name, to_addrs, cc_addrs, subject, received_at, ingested_at, completed_at, seen, \
@@ -785,41 +828,115 @@ impl Store {
     /// reopens the activity; an activity completed or reopened in the CRM is pushed to
     /// the server (the returned plan); a message gone from the server takes its activity
     /// with it when it was unseen, and the lead it created when untouched.
+    ///
+    /// `server` is every message on the server that is not `\Deleted`. `checkpoint` is
+    /// recorded with the outcome for the next pass to read only what changed (none: it
+    /// reads everything again).
     pub async fn sync_folder(
         &self,
         mailbox: &str,
         folder: &str,
         uid_validity: i64,
         server: &[ServerFlags],
+        checkpoint: Option<FlagCheckpoint>,
     ) -> Result<SyncPlan> {
-        let on_server: std::collections::HashMap<i64, bool> =
-            server.iter().map(|f| (f.uid, f.seen)).collect();
-        let rows = sqlx::query(
-            "SELECT e.id, e.uid, e.seen, e.activity_id, a.completed FROM emails e \
-             LEFT JOIN activities a ON a.id = e.activity_id \
-             WHERE e.mailbox_id = $1 AND e.folder = $2 AND e.uid_validity = $3",
-        )
+        let on_server: HashMap<i64, bool> = server.iter().map(|f| (f.uid, f.seen)).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SYNC_ROWS} AND e.uid_validity = $3"
+        )))
         .bind(mailbox)
         .bind(folder)
         .bind(uid_validity)
         .fetch_all(self.reader())
         .await?;
+        let view = ServerView::Full(&on_server);
+        self.apply_flag_sync(mailbox, folder, &rows, view, checkpoint)
+            .await
+    }
+
+    /// [`Store::sync_folder`] from what changed on the server since `checkpoint`'s
+    /// predecessor (RFC 7162): the same decisions, reading only the messages the delta
+    /// names and those the CRM changed.
+    pub async fn sync_folder_delta(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid_validity: i64,
+        delta: &FlagDelta,
+        checkpoint: FlagCheckpoint,
+    ) -> Result<SyncPlan> {
+        /// Past this many UID ranges one read of the folder beats a long OR.
+        const MAX_RANGES: usize = 100;
+        let changed: HashMap<i64, bool> = delta.changed.iter().map(|f| (f.uid, f.seen)).collect();
+        let vanished = merge_ranges(delta.vanished.clone());
+        let touched = merge_ranges(
+            delta
+                .changed
+                .iter()
+                .map(|f| f.uid..=f.uid)
+                .chain(vanished.iter().cloned())
+                .collect(),
+        );
+        // The CRM's changes are the rows whose activity no longer matches the flag.
+        let mut sql = format!("{SYNC_ROWS} AND e.uid_validity = $3 AND (a.completed <> e.seen");
+        let few = touched.len() <= MAX_RANGES;
+        if few {
+            for i in 0..touched.len() {
+                sql.push_str(&format!(
+                    " OR e.uid BETWEEN ${} AND ${}",
+                    4 + 2 * i,
+                    5 + 2 * i
+                ));
+            }
+        } else {
+            sql.push_str(" OR 1 = 1");
+        }
+        sql.push(')');
+        // Placeholders only: the UIDs are bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(mailbox)
+            .bind(folder)
+            .bind(uid_validity);
+        if few {
+            for range in &touched {
+                query = query.bind(*range.start()).bind(*range.end());
+            }
+        }
+        let rows = query.fetch_all(self.reader()).await?;
+        let view = ServerView::Delta {
+            changed: &changed,
+            vanished: &vanished,
+        };
+        self.apply_flag_sync(mailbox, folder, &rows, view, Some(checkpoint))
+            .await
+    }
+
+    /// Applies E9's decision ([`mail_flags::decide`]) to each row of [`SYNC_ROWS`] and
+    /// records the flag checkpoint, in one transaction.
+    async fn apply_flag_sync(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        rows: &[AnyRow],
+        view: ServerView<'_>,
+        checkpoint: Option<FlagCheckpoint>,
+    ) -> Result<SyncPlan> {
         let mut plan = SyncPlan::default();
         let now = now_ms();
         let mut tx = self.writer().begin().await?;
-        for row in &rows {
+        for row in rows {
             let id: String = col(row, "id")?;
             let uid: i64 = col(row, "uid")?;
             let stored_seen = col::<i64>(row, "seen")? != 0;
             let activity: Option<String> = col(row, "activity_id")?;
             let completed = col::<Option<i64>>(row, "completed")?.map(|c| c != 0);
-            match on_server.get(&uid) {
-                None => {
+            match mail_flags::decide(stored_seen, completed, view.on_server(uid, stored_seen)) {
+                FlagSync::Keep => {}
+                FlagSync::Remove => {
                     remove_email(&mut tx, &id, stored_seen, activity.as_deref()).await?;
                     plan.removed += 1;
                 }
-                Some(&seen) if seen != stored_seen => {
-                    // Changed on the server: the activity follows.
+                FlagSync::FollowServer(seen) => {
                     sqlx::query("UPDATE emails SET seen = $2, completed_at = $3 WHERE id = $1")
                         .bind(&id)
                         .bind(flag(seen))
@@ -829,29 +946,128 @@ impl Store {
                     if let Some(activity) = &activity {
                         set_activity_completed(&mut tx, activity, seen, now).await?;
                     }
+                    plan.followed += 1;
                 }
-                Some(&seen) => {
-                    // Changed in the CRM: the server follows.
-                    if let Some(completed) = completed
-                        && completed != seen
-                    {
-                        if completed {
-                            plan.set_seen.push(uid);
-                        } else {
-                            plan.set_unseen.push(uid);
-                        }
-                        sqlx::query("UPDATE emails SET seen = $2, completed_at = $3 WHERE id = $1")
-                            .bind(&id)
-                            .bind(flag(completed))
-                            .bind(completed.then_some(now))
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
+                // The stored flag stays what the server has until the server took the
+                // change: a push that is lost or refused is not mistaken for a change
+                // on the server, and is tried again.
+                FlagSync::PushToServer(true) => plan.set_seen.push(uid),
+                FlagSync::PushToServer(false) => plan.set_unseen.push(uid),
+            }
+        }
+        let known = checkpoint.and_then(|c| c.known);
+        sqlx::query(
+            "UPDATE mail_folders SET flags_uid_validity = $3, highest_modseq = $4, \
+             known_uid = $5, known_count = $6 WHERE mailbox_id = $1 AND folder = $2",
+        )
+        .bind(mailbox)
+        .bind(folder)
+        .bind(checkpoint.map(|c| c.uid_validity))
+        .bind(checkpoint.map(|c| c.highest_modseq))
+        .bind(known.map(|k| k.top_uid))
+        .bind(known.map(|k| k.count))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(plan)
+    }
+
+    /// Where the last flag pass of `folder` left off; none when it read nothing to go on
+    /// from.
+    pub async fn flag_checkpoint(
+        &self,
+        mailbox: &str,
+        folder: &str,
+    ) -> Result<Option<FlagCheckpoint>> {
+        let row = sqlx::query(
+            "SELECT flags_uid_validity, highest_modseq, known_uid, known_count \
+             FROM mail_folders WHERE mailbox_id = $1 AND folder = $2",
+        )
+        .bind(mailbox)
+        .bind(folder)
+        .fetch_optional(self.reader())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let validity: Option<i64> = col(&row, "flags_uid_validity")?;
+        let modseq: Option<i64> = col(&row, "highest_modseq")?;
+        let known_uid: Option<i64> = col(&row, "known_uid")?;
+        let known_count: Option<i64> = col(&row, "known_count")?;
+        Ok(validity
+            .zip(modseq)
+            .map(|(uid_validity, highest_modseq)| FlagCheckpoint {
+                uid_validity,
+                highest_modseq,
+                known: known_uid
+                    .zip(known_count)
+                    .map(|(top_uid, count)| KnownMessages { top_uid, count }),
+            }))
+    }
+
+    /// The server took a planned push (E9): the stored flag of `uids` is now `seen`.
+    pub async fn flags_pushed(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid_validity: i64,
+        uids: &[i64],
+        seen: bool,
+    ) -> Result<()> {
+        let mut tx = self.writer().begin().await?;
+        for chunk in uids.chunks(UID_CHUNK) {
+            let sql = format!(
+                "UPDATE emails SET seen = $4 WHERE mailbox_id = $1 AND folder = $2 \
+                 AND uid_validity = $3 AND uid IN ({})",
+                placeholders(5, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(mailbox)
+                .bind(folder)
+                .bind(uid_validity)
+                .bind(flag(seen));
+            for uid in chunk {
+                query = query.bind(*uid);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The server refused a planned push (a read-only folder): the activities of `uids`
+    /// follow the server's flag instead, which the store still holds, so the two sides
+    /// agree again and the push is not tried for ever.
+    pub async fn flags_refused(
+        &self,
+        mailbox: &str,
+        folder: &str,
+        uid_validity: i64,
+        uids: &[i64],
+    ) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        for chunk in uids.chunks(UID_CHUNK) {
+            let sql = format!(
+                "SELECT activity_id, seen FROM emails WHERE mailbox_id = $1 AND folder = $2 \
+                 AND uid_validity = $3 AND activity_id IS NOT NULL AND uid IN ({})",
+                placeholders(4, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(mailbox)
+                .bind(folder)
+                .bind(uid_validity);
+            for uid in chunk {
+                query = query.bind(*uid);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                let activity: String = col(&row, "activity_id")?;
+                let seen = col::<i64>(&row, "seen")? != 0;
+                set_activity_completed(&mut tx, &activity, seen, now).await?;
             }
         }
         tx.commit().await?;
-        Ok(plan)
+        Ok(())
     }
 
     /// M6: every address on the company's side: employees' logins and connected

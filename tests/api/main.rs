@@ -12,6 +12,7 @@ mod helpers;
 mod http_contract;
 mod imap;
 mod mail;
+mod mail_condstore;
 mod media;
 mod oauth2;
 mod postgres;

@@ -74,6 +74,9 @@ pub struct Options {
     pub special_use: bool,
     /// Also take OAuth2 access tokens (see the module documentation).
     pub oauth2: Option<OAuth2Passdb>,
+    /// Dovecot's `imap_capability`: what the server announces after login instead of
+    /// its defaults (e.g. without `CONDSTORE`/`QRESYNC`, to test a client's fallback).
+    pub imap_capability: Option<String>,
 }
 
 /// How the server checks OAuth2 access tokens.
@@ -95,6 +98,7 @@ impl Default for Options {
             ],
             special_use: true,
             oauth2: None,
+            imap_capability: None,
         }
     }
 }
@@ -541,12 +545,16 @@ service lmtp {{
 protocol lmtp {{
   postmaster_address = postmaster@{DOMAIN}
 }}
-"#,
+{capability}"#,
             imap = self.imap_port,
             imaps = self.imaps_port,
             lmtp = self.lmtp_port,
             login_user = identity.login_user,
             internal_user = identity.internal_user,
+            capability = match &self.options.imap_capability {
+                Some(list) => format!("protocol imap {{\n  imap_capability = {list}\n}}\n"),
+                None => String::new(),
+            },
         );
         write_file(&self.config, &config);
     }

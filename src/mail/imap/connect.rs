@@ -362,6 +362,7 @@ impl fmt::Debug for ImapSettings {
             .field("extra_roots", &self.extra_roots.len())
             .field("timeouts", &self.timeouts)
             .field("limits", &self.limits)
+            .field("resync", &self.resync)
             .finish()
     }
 }

@@ -8,7 +8,9 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
-use async_imap::imap_proto::{MailboxDatum, RequestId, Response, ResponseCode, Status};
+use async_imap::imap_proto::{
+    AttributeValue, Capability, MailboxDatum, RequestId, Response, ResponseCode, Status,
+};
 use chrono::NaiveDate;
 use tokio::time::timeout;
 
@@ -16,12 +18,12 @@ use super::connect::ImapConn;
 use super::folders::{self, ListedFolder, SpecialFolders};
 use super::uidset;
 use super::wire::{
-    fetched_body, fetched_flags, fetched_meta, fetched_uid, has_flag, is_change, name_attribute,
-    outcome_text, quote, truncate,
+    fetched_body, fetched_flags, fetched_meta, fetched_modseq, fetched_uid, has_flag, is_change,
+    is_store_echo, modified_set, name_attribute, outcome_text, quote, truncate,
 };
 use super::{
-    Body, Capabilities, Fetched, FolderState, ImapError, ImapSettings, Limits, Timeouts, Uid,
-    UidFlags,
+    Body, Capabilities, Fetched, FlagChanges, FolderState, ImapError, ImapSettings, KnownUids,
+    Limits, Resync, Timeouts, Uid, UidFlags,
 };
 
 /// Where the connection stands between two calls.
@@ -48,6 +50,10 @@ pub struct ImapSession {
     pub(super) changes_seen: bool,
     /// The UIDs of the selected folder above some UID, from the last `fetch_since` search.
     uid_cache: Option<UidCache>,
+    /// What of RFC 7162 the server switched on (ENABLE).
+    resync: Resync,
+    /// HIGHESTMODSEQ of the selected folder at SELECT; none without mod-sequences.
+    selected_modseq: Option<u64>,
 }
 
 /// UIDs (ascending) that were above `after` in the selected folder when searched.
@@ -81,12 +87,72 @@ impl ImapSession {
             state: State::Ready,
             changes_seen: false,
             uid_cache: None,
+            resync: Resync::Full,
+            selected_modseq: None,
         }
     }
 
     /// What the server can do, as announced after login.
     pub fn capabilities(&self) -> &Capabilities {
         &self.capabilities
+    }
+
+    /// How much of RFC 7162 this session uses: what the settings allowed and the server
+    /// switched on.
+    pub fn resync(&self) -> Resync {
+        self.resync
+    }
+
+    /// Switches on QRESYNC, else CONDSTORE, as far as `wanted` allows and the server
+    /// offers (RFC 5161 ENABLE; before any SELECT). A server that refuses keeps the
+    /// session on full passes.
+    pub(super) async fn enable_resync(&mut self, wanted: Resync) -> Result<(), ImapError> {
+        let caps = &self.capabilities;
+        // RFC 7162 3.2.3: QRESYNC only by ENABLE. CONDSTORE could be switched on by its
+        // first use instead; a server without ENABLE is old enough to get full passes.
+        let ask = if !caps.has("ENABLE") {
+            return Ok(());
+        } else if wanted >= Resync::QResync && caps.has("QRESYNC") {
+            "QRESYNC"
+        } else if wanted >= Resync::CondStore && caps.has("CONDSTORE") {
+            "CONDSTORE"
+        } else {
+            return Ok(());
+        };
+        let mut enabled: Vec<String> = Vec::new();
+        let answer = self
+            .exchange(
+                "ENABLE",
+                &format!("ENABLE {ask}"),
+                |response| match response {
+                    Response::Capabilities(names) => {
+                        enabled.extend(names.iter().filter_map(|name| match name {
+                            Capability::Atom(atom) => Some(atom.to_ascii_uppercase()),
+                            _ => None,
+                        }));
+                        true
+                    }
+                    _ => false,
+                },
+            )
+            .await;
+        match answer {
+            Ok(()) => {}
+            Err(ImapError::Refused { message, .. }) => {
+                tracing::debug!(%message, "the server refused ENABLE {ask}: full flag passes");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        // QRESYNC implies CONDSTORE (RFC 7162 3.2.3); `ENABLED QRESYNC` says both.
+        self.resync = if enabled.iter().any(|e| e == "QRESYNC") {
+            Resync::QResync
+        } else if enabled.iter().any(|e| e == "CONDSTORE") {
+            Resync::CondStore
+        } else {
+            Resync::Full
+        };
+        Ok(())
     }
 
     /// The inbox, sent, junk and trash folders (E2, E4, E11): by SPECIAL-USE attribute
@@ -116,8 +182,10 @@ impl ImapSession {
     /// idling on a folder synced earlier, compare `uid_next` with the last UID fetched + 1.
     pub async fn select(&mut self, folder: &str) -> Result<FolderState, ImapError> {
         self.uid_cache = None;
+        self.selected_modseq = None;
         let command = format!("SELECT {}", quote(folder, "SELECT")?);
         let (mut uid_validity, mut uid_next, mut exists) = (None, None, None);
+        let mut highest_modseq = None;
         self.exchange("SELECT", &command, |response| match response {
             Response::MailboxData(MailboxDatum::Exists(n)) => {
                 exists = Some(*n);
@@ -130,6 +198,8 @@ impl ImapSession {
                 match outcome.code {
                     Some(ResponseCode::UidValidity(v)) => uid_validity = Some(v),
                     Some(ResponseCode::UidNext(n)) => uid_next = Some(Uid(n)),
+                    // Absent on `[NOMODSEQ]` (RFC 7162 3.1.2.2).
+                    Some(ResponseCode::HighestModSeq(m)) => highest_modseq = Some(m),
                     _ => {}
                 }
                 true
@@ -147,10 +217,14 @@ impl ImapSession {
                 "no UIDVALIDITY in the answer (RFC 3501 6.3.1 requires it)",
             )
         })?;
+        // Dovecot reports HIGHESTMODSEQ even to clients that did not ENABLE CONDSTORE:
+        // without it the session stays on full passes (and plain STOREs).
+        self.selected_modseq = highest_modseq.filter(|_| self.resync != Resync::Full);
         Ok(FolderState {
             uid_validity,
             uid_next,
             exists: exists.unwrap_or(0),
+            highest_modseq: self.selected_modseq,
         })
     }
 
@@ -308,21 +382,25 @@ impl ImapSession {
             )
         })
         .await?;
+        // With mod-sequences, each message's too: their maximum is where the next
+        // incremental pass starts.
+        let command = if self.selected_modseq.is_some() {
+            "UID FETCH 1:* (UID FLAGS MODSEQ)"
+        } else {
+            "UID FETCH 1:* (UID FLAGS)"
+        };
         let mut all = Vec::new();
-        self.exchange("UID FETCH", "UID FETCH 1:* (UID FLAGS)", |response| {
+        self.exchange("UID FETCH", command, |response| {
             let Response::Fetch(_, attributes) = response else {
                 return false;
             };
-            let Some(uid) = fetched_uid(attributes) else {
-                return false;
-            };
-            let flags = fetched_flags(attributes);
-            all.push(UidFlags {
-                uid,
-                seen: has_flag(&flags, "\\Seen"),
-                deleted: has_flag(&flags, "\\Deleted"),
-            });
-            true
+            match uid_flags(attributes) {
+                Some(flags) => {
+                    all.push(flags);
+                    true
+                }
+                None => false,
+            }
         })
         .await?;
         all.sort_by_key(|f| f.uid);
@@ -330,16 +408,178 @@ impl ImapSession {
         Ok(all)
     }
 
+    /// What changed in the selected folder since mod-sequence `since` (RFC 7162), for
+    /// E9's incremental pass: the flags of the messages changed since, and the UIDs
+    /// expunged since. `since` must come from this folder and UIDVALIDITY and be at most
+    /// its HIGHESTMODSEQ; else read [`ImapSession::flags_of_all`].
+    ///
+    /// With QRESYNC the server lists the expunged UIDs (`VANISHED`). With CONDSTORE alone,
+    /// `known` (from the last call, or [`KnownUids::of`] a full listing) finds them: if
+    /// message number `known.count` is still `known.top`, nothing up to it went and only
+    /// the UIDs above it are listed (usually none or a few); else every UID is. Refused
+    /// without mod-sequences, or without `known` and QRESYNC.
+    pub async fn flag_changes(
+        &mut self,
+        since: u64,
+        known: Option<KnownUids>,
+    ) -> Result<FlagChanges, ImapError> {
+        let refused = |message: &str| ImapError::Refused {
+            command: "UID FETCH",
+            message: message.to_owned(),
+        };
+        let Some(selected) = self.selected_modseq else {
+            return Err(refused(
+                "the selected folder has no mod-sequences: read every message's flags",
+            ));
+        };
+        let qresync = self.resync == Resync::QResync;
+        if !qresync && known.is_none() {
+            return Err(refused(
+                "without QRESYNC deletions are found from the known UIDs: read every message's flags first",
+            ));
+        }
+        // Changes this call reads: not news for the next `idle_wait`. Its HIGHESTMODSEQ
+        // (after expunges) counts expunges that no FETCH below would carry the
+        // mod-sequence of, so they are not reported again next time.
+        let refreshed = self
+            .refresh_modseq(|response| {
+                matches!(
+                    response,
+                    Response::Expunge(_) | Response::Vanished { .. } | Response::Fetch(..)
+                )
+            })
+            .await?;
+        let command = if qresync {
+            // Not `1:*`: `*` is the highest UID there now, and the newest message may be
+            // among the expunged ones (RFC 7162 3.2.6 reports only UIDs in the set).
+            format!(
+                "UID FETCH 1:{} (UID FLAGS) (CHANGEDSINCE {since} VANISHED)",
+                u32::MAX
+            )
+        } else {
+            format!("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE {since})")
+        };
+        let mut changes = FlagChanges {
+            modseq: since.max(selected).max(refreshed.unwrap_or(0)),
+            ..FlagChanges::default()
+        };
+        self.exchange("UID FETCH", &command, |response| match response {
+            Response::Fetch(_, attributes) => match uid_flags(attributes) {
+                Some(flags) => {
+                    changes.changed.push(flags);
+                    true
+                }
+                None => false,
+            },
+            Response::Vanished { uids, .. } => {
+                changes.vanished.extend(uids.iter().cloned());
+                true
+            }
+            _ => false,
+        })
+        .await?;
+        changes.changed.sort_by_key(|f| f.uid);
+        changes.changed.dedup_by_key(|f| f.uid);
+        // A change committed after this answer gets a higher mod-sequence than any in
+        // it, so the highest one seen is a safe next `since`.
+        if let Some(highest) = changes.changed.iter().filter_map(|f| f.modseq).max() {
+            changes.modseq = changes.modseq.max(highest);
+        }
+        if let (false, Some(known)) = (qresync, known) {
+            let (vanished, now) = self.missing_since(known).await?;
+            changes.vanished = vanished;
+            changes.known = Some(now);
+        }
+        Ok(changes)
+    }
+
+    /// Without QRESYNC: the UIDs gone since `known` and what the folder holds now.
+    async fn missing_since(
+        &mut self,
+        known: KnownUids,
+    ) -> Result<(Vec<std::ops::RangeInclusive<u32>>, KnownUids), ImapError> {
+        let max = u32::MAX;
+        // A range with `*` would include the highest UID even below its start (RFC 3501
+        // 6.4.8), so the end is spelled out.
+        let above = known.top.0.checked_add(1);
+        let criteria = match (known.count, above) {
+            (0, Some(first)) => format!("UID {first}:{max}"),
+            (count, Some(first)) => format!("OR {count} UID {first}:{max}"),
+            (0, None) => return Ok((Vec::new(), known)),
+            (count, None) => count.to_string(),
+        };
+        let found = self.uid_search(&criteria).await?;
+        // Message number `count` is `top` only if none up to `top` was expunged (UIDs
+        // only grow); a number past the end finds nothing.
+        let intact = known.count == 0 || found.contains(&known.top);
+        let newer: Vec<Uid> = found.into_iter().filter(|uid| *uid > known.top).collect();
+        if intact {
+            let now = KnownUids {
+                top: newer.last().copied().unwrap_or(known.top),
+                count: known.count.saturating_add(newer.len() as u32),
+            };
+            let from = above.unwrap_or(max);
+            let gone = if above.is_some() {
+                uidset::missing_from(from, &newer)
+            } else {
+                Vec::new()
+            };
+            return Ok((gone, now));
+        }
+        let mut present = self.uid_search(&format!("UID 1:{}", known.top)).await?;
+        present.retain(|uid| *uid <= known.top);
+        present.extend(newer);
+        Ok((uidset::missing_from(1, &present), KnownUids::of(present)))
+    }
+
+    /// The highest UID in the selected folder; none when it is empty.
+    pub async fn highest_uid(&mut self) -> Result<Option<Uid>, ImapError> {
+        // Whatever changed is read by the rest of this folder's pass.
+        self.refresh(is_change).await?;
+        Ok(self.uid_search("UID *").await?.into_iter().max())
+    }
+
     /// Sets or clears `\Seen` on `uids` in the selected folder (E9: completing an
     /// activity marks its mail read). UIDs that no longer exist are ignored by the server.
     pub async fn set_seen(&mut self, uids: &[Uid], seen: bool) -> Result<(), ImapError> {
+        self.set_seen_unless_changed(uids, seen, None)
+            .await
+            .map(drop)
+    }
+
+    /// [`ImapSession::set_seen`], but with mod-sequences and `unchanged_since` only on
+    /// messages not changed since that mod-sequence (RFC 7162 `UNCHANGEDSINCE`): a
+    /// change made on the server after the caller read it is not overwritten. Returns
+    /// the UIDs left alone for that reason (the server's MODIFIED); the caller reads
+    /// their state again and decides anew.
+    pub async fn set_seen_unless_changed(
+        &mut self,
+        uids: &[Uid],
+        seen: bool,
+        unchanged_since: Option<u64>,
+    ) -> Result<Vec<Uid>, ImapError> {
         let sign = if seen { '+' } else { '-' };
+        let condition = match unchanged_since.filter(|_| self.selected_modseq.is_some()) {
+            Some(modseq) => format!("(UNCHANGEDSINCE {modseq}) "),
+            None => String::new(),
+        };
+        let mut modified = Vec::new();
         for set in uidset::format(uids) {
-            // .SILENT: no FETCH echo of our own change, which would look like news to IDLE.
-            let command = format!("UID STORE {set} {sign}FLAGS.SILENT (\\Seen)");
-            self.exchange("UID STORE", &command, |_| false).await?;
+            // .SILENT: no FETCH echo of our own change, which would look like news to
+            // IDLE. Under CONDSTORE the server still sends UID and MODSEQ: ours too.
+            let command = format!("UID STORE {set} {condition}{sign}FLAGS.SILENT (\\Seen)");
+            let done = self
+                .exchange_tagged("UID STORE", &command, is_store_echo)
+                .await?;
+            let left = modified_set(&done.text);
+            modified.extend(
+                uids.iter()
+                    .filter(|uid| left.iter().any(|range| range.contains(&uid.0))),
+            );
         }
-        Ok(())
+        modified.sort_unstable();
+        modified.dedup();
+        Ok(modified)
     }
 
     /// UIDs of the selected folder's messages received on or after `date` (the server's
@@ -411,8 +651,42 @@ impl ImapSession {
         &mut self,
         name: &'static str,
         command: &str,
-        mut on_data: impl FnMut(&Response<'_>) -> bool,
+        on_data: impl FnMut(&Response<'_>) -> bool,
     ) -> Result<(), ImapError> {
+        self.exchange_tagged(name, command, on_data).await.map(drop)
+    }
+
+    /// [`ImapSession::refresh`] under CONDSTORE: also the HIGHESTMODSEQ the server
+    /// reports with it (RFC 7162 3.2.10: after expunges, in the tagged OK).
+    async fn refresh_modseq(
+        &mut self,
+        covered: impl Fn(&Response<'_>) -> bool,
+    ) -> Result<Option<u64>, ImapError> {
+        let mut highest = None;
+        let done = self
+            .exchange_tagged("NOOP", "NOOP", |response| match response {
+                Response::Data {
+                    status: Status::Ok,
+                    outcome,
+                } => {
+                    if let Some(ResponseCode::HighestModSeq(m)) = outcome.code {
+                        highest = highest.max(Some(m));
+                    }
+                    true
+                }
+                other => covered(other),
+            })
+            .await?;
+        Ok(highest.max(done.highest_modseq))
+    }
+
+    /// [`ImapSession::exchange`], returning what the tagged OK said.
+    async fn exchange_tagged(
+        &mut self,
+        name: &'static str,
+        command: &str,
+        mut on_data: impl FnMut(&Response<'_>) -> bool,
+    ) -> Result<TaggedOk, ImapError> {
         self.make_ready().await?;
         self.state = State::InCommand(name);
         let limit = self.timeouts.command;
@@ -429,7 +703,13 @@ impl ImapSession {
                         outcome,
                     } if *done == tag => {
                         return match status {
-                            Status::Ok => Ok(()),
+                            Status::Ok => Ok(TaggedOk {
+                                text: outcome.information.as_deref().unwrap_or("").to_owned(),
+                                highest_modseq: match outcome.code {
+                                    Some(ResponseCode::HighestModSeq(m)) => Some(m),
+                                    _ => None,
+                                },
+                            }),
                             _ => Err(Failure::Refused(outcome_text(outcome))),
                         };
                     }
@@ -448,9 +728,9 @@ impl ImapSession {
         let outcome = timeout(limit, run).await;
         self.changes_seen |= changes;
         match outcome {
-            Ok(Ok(())) => {
+            Ok(Ok(text)) => {
                 self.state = State::Ready;
-                Ok(())
+                Ok(text)
             }
             Ok(Err(failure)) => Err(self.fail(name, failure)),
             Err(_) => Err(self.time_out(name, limit)),
@@ -508,6 +788,26 @@ impl ImapSession {
             reason: reason.to_owned(),
         }
     }
+}
+
+/// What a command's tagged OK said besides OK.
+struct TaggedOk {
+    /// The text; a response code imap-proto does not know (RFC 7162's MODIFIED) is in
+    /// it.
+    text: String,
+    highest_modseq: Option<u64>,
+}
+
+/// `\Seen`, `\Deleted` and MODSEQ of one FETCH response; `None` without UID.
+fn uid_flags(attributes: &[AttributeValue<'_>]) -> Option<UidFlags> {
+    let uid = fetched_uid(attributes)?;
+    let flags = fetched_flags(attributes);
+    Some(UidFlags {
+        uid,
+        seen: has_flag(&flags, "\\Seen"),
+        deleted: has_flag(&flags, "\\Deleted"),
+        modseq: fetched_modseq(attributes),
+    })
 }
 
 /// What went wrong inside one exchange, before we know what it means for the session.

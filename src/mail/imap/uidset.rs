@@ -1,6 +1,8 @@
 //! UID sets for commands (RFC 3501 9 `sequence-set`): `1:5,7,9:12`, split so that no
 //! command line grows past what servers accept (Dovecot: 64 KiB; some servers: 8 KiB).
 
+use std::ops::RangeInclusive;
+
 use super::Uid;
 
 /// Longest set written into one command.
@@ -43,6 +45,29 @@ pub(super) fn format(uids: &[Uid]) -> Vec<String> {
     sets
 }
 
+/// The UIDs from `from` up to the largest possible one that are not in `present`
+/// (ascending, all at least `from`), as ranges: what a listing of every message from
+/// `from` up says is gone.
+pub(super) fn missing_from(from: u32, present: &[Uid]) -> Vec<RangeInclusive<u32>> {
+    let mut missing = Vec::new();
+    let mut next = Some(from);
+    for uid in present.iter().map(|u| u.0) {
+        let Some(start) = next else {
+            break;
+        };
+        if uid > start {
+            missing.push(start..=uid - 1);
+        }
+        if uid >= start {
+            next = uid.checked_add(1);
+        }
+    }
+    if let Some(start) = next {
+        missing.push(start..=u32::MAX);
+    }
+    missing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +86,23 @@ mod tests {
             format(&uids(&[u32::MAX - 1, u32::MAX])),
             ["4294967294:4294967295"]
         );
+    }
+
+    #[test]
+    fn e9_missing_uids_are_the_gaps_of_a_listing() {
+        assert_eq!(
+            missing_from(1, &uids(&[2, 3, 7])),
+            [1..=1, 4..=6, 8..=u32::MAX]
+        );
+        assert_eq!(missing_from(5, &uids(&[5, 6])), [7..=u32::MAX]);
+        assert_eq!(missing_from(5, &[]), [5..=u32::MAX]);
+        assert!(
+            missing_from(1, &uids(&[1, u32::MAX - 1, u32::MAX]))
+                .iter()
+                .eq([2..=u32::MAX - 2].iter())
+        );
+        // A listed UID below `from` (a server's `n:*` answer) changes nothing.
+        assert_eq!(missing_from(10, &uids(&[4, 10])), [11..=u32::MAX]);
     }
 
     #[test]

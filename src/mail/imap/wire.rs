@@ -2,6 +2,8 @@
 //! quoting, FETCH attributes, dates, LIST attributes, and which untagged responses mean
 //! the folder changed. Pure functions over `imap_proto`'s parsed responses.
 
+use std::ops::RangeInclusive;
+
 use async_imap::imap_proto::{AttributeValue, MailboxDatum, NameAttribute, Response};
 use chrono::{DateTime, Utc};
 
@@ -107,6 +109,47 @@ pub(super) fn has_flag(flags: &[String], flag: &str) -> bool {
     flags.iter().any(|f| f.eq_ignore_ascii_case(flag))
 }
 
+/// MODSEQ of a FETCH response (RFC 7162 3.1.4.1).
+pub(super) fn fetched_modseq(attributes: &[AttributeValue<'_>]) -> Option<u64> {
+    attributes.iter().find_map(|a| match a {
+        AttributeValue::ModSeq(modseq) => Some(*modseq),
+        _ => None,
+    })
+}
+
+/// The FETCH a conditional or silent STORE answers with under CONDSTORE (RFC 7162
+/// 3.1.3): UID and MODSEQ, no FLAGS. A FETCH with FLAGS is someone else's change.
+pub(super) fn is_store_echo(response: &Response<'_>) -> bool {
+    matches!(response, Response::Fetch(_, attributes)
+        if !attributes.iter().any(|a| matches!(a, AttributeValue::Flags(_))))
+}
+
+/// The UID set of a `[MODIFIED set]` response code (RFC 7162 3.1.3) at the start of a
+/// tagged OK's text: the messages a conditional STORE left alone because they changed
+/// since. imap-proto does not know the code and leaves it in the text. A set that does
+/// not parse is empty: the next pass reads those messages' state anyway.
+pub(super) fn modified_set(text: &str) -> Vec<RangeInclusive<u32>> {
+    let text = text.trim_start();
+    let Some(head) = text.get(..10) else {
+        return Vec::new();
+    };
+    if !head.eq_ignore_ascii_case("[MODIFIED ") {
+        return Vec::new();
+    }
+    let Some(end) = text.find(']') else {
+        return Vec::new();
+    };
+    text[10..end]
+        .split(',')
+        .map(|part| {
+            let (a, b) = part.split_once(':').unwrap_or((part, part));
+            let (a, b) = (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?);
+            Some(a.min(b)..=a.max(b))
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
 /// UID, flags, date and size of one FETCH response; `None` without UID or size.
 pub(super) fn fetched_meta(attributes: &[AttributeValue<'_>]) -> Option<Fetched> {
     let uid = fetched_uid(attributes)?;
@@ -154,6 +197,19 @@ mod tests {
         assert_eq!(quote("Sent Items", "SELECT").unwrap(), "\"Sent Items\"");
         assert_eq!(quote(r#"a"b\c"#, "SELECT").unwrap(), r#""a\"b\\c""#);
         assert!(quote("a\r\nb", "SELECT").is_err());
+    }
+
+    #[test]
+    fn e9_modified_code_gives_the_uids_left_alone() {
+        assert_eq!(
+            modified_set("[MODIFIED 7,9:11] Conditional store failed"),
+            [7..=7, 9..=11]
+        );
+        assert_eq!(modified_set("[modified 12:10]"), [10..=12]);
+        assert!(modified_set("Store completed (0.001 + 0.000 secs).").is_empty());
+        assert!(modified_set("[MODIFIED 7,x] odd").is_empty());
+        assert!(modified_set("[MODIFIED 7").is_empty());
+        assert!(modified_set("").is_empty());
     }
 
     #[test]
