@@ -59,7 +59,7 @@ string_id!(
     CallRecordId,
     ExceptionId,
     TokenId,
-    /// An entry of the audit log (issue 8).
+    /// An entry of the audit log.
     AuditId,
     WebhookId,
 );

@@ -65,7 +65,7 @@ pub struct AppState {
     pub mail_credentials: crate::mail::Credentials,
     /// The domain of the forward address (E16).
     pub mail_domain: Arc<str>,
-    /// Holds recordings and greetings (issue 7).
+    /// Holds recordings and greetings.
     pub data_dir: Arc<std::path::Path>,
     /// Bumped when access levels or queue memberships change here, so open call windows
     /// apply the new rights at their next event (other processes: within seconds).

@@ -1,6 +1,6 @@
 //! The IMAP side end to end: a real Dovecot (tests/common/dovecot.rs) on loopback, mail
 //! delivered over LMTP, the gateway's poller collecting it into leads and activities,
-//! checked over the HTTP API (issue 6).
+//! checked over the HTTP API.
 
 use std::time::Duration;
 
@@ -771,7 +771,7 @@ async fn e13_a_customer_outside_the_queue_becomes_the_queues_lead() {
     app.stop().await;
 }
 
-/// Issue 8, E1 and A4: a personal mailbox's content is its owner's. Ben's mail from a
+/// E1 and A4: a personal mailbox's content is its owner's. Ben's mail from a
 /// customer went to the CRM (his lead), so it is shared like any activity: the admin
 /// reads it, Anna at `own` does not. His mail from a colleague never went to the CRM:
 /// only Ben reads it, not even the admin. Mailbox settings and the forward address are
