@@ -262,10 +262,13 @@ impl Poller {
         let insiders = self.insiders().await?;
         let mut cards = Vec::new();
         loop {
+            let started = std::time::Instant::now();
             let fetched = session.fetch_since(Uid(last as u32), BATCH).await?;
+            stage_time("fetch", started);
             if fetched.is_empty() {
                 break;
             }
+            let started = std::time::Instant::now();
             let mut batch = Vec::with_capacity(fetched.len());
             for message in fetched {
                 last = last.max(i64::from(message.uid.0));
@@ -293,6 +296,7 @@ impl Poller {
                 batch.push(email);
                 cards.extend(drafts);
             }
+            stage_time("parse", started);
             // Cards first: a customer who sends their card gets the message on the new
             // contact, not on a lead made of the same address (M7 keeps one owner).
             if self.mailbox.vcard_contacts && self.mailbox.crm_link && !cards.is_empty() {
@@ -452,4 +456,11 @@ fn jitter(base: Duration) -> Duration {
     use rand::Rng as _;
     let factor = rand::rng().random_range(0.75..1.25);
     base.mul_f64(factor)
+}
+
+/// `leadline_mail_stage_seconds{stage}`: where a batch's time goes (the store adds `match`
+/// and `store`).
+fn stage_time(stage: &'static str, started: std::time::Instant) {
+    metrics::histogram!("leadline_mail_stage_seconds", "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
 }

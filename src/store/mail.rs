@@ -420,6 +420,8 @@ impl Store {
         if emails.is_empty() {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
+        let mut looking_up = std::time::Duration::ZERO;
         let snapshot = self.config_snapshot().await?;
         let mut tx = self.writer().begin().await?;
         let mut outcomes = Vec::with_capacity(emails.len());
@@ -449,11 +451,15 @@ impl Store {
                     &snapshot.queues,
                     &snapshot.pipelines,
                     false,
+                    &mut looking_up,
                 )
                 .await?,
             );
         }
         tx.commit().await?;
+        let total = started.elapsed();
+        stage_time("match", looking_up);
+        stage_time("store", total.saturating_sub(looking_up));
         Ok(outcomes)
     }
 
@@ -506,6 +512,7 @@ impl Store {
             &snapshot.queues,
             &snapshot.pipelines,
             true,
+            &mut std::time::Duration::default(),
         )
         .await?;
         sqlx::query(
@@ -761,6 +768,7 @@ async fn ingest_one(
     queues: &std::collections::HashMap<QueueId, Vec<UserId>>,
     pipelines: &[crate::crm::intake::PipelineEntry],
     by_hand: bool,
+    looking_up: &mut std::time::Duration,
 ) -> Result<EmailOutcome> {
     let now = now_ms();
     let (mailbox, folder, uid_validity, uid) = match &email.origin {
@@ -779,6 +787,7 @@ async fn ingest_one(
     };
     // The same message stored before: a new UIDVALIDITY (it moves), or the forward
     // address receiving a copy twice.
+    let clock = std::time::Instant::now();
     if let Some(message_id) = &email.message_id {
         let before = sqlx::query(
             "SELECT id, uid_validity FROM emails WHERE message_id = $1 \
@@ -789,6 +798,7 @@ async fn ingest_one(
         .bind(folder.unwrap_or(""))
         .fetch_optional(&mut **tx)
         .await?;
+        *looking_up += clock.elapsed();
         if let Some(row) = before {
             let id: String = col(&row, "id")?;
             let stored_validity: Option<i64> = col(&row, "uid_validity")?;
@@ -852,10 +862,12 @@ async fn ingest_one(
     }
     // One activity per Message-ID: a copy in another mailbox or folder joins it.
     if let Some(message_id) = &email.message_id {
+        let clock = std::time::Instant::now();
         let existing = sqlx::query("SELECT id FROM activities WHERE email_message_id = $1")
             .bind(message_id)
             .fetch_optional(&mut **tx)
             .await?;
+        *looking_up += clock.elapsed();
         if let Some(row) = existing {
             let activity: String = col(&row, "id")?;
             sqlx::query(
@@ -892,6 +904,7 @@ async fn ingest_one(
         queues,
         pipelines,
         by_hand,
+        looking_up,
     )
     .await?;
     let action = match (&activity, created.is_empty()) {
@@ -934,6 +947,7 @@ async fn apply_decisions(
     queues: &std::collections::HashMap<QueueId, Vec<UserId>>,
     pipelines: &[crate::crm::intake::PipelineEntry],
     by_hand: bool,
+    looking_up: &mut std::time::Duration,
 ) -> Result<(Option<String>, Vec<EntityRef>, String)> {
     let now = now_ms();
     let mut reasons = Vec::new();
@@ -961,12 +975,14 @@ async fn apply_decisions(
         }
         return Ok((None, Vec::new(), reasons.join("; ")));
     }
+    let clock = std::time::Instant::now();
     let matched = match_all(tx, &identifiers).await?;
     let bests: Vec<_> = matched
         .iter()
         .filter_map(|m| m.matches.first().cloned())
         .collect();
     let contexts = customer_contexts(tx, &bests).await?;
+    *looking_up += clock.elapsed();
 
     let mut attach: Vec<EntityRef> = Vec::new();
     let mut created: Vec<EntityRef> = Vec::new();
@@ -978,7 +994,9 @@ async fn apply_decisions(
             .first()
             .and_then(|best| contexts.get(&best.entity).cloned())
             .unwrap_or_default();
+        let clock = std::time::Instant::now();
         let queue = read_queue(tx, policy.queue.as_ref(), queues).await?;
+        *looking_up += clock.elapsed();
         let facts_in = MailFacts {
             direction: facts.direction,
             customer: identifier.key().to_owned(),
@@ -1074,6 +1092,12 @@ async fn apply_decisions(
         .await?;
     }
     Ok((Some(activity), created, reasons.join("; ")))
+}
+
+/// `leadline_mail_stage_seconds{stage}`: the store's part of a batch's time.
+fn stage_time(stage: &'static str, spent: std::time::Duration) {
+    metrics::histogram!("leadline_mail_stage_seconds", "stage" => stage)
+        .record(spent.as_secs_f64());
 }
 
 /// Writes what one decision creates. An identifier another entity took a moment ago
