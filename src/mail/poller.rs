@@ -11,22 +11,26 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::imap::{self, Body, IdleOutcome, ImapSession, ImapSettings, Security, Uid};
+use super::imap::{self, Body, Fetched, IdleOutcome, ImapSession, ImapSettings, Security, Uid};
 use super::intake::incoming;
 use super::{ContactDraft, Insiders};
 use crate::crm::model::{EntityKind, MailCheck, MailSecurity};
 use crate::matcher::{Identifier, parse_email};
 use crate::store::{
-    FolderCheckpoint, MailOrigin, MailboxRecord, NewEntity, ServerFlags, Store, StoreError,
+    FolderCheckpoint, FolderPosition, IncomingEmail, MailOrigin, MailboxRecord, NewEntity,
+    ServerFlags, Store, StoreError,
 };
 
 /// Messages per fetch and per store transaction.
 const BATCH: usize = 200;
+/// Batches waiting between two stages: enough to keep each busy, few enough to bound the
+/// memory (each is at most `Limits::max_batch_bytes`).
+const PIPELINE_DEPTH: usize = 2;
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
 
@@ -36,6 +40,8 @@ pub enum PollError {
     Imap(#[from] imap::ImapError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("reading fetched mail failed: {0}")]
+    Parse(String),
 }
 
 /// The IMAP client settings of a stored mailbox.
@@ -247,7 +253,7 @@ impl Poller {
             .store
             .folder_checkpoint(&self.mailbox.id, &folder.name)
             .await?;
-        let mut last = match checkpoint {
+        let last = match checkpoint {
             Some(c) if c.uid_validity == validity => c.last_uid,
             other => {
                 if other.is_some() {
@@ -259,66 +265,7 @@ impl Poller {
                 self.first_uid(session).await? - 1
             }
         };
-        let insiders = self.insiders().await?;
-        let mut cards = Vec::new();
-        loop {
-            let started = std::time::Instant::now();
-            let fetched = session.fetch_since(Uid(last as u32), BATCH).await?;
-            stage_time("fetch", started);
-            if fetched.is_empty() {
-                break;
-            }
-            let started = std::time::Instant::now();
-            let mut batch = Vec::with_capacity(fetched.len());
-            for message in fetched {
-                last = last.max(i64::from(message.uid.0));
-                let Body::Raw(raw) = message.body else {
-                    tracing::warn!(uid = %message.uid, size = message.size, "message over the size limit left on the server");
-                    continue;
-                };
-                let origin = MailOrigin::Folder {
-                    mailbox: self.mailbox.id.clone(),
-                    folder: folder.name.clone(),
-                    uid_validity: validity,
-                    uid: i64::from(message.uid.0),
-                };
-                let received_at = message
-                    .internal_date
-                    .map_or_else(crate::store::now_ms, |d| d.timestamp_millis());
-                let (email, drafts) = incoming(
-                    origin,
-                    raw,
-                    message.seen,
-                    received_at,
-                    folder.role,
-                    &insiders,
-                );
-                batch.push(email);
-                cards.extend(drafts);
-            }
-            stage_time("parse", started);
-            // Cards first: a customer who sends their card gets the message on the new
-            // contact, not on a lead made of the same address (M7 keeps one owner).
-            if self.mailbox.vcard_contacts && self.mailbox.crm_link && !cards.is_empty() {
-                self.import_cards(std::mem::take(&mut cards), &insiders)
-                    .await?;
-            }
-            cards.clear();
-            let outcomes = self.store.ingest_emails(&batch).await?;
-            let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
-            metrics::counter!("leadline_mail_ingested_total").increment(fresh as u64);
-            self.store
-                .set_folder_checkpoint(
-                    &self.mailbox.id,
-                    &folder.name,
-                    folder.role,
-                    FolderCheckpoint {
-                        uid_validity: validity,
-                        last_uid: last,
-                    },
-                )
-                .await?;
-        }
+        let last = self.collect(session, folder, validity, last).await?;
         if checkpoint.is_none_or(|c| c.uid_validity != validity || c.last_uid != last) {
             self.store
                 .set_folder_checkpoint(
@@ -355,6 +302,97 @@ impl Poller {
             session.set_seen(&uids(&plan.set_unseen), false).await?;
         }
         Ok(())
+    }
+
+    /// Collects the messages after `after` into the store and returns the folder position
+    /// reached. Fetching, parsing and storing overlap (a batch is fetched while the one
+    /// before is parsed and the one before that stored); batches reach the store in
+    /// order, and each moves the checkpoint in its own transaction, so the checkpoint is
+    /// never past a message that is not stored. An error of any stage ends the others:
+    /// the store still takes the batches fetched before a fetch error, and a store error
+    /// stops the fetching at its next batch.
+    async fn collect(
+        &self,
+        session: &mut ImapSession,
+        folder: &Folder,
+        validity: i64,
+        after: i64,
+    ) -> Result<i64, PollError> {
+        let insiders = Arc::new(self.insiders().await?);
+        let (to_parse, mut fetched) = mpsc::channel::<(Vec<Fetched>, i64)>(PIPELINE_DEPTH);
+        let (to_store, mut parsed) = mpsc::channel::<Collected>(PIPELINE_DEPTH);
+        let fetch = async move {
+            let mut last = after;
+            loop {
+                let started = Instant::now();
+                let batch = session.fetch_since(Uid(last as u32), BATCH).await?;
+                stage_time("fetch", started);
+                let Some(newest) = batch.iter().map(|m| i64::from(m.uid.0)).max() else {
+                    return Ok(());
+                };
+                last = last.max(newest);
+                if to_parse.send((batch, last)).await.is_err() {
+                    // The store stopped; its error is the one reported.
+                    return Ok::<(), PollError>(());
+                }
+            }
+        };
+        let parsing = insiders.clone();
+        let parse = async move {
+            while let Some((batch, last)) = fetched.recv().await {
+                let origin = Origin {
+                    mailbox: self.mailbox.id.clone(),
+                    folder: folder.name.clone(),
+                    role: folder.role,
+                    validity,
+                    insiders: parsing.clone(),
+                };
+                // mail-parser is CPU work: off the async threads, so that fetching and
+                // storing go on meanwhile.
+                let collected = tokio::task::spawn_blocking(move || origin.parse(batch, last))
+                    .await
+                    // A panic in the parser: nothing from this batch on is stored.
+                    .map_err(|e| PollError::Parse(e.to_string()))?;
+                if to_store.send(collected).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), PollError>(())
+        };
+        let store = async move {
+            let mut reached = after;
+            while let Some(Collected {
+                emails,
+                cards,
+                last,
+            }) = parsed.recv().await
+            {
+                // Cards first: a customer who sends their card gets the message on the
+                // new contact, not on a lead made of the same address (M7 keeps one owner).
+                if self.mailbox.vcard_contacts && self.mailbox.crm_link && !cards.is_empty() {
+                    self.import_cards(cards, &insiders).await?;
+                }
+                let position = FolderPosition {
+                    mailbox: &self.mailbox.id,
+                    folder: &folder.name,
+                    role: folder.role,
+                    checkpoint: FolderCheckpoint {
+                        uid_validity: validity,
+                        last_uid: last,
+                    },
+                };
+                let outcomes = self.store.ingest_folder_emails(&emails, &position).await?;
+                let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
+                metrics::counter!("leadline_mail_ingested_total").increment(fresh as u64);
+                reached = last;
+            }
+            Ok::<i64, PollError>(reached)
+        };
+        let (fetched, parsed, stored) = tokio::join!(fetch, parse, store);
+        let reached = stored?;
+        parsed?;
+        fetched?;
+        Ok(reached)
     }
 
     /// The first UID to collect on a folder never read (or re-numbered): the sync window
@@ -458,9 +496,65 @@ fn jitter(base: Duration) -> Duration {
     base.mul_f64(factor)
 }
 
-/// `leadline_mail_stage_seconds{stage}`: where a batch's time goes (the store adds `match`
-/// and `store`).
-fn stage_time(stage: &'static str, started: std::time::Instant) {
+/// A batch as the store takes it, with the folder position it reaches (a message left on
+/// the server for its size counts as collected).
+struct Collected {
+    emails: Vec<IncomingEmail>,
+    cards: Vec<ContactDraft>,
+    last: i64,
+}
+
+/// What parsing a fetched batch needs to know about where it came from.
+struct Origin {
+    mailbox: String,
+    folder: String,
+    role: &'static str,
+    validity: i64,
+    insiders: Arc<Insiders>,
+}
+
+impl Origin {
+    fn parse(&self, fetched: Vec<Fetched>, last: i64) -> Collected {
+        let started = Instant::now();
+        let mut emails = Vec::with_capacity(fetched.len());
+        let mut cards = Vec::new();
+        for message in fetched {
+            let Body::Raw(raw) = message.body else {
+                tracing::warn!(uid = %message.uid, size = message.size, "message over the size limit left on the server");
+                continue;
+            };
+            let origin = MailOrigin::Folder {
+                mailbox: self.mailbox.clone(),
+                folder: self.folder.clone(),
+                uid_validity: self.validity,
+                uid: i64::from(message.uid.0),
+            };
+            let received_at = message
+                .internal_date
+                .map_or_else(crate::store::now_ms, |d| d.timestamp_millis());
+            let (email, drafts) = incoming(
+                origin,
+                raw,
+                message.seen,
+                received_at,
+                self.role,
+                &self.insiders,
+            );
+            emails.push(email);
+            cards.extend(drafts);
+        }
+        stage_time("parse", started);
+        Collected {
+            emails,
+            cards,
+            last,
+        }
+    }
+}
+
+/// `leadline_mail_stage_seconds{stage}`: where a batch's time goes (the store side adds
+/// `match` and `store`); the stages overlap, so their sum exceeds the wall time.
+fn stage_time(stage: &'static str, started: Instant) {
     metrics::histogram!("leadline_mail_stage_seconds", "stage" => stage)
         .record(started.elapsed().as_secs_f64());
 }

@@ -28,6 +28,7 @@ mod config;
 mod entities;
 mod intake;
 mod mail;
+mod mail_intake;
 mod matching;
 mod media;
 mod registrations;

@@ -6,11 +6,19 @@ use sqlx::any::AnyRow;
 use super::Result;
 use super::entities::Tx;
 
-/// One bound value. Stored values are only text and integers (portable schema).
+/// One bound value. Stored values are text and integers (portable schema), and the raw
+/// bytes of the mail store.
 #[derive(Debug, Clone)]
 pub(crate) enum Cell {
     Text(Option<String>),
     Int(Option<i64>),
+    Bytes(Vec<u8>),
+}
+
+impl From<Vec<u8>> for Cell {
+    fn from(v: Vec<u8>) -> Self {
+        Cell::Bytes(v)
+    }
 }
 
 impl From<String> for Cell {
@@ -90,7 +98,9 @@ impl Rows {
         let mut returned = Vec::new();
         let width = self.columns.len();
         let per_statement = (MAX_PARAMS / width).max(1);
-        for chunk in self.rows.chunks(per_statement) {
+        let mut rows = self.rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Cell>> = rows.by_ref().take(per_statement).collect();
             let mut sql = format!(
                 "INSERT INTO {} ({}) VALUES ",
                 self.table,
@@ -116,8 +126,9 @@ impl Rows {
             for row in chunk {
                 for cell in row {
                     query = match cell {
-                        Cell::Text(v) => query.bind(v.clone()),
-                        Cell::Int(v) => query.bind(*v),
+                        Cell::Text(v) => query.bind(v),
+                        Cell::Int(v) => query.bind(v),
+                        Cell::Bytes(v) => query.bind(v),
                     };
                 }
             }
