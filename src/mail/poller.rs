@@ -28,6 +28,8 @@ use crate::store::{
 
 /// Messages per fetch and per store transaction.
 const BATCH: usize = 200;
+/// The most messages in one store transaction when batches wait for the store.
+const MERGE_UP_TO: usize = 3 * BATCH;
 /// Batches waiting between two stages: enough to keep each busy, few enough to bound the
 /// memory (each is at most `Limits::max_batch_bytes`).
 const PIPELINE_DEPTH: usize = 2;
@@ -360,16 +362,38 @@ impl Poller {
             Ok::<(), PollError>(())
         };
         let store = async move {
+            let importing = self.mailbox.vcard_contacts && self.mailbox.crm_link;
             let mut reached = after;
-            while let Some(Collected {
-                emails,
-                cards,
-                last,
-            }) = parsed.recv().await
-            {
+            let mut held: Option<Collected> = None;
+            loop {
+                let mut batch = match held.take() {
+                    Some(batch) => batch,
+                    None => match parsed.recv().await {
+                        Some(batch) => batch,
+                        None => break,
+                    },
+                };
+                // Behind the fetch: the batches waiting go into one transaction. Not one
+                // with cards to import, whose contacts must come before its own messages
+                // but after those before it.
+                while batch.emails.len() < MERGE_UP_TO
+                    && let Ok(next) = parsed.try_recv()
+                {
+                    if importing && !next.cards.is_empty() {
+                        held = Some(next);
+                        break;
+                    }
+                    batch.emails.extend(next.emails);
+                    batch.last = next.last;
+                }
+                let Collected {
+                    emails,
+                    cards,
+                    last,
+                } = batch;
                 // Cards first: a customer who sends their card gets the message on the
                 // new contact, not on a lead made of the same address (M7 keeps one owner).
-                if self.mailbox.vcard_contacts && self.mailbox.crm_link && !cards.is_empty() {
+                if importing && !cards.is_empty() {
                     self.import_cards(cards, &insiders).await?;
                 }
                 let position = FolderPosition {
