@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::imap::{self, Body, Fetched, IdleOutcome, ImapSession, ImapSettings, Security, Uid};
@@ -26,13 +26,17 @@ use crate::store::{
     ServerFlags, Store, StoreError,
 };
 
-/// Messages per fetch and per store transaction.
+/// Messages per fetch (and per store transaction, unless batches wait for the store).
 const BATCH: usize = 200;
-/// The most messages in one store transaction when batches wait for the store.
+/// Batches waiting between two stages, when their bytes allow ([`IN_FLIGHT_BYTES`]).
+const PIPELINE_DEPTH: usize = 4;
+/// Raw mail fetched and not yet stored, at most (a larger batch still passes alone): the
+/// memory the pipeline may hold, whatever the size of the batches.
+const IN_FLIGHT_BYTES: usize = 64 << 20;
+/// When batches wait for the store, it takes them in one transaction up to this many
+/// messages and bytes of raw mail.
 const MERGE_UP_TO: usize = 3 * BATCH;
-/// Batches waiting between two stages: enough to keep each busy, few enough to bound the
-/// memory (each is at most `Limits::max_batch_bytes`).
-const PIPELINE_DEPTH: usize = 2;
+const MERGE_BYTES: usize = 16 << 20;
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
 
@@ -307,9 +311,9 @@ impl Poller {
     }
 
     /// Collects the messages after `after` into the store and returns the folder position
-    /// reached. Fetching, parsing and storing overlap (a batch is fetched while the one
-    /// before is parsed and the one before that stored); batches reach the store in
-    /// order, and each moves the checkpoint in its own transaction, so the checkpoint is
+    /// reached. Fetching, parsing and storing overlap (a batch is fetched while the ones
+    /// before are parsed and stored); batches reach the store in order, and every store
+    /// transaction moves the checkpoint with the messages it stores, so the checkpoint is
     /// never past a message that is not stored. An error of any stage ends the others:
     /// the store still takes the batches fetched before a fetch error, and a store error
     /// stops the fetching at its next batch.
@@ -321,7 +325,8 @@ impl Poller {
         after: i64,
     ) -> Result<i64, PollError> {
         let insiders = Arc::new(self.insiders().await?);
-        let (to_parse, mut fetched) = mpsc::channel::<(Vec<Fetched>, i64)>(PIPELINE_DEPTH);
+        let (to_parse, mut fetched) = mpsc::channel::<(Vec<Fetched>, i64, Budget)>(PIPELINE_DEPTH);
+        let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
         let (to_store, mut parsed) = mpsc::channel::<Collected>(PIPELINE_DEPTH);
         let fetch = async move {
             let mut last = after;
@@ -333,7 +338,15 @@ impl Poller {
                     return Ok(());
                 };
                 last = last.max(newest);
-                if to_parse.send((batch, last)).await.is_err() {
+                let bytes = batch.iter().map(|m| m.size as usize).sum::<usize>();
+                let Ok(held) = budget
+                    .clone()
+                    .acquire_many_owned(bytes.clamp(1, IN_FLIGHT_BYTES) as u32)
+                    .await
+                else {
+                    return Ok(());
+                };
+                if to_parse.send((batch, last, vec![held])).await.is_err() {
                     // The store stopped; its error is the one reported.
                     return Ok::<(), PollError>(());
                 }
@@ -341,7 +354,7 @@ impl Poller {
         };
         let parsing = insiders.clone();
         let parse = async move {
-            while let Some((batch, last)) = fetched.recv().await {
+            while let Some((batch, last, budget)) = fetched.recv().await {
                 let origin = Origin {
                     mailbox: self.mailbox.id.clone(),
                     folder: folder.name.clone(),
@@ -351,10 +364,11 @@ impl Poller {
                 };
                 // mail-parser is CPU work: off the async threads, so that fetching and
                 // storing go on meanwhile.
-                let collected = tokio::task::spawn_blocking(move || origin.parse(batch, last))
-                    .await
-                    // A panic in the parser: nothing from this batch on is stored.
-                    .map_err(|e| PollError::Parse(e.to_string()))?;
+                let collected =
+                    tokio::task::spawn_blocking(move || origin.parse(batch, last, budget))
+                        .await
+                        // A panic in the parser: nothing from this batch on is stored.
+                        .map_err(|e| PollError::Parse(e.to_string()))?;
                 if to_store.send(collected).await.is_err() {
                     break;
                 }
@@ -377,6 +391,7 @@ impl Poller {
                 // with cards to import, whose contacts must come before its own messages
                 // but after those before it.
                 while batch.emails.len() < MERGE_UP_TO
+                    && batch.bytes < MERGE_BYTES
                     && let Ok(next) = parsed.try_recv()
                 {
                     if importing && !next.cards.is_empty() {
@@ -384,12 +399,16 @@ impl Poller {
                         break;
                     }
                     batch.emails.extend(next.emails);
+                    batch.bytes += next.bytes;
                     batch.last = next.last;
+                    batch.budget.extend(next.budget);
                 }
                 let Collected {
                     emails,
                     cards,
                     last,
+                    budget,
+                    ..
                 } = batch;
                 // Cards first: a customer who sends their card gets the message on the
                 // new contact, not on a lead made of the same address (M7 keeps one owner).
@@ -409,6 +428,7 @@ impl Poller {
                 let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
                 metrics::counter!("leadline_mail_ingested_total").increment(fresh as u64);
                 reached = last;
+                drop((emails, budget));
             }
             Ok::<i64, PollError>(reached)
         };
@@ -526,7 +546,13 @@ struct Collected {
     emails: Vec<IncomingEmail>,
     cards: Vec<ContactDraft>,
     last: i64,
+    /// Raw bytes of `emails`.
+    bytes: usize,
+    /// Their part of [`IN_FLIGHT_BYTES`], given back once stored.
+    budget: Budget,
 }
+
+type Budget = Vec<OwnedSemaphorePermit>;
 
 /// What parsing a fetched batch needs to know about where it came from.
 struct Origin {
@@ -538,7 +564,7 @@ struct Origin {
 }
 
 impl Origin {
-    fn parse(&self, fetched: Vec<Fetched>, last: i64) -> Collected {
+    fn parse(&self, fetched: Vec<Fetched>, last: i64, budget: Budget) -> Collected {
         let started = Instant::now();
         let mut emails = Vec::with_capacity(fetched.len());
         let mut cards = Vec::new();
@@ -569,9 +595,11 @@ impl Origin {
         }
         stage_time("parse", started);
         Collected {
+            bytes: emails.iter().map(|e| e.raw.len()).sum(),
             emails,
             cards,
             last,
+            budget,
         }
     }
 }
