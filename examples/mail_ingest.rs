@@ -73,6 +73,36 @@ async fn counted(client: &reqwest::Client, base: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// `leadline_mail_stage_seconds` from `/metrics`: per stage, the seconds spent and the
+/// number of batches.
+async fn stages(client: &reqwest::Client, base: &str) -> Vec<(String, f64, u64)> {
+    let text = match client.get(format!("{base}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => return Vec::new(),
+    };
+    let value = |line: &str, name: &str| {
+        let rest = line.strip_prefix(name)?.strip_prefix("{stage=\"")?;
+        let (stage, number) = rest.split_once("\"} ")?;
+        Some((stage.to_owned(), number.trim().parse::<f64>().ok()?))
+    };
+    let mut found: Vec<(String, f64, u64)> = Vec::new();
+    for line in text.lines() {
+        if let Some((stage, sum)) = value(line, "leadline_mail_stage_seconds_sum") {
+            found.push((stage, sum, 0));
+        }
+    }
+    for line in text.lines() {
+        if let Some((stage, count)) = value(line, "leadline_mail_stage_seconds_count")
+            && let Some(entry) = found.iter_mut().find(|(s, _, _)| *s == stage)
+        {
+            entry.2 = count as u64;
+        }
+    }
+    let order = ["fetch", "parse", "match", "store"];
+    found.sort_by_key(|(s, _, _)| order.iter().position(|o| o == s).unwrap_or(order.len()));
+    found
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -191,6 +221,18 @@ async fn main() {
          ({:.0} % of the raw fetch rate; goal >= 50 %)",
         100.0 * ingest_rate / fetch_rate
     );
+    // Stages overlap when the poller pipelines them: their sum may exceed the wall time.
+    let breakdown: Vec<String> = stages(&client, &base)
+        .await
+        .into_iter()
+        .map(|(stage, seconds, batches)| {
+            format!(
+                "{stage} {seconds:.2} s ({:.0} µs/message, {batches} batches)",
+                seconds * 1e6 / count as f64
+            )
+        })
+        .collect();
+    println!("ingest stages:   {}", breakdown.join(", "));
 
     // 4. IDLE latency.
     let mut latencies = Vec::with_capacity(samples);

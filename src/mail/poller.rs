@@ -11,27 +11,36 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::credentials::{Credentials, LoginError};
 use super::imap::{
-    self, Body, FolderState, IdleOutcome, ImapSession, ImapSettings, KnownUids, Resync, Security,
-    Uid,
+    self, Body, Fetched, FolderState, IdleOutcome, ImapSession, ImapSettings, KnownUids, Resync,
+    Security, Uid,
 };
 use super::intake::incoming;
 use super::{ContactDraft, Insiders};
 use crate::crm::model::{EntityKind, MailCheck, MailSecurity};
 use crate::matcher::{Identifier, parse_email};
 use crate::store::{
-    FlagCheckpoint, FlagDelta, FolderCheckpoint, KnownMessages, MailOrigin, MailboxRecord,
-    NewEntity, ServerFlags, Store, StoreError,
+    FlagCheckpoint, FlagDelta, FolderCheckpoint, FolderPosition, IncomingEmail, KnownMessages,
+    MailOrigin, MailboxRecord, NewEntity, ServerFlags, Store, StoreError,
 };
 
-/// Messages per fetch and per store transaction.
+/// Messages per fetch (and per store transaction, unless batches wait for the store).
 const BATCH: usize = 200;
+/// Batches waiting between two stages, when their bytes allow ([`IN_FLIGHT_BYTES`]).
+const PIPELINE_DEPTH: usize = 4;
+/// Raw mail fetched and not yet stored, at most (a larger batch still passes alone): the
+/// memory the pipeline may hold, whatever the size of the batches.
+const IN_FLIGHT_BYTES: usize = 64 << 20;
+/// When batches wait for the store, it takes them in one transaction up to this many
+/// messages and bytes of raw mail.
+const MERGE_UP_TO: usize = 3 * BATCH;
+const MERGE_BYTES: usize = 16 << 20;
 const BACKOFF_MIN: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// How soon a mailbox that waits for someone (no OAuth2 refresh token yet, or a rejected
@@ -48,6 +57,8 @@ pub enum PollError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Login(#[from] LoginError),
+    #[error("reading fetched mail failed: {0}")]
+    Parse(String),
 }
 
 /// The IMAP client settings of a stored mailbox.
@@ -270,7 +281,7 @@ impl Poller {
             .store
             .folder_checkpoint(&self.mailbox.id, &folder.name)
             .await?;
-        let mut last = match checkpoint {
+        let last = match checkpoint {
             Some(c) if c.uid_validity == validity => c.last_uid,
             other => {
                 if other.is_some() {
@@ -282,62 +293,7 @@ impl Poller {
                 self.first_uid(session).await? - 1
             }
         };
-        let insiders = self.insiders().await?;
-        let mut cards = Vec::new();
-        loop {
-            let fetched = session.fetch_since(Uid(last as u32), BATCH).await?;
-            if fetched.is_empty() {
-                break;
-            }
-            let mut batch = Vec::with_capacity(fetched.len());
-            for message in fetched {
-                last = last.max(i64::from(message.uid.0));
-                let Body::Raw(raw) = message.body else {
-                    tracing::warn!(uid = %message.uid, size = message.size, "message over the size limit left on the server");
-                    continue;
-                };
-                let origin = MailOrigin::Folder {
-                    mailbox: self.mailbox.id.clone(),
-                    folder: folder.name.clone(),
-                    uid_validity: validity,
-                    uid: i64::from(message.uid.0),
-                };
-                let received_at = message
-                    .internal_date
-                    .map_or_else(crate::store::now_ms, |d| d.timestamp_millis());
-                let (email, drafts) = incoming(
-                    origin,
-                    raw,
-                    message.seen,
-                    received_at,
-                    folder.role,
-                    &insiders,
-                );
-                batch.push(email);
-                cards.extend(drafts);
-            }
-            // Cards first: a customer who sends their card gets the message on the new
-            // contact, not on a lead made of the same address (M7 keeps one owner).
-            if self.mailbox.vcard_contacts && self.mailbox.crm_link && !cards.is_empty() {
-                self.import_cards(std::mem::take(&mut cards), &insiders)
-                    .await?;
-            }
-            cards.clear();
-            let outcomes = self.store.ingest_emails(&batch).await?;
-            let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
-            metrics::counter!("leadline_mail_ingested_total").increment(fresh as u64);
-            self.store
-                .set_folder_checkpoint(
-                    &self.mailbox.id,
-                    &folder.name,
-                    folder.role,
-                    FolderCheckpoint {
-                        uid_validity: validity,
-                        last_uid: last,
-                    },
-                )
-                .await?;
-        }
+        let last = self.collect(session, folder, validity, last).await?;
         if checkpoint.is_none_or(|c| c.uid_validity != validity || c.last_uid != last) {
             self.store
                 .set_folder_checkpoint(
@@ -498,6 +454,135 @@ impl Poller {
         Ok(())
     }
 
+    /// Collects the messages after `after` into the store and returns the folder position
+    /// reached. Fetching, parsing and storing overlap (a batch is fetched while the ones
+    /// before are parsed and stored); batches reach the store in order, and every store
+    /// transaction moves the checkpoint with the messages it stores, so the checkpoint is
+    /// never past a message that is not stored. An error of any stage ends the others:
+    /// the store still takes the batches fetched before a fetch error, and a store error
+    /// stops the fetching at its next batch.
+    async fn collect(
+        &self,
+        session: &mut ImapSession,
+        folder: &Folder,
+        validity: i64,
+        after: i64,
+    ) -> Result<i64, PollError> {
+        let insiders = Arc::new(self.insiders().await?);
+        let (to_parse, mut fetched) = mpsc::channel::<(Vec<Fetched>, i64, Budget)>(PIPELINE_DEPTH);
+        let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
+        let (to_store, mut parsed) = mpsc::channel::<Collected>(PIPELINE_DEPTH);
+        let fetch = async move {
+            let mut last = after;
+            loop {
+                let started = Instant::now();
+                let batch = session.fetch_since(Uid(last as u32), BATCH).await?;
+                stage_time("fetch", started);
+                let Some(newest) = batch.iter().map(|m| i64::from(m.uid.0)).max() else {
+                    return Ok(());
+                };
+                last = last.max(newest);
+                let bytes = batch.iter().map(|m| m.size as usize).sum::<usize>();
+                let Ok(held) = budget
+                    .clone()
+                    .acquire_many_owned(bytes.clamp(1, IN_FLIGHT_BYTES) as u32)
+                    .await
+                else {
+                    return Ok(());
+                };
+                if to_parse.send((batch, last, vec![held])).await.is_err() {
+                    // The store stopped; its error is the one reported.
+                    return Ok::<(), PollError>(());
+                }
+            }
+        };
+        let parsing = insiders.clone();
+        let parse = async move {
+            while let Some((batch, last, budget)) = fetched.recv().await {
+                let origin = Origin {
+                    mailbox: self.mailbox.id.clone(),
+                    folder: folder.name.clone(),
+                    role: folder.role,
+                    validity,
+                    insiders: parsing.clone(),
+                };
+                // mail-parser is CPU work: off the async threads, so that fetching and
+                // storing go on meanwhile.
+                let collected =
+                    tokio::task::spawn_blocking(move || origin.parse(batch, last, budget))
+                        .await
+                        // A panic in the parser: nothing from this batch on is stored.
+                        .map_err(|e| PollError::Parse(e.to_string()))?;
+                if to_store.send(collected).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), PollError>(())
+        };
+        let store = async move {
+            let importing = self.mailbox.vcard_contacts && self.mailbox.crm_link;
+            let mut reached = after;
+            let mut held: Option<Collected> = None;
+            loop {
+                let mut batch = match held.take() {
+                    Some(batch) => batch,
+                    None => match parsed.recv().await {
+                        Some(batch) => batch,
+                        None => break,
+                    },
+                };
+                // Behind the fetch: the batches waiting go into one transaction. Not one
+                // with cards to import, whose contacts must come before its own messages
+                // but after those before it.
+                while batch.emails.len() < MERGE_UP_TO
+                    && batch.bytes < MERGE_BYTES
+                    && let Ok(next) = parsed.try_recv()
+                {
+                    if importing && !next.cards.is_empty() {
+                        held = Some(next);
+                        break;
+                    }
+                    batch.emails.extend(next.emails);
+                    batch.bytes += next.bytes;
+                    batch.last = next.last;
+                    batch.budget.extend(next.budget);
+                }
+                let Collected {
+                    emails,
+                    cards,
+                    last,
+                    budget,
+                    ..
+                } = batch;
+                // Cards first: a customer who sends their card gets the message on the
+                // new contact, not on a lead made of the same address (M7 keeps one owner).
+                if importing && !cards.is_empty() {
+                    self.import_cards(cards, &insiders).await?;
+                }
+                let position = FolderPosition {
+                    mailbox: &self.mailbox.id,
+                    folder: &folder.name,
+                    role: folder.role,
+                    checkpoint: FolderCheckpoint {
+                        uid_validity: validity,
+                        last_uid: last,
+                    },
+                };
+                let outcomes = self.store.ingest_folder_emails(&emails, &position).await?;
+                let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
+                metrics::counter!("leadline_mail_ingested_total").increment(fresh as u64);
+                reached = last;
+                drop((emails, budget));
+            }
+            Ok::<i64, PollError>(reached)
+        };
+        let (fetched, parsed, stored) = tokio::join!(fetch, parse, store);
+        let reached = stored?;
+        parsed?;
+        fetched?;
+        Ok(reached)
+    }
+
     /// The first UID to collect on a folder never read (or re-numbered): the sync window
     /// (E3) decides; all mail starts at 1.
     async fn first_uid(&self, session: &mut ImapSession) -> Result<i64, PollError> {
@@ -608,4 +693,75 @@ fn jitter(base: Duration) -> Duration {
     use rand::Rng as _;
     let factor = rand::rng().random_range(0.75..1.25);
     base.mul_f64(factor)
+}
+
+/// A batch as the store takes it, with the folder position it reaches (a message left on
+/// the server for its size counts as collected).
+struct Collected {
+    emails: Vec<IncomingEmail>,
+    cards: Vec<ContactDraft>,
+    last: i64,
+    /// Raw bytes of `emails`.
+    bytes: usize,
+    /// Their part of [`IN_FLIGHT_BYTES`], given back once stored.
+    budget: Budget,
+}
+
+type Budget = Vec<OwnedSemaphorePermit>;
+
+/// What parsing a fetched batch needs to know about where it came from.
+struct Origin {
+    mailbox: String,
+    folder: String,
+    role: &'static str,
+    validity: i64,
+    insiders: Arc<Insiders>,
+}
+
+impl Origin {
+    fn parse(&self, fetched: Vec<Fetched>, last: i64, budget: Budget) -> Collected {
+        let started = Instant::now();
+        let mut emails = Vec::with_capacity(fetched.len());
+        let mut cards = Vec::new();
+        for message in fetched {
+            let Body::Raw(raw) = message.body else {
+                tracing::warn!(uid = %message.uid, size = message.size, "message over the size limit left on the server");
+                continue;
+            };
+            let origin = MailOrigin::Folder {
+                mailbox: self.mailbox.clone(),
+                folder: self.folder.clone(),
+                uid_validity: self.validity,
+                uid: i64::from(message.uid.0),
+            };
+            let received_at = message
+                .internal_date
+                .map_or_else(crate::store::now_ms, |d| d.timestamp_millis());
+            let (email, drafts) = incoming(
+                origin,
+                raw,
+                message.seen,
+                received_at,
+                self.role,
+                &self.insiders,
+            );
+            emails.push(email);
+            cards.extend(drafts);
+        }
+        stage_time("parse", started);
+        Collected {
+            bytes: emails.iter().map(|e| e.raw.len()).sum(),
+            emails,
+            cards,
+            last,
+            budget,
+        }
+    }
+}
+
+/// `leadline_mail_stage_seconds{stage}`: where a batch's time goes (the store side adds
+/// `match` and `store`); the stages overlap, so their sum exceeds the wall time.
+fn stage_time(stage: &'static str, started: Instant) {
+    metrics::histogram!("leadline_mail_stage_seconds", "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
 }

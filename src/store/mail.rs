@@ -2,26 +2,25 @@
 //! mail store, and the intake of collected messages (E1–E16) through the shared matcher
 //! and `crm::mail::decide_mail`, one transaction per batch of messages.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 use sqlx::any::AnyRow;
 
-use super::entities::{NewDealFields, NewEntity, Tx, claim_identifier, insert_entity, table};
-use super::matching::{customer_contexts, match_all};
+use super::entities::Tx;
+use super::mail_intake::{EmailFacts, IntakeSettings, Looked, Planner, Turns};
+use super::matching::match_all;
 use super::rows::placeholders;
 use super::{
     Page, Paged, Result, Store, StoreError, col, flag, json_list, now_ms, parse_json_list,
     parse_stored,
 };
-use crate::crm::intake::{Decision, NewEntities};
-use crate::crm::mail::{MailFacts, MailIntakeInput, MailboxPolicy, decide_mail};
+use crate::crm::mail::MailboxPolicy;
 use crate::crm::mail_flags::{self, FlagSync, ServerView, merge_ranges};
 use crate::crm::model::{
-    CrmAction, Direction, EntityKind, EntityRef, MailAuth, MailCheck, MailSecurity, MailboxKind,
-    Millis, OAuth2Provider, QueueId, SimpleCreates, UserId,
+    Direction, EntityKind, EntityRef, MailAuth, MailCheck, MailSecurity, MailboxKind, Millis,
+    OAuth2Provider, QueueId, UserId,
 };
-use crate::crm::queue::QueueState;
 use crate::matcher::{Exclusions, Identifier, parse_email};
 
 /// A mailbox as configured, without its password (A4).
@@ -165,6 +164,16 @@ impl std::fmt::Debug for OAuth2Secrets {
 pub struct FolderCheckpoint {
     pub uid_validity: i64,
     pub last_uid: i64,
+}
+
+/// A folder's checkpoint as a batch of it leaves it.
+#[derive(Debug, Clone, Copy)]
+pub struct FolderPosition<'a> {
+    pub mailbox: &'a str,
+    pub folder: &'a str,
+    /// inbox | sent | other
+    pub role: &'a str,
+    pub checkpoint: FolderCheckpoint,
 }
 
 /// One attachment as the mail store lists it (the bytes stay in the raw message).
@@ -610,20 +619,13 @@ impl Store {
         role: &str,
         checkpoint: FolderCheckpoint,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO mail_folders (mailbox_id, folder, role, uid_validity, last_uid) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mailbox_id, folder) DO UPDATE SET \
-             role = excluded.role, uid_validity = excluded.uid_validity, \
-             last_uid = excluded.last_uid",
-        )
-        .bind(mailbox)
-        .bind(folder)
-        .bind(role)
-        .bind(checkpoint.uid_validity)
-        .bind(checkpoint.last_uid)
-        .execute(self.writer())
-        .await?;
-        Ok(())
+        let position = FolderPosition {
+            mailbox,
+            folder,
+            role,
+            checkpoint,
+        };
+        write_checkpoint(self.writer(), &position).await
     }
 
     /// Takes a batch of collected messages into the mail store and the CRM, in one
@@ -634,43 +636,21 @@ impl Store {
         if emails.is_empty() {
             return Ok(Vec::new());
         }
-        let snapshot = self.config_snapshot().await?;
-        let mut tx = self.writer().begin().await?;
-        let mut outcomes = Vec::with_capacity(emails.len());
-        let mut policies: std::collections::HashMap<String, (MailboxPolicy, Exclusions)> =
-            std::collections::HashMap::new();
-        for email in emails {
-            let policy = match &email.origin {
-                MailOrigin::Folder { mailbox, .. } => {
-                    if !policies.contains_key(mailbox) {
-                        let loaded = load_policy(&mut tx, mailbox, &snapshot.crm).await?;
-                        policies.insert(mailbox.clone(), loaded);
-                    }
-                    policies.get(mailbox).cloned()
-                }
-                MailOrigin::Forward { employee } => {
-                    Some(forward_policy(&snapshot.crm, employee.clone()))
-                }
-            };
-            let Some((policy, blacklist)) = policy else {
-                return Err(StoreError::Corrupt("mailbox policy".into()));
-            };
-            outcomes.push(
-                ingest_one(
-                    &mut tx,
-                    email,
-                    &policy,
-                    &blacklist,
-                    &snapshot.crm,
-                    &snapshot.queues,
-                    &snapshot.pipelines,
-                    false,
-                )
-                .await?,
-            );
+        super::mail_intake::ingest_batch(self, emails, None).await
+    }
+
+    /// [`Store::ingest_emails`] for a batch of one folder, moving the folder's checkpoint
+    /// in the same transaction: it never passes a message that is not stored.
+    pub async fn ingest_folder_emails(
+        &self,
+        emails: &[IncomingEmail],
+        position: &FolderPosition<'_>,
+    ) -> Result<Vec<EmailOutcome>> {
+        if emails.is_empty() {
+            write_checkpoint(self.writer(), position).await?;
+            return Ok(Vec::new());
         }
-        tx.commit().await?;
-        Ok(outcomes)
+        super::mail_intake::ingest_batch(self, emails, Some(position)).await
     }
 
     /// E12: saves one stored message to the CRM by hand (a mailbox with the CRM link
@@ -706,24 +686,37 @@ impl Store {
                     .into(),
             });
         }
-        let (activity, created, reason) = apply_decisions(
-            &mut tx,
-            &EmailFacts {
-                direction: email.direction,
-                subject: &email.subject,
-                message_id: email.message_id.as_deref(),
-                seen: email.seen,
-                received_at: email.received_at,
-            },
-            &customers,
-            &policy,
-            &blacklist,
-            &snapshot.crm,
-            &snapshot.queues,
-            &snapshot.pipelines,
-            true,
-        )
-        .await?;
+        let settings = IntakeSettings {
+            crm: &snapshot.crm,
+            queues: &snapshot.queues,
+            pipelines: &snapshot.pipelines,
+        };
+        let queues: Vec<&QueueId> = policy
+            .queue
+            .iter()
+            .filter(|q| snapshot.queues.contains_key(*q))
+            .collect();
+        let looked = Looked::for_customers(&mut tx, &customers, &queues).await?;
+        let facts = EmailFacts {
+            direction: email.direction,
+            subject: &email.subject,
+            message_id: email.message_id.as_deref(),
+            seen: email.seen,
+            received_at: email.received_at,
+        };
+        let now = now_ms();
+        let mut planner = Planner::new(&looked, &settings, None);
+        let mut decided = planner.decide(&facts, &customers, &policy, &blacklist, true, now)?;
+        match planner.take_turns(&mut tx).await? {
+            Turns::Taken => {}
+            Turns::Moved(rotations) => {
+                planner = Planner::new(&looked, &settings, Some(&rotations));
+                decided = planner.decide(&facts, &customers, &policy, &blacklist, true, now)?;
+            }
+            Turns::LostRace(err) => return Err(err),
+        }
+        planner.write(&mut tx).await??;
+        let (activity, created, reason) = (decided.activity, decided.created, decided.reason);
         sqlx::query(
             "UPDATE emails SET crm_action = $2, crm_reason = $3, created_entities = $4, \
              activity_id = $5 WHERE id = $1",
@@ -1146,471 +1139,6 @@ impl Store {
     }
 }
 
-/// The message's own facts the intake writes on its activity.
-struct EmailFacts<'a> {
-    direction: Direction,
-    subject: &'a str,
-    message_id: Option<&'a str>,
-    seen: bool,
-    received_at: Millis,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn ingest_one(
-    tx: &mut Tx<'_>,
-    email: &IncomingEmail,
-    policy: &MailboxPolicy,
-    blacklist: &Exclusions,
-    crm: &crate::crm::model::CrmSettings,
-    queues: &std::collections::HashMap<QueueId, Vec<UserId>>,
-    pipelines: &[crate::crm::intake::PipelineEntry],
-    by_hand: bool,
-) -> Result<EmailOutcome> {
-    let now = now_ms();
-    let (mailbox, folder, uid_validity, uid) = match &email.origin {
-        MailOrigin::Folder {
-            mailbox,
-            folder,
-            uid_validity,
-            uid,
-        } => (
-            Some(mailbox.as_str()),
-            Some(folder.as_str()),
-            Some(*uid_validity),
-            Some(*uid),
-        ),
-        MailOrigin::Forward { .. } => (None, None, None, None),
-    };
-    // The same message stored before: a new UIDVALIDITY (it moves), or the forward
-    // address receiving a copy twice.
-    if let Some(message_id) = &email.message_id {
-        let before = sqlx::query(
-            "SELECT id, uid_validity FROM emails WHERE message_id = $1 \
-             AND COALESCE(mailbox_id, '') = $2 AND COALESCE(folder, '') = $3",
-        )
-        .bind(message_id)
-        .bind(mailbox.unwrap_or(""))
-        .bind(folder.unwrap_or(""))
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = before {
-            let id: String = col(&row, "id")?;
-            let stored_validity: Option<i64> = col(&row, "uid_validity")?;
-            if stored_validity != uid_validity {
-                sqlx::query("UPDATE emails SET uid_validity = $2, uid = $3 WHERE id = $1")
-                    .bind(&id)
-                    .bind(uid_validity)
-                    .bind(uid)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            return Ok(EmailOutcome {
-                email: None,
-                action: "repeated".into(),
-                activity: None,
-                created: Vec::new(),
-            });
-        }
-    }
-    let id = uuid::Uuid::now_v7().to_string();
-    let attachments = serde_json::to_string(&email.attachments)
-        .map_err(|e| StoreError::Corrupt(format!("attachments: {e}")))?;
-    let inserted = sqlx::query(
-        "INSERT INTO emails (id, mailbox_id, folder, uid_validity, uid, message_id, in_reply_to, \
-         thread_root, direction, from_addr, from_name, to_addrs, cc_addrs, subject, \
-         received_at, ingested_at, completed_at, seen, attachments, size, raw, crm_action, \
-         crm_reason, created_entities) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, 'logged', '', '[]') \
-         ON CONFLICT (mailbox_id, folder, uid_validity, uid) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(mailbox)
-    .bind(folder)
-    .bind(uid_validity)
-    .bind(uid)
-    .bind(email.message_id.as_deref())
-    .bind(email.in_reply_to.as_deref())
-    .bind(email.thread_root.as_deref())
-    .bind(email.direction.as_str())
-    .bind(&email.from)
-    .bind(email.from_name.as_deref())
-    .bind(json_list(&email.to))
-    .bind(json_list(&email.cc))
-    .bind(&email.subject)
-    .bind(email.received_at)
-    .bind(now)
-    .bind(email.seen.then_some(now))
-    .bind(flag(email.seen))
-    .bind(attachments)
-    .bind(email.raw.len() as i64)
-    .bind(email.raw.clone())
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(EmailOutcome {
-            email: None,
-            action: "repeated".into(),
-            activity: None,
-            created: Vec::new(),
-        });
-    }
-    // One activity per Message-ID: a copy in another mailbox or folder joins it.
-    if let Some(message_id) = &email.message_id {
-        let existing = sqlx::query("SELECT id FROM activities WHERE email_message_id = $1")
-            .bind(message_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(row) = existing {
-            let activity: String = col(&row, "id")?;
-            sqlx::query(
-                "UPDATE emails SET crm_action = 'attached', crm_reason = $2, activity_id = $3 \
-                 WHERE id = $1",
-            )
-            .bind(&id)
-            .bind("the same message (Message-ID) was collected before: one activity")
-            .bind(&activity)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(EmailOutcome {
-                email: Some(id),
-                action: "attached".into(),
-                activity: Some(activity),
-                created: Vec::new(),
-            });
-        }
-    }
-    let facts = EmailFacts {
-        direction: email.direction,
-        subject: &email.subject,
-        message_id: email.message_id.as_deref(),
-        seen: email.seen,
-        received_at: email.received_at,
-    };
-    let (activity, created, reason) = apply_decisions(
-        tx,
-        &facts,
-        &email.customers,
-        policy,
-        blacklist,
-        crm,
-        queues,
-        pipelines,
-        by_hand,
-    )
-    .await?;
-    let action = match (&activity, created.is_empty()) {
-        (None, _) => CrmAction::Logged,
-        (Some(_), true) => CrmAction::Attached,
-        (Some(_), false) => CrmAction::Created,
-    };
-    sqlx::query(
-        "UPDATE emails SET crm_action = $2, crm_reason = $3, created_entities = $4, \
-         activity_id = $5 WHERE id = $1",
-    )
-    .bind(&id)
-    .bind(action.as_str())
-    .bind(&reason)
-    .bind(json_list(
-        &created.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    ))
-    .bind(activity.as_deref())
-    .execute(&mut **tx)
-    .await?;
-    Ok(EmailOutcome {
-        email: Some(id),
-        action: action.as_str().to_owned(),
-        activity,
-        created,
-    })
-}
-
-/// Matches every customer address, decides for each, creates what the decisions say
-/// and writes one activity for the message on every entity involved (E7, E8: never an
-/// activity without an entity). Returns the activity, what was created and why.
-#[allow(clippy::too_many_arguments)]
-async fn apply_decisions(
-    tx: &mut Tx<'_>,
-    facts: &EmailFacts<'_>,
-    customers: &[String],
-    policy: &MailboxPolicy,
-    blacklist: &Exclusions,
-    crm: &crate::crm::model::CrmSettings,
-    queues: &std::collections::HashMap<QueueId, Vec<UserId>>,
-    pipelines: &[crate::crm::intake::PipelineEntry],
-    by_hand: bool,
-) -> Result<(Option<String>, Vec<EntityRef>, String)> {
-    let now = now_ms();
-    let mut reasons = Vec::new();
-    let mut identifiers = Vec::new();
-    let mut seen = HashSet::new();
-    for address in customers {
-        match parse_email(address) {
-            Ok(email) => {
-                let identifier = Identifier::Email(email);
-                if !seen.insert(identifier.key().to_owned()) {
-                    continue;
-                }
-                if blacklist.check(&identifier).is_some() {
-                    reasons.push(format!("{address} is on the mailbox's blacklist (E4)"));
-                    continue;
-                }
-                identifiers.push(identifier);
-            }
-            Err(_) => reasons.push(format!("'{address}' is not an e-mail address")),
-        }
-    }
-    if identifiers.is_empty() {
-        if reasons.is_empty() {
-            reasons.push("no customer address on the message".into());
-        }
-        return Ok((None, Vec::new(), reasons.join("; ")));
-    }
-    let matched = match_all(tx, &identifiers).await?;
-    let bests: Vec<_> = matched
-        .iter()
-        .filter_map(|m| m.matches.first().cloned())
-        .collect();
-    let contexts = customer_contexts(tx, &bests).await?;
-
-    let mut attach: Vec<EntityRef> = Vec::new();
-    let mut created: Vec<EntityRef> = Vec::new();
-    let mut responsible: Option<UserId> = None;
-    let mut chosen = None;
-    for (identifier, outcome) in identifiers.iter().zip(&matched) {
-        let customer = outcome
-            .matches
-            .first()
-            .and_then(|best| contexts.get(&best.entity).cloned())
-            .unwrap_or_default();
-        let queue = read_queue(tx, policy.queue.as_ref(), queues).await?;
-        let facts_in = MailFacts {
-            direction: facts.direction,
-            customer: identifier.key().to_owned(),
-        };
-        let input = MailIntakeInput {
-            mailbox: policy,
-            facts: &facts_in,
-            matched: outcome,
-            customer: &customer,
-            crm,
-            queue: queue.as_ref(),
-            pipelines,
-            by_hand,
-        };
-        let mut decision = decide_mail(input);
-        // T9: the queue turn is taken atomically; if others took it since the read, the
-        // decision is made again with the turn this message actually got.
-        if decision.advances_queue()
-            && let Some(state) = &queue
-        {
-            let row = sqlx::query(
-                "UPDATE queues SET rotation = rotation + 1 WHERE id = $1 RETURNING rotation",
-            )
-            .bind(state.id.as_str())
-            .fetch_one(&mut **tx)
-            .await?;
-            let got = col::<i64>(&row, "rotation")? - 1;
-            if got != state.rotation {
-                let moved = QueueState {
-                    rotation: got,
-                    ..state.clone()
-                };
-                decision = decide_mail(MailIntakeInput {
-                    queue: Some(&moved),
-                    ..input
-                });
-            }
-        }
-        reasons.push(format!("{}: {}", identifier.key(), decision.reason));
-        if decision.records_activity() {
-            if responsible.is_none() {
-                responsible = decision.responsible.user().cloned();
-            }
-            if chosen.is_none() {
-                chosen = decision.matched.clone();
-            }
-            attach.extend(decision.attach.iter().cloned());
-            created.extend(create_entities(tx, &decision, identifier, facts, now).await?);
-        }
-    }
-    if attach.is_empty() && created.is_empty() {
-        return Ok((None, Vec::new(), reasons.join("; ")));
-    }
-    let activity = uuid::Uuid::now_v7().to_string();
-    let completed = facts.seen;
-    sqlx::query(
-        "INSERT INTO activities (id, kind, direction, subject, completed, responsible, matched, \
-         match_reason, created_at, completed_at, email_message_id) \
-         VALUES ($1, 'email', $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&activity)
-    .bind(facts.direction.as_str())
-    .bind(email_subject(facts.direction, facts.subject))
-    .bind(flag(completed))
-    .bind(responsible.as_ref().map(UserId::as_str))
-    .bind(chosen.as_ref().map(|m| m.entity.to_string()))
-    .bind(reasons.join("; "))
-    .bind(facts.received_at.min(now))
-    .bind(completed.then_some(now))
-    .bind(facts.message_id)
-    .execute(&mut **tx)
-    .await?;
-    let mut linked = HashSet::new();
-    for entity in created.iter().chain(&attach) {
-        if !linked.insert(entity.clone()) {
-            continue;
-        }
-        sqlx::query(
-            "INSERT INTO activity_entities (activity_id, entity_kind, entity_id) VALUES ($1, $2, $3)",
-        )
-        .bind(&activity)
-        .bind(entity.kind.as_str())
-        .bind(entity.id.as_str())
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {} SET last_activity_at = $2 WHERE id = $1",
-            table(entity.kind)
-        )))
-        .bind(entity.id.as_str())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok((Some(activity), created, reasons.join("; ")))
-}
-
-/// Writes what one decision creates. An identifier another entity took a moment ago
-/// (M7, another process) is a conflict: the batch rolls back and is collected again.
-async fn create_entities(
-    tx: &mut Tx<'_>,
-    decision: &Decision,
-    identifier: &Identifier,
-    facts: &EmailFacts<'_>,
-    now: Millis,
-) -> Result<Vec<EntityRef>> {
-    let Some(plan) = &decision.create else {
-        return Ok(Vec::new());
-    };
-    let label = identifier.key();
-    let name = match facts.direction {
-        Direction::Incoming => format!("E-mail from {label}"),
-        Direction::Outgoing => format!("E-mail to {label}"),
-    };
-    let responsible = decision.responsible.user().cloned();
-    let new = |kind: EntityKind, name: String, identifiers: Vec<Identifier>| NewEntity {
-        kind,
-        name,
-        identifiers,
-        responsible: responsible.clone(),
-        source: decision.source.clone(),
-        company: None,
-        customer: None,
-        deal: None,
-    };
-    let mut created = Vec::new();
-    let owner_id = uuid::Uuid::now_v7().to_string();
-    let claim = |kind: EntityKind| EntityRef::new(kind, &owner_id);
-    match plan {
-        NewEntities::Lead { customer } => {
-            let mut lead = new(
-                EntityKind::Lead,
-                match customer {
-                    Some(_) => format!("Repeat: {name}"),
-                    None => name.clone(),
-                },
-                if customer.is_some() {
-                    Vec::new()
-                } else {
-                    vec![identifier.clone()]
-                },
-            );
-            lead.customer = customer.as_ref().map(ToString::to_string);
-            if customer.is_none()
-                && !claim_identifier(tx, label, &claim(EntityKind::Lead), now).await?
-            {
-                return Err(lost_race(label));
-            }
-            created.push(insert_entity(tx, &owner_id, &lead, now).await?);
-        }
-        NewEntities::CustomerWithDeal { kind, deal } => {
-            let kind = match kind {
-                SimpleCreates::Contact => EntityKind::Contact,
-                SimpleCreates::Company => EntityKind::Company,
-            };
-            if !claim_identifier(tx, label, &claim(kind), now).await? {
-                return Err(lost_race(label));
-            }
-            let customer = insert_entity(
-                tx,
-                &owner_id,
-                &new(kind, label.to_owned(), vec![identifier.clone()]),
-                now,
-            )
-            .await?;
-            if let Some(target) = deal {
-                let mut deal = new(EntityKind::Deal, name.clone(), Vec::new());
-                deal.deal = Some(deal_fields(&customer, target));
-                let id = uuid::Uuid::now_v7().to_string();
-                created.push(customer);
-                created.push(insert_entity(tx, &id, &deal, now).await?);
-            } else {
-                created.push(customer);
-            }
-        }
-        NewEntities::DealFor { customer, deal } => {
-            let mut new_deal = new(EntityKind::Deal, name.clone(), Vec::new());
-            new_deal.deal = Some(deal_fields(customer, deal));
-            created.push(insert_entity(tx, &owner_id, &new_deal, now).await?);
-        }
-    }
-    Ok(created)
-}
-
-fn deal_fields(customer: &EntityRef, target: &crate::crm::intake::DealTarget) -> NewDealFields {
-    let (contact, company) = match customer.kind {
-        EntityKind::Company => (None, Some(customer.id.clone())),
-        _ => (Some(customer.id.clone()), None),
-    };
-    NewDealFields {
-        contact,
-        company,
-        pipeline: target.pipeline.clone(),
-        stage: target.stage.clone(),
-    }
-}
-
-fn lost_race(identifier: &str) -> StoreError {
-    StoreError::Conflict {
-        code: "duplicate_identifier",
-        message: format!("{identifier} was taken by another entity a moment ago (M7)"),
-    }
-}
-
-/// The queue with its rotation as the transaction sees it now.
-async fn read_queue(
-    tx: &mut Tx<'_>,
-    queue: Option<&QueueId>,
-    queues: &std::collections::HashMap<QueueId, Vec<UserId>>,
-) -> Result<Option<QueueState>> {
-    let Some(id) = queue else { return Ok(None) };
-    let Some(members) = queues.get(id) else {
-        return Ok(None);
-    };
-    let row = sqlx::query("SELECT rotation FROM queues WHERE id = $1")
-        .bind(id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(match row {
-        Some(row) => Some(QueueState {
-            id: id.clone(),
-            members: members.clone(),
-            rotation: col(&row, "rotation")?,
-        }),
-        None => None,
-    })
-}
-
 /// E9: deleting an unseen message deletes its activity (unless a copy elsewhere still
 /// holds it), and the lead it created if that lead is untouched and has no other
 /// activity. A seen message leaves its completed activity in the history.
@@ -1696,7 +1224,7 @@ async fn set_activity_completed(
     Ok(())
 }
 
-fn email_subject(direction: Direction, subject: &str) -> String {
+pub(super) fn email_subject(direction: Direction, subject: &str) -> String {
     let subject = if subject.trim().is_empty() {
         "(no subject)"
     } else {
@@ -1708,7 +1236,7 @@ fn email_subject(direction: Direction, subject: &str) -> String {
     }
 }
 
-async fn load_policy(
+pub(super) async fn load_policy(
     tx: &mut Tx<'_>,
     mailbox: &str,
     crm: &crate::crm::model::CrmSettings,
@@ -1741,7 +1269,7 @@ async fn load_policy(
 
 /// E16: the forward address belongs to the account: what a message creates is the
 /// employee's it came through, else nobody's.
-fn forward_policy(
+pub(super) fn forward_policy(
     crm: &crate::crm::model::CrmSettings,
     employee: Option<UserId>,
 ) -> (MailboxPolicy, Exclusions) {
@@ -1760,6 +1288,26 @@ fn forward_policy(
         },
         Exclusions::default(),
     )
+}
+
+pub(super) async fn write_checkpoint<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    position: &FolderPosition<'_>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO mail_folders (mailbox_id, folder, role, uid_validity, last_uid) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mailbox_id, folder) DO UPDATE SET \
+         role = excluded.role, uid_validity = excluded.uid_validity, \
+         last_uid = excluded.last_uid",
+    )
+    .bind(position.mailbox)
+    .bind(position.folder)
+    .bind(position.role)
+    .bind(position.checkpoint.uid_validity)
+    .bind(position.checkpoint.last_uid)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 fn mailbox_from_row(row: &AnyRow) -> Result<MailboxRecord> {

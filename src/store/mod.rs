@@ -24,10 +24,12 @@ mod activities;
 mod audit;
 mod batch;
 mod calls;
+mod checkpoint;
 mod config;
 mod entities;
 mod intake;
 mod mail;
+mod mail_intake;
 mod matching;
 mod media;
 mod registrations;
@@ -176,6 +178,8 @@ pub struct Store {
     audit: audit::AuditWriter,
     /// The webhook list the delivery task reads for every call update.
     webhook_cache: Arc<webhooks::WebhookCache>,
+    /// SQLite: WAL checkpoints beside the writer (see `checkpoint`).
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -197,9 +201,13 @@ impl Store {
             .log_slow_statements(LevelFilter::Warn, Duration::from_millis(500));
         match backend {
             Backend::Sqlite => {
-                let write = sqlite_pool(1).connect_with(options.clone()).await?;
-                let read = sqlite_pool(4).connect_with(options).await?;
-                Ok(Self::new(write, read, backend))
+                let write = sqlite_pool(1, checkpoint::WRITER_PRAGMAS)
+                    .connect_with(options.clone())
+                    .await?;
+                let read = sqlite_pool(4, "").connect_with(options).await?;
+                let mut store = Self::new(write, read.clone(), backend);
+                store.checkpointer = Some(Arc::new(checkpoint::Checkpointer::spawn(read)));
+                Ok(store)
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -222,6 +230,7 @@ impl Store {
             cache: Arc::default(),
             tokens: Arc::default(),
             webhook_cache: Arc::default(),
+            checkpointer: None,
         }
     }
 
@@ -272,12 +281,13 @@ impl Store {
     }
 }
 
-fn sqlite_pool(max: u32) -> AnyPoolOptions {
+/// `pragmas`: settings of these connections besides the shared ones.
+fn sqlite_pool(max: u32, pragmas: &'static str) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 // WAL: readers never block the writer. NORMAL: durable across process
                 // crashes, fsync only at checkpoints. busy_timeout covers the moment a
@@ -287,6 +297,9 @@ fn sqlite_pool(max: u32) -> AnyPoolOptions {
                      PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
                 )
                 .await?;
+                if !pragmas.is_empty() {
+                    conn.execute(pragmas).await?;
+                }
                 Ok(())
             })
         })

@@ -1,8 +1,12 @@
 //! The store's bulk import directly (the vCard import builds on it), on both databases.
 
-use leadline::crm::model::EntityKind;
+use leadline::crm::model::{
+    CrmMode, CrmSettings, Direction, EntityKind, MailCheck, MailSecurity, MailboxKind, Role,
+};
 use leadline::matcher::{Identifier, PhoneKey, parse_email};
-use leadline::store::{NewEntity, Store};
+use leadline::store::{
+    EmailOutcome, IncomingEmail, MailOrigin, NewEntity, NewMailbox, NewUser, Store,
+};
 
 use crate::common::postgres::PgServer;
 
@@ -302,4 +306,265 @@ async fn keepalive_bindings_and_conditional_drop_postgres() {
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
     keepalive_bindings_and_conditional_drop(&store).await;
+}
+
+/// Reads `text` with every UUID replaced by `#n`, numbered in the order first seen over
+/// all calls with the same `seen`, so two runs that create the same things in the same
+/// order read the same.
+fn without_ids(text: &str, seen: &mut Vec<String>) -> String {
+    let is_uuid = |t: &[u8]| {
+        t.len() == 36
+            && t.iter().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => *c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            })
+    };
+    let bytes = text.as_bytes();
+    let (mut out, mut i) = (String::new(), 0);
+    while i < bytes.len() {
+        if i + 36 <= bytes.len() && is_uuid(&bytes[i..i + 36]) {
+            let id = &text[i..i + 36];
+            let n = match seen.iter().position(|s| s == id) {
+                Some(n) => n,
+                None => {
+                    seen.push(id.to_owned());
+                    seen.len() - 1
+                }
+            };
+            out.push_str(&format!("#{n}"));
+            i += 36;
+        } else {
+            let c = text[i..].chars().next().unwrap();
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// The mailbox, users, queue and customers of `mail_batch_decides_as_one_message_at_a_time`.
+async fn mail_setup(store: &Store, mode: CrmMode) -> String {
+    let user = |name: &str| NewUser {
+        name: name.to_owned(),
+        email: format!("{name}@leadline.test"),
+        role: Role::Agent,
+        extension: None,
+        phones: Vec::new(),
+        sip: None,
+    };
+    let anna = store.create_user(user("anna")).await.unwrap();
+    let bob = store.create_user(user("bob")).await.unwrap();
+    let queue = store
+        .create_queue("Sales", std::slice::from_ref(&anna.id))
+        .await
+        .unwrap();
+    store
+        .put_crm_settings(&CrmSettings {
+            mode,
+            repeat_mode: true,
+            ..CrmSettings::default()
+        })
+        .await
+        .unwrap();
+    let mut karl = contact("Karl", &[], &["karl@kunde.example"]);
+    karl.responsible = Some(bob.id.clone());
+    let mut carla = contact("Carla", &[], &["carla@kunde.example"]);
+    carla.responsible = Some(anna.id.clone());
+    store.import_entities(&[karl, carla]).await.unwrap();
+    store
+        .create_mailbox(&NewMailbox {
+            name: "Sales inbox".into(),
+            kind: MailboxKind::Company,
+            owner: None,
+            address: "sales@leadline.test".into(),
+            host: "127.0.0.1".into(),
+            port: 143,
+            security: MailSecurity::None,
+            username: "sales".into(),
+            password: "secret".into(),
+            auth: leadline::crm::model::MailAuth::Password,
+            oauth2: None,
+            folders: None,
+            spam_folder: None,
+            sync_window_days: None,
+            crm_link: true,
+            create_leads_incoming: true,
+            create_leads_outgoing: true,
+            vcard_contacts: false,
+            route_to_responsible: true,
+            blacklist: vec!["spam@junk.example".into()],
+            queue: Some(queue.id),
+            check: MailCheck::Idle,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+/// Messages whose intake depends on the messages before them: a second message from a
+/// new sender, copies by Message-ID and by folder position, a known customer twice (a
+/// deal or repeat lead made by the first), several customers on one sent message.
+fn mail_batch(mailbox: &str, uid_validity: i64) -> Vec<IncomingEmail> {
+    let mail = |uid: i64, folder: &str, id: Option<&str>, direction, from: &str, to: &[&str]| {
+        let customers: Vec<String> = match direction {
+            Direction::Incoming => vec![from.to_owned()],
+            Direction::Outgoing => to.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        IncomingEmail {
+            origin: MailOrigin::Folder {
+                mailbox: mailbox.to_owned(),
+                folder: folder.to_owned(),
+                uid_validity,
+                uid,
+            },
+            message_id: id.map(str::to_owned),
+            in_reply_to: None,
+            thread_root: id.map(str::to_owned),
+            direction,
+            from: from.to_owned(),
+            from_name: None,
+            to: to.iter().map(|t| (*t).to_owned()).collect(),
+            cc: Vec::new(),
+            subject: format!("Message {uid} in {folder}"),
+            received_at: 1_790_000_000_000 + uid,
+            seen: uid % 3 == 0,
+            attachments: Vec::new(),
+            raw: format!("Subject: Message {uid}\r\n\r\nHallo\r\n").into_bytes(),
+            customers: if from.is_empty() {
+                Vec::new()
+            } else {
+                customers
+            },
+        }
+    };
+    let (inc, out) = (Direction::Incoming, Direction::Outgoing);
+    let us = ["sales@leadline.test"];
+    vec![
+        mail(1, "INBOX", Some("<1@x>"), inc, "new1@x.example", &us),
+        mail(2, "INBOX", Some("<2@x>"), inc, "New1@X.example", &us),
+        mail(3, "INBOX", Some("<3@x>"), inc, "karl@kunde.example", &us),
+        mail(4, "INBOX", Some("<4@x>"), inc, "karl@kunde.example", &us),
+        mail(5, "INBOX", Some("<5@x>"), inc, "carla@kunde.example", &us),
+        mail(6, "INBOX", Some("<6@x>"), inc, "carla@kunde.example", &us),
+        mail(7, "INBOX", Some("<7@x>"), inc, "spam@junk.example", &us),
+        mail(8, "INBOX", Some("<8@x>"), inc, "anna@leadline.test", &us),
+        // The same message again in the same folder, then in another one.
+        mail(9, "INBOX", Some("<1@x>"), inc, "new1@x.example", &us),
+        mail(1, "Archive", Some("<1@x>"), inc, "new1@x.example", &us),
+        mail(
+            10,
+            "INBOX",
+            Some("<10@x>"),
+            out,
+            "sales@leadline.test",
+            &["new2@x.example", "new1@x.example", "carla@kunde.example"],
+        ),
+        mail(11, "INBOX", Some("<11@x>"), inc, "new2@x.example", &us),
+        mail(12, "INBOX", None, inc, "new3@x.example", &us),
+        mail(13, "INBOX", None, inc, "new3@x.example", &us),
+        mail(14, "INBOX", Some("<14@x>"), inc, "", &us),
+        // A folder position taken by message 1.
+        mail(1, "INBOX", Some("<15@x>"), inc, "new4@x.example", &us),
+        mail(16, "INBOX", Some("<16@x>"), inc, "not an address", &us),
+    ]
+}
+
+/// What the intake did with each message, in words without ids.
+async fn mail_story(store: &Store, outcomes: &[EmailOutcome]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut story = Vec::new();
+    for outcome in outcomes {
+        let mut line = format!("{outcome:?}");
+        if let Some(id) = &outcome.email {
+            let email = store.get_email(id).await.unwrap();
+            line.push_str(&format!(
+                " | {} | {} | {:?} | seen {} | {:?}",
+                email.crm_action,
+                email.crm_reason,
+                email.entities,
+                email.seen,
+                email.completed_at.is_some()
+            ));
+        }
+        for entity in &outcome.created {
+            let record = store.get_entity(entity).await.unwrap();
+            line.push_str(&format!(
+                " | {} {:?} {:?} {:?} {:?}",
+                record.name, record.responsible, record.customer, record.deal, record.emails
+            ));
+        }
+        story.push(without_ids(&line, &mut seen));
+    }
+    story
+}
+
+/// The intake decides a batch exactly as it would decide its messages one at a time: the
+/// batch's writes are planned up front, so each message must see what the ones before
+/// it created (leads, contacts, deals), the activity times they moved and the queue
+/// turns they took.
+async fn mail_batch_decides_as_one_message_at_a_time(one: &Store, batch: &Store, mode: CrmMode) {
+    // Then the folder again after a UIDVALIDITY change: stored messages move, those
+    // without a Message-ID come in again.
+    let mailbox = mail_setup(one, mode).await;
+    let mut outcomes = Vec::new();
+    for email in mail_batch(&mailbox, 7)
+        .into_iter()
+        .chain(mail_batch(&mailbox, 8))
+    {
+        let one_message = std::slice::from_ref(&email);
+        outcomes.extend(one.ingest_emails(one_message).await.unwrap());
+    }
+    let singly = mail_story(one, &outcomes).await;
+
+    let mailbox = mail_setup(batch, mode).await;
+    let mut outcomes = batch.ingest_emails(&mail_batch(&mailbox, 7)).await.unwrap();
+    outcomes.extend(batch.ingest_emails(&mail_batch(&mailbox, 8)).await.unwrap());
+    let together = mail_story(batch, &outcomes).await;
+    for (n, (a, b)) in singly.iter().zip(&together).enumerate() {
+        assert_eq!(
+            a, b,
+            "message {n}: one at a time (left) and in a batch (right)"
+        );
+    }
+    assert_eq!(singly.len(), together.len());
+    assert!(singly.iter().any(|l| l.contains("repeated")), "{singly:#?}");
+    assert!(singly.iter().any(|l| l.contains("created")), "{singly:#?}");
+
+    // The batch is idempotent: again, everything is a replay.
+    let again = batch.ingest_emails(&mail_batch(&mailbox, 8)).await.unwrap();
+    assert!(again.iter().all(|o| o.email.is_none()), "{again:?}");
+}
+
+async fn sqlite_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    (dir, store)
+}
+
+#[tokio::test]
+async fn mail_batch_decides_as_one_message_at_a_time_sqlite() {
+    for mode in [CrmMode::Classic, CrmMode::Simple] {
+        let (_one_dir, one) = sqlite_store().await;
+        let (_batch_dir, batch) = sqlite_store().await;
+        mail_batch_decides_as_one_message_at_a_time(&one, &batch, mode).await;
+    }
+}
+
+#[tokio::test]
+async fn mail_batch_decides_as_one_message_at_a_time_postgres() {
+    for mode in [CrmMode::Classic, CrmMode::Simple] {
+        let server = PgServer::shared();
+        let connect = |name: String| async move {
+            let store = Store::connect(&server.create_database(&name).await)
+                .await
+                .unwrap();
+            store.migrate().await.unwrap();
+            store
+        };
+        let one = connect(format!("mail_one_{mode}")).await;
+        let batch = connect(format!("mail_batch_{mode}")).await;
+        mail_batch_decides_as_one_message_at_a_time(&one, &batch, mode).await;
+    }
 }
