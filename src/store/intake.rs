@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, StoredMatch};
 use super::entities::{Tx, table};
 use super::matching::{customer_contexts, match_all};
-use super::rows::{Cell, Rows, placeholders};
+use super::rows::{Cell, EntityRows, Rows, placeholders};
 use super::{Result, Store, StoreError, col, json_list};
 use crate::crm::intake::{
     CallFacts, CustomerContext, DealTarget, Decision, IntakeInput, NewEntities, NumberSettings,
@@ -484,55 +484,13 @@ async fn write_plans(
         ],
         "ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
     );
-    let entity_columns: &[&str] = &[
-        "id",
-        "name",
-        "responsible",
-        "source",
-        "created_at",
-        "updated_at",
-        "last_activity_at",
-    ];
-    let mut leads = Rows::new(
-        "leads",
-        &[
-            "id",
-            "name",
-            "responsible",
-            "source",
-            "created_at",
-            "updated_at",
-            "last_activity_at",
-            "status",
-            "customer",
-        ],
-        "",
-    );
-    let mut contacts = Rows::new("contacts", entity_columns, "");
-    let mut companies = Rows::new("companies", entity_columns, "");
-    let mut deals = Rows::new(
-        "deals",
-        &[
-            "id",
-            "name",
-            "responsible",
-            "source",
-            "created_at",
-            "updated_at",
-            "last_activity_at",
-            "contact_id",
-            "company_id",
-            "pipeline_id",
-            "stage_id",
-            "status",
-        ],
-        "",
-    );
-    let mut identifiers = Rows::new(
-        "entity_identifiers",
-        &["entity_kind", "entity_id", "kind", "value", "position"],
-        "ON CONFLICT DO NOTHING",
-    );
+    let EntityRows {
+        mut leads,
+        mut contacts,
+        mut companies,
+        mut deals,
+        mut identifiers,
+    } = EntityRows::new();
     let mut activities = Rows::new(
         "activities",
         &[

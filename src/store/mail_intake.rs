@@ -24,7 +24,7 @@ use super::mail::{
     load_policy, write_checkpoint,
 };
 use super::matching::{customer_contexts, match_all};
-use super::rows::{Cell, Rows, placeholders};
+use super::rows::{Cell, EntityRows, Rows, placeholders};
 use super::{Result, Store, StoreError, col, flag, json_list, now_ms};
 use crate::crm::intake::{CustomerContext, DealTarget, NewEntities, OpenDeal, PipelineEntry};
 use crate::crm::mail::{MailFacts, MailIntakeInput, MailboxPolicy, decide_mail};
@@ -816,55 +816,13 @@ impl<'a> Planner<'a> {
             }
         }
 
-        let entity_columns: &'static [&'static str] = &[
-            "id",
-            "name",
-            "responsible",
-            "source",
-            "created_at",
-            "updated_at",
-            "last_activity_at",
-        ];
-        let mut leads = Rows::new(
-            "leads",
-            &[
-                "id",
-                "name",
-                "responsible",
-                "source",
-                "created_at",
-                "updated_at",
-                "last_activity_at",
-                "status",
-                "customer",
-            ],
-            "",
-        );
-        let mut contacts = Rows::new("contacts", entity_columns, "");
-        let mut companies = Rows::new("companies", entity_columns, "");
-        let mut deals = Rows::new(
-            "deals",
-            &[
-                "id",
-                "name",
-                "responsible",
-                "source",
-                "created_at",
-                "updated_at",
-                "last_activity_at",
-                "contact_id",
-                "company_id",
-                "pipeline_id",
-                "stage_id",
-                "status",
-            ],
-            "",
-        );
-        let mut identifiers = Rows::new(
-            "entity_identifiers",
-            &["entity_kind", "entity_id", "kind", "value", "position"],
-            "ON CONFLICT DO NOTHING",
-        );
+        let EntityRows {
+            mut leads,
+            mut contacts,
+            mut companies,
+            mut deals,
+            mut identifiers,
+        } = EntityRows::new();
         for new in &self.entities {
             let last = self.active.get(&new.entity).copied().unwrap_or(new.now);
             let mut row: Vec<Cell> = vec![

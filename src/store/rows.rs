@@ -236,6 +236,72 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// The multi-row inserts that create CRM entities, one per table, in the column order the
+/// call intake and the mail intake both write.
+pub(crate) struct EntityRows {
+    pub leads: Rows,
+    pub contacts: Rows,
+    pub companies: Rows,
+    pub deals: Rows,
+    pub identifiers: Rows,
+}
+
+impl EntityRows {
+    pub fn new() -> Self {
+        const ENTITY: &[&str] = &[
+            "id",
+            "name",
+            "responsible",
+            "source",
+            "created_at",
+            "updated_at",
+            "last_activity_at",
+        ];
+        Self {
+            leads: Rows::new(
+                "leads",
+                &[
+                    "id",
+                    "name",
+                    "responsible",
+                    "source",
+                    "created_at",
+                    "updated_at",
+                    "last_activity_at",
+                    "status",
+                    "customer",
+                ],
+                "",
+            ),
+            contacts: Rows::new("contacts", ENTITY, ""),
+            companies: Rows::new("companies", ENTITY, ""),
+            deals: Rows::new(
+                "deals",
+                &[
+                    "id",
+                    "name",
+                    "responsible",
+                    "source",
+                    "created_at",
+                    "updated_at",
+                    "last_activity_at",
+                    "contact_id",
+                    "company_id",
+                    "pipeline_id",
+                    "stage_id",
+                    "status",
+                ],
+                "",
+            ),
+            identifiers: Rows::new(
+                "entity_identifiers",
+                &["entity_kind", "entity_id", "kind", "value", "position"],
+                "ON CONFLICT DO NOTHING",
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
