@@ -1,4 +1,4 @@
-//! Issue 6's figures: how fast the gateway turns a mailbox into activities, next to the
+//! The mail intake's figures: how fast the gateway turns a mailbox into activities, next to the
 //! raw IMAP fetch rate of the same mailbox in the same run, and how long new mail takes
 //! from LMTP delivery to the API with IDLE. Run it with `bench/mail-ingest` (release).
 //!

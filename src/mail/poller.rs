@@ -1,4 +1,4 @@
-//! The IMAP pollers (issue 6 item 2): one task per connected mailbox, and the supervisor
+//! The IMAP pollers: one task per connected mailbox, and the supervisor
 //! that starts, restarts and stops them as mailboxes are added, changed or removed.
 //!
 //! A mailbox task connects, finds its folders (SPECIAL-USE), and per folder: collects
