@@ -164,12 +164,7 @@ impl Looked {
     }
 
     async fn read_copies(&mut self, tx: &mut Tx<'_>, emails: &[IncomingEmail]) -> Result<()> {
-        let mut ids: Vec<&str> = emails
-            .iter()
-            .filter_map(|e| e.message_id.as_deref())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = message_ids(emails);
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT id, message_id, mailbox_id, folder, uid_validity, uid FROM emails \
@@ -244,12 +239,7 @@ impl Looked {
     }
 
     async fn read_activities(&mut self, tx: &mut Tx<'_>, emails: &[IncomingEmail]) -> Result<()> {
-        let mut ids: Vec<&str> = emails
-            .iter()
-            .filter_map(|e| e.message_id.as_deref())
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
+        let ids = message_ids(emails);
         for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT id, email_message_id FROM activities WHERE email_message_id IN ({})",
@@ -1338,4 +1328,15 @@ async fn write_emails(
         return Ok(Err(conflict("another process collected a message")));
     }
     Ok(Ok(()))
+}
+
+/// The batch's Message-IDs, each once, sorted (for `IN (…)` look-ups in chunks).
+fn message_ids(emails: &[IncomingEmail]) -> Vec<&str> {
+    let mut ids: Vec<&str> = emails
+        .iter()
+        .filter_map(|e| e.message_id.as_deref())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
