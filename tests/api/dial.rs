@@ -76,7 +76,8 @@ impl DialLine {
 
     /// Anna's phone registered with the gateway, then running `scenario` for the
     /// gateway's INVITE: `agent_answer.xml` rings, answers and waits for the BYE;
-    /// `agent_no_answer.xml` rings until cancelled.
+    /// `agent_no_answer.xml` rings until cancelled; `answer_and_hang_up.xml` answers and
+    /// hangs up 300 ms later.
     pub(crate) async fn agent_phone(&self, app: &TestApp, scenario: &str) -> Sipp {
         Phone::register(app, AGENT_EXTENSION, AGENT_SIP_PASSWORD)
             .await
@@ -84,7 +85,7 @@ impl DialLine {
     }
 
     /// The carrier trunk's far side on its port, running `scenario` for the customer's
-    /// INVITE: `carrier_answer_hangup.xml` answers and hangs up after 300 ms.
+    /// INVITE: `answer_and_hang_up.xml` answers and hangs up after 300 ms.
     pub(crate) fn carrier_far_side(&self, scenario: &str) -> Sipp {
         Sipp::start(scenario, self.carrier_port, None, &[])
     }
@@ -124,7 +125,7 @@ async fn t7_click_to_call_rings_the_agent_then_calls_the_customer_and_is_logged_
     let line = DialLine::new(&app, 20).await;
     let mut window = CallWindow::open(&app, &line.token).await;
     let phone = line.agent_phone(&app, "agent_answer.xml").await;
-    let carrier = line.carrier_far_side("carrier_answer_hangup.xml");
+    let carrier = line.carrier_far_side("answer_and_hang_up.xml");
 
     let (status, body) = line
         .dial(&app, json!({"to": CUSTOMER, "number": NUMBER}))
@@ -249,7 +250,7 @@ async fn t7_click_to_call_the_agent_does_not_answer_and_the_customer_is_never_ca
     let app = TestApp::spawn_for_sipp().await;
     let line = DialLine::new(&app, 5).await;
     let phone = line.agent_phone(&app, "agent_no_answer.xml").await;
-    let carrier = line.carrier_far_side("carrier_answer_hangup.xml");
+    let carrier = line.carrier_far_side("answer_and_hang_up.xml");
 
     let (status, body) = line.dial(&app, json!({"to": CUSTOMER})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -293,6 +294,31 @@ async fn click_to_call_to_a_busy_customer_hangs_up_the_agents_phone() {
     let logged = ended_call(&app).await;
     assert_eq!(logged["outcome"], "busy", "{logged}");
     assert_eq!(logged["legs"][1]["state"], "busy", "{logged}");
+    app.stop().await;
+}
+
+/// Anna hangs up while the customer's phone rings: the customer's call is cancelled and
+/// so is the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_call_the_agent_hanging_up_cancels_the_customers_call() {
+    let app = TestApp::spawn_for_sipp().await;
+    let line = DialLine::new(&app, 20).await;
+    let phone = line.agent_phone(&app, "answer_and_hang_up.xml").await;
+    let carrier = line.carrier_far_side("agent_no_answer.xml");
+
+    let (status, body) = line.dial(&app, json!({"to": CUSTOMER})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (ok, agent) = phone.finish().await;
+    assert!(ok, "Anna's phone answered and hung up: {agent}");
+    let (ok, far_side) = carrier.finish().await;
+    assert!(
+        ok,
+        "the customer's phone rang and was cancelled: {far_side}"
+    );
+    let logged = ended_call(&app).await;
+    assert_eq!(logged["outcome"], "cancelled", "{logged}");
+    assert_eq!(logged["answered_at"], Value::Null, "{logged}");
+    assert_eq!(logged["legs"][1]["state"], "cancelled", "{logged}");
     app.stop().await;
 }
 
