@@ -163,6 +163,12 @@ impl Browser {
             }),
         );
         capabilities.insert("goog:loggingPrefs".to_owned(), json!({"browser": "ALL"}));
+        // A page that never loads fails `goto` within nextest's slow-test window instead of
+        // chromedriver's default of five minutes.
+        capabilities.insert(
+            "timeouts".to_owned(),
+            json!({"pageLoad": 30_000, "script": 10_000, "implicit": 0}),
+        );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let session = tokio::time::timeout(
             START_DEADLINE,
