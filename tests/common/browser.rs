@@ -48,7 +48,8 @@
 //! chromedriver listens after 20–100 ms of that, so sharing one chromedriver between the
 //! tests of a binary would save little, and nextest runs each test in its own process
 //! anyway. Stopping is a SIGKILL plus removing the profile: a few milliseconds. A wait
-//! polls every 10 ms at first, backing off to 200 ms.
+//! polls every 10 ms at first, backing off to 200 ms. `LEADLINE_BROWSER_VERBOSE=1` prints
+//! each start's times.
 //!
 //! [fantoccini]: https://docs.rs/fantoccini
 #![allow(dead_code)]
