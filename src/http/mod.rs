@@ -137,6 +137,7 @@ pub fn router(state: AppState) -> Router {
             async move { axum::Json(openapi.as_ref().clone()) }
         }),
     )
+    .merge(crate::console::routes())
     .fallback(ops::not_found)
     .layer(DefaultBodyLimit::max(extract::MAX_JSON_BODY))
     .layer(TraceLayer::new_for_http())

@@ -4,9 +4,11 @@
 mod access;
 mod audit;
 mod baresip;
+mod browser_harness;
 mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;
+mod console_browser;
 mod dial;
 mod forward_redirect;
 mod helpers;

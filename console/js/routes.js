@@ -1,0 +1,32 @@
+// Every page of the console: the hash path, the module that renders it, who may open it,
+// and its place in the navigation. A page module exports `default async function
+// (main, params, ctx)`; ctx has the signed-in `user`.
+
+export const routes = [
+  // -- work (every employee) -----------------------------------------------------------
+  // -- administration (admins) ---------------------------------------------------------
+  { path: 'users', page: () => import('./pages/users.js'), admin: true, nav: 'nav.users', group: 'admin' },
+  { path: 'users/:id', page: () => import('./pages/users.js'), admin: true },
+];
+
+/** The route and its parameters for a hash like "#/users/0193…". */
+export function match(hash) {
+  const parts = hash.replace(/^#\/?/, '').split('?')[0].split('/').filter(Boolean);
+  for (const route of routes) {
+    const pattern = route.path.split('/');
+    if (pattern.length !== parts.length) continue;
+    const params = {};
+    const ok = pattern.every((p, i) => {
+      if (p.startsWith(':')) { params[p.slice(1)] = decodeURIComponent(parts[i]); return true; }
+      return p === parts[i];
+    });
+    if (ok) return { route, params };
+  }
+  return null;
+}
+
+/** The query of the hash ("#/calls?missed=true") as an object. */
+export function hashQuery() {
+  const q = location.hash.split('?')[1] || '';
+  return Object.fromEntries(new URLSearchParams(q));
+}
