@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 mod calls;
 mod catalog;
+mod dial;
 mod emails;
 mod entities;
 pub mod error;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub access_changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// Webhooks may target loopback and private addresses (operator setting).
     pub webhook_private_targets: bool,
+    /// Places click-to-calls; `None` when the gateway's SIP side is not running.
+    pub dialer: Option<crate::sip::b2bua::Dialer>,
 }
 
 #[derive(OpenApi)]
@@ -131,6 +134,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(entities::routes())
         .merge(calls::routes())
+        .merge(dial::routes())
         .merge(events::routes())
         .merge(matching::routes())
         .merge(queues::routes())
