@@ -24,6 +24,7 @@ mod ops;
 mod queues;
 mod registrations;
 mod settings;
+mod stages;
 mod trunks;
 mod users;
 mod validate;
@@ -143,6 +144,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(settings::routes())
         .merge(exceptions::routes())
         .merge(catalog::routes())
+        .merge(stages::routes())
         .merge(registrations::routes())
         .merge(mailboxes::routes())
         .merge(emails::routes())

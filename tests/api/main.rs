@@ -22,6 +22,7 @@ mod scenarios;
 mod sip;
 mod sip_carrier;
 mod sip_scan;
+mod stages;
 mod store;
 mod webhooks;
 
