@@ -165,7 +165,8 @@ export function showError(el, err) {
         // The input of that name, or else the first one of the group the slot is in.
         const group = slot.closest('[data-field]');
         const input = el.querySelector(`[name="${CSS.escape(name)}"]`)
-          || (group && group.querySelector('input, select, textarea, button'));
+          || (group && (group.querySelector(`[name^="${CSS.escape(field)}"]`)
+            || group.querySelector('input, select, textarea, button')));
         if (input) {
           input.setAttribute('aria-invalid', 'true');
           input.focus();

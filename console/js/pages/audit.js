@@ -19,7 +19,7 @@ export default async function auditPage(page) {
     resource: 'audit',
     caption: 'audit.title',
     columns: [
-      { label: 'audit.at', render: (e) => when(e.at) },
+      { label: 'audit.at', render: (e) => h('span', { class: 'nowrap' }, when(e.at)) },
       { label: 'audit.actor', render: (e) => actor(e.actor) },
       { label: 'audit.action', render: (e) => h('span', { class: 'mono' }, e.action) },
       { label: 'audit.object', render: (e) => e.object || '—' },

@@ -6,7 +6,7 @@ import { api } from '../lib/api.js';
 import { form } from '../lib/form.js';
 import { listView } from '../lib/list.js';
 import { pageHeader, notify, confirmAction, badge, section } from '../lib/ui.js';
-import { shownOnce, table, when, deleteButton } from './admin-kit.js';
+import { shownOnce, table, when, deleteButton, secretState } from './admin-kit.js';
 
 const ROLES = [
   { value: 'agent', label: 'role.agent' },
@@ -36,6 +36,7 @@ export default async function usersPage(page, params) {
       { label: 'users.role', render: (u) => t('role.' + u.role) },
       { label: 'users.extension', render: (u) => u.extension },
       { label: 'users.phones', render: (u) => u.phones.join(', ') },
+      { label: 'users.sip', render: (u) => secretState(u.sip_password_set) },
       { label: 'users.signin', render: (u) => (u.password_set ? badge(t('users.password_set'), 'ok') : badge(t('users.no_password'), 'muted')) },
     ],
     load: (query) => api.get('/users', query),
@@ -99,7 +100,10 @@ async function tokens(id) {
       const answer = await api.get(base);
       items = Array.isArray(answer) ? answer : answer.items || [];
     } catch (err) {
-      mount(box, h('p', { class: 'form-error', role: 'alert' }, err.message));
+      // A gateway without the token list still issues tokens.
+      mount(box, [404, 405].includes(err.status)
+        ? h('p', { class: 'muted' }, t('tokens.no_list'))
+        : h('p', { class: 'form-error', role: 'alert' }, err.message));
       return;
     }
     mount(box, table([
