@@ -50,10 +50,11 @@ impl Store {
             .bind(pipeline.as_str())
             .execute(&mut *tx)
             .await?;
-        for gone in current
-            .iter()
-            .filter(|c| !stages.iter().any(|s| s.id.as_ref().map(StageId::as_str) == Some(c)))
-        {
+        for gone in current.iter().filter(|c| {
+            !stages
+                .iter()
+                .any(|s| s.id.as_ref().map(StageId::as_str) == Some(c))
+        }) {
             sqlx::query("DELETE FROM stages WHERE id = $1")
                 .bind(gone.as_str())
                 .execute(&mut *tx)

@@ -51,11 +51,12 @@ async fn items(app: &TestApp, path: &str) -> Vec<Value> {
         .clone()
 }
 
-/// A screenshot of the whole page (the window made as tall as the page, then back).
+/// A screenshot of the whole page: the window made as tall as the page (and the browser's
+/// own bars, which headless Chromium counts in the window), then back.
 async fn page_shot(browser: &Browser, name: &str) {
     let height = browser
         .execute(
-            "return Math.ceil(document.documentElement.scrollHeight)",
+            "window.scrollTo(0, 0); return Math.ceil(document.documentElement.scrollHeight)",
             vec![],
         )
         .await
@@ -63,7 +64,7 @@ async fn page_shot(browser: &Browser, name: &str) {
         .unwrap_or(u64::from(WINDOW.1)) as u32;
     let client = browser.client();
     client
-        .set_window_size(WINDOW.0, height.clamp(WINDOW.1, 3200))
+        .set_window_size(WINDOW.0, (height + 120).clamp(WINDOW.1, 3200))
         .await
         .expect("resize");
     // Let the page lay itself out for the new size before the picture.
@@ -98,7 +99,9 @@ async fn an_admin_creates_an_agent_a_queue_and_a_number_through_the_forms() {
     browser
         .fill_in(people, "phones", "+4915112345678\n+4930555111")
         .await;
-    browser.fill_in(people, "sip_password", "sip-secret-101").await;
+    browser
+        .fill_in(people, "sip_password", "sip-secret-101")
+        .await;
     browser.fill_in(people, "password", "anna-password-1").await;
     browser.click(&format!("{people} [type=submit]")).await;
     browser
@@ -151,7 +154,9 @@ async fn an_admin_creates_an_agent_a_queue_and_a_number_through_the_forms() {
     assert!(error.contains("12ab"), "the API's message: {error}");
     assert!(
         browser
-            .focus_matches(&format!("{numbers} [name=\"number\"][aria-invalid=\"true\"]"))
+            .focus_matches(&format!(
+                "{numbers} [name=\"number\"][aria-invalid=\"true\"]"
+            ))
             .await,
         "the bad field has the focus: {}",
         browser.focused().await
@@ -164,8 +169,12 @@ async fn an_admin_creates_an_agent_a_queue_and_a_number_through_the_forms() {
     browser.fill_in(numbers, "directions", "both").await;
     browser.fill_in(numbers, "ring_timeout_s", "25").await;
     browser.fill_in(numbers, "recording", "true").await;
-    browser.fill_in(numbers, "recording_channels", "mixed").await;
-    browser.fill_in(numbers, "after_hours.action", "voicemail").await;
+    browser
+        .fill_in(numbers, "recording_channels", "mixed")
+        .await;
+    browser
+        .fill_in(numbers, "after_hours.action", "voicemail")
+        .await;
     browser
         .fill_in(numbers, "after_hours.max_message_s", "90")
         .await;
@@ -225,28 +234,67 @@ async fn weekly_hours_set_in_the_editor_round_trip_through_the_api() {
     open(&browser, &format!("numbers/{id}"), "+4930901821").await;
 
     let form = "form[data-form=\"numbers\"]";
-    browser.click(&format!("{form} input[value=\"week\"]")).await;
+    browser
+        .click(&format!("{form} input[value=\"week\"]"))
+        .await;
     browser.fill_in(form, "hours.tz", "Europe/Berlin").await;
     // Monday: two ranges, the second overlapping the first for now.
     let monday = format!("{form} fieldset[data-day=\"mon\"]");
     browser.click(&format!("{monday} .add-range")).await;
     browser.click(&format!("{monday} .add-range")).await;
-    set_input(&browser, &format!("{monday} [name=\"hours.week.mon[0][0]\"]"), "08:00").await;
-    set_input(&browser, &format!("{monday} [name=\"hours.week.mon[0][1]\"]"), "12:30").await;
-    set_input(&browser, &format!("{monday} [name=\"hours.week.mon[1][0]\"]"), "12:00").await;
-    set_input(&browser, &format!("{monday} [name=\"hours.week.mon[1][1]\"]"), "17:00").await;
+    set_input(
+        &browser,
+        &format!("{monday} [name=\"hours.week.mon[0][0]\"]"),
+        "08:00",
+    )
+    .await;
+    set_input(
+        &browser,
+        &format!("{monday} [name=\"hours.week.mon[0][1]\"]"),
+        "12:30",
+    )
+    .await;
+    set_input(
+        &browser,
+        &format!("{monday} [name=\"hours.week.mon[1][0]\"]"),
+        "12:00",
+    )
+    .await;
+    set_input(
+        &browser,
+        &format!("{monday} [name=\"hours.week.mon[1][1]\"]"),
+        "17:00",
+    )
+    .await;
     // Friday until midnight, Saturday closed, a day off.
     let friday = format!("{form} fieldset[data-day=\"fri\"]");
     browser.click(&format!("{friday} .add-range")).await;
-    set_input(&browser, &format!("{friday} [name=\"hours.week.fri[0][0]\"]"), "14:00").await;
-    set_input(&browser, &format!("{friday} [name=\"hours.week.fri[0][1]\"]"), "00:00").await;
+    set_input(
+        &browser,
+        &format!("{friday} [name=\"hours.week.fri[0][0]\"]"),
+        "14:00",
+    )
+    .await;
+    set_input(
+        &browser,
+        &format!("{friday} [name=\"hours.week.fri[0][1]\"]"),
+        "00:00",
+    )
+    .await;
     browser.click(&format!("{form} .days-off button")).await;
-    set_input(&browser, &format!("{form} [name=\"hours.days_off[0]\"]"), "2026-12-24").await;
+    set_input(
+        &browser,
+        &format!("{form} [name=\"hours.days_off[0]\"]"),
+        "2026-12-24",
+    )
+    .await;
     browser.click(&format!("{form} [type=submit]")).await;
 
     // The overlap is the API's error, shown in Monday's group.
     let error = browser
-        .wait_for(&format!("{monday} .field-error[data-for=\"hours.week.mon\"]"))
+        .wait_for(&format!(
+            "{monday} .field-error[data-for=\"hours.week.mon\"]"
+        ))
         .await
         .text()
         .await
@@ -255,12 +303,21 @@ async fn weekly_hours_set_in_the_editor_round_trip_through_the_api() {
     page_shot(&browser, "number-hours-error-en").await;
 
     // Fixed; a forward target that is no number shows beside its field.
-    set_input(&browser, &format!("{monday} [name=\"hours.week.mon[1][0]\"]"), "13:00").await;
+    set_input(
+        &browser,
+        &format!("{monday} [name=\"hours.week.mon[1][0]\"]"),
+        "13:00",
+    )
+    .await;
     browser.fill_in(form, "after_hours.action", "forward").await;
-    browser.fill_in(form, "after_hours.forward_to", "call me").await;
+    browser
+        .fill_in(form, "after_hours.forward_to", "call me")
+        .await;
     browser.click(&format!("{form} [type=submit]")).await;
     browser
-        .wait_for(&format!("{form} .field-error[data-for=\"after_hours.forward_to\"]"))
+        .wait_for(&format!(
+            "{form} .field-error[data-for=\"after_hours.forward_to\"]"
+        ))
         .await;
     browser
         .fill_in(form, "after_hours.forward_to", "+49 30 1234567")
@@ -274,11 +331,16 @@ async fn weekly_hours_set_in_the_editor_round_trip_through_the_api() {
         "days_off": ["2026-12-24"],
     });
     let stored = app.get_ok(&format!("/api/v1/numbers/{id}")).await;
-    assert_eq!(hours_without_empty_days(&stored["hours"]), expected, "{stored}");
+    assert_eq!(
+        hours_without_empty_days(&stored["hours"]),
+        expected,
+        "{stored}"
+    );
     assert_eq!(stored["after_hours"]["action"], "forward");
     assert_eq!(stored["after_hours"]["forward_to"], "+49301234567");
 
-    // And back: the page shows what the API holds.
+    // And back: the page, opened afresh, shows what the API holds.
+    open(&browser, "numbers", "Numbers").await;
     open(&browser, &format!("numbers/{id}"), "+4930901821").await;
     let shown = browser
         .execute(
@@ -299,7 +361,9 @@ async fn weekly_hours_set_in_the_editor_round_trip_through_the_api() {
         ])
     );
     // Always open again: null over the API.
-    browser.click(&format!("{form} input[value=\"always\"]")).await;
+    browser
+        .click(&format!("{form} input[value=\"always\"]"))
+        .await;
     browser.click(&format!("{form} [type=submit]")).await;
     browser.wait_for_text(".toast", "Saved").await;
     let stored = app.get_ok(&format!("/api/v1/numbers/{id}")).await;
@@ -399,20 +463,52 @@ async fn screenshots(app: &TestApp, ids: &Value, options: Options, lang: &str) {
     let id = |key: &str| ids[key].as_str().unwrap().to_owned();
     let pages = [
         ("dashboard", "dashboard".to_owned(), ".stat-grid"),
-        ("users", "users".to_owned(), "table[data-list=\"users\"] tbody tr"),
+        (
+            "users",
+            "users".to_owned(),
+            "table[data-list=\"users\"] tbody tr",
+        ),
         ("user", format!("users/{}", id("anna")), "div.tokens"),
         ("queues", format!("queues/{}", id("queue")), "li.member"),
-        ("numbers", "numbers".to_owned(), "table[data-list=\"numbers\"] tbody tr"),
-        ("number", format!("numbers/{}", id("number")), "fieldset.hours-editor"),
+        (
+            "numbers",
+            "numbers".to_owned(),
+            "table[data-list=\"numbers\"] tbody tr",
+        ),
+        (
+            "number",
+            format!("numbers/{}", id("number")),
+            "fieldset.hours-editor",
+        ),
         ("trunks", format!("trunks/{}", id("trunk")), "dl.facts"),
-        ("registrations", "registrations".to_owned(), "table[data-list=\"registrations\"]"),
-        ("mailboxes", "mailboxes".to_owned(), "table[data-list=\"mailboxes\"] tbody tr"),
+        (
+            "registrations",
+            "registrations".to_owned(),
+            "table[data-list=\"registrations\"]",
+        ),
+        (
+            "mailboxes",
+            "mailboxes".to_owned(),
+            "table[data-list=\"mailboxes\"] tbody tr",
+        ),
         ("settings", "settings".to_owned(), "#forward-address"),
-        ("exceptions", "exceptions".to_owned(), "table[data-list=\"exceptions\"] tbody tr"),
+        (
+            "exceptions",
+            "exceptions".to_owned(),
+            "table[data-list=\"exceptions\"] tbody tr",
+        ),
         ("sources", "sources".to_owned(), "table.list tbody tr"),
         ("pipelines", "pipelines".to_owned(), "li.stage"),
-        ("webhooks", "webhooks".to_owned(), "table[data-list=\"webhooks\"] tbody tr"),
-        ("audit", "audit".to_owned(), "table[data-list=\"audit\"] tbody tr"),
+        (
+            "webhooks",
+            "webhooks".to_owned(),
+            "table[data-list=\"webhooks\"] tbody tr",
+        ),
+        (
+            "audit",
+            "audit".to_owned(),
+            "table[data-list=\"audit\"] tbody tr",
+        ),
     ];
     for (name, hash, ready) in pages {
         browser.goto(&format!("/#/{hash}")).await;

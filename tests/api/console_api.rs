@@ -141,12 +141,14 @@ async fn a1_a2_a_note_on_a_call_needs_the_rights_that_complete_it(app: &TestApp)
 /// A PostgreSQL database name for a test: test names can be longer than the 63 bytes of
 /// an identifier, so a long one is cut and told apart by a hash of the whole.
 fn database_name(test: &str) -> String {
-    let hash = test
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-    format!("console_{}_{:08x}", &test[..test.len().min(40)], hash as u32)
+    let hash = test.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!(
+        "console_{}_{:08x}",
+        &test[..test.len().min(40)],
+        hash as u32
+    )
 }
 
 /// Runs each scenario on SQLite and on PostgreSQL: the store's new SQL runs on both.

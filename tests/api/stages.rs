@@ -95,7 +95,10 @@ async fn bad_stage_lists_name_the_field_and_agents_are_refused() {
     let app = TestApp::spawn().await;
     let pipelines = app.get_ok("/api/v1/pipelines").await;
     let default = &pipelines["items"][0];
-    let path = format!("/api/v1/pipelines/{}/stages", default["id"].as_str().unwrap());
+    let path = format!(
+        "/api/v1/pipelines/{}/stages",
+        default["id"].as_str().unwrap()
+    );
     let other = app
         .post_ok(
             "/api/v1/pipelines",
@@ -105,7 +108,10 @@ async fn bad_stage_lists_name_the_field_and_agents_are_refused() {
         .await;
     let cases = [
         (json!({"stages": []}), "stages"),
-        (json!({"stages": [{"name": "A"}, {"name": "  "}]}), "stages[1].name"),
+        (
+            json!({"stages": [{"name": "A"}, {"name": "  "}]}),
+            "stages[1].name",
+        ),
         (
             json!({"stages": [{"id": other["stages"][0]["id"], "name": "X"}]}),
             "stages[0].id",
