@@ -70,10 +70,13 @@ export default async function dashboardPage(page, params, ctx) {
   const missed = byNumber?.missed ?? sum('missed');
   const total = byNumber?.total ?? (sum('total') || answered + missed);
 
+  // Without the statistics the page says so instead of showing zeros.
+  const noStats = failed(byNumber) || failed(byQueue);
+  const shown = (n) => (noStats ? '—' : num(n));
   const cards = [
-    card('dashboard.calls_today', num(total)),
-    card('dashboard.answered', num(answered), { kind: 'ok' }),
-    card('dashboard.missed', num(missed), { kind: missed ? 'bad' : null }),
+    card('dashboard.calls_today', shown(total)),
+    card('dashboard.answered', shown(answered), { kind: 'ok' }),
+    card('dashboard.missed', shown(missed), { kind: missed ? 'bad' : null }),
   ];
   let online = null;
   let brokenMail = [];
@@ -118,7 +121,7 @@ export default async function dashboardPage(page, params, ctx) {
       { label: 'trunks.last_error', render: (x) => x.registration.last_error || '—' },
     ], brokenTrunks)));
   }
-  const unavailable = [byNumber, byQueue].some((x) => x && x.failed)
+  const unavailable = noStats
     ? h('p', { class: 'form-error', role: 'alert' }, t('dashboard.stats_unavailable'), ' ', (byNumber.failed || byQueue.failed).message)
     : null;
 
@@ -127,9 +130,9 @@ export default async function dashboardPage(page, params, ctx) {
     h('p', { class: 'muted' }, isAdmin ? t('dashboard.lede_admin') : t('dashboard.lede_agent')),
     unavailable,
     h('div', { class: 'stat-grid' }, cards),
-    section('dashboard.chart', chart),
+    noStats ? null : section('dashboard.chart', chart),
     problems,
-    h('div', { class: 'grid' },
+    noStats ? null : h('div', { class: 'grid' },
       section('dashboard.by_number', statsTable(numberRows, 'numbers.number', (r) => r.number || r.label || r.key || '—')),
       section('dashboard.by_queue', statsTable(queueRows, 'numbers.queue', (r) => r.name || queueName[r.queue] || r.label || r.queue || t('dashboard.no_queue')))),
     online ? section('dashboard.online', table([
