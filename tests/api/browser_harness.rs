@@ -14,7 +14,9 @@ use tokio::sync::broadcast;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::common::browser::{Browser, DEADLINE, Key, Options};
+use serde_json::json;
+
+use crate::common::browser::{Browser, DEADLINE, Key, Options, WINDOW};
 
 /// The site's Content Security Policy: scripts only from the site itself.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'";
@@ -166,6 +168,13 @@ async fn browser_harness_fills_clicks_and_types_with_the_keyboard() {
 
     let png = browser.client().screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let viewport = browser
+        .execute("return [window.innerWidth, window.innerHeight];", vec![])
+        .await;
+    assert_eq!(viewport, json!([WINDOW.0, WINDOW.1]), "the viewport");
+    // The PNG's IHDR: width and height, big-endian, at bytes 16..24.
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((size(16), size(20)), WINDOW, "the screenshot's size");
     browser.finish().await;
 }
 

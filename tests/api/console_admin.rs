@@ -464,11 +464,11 @@ async fn screenshots(app: &TestApp, ids: &Value, options: Options, lang: &str) {
     let pages = [
         ("dashboard", "dashboard".to_owned(), ".stat-grid"),
         (
-            "users",
+            "people",
             "users".to_owned(),
             "table[data-list=\"users\"] tbody tr",
         ),
-        ("user", format!("users/{}", id("anna")), "div.tokens"),
+        ("person", format!("users/{}", id("anna")), "div.tokens"),
         ("queues", format!("queues/{}", id("queue")), "li.member"),
         (
             "numbers",

@@ -413,5 +413,12 @@ async fn click_to_call_refusals_name_the_problem() {
     // Nothing was placed: no call in the log.
     let calls = app.get_ok("/api/v1/calls").await;
     assert_eq!(calls["items"], json!([]), "{calls}");
+    let (_, spec) = app
+        .request(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    assert!(
+        spec["paths"]["/api/v1/calls/dial"]["post"].is_object(),
+        "documented in /openapi.json"
+    );
     app.stop().await;
 }

@@ -10,6 +10,7 @@ mod calls_sip;
 mod common;
 mod console_admin;
 mod console_api;
+mod console_browser;
 mod dial;
 mod forward_redirect;
 mod helpers;

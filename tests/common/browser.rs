@@ -44,7 +44,12 @@
 //! caused it was sent (see [`Appearance`]).
 //!
 //! # Cost (measured on the shared 2-core VM)
-//! See README.md, "Browser tests".
+//! A browser is ready 0.8–1.5 s after [`Browser::start`] (two started together: 2.4–2.9 s);
+//! chromedriver listens after 20–100 ms of that, so sharing one chromedriver between the
+//! tests of a binary would save little, and nextest runs each test in its own process
+//! anyway. Stopping is a SIGKILL plus removing the profile: a few milliseconds. A wait
+//! polls every 10 ms at first, backing off to 200 ms. `LEADLINE_BROWSER_VERBOSE=1` prints
+//! each start's times.
 //!
 //! [fantoccini]: https://docs.rs/fantoccini
 #![allow(dead_code)]
@@ -76,7 +81,7 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// The window size of every browser (and so of every screenshot).
+/// The viewport of every browser, and so the size of every screenshot.
 pub const WINDOW: (u32, u32) = (1280, 900);
 
 /// How a browser is started.
@@ -159,6 +164,12 @@ impl Browser {
             }),
         );
         capabilities.insert("goog:loggingPrefs".to_owned(), json!({"browser": "ALL"}));
+        // A page that never loads fails `goto` within nextest's slow-test window instead of
+        // chromedriver's default of five minutes.
+        capabilities.insert(
+            "timeouts".to_owned(),
+            json!({"pageLoad": 30_000, "script": 10_000, "implicit": 0}),
+        );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let session = tokio::time::timeout(
             START_DEADLINE,
@@ -179,6 +190,7 @@ impl Browser {
                 driver.output()
             ),
         };
+        size_viewport(&client).await;
         if std::env::var_os("LEADLINE_BROWSER_VERBOSE").is_some() {
             eprintln!(
                 "Browser: chromedriver listening after {listening:?}, session after {:?}",
@@ -319,6 +331,14 @@ impl Browser {
         .await
     }
 
+    /// How many elements match `css` now, displayed or not (no waiting).
+    pub async fn count(&self, css: &str) -> usize {
+        self.find_all(css)
+            .await
+            .unwrap_or_else(|e| panic!("find `{css}`: {e}"))
+            .len()
+    }
+
     /// The rendered text of the first displayed element matching `css` (waits for it).
     pub async fn text(&self, css: &str) -> String {
         let element = self.wait_for(css).await;
@@ -365,6 +385,37 @@ impl Browser {
             }
         })
         .await;
+    }
+
+    /// Selects the option with the value `value` in the displayed `select` matching `css`
+    /// (one outside a form, such as the language selector).
+    pub async fn select(&self, css: &str, value: &str) {
+        let what = format!("the select `{css}` to take {value:?}");
+        wait_until(DEADLINE, &what, || async move {
+            let select = self.displayed(css).await?;
+            select
+                .select_by_value(value)
+                .await
+                .map_err(|e| format!("select: {e}"))
+        })
+        .await;
+    }
+
+    /// The text of the label of the form field matching `css` (its `<label>`, else its
+    /// `aria-label`), trimmed; panics when it has neither. Waits for the field.
+    pub async fn label_of(&self, css: &str) -> String {
+        let field = self.wait_for(css).await;
+        let script = r#"
+            const e = arguments[0];
+            const label = e.labels && e.labels[0];
+            if (label) return label.innerText.replace(/\s*\*$/, "").trim();
+            return e.getAttribute("aria-label");
+        "#;
+        let args = vec![serde_json::to_value(&field).expect("an element as a script argument")];
+        match self.execute(script, args).await {
+            Value::String(label) if !label.is_empty() => label,
+            other => panic!("`{css}` has no label (got {other})"),
+        }
     }
 
     /// Presses the keys of `keys` one after the other on the keyboard, as a user would:
@@ -733,6 +784,31 @@ fn from_epoch_ms(ms: f64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs_f64(ms / 1000.0)
 }
 
+/// Grows the window by what the (invisible) browser frame takes, so that the page's
+/// viewport, and so every screenshot, is [`WINDOW`] exactly.
+async fn size_viewport(client: &Client) {
+    let frame = client
+        .execute(
+            "return [window.outerWidth - window.innerWidth, \
+                     window.outerHeight - window.innerHeight];",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("read the window frame: {e}"));
+    let extra = |i: usize| {
+        frame[i]
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0)
+    };
+    if extra(0) > 0 || extra(1) > 0 {
+        client
+            .set_window_size(WINDOW.0 + extra(0), WINDOW.1 + extra(1))
+            .await
+            .unwrap_or_else(|e| panic!("size the window: {e}"));
+    }
+}
+
 /// `docs/screenshots` in the repository.
 pub fn screenshot_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots")
@@ -753,6 +829,8 @@ fn chromium_args(profile: &Path, options: &Options) -> Vec<String> {
         "--disable-sync",
         // No keyring lookups on a machine without a desktop session.
         "--password-store=basic",
+        // Screenshots without scrollbars; the layout does not lose their width.
+        "--hide-scrollbars",
     ]
     .into_iter()
     .map(str::to_owned)
