@@ -360,7 +360,9 @@ async fn weekly_hours_set_in_the_editor_round_trip_through_the_api() {
             "hours.week.fri[0][1]=00:00",
         ])
     );
-    // Always open again: null over the API.
+    // Always open again: null over the API (once the first save's notice is gone, so the
+    // next one is this save's).
+    browser.wait_gone(".toast").await;
     browser
         .click(&format!("{form} input[value=\"always\"]"))
         .await;
