@@ -4,9 +4,25 @@
 
 export const routes = [
   // -- work (every employee) -----------------------------------------------------------
+  { path: 'dashboard', page: () => import('./pages/dashboard.js'), nav: 'nav.dashboard', group: 'work' },
   // -- administration (admins) ---------------------------------------------------------
   { path: 'users', page: () => import('./pages/users.js'), admin: true, nav: 'nav.users', group: 'admin' },
   { path: 'users/:id', page: () => import('./pages/users.js'), admin: true },
+  { path: 'queues', page: () => import('./pages/queues.js'), admin: true, nav: 'nav.queues', group: 'admin' },
+  { path: 'queues/:id', page: () => import('./pages/queues.js'), admin: true },
+  { path: 'numbers', page: () => import('./pages/numbers.js'), admin: true, nav: 'nav.numbers', group: 'admin' },
+  { path: 'numbers/:id', page: () => import('./pages/numbers.js'), admin: true },
+  { path: 'trunks', page: () => import('./pages/trunks.js'), admin: true, nav: 'nav.trunks', group: 'admin' },
+  { path: 'trunks/:id', page: () => import('./pages/trunks.js'), admin: true },
+  { path: 'registrations', page: () => import('./pages/registrations.js'), admin: true, nav: 'nav.registrations', group: 'admin' },
+  { path: 'mailboxes', page: () => import('./pages/mailboxes.js'), admin: true, nav: 'nav.mailboxes', group: 'admin' },
+  { path: 'mailboxes/:id', page: () => import('./pages/mailboxes.js'), admin: true },
+  { path: 'settings', page: () => import('./pages/settings.js'), admin: true, nav: 'nav.settings', group: 'admin' },
+  { path: 'exceptions', page: () => import('./pages/exceptions.js'), admin: true, nav: 'nav.exceptions', group: 'admin' },
+  { path: 'sources', page: () => import('./pages/sources.js'), admin: true, nav: 'nav.sources', group: 'admin' },
+  { path: 'pipelines', page: () => import('./pages/pipelines.js'), admin: true, nav: 'nav.pipelines', group: 'admin' },
+  { path: 'webhooks', page: () => import('./pages/webhooks.js'), admin: true, nav: 'nav.webhooks', group: 'admin' },
+  { path: 'audit', page: () => import('./pages/audit.js'), admin: true, nav: 'nav.audit', group: 'admin' },
 ];
 
 /** The route and its parameters for a hash like "#/users/0193…". */

@@ -25,6 +25,7 @@ mod queues;
 mod registrations;
 pub mod session;
 mod settings;
+mod stages;
 mod trunks;
 mod users;
 mod validate;
@@ -159,6 +160,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(settings::routes())
         .merge(exceptions::routes())
         .merge(catalog::routes())
+        .merge(stages::routes())
         .merge(registrations::routes())
         .merge(mailboxes::routes())
         .merge(emails::routes())

@@ -107,7 +107,7 @@ fn reference(err: sqlx::Error, field: &str, message: &str) -> StoreError {
 }
 
 /// Maps a foreign-key failure on delete to a 409: the row is still in use.
-fn in_use(err: sqlx::Error, message: String) -> StoreError {
+pub(super) fn in_use(err: sqlx::Error, message: String) -> StoreError {
     if let sqlx::Error::Database(db) = &err
         && db.is_foreign_key_violation()
     {

@@ -8,6 +8,8 @@ mod browser_harness;
 mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;
+mod console_admin;
+mod console_api;
 mod console_browser;
 mod dial;
 mod forward_redirect;
@@ -24,6 +26,7 @@ mod session;
 mod sip;
 mod sip_carrier;
 mod sip_scan;
+mod stages;
 mod store;
 mod webhooks;
 

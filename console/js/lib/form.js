@@ -133,20 +133,40 @@ export function clearErrors(el) {
 }
 
 /**
- * Shows an API error: beside the field it names when the form has that field ("phones[1]"
- * and "hours.week.mon" belong to "phones" and "hours"), else at the top of the form.
+ * The names an API field belongs to, most specific first: "hours.week.mon[0]" →
+ * "hours.week.mon[0]", "hours.week.mon", "hours.week", "hours".
+ */
+export function fieldCandidates(field) {
+  const names = [field];
+  let rest = field;
+  for (;;) {
+    const cut = Math.max(rest.lastIndexOf('.'), rest.lastIndexOf('['));
+    if (cut <= 0) break;
+    rest = rest.slice(0, cut);
+    names.push(rest);
+  }
+  return names;
+}
+
+/**
+ * Shows an API error: beside the field it names when the form has that field or a group
+ * holding it ("phones[1]" belongs to "phones", "hours.week.mon[0]" to the Monday row of
+ * the hours editor or else to "hours"), else at the top of the form.
  */
 export function showError(el, err) {
   const message = err instanceof ApiError ? err.message : t('common.network_error');
   const field = err instanceof ApiError && err.field ? err.field : null;
   if (field) {
-    const candidates = [field, field.split(/[.[]/)[0]];
-    for (const name of candidates) {
+    for (const name of fieldCandidates(field)) {
       const slot = el.querySelector(`.field-error[data-for="${CSS.escape(name)}"]`);
       if (slot) {
         slot.textContent = message;
         slot.hidden = false;
-        const input = el.querySelector(`[name="${CSS.escape(name)}"]`);
+        // The input of that name, or else the first one of the group the slot is in.
+        const group = slot.closest('[data-field]');
+        const input = el.querySelector(`[name="${CSS.escape(name)}"]`)
+          || (group && (group.querySelector(`[name^="${CSS.escape(field)}"]`)
+            || group.querySelector('input, select, textarea, button')));
         if (input) {
           input.setAttribute('aria-invalid', 'true');
           input.focus();

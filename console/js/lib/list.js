@@ -46,7 +46,7 @@ export function listView({ resource, columns, load, search, filters = [], link, 
     const id = `${resource}-${f.name}`;
     return h('div', { class: 'field inline' },
       h('label', { for: id }, t(f.label)),
-      f.type === 'date' || f.type === 'checkbox'
+      f.type && f.type !== 'select'
         ? h('input', { id, name: f.name, type: f.type })
         : h('select', { id, name: f.name, on: { change: apply } },
           h('option', { value: '' }, t('common.all')),

@@ -6,6 +6,7 @@ import { api } from '../lib/api.js';
 import { form } from '../lib/form.js';
 import { listView } from '../lib/list.js';
 import { pageHeader, notify, confirmAction, badge, section } from '../lib/ui.js';
+import { shownOnce, table, when, deleteButton, secretState } from './admin-kit.js';
 
 const ROLES = [
   { value: 'agent', label: 'role.agent' },
@@ -35,6 +36,7 @@ export default async function usersPage(page, params) {
       { label: 'users.role', render: (u) => t('role.' + u.role) },
       { label: 'users.extension', render: (u) => u.extension },
       { label: 'users.phones', render: (u) => u.phones.join(', ') },
+      { label: 'users.sip', render: (u) => secretState(u.sip_password_set) },
       { label: 'users.signin', render: (u) => (u.password_set ? badge(t('users.password_set'), 'ok') : badge(t('users.no_password'), 'muted')) },
     ],
     load: (query) => api.get('/users', query),
@@ -83,5 +85,53 @@ async function userDetail(page, id) {
   }, t('common.delete'));
   mount(page,
     pageHeader({ text: user.name }, h('a', { class: 'btn', href: '#/users' }, t('common.back')), remove),
-    section('users.edit', edit));
+    section('users.edit', edit),
+    section('tokens.title', await tokens(id)));
+}
+
+/** The person's API tokens: the list (never the tokens themselves), a new one, revoking. */
+async function tokens(id) {
+  const base = `/users/${encodeURIComponent(id)}/tokens`;
+  const box = h('div', { class: 'tokens' });
+  const fresh = h('div', { class: 'token-new' });
+  async function load() {
+    let items = [];
+    try {
+      const answer = await api.get(base);
+      items = Array.isArray(answer) ? answer : answer.items || [];
+    } catch (err) {
+      // A gateway without the token list still issues tokens.
+      mount(box, [404, 405].includes(err.status)
+        ? h('p', { class: 'muted' }, t('tokens.no_list'))
+        : h('p', { class: 'form-error', role: 'alert' }, err.message));
+      return;
+    }
+    mount(box, table([
+      { label: 'tokens.created', render: (tk) => when(tk.created_at) },
+      { label: 'tokens.kind', render: (tk) => tk.label || tk.kind || tk.role || '—' },
+      { label: 'tokens.last_used', render: (tk) => when(tk.last_used_at) },
+      { label: 'tokens.actions', render: (tk) => deleteButton({ path: `${base}/${encodeURIComponent(tk.id)}`, confirmKey: 'tokens.confirm_revoke', label: 'tokens.revoke', small: true, done: load }) },
+    ], items, { caption: 'tokens.title', empty: 'tokens.none' }));
+  }
+  const create = h('button', {
+    type: 'button',
+    class: 'btn',
+    on: {
+      click: async () => {
+        create.disabled = true;
+        try {
+          const answer = await api.post(base);
+          mount(fresh, shownOnce(answer.token, 'tokens.shown_once'));
+          fresh.querySelector('input').focus();
+          await load();
+        } catch (err) {
+          notify(err.message, 'error');
+        } finally {
+          create.disabled = false;
+        }
+      },
+    },
+  }, t('tokens.create'));
+  await load();
+  return [h('p', { class: 'help' }, t('tokens.help')), box, h('p', {}, create), fresh];
 }
