@@ -70,7 +70,7 @@ function friendly(err) {
   if (!(err instanceof ApiError)) return err;
   const known = {
     invalid_credentials: 'signin.invalid',
-    unauthorized: 'setup.bad_token',
+    invalid_token: 'setup.bad_token',
     too_many_attempts: 'signin.throttled',
     already_set_up: 'setup.done',
   };
