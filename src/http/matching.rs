@@ -11,7 +11,7 @@ use super::auth::Principal;
 use super::calls::MatchItem;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::{AppState, List, ListQuery};
+use super::{AppState, List, ListQuery, validate};
 use crate::crm::model::{ActivityKind, Direction, EntityRef};
 use crate::matcher::{Identifier, MatchStatus, normalise_phone, parse_email};
 use crate::store::{ActivityRecord, rfc3339};
@@ -165,6 +165,8 @@ pub struct Activity {
     pub match_reason: Option<String>,
     pub created_at: String,
     pub completed_at: Option<String>,
+    /// The employee's note (at most 10,000 characters), or null.
+    pub note: Option<String>,
 }
 
 impl From<ActivityRecord> for Activity {
@@ -187,6 +189,7 @@ impl From<ActivityRecord> for Activity {
             match_reason: a.match_reason,
             created_at: rfc3339(a.created_at),
             completed_at: a.completed_at.map(rfc3339),
+            note: a.note,
         }
     }
 }
@@ -239,11 +242,15 @@ pub struct UpdateActivity {
     /// Move the activity (a call or an e-mail) onto exactly these entities, `kind:id`.
     /// A3: needs edit rights on every entity it leaves and joins.
     pub entities: Option<Vec<String>>,
+    /// The note, at most 10,000 characters; null (or only white space) removes it.
+    #[serde(default, deserialize_with = "validate::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub note: Option<Option<String>>,
 }
 
-/// Complete or reopen an activity (a "call back" task, an e-mail), or move it to other
-/// entities. Needs edit rights on every entity it is on (and, to move, on every entity
-/// it joins: A3); an activity the caller may not see answers 404.
+/// Complete or reopen an activity (a "call back" task, an e-mail), write its note, or
+/// move it to other entities. Needs edit rights on every entity it is on (and, to move,
+/// on every entity it joins: A3); an activity the caller may not see answers 404.
 #[utoipa::path(patch, path = "/activities/{id}", tag = "crm", request_body = UpdateActivity,
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
@@ -283,11 +290,15 @@ async fn update_activity(
             Some(target)
         }
     };
-    if body.completed.is_none() && target.is_none() {
+    let note = body
+        .note
+        .map(|note| validate::note("note", note))
+        .transpose()?;
+    if body.completed.is_none() && target.is_none() && note.is_none() {
         return Err(ApiError::field(
             "empty_update",
             "completed",
-            "give `completed`, `entities` or both",
+            "give `completed`, `note`, `entities` or several of them",
         ));
     }
     let joins: &[EntityRef] = target.as_deref().unwrap_or_default();
@@ -300,6 +311,9 @@ async fn update_activity(
     }
     if let Some(target) = &target {
         state.store.move_activity(&id, target).await?;
+    }
+    if let Some(note) = &note {
+        state.store.set_activity_note(&id, note.as_deref()).await?;
     }
     if let Some(completed) = body.completed {
         state.store.set_activity_done(&id, completed).await?;

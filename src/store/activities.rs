@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 
 use super::calls::CallEvent;
 use super::entities::{Tx, table};
-use super::{Page, Paged, Result, Store, col, parse_stored};
+use super::{Page, Paged, Result, Store, StoreError, col, parse_stored};
 use crate::crm::model::{
     ActivityKind, CallOutcome, CallRecordId, Direction, EntityRef, Millis, UserId,
 };
@@ -28,6 +28,8 @@ pub struct ActivityRecord {
     pub entities: Vec<EntityRef>,
     pub created_at: Millis,
     pub completed_at: Option<Millis>,
+    /// The employee's note on it (what was said, what to do next).
+    pub note: Option<String>,
 }
 
 impl Store {
@@ -58,6 +60,19 @@ impl Store {
             activity.entities = activity_entities(self.reader(), &activity.id).await?;
         }
         Ok(page.finish(activities, |a| a.id.clone()))
+    }
+
+    /// Writes (or, with `None`, removes) an activity's note.
+    pub async fn set_activity_note(&self, id: &str, note: Option<&str>) -> Result<()> {
+        let done = sqlx::query("UPDATE activities SET note = $2 WHERE id = $1")
+            .bind(id)
+            .bind(note)
+            .execute(self.writer())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("activity", id));
+        }
+        Ok(())
     }
 }
 
@@ -172,5 +187,6 @@ fn activity_from_row(row: &AnyRow) -> Result<ActivityRecord> {
         entities: Vec::new(),
         created_at: col(row, "created_at")?,
         completed_at: col(row, "completed_at")?,
+        note: col(row, "note")?,
     })
 }

@@ -7,6 +7,7 @@ mod baresip;
 mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;
+mod console_api;
 mod forward_redirect;
 mod helpers;
 mod http_contract;
