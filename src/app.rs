@@ -121,6 +121,10 @@ impl App {
             config.recording_retention_days,
             sip_cancel.clone(),
         )));
+        sip_tasks.push(tokio::spawn(crate::http::session::sweep(
+            store.clone(),
+            sip_cancel.clone(),
+        )));
         sip_tasks.push(tokio::spawn(crate::http::audit::retention(
             store.clone(),
             config.audit_retention_days,
@@ -187,6 +191,8 @@ impl App {
             webhook_private_targets: config.webhooks.private_targets,
             access_changed: Arc::new(tokio::sync::watch::channel(0).0),
             data_dir: Arc::from(config.data_dir.as_path()),
+            login_throttle: Arc::default(),
+            passwords: http::session::Passwords::default(),
         };
         let router = http::router(state);
         let server = tokio::spawn(async move {

@@ -13,6 +13,7 @@ pub mod http;
 pub mod mail;
 pub mod matcher;
 pub mod media;
+pub mod session;
 pub mod sip;
 pub mod store;
 pub mod webhooks;

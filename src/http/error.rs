@@ -10,8 +10,17 @@ use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("missing or malformed bearer token")]
+    #[error("send a bearer token or sign in: the credentials are missing, unknown or expired")]
     Unauthorized,
+    /// 401 with its own code: wrong sign-in credentials or set-up token.
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    /// 403: a cookie-authenticated change failed the CSRF checks.
+    #[error("{0}")]
+    Csrf(#[from] crate::session::cookie::CsrfError),
+    /// 429 with `Retry-After`: too many failed sign-ins.
+    #[error("too many failed attempts: try again in {retry_after_s} seconds")]
+    TooManyAttempts { retry_after_s: u64 },
     #[error("{0}")]
     Forbidden(String),
     #[error("{what} '{id}' was not found")]
@@ -69,6 +78,15 @@ impl ApiError {
         }
     }
 
+    /// 401 for a sign-in whose e-mail or password is wrong: the same answer for both, so
+    /// it does not tell which e-mails exist.
+    pub fn invalid_credentials() -> Self {
+        ApiError::Unauthenticated {
+            code: "invalid_credentials",
+            message: "wrong e-mail or password".to_owned(),
+        }
+    }
+
     pub fn admin_only() -> Self {
         ApiError::Forbidden("this action needs an admin token".to_owned())
     }
@@ -76,6 +94,11 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, code),
+            ApiError::Csrf(_) => (StatusCode::FORBIDDEN, "csrf_failed"),
+            ApiError::TooManyAttempts { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+            }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Invalid { status, code, .. } => (*status, code),
@@ -136,6 +159,13 @@ impl IntoResponse for ApiError {
                 field,
             },
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyAttempts { retry_after_s } = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_s),
+            );
+        }
+        response
     }
 }

@@ -38,7 +38,7 @@ async fn call_window(
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let rights = Arc::new(Mutex::new(Rights {
         access: Access::of(&state, &principal).await?,
-        token_hash: auth::bearer_hash(&headers)?,
+        credential: auth::credential(&headers)?,
         loaded: Instant::now(),
         changed: state.access_changed.subscribe(),
     }));
@@ -95,9 +95,9 @@ const RIGHTS_REFRESH: Duration = Duration::from_secs(5);
 /// an agent's level takes effect in open windows too.
 struct Rights {
     access: Access,
-    /// The caller's token, asked about again: a revoked token or deleted user closes the
-    /// window, a changed role applies.
-    token_hash: String,
+    /// The caller's token or session, asked about again: a revoked token, an ended
+    /// session or a deleted user closes the window, a changed role applies.
+    credential: auth::Credential,
     loaded: Instant,
     changed: tokio::sync::watch::Receiver<u64>,
 }
@@ -118,7 +118,7 @@ impl Rights {
             return true;
         }
         self.changed.borrow_and_update();
-        let principal = match auth::principal_of_hash(state, &self.token_hash).await {
+        let principal = match auth::principal_of(state, &self.credential, false).await {
             Ok(principal) => principal,
             Err(ApiError::Unauthorized) => return false,
             Err(err) => {

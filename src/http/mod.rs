@@ -22,6 +22,7 @@ mod numbers;
 mod ops;
 mod queues;
 mod registrations;
+pub mod session;
 mod settings;
 mod trunks;
 mod users;
@@ -72,6 +73,10 @@ pub struct AppState {
     pub access_changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// Webhooks may target loopback and private addresses (operator setting).
     pub webhook_private_targets: bool,
+    /// Failed console sign-ins per (address, e-mail) in this process.
+    pub login_throttle: Arc<std::sync::Mutex<crate::session::LoginThrottle>>,
+    /// Console password hashing, bounded.
+    pub passwords: session::Passwords,
 }
 
 #[derive(OpenApi)]
@@ -81,7 +86,7 @@ pub struct AppState {
         description = "Admin and agent API of the Leadline gateway: numbers, queues, CRM records, call log."
     ),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session" = [])),
 )]
 struct ApiDoc;
 
@@ -89,11 +94,22 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // The web console's cookie; changes made with it also need `X-CSRF-Token`.
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::session::cookie::COOKIE_NAME,
+                "Set by POST /api/v1/session. POST, PUT, PATCH and DELETE made with it \
+                 must carry the session's csrf_token in X-CSRF-Token.",
+            ))),
         );
     }
 }
@@ -144,4 +160,5 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(emails::routes())
         .merge(audit::routes())
         .merge(webhooks::routes())
+        .merge(session::routes())
 }

@@ -1,16 +1,17 @@
-//! `/users`: employees (role, e-mail, extension, phones, write-only SIP password) and
-//! their tokens.
+//! `/users`: employees (role, e-mail, extension, phones, write-only SIP and console
+//! passwords) and their tokens.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{Principal, generate_token, hash_token};
+use super::auth::{self, Credential, Principal, generate_token, hash_token};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
+use super::session::password_rules;
 use super::validate;
 use super::{AppState, List, ListQuery};
 use crate::crm::model::{Role, UserId};
@@ -28,6 +29,8 @@ pub struct CreateUser {
     pub phones: Vec<String>,
     /// Write-only: stored as digest HA1 (MD5 and SHA-256), never returned.
     pub sip_password: Option<String>,
+    /// Write-only console password (10 to 1024 characters), stored as an argon2id hash.
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -41,6 +44,9 @@ pub struct UpdateUser {
     pub extension: Option<Option<String>>,
     pub phones: Option<Vec<String>>,
     pub sip_password: Option<String>,
+    /// A new console password (10 to 1024 characters). Ends the person's sessions, except
+    /// the one a person setting their own password makes the change with.
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -54,6 +60,9 @@ pub struct User {
     pub phones: Vec<String>,
     /// Whether a SIP password is set (the password itself is never shown).
     pub sip_password_set: bool,
+    /// Whether the person has a console password and so can sign in (the password itself
+    /// is never shown).
+    pub password_set: bool,
     pub created_at: String,
 }
 
@@ -67,6 +76,7 @@ impl From<UserRecord> for User {
             extension: u.extension,
             phones: u.phones,
             sip_password_set: u.has_sip_password,
+            password_set: u.has_password,
             created_at: rfc3339(u.created_at),
         }
     }
@@ -107,15 +117,25 @@ async fn create_user(
         }
         None => None,
     };
+    let name = validate::name("name", &body.name)?;
+    let email = validate::email("email", &body.email)?;
+    let password_hash = match body.password {
+        Some(password) => {
+            password_rules(&password)?;
+            Some(state.passwords.hash(password).await?)
+        }
+        None => None,
+    };
     let user = state
         .store
         .create_user(NewUser {
-            name: validate::name("name", &body.name)?,
-            email: validate::email("email", &body.email)?,
+            name,
+            email,
             role: body.role,
             extension,
             phones,
             sip,
+            password_hash,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
@@ -146,12 +166,15 @@ async fn get_user(
     Ok(Json(state.store.get_user(&UserId(id)).await?.into()))
 }
 
-/// Change an employee (admin; an agent may change their own name, phones and SIP password).
+/// Change an employee (admin; an agent may change their own name, phones, SIP password and
+/// console password). A new role or password ends the person's sessions.
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", request_body = UpdateUser,
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 async fn update_user(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<Json<User>> {
@@ -191,6 +214,18 @@ async fn update_user(
         }
         None => None,
     };
+    let password_hash = match body.password {
+        Some(password) => {
+            password_rules(&password)?;
+            Some(state.passwords.hash(password).await?)
+        }
+        None => None,
+    };
+    // The session this change is made with, when it is the changed person's own.
+    let own_session = match auth::credential(&headers) {
+        Ok(Credential::Session { hash }) if is_self => Some(hash),
+        _ => None,
+    };
     let patch = UserPatch {
         name: body
             .name
@@ -210,6 +245,8 @@ async fn update_user(
             .map(|p| validate::phones("phones", p, Some(country)))
             .transpose()?,
         sip,
+        password_hash,
+        own_session,
     };
     let user = state.store.update_user(&id, patch).await?;
     // A role may have changed: open call windows re-read their rights.

@@ -16,6 +16,8 @@ pub struct UserRecord {
     /// E.164 (or digits for numbers that do not parse).
     pub phones: Vec<String>,
     pub has_sip_password: bool,
+    /// Whether the person has a console password (the hash never leaves the store).
+    pub has_password: bool,
     pub created_at: Millis,
 }
 
@@ -28,6 +30,8 @@ pub struct NewUser {
     pub extension: Option<String>,
     pub phones: Vec<String>,
     pub sip: Option<Ha1Pair>,
+    /// The console password's argon2id PHC string.
+    pub password_hash: Option<String>,
 }
 
 /// A partial update; `None` leaves a field as it is.
@@ -40,6 +44,11 @@ pub struct UserPatch {
     pub extension: Option<Option<String>>,
     pub phones: Option<Vec<String>>,
     pub sip: Option<Ha1Pair>,
+    /// A new console password (argon2id PHC string).
+    pub password_hash: Option<String>,
+    /// The session (token hash) the change is made with, when it is the changed person's:
+    /// setting one's own password keeps it (see `session::sessions_to_end`).
+    pub own_session: Option<String>,
 }
 
 /// A bounded page of a list, keyed by id (ids are time-ordered).
@@ -89,7 +98,8 @@ pub enum TokenOwner {
     Trunk(TrunkId),
 }
 
-const USER_COLUMNS: &str = "id, name, email, role, extension, sip_ha1_md5, created_at";
+const USER_COLUMNS: &str =
+    "id, name, email, role, extension, sip_ha1_md5, password_hash, created_at";
 
 impl Store {
     pub async fn create_user(&self, new: NewUser) -> Result<UserRecord> {
@@ -98,7 +108,8 @@ impl Store {
         let mut tx = self.writer().begin().await?;
         sqlx::query(
             "INSERT INTO users (id, name, email, role, extension, sip_realm, sip_ha1_md5, \
-             sip_ha1_sha256, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+             sip_ha1_sha256, password_hash, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
         )
         .bind(id.as_str())
         .bind(&new.name)
@@ -108,6 +119,7 @@ impl Store {
         .bind(new.sip.as_ref().map(|s| s.realm.clone()))
         .bind(new.sip.as_ref().map(|s| s.md5.clone()))
         .bind(new.sip.as_ref().map(|s| s.sha256.clone()))
+        .bind(new.password_hash.as_deref())
         .bind(now)
         .execute(&mut *tx)
         .await
@@ -150,6 +162,12 @@ impl Store {
         let current = self.get_user(id).await?;
         let email = patch.email.or(current.email);
         let extension = patch.extension.unwrap_or(current.extension);
+        let role = patch.role.unwrap_or(current.role);
+        let end = crate::session::sessions_to_end(
+            role != current.role,
+            patch.password_hash.is_some(),
+            patch.own_session.as_deref(),
+        );
         let mut tx = self.writer().begin().await?;
         sqlx::query(
             "UPDATE users SET name = $2, email = $3, role = $4, extension = $5, updated_at = $6 \
@@ -158,7 +176,7 @@ impl Store {
         .bind(id.as_str())
         .bind(patch.name.unwrap_or(current.name))
         .bind(email.as_deref())
-        .bind(patch.role.unwrap_or(current.role).as_str())
+        .bind(role.as_str())
         .bind(extension.as_deref())
         .bind(now_ms())
         .execute(&mut *tx)
@@ -175,9 +193,19 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        if let Some(password_hash) = &patch.password_hash {
+            sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+                .bind(id.as_str())
+                .bind(password_hash)
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(phones) = &patch.phones {
             replace_phones(&mut tx, id, phones).await?;
         }
+        // In the change's transaction: no request sees the new role or password with a
+        // session that should have ended.
+        super::sessions::end_sessions(&mut tx, id, &end).await?;
         tx.commit().await?;
         // A role change applies to the user's tokens at once.
         self.tokens().clear();
@@ -194,7 +222,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("user", id.as_str()));
         }
-        // Queue memberships, tokens and webhooks went with the user (cascade).
+        // Queue memberships, tokens, webhooks and sessions went with the user (cascade).
         self.cache().invalidate();
         self.tokens().clear();
         self.webhook_cache.clear();
@@ -320,6 +348,7 @@ fn user_conflict(err: sqlx::Error, email: &str, extension: Option<&str>) -> Stor
 fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
     let role: String = col(row, "role")?;
     let ha1: Option<String> = col(row, "sip_ha1_md5")?;
+    let password: Option<String> = col(row, "password_hash")?;
     Ok(UserRecord {
         id: UserId(col(row, "id")?),
         name: col(row, "name")?,
@@ -328,6 +357,7 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
         extension: col(row, "extension")?,
         phones: Vec::new(),
         has_sip_password: ha1.is_some(),
+        has_password: password.is_some(),
         created_at: col(row, "created_at")?,
     })
 }

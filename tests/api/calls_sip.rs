@@ -500,6 +500,11 @@ impl CallWindow {
             .send()
             .await
             .unwrap();
+        CallWindow::from_response(response)
+    }
+
+    /// The window of a `GET /api/v1/events` sent some other way (with a session cookie).
+    pub(crate) fn from_response(response: reqwest::Response) -> CallWindow {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             response.headers()["content-type"],

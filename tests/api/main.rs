@@ -18,6 +18,7 @@ mod media;
 mod oauth2;
 mod postgres;
 mod scenarios;
+mod session;
 mod sip;
 mod sip_carrier;
 mod sip_scan;

@@ -351,6 +351,7 @@ async fn mail_setup(store: &Store, mode: CrmMode) -> String {
         extension: None,
         phones: Vec::new(),
         sip: None,
+        password_hash: None,
     };
     let anna = store.create_user(user("anna")).await.unwrap();
     let bob = store.create_user(user("bob")).await.unwrap();
