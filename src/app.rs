@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::events::{EventBus, LiveCalls};
 use crate::http::auth::{generate_token, hash_token};
 use crate::http::{self, AppState};
-use crate::sip::b2bua::B2bua;
+use crate::sip::b2bua::{B2bua, Dialer};
 use crate::sip::endpoint::SipEndpoint;
 use crate::sip::profiles::Profiles;
 use crate::sip::server::Registrar;
@@ -149,7 +149,7 @@ impl App {
         // The sent-by our outgoing Via headers carry: the bound address.
         registrar.own_addresses = vec![sip_addr];
         registrar.max_in_flight_per_source = config.sip_max_transactions_per_source;
-        registrar.b2bua = Some(Arc::new(B2bua {
+        let b2bua = Arc::new(B2bua {
             store: store.clone(),
             dialogs: Arc::new(DialogLayer::new(sip.inner.clone())),
             profiles: profiles.clone(),
@@ -166,7 +166,8 @@ impl App {
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{http_addr}")),
-        }));
+        });
+        registrar.b2bua = Some(b2bua.clone());
         let registrar = Arc::new(registrar);
         let sip_requests = tokio_util::task::TaskTracker::new();
         tokio::spawn(crate::sip::server::serve(
@@ -193,6 +194,7 @@ impl App {
             data_dir: Arc::from(config.data_dir.as_path()),
             login_throttle: Arc::default(),
             passwords: http::session::Passwords::default(),
+            dialer: Some(Dialer::new(b2bua)),
         };
         let router = http::router(state);
         let server = tokio::spawn(async move {

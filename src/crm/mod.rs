@@ -1,6 +1,7 @@
 //! The pure CRM domain: vocabulary, intake decisions and queue rotation. No I/O here.
 
 pub mod access;
+pub mod dial;
 pub mod hours;
 pub mod intake;
 pub mod mail;

@@ -108,7 +108,7 @@ impl From<CallLeg> for Leg {
 
 impl Call {
     /// The log row, with the legs of the live call if it is one.
-    fn with_live(record: CallRecord, live: &LiveCalls) -> Self {
+    pub(crate) fn with_live(record: CallRecord, live: &LiveCalls) -> Self {
         let legs = live.legs(&record.call_id);
         let mut call = Call::from(record);
         if let Some(legs) = legs {

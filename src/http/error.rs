@@ -39,6 +39,9 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("{message}")]
     Unsupported { message: String },
+    /// 503: a part of the gateway the request needs is not running.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     /// An internal failure; the cause is logged, the client sees a generic message.
     #[error("internal error")]
     Internal(String),
@@ -107,6 +110,7 @@ impl ApiError {
             ApiError::Unsupported { .. } => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 mod calls;
 mod catalog;
+mod dial;
 mod emails;
 mod entities;
 pub mod error;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub login_throttle: Arc<std::sync::Mutex<crate::session::LoginThrottle>>,
     /// Console password hashing, bounded.
     pub passwords: session::Passwords,
+    /// Places click-to-calls; `None` when the gateway's SIP side is not running.
+    pub dialer: Option<crate::sip::b2bua::Dialer>,
 }
 
 #[derive(OpenApi)]
@@ -147,6 +150,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(users::routes())
         .merge(entities::routes())
         .merge(calls::routes())
+        .merge(dial::routes())
         .merge(events::routes())
         .merge(matching::routes())
         .merge(queues::routes())

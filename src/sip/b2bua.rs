@@ -1,6 +1,7 @@
 //! The B2BUA: turns an INVITE from a trunk into a routed call (T1–T13).
 //!
-//! One task owns each call: the caller's dialog (the inbound leg), one outgoing dialog per
+//! One task owns each call: the caller's dialog (the inbound leg; for a click-to-call the
+//! leg the gateway placed to the employee's phone, `dial`), one outgoing dialog per
 //! rung device, the ringing state ([`super::router::Ringing`]) and the call's CRM events.
 //! rsipstack's dialog layer keeps the dialogs (tags, CSeq, route sets, ACK, CANCEL) and
 //! reports their changes on the call's channel; this module decides and relays. The SDP
@@ -47,15 +48,18 @@ pub enum B2buaError {
 }
 
 mod closed;
+mod dial;
 mod legs;
 mod media;
 mod outgoing;
 mod talk;
 mod transfer;
 
+pub use dial::{DialError, DialOrder, Dialer};
 use legs::{leg_state, snapshot};
 use media::CallMedia;
 pub use media::{GREETINGS_DIR, RECORDINGS_DIR};
+use outgoing::CarrierLeg;
 use transfer::Transferred;
 
 impl From<crate::sip::endpoint::EndpointError> for B2buaError {
@@ -207,6 +211,7 @@ impl B2bua {
                 settings: media_settings,
                 recording: Default::default(),
             },
+            dialled: false,
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -457,6 +462,9 @@ struct Call {
     late_intake: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The relay, the recording and the number's media settings.
     media: CallMedia,
+    /// Click-to-call: the gateway placed the caller's leg itself and the employee's phone
+    /// answered it, so the customer's answer, busy or refusal goes to no INVITE of theirs.
+    dialled: bool,
 }
 
 /// The running state of one call that is not its configuration.
@@ -519,6 +527,13 @@ impl Call {
         self.book.note_sdp(call_id, headers, body);
     }
 
+    /// The Call-ID of the caller's dialog. A call that came in is logged under it; a
+    /// click-to-call is logged under an id of ours, its caller's dialog being the leg the
+    /// gateway placed to the employee's phone.
+    fn caller_call_id(&self) -> String {
+        self.inbound.id().call_id
+    }
+
     async fn run(self, mut states: DialogStateReceiver) {
         if !self.offer.is_empty() {
             self.book
@@ -526,11 +541,12 @@ impl Call {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(
-                    self.call_id.clone(),
+                    self.caller_call_id(),
                     (self.content_type.clone(), self.offer.clone()),
                 );
         }
-        let rung = if self.closed_now() {
+        // Working hours are for customers calling in, not for an employee's own call.
+        let rung = if !self.dialled && self.closed_now() {
             Rung::Closed(crate::crm::hours::Closed::OutsideHours)
         } else {
             self.ring(&mut states).await
@@ -570,10 +586,14 @@ impl Call {
                 None
             }
             Rung::Unanswered(why) => {
-                let outcome = match why {
-                    Unanswered::Missed => CallOutcome::Missed,
-                    Unanswered::Busy => CallOutcome::Busy,
-                    Unanswered::Cancelled => CallOutcome::Cancelled,
+                let outcome = if self.dialled {
+                    self.customer_unreached(why).await
+                } else {
+                    match why {
+                        Unanswered::Missed => CallOutcome::Missed,
+                        Unanswered::Busy => CallOutcome::Busy,
+                        Unanswered::Cancelled => CallOutcome::Cancelled,
+                    }
                 };
                 self.finish_legs().await;
                 self.event(CallEventKind::Ended, None, Some(outcome)).await;
@@ -675,22 +695,27 @@ impl Call {
         let mut answers: HashMap<LegId, Response> = HashMap::new();
         let mut step_deadline: Option<(usize, tokio::time::Instant)> = None;
         let (mut ringing, mut pending) = Ringing::start(&self.plan);
+        let caller_call_id = self.caller_call_id();
         loop {
             for action in std::mem::take(&mut pending) {
                 match action {
+                    // A click-to-call told the call window when the employee's phones
+                    // rang, and its set-up time includes their answering.
                     RingAction::StartStep(step) => {
-                        if step == 0 {
+                        if step == 0 && !self.dialled {
                             // Caller's INVITE in → first leg's INVITE out: what the
                             // gateway adds to the post-dial delay (lookup included).
                             metrics::histogram!("leadline_call_setup_seconds", "direction" => self.direction.as_str())
                                 .record(self.received.elapsed().as_secs_f64());
                         }
-                        self.publish(
-                            "ringing",
-                            vec![self.plan.steps[step].user.clone()],
-                            None,
-                            None,
-                        );
+                        if !self.dialled {
+                            self.publish(
+                                "ringing",
+                                vec![self.plan.steps[step].user.clone()],
+                                None,
+                                None,
+                            );
+                        }
                         step_deadline = Some((
                             step,
                             tokio::time::Instant::now()
@@ -744,7 +769,10 @@ impl Call {
                         }
                     }
                     RingAction::Reject { status, outcome } => {
-                        if outcome != Unanswered::Cancelled && self.rule_takes_over() {
+                        if outcome != Unanswered::Cancelled
+                            && !self.dialled
+                            && self.rule_takes_over()
+                        {
                             return Rung::Closed(crate::crm::hours::Closed::NobodyAnswered);
                         }
                         if outcome != Unanswered::Cancelled {
@@ -795,8 +823,11 @@ impl Call {
                             pending.extend(actions);
                         }
                     }
-                    DialogState::Terminated(id, TerminatedReason::UacCancel)
-                        if id.call_id == self.call_id =>
+                    // The caller gave up: a CANCEL, or the BYE of an employee whose
+                    // click-to-call still rings the customer.
+                    DialogState::Terminated(id, reason)
+                        if id.call_id == caller_call_id
+                            && (self.dialled || matches!(reason, TerminatedReason::UacCancel)) =>
                     {
                         pending.extend(ringing.on(RingEvent::CallerCancelled));
                     }
@@ -844,20 +875,6 @@ impl Call {
         ),
         B2buaError,
     > {
-        let callee = Uri::try_from(device.contact.as_str())?;
-        let transport = if device.transport == "tcp" {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        };
-        let destination = device
-            .source
-            .parse::<SocketAddr>()
-            .ok()
-            .map(|addr| SipAddr {
-                r#type: Some(transport),
-                addr: addr.into(),
-            });
         let from_user = self
             .shown
             .caller_id
@@ -874,8 +891,8 @@ impl Call {
         let option = InviteOption {
             caller_display_name: self.shown.name.clone(),
             caller,
-            callee,
-            destination,
+            callee: Uri::try_from(device.contact.as_str())?,
+            destination: destination(device),
             content_type: self.content_type.clone(),
             offer: (!self.offer.is_empty()).then(|| self.sdp_for(Side::Caller, &self.offer)),
             contact: self.b2bua.contact_uri(),
@@ -883,25 +900,20 @@ impl Call {
             credential: self.credential.clone(),
             ..InviteOption::default()
         };
-        if transport == Transport::Tcp
-            && let Ok(peer) = device.source.parse::<SocketAddr>()
-        {
-            return self.invite_over_flow(option, peer).await;
-        }
-        Ok(self
-            .b2bua
-            .dialogs
-            .do_invite_async(option, self.state_sender.clone())?)
+        self.b2bua
+            .send_invite(option, device, self.state_sender.clone())
+            .await
     }
+}
 
-    /// An INVITE to a phone registered over TCP goes down the connection it registered
-    /// over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. rsipstack's
-    /// `do_invite_async` would open a new connection, so this is its counterpart with the
-    /// transaction bound to our flow; in-dialog requests then follow the same flow.
-    async fn invite_over_flow(
-        &self,
+impl B2bua {
+    /// Sends an INVITE to `device`, its dialog reporting on `states`; the handle ends
+    /// with the INVITE's final answer.
+    async fn send_invite(
+        self: &Arc<Self>,
         option: InviteOption,
-        peer: SocketAddr,
+        device: &Device,
+        states: rsipstack::dialog::dialog::DialogStateSender,
     ) -> Result<
         (
             InviteDialog,
@@ -909,17 +921,34 @@ impl Call {
         ),
         B2buaError,
     > {
-        let flow = self
-            .b2bua
-            .endpoint
-            .tcp_flow(peer, Duration::from_secs(3))
-            .await?;
-        let (dialog, mut tx) = self
-            .b2bua
-            .dialogs
-            .create_client_invite_dialog(option, self.state_sender.clone())?;
+        if device.transport == "tcp"
+            && let Ok(peer) = device.source.parse::<SocketAddr>()
+        {
+            return self.invite_over_flow(option, peer, states).await;
+        }
+        Ok(self.dialogs.do_invite_async(option, states)?)
+    }
+
+    /// An INVITE to a phone registered over TCP goes down the connection it registered
+    /// over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. rsipstack's
+    /// `do_invite_async` would open a new connection, so this is its counterpart with the
+    /// transaction bound to our flow; in-dialog requests then follow the same flow.
+    async fn invite_over_flow(
+        self: &Arc<Self>,
+        option: InviteOption,
+        peer: SocketAddr,
+        states: rsipstack::dialog::dialog::DialogStateSender,
+    ) -> Result<
+        (
+            InviteDialog,
+            tokio::task::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
+        ),
+        B2buaError,
+    > {
+        let flow = self.endpoint.tcp_flow(peer, Duration::from_secs(3)).await?;
+        let (dialog, mut tx) = self.dialogs.create_client_invite_dialog(option, states)?;
         tx.connection = Some(flow.connection);
-        let b2bua = self.b2bua.clone();
+        let b2bua = self.clone();
         let early = dialog.id().to_string();
         b2bua.own_dialogs_insert(early.clone(), dialog.clone());
         let invite = dialog.clone();
@@ -937,7 +966,27 @@ impl Call {
         });
         Ok((dialog, handle))
     }
+}
 
+/// Where requests to a device go: the address its REGISTER came from (it may be behind
+/// NAT), over its transport.
+fn destination(device: &Device) -> Option<SipAddr> {
+    let transport = if device.transport == "tcp" {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    device
+        .source
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|addr| SipAddr {
+            r#type: Some(transport),
+            addr: addr.into(),
+        })
+}
+
+impl Call {
     /// Tells the call window.
     fn publish(
         &self,

@@ -83,6 +83,24 @@ impl Store {
             .transpose()
     }
 
+    /// Our numbers with their trunks, oldest first: the lines click-to-call chooses from.
+    pub async fn dial_lines(&self) -> Result<Vec<crate::crm::dial::DialLine>> {
+        let rows = sqlx::query(dynamic_sql!(
+            "SELECT {}, trunk_id FROM numbers ORDER BY created_at, number",
+            super::config::NUMBER_SETTINGS_COLUMNS
+        ))
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::crm::dial::DialLine {
+                    settings: super::config::number_settings_from_row(row)?,
+                    trunk: col::<Option<String>>(row, "trunk_id")?.map(TrunkId),
+                })
+            })
+            .collect()
+    }
+
     /// A trunk's password, to answer its digest challenge (never returned by the API).
     pub async fn trunk_password(&self, trunk: &TrunkId) -> Result<Option<String>> {
         let row = sqlx::query("SELECT password FROM trunks WHERE id = $1")

@@ -112,7 +112,7 @@ impl Phone {
     }
 
     /// Starts the phone's behaviour for the next call (`agent_answer.xml` …).
-    fn expect_call(&self, scenario: &str) -> Sipp {
+    pub(crate) fn expect_call(&self, scenario: &str) -> Sipp {
         Sipp::start(scenario, self.port, None, &[])
     }
 }

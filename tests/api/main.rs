@@ -8,6 +8,7 @@ mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_api;
+mod dial;
 mod forward_redirect;
 mod helpers;
 mod http_contract;

@@ -117,35 +117,17 @@ impl Call {
         let option = InviteOption {
             caller: Uri::try_from(format!("sip:{}@{}", leg.caller_id, leg.host).as_str()).ok()?,
             callee: Uri::try_from(leg.device.contact.as_str()).ok()?,
-            destination: leg
-                .device
-                .source
-                .parse::<SocketAddr>()
-                .ok()
-                .map(|addr| SipAddr {
-                    r#type: Some(if leg.device.transport == "tcp" {
-                        Transport::Tcp
-                    } else {
-                        Transport::Udp
-                    }),
-                    addr: addr.into(),
-                }),
+            destination: destination(&leg.device),
             content_type: self.content_type.clone(),
             offer: (!self.offer.is_empty()).then(|| self.sdp_for(Side::Caller, &self.offer)),
             contact: self.b2bua.contact_uri(),
             credential: leg.credential.clone(),
             ..InviteOption::default()
         };
-        let started = if leg.device.transport == "tcp"
-            && let Ok(peer) = leg.device.source.parse::<SocketAddr>()
-        {
-            self.invite_over_flow(option, peer).await
-        } else {
-            self.b2bua
-                .dialogs
-                .do_invite_async(option, self.state_sender.clone())
-                .map_err(B2buaError::from)
-        };
+        let started = self
+            .b2bua
+            .send_invite(option, &leg.device, self.state_sender.clone())
+            .await;
         let (dialog, handle) = match started {
             Ok(started) => started,
             Err(err) => {

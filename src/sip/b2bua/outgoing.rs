@@ -127,6 +127,7 @@ impl B2bua {
                 settings: media_settings,
                 recording: Default::default(),
             },
+            dialled: false,
         };
         call.run(states).instrument(span).await;
         Ok(())
@@ -247,6 +248,7 @@ impl B2bua {
                 session,
                 ..CallMedia::default()
             },
+            dialled: false,
         };
         call.run(states).instrument(span).await;
         Ok(())

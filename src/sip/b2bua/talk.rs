@@ -22,7 +22,8 @@ impl Call {
         // A consultation transfer elsewhere may ask for this call's other side.
         let (handover_sender, mut handovers) = mpsc::unbounded_channel();
         let mut consult = ConsultEntry::new(&self.b2bua, handover_sender);
-        consult.add(&self.call_id);
+        let caller_call_id = self.caller_call_id();
+        consult.add(&caller_call_id);
         consult.add(&agent.id().call_id);
         // The transferring phone may hang up as soon as its REFER is accepted.
         let mut referrer_gone = false;
@@ -161,7 +162,7 @@ impl Call {
                     match state {
                         DialogState::Terminated(id, reason) => {
                             tracing::debug!(?reason, dialog = %id, "a side ended the call");
-                            if id.call_id == self.call_id {
+                            if id.call_id == caller_call_id {
                                 let _ = agent.hangup().await;
                                 return user;
                             } else if id.call_id == agent_call_id {
@@ -177,7 +178,7 @@ impl Call {
                         DialogState::Updated(id, request, handle) => {
                             // re-INVITE or UPDATE (session refresh, hold, codec change): ask
                             // the other side the same and give its answer back.
-                            let from_caller = id.call_id == self.call_id;
+                            let from_caller = id.call_id == caller_call_id;
                             let other = if from_caller {
                                 agent.clone()
                             } else {

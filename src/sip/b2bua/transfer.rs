@@ -24,7 +24,7 @@ impl Call {
             ReferTarget::Blind { user } => user,
             ReferTarget::Attended { replaces } => {
                 // Our own dialogs are not "another call"; an unknown one is no call of ours.
-                if replaces.call_id == self.call_id
+                if replaces.call_id == self.caller_call_id()
                     || !self.b2bua.consults_lock().contains_key(&replaces.call_id)
                 {
                     return Err(StatusCode::NotFound);
@@ -72,7 +72,7 @@ impl Call {
         let body = (!response.body.is_empty()).then(|| self.sdp_for(Side::Callee, &response.body));
         match self.inbound.reinvite(headers, body).await {
             Ok(Some(answer)) => {
-                self.note_sdp(&self.call_id, &answer.headers, &answer.body);
+                self.note_sdp(&self.caller_call_id(), &answer.headers, &answer.body);
                 // The relay learns where the caller wants the media now.
                 self.sdp_for(Side::Caller, &answer.body);
             }
@@ -119,7 +119,7 @@ impl Call {
             Ok(Some(answer))
                 if answer.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
             {
-                self.note_sdp(&self.call_id, &answer.headers, &answer.body);
+                self.note_sdp(&self.caller_call_id(), &answer.headers, &answer.body);
                 let headers = super::content_type(&answer.headers)
                     .map(|ct| vec![Header::ContentType(ct.into())]);
                 let body =
