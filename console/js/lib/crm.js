@@ -2,7 +2,7 @@
 // e-mail's few facts, and the timeline of one entity. Everything comes from the API as
 // the signed-in person may see it.
 
-import { h, mount } from './dom.js';
+import { h, mount, uid } from './dom.js';
 import { t, fmt } from './i18n.js';
 import { api } from './api.js';
 import { phone, badge, notify } from './ui.js';
@@ -91,7 +91,7 @@ export function player(src, label) {
 
 /** A small form that saves an activity's note. */
 export function noteForm(activityId, note, onSaved) {
-  const id = `note-${activityId}`;
+  const id = uid('note');
   const area = h('textarea', { id, name: 'note', rows: 2, maxlength: 10000 }, note || '');
   const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const el = h('form', { class: 'note-form', dataset: { activity: activityId } },
@@ -117,7 +117,6 @@ export function noteForm(activityId, note, onSaved) {
 /** A call's direction, who, outcome and duration, as one line of facts. */
 export function callSummary(call, who) {
   return h('p', { class: 'call-line' },
-    badge(t('calls.direction_' + call.direction), 'muted'), ' ',
     outcomeBadge(call.outcome), ' ',
     call.duration_s != null ? h('span', {}, t('calls.duration_is', { duration: fmt.duration(call.duration_s) }), ' · ') : null,
     call.customer ? phone(call.customer, { from: call.number }) : null,
