@@ -121,6 +121,10 @@ impl App {
             config.recording_retention_days,
             sip_cancel.clone(),
         )));
+        // Not awaited: sign-ins wait for it only if they come within its few milliseconds.
+        drop(tokio::task::spawn_blocking(
+            crate::session::password::warm_up,
+        ));
         sip_tasks.push(tokio::spawn(crate::http::session::sweep(
             store.clone(),
             sip_cancel.clone(),

@@ -188,7 +188,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_is_http_only_strict_on_the_whole_site_and_secure_over_https() {
+    fn a5_the_cookie_is_http_only_strict_on_the_whole_site_and_secure_over_https() {
         assert_eq!(
             set_cookie("abc", false),
             "leadline_session=abc; HttpOnly; SameSite=Strict; Path=/"
@@ -264,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_needs_the_sessions_csrf_token_reads_do_not() {
+    fn a5_a_change_needs_the_sessions_csrf_token_reads_do_not() {
         let good = csrf_token("s");
         assert_eq!(check_csrf(&Method::GET, &HeaderMap::new(), "s"), Ok(()));
         assert_eq!(check_csrf(&Method::HEAD, &HeaderMap::new(), "s"), Ok(()));
@@ -293,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_from_another_origin_is_refused_even_with_the_token() {
+    fn a5_a_change_from_another_origin_is_refused_even_with_the_token() {
         let good = csrf_token("s");
         let with = |origin: &str, host: &str| {
             check_csrf(

@@ -99,7 +99,7 @@ mod tests {
     const T0: Millis = 1_800_000_000_000;
 
     #[test]
-    fn a_session_lives_while_used_then_ends_after_twelve_idle_hours() {
+    fn a5_a_session_lives_while_used_then_ends_after_twelve_idle_hours() {
         let times = SessionTimes::new(T0);
         assert_eq!(
             liveness(&times, T0 + 1_000),
@@ -126,7 +126,7 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_session_still_ends_thirty_days_after_sign_in() {
+    fn a5_a_busy_session_still_ends_thirty_days_after_sign_in() {
         let mut times = SessionTimes::new(T0);
         times.last_seen_at = T0 + ABSOLUTE_MS - 1_000;
         assert_eq!(
@@ -138,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_role_or_password_ends_sessions_but_not_the_one_setting_its_own_password() {
+    fn a5_a_new_role_or_password_ends_sessions_but_not_the_one_setting_its_own_password() {
         assert_eq!(sessions_to_end(false, false, Some("h")), EndSessions::None);
         assert_eq!(sessions_to_end(true, false, None), EndSessions::All);
         assert_eq!(sessions_to_end(true, true, Some("h")), EndSessions::All);

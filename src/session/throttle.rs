@@ -277,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn five_failures_within_a_minute_lock_the_pair_for_ten_minutes() {
+    fn a5_five_failures_within_a_minute_lock_the_pair_for_ten_minutes() {
         let mut t = LoginThrottle::default();
         for n in 1..5 {
             assert_eq!(t.check(&anna(), T0 + n), Attempt::Allowed);
@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn pairs_are_counted_apart_by_address_e_mail_and_setup() {
+    fn a5_pairs_are_counted_apart_by_address_e_mail_and_setup() {
         let mut t = LoginThrottle::default();
         for n in 0..5 {
             t.failure(&anna(), T0 + n);

@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod baresip;
+mod browser_harness;
 mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;

@@ -142,7 +142,7 @@ fn assert_no_password(value: &Value, passwords: &[&str]) {
 }
 
 #[tokio::test]
-async fn signing_in_sets_a_strict_http_only_cookie_secure_only_over_https() {
+async fn a5_signing_in_sets_a_strict_http_only_cookie_secure_only_over_https() {
     let app = TestApp::spawn().await;
     let anna = person(&app, "Anna", "anna@example.com", "agent", ANNA_PASSWORD).await;
 
@@ -212,7 +212,7 @@ async fn signing_in_sets_a_strict_http_only_cookie_secure_only_over_https() {
 }
 
 #[tokio::test]
-async fn a1_a_cookie_carries_the_agents_rights_and_no_more() {
+async fn a1_a5_a_cookie_carries_the_agents_rights_and_no_more() {
     let app = TestApp::spawn().await;
     let anna = person(&app, "Anna", "anna@example.com", "agent", ANNA_PASSWORD).await;
     let ben = person(&app, "Ben", "ben@example.com", "agent", BEN_PASSWORD).await;
@@ -288,7 +288,7 @@ async fn a1_a_cookie_carries_the_agents_rights_and_no_more() {
 }
 
 #[tokio::test]
-async fn cookie_changes_need_the_csrf_token_and_the_gateways_own_origin() {
+async fn a5_cookie_changes_need_the_csrf_token_and_the_gateways_own_origin() {
     let app = TestApp::spawn().await;
     person(&app, "Anna", "anna@example.com", "agent", ANNA_PASSWORD).await;
     let console = Console::sign_in(&app, "anna@example.com", ANNA_PASSWORD).await;
@@ -384,7 +384,7 @@ async fn cookie_changes_need_the_csrf_token_and_the_gateways_own_origin() {
 }
 
 #[tokio::test]
-async fn a_wrong_e_mail_and_a_wrong_password_get_the_same_401() {
+async fn a5_a_wrong_e_mail_and_a_wrong_password_get_the_same_401() {
     let app = TestApp::spawn().await;
     person(&app, "Anna", "anna@example.com", "agent", ANNA_PASSWORD).await;
     // Ben has no console password: he cannot sign in, and nobody can tell.
@@ -412,8 +412,8 @@ async fn a_wrong_e_mail_and_a_wrong_password_get_the_same_401() {
 }
 
 #[tokio::test]
-async fn five_failures_within_a_minute_lock_the_address_and_e_mail_out_even_for_the_right_password()
-{
+async fn a5_five_failures_within_a_minute_lock_the_address_and_e_mail_out_even_for_the_right_password()
+ {
     let app = TestApp::spawn().await;
     person(&app, "Anna", "anna@example.com", "agent", ANNA_PASSWORD).await;
     person(&app, "Ben", "ben@example.com", "agent", BEN_PASSWORD).await;
@@ -440,7 +440,8 @@ async fn five_failures_within_a_minute_lock_the_address_and_e_mail_out_even_for_
 }
 
 #[tokio::test]
-async fn deleting_the_person_changing_their_role_or_resetting_their_password_ends_their_sessions() {
+async fn a5_deleting_the_person_changing_their_role_or_resetting_their_password_ends_their_sessions()
+ {
     let app = TestApp::spawn().await;
     let anna = person(&app, "Anna", "anna@example.com", "agent", ANNA_PASSWORD).await;
     let users = format!("/api/v1/users/{anna}");
@@ -525,7 +526,7 @@ async fn deleting_the_person_changing_their_role_or_resetting_their_password_end
 }
 
 #[tokio::test]
-async fn signing_out_ends_the_session_and_clears_the_cookie() {
+async fn a5_signing_out_ends_the_session_and_clears_the_cookie() {
     let app = TestApp::spawn().await;
     person(&app, "Anna", "anna@example.com", "agent", ANNA_PASSWORD).await;
     let console = Console::sign_in(&app, "anna@example.com", ANNA_PASSWORD).await;
@@ -557,7 +558,7 @@ async fn signing_out_ends_the_session_and_clears_the_cookie() {
 }
 
 #[tokio::test]
-async fn a_call_window_opened_with_the_cookie_closes_when_the_session_ends() {
+async fn a5_a_call_window_opened_with_the_cookie_closes_when_the_session_ends() {
     let app = TestApp::spawn().await;
     app.sales_line().await;
     person(&app, "Carla", "carla@example.com", "agent", ANNA_PASSWORD).await;
@@ -587,7 +588,7 @@ async fn a_call_window_opened_with_the_cookie_closes_when_the_session_ends() {
 }
 
 #[tokio::test]
-async fn the_first_start_sets_up_one_admin_with_the_admin_token() {
+async fn a5_the_first_start_sets_up_one_admin_with_the_admin_token() {
     let app = TestApp::spawn().await;
     let (status, _, state) = send(&app, Method::GET, "/api/v1/session/setup", &[], None).await;
     assert_eq!(status, StatusCode::OK);
@@ -667,7 +668,7 @@ async fn the_first_start_sets_up_one_admin_with_the_admin_token() {
 }
 
 #[tokio::test]
-async fn wrong_set_up_tokens_are_throttled_like_sign_ins() {
+async fn a5_wrong_set_up_tokens_are_throttled_like_sign_ins() {
     let app = TestApp::spawn().await;
     for n in 0..5 {
         let (status, _, _) = send(
@@ -696,7 +697,7 @@ async fn wrong_set_up_tokens_are_throttled_like_sign_ins() {
 }
 
 #[tokio::test]
-async fn passwords_need_ten_characters_and_are_never_returned() {
+async fn a4_passwords_need_ten_characters_and_are_never_returned() {
     let app = TestApp::spawn().await;
     let (status, err) = app
         .request(
@@ -967,7 +968,7 @@ async fn sessions_in_the_store(store: &Store) {
 }
 
 #[tokio::test]
-async fn sessions_in_the_store_sqlite() {
+async fn a5_sessions_in_the_store_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
     let store = Store::connect(&url).await.unwrap();
@@ -977,7 +978,7 @@ async fn sessions_in_the_store_sqlite() {
 }
 
 #[tokio::test]
-async fn sessions_in_the_store_postgres() {
+async fn a5_sessions_in_the_store_postgres() {
     let url = PgServer::shared().create_database("sessions").await;
     let store = Store::connect(&url).await.unwrap();
     store.migrate().await.unwrap();
@@ -987,7 +988,7 @@ async fn sessions_in_the_store_postgres() {
 
 /// The whole console flow on PostgreSQL: set-up, sign-in, a cookie change, sign-out.
 #[tokio::test]
-async fn the_console_sign_in_works_on_postgresql() {
+async fn a5_the_console_sign_in_works_on_postgresql() {
     let url = PgServer::shared().create_database("console_sign_in").await;
     let app = TestApp::spawn_with_database(&url).await;
     let (status, headers, body) = send(

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: free ports, polling with a deadline, and
-//! throwaway servers (`postgres`, `dovecot`).
+//! Helpers shared by the integration tests: free ports, polling with a deadline,
+//! throwaway servers (`postgres`, `dovecot`) and headless browsers (`browser`).
 //!
 //! Each test binary includes this module with `mod common;` and uses only part of it,
 //! hence `allow(dead_code)`. Nothing here depends on the `leadline` crate, so the helpers
@@ -10,6 +10,7 @@
 //! message naming what never happened.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dovecot;
 pub mod postgres;
 
