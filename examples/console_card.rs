@@ -105,7 +105,9 @@ async fn main() {
         eprintln!("usage: console_card BASE_URL SIP_ADDR ADMIN_TOKEN [CALLS]");
         std::process::exit(2);
     };
-    let calls: usize = rest.first().map_or(50, |n| n.parse().expect("CALLS is a number"));
+    let calls: usize = rest
+        .first()
+        .map_or(50, |n| n.parse().expect("CALLS is a number"));
     let api = Api {
         base: base.clone(),
         token: token.clone(),
@@ -164,7 +166,15 @@ async fn main() {
     let mut phone = tokio::process::Command::new("sipp")
         .arg("-sf")
         .arg(sipp_dir().join("agent_answer_many.xml"))
-        .args(["-p", &phone_port.to_string(), "-t", "u1", "-nostdin", "-i", "127.0.0.1"])
+        .args([
+            "-p",
+            &phone_port.to_string(),
+            "-t",
+            "u1",
+            "-nostdin",
+            "-i",
+            "127.0.0.1",
+        ])
         .args(["-mp", &common::free_udp_block().to_string()])
         .current_dir(dir.path())
         .stdout(Stdio::null())

@@ -78,7 +78,11 @@ async fn call_window_follows_a_sip_call_and_the_lead_page_shows_it() {
     let ringing = ".call-card[data-state=\"ringing\"]";
     browser.wait_for(ringing).await;
     let leads = app.leads().await;
-    assert_eq!(leads.len(), 1, "T4 automatic: the lead before the phone rings");
+    assert_eq!(
+        leads.len(),
+        1,
+        "T4 automatic: the lead before the phone rings"
+    );
     let name = leads[0]["name"].as_str().unwrap().to_owned();
     let lead_id = leads[0]["id"].as_str().unwrap().to_owned();
     browser
@@ -122,11 +126,12 @@ async fn call_window_follows_a_sip_call_and_the_lead_page_shows_it() {
         .await;
 
     browser.click("a.call-card__entity").await;
-    browser
-        .wait_for_text("h1", &name)
-        .await;
+    browser.wait_for_text("h1", &name).await;
     assert!(
-        browser.current_url().await.ends_with(&format!("#/leads/{lead_id}")),
+        browser
+            .current_url()
+            .await
+            .ends_with(&format!("#/leads/{lead_id}")),
         "the card links to the lead"
     );
     let item = format!(
@@ -135,13 +140,18 @@ async fn call_window_follows_a_sip_call_and_the_lead_page_shows_it() {
     );
     browser.wait_for_text(&item, "answered").await;
     browser.wait_for_text(&item, "Anna").await;
-    browser.screenshot("lead-en").await;
 
     // The note typed into the ended card lands on the call's activity.
     browser
-        .fill_in(".call-card form.note-form", "note", "Wants a quote for 40 trucks")
+        .fill_in(
+            ".call-card form.note-form",
+            "note",
+            "Wants a quote for 40 trucks",
+        )
         .await;
-    browser.click(".call-card form.note-form button[type=submit]").await;
+    browser
+        .click(".call-card form.note-form button[type=submit]")
+        .await;
     wait_until(Duration::from_secs(10), "the note to be saved", || async {
         let timeline = app
             .get_ok(&format!("/api/v1/activities?entity=lead:{lead_id}"))
@@ -151,6 +161,14 @@ async fn call_window_follows_a_sip_call_and_the_lead_page_shows_it() {
     .await;
     browser.click(".call-card__close").await;
     browser.wait_gone(".call-card").await;
+    // The lead's page, read again, shows the note in the timeline.
+    browser.goto("/#/leads").await;
+    browser.wait_for("table[data-list=\"leads\"]").await;
+    browser.goto(&format!("/#/leads/{lead_id}")).await;
+    browser
+        .wait_for_text(&item, "Wants a quote for 40 trucks")
+        .await;
+    browser.screenshot("lead-en").await;
     browser.finish().await;
     app.stop().await;
 }
@@ -188,8 +206,13 @@ async fn click_to_call_from_a_contact_page_rings_the_agent_then_the_customer() {
     assert!(ok, "the customer's INVITE reached the carrier: {far_side}");
     let (ok, agent) = phone.finish().await;
     assert!(ok, "Anna's phone rang first and answered: {agent}");
-    let agent_invite = agent.find("INVITE sip:").expect("Anna's phone got an INVITE");
-    let customer_invite = far_side.find("INVITE sip:").expect("the carrier got an INVITE");
+    assert!(
+        agent.contains("INVITE sip:"),
+        "Anna's phone got an INVITE: {agent}"
+    );
+    let customer_invite = far_side
+        .find("INVITE sip:")
+        .expect("the carrier got an INVITE");
     assert!(
         far_side[customer_invite..].starts_with("INVITE sip:49301234567@"),
         "the customer's number: {far_side}"
@@ -202,7 +225,6 @@ async fn click_to_call_from_a_contact_page_rings_the_agent_then_the_customer() {
         from.contains("4930901820"),
         "our number as caller ID: {from}"
     );
-    assert!(agent_invite < agent.len());
     let call = ended_call(&app).await;
     assert_eq!(call["direction"], "outgoing", "{call}");
     assert_eq!(call["user"], json!(line.anna), "{call}");
@@ -254,7 +276,10 @@ async fn a1_own_level_hides_a_colleagues_customer_from_lists_search_and_call_win
     browser.fill_in("form[role=search]", "q", "Bernd").await;
     browser.click("form[role=search] button[type=submit]").await;
     browser.wait_for_text(".list-status", "Nothing found").await;
-    assert_eq!(count(&browser, "table[data-list=\"contacts\"] tbody tr").await, 0);
+    assert_eq!(
+        count(&browser, "table[data-list=\"contacts\"] tbody tr").await,
+        0
+    );
 
     // Ben's customer calls: the responsible (Ben) rings first and answers.
     let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
@@ -274,8 +299,10 @@ async fn a1_own_level_hides_a_colleagues_customer_from_lists_search_and_call_win
             Method::POST,
             "/api/v1/calls/events",
             Some(&app.admin),
-            Some(json!({"call_id": "annas-customer", "event": "ringing", "direction": "incoming",
-                        "from": ANNAS_CUSTOMER, "to": NUMBER})),
+            Some(
+                json!({"call_id": "annas-customer", "event": "ringing", "direction": "incoming",
+                        "from": ANNAS_CUSTOMER, "to": NUMBER}),
+            ),
         )
         .await;
     assert!(status.is_success(), "{body}");
@@ -283,7 +310,11 @@ async fn a1_own_level_hides_a_colleagues_customer_from_lists_search_and_call_win
         .wait_for_text(".call-card .call-card__name", "Anke Annasfreundin")
         .await;
     // ... and Ben's customer's call, earlier on the same stream, rang no card for her.
-    assert_eq!(count(&browser, ".call-card").await, 1, "only her customer's card");
+    assert_eq!(
+        count(&browser, ".call-card").await,
+        1,
+        "only her customer's card"
+    );
     let window = browser
         .execute(
             "return document.getElementById('call-window').innerText",
@@ -326,7 +357,12 @@ async fn seed(app: &TestApp) -> Seeded {
         .as_str()
         .unwrap()
         .to_owned();
-    let queue = create(app, "/api/v1/queues", json!({"name": "Sales", "members": [anna, ben]})).await;
+    let queue = create(
+        app,
+        "/api/v1/queues",
+        json!({"name": "Sales", "members": [anna, ben]}),
+    )
+    .await;
     create(
         app,
         "/api/v1/numbers",
@@ -367,16 +403,51 @@ async fn seed(app: &TestApp) -> Seeded {
                "to": NUMBER, "at": at, "user": user})
     };
     for body in [
-        event("s1", "ringing", "+491712345678", "2026-11-23T09:00:00Z", None),
-        event("s1", "answered", "+491712345678", "2026-11-23T09:00:06Z", Some(&anna)),
+        event(
+            "s1",
+            "ringing",
+            "+491712345678",
+            "2026-11-23T09:00:00Z",
+            None,
+        ),
+        event(
+            "s1",
+            "answered",
+            "+491712345678",
+            "2026-11-23T09:00:06Z",
+            Some(&anna),
+        ),
         event("s1", "ended", "+491712345678", "2026-11-23T09:04:18Z", None),
-        event("s2", "ringing", "+4915209876543", "2026-11-23T10:12:00Z", None),
-        event("s2", "ended", "+4915209876543", "2026-11-23T10:12:25Z", None),
-        event("s3", "ringing", "+491511112223", "2026-11-23T11:30:00Z", None),
+        event(
+            "s2",
+            "ringing",
+            "+4915209876543",
+            "2026-11-23T10:12:00Z",
+            None,
+        ),
+        event(
+            "s2",
+            "ended",
+            "+4915209876543",
+            "2026-11-23T10:12:25Z",
+            None,
+        ),
+        event(
+            "s3",
+            "ringing",
+            "+491511112223",
+            "2026-11-23T11:30:00Z",
+            None,
+        ),
         event("s3", "ended", "+491511112223", "2026-11-23T11:30:20Z", None),
     ] {
         let (status, answer) = app
-            .request(Method::POST, "/api/v1/calls/events", Some(&app.admin), Some(body))
+            .request(
+                Method::POST,
+                "/api/v1/calls/events",
+                Some(&app.admin),
+                Some(body),
+            )
             .await;
         assert!(status.is_success(), "{answer}");
     }
@@ -402,9 +473,16 @@ async fn agent_pages_in_both_languages() {
 
         // My work: the two missed calls to return; completing one and reopening it.
         browser.goto("/#/work").await;
-        browser.wait_for_text("h1", pick("My work", "Meine Aufgaben")).await;
-        browser.wait_for("ul[data-work=\"calls\"] li.work-item").await;
-        assert_eq!(count(&browser, "ul[data-work=\"calls\"] li.work-item").await, 2);
+        browser
+            .wait_for_text("h1", pick("My work", "Meine Aufgaben"))
+            .await;
+        browser
+            .wait_for("ul[data-work=\"calls\"] li.work-item")
+            .await;
+        assert_eq!(
+            count(&browser, "ul[data-work=\"calls\"] li.work-item").await,
+            2
+        );
         browser.screenshot(&format!("work-{lang}")).await;
         browser
             .click("ul[data-work=\"calls\"] li.work-item button[data-action=\"complete\"]")
@@ -441,20 +519,32 @@ async fn agent_pages_in_both_languages() {
         browser.screenshot(&format!("leads-{lang}")).await;
 
         // A detail page with its timeline.
-        browser.goto(&format!("/#/contacts/{}", seeded.contact)).await;
+        browser
+            .goto(&format!("/#/contacts/{}", seeded.contact))
+            .await;
         browser.wait_for_text("h1", "Jana Müller").await;
         browser
-            .wait_for_text(".timeline li[data-kind=\"call\"]", pick("answered", "angenommen"))
+            .wait_for_text(
+                ".timeline li[data-kind=\"call\"]",
+                pick("answered", "angenommen"),
+            )
             .await;
-        browser.wait_for_text(".timeline li[data-kind=\"call\"]", "4:12").await;
+        browser
+            .wait_for_text(".timeline li[data-kind=\"call\"]", "4:12")
+            .await;
         browser.screenshot(&format!("contact-{lang}")).await;
 
         // The call log, filtered to missed calls.
         browser.goto("/#/calls").await;
-        browser.wait_for("table[data-list=\"calls\"] tbody tr").await;
+        browser
+            .wait_for("table[data-list=\"calls\"] tbody tr")
+            .await;
         // Seeded three; the English run's card call is a fourth in the German run.
         let calls = if german { 4 } else { 3 };
-        assert_eq!(count(&browser, "table[data-list=\"calls\"] tbody tr").await, calls);
+        assert_eq!(
+            count(&browser, "table[data-list=\"calls\"] tbody tr").await,
+            calls
+        );
         browser.screenshot(&format!("calls-{lang}")).await;
         browser.fill_in("form[role=search]", "missed", "true").await;
         browser.click("form[role=search] button[type=submit]").await;
@@ -464,15 +554,19 @@ async fn agent_pages_in_both_languages() {
         .await;
 
         // A call card, from the PBX's events: Jana calls again.
-        browser.goto(&format!("/#/contacts/{}", seeded.contact)).await;
+        browser
+            .goto(&format!("/#/contacts/{}", seeded.contact))
+            .await;
         let call_id = format!("card-{lang}");
         let (status, body) = app
             .request(
                 Method::POST,
                 "/api/v1/calls/events",
                 Some(&app.admin),
-                Some(json!({"call_id": call_id, "event": "ringing", "direction": "incoming",
-                            "from": "+491712345678", "to": NUMBER})),
+                Some(
+                    json!({"call_id": call_id, "event": "ringing", "direction": "incoming",
+                            "from": "+491712345678", "to": NUMBER}),
+                ),
             )
             .await;
         assert!(status.is_success(), "{body}");
@@ -490,14 +584,19 @@ async fn agent_pages_in_both_languages() {
                     Method::POST,
                     "/api/v1/calls/events",
                     Some(&app.admin),
-                    Some(json!({"call_id": call_id, "event": event, "direction": "incoming",
-                                "from": "+491712345678", "to": NUMBER, "user": user})),
+                    Some(
+                        json!({"call_id": call_id, "event": event, "direction": "incoming",
+                                "from": "+491712345678", "to": NUMBER, "user": user}),
+                    ),
                 )
                 .await;
             assert!(status.is_success(), "{body}");
         }
         browser
-            .wait_for_text(".call-card[data-state=\"ended\"] .call-card__state", pick("Ended after", "Beendet nach"))
+            .wait_for_text(
+                ".call-card[data-state=\"ended\"] .call-card__state",
+                pick("Ended after", "Beendet nach"),
+            )
             .await;
         browser.wait_for(".call-card form.note-form").await;
         browser.sign_out().await;
