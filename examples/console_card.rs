@@ -222,6 +222,8 @@ async fn main() {
         let sent = invite_sent(&seen);
         let shown = browser.appeared(&watch, DEADLINE).await;
         assert!(!shown.already_there, "call {i}: a card was left over");
+        // The call has ended (SIPp finished): close its card once the window says so.
+        browser.wait_for(".call-card[data-state=\"ended\"]").await;
         let ms = |t: SystemTime| {
             t.duration_since(sent)
                 .unwrap_or(Duration::ZERO)

@@ -14,6 +14,7 @@ const MAX_BACKOFF = 30000;
 
 export function start(ctx) {
   const cards = new Map(); // SIP Call-ID → card state
+  const closed = new Set(); // calls whose card was closed: their later events stay out
   let source = null;
   let stopped = false;
   let timer = null;
@@ -52,6 +53,7 @@ export function start(ctx) {
   }
 
   function update(u) {
+    if (closed.has(u.call_id)) return;
     let card = cards.get(u.call_id);
     if (!card) {
       if (u.event !== 'ringing' && u.event !== 'answered' && u.event !== 'ended') return;
@@ -101,7 +103,7 @@ export function start(ctx) {
       type: 'button',
       class: 'btn small call-card__close',
       'aria-label': t('callwin.close_label', { number: u.customer }),
-      on: { click: () => { card.el.remove(); cards.delete(card.u.call_id); } },
+      on: { click: () => { card.el.remove(); cards.delete(card.u.call_id); closed.add(card.u.call_id); } },
     }, t('callwin.close'));
     mount(card.el,
       h('header', { class: 'call-card__head' }, p.state, close),
