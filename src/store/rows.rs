@@ -228,6 +228,21 @@ impl FilteredPage {
     }
 }
 
+/// A `LIKE … ESCAPE '\'` pattern that finds `text` anywhere: the wildcards `%` and `_`
+/// and the escape character itself stand for themselves.
+pub(crate) fn like_contains(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 /// `$first, $first+1, …` for an `IN (…)` list of `count` values.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -304,6 +319,12 @@ impl EntityRows {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn like_patterns_find_wildcards_as_written() {
+        assert_eq!(super::like_contains("anna"), "%anna%");
+        assert_eq!(super::like_contains("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
     #[test]
     fn placeholders_are_numbered_from_first() {
         assert_eq!(super::placeholders(3, 3), "$3, $4, $5");
