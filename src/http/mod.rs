@@ -20,6 +20,7 @@ mod mailboxes;
 mod matching;
 mod numbers;
 mod ops;
+mod period;
 mod queues;
 mod registrations;
 mod settings;

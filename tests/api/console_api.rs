@@ -401,6 +401,213 @@ async fn a1_search_finds_names_addresses_and_numbers_of_what_the_agent_sees(app:
     );
 }
 
+/// Pushes one call event as the PBX would, at a given time.
+async fn push(
+    app: &TestApp,
+    call_id: &str,
+    event: &str,
+    from: &str,
+    at: &str,
+    extra: Value,
+) -> Value {
+    let mut body = json!({"call_id": call_id, "event": event, "direction": "incoming",
+                          "from": from, "to": "+4930901820", "at": at});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    app.post_ok("/api/v1/calls/events", body, StatusCode::OK)
+        .await
+}
+
+/// The call log's filters (`mine`, `outcome`, `missed`, `number` in any format, `from` and
+/// `to` as instants or whole UTC days, `entity`) narrow what the caller may see and never
+/// widen it: an agent at `own` gets none of a colleague's calls (A1, A2), and `mine` is
+/// the caller's own calls even for an admin.
+async fn a1_a2_call_log_filters_show_an_agent_none_of_a_colleagues_calls(app: &TestApp) {
+    let team = team(app).await;
+    let clara = entity(
+        app,
+        "/api/v1/contacts",
+        json!({"name": "Clara", "phones": ["+4917610000001"], "responsible": team.anna.id}),
+    )
+    .await;
+    entity(
+        app,
+        "/api/v1/contacts",
+        json!({"name": "Bodo", "phones": ["+4917620000002"], "responsible": team.ben.id}),
+    )
+    .await;
+    let mut calls = Vec::new();
+    for (call_id, from, at, answered, outcome) in [
+        (
+            "c1",
+            "+4917610000001",
+            "2026-01-10T09:00:00Z",
+            true,
+            "answered",
+        ),
+        (
+            "c2",
+            "+4917610000001",
+            "2026-01-11T10:00:00Z",
+            false,
+            "missed",
+        ),
+        (
+            "c3",
+            "+4917620000002",
+            "2026-01-11T11:00:00Z",
+            false,
+            "missed",
+        ),
+        (
+            "c4",
+            "+4915199999999",
+            "2026-01-12T08:00:00Z",
+            false,
+            "busy",
+        ),
+    ] {
+        let rung = push(app, call_id, "ringing", from, at, json!({})).await;
+        if answered {
+            push(
+                app,
+                call_id,
+                "answered",
+                from,
+                at,
+                json!({"user": team.anna.id}),
+            )
+            .await;
+        }
+        push(app, call_id, "ended", from, at, json!({"outcome": outcome})).await;
+        calls.push(rung["call"]["id"].as_str().unwrap().to_owned());
+    }
+    let [c1, c2, c3, c4] = [&calls[0], &calls[1], &calls[2], &calls[3]].map(String::clone);
+    let log = async |query: &str, token: &str| {
+        ids(&get_as(app, &format!("/api/v1/calls?{query}"), token).await)
+    };
+    let admin = app.admin.clone();
+
+    assert_eq!(log("missed=true", &admin).await, [c3.as_str(), c2.as_str()]);
+    assert_eq!(
+        log("missed=true", &team.anna.token).await,
+        [c2.as_str()],
+        "A2: not Ben's missed call"
+    );
+    assert_eq!(log("missed=true", &team.ben.token).await, [c3.as_str()]);
+    assert_eq!(
+        log("missed=false", &admin).await,
+        [c4.as_str(), c1.as_str()]
+    );
+    assert_eq!(log("outcome=busy", &admin).await, [c4.as_str()]);
+    assert_eq!(
+        log("outcome=busy", &team.anna.token).await,
+        Vec::<String>::new(),
+        "the unknown caller's call is nobody's"
+    );
+    assert_eq!(
+        log("mine=true", &team.anna.token).await,
+        [c2.as_str(), c1.as_str()]
+    );
+    assert_eq!(
+        log("mine=true&outcome=answered", &team.anna.token).await,
+        [c1.as_str()]
+    );
+    // An admin sees every call, but `mine` only theirs: none rang Ada.
+    let ada = app
+        .create_user("Ada", "ada@firma.test", "admin", "109")
+        .await;
+    let ada = app.token_for(&ada).await;
+    assert_eq!(log("", &ada).await.len(), 4);
+    assert_eq!(log("mine=true", &ada).await, Vec::<String>::new());
+
+    // Our number in any format.
+    assert_eq!(log("number=030%20901820", &admin).await.len(), 4);
+    assert_eq!(
+        log("number=%2B4930901820&missed=true", &team.anna.token).await,
+        [c2.as_str()]
+    );
+    assert_eq!(log("number=040%20111", &admin).await, Vec::<String>::new());
+    // Whole UTC days, and instants that count on both sides.
+    assert_eq!(
+        log("from=2026-01-11&to=2026-01-11", &admin).await,
+        [c3.as_str(), c2.as_str()]
+    );
+    assert_eq!(
+        log("from=2026-01-11&to=2026-01-11", &team.ben.token).await,
+        [c3.as_str()]
+    );
+    assert_eq!(log("to=2026-01-10T09:00:00Z", &admin).await, [c1.as_str()]);
+    assert_eq!(
+        log("from=2026-01-12T08:00:00%2B00:00", &admin).await,
+        [c4.as_str()]
+    );
+    // A customer's calls; a colleague's customer does not exist for an agent at `own`.
+    assert_eq!(
+        log(&format!("entity=contact:{clara}"), &team.anna.token).await,
+        [c2.as_str(), c1.as_str()]
+    );
+    let (status, body) = call(
+        app,
+        Method::GET,
+        &format!("/api/v1/calls?entity=contact:{clara}"),
+        &team.ben.token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Paging walks a filtered log.
+    let mut walked = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = get_as(
+            app,
+            &format!("/api/v1/calls?number=%2B4930901820&limit=1{cursor}"),
+            &admin,
+        )
+        .await;
+        walked.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(walked, [c4, c3, c2, c1]);
+
+    for (query, field) in [
+        ("outcome=hung_up", "outcome"),
+        ("outcome=answered&missed=true", "missed"),
+        ("number=none", "number"),
+        ("from=yesterday", "from"),
+        ("from=2026-01-12&to=2026-01-11", "to"),
+        ("entity=person:1", "entity"),
+        ("mine=yes", "mine"),
+    ] {
+        let (status, body) =
+            call(app, Method::GET, &format!("/api/v1/calls?{query}"), &admin).await;
+        assert_eq!(
+            refused(status, &body),
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid_query".into(),
+                field.into()
+            ),
+            "{query}: {body}"
+        );
+    }
+    let (status, body) = call(app, Method::GET, "/api/v1/calls?mine=true", &admin).await;
+    assert_eq!(
+        refused(status, &body),
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_query".into(),
+            "mine".into()
+        ),
+        "the bootstrap token is nobody's: {body}"
+    );
+}
+
 /// A PostgreSQL database name for a test: test names can be longer than the 63 bytes of
 /// an identifier, so a long one is cut and told apart by a hash of the whole.
 fn database_name(test: &str) -> String {
@@ -447,4 +654,5 @@ macro_rules! on_both {
 on_both!(
     a1_a2_a_note_on_a_call_needs_the_rights_that_complete_it,
     a1_search_finds_names_addresses_and_numbers_of_what_the_agent_sees,
+    a1_a2_call_log_filters_show_an_agent_none_of_a_colleagues_calls,
 );
