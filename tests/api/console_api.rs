@@ -608,6 +608,227 @@ async fn a1_a2_call_log_filters_show_an_agent_none_of_a_colleagues_calls(app: &T
     );
 }
 
+/// Stores an unread message from `customer` as a mailbox's poller does (the store's
+/// intake, without an IMAP server). Returns the e-mail's id.
+async fn unread_mail(app: &TestApp, raw: &str, customer: &str) -> String {
+    use leadline::store::{AttachmentInfo, IncomingEmail, MailOrigin};
+    let parsed = leadline::mail::parse(raw.as_bytes()).expect("a message");
+    let email = IncomingEmail {
+        origin: MailOrigin::Forward { employee: None },
+        message_id: parsed.message_id.clone(),
+        in_reply_to: None,
+        thread_root: parsed.message_id.clone(),
+        direction: leadline::crm::model::Direction::Incoming,
+        from: customer.to_owned(),
+        from_name: None,
+        to: Vec::new(),
+        cc: Vec::new(),
+        subject: parsed.subject.clone().unwrap_or_default(),
+        received_at: leadline::store::now_ms(),
+        seen: false,
+        attachments: parsed
+            .attachments
+            .iter()
+            .map(|a| AttachmentInfo {
+                name: a.file_name.clone(),
+                content_type: a.content_type.clone(),
+                size: a.size() as u64,
+            })
+            .collect(),
+        raw: raw.as_bytes().to_vec(),
+        customers: vec![customer.to_owned()],
+    };
+    let store = &app.app.as_ref().expect("running").store;
+    let mut outcomes = store.ingest_emails(&[email]).await.expect("stored");
+    outcomes.pop().and_then(|o| o.email).expect("a new message")
+}
+
+/// "My work": `?mine=true&completed=false` lists the open activities the caller is
+/// responsible for — call-backs of missed calls, a voicemail (with its recording), e-mail
+/// to answer — newest first, paged, with their entities and their call or e-mail;
+/// nobody else's, admins included; completing one takes it off. A colleague's open work
+/// is not the agent's, nor visible to them (A2).
+async fn a2_my_work_lists_my_open_call_backs_voicemail_and_mail(app: &TestApp) {
+    let team = team(app).await;
+    let clara = entity(
+        app,
+        "/api/v1/contacts",
+        json!({"name": "Clara", "phones": ["+4917610000001"], "emails": ["clara@kunde.test"],
+               "responsible": team.anna.id}),
+    )
+    .await;
+    entity(
+        app,
+        "/api/v1/contacts",
+        json!({"name": "Bodo", "phones": ["+4917620000002"], "responsible": team.ben.id}),
+    )
+    .await;
+    // Answered: done. Missed: a call-back. Bodo's missed call is Ben's.
+    let mut calls = Vec::new();
+    for (call_id, from, answered) in [
+        ("w1", "+4917610000001", true),
+        ("w2", "+4917610000001", false),
+        ("w3", "+4917620000002", false),
+        ("w4", "+4917610000001", false),
+    ] {
+        let at = "2026-02-02T09:00:00Z";
+        let rung = push(app, call_id, "ringing", from, at, json!({})).await;
+        if answered {
+            push(
+                app,
+                call_id,
+                "answered",
+                from,
+                at,
+                json!({"user": team.anna.id}),
+            )
+            .await;
+        }
+        push(app, call_id, "ended", from, at, json!({})).await;
+        calls.push(rung["call"]["id"].as_str().unwrap().to_owned());
+    }
+    // The last missed call left a voicemail: the call-back plays it.
+    let store = &app.app.as_ref().expect("running").store;
+    store
+        .set_call_media(
+            "w4",
+            None,
+            Some(&leadline::store::StoredRecording {
+                file: "w4.wav".into(),
+                duration_ms: 4_200,
+                voicemail: true,
+            }),
+        )
+        .await
+        .unwrap();
+    let email = unread_mail(
+        app,
+        "From: Clara <clara@kunde.test>\r\nTo: Sales <sales@firma.test>\r\n\
+         Subject: Offer?\r\nMessage-ID: <offer-1@kunde.test>\r\n\r\nWhat does it cost?\r\n",
+        "clara@kunde.test",
+    )
+    .await;
+
+    let work = get_as(
+        app,
+        "/api/v1/activities?mine=true&completed=false",
+        &team.anna.token,
+    )
+    .await;
+    let items = work["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "two call-backs and a mail: {work}");
+    // Newest first: the mail, the voicemail, the missed call.
+    assert_eq!(items[0]["kind"], "email", "{work}");
+    assert_eq!(items[0]["email"], json!(email), "{work}");
+    assert_eq!(items[0]["call"], Value::Null);
+    assert_eq!(items[1]["call"], json!(calls[3]), "{work}");
+    assert_eq!(
+        items[1]["recording"],
+        json!(format!("/api/v1/calls/{}/recording", calls[3])),
+        "the voicemail is played from the call: {work}"
+    );
+    assert_eq!(items[1]["email"], Value::Null);
+    assert_eq!(items[2]["call"], json!(calls[1]), "{work}");
+    assert_eq!(items[2]["recording"], Value::Null, "{work}");
+    for item in items {
+        assert_eq!(
+            item["entities"],
+            json!([format!("contact:{clara}")]),
+            "{item}"
+        );
+        assert_eq!(item["completed"], false);
+        assert_eq!(item["responsible"], json!(team.anna.id));
+    }
+    // Paged like every list.
+    let first = get_as(
+        app,
+        "/api/v1/activities?mine=true&completed=false&limit=2",
+        &team.anna.token,
+    )
+    .await;
+    let next = first["next"].as_str().expect("a next page").to_owned();
+    let rest = get_as(
+        app,
+        &format!("/api/v1/activities?mine=true&completed=false&limit=2&cursor={next}"),
+        &team.anna.token,
+    )
+    .await;
+    let mut walked = ids(&first);
+    walked.extend(ids(&rest));
+    assert_eq!(walked, ids(&work));
+    // All of Anna's work, done included; Ben's is his.
+    let all = get_as(app, "/api/v1/activities?mine=true", &team.anna.token).await;
+    assert_eq!(all["items"].as_array().unwrap().len(), 4, "{all}");
+    let bens = get_as(
+        app,
+        "/api/v1/activities?mine=true&completed=false",
+        &team.ben.token,
+    )
+    .await;
+    assert_eq!(bens["items"].as_array().unwrap().len(), 1, "{bens}");
+    assert_eq!(bens["items"][0]["call"], json!(calls[2]));
+
+    // Completing the missed call's call-back takes it off the open work.
+    let done = items[2]["id"].as_str().unwrap();
+    let (status, body) = patch_as(
+        app,
+        &format!("/api/v1/activities/{done}"),
+        &team.anna.token,
+        json!({"completed": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let work = get_as(
+        app,
+        "/api/v1/activities?mine=true&completed=false",
+        &team.anna.token,
+    )
+    .await;
+    assert_eq!(work["items"].as_array().unwrap().len(), 2, "{work}");
+
+    // A2: Clara handed to Ben; Anna's old activities on her are no longer Anna's to see,
+    // even though Anna is still their responsible.
+    let (status, body) = patch_as(
+        app,
+        &format!("/api/v1/contacts/{clara}"),
+        &app.admin,
+        json!({"responsible": team.ben.id}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let work = get_as(app, "/api/v1/activities?mine=true", &team.anna.token).await;
+    assert_eq!(work["items"], json!([]), "{work}");
+
+    // The bootstrap token is nobody; without `mine` or an entity there is no list.
+    let (status, body) = call(app, Method::GET, "/api/v1/activities?mine=true", &app.admin).await;
+    assert_eq!(
+        refused(status, &body),
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_query".into(),
+            "mine".into()
+        )
+    );
+    for query in ["", "?completed=false", "?mine=false"] {
+        let (status, body) = call(
+            app,
+            Method::GET,
+            &format!("/api/v1/activities{query}"),
+            &team.anna.token,
+        )
+        .await;
+        assert_eq!(
+            refused(status, &body),
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid_query".into(),
+                "entity".into()
+            ),
+            "{query}: {body}"
+        );
+    }
+}
+
 /// A PostgreSQL database name for a test: test names can be longer than the 63 bytes of
 /// an identifier, so a long one is cut and told apart by a hash of the whole.
 fn database_name(test: &str) -> String {
@@ -655,4 +876,5 @@ on_both!(
     a1_a2_a_note_on_a_call_needs_the_rights_that_complete_it,
     a1_search_finds_names_addresses_and_numbers_of_what_the_agent_sees,
     a1_a2_call_log_filters_show_an_agent_none_of_a_colleagues_calls,
+    a2_my_work_lists_my_open_call_backs_voicemail_and_mail,
 );
