@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod crm;
 pub mod events;
 pub mod http;
