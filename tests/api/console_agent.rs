@@ -508,6 +508,7 @@ async fn agent_pages_in_both_languages() {
             .await;
 
         // A list, searched.
+        browser.wait_gone(".toast").await;
         browser.goto("/#/contacts").await;
         browser
             .wait_for_text("table[data-list=\"contacts\"] tbody", "Jana Müller")
