@@ -266,6 +266,9 @@ async fn console_pages(
         data_dir: Arc::from(data_dir.path()),
         access_changed: Arc::new(tokio::sync::watch::channel(0).0),
         webhook_private_targets: false,
+        login_throttle: Arc::default(),
+        passwords: leadline::http::session::Passwords::default(),
+        dialer: None,
     };
     let router = leadline::http::router(state);
     let get = |path: String, token: &str| {
