@@ -11,7 +11,9 @@ import { signInPage } from './pages/signin.js';
 const root = document.getElementById('app');
 const ctx = { user: null };
 /** Modules that start with the session (e.g. the call window) and stop with it. */
-const sessionHooks = [];
+const sessionHooks = [
+  () => import('./callwindow.js'),
+];
 let started = [];
 
 async function boot() {

@@ -1,4 +1,5 @@
-//! `/match` (the matcher, read-only, with its reason) and `/activities` (timelines).
+//! `/match` (the matcher, read-only, with its reason) and `/activities` (timelines, an
+//! employee's work, notes).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -14,7 +15,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, List, ListQuery, validate};
 use crate::crm::model::{ActivityKind, Direction, EntityRef};
 use crate::matcher::{Identifier, MatchStatus, normalise_phone, parse_email};
-use crate::store::{ActivityRecord, rfc3339};
+use crate::store::{ActivityFilter, ActivityRecord, rfc3339};
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct MatchQuery {
@@ -139,8 +140,13 @@ async fn get_match(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ActivityQuery {
-    /// `kind:id`, e.g. `lead:0190…`.
-    pub entity: String,
+    /// `kind:id`, e.g. `lead:0190…`: the entity's timeline. Needed unless `mine=true`.
+    pub entity: Option<String>,
+    /// `true`: only activities the caller is responsible for (their work: call-backs,
+    /// voicemails, e-mails to answer), admins included.
+    pub mine: Option<bool>,
+    /// `false`: only open activities; `true`: only completed ones.
+    pub completed: Option<bool>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -158,8 +164,11 @@ pub struct Activity {
     pub responsible: Option<String>,
     /// The call log row (for call activities).
     pub call: Option<String>,
-    /// The call's recording or voicemail message (`/api/v1/calls/{id}/recording`).
+    /// The call's recording or voicemail message (`/api/v1/calls/{id}/recording`), or
+    /// null when it has none.
     pub recording: Option<String>,
+    /// The stored message (`/api/v1/emails/{id}`) of an e-mail activity.
+    pub email: Option<String>,
     /// M8: the entity the matcher chose and why.
     pub matched: Option<String>,
     pub match_reason: Option<String>,
@@ -185,6 +194,7 @@ impl From<ActivityRecord> for Activity {
                 .filter(|_| a.has_recording)
                 .map(|call| format!("/api/v1/calls/{call}/recording")),
             call: a.call,
+            email: a.email,
             matched: a.matched,
             match_reason: a.match_reason,
             created_at: rfc3339(a.created_at),
@@ -194,24 +204,55 @@ impl From<ActivityRecord> for Activity {
     }
 }
 
-/// The timeline of one entity, newest first.
+/// The timeline of one entity (`?entity=`), or the caller's own work (`?mine=true`, with
+/// `completed=false` the open part of it: call-backs, voicemails, e-mails to answer),
+/// newest first. Either way only activities the caller may see (A2).
 #[utoipa::path(get, path = "/activities", tag = "crm", params(ActivityQuery),
-    responses((status = 200, body = List<Activity>), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = List<Activity>), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 async fn list_activities(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ActivityQuery>,
 ) -> ApiResult<Json<List<Activity>>> {
     let access = Access::of(&state, &principal).await?;
-    let entity: EntityRef =
-        query
-            .entity
-            .parse()
-            .map_err(|e: crate::crm::model::BadEntityRef| {
-                ApiError::bad_request("invalid_query", Some("entity".into()), e.to_string())
-            })?;
-    // 404 for an entity that does not exist or is hidden, rather than an empty timeline.
-    access.see_entity(&state, &entity).await?;
+    let mine = query.mine == Some(true);
+    let entity = match (&query.entity, mine) {
+        (Some(text), _) => {
+            let entity: EntityRef =
+                text.parse().map_err(|e: crate::crm::model::BadEntityRef| {
+                    ApiError::bad_request("invalid_query", Some("entity".into()), e.to_string())
+                })?;
+            // 404 for an entity that does not exist or is hidden, rather than an empty
+            // timeline.
+            access.see_entity(&state, &entity).await?;
+            Some(entity)
+        }
+        (None, true) => None,
+        (None, false) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                Some("entity".into()),
+                "give entity=kind:id for an entity's timeline, or mine=true for your own work",
+            ));
+        }
+    };
+    let responsible = if mine {
+        Some(access.me().cloned().ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                Some("mine".into()),
+                "mine: the bootstrap admin token belongs to no employee; use an employee's token",
+            )
+        })?)
+    } else {
+        None
+    };
+    let filter = ActivityFilter {
+        entity,
+        responsible,
+        completed: query.completed,
+    };
     let page = ListQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -222,8 +263,8 @@ async fn list_activities(
         &page,
         |a: &ActivityRecord| a.id.clone(),
         |p| {
-            let (state, entity) = (&state, &entity);
-            async move { Ok(state.store.list_activities(entity, &p).await?) }
+            let (state, filter) = (&state, &filter);
+            async move { Ok(state.store.list_activities(filter, &p).await?) }
         },
         |items: Vec<ActivityRecord>| {
             let (state, access) = (&state, &access);

@@ -11,6 +11,7 @@ mod common;
 mod console_admin;
 mod console_api;
 mod console_browser;
+mod console_agent;
 mod dial;
 mod forward_redirect;
 mod helpers;
