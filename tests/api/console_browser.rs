@@ -87,6 +87,9 @@ async fn console_first_start_sets_up_the_admin_who_signs_out_and_in_again() {
     browser.wait_for(r##"nav#nav a[href="#/users"]"##).await;
     browser.wait_for_text(".who", "Olga Admin").await;
     browser.wait_for("select#lang").await;
+    // Everyone's home page is the dashboard; the people page is one link away.
+    browser.wait_for("h1#page-title").await;
+    browser.click(r##"nav#nav a[href="#/users"]"##).await;
     browser
         .wait_for_text("table.list", "olga@example.com")
         .await;
@@ -118,6 +121,7 @@ async fn console_first_start_sets_up_the_admin_who_signs_out_and_in_again() {
 
     // The right one.
     browser.sign_in("olga@example.com", OLGA_PASSWORD).await;
+    browser.click(r##"nav#nav a[href="#/users"]"##).await;
     browser
         .wait_for_text("h1", &text("en", "users.title"))
         .await;
@@ -143,7 +147,7 @@ async fn console_keyboard_alone_signs_in_and_creates_a_person() {
     let browser = Browser::start(&app.base).await;
 
     // Sign in with Tab and Enter only.
-    browser.goto("/").await;
+    browser.goto("/#/users").await;
     browser.wait_for("form#signin").await;
     browser.tab_to(r#"form#signin [name="email"]"#, 10).await;
     browser.press_keys("olga@example.com").await;
@@ -217,6 +221,7 @@ async fn console_speaks_german_to_a_german_browser_and_switches_to_english() {
     browser.screenshot("signin-de").await;
 
     browser.sign_in("olga@example.com", OLGA_PASSWORD).await;
+    browser.click(r##"nav#nav a[href="#/users"]"##).await;
     browser
         .wait_for_text("h1", &text("de", "users.title"))
         .await;
