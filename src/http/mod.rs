@@ -24,6 +24,7 @@ mod period;
 mod queues;
 mod registrations;
 mod settings;
+mod stats;
 mod trunks;
 mod users;
 mod validate;
@@ -144,4 +145,5 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(emails::routes())
         .merge(audit::routes())
         .merge(webhooks::routes())
+        .merge(stats::routes())
 }

@@ -829,6 +829,274 @@ async fn a2_my_work_lists_my_open_call_backs_voicemail_and_mail(app: &TestApp) {
     }
 }
 
+/// `GET` with a token; the status, the headers and the body as text.
+async fn fetch(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let answer = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request sent");
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    (
+        status,
+        headers,
+        answer.bytes().await.expect("body").to_vec(),
+    )
+}
+
+/// The counts of `/stats/calls` as `key → [offered, answered, missed]`, without empty hours.
+fn counts(stats: &Value) -> std::collections::BTreeMap<String, [u64; 3]> {
+    stats["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("items: {stats}"))
+        .iter()
+        .filter(|i| i["offered"].as_u64() != Some(0))
+        .map(|i| {
+            let n = |f: &str| i[f].as_u64().unwrap();
+            (
+                i["key"].as_str().unwrap().to_owned(),
+                [n("offered"), n("answered"), n("missed")],
+            )
+        })
+        .collect()
+}
+
+/// The dashboard: incoming calls offered, answered and missed per UTC hour, number, queue
+/// and employee; an agent at `own` counts only the calls they may see in the call log
+/// (A1, A2), in the figures and in the chart; mail per mailbox for admins.
+async fn a1_a2_dashboard_counts_only_the_calls_the_agent_may_see(app: &TestApp) {
+    let team = team(app).await;
+    entity(
+        app,
+        "/api/v1/contacts",
+        json!({"name": "Clara", "phones": ["+4917610000001"], "responsible": team.anna.id}),
+    )
+    .await;
+    entity(
+        app,
+        "/api/v1/contacts",
+        json!({"name": "Bodo", "phones": ["+4917620000002"], "responsible": team.ben.id}),
+    )
+    .await;
+    let queue = app
+        .post_ok(
+            "/api/v1/queues",
+            json!({"name": "Hotline", "members": [team.anna.id, team.ben.id]}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post_ok(
+        "/api/v1/numbers",
+        json!({"number": "+4940123456", "default_country": "DE", "queue": queue}),
+        StatusCode::CREATED,
+    )
+    .await;
+    for (call_id, from, at, answered_by) in [
+        (
+            "s1",
+            "+4917610000001",
+            "2026-03-03T09:10:00Z",
+            Some(&team.anna.id),
+        ),
+        ("s2", "+4917610000001", "2026-03-03T09:40:00Z", None),
+        (
+            "s3",
+            "+4917620000002",
+            "2026-03-03T10:05:00Z",
+            Some(&team.ben.id),
+        ),
+        ("s4", "+4917620000002", "2026-03-03T10:30:00Z", None),
+    ] {
+        push(app, call_id, "ringing", from, at, json!({})).await;
+        if let Some(user) = answered_by {
+            push(app, call_id, "answered", from, at, json!({"user": user})).await;
+        }
+        push(app, call_id, "ended", from, at, json!({})).await;
+    }
+    // An unknown caller on the hotline rings the queue, Anna then Ben; nobody answers.
+    for event in ["ringing", "ended"] {
+        push(
+            app,
+            "s5",
+            event,
+            "+4915100000009",
+            "2026-03-03T12:00:00Z",
+            json!({"to": "+4940123456"}),
+        )
+        .await;
+    }
+    // An outgoing call is offered to nobody.
+    for event in ["ringing", "answered", "ended"] {
+        app.post_ok(
+            "/api/v1/calls/events",
+            json!({"call_id": "s6", "event": event, "direction": "outgoing",
+                   "from": "+4930901820", "to": "+4917610000001", "user": team.anna.id,
+                   "at": "2026-03-03T11:00:00Z"}),
+            StatusCode::OK,
+        )
+        .await;
+    }
+    let day = "from=2026-03-03&to=2026-03-03";
+    let stats = async |by: &str, token: &str| {
+        counts(&get_as(app, &format!("/api/v1/stats/calls?{day}&by={by}"), token).await)
+    };
+    let admin = app.admin.clone();
+    let hours = get_as(app, &format!("/api/v1/stats/calls?{day}"), &admin).await;
+    assert_eq!(
+        hours["items"].as_array().unwrap().len(),
+        24,
+        "every hour: {hours}"
+    );
+    assert_eq!(
+        counts(&hours),
+        [
+            ("09".into(), [2, 1, 1]),
+            ("10".into(), [2, 1, 1]),
+            ("12".into(), [1, 0, 1])
+        ]
+        .into()
+    );
+    assert_eq!(
+        stats("hour", &team.anna.token).await,
+        [("09".into(), [2, 1, 1]), ("12".into(), [1, 0, 1])].into(),
+        "A2: not Ben's customer's calls"
+    );
+    assert_eq!(
+        stats("hour", &team.ben.token).await,
+        [("10".into(), [2, 1, 1]), ("12".into(), [1, 0, 1])].into()
+    );
+    assert_eq!(
+        stats("number", &admin).await,
+        [
+            ("+4930901820".into(), [4, 2, 2]),
+            ("+4940123456".into(), [1, 0, 1])
+        ]
+        .into()
+    );
+    assert_eq!(
+        stats("number", &team.anna.token).await,
+        [
+            ("+4930901820".into(), [2, 1, 1]),
+            ("+4940123456".into(), [1, 0, 1])
+        ]
+        .into()
+    );
+    assert_eq!(
+        stats("queue", &admin).await,
+        [(queue.clone(), [1, 0, 1])].into()
+    );
+    assert_eq!(
+        stats("agent", &admin).await,
+        [
+            (team.anna.id.clone(), [3, 1, 2]),
+            (team.ben.id.clone(), [3, 1, 2])
+        ]
+        .into()
+    );
+    // Today (the default) had none of these calls.
+    let today = get_as(app, "/api/v1/stats/calls", &admin).await;
+    assert_eq!(today["items"].as_array().unwrap().len(), 24);
+    assert!(counts(&today).is_empty(), "{today}");
+    for (query, field) in [
+        ("by=day", "by"),
+        ("from=2026-01-01&to=2027-06-01", "to"),
+        ("from=March", "from"),
+    ] {
+        let (status, body) = call(
+            app,
+            Method::GET,
+            &format!("/api/v1/stats/calls?{query}"),
+            &admin,
+        )
+        .await;
+        assert_eq!(
+            refused(status, &body),
+            (
+                StatusCode::BAD_REQUEST,
+                "invalid_query".into(),
+                field.into()
+            ),
+            "{query}: {body}"
+        );
+    }
+
+    // The chart: the same counts, drawn; Anna's has no bar at 10:00.
+    let (status, headers, body) = fetch(
+        app,
+        &format!("/api/v1/stats/calls/chart.svg?{day}"),
+        &team.anna.token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("image/svg+xml"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let svg = String::from_utf8(body).unwrap();
+    assert!(
+        svg.starts_with("<svg ") && svg.contains("role=\"img\""),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("<title>09:00 chart.answered: 1</title>"),
+        "{svg}"
+    );
+    assert!(
+        svg.contains("<title>12:00 chart.missed: 1</title>"),
+        "{svg}"
+    );
+    assert!(!svg.contains("data-hour=\"10\""), "A2: {svg}");
+    let (_, _, empty) = fetch(app, "/api/v1/stats/calls/chart.svg", &team.anna.token).await;
+    assert!(
+        String::from_utf8(empty)
+            .unwrap()
+            .contains(">chart.empty</text>"),
+        "no calls today"
+    );
+
+    // Mail taken in today, by mailbox: admins only.
+    for n in 1..=2 {
+        unread_mail(
+            app,
+            &format!(
+                "From: <clara@kunde.test>\r\nSubject: Hello {n}\r\n\
+                 Message-ID: <stats-{n}@kunde.test>\r\n\r\nHi.\r\n"
+            ),
+            "clara@kunde.test",
+        )
+        .await;
+    }
+    assert_eq!(
+        get_as(app, "/api/v1/stats/emails", &admin).await,
+        json!({"ingested": 2, "by_mailbox": [{"mailbox": null, "ingested": 2}]})
+    );
+    assert_eq!(
+        get_as(
+            app,
+            "/api/v1/stats/emails?from=2026-03-03&to=2026-03-03",
+            &admin
+        )
+        .await,
+        json!({"ingested": 0, "by_mailbox": []})
+    );
+    let (status, body) = call(app, Method::GET, "/api/v1/stats/emails", &team.anna.token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
 /// A PostgreSQL database name for a test: test names can be longer than the 63 bytes of
 /// an identifier, so a long one is cut and told apart by a hash of the whole.
 fn database_name(test: &str) -> String {
@@ -877,4 +1145,5 @@ on_both!(
     a1_search_finds_names_addresses_and_numbers_of_what_the_agent_sees,
     a1_a2_call_log_filters_show_an_agent_none_of_a_colleagues_calls,
     a2_my_work_lists_my_open_call_backs_voicemail_and_mail,
+    a1_a2_dashboard_counts_only_the_calls_the_agent_may_see,
 );
