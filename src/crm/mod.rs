@@ -1,5 +1,4 @@
-//! The pure CRM domain: vocabulary, intake decisions, queue rotation and the dashboard's
-//! call counts. No I/O here.
+//! The pure CRM domain: vocabulary, intake decisions and queue rotation. No I/O here.
 
 pub mod access;
 pub mod hours;
@@ -8,4 +7,3 @@ pub mod mail;
 pub mod mail_flags;
 pub mod model;
 pub mod queue;
-pub mod stats;

@@ -24,7 +24,6 @@ mod period;
 mod queues;
 mod registrations;
 mod settings;
-mod stats;
 mod trunks;
 mod users;
 mod validate;
@@ -145,5 +144,4 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(emails::routes())
         .merge(audit::routes())
         .merge(webhooks::routes())
-        .merge(stats::routes())
 }

@@ -7,8 +7,6 @@ use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta};
 use super::error::{ApiError, ApiResult};
 use crate::crm::model::Millis;
 
-const DAY_MS: Millis = 24 * 60 * 60 * 1000;
-
 /// Times from `start` (included) until `end` (excluded), in UTC milliseconds; `None`
 /// leaves that side open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,23 +72,6 @@ pub fn period(from: Option<&str>, to: Option<&str>) -> ApiResult<Period> {
     Ok(Period { start, end })
 }
 
-/// The period of `?from=&to=` with its open sides closed the way a dashboard reads them:
-/// no bound is today (UTC); `to` alone is that day; `from` alone runs through today (or
-/// through its own day, when that is later).
-pub fn closed_period(from: Option<&str>, to: Option<&str>, now: Millis) -> ApiResult<Period> {
-    let given = period(from, to)?;
-    let day_end = |at: Millis| at - at.rem_euclid(DAY_MS) + DAY_MS;
-    let end = given.end.unwrap_or_else(|| {
-        let today = day_end(now);
-        given.start.map_or(today, |start| today.max(day_end(start)))
-    });
-    let start = given.start.unwrap_or(day_end(end - 1) - DAY_MS);
-    Ok(Period {
-        start: Some(start),
-        end: Some(end),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,35 +125,5 @@ mod tests {
             }
         }
         assert_eq!(period(None, None).unwrap(), Period::default());
-    }
-
-    #[test]
-    fn a_dashboard_period_defaults_to_today_in_utc() {
-        let now = ms("2026-11-23T15:45:00Z");
-        let today = closed_period(None, None, now).unwrap();
-        assert_eq!(
-            (today.start, today.end),
-            (
-                Some(ms("2026-11-23T00:00:00Z")),
-                Some(ms("2026-11-24T00:00:00Z"))
-            )
-        );
-        // `to` alone: that day; `from` alone: from then through today.
-        let day = closed_period(None, Some("2026-11-20"), now).unwrap();
-        assert_eq!(
-            (day.start, day.end),
-            (
-                Some(ms("2026-11-20T00:00:00Z")),
-                Some(ms("2026-11-21T00:00:00Z"))
-            )
-        );
-        let since = closed_period(Some("2026-11-01"), None, now).unwrap();
-        assert_eq!(
-            (since.start, since.end),
-            (
-                Some(ms("2026-11-01T00:00:00Z")),
-                Some(ms("2026-11-24T00:00:00Z"))
-            )
-        );
     }
 }

@@ -760,29 +760,6 @@ impl Store {
         col(&row, "raw")
     }
 
-    /// How many messages entered the mail store from `start` until `end` (UTC ms, E15's
-    /// `ingested_at`), by mailbox (`None`: the forward address), most first.
-    pub async fn email_counts(
-        &self,
-        start: Millis,
-        end: Millis,
-    ) -> Result<Vec<(Option<String>, i64)>> {
-        let rows = sqlx::query(
-            "SELECT mailbox_id, COUNT(*) AS n FROM emails \
-             WHERE ingested_at >= $1 AND ingested_at < $2 GROUP BY mailbox_id",
-        )
-        .bind(start)
-        .bind(end)
-        .fetch_all(self.reader())
-        .await?;
-        let mut counts = rows
-            .iter()
-            .map(|row| Ok((col(row, "mailbox_id")?, col(row, "n")?)))
-            .collect::<Result<Vec<(Option<String>, i64)>>>()?;
-        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        Ok(counts)
-    }
-
     /// The mail store, newest first.
     pub async fn list_emails(
         &self,
