@@ -25,6 +25,7 @@ mod queues;
 mod registrations;
 pub mod session;
 mod settings;
+mod stats;
 mod trunks;
 mod users;
 mod validate;
@@ -165,4 +166,5 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(webhooks::routes())
         .merge(session::routes())
+        .merge(stats::routes())
 }

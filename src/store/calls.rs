@@ -142,6 +142,10 @@ pub struct CallFilter {
     pub customer: Option<String>,
     /// Access: only calls that may concern the agent or be on entities they see.
     pub visible_to: Option<super::access::ListScope>,
+    /// Calls that started at or after this time.
+    pub from: Option<Millis>,
+    /// Calls that started before this time.
+    pub to: Option<Millis>,
 }
 
 /// The most times a decision is retried after losing a race for an identifier (M7) or a
@@ -553,6 +557,14 @@ impl Store {
         }
         if let Some(customer) = &filter.customer {
             query.and("customer = $?", customer.clone());
+        }
+        // Bound as text like every filter value; the casts keep the comparison numeric
+        // on both databases.
+        if let Some(from) = filter.from {
+            query.and("started_at >= CAST($? AS BIGINT)", from.to_string());
+        }
+        if let Some(to) = filter.to {
+            query.and("started_at < CAST($? AS BIGINT)", to.to_string());
         }
         if let Some(scope) = &filter.visible_to {
             let me = query.bind(scope.me.to_string());

@@ -37,6 +37,7 @@ mod routing;
 mod rows;
 mod sessions;
 mod snapshot;
+mod stats;
 mod trunk_registrations;
 mod users;
 mod webhooks;

@@ -9,6 +9,7 @@ mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_browser;
+mod console_stats;
 mod dial;
 mod forward_redirect;
 mod helpers;
