@@ -4,9 +4,16 @@
 //! queues of two) and 20,000 calls from them, SQLite. An agent at `own` sees a tenth of
 //! the data: the lists are narrowed in SQL, so their pages cost about what an admin's do.
 //!
+//! Then the web console's list pages through the real router (tower `oneshot`, so the
+//! figures are server time without a socket): the first page of 50 contacts and of 50
+//! leads (as many leads as contacts, half of them junk), without and with a search `?q=`
+//! (a common name piece, a rare one, a run of phone digits, a text nobody has), for an
+//! admin and for an agent at `own`.
+//!
 //! Run: `cargo bench --bench access_lists` (release). Environment:
-//! `LEADLINE_BENCH_CONTACTS` (default 100000), `LEADLINE_BENCH_CALLS` (default 20000),
-//! `LEADLINE_BENCH_PAGES` (default 200 page requests per list and viewer).
+//! `LEADLINE_BENCH_CONTACTS` (default 100000, also the number of leads),
+//! `LEADLINE_BENCH_CALLS` (default 20000), `LEADLINE_BENCH_PAGES` (default 200 page
+//! requests per list and viewer).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,5 +233,186 @@ async fn main() {
             );
         }
     }
+    console_pages(&app, &database_url, &admin, &agent_token, contacts, pages).await;
     app.shutdown().await.expect("shutdown");
+}
+
+/// The console's first list pages, timed inside the router.
+async fn console_pages(
+    app: &App,
+    database_url: &str,
+    admin: &str,
+    agent_token: &str,
+    contacts: usize,
+    pages: usize,
+) {
+    use tower::ServiceExt as _;
+
+    load_leads(database_url, contacts).await;
+    let (_stop, stopping) = tokio::sync::watch::channel(false);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let state = leadline::http::AppState {
+        store: app.store.clone(),
+        env_admin_token_hash: None,
+        metrics: None,
+        sip_realm: Arc::from("leadline"),
+        profiles: Arc::new(leadline::sip::profiles::Profiles::builtin()),
+        events: leadline::events::EventBus::default(),
+        live: leadline::events::LiveCalls::default(),
+        stopping,
+        mail_changed: Arc::new(tokio::sync::Notify::new()),
+        mail_credentials: leadline::mail::Credentials::new(app.store.clone()),
+        mail_domain: Arc::from("leadline"),
+        data_dir: Arc::from(data_dir.path()),
+        access_changed: Arc::new(tokio::sync::watch::channel(0).0),
+        webhook_private_targets: false,
+        // The bench dials nobody and signs nobody in: no SIP side, no throttle state.
+        dialer: None,
+        login_throttle: Arc::default(),
+        passwords: leadline::http::session::Passwords::default(),
+    };
+    let router = leadline::http::router(state);
+    let get = |path: String, token: &str| {
+        axum::http::Request::get(format!("/api/v1{path}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let set_level = |level: &str| {
+        axum::http::Request::put("/api/v1/settings/access")
+            .header("authorization", format!("Bearer {admin}"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                json!({"agent_view": level, "agent_edit": "own"}).to_string(),
+            ))
+            .expect("request")
+    };
+    let answer = router
+        .clone()
+        .oneshot(set_level("own"))
+        .await
+        .expect("answer");
+    assert!(answer.status().is_success(), "{}", answer.status());
+    // Contact i is agent (i % 10)'s: agent 0 owns the tenth from the end.
+    let rare = contacts.saturating_sub(10);
+    let lists = [
+        ("/contacts?limit=50".to_owned(), "no q"),
+        (
+            "/contacts?limit=50&q=contact%201".to_owned(),
+            "q: common name piece",
+        ),
+        (
+            format!("/contacts?limit=50&q=contact%20{rare}"),
+            "q: one name",
+        ),
+        (
+            format!("/contacts?limit=50&q={}", &phone(rare)[3..]),
+            "q: phone digits",
+        ),
+        ("/contacts?limit=50&q=nobody".to_owned(), "q: no match"),
+        ("/leads?limit=50".to_owned(), "no q"),
+        ("/leads?limit=50&status=junk".to_owned(), "status=junk"),
+        (
+            "/leads?limit=50&q=lead%201".to_owned(),
+            "q: common name piece",
+        ),
+        (format!("/leads?limit=50&q=lead%20{rare}"), "q: one name"),
+        ("/leads?limit=50&q=nobody".to_owned(), "q: no match"),
+    ];
+    println!(
+        "\nconsole list pages through the router ({contacts} contacts, {contacts} leads), \
+         server time of the first page of 50\n\
+         | viewer | page | p50 | p99 | items |\n|---|---|---|---|---|"
+    );
+    for (viewer, token) in [("admin", admin), ("agent at own", agent_token)] {
+        for (path, what) in &lists {
+            let mut latencies = Vec::with_capacity(pages);
+            let mut items = 0;
+            for _ in 0..pages {
+                let t = Instant::now();
+                let answer = router
+                    .clone()
+                    .oneshot(get(path.clone(), token))
+                    .await
+                    .expect("answer");
+                let status = answer.status();
+                let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+                    .await
+                    .expect("body");
+                latencies.push(t.elapsed().as_micros());
+                assert!(status.is_success(), "{path}: {status}");
+                let page: Value = serde_json::from_slice(&body).expect("json");
+                items = page["items"].as_array().map_or(0, Vec::len);
+            }
+            latencies.sort_unstable();
+            println!(
+                "| {viewer} | `{}` ({what}) | {:.2} ms | {:.2} ms | {items} |",
+                path.split('?').next().unwrap(),
+                pct(&latencies, 0.5),
+                pct(&latencies, 0.99),
+            );
+        }
+    }
+}
+
+/// As many leads as contacts, straight into the database (the store imports only
+/// contacts and companies): lead i is agent (i % 10)'s, every other one junk, each with
+/// its own number.
+async fn load_leads(database_url: &str, leads: usize) {
+    use sqlx::Executor as _;
+
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(database_url)
+        .await
+        .expect("database");
+    let agents: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM users WHERE role = 'agent' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("agents");
+    let mut by_email: Vec<(String, String)> = Vec::new();
+    for id in &agents {
+        let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("email");
+        by_email.push((email, id.clone()));
+    }
+    // In the order the contacts were given out: agent0@, agent1@ …
+    by_email.sort();
+    let started = Instant::now();
+    let now = leadline::store::now_ms();
+    for chunk in (0..leads).collect::<Vec<_>>().chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO leads (id, name, status, responsible, source, created_at, updated_at, \
+             last_activity_at) VALUES ",
+        );
+        let mut identifiers = String::from(
+            "INSERT INTO entity_identifiers (entity_kind, entity_id, kind, value, position) VALUES ",
+        );
+        for (n, &i) in chunk.iter().enumerate() {
+            let id = uuid::Uuid::now_v7();
+            let status = if i % 2 == 0 { "new" } else { "junk" };
+            let owner = &by_email[i % by_email.len()].1;
+            if n > 0 {
+                sql.push_str(", ");
+                identifiers.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "('{id}', 'Lead {i}', '{status}', '{owner}', 'CALL', {now}, {now}, {now})"
+            ));
+            identifiers.push_str(&format!("('lead', '{id}', 'phone', '+49160{i:08}', 0)"));
+        }
+        // Built from numbers and ids of our own only.
+        pool.execute(sqlx::AssertSqlSafe(sql)).await.expect("leads");
+        pool.execute(sqlx::AssertSqlSafe(identifiers))
+            .await
+            .expect("lead numbers");
+    }
+    println!(
+        "loaded {leads} leads in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    pool.close().await;
 }

@@ -1,5 +1,5 @@
-//! `/calls`: the CTI endpoint (`/calls/events`), the call log (T13) and manual creation
-//! from the call window (T4).
+//! `/calls`: the CTI endpoint (`/calls/events`), the call log (T13) with its filters, and
+//! manual creation from the call window (T4).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,9 +12,13 @@ use super::access::{Access, fill_page};
 use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
+use super::period::period;
 use super::{AppState, List, ListQuery};
-use crate::crm::model::{CallEventKind, CallOutcome, CrmAction, Direction, EntityKind, UserId};
+use crate::crm::model::{
+    BadEntityRef, CallEventKind, CallOutcome, CrmAction, Direction, EntityKind, EntityRef, UserId,
+};
 use crate::events::{CallUpdate, LiveCalls};
+use crate::matcher::normalise_phone;
 use crate::store::{CallEvent, CallFilter, CallLeg, CallRecord, EventOutcome, now_ms, rfc3339};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -342,15 +346,108 @@ async fn pushed_update(state: &AppState, event: &CallEvent, outcome: &EventOutco
 pub struct CallQuery {
     /// Only calls of this user id (admins; agents always see their own).
     pub user: Option<String>,
+    /// `true`: only the caller's own calls (they placed or answered it, it rang them, or
+    /// the customer is theirs), admins included.
+    pub mine: Option<bool>,
+    /// `answered`, `missed`, `busy`, `failed` or `cancelled`.
+    pub outcome: Option<String>,
+    /// `true`: `outcome=missed`; `false`: every call but the missed ones.
+    pub missed: Option<bool>,
+    /// Calls on this number of ours, in any format (national with the account's country).
+    pub number: Option<String>,
+    /// Calls started at or after: RFC 3339, or a day `YYYY-MM-DD` (UTC, from its start).
+    pub from: Option<String>,
+    /// Calls started at or before: RFC 3339, or a day `YYYY-MM-DD` (UTC, through its end).
+    pub to: Option<String>,
+    /// Calls on this entity, `kind:id` (`lead:0190…`).
+    pub entity: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
 
+/// The filters of `?mine=&outcome=&missed=&number=&from=&to=&entity=` (all but access),
+/// checked; errors name the field.
+async fn call_filter(
+    state: &AppState,
+    access: &Access,
+    query: &CallQuery,
+) -> ApiResult<CallFilter> {
+    let mine = match query.mine {
+        Some(true) => Some(access.me().cloned().ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                Some("mine".to_owned()),
+                "mine: the bootstrap admin token belongs to no employee; use an employee's token",
+            )
+        })?),
+        _ => None,
+    };
+    let outcome = query
+        .outcome
+        .as_deref()
+        .map(|o| {
+            o.parse::<CallOutcome>().map_err(|e| {
+                ApiError::bad_request("invalid_query", Some("outcome".into()), e.to_string())
+            })
+        })
+        .transpose()?;
+    let outcome = match (outcome, query.missed) {
+        (Some(o), Some(missed)) if (o == CallOutcome::Missed) != missed => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                Some("missed".to_owned()),
+                format!("missed={missed} contradicts outcome={o}"),
+            ));
+        }
+        (Some(o), _) => Some((o, true)),
+        (None, Some(missed)) => Some((CallOutcome::Missed, missed)),
+        (None, None) => None,
+    };
+    let number = match &query.number {
+        Some(raw) => {
+            let country = state.store.crm_settings().await?.default_country;
+            Some(
+                normalise_phone(raw, Some(country))
+                    .map_err(|e| {
+                        ApiError::bad_request("invalid_query", Some("number".into()), e.to_string())
+                    })?
+                    .as_str()
+                    .to_owned(),
+            )
+        }
+        None => None,
+    };
+    let period = period(query.from.as_deref(), query.to.as_deref())?;
+    let entity = match &query.entity {
+        Some(text) => {
+            let entity: EntityRef = text.parse().map_err(|e: BadEntityRef| {
+                ApiError::bad_request("invalid_query", Some("entity".into()), e.to_string())
+            })?;
+            // A hidden entity's calls are as absent as a missing entity's.
+            access.see_entity(state, &entity).await?;
+            Some(entity)
+        }
+        None => None,
+    };
+    Ok(CallFilter {
+        user: query.user.clone().map(UserId),
+        mine,
+        customer: None,
+        outcome,
+        number,
+        started_from: period.start,
+        started_before: period.end,
+        entity,
+        ..visible_filter(access)
+    })
+}
+
 /// The call log, newest first. Agents see the calls that concern them (they rang them,
 /// they placed or answered them, or the customer is theirs) and those on entities they
-/// may see (A2).
+/// may see (A2); the filters narrow that further.
 #[utoipa::path(get, path = "/calls", tag = "calls", params(CallQuery),
-    responses((status = 200, body = List<Call>)))]
+    responses((status = 200, body = List<Call>), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 async fn list_calls(
     State(state): State<AppState>,
     principal: Principal,
@@ -359,13 +456,10 @@ async fn list_calls(
     let access = Access::of(&state, &principal).await?;
     let page = ListQuery {
         limit: query.limit,
-        cursor: query.cursor,
+        cursor: query.cursor.clone(),
     }
     .page()?;
-    let filter = CallFilter {
-        user: query.user.map(UserId),
-        ..visible_filter(&access)
-    };
+    let filter = call_filter(&state, &access, &query).await?;
     let paged = fill_page(
         &page,
         |c: &CallRecord| c.id.to_string(),

@@ -1,5 +1,5 @@
-//! `/contacts`, `/companies`, `/leads`, `/deals`: CRM entities, their filters, and lead
-//! conversion. The four share one implementation; a macro gives each path its handlers
+//! `/contacts`, `/companies`, `/leads`, `/deals`: CRM entities, their search and filters,
+//! and lead conversion. The four share one implementation; a macro gives each path its handlers
 //! (the OpenAPI generator needs one function per path).
 
 use axum::Json;
@@ -14,8 +14,10 @@ use super::auth::Principal;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, List, ListQuery, validate};
-use crate::crm::model::{EntityKind, EntityRef, LeadStatus, PipelineId, StageId, UserId};
-use crate::matcher::{Identifier, normalise_phone, parse_email};
+use crate::crm::model::{
+    DealStatus, EntityKind, EntityRef, LeadStatus, PipelineId, StageId, UserId,
+};
+use crate::matcher::{Identifier, normalise_phone, parse_email, search};
 use crate::store::{EntityFilter, EntityPatch, EntityRecord, NewDealFields, NewEntity, rfc3339};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -125,14 +127,93 @@ pub struct UpdateEntity {
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct EntityQuery {
+    /// Search: a piece of the name (any letter case) or of an e-mail address, or a phone
+    /// number in any format or a run of its digits (`901820` finds `+4930901820`). Deals
+    /// are found by their own name and by their contact's or company's.
+    pub q: Option<String>,
     /// Only entities with this phone number (any format; compared in E.164).
     pub phone: Option<String>,
     /// Only entities with this e-mail address (case-insensitive).
     pub email: Option<String>,
     /// Only entities of this responsible user id.
     pub responsible: Option<String>,
+    /// Leads: `new`, `converted` or `junk`; deals: `open`, `won` or `lost`.
+    pub status: Option<String>,
+    /// Deals in this pipeline (id).
+    pub pipeline: Option<String>,
+    /// Deals in this stage (id).
+    pub stage: Option<String>,
+    /// Deals of this contact (id).
+    pub contact: Option<String>,
+    /// Contacts and deals of this company (id).
+    pub company: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+}
+
+/// The longest search text, in characters.
+const MAX_SEARCH: usize = 200;
+
+/// The kind-specific filters of a list, checked against the kind: a filter the kind does
+/// not have is refused, naming it, rather than ignored.
+fn kind_filters(kind: EntityKind, query: &EntityQuery) -> ApiResult<Option<String>> {
+    let only = |field: &str, kinds: &[EntityKind], value: &Option<String>| {
+        if value.is_some() && !kinds.contains(&kind) {
+            let names: Vec<&str> = kinds
+                .iter()
+                .map(|k| match k {
+                    EntityKind::Contact => "contacts",
+                    EntityKind::Company => "companies",
+                    EntityKind::Lead => "leads",
+                    EntityKind::Deal => "deals",
+                })
+                .collect();
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                Some(field.to_owned()),
+                format!("{field} filters {} only", names.join(" and ")),
+            ));
+        }
+        Ok(())
+    };
+    only("pipeline", &[EntityKind::Deal], &query.pipeline)?;
+    only("stage", &[EntityKind::Deal], &query.stage)?;
+    only("contact", &[EntityKind::Deal], &query.contact)?;
+    only(
+        "company",
+        &[EntityKind::Contact, EntityKind::Deal],
+        &query.company,
+    )?;
+    only(
+        "status",
+        &[EntityKind::Lead, EntityKind::Deal],
+        &query.status,
+    )?;
+    let Some(status) = &query.status else {
+        return Ok(None);
+    };
+    let known = match kind {
+        EntityKind::Lead => status.parse::<LeadStatus>().map(|s| s.as_str()),
+        _ => status.parse::<DealStatus>().map(|s| s.as_str()),
+    };
+    known
+        .map(|s| Some(s.to_owned()))
+        .map_err(|e| ApiError::bad_request("invalid_query", Some("status".into()), e.to_string()))
+}
+
+/// The search box's text, bounded; `None` when blank.
+fn search_text(q: Option<&str>) -> ApiResult<Option<&str>> {
+    let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    if q.chars().count() > MAX_SEARCH || q.contains('\0') {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            Some("q".into()),
+            format!("q must be at most {MAX_SEARCH} characters of text"),
+        ));
+    }
+    Ok(Some(q))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -358,11 +439,19 @@ async fn list(
         ),
         (None, None) => None,
     };
+    let status = kind_filters(kind, &query)?;
+    let search = search_text(query.q.as_deref())?.and_then(|q| search(q, Some(country)));
     let filter = EntityFilter {
         identifier,
         responsible: query.responsible.map(UserId),
         // Filtered in the query, so pages are full and nothing tells how much is hidden.
         responsible_in: access.visible_responsibles(),
+        search,
+        status,
+        pipeline: query.pipeline,
+        stage: query.stage,
+        contact: query.contact,
+        company: query.company,
     };
     let paged = state.store.list_entities(kind, &filter, &page).await?;
     Ok(Json(List::from_paged(paged, Entity::from)))

@@ -1,4 +1,5 @@
-//! `/match` (the matcher, read-only, with its reason) and `/activities` (timelines).
+//! `/match` (the matcher, read-only, with its reason) and `/activities` (timelines, an
+//! employee's work, notes).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -11,10 +12,10 @@ use super::auth::Principal;
 use super::calls::MatchItem;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
-use super::{AppState, List, ListQuery};
+use super::{AppState, List, ListQuery, validate};
 use crate::crm::model::{ActivityKind, Direction, EntityRef};
 use crate::matcher::{Identifier, MatchStatus, normalise_phone, parse_email};
-use crate::store::{ActivityRecord, rfc3339};
+use crate::store::{ActivityFilter, ActivityRecord, rfc3339};
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct MatchQuery {
@@ -139,8 +140,13 @@ async fn get_match(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct ActivityQuery {
-    /// `kind:id`, e.g. `lead:0190…`.
-    pub entity: String,
+    /// `kind:id`, e.g. `lead:0190…`: the entity's timeline. Needed unless `mine=true`.
+    pub entity: Option<String>,
+    /// `true`: only activities the caller is responsible for (their work: call-backs,
+    /// voicemails, e-mails to answer), admins included.
+    pub mine: Option<bool>,
+    /// `false`: only open activities; `true`: only completed ones.
+    pub completed: Option<bool>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -158,13 +164,18 @@ pub struct Activity {
     pub responsible: Option<String>,
     /// The call log row (for call activities).
     pub call: Option<String>,
-    /// The call's recording or voicemail message (`/api/v1/calls/{id}/recording`).
+    /// The call's recording or voicemail message (`/api/v1/calls/{id}/recording`), or
+    /// null when it has none.
     pub recording: Option<String>,
+    /// The stored message (`/api/v1/emails/{id}`) of an e-mail activity.
+    pub email: Option<String>,
     /// M8: the entity the matcher chose and why.
     pub matched: Option<String>,
     pub match_reason: Option<String>,
     pub created_at: String,
     pub completed_at: Option<String>,
+    /// The employee's note (at most 10,000 characters), or null.
+    pub note: Option<String>,
 }
 
 impl From<ActivityRecord> for Activity {
@@ -183,32 +194,65 @@ impl From<ActivityRecord> for Activity {
                 .filter(|_| a.has_recording)
                 .map(|call| format!("/api/v1/calls/{call}/recording")),
             call: a.call,
+            email: a.email,
             matched: a.matched,
             match_reason: a.match_reason,
             created_at: rfc3339(a.created_at),
             completed_at: a.completed_at.map(rfc3339),
+            note: a.note,
         }
     }
 }
 
-/// The timeline of one entity, newest first.
+/// The timeline of one entity (`?entity=`), or the caller's own work (`?mine=true`, with
+/// `completed=false` the open part of it: call-backs, voicemails, e-mails to answer),
+/// newest first. Either way only activities the caller may see (A2).
 #[utoipa::path(get, path = "/activities", tag = "crm", params(ActivityQuery),
-    responses((status = 200, body = List<Activity>), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = List<Activity>), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
 async fn list_activities(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ActivityQuery>,
 ) -> ApiResult<Json<List<Activity>>> {
     let access = Access::of(&state, &principal).await?;
-    let entity: EntityRef =
-        query
-            .entity
-            .parse()
-            .map_err(|e: crate::crm::model::BadEntityRef| {
-                ApiError::bad_request("invalid_query", Some("entity".into()), e.to_string())
-            })?;
-    // 404 for an entity that does not exist or is hidden, rather than an empty timeline.
-    access.see_entity(&state, &entity).await?;
+    let mine = query.mine == Some(true);
+    let entity = match (&query.entity, mine) {
+        (Some(text), _) => {
+            let entity: EntityRef =
+                text.parse().map_err(|e: crate::crm::model::BadEntityRef| {
+                    ApiError::bad_request("invalid_query", Some("entity".into()), e.to_string())
+                })?;
+            // 404 for an entity that does not exist or is hidden, rather than an empty
+            // timeline.
+            access.see_entity(&state, &entity).await?;
+            Some(entity)
+        }
+        (None, true) => None,
+        (None, false) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                Some("entity".into()),
+                "give entity=kind:id for an entity's timeline, or mine=true for your own work",
+            ));
+        }
+    };
+    let responsible = if mine {
+        Some(access.me().cloned().ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                Some("mine".into()),
+                "mine: the bootstrap admin token belongs to no employee; use an employee's token",
+            )
+        })?)
+    } else {
+        None
+    };
+    let filter = ActivityFilter {
+        entity,
+        responsible,
+        completed: query.completed,
+    };
     let page = ListQuery {
         limit: query.limit,
         cursor: query.cursor,
@@ -219,8 +263,8 @@ async fn list_activities(
         &page,
         |a: &ActivityRecord| a.id.clone(),
         |p| {
-            let (state, entity) = (&state, &entity);
-            async move { Ok(state.store.list_activities(entity, &p).await?) }
+            let (state, filter) = (&state, &filter);
+            async move { Ok(state.store.list_activities(filter, &p).await?) }
         },
         |items: Vec<ActivityRecord>| {
             let (state, access) = (&state, &access);
@@ -239,11 +283,15 @@ pub struct UpdateActivity {
     /// Move the activity (a call or an e-mail) onto exactly these entities, `kind:id`.
     /// A3: needs edit rights on every entity it leaves and joins.
     pub entities: Option<Vec<String>>,
+    /// The note, at most 10,000 characters; null (or only white space) removes it.
+    #[serde(default, deserialize_with = "validate::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub note: Option<Option<String>>,
 }
 
-/// Complete or reopen an activity (a "call back" task, an e-mail), or move it to other
-/// entities. Needs edit rights on every entity it is on (and, to move, on every entity
-/// it joins: A3); an activity the caller may not see answers 404.
+/// Complete or reopen an activity (a "call back" task, an e-mail), write its note, or
+/// move it to other entities. Needs edit rights on every entity it is on (and, to move,
+/// on every entity it joins: A3); an activity the caller may not see answers 404.
 #[utoipa::path(patch, path = "/activities/{id}", tag = "crm", request_body = UpdateActivity,
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
@@ -283,11 +331,15 @@ async fn update_activity(
             Some(target)
         }
     };
-    if body.completed.is_none() && target.is_none() {
+    let note = body
+        .note
+        .map(|note| validate::note("note", note))
+        .transpose()?;
+    if body.completed.is_none() && target.is_none() && note.is_none() {
         return Err(ApiError::field(
             "empty_update",
             "completed",
-            "give `completed`, `entities` or both",
+            "give `completed`, `note`, `entities` or several of them",
         ));
     }
     let joins: &[EntityRef] = target.as_deref().unwrap_or_default();
@@ -300,6 +352,9 @@ async fn update_activity(
     }
     if let Some(target) = &target {
         state.store.move_activity(&id, target).await?;
+    }
+    if let Some(note) = &note {
+        state.store.set_activity_note(&id, note.as_deref()).await?;
     }
     if let Some(completed) = body.completed {
         state.store.set_activity_done(&id, completed).await?;

@@ -21,6 +21,7 @@ mod mailboxes;
 mod matching;
 mod numbers;
 mod ops;
+mod period;
 mod queues;
 mod registrations;
 pub mod session;

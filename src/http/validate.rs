@@ -26,6 +26,32 @@ pub fn name(field: &str, value: &str) -> ApiResult<String> {
     Ok(trimmed.to_owned())
 }
 
+/// The longest note an activity keeps, in characters.
+pub const MAX_NOTE: usize = 10_000;
+
+/// An activity's note: `None` (or only white space) removes it. Kept as written, line
+/// breaks included; NUL is refused (PostgreSQL text cannot hold it).
+pub fn note(field: &str, value: Option<String>) -> ApiResult<Option<String>> {
+    let Some(text) = value.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_NOTE {
+        return Err(ApiError::field(
+            "too_long",
+            field,
+            format!("{field} must be at most {MAX_NOTE} characters"),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(ApiError::field(
+            "invalid_text",
+            field,
+            format!("{field} must not contain NUL characters"),
+        ));
+    }
+    Ok(Some(text))
+}
+
 /// M3: an e-mail address, lowercased.
 pub fn email(field: &str, value: &str) -> ApiResult<String> {
     parse_email(value)
@@ -136,4 +162,32 @@ pub fn host(field: &str, value: &str) -> ApiResult<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_is_kept_as_written_and_blank_removes_it() {
+        assert_eq!(
+            note("note", Some(" Call back on Monday.\nAsk for Ben. ".into())).unwrap(),
+            Some(" Call back on Monday.\nAsk for Ben. ".to_owned())
+        );
+        assert_eq!(note("note", None).unwrap(), None);
+        assert_eq!(note("note", Some(" \n ".into())).unwrap(), None);
+    }
+
+    #[test]
+    fn a_note_is_bounded_in_characters_not_bytes() {
+        let longest = "ü".repeat(MAX_NOTE);
+        assert!(note("note", Some(longest.clone())).is_ok());
+        match note("note", Some(longest + "x")).unwrap_err() {
+            ApiError::Invalid { field, code, .. } => {
+                assert_eq!((field.as_deref(), code), (Some("note"), "too_long"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(note("note", Some("a\0b".into())).is_err());
+    }
 }

@@ -7,7 +7,8 @@
 //!
 //! It is pure: no I/O, no database, no clock. The store finds the candidates by
 //! [`Identifier::key`] and loads the exclusions; the intake acts on the [`MatchOutcome`].
-//! Creating entities and keeping them unique (M7) is not done here.
+//! Creating entities and keeping them unique (M7) is not done here. [`search`] reads the
+//! entity lists' search box the same way (a number in any spelling, M2).
 
 mod country;
 mod email;
@@ -17,6 +18,7 @@ mod identifier;
 mod phone;
 mod rank;
 mod resolve;
+mod search;
 
 pub use country::{Country, UnknownCountry};
 pub use email::{
@@ -28,3 +30,4 @@ pub use identifier::{Identifier, IdentifierKind};
 pub use phone::{PhoneError, PhoneKey, normalise_phone};
 pub use rank::{Candidate, rank};
 pub use resolve::{MatchOutcome, MatchStatus, resolve};
+pub use search::{MIN_SEARCH_DIGITS, Search, looks_like_phone, search};

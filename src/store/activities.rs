@@ -1,11 +1,14 @@
-//! Activities: the timeline entries of calls (and, later, e-mails) on CRM entities.
-//! An activity never exists without an entity.
+//! Activities: the timeline entries of calls and e-mails on CRM entities, an employee's
+//! open work among them, and their notes. An activity never exists without an entity.
+
+use std::collections::HashMap;
 
 use sqlx::any::AnyRow;
 
 use super::calls::CallEvent;
 use super::entities::{Tx, table};
-use super::{Page, Paged, Result, Store, col, parse_stored};
+use super::rows::{FilteredPage, placeholders};
+use super::{Page, Paged, Result, Store, StoreError, col, parse_stored};
 use crate::crm::model::{
     ActivityKind, CallOutcome, CallRecordId, Direction, EntityRef, Millis, UserId,
 };
@@ -28,36 +31,83 @@ pub struct ActivityRecord {
     pub entities: Vec<EntityRef>,
     pub created_at: Millis,
     pub completed_at: Option<Millis>,
+    /// The employee's note on it (what was said, what to do next).
+    pub note: Option<String>,
+    /// E-mail activities: the stored message (the first copy, when several mailboxes
+    /// hold one).
+    pub email: Option<String>,
+}
+
+/// Which activities a list holds.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityFilter {
+    /// The timeline of this entity.
+    pub entity: Option<EntityRef>,
+    /// Activities this employee is responsible for (their work).
+    pub responsible: Option<UserId>,
+    /// Completed (`true`) or open (`false`) ones.
+    pub completed: Option<bool>,
 }
 
 impl Store {
-    /// The timeline of an entity, newest first.
+    /// Activities newest first: an entity's timeline, an employee's work, or both.
     pub async fn list_activities(
         &self,
-        entity: &EntityRef,
+        filter: &ActivityFilter,
         page: &Page,
     ) -> Result<Paged<ActivityRecord>> {
-        let rows = sqlx::query(
-            "SELECT a.*, c.recording AS call_recording FROM activities a \
-             JOIN activity_entities ae ON ae.activity_id = a.id \
-             LEFT JOIN calls c ON c.id = a.call_id \
-             WHERE ae.entity_kind = $1 AND ae.entity_id = $2 AND ($3 = '' OR a.id < $3) \
-             ORDER BY a.id DESC LIMIT $4",
-        )
-        .bind(entity.kind.as_str())
-        .bind(entity.id.as_str())
-        .bind(page.after())
-        .bind(page.sql_limit())
-        .fetch_all(self.reader())
-        .await?;
+        // A timeline is driven by the entity's links (a join, then a sort of its few
+        // rows); an employee's work by the (responsible, completed, id) index.
+        let from = if filter.entity.is_some() {
+            "activities a JOIN activity_entities ae ON ae.activity_id = a.id"
+        } else {
+            "activities a"
+        };
+        let mut query = FilteredPage::new(
+            format!(
+                "SELECT a.*, c.recording AS call_recording, \
+                 CASE WHEN a.kind = 'email' THEN \
+                   (SELECT MIN(m.id) FROM emails m WHERE m.activity_id = a.id) END AS email_id \
+                 FROM {from} LEFT JOIN calls c ON c.id = a.call_id \
+                 WHERE ($1 = '' OR a.id < $1)"
+            ),
+            page.after(),
+        );
+        if let Some(entity) = &filter.entity {
+            query.and("ae.entity_kind = $?", entity.kind.as_str().to_owned());
+            query.and("ae.entity_id = $?", entity.id.clone());
+        }
+        if let Some(user) = &filter.responsible {
+            query.and("a.responsible = $?", user.to_string());
+        }
+        if let Some(completed) = filter.completed {
+            let completed = query.bind_int(i64::from(completed));
+            query.and_clause(&format!("a.completed = {completed}"));
+        }
+        let rows = query.fetch("a.id DESC", page, self.reader()).await?;
         let mut activities = rows
             .iter()
             .map(activity_from_row)
             .collect::<Result<Vec<_>>>()?;
+        let ids: Vec<&str> = activities.iter().map(|a| a.id.as_str()).collect();
+        let mut links = entities_of_activities(self.reader(), &ids).await?;
         for activity in &mut activities {
-            activity.entities = activity_entities(self.reader(), &activity.id).await?;
+            activity.entities = links.remove(&activity.id).unwrap_or_default();
         }
         Ok(page.finish(activities, |a| a.id.clone()))
+    }
+
+    /// Writes (or, with `None`, removes) an activity's note.
+    pub async fn set_activity_note(&self, id: &str, note: Option<&str>) -> Result<()> {
+        let done = sqlx::query("UPDATE activities SET note = $2 WHERE id = $1")
+            .bind(id)
+            .bind(note)
+            .execute(self.writer())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("activity", id));
+        }
+        Ok(())
     }
 }
 
@@ -83,6 +133,34 @@ pub(crate) async fn activity_entities(
             ))
         })
         .collect()
+}
+
+/// The entities of many activities in one query, each in a stable order.
+async fn entities_of_activities(
+    pool: &sqlx::AnyPool,
+    activities: &[&str],
+) -> Result<HashMap<String, Vec<EntityRef>>> {
+    let mut out: HashMap<String, Vec<EntityRef>> = HashMap::new();
+    for chunk in activities.chunks(500) {
+        let mut query = sqlx::query(dynamic_sql!(
+            "SELECT activity_id, entity_kind, entity_id FROM activity_entities \
+             WHERE activity_id IN ({}) ORDER BY entity_kind, entity_id",
+            placeholders(1, chunk.len())
+        ));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for link in query.fetch_all(pool).await? {
+            let kind: String = col(&link, "entity_kind")?;
+            out.entry(col(&link, "activity_id")?)
+                .or_default()
+                .push(EntityRef::new(
+                    parse_stored(&kind, "activity_entities.entity_kind")?,
+                    col::<String>(&link, "entity_id")?,
+                ));
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn activity_subject(
@@ -172,5 +250,7 @@ fn activity_from_row(row: &AnyRow) -> Result<ActivityRecord> {
         entities: Vec::new(),
         created_at: col(row, "created_at")?,
         completed_at: col(row, "completed_at")?,
+        note: col(row, "note")?,
+        email: col(row, "email_id")?,
     })
 }

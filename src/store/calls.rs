@@ -139,13 +139,35 @@ pub struct EventOutcome {
 pub struct CallFilter {
     /// Calls that involve this employee (dialled, answered or responsible).
     pub user: Option<UserId>,
+    /// Calls that concern this employee: they placed or answered it, it rang them, or
+    /// the customer is theirs (the agent's own calls of the call log).
+    pub mine: Option<UserId>,
     pub customer: Option<String>,
+    /// Only calls that ended so (`Some(true)`), or not so (`Some(false)`).
+    pub outcome: Option<(CallOutcome, bool)>,
+    /// Our number (E.164).
+    pub number: Option<String>,
+    /// Started at or after (UTC ms).
+    pub started_from: Option<Millis>,
+    /// Started before (UTC ms).
+    pub started_before: Option<Millis>,
+    /// Calls whose activity is on this entity.
+    pub entity: Option<EntityRef>,
     /// Access: only calls that may concern the agent or be on entities they see.
     pub visible_to: Option<super::access::ListScope>,
-    /// Calls that started at or after this time.
-    pub from: Option<Millis>,
-    /// Calls that started before this time.
-    pub to: Option<Millis>,
+}
+
+/// `(calls concern the employee at {me})`: they placed or answered it, it is theirs, or
+/// it rang them (`{quoted}`: the id quoted for the JSON route and legs). The one
+/// definition of "my calls", shared by the agent's scope and `?mine=true`.
+fn concerns_clause(query: &mut FilteredPage, me: &UserId) -> String {
+    let id = query.bind(me.to_string());
+    // Route and legs are JSON; user ids are UUIDs, so no LIKE wildcard in them.
+    let quoted = query.bind(format!("%\"{me}\"%"));
+    format!(
+        "calls.user_id = {id} OR calls.answered_by = {id} OR calls.responsible = {id} \
+         OR calls.route LIKE {quoted} OR calls.legs LIKE {quoted}"
+    )
 }
 
 /// The most times a decision is retried after losing a race for an identifier (M7) or a
@@ -558,28 +580,48 @@ impl Store {
         if let Some(customer) = &filter.customer {
             query.and("customer = $?", customer.clone());
         }
-        // Bound as text like every filter value; the casts keep the comparison numeric
-        // on both databases.
-        if let Some(from) = filter.from {
-            query.and("started_at >= CAST($? AS BIGINT)", from.to_string());
+        if let Some(me) = &filter.mine {
+            let mine = concerns_clause(&mut query, me);
+            query.and_clause(&mine);
         }
-        if let Some(to) = filter.to {
-            query.and("started_at < CAST($? AS BIGINT)", to.to_string());
+        match filter.outcome {
+            Some((outcome, true)) => query.and("calls.outcome = $?", outcome.to_string()),
+            Some((outcome, false)) => query.and(
+                "(calls.outcome IS NULL OR calls.outcome <> $?)",
+                outcome.to_string(),
+            ),
+            None => {}
+        }
+        if let Some(number) = &filter.number {
+            query.and("calls.number = $?", number.clone());
+        }
+        if let Some(from) = filter.started_from {
+            let from = query.bind_int(from);
+            query.and_clause(&format!("calls.started_at >= {from}"));
+        }
+        if let Some(before) = filter.started_before {
+            let before = query.bind_int(before);
+            query.and_clause(&format!("calls.started_at < {before}"));
+        }
+        if let Some(entity) = &filter.entity {
+            let kind = query.bind(entity.kind.as_str().to_owned());
+            let id = query.bind(entity.id.clone());
+            query.and_clause(&format!(
+                "calls.id IN (SELECT a.call_id FROM activity_entities ae \
+                 JOIN activities a ON a.id = ae.activity_id \
+                 WHERE ae.entity_kind = {kind} AND ae.entity_id = {id} \
+                 AND a.call_id IS NOT NULL)"
+            ));
         }
         if let Some(scope) = &filter.visible_to {
-            let me = query.bind(scope.me.to_string());
-            // Route and legs are JSON; user ids are UUIDs, so no LIKE wildcard in them.
-            let quoted = query.bind(format!("%\"{}\"%", scope.me));
+            let concerns = concerns_clause(&mut query, &scope.me);
             let on_entities = super::access::activity_in_scope(
                 &mut query,
                 "activities a JOIN activity_entities ae ON ae.activity_id = a.id \
                  WHERE a.call_id = calls.id",
                 scope.responsibles.as_deref(),
             );
-            query.and_clause(&format!(
-                "calls.user_id = {me} OR calls.answered_by = {me} OR calls.responsible = {me} \
-                 OR calls.route LIKE {quoted} OR calls.legs LIKE {quoted} OR {on_entities}"
-            ));
+            query.and_clause(&format!("{concerns} OR {on_entities}"));
         }
         let rows = query.fetch("id DESC", page, self.reader()).await?;
         let calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>>>()?;

@@ -3,12 +3,14 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
-use super::rows::{FilteredPage, Rows, placeholders};
-use super::{Page, Paged, Result, Store, StoreError, col, now_ms, on_unique, parse_stored};
+use super::rows::{FilteredPage, Rows, like_contains, placeholders};
+use super::{
+    Backend, Page, Paged, Result, Store, StoreError, col, now_ms, on_unique, parse_stored,
+};
 use crate::crm::model::{
     DealStatus, EntityKind, EntityRef, LeadStatus, Millis, PipelineId, StageId, UserId,
 };
-use crate::matcher::Identifier;
+use crate::matcher::{Identifier, Search};
 
 pub(crate) type Tx<'a> = Transaction<'a, Any>;
 
@@ -78,7 +80,8 @@ pub struct EntityPatch {
     pub deal_stage: Option<StageId>,
 }
 
-/// List filters of API.md: `?phone=`, `?email=`, `?responsible=`.
+/// List filters of API.md: `?phone=`, `?email=`, `?responsible=`, the search box `?q=`,
+/// and per kind `?status=`, `?pipeline=`, `?stage=`, `?contact=`, `?company=`.
 #[derive(Debug, Clone, Default)]
 pub struct EntityFilter {
     /// A matcher key (E.164, digits or lowercased e-mail).
@@ -87,6 +90,17 @@ pub struct EntityFilter {
     /// Access (A1): only entities one of these employees is responsible for; `None`
     /// for no restriction (unassigned entities are only seen without one).
     pub responsible_in: Option<Vec<UserId>>,
+    /// A piece of the name or of an e-mail address, or a phone number (deals: of their
+    /// contact or company).
+    pub search: Option<Search>,
+    /// Leads: new | converted | junk; deals: open | won | lost.
+    pub status: Option<String>,
+    /// Deals.
+    pub pipeline: Option<String>,
+    pub stage: Option<String>,
+    pub contact: Option<String>,
+    /// Contacts and deals.
+    pub company: Option<String>,
 }
 
 /// What an import did.
@@ -189,10 +203,14 @@ pub(crate) async fn insert_entity(
             let deal = new.deal.as_ref().ok_or_else(|| {
                 StoreError::invalid("pipeline", "a deal needs a pipeline and a stage")
             })?;
+            // A deal's status follows its stage, also when it is created in a won or lost
+            // one.
             sqlx::query(
                 "INSERT INTO deals (id, name, contact_id, company_id, pipeline_id, stage_id, status, \
                  responsible, source, created_at, updated_at, last_activity_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'open', $7, $8, $9, $9, $9)",
+                 VALUES ($1, $2, $3, $4, $5, $6, \
+                 COALESCE((SELECT s.status FROM stages s WHERE s.id = $6), 'open'), \
+                 $7, $8, $9, $9, $9)",
             )
             .bind(id)
             .bind(&new.name)
@@ -494,6 +512,26 @@ impl Store {
         }
         if let Some(user) = &filter.responsible {
             query.and("e.responsible = $?", user.to_string());
+        }
+        if let Some(search) = &filter.search {
+            let clause = search_clause(&mut query, self.backend(), kind, search);
+            query.and_clause(&clause);
+        }
+        if let Some(status) = &filter.status {
+            query.and("e.status = $?", status.clone());
+        }
+        let deal_columns = [
+            (&filter.pipeline, "e.pipeline_id = $?"),
+            (&filter.stage, "e.stage_id = $?"),
+            (&filter.contact, "e.contact_id = $?"),
+        ];
+        for (value, clause) in deal_columns {
+            if let (EntityKind::Deal, Some(value)) = (kind, value) {
+                query.and(clause, value.clone());
+            }
+        }
+        if let (EntityKind::Deal | EntityKind::Contact, Some(company)) = (kind, &filter.company) {
+            query.and("e.company_id = $?", company.clone());
         }
         if let Some(users) = &filter.responsible_in {
             query.and_in("e.responsible", users.iter().map(ToString::to_string));
@@ -811,6 +849,57 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// The condition of a search (`?q=`) on the entity `e` of `kind`: the text inside its name
+/// or one of its identifiers (e-mail addresses are stored in lower case), the number
+/// itself, or its digits inside a stored number. Deals carry no identifiers and are found
+/// by their own name or by their contact's or company's name and identifiers.
+///
+/// No index serves a substring, so a search reads the list in its `id` order until the
+/// page is full: cheap for a common text, a scan of the table for a rare one.
+fn search_clause(
+    query: &mut FilteredPage,
+    backend: Backend,
+    kind: EntityKind,
+    search: &Search,
+) -> String {
+    let text = query.bind(like_contains(&search.text));
+    let mut on_identifier = vec![format!("ei.value LIKE {text} ESCAPE '\\'")];
+    if let Some(phone) = &search.phone {
+        let phone = query.bind(phone.clone());
+        on_identifier.push(format!("ei.value = {phone}"));
+    }
+    if let Some(digits) = &search.digits {
+        let digits = query.bind(like_contains(digits));
+        on_identifier.push(format!("ei.value LIKE {digits} ESCAPE '\\'"));
+    }
+    let on_identifier = on_identifier.join(" OR ");
+    let mut name = format!("LOWER(e.name) LIKE {text} ESCAPE '\\'");
+    if backend == Backend::Sqlite && !search.typed.is_ascii() && search.typed != search.text {
+        // SQLite's LOWER and LIKE fold ASCII letters only: `Özdemir` is found as typed.
+        let typed = query.bind(like_contains(&search.typed));
+        name = format!("({name} OR e.name LIKE {typed} ESCAPE '\\')");
+    }
+    if kind == EntityKind::Deal {
+        format!(
+            "{name} \
+             OR EXISTS (SELECT 1 FROM contacts c WHERE c.id = e.contact_id \
+                AND LOWER(c.name) LIKE {text} ESCAPE '\\') \
+             OR EXISTS (SELECT 1 FROM companies c WHERE c.id = e.company_id \
+                AND LOWER(c.name) LIKE {text} ESCAPE '\\') \
+             OR EXISTS (SELECT 1 FROM entity_identifiers ei WHERE \
+                ((ei.entity_kind = 'contact' AND ei.entity_id = e.contact_id) OR \
+                 (ei.entity_kind = 'company' AND ei.entity_id = e.company_id)) \
+                AND ({on_identifier}))"
+        )
+    } else {
+        format!(
+            "{name} OR EXISTS (SELECT 1 FROM entity_identifiers ei \
+             WHERE ei.entity_kind = '{}' AND ei.entity_id = e.id AND ({on_identifier}))",
+            kind.as_str()
+        )
     }
 }
 

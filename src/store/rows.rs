@@ -151,7 +151,9 @@ impl Rows {
 /// value is bound. `$?` in a clause stands for that clause's value.
 pub(crate) struct FilteredPage {
     sql: String,
-    binds: Vec<String>,
+    /// Text, or integers where they are compared with integer columns (PostgreSQL does
+    /// not compare a BIGINT with a text parameter).
+    binds: Vec<Cell>,
 }
 
 impl FilteredPage {
@@ -159,14 +161,13 @@ impl FilteredPage {
     pub fn new(select: String, cursor: &str) -> Self {
         Self {
             sql: select,
-            binds: vec![cursor.to_owned()],
+            binds: vec![cursor.into()],
         }
     }
 
     /// Adds `AND clause`, binding `value` to its `$?`.
     pub fn and(&mut self, clause: &str, value: String) {
-        self.binds.push(value);
-        let placeholder = format!("${}", self.binds.len());
+        let placeholder = self.bind(value);
         self.sql.push_str(" AND ");
         self.sql.push_str(&clause.replace("$?", &placeholder));
     }
@@ -174,7 +175,13 @@ impl FilteredPage {
     /// Binds `value` and returns its placeholder, for clauses built with several values
     /// (then added with [`FilteredPage::and_clause`]).
     pub fn bind(&mut self, value: String) -> String {
-        self.binds.push(value);
+        self.binds.push(value.into());
+        format!("${}", self.binds.len())
+    }
+
+    /// [`FilteredPage::bind`] for an integer (a time in milliseconds).
+    pub fn bind_int(&mut self, value: i64) -> String {
+        self.binds.push(value.into());
         format!("${}", self.binds.len())
     }
 
@@ -197,7 +204,7 @@ impl FilteredPage {
     /// Adds `AND column IN (values…)`; with no values nothing matches.
     pub fn and_in(&mut self, column: &str, values: impl IntoIterator<Item = String>) {
         let first = self.binds.len() + 1;
-        self.binds.extend(values);
+        self.binds.extend(values.into_iter().map(Cell::from));
         let count = self.binds.len() + 1 - first;
         self.sql.push_str(" AND ");
         if count == 0 {
@@ -222,10 +229,29 @@ impl FilteredPage {
         // Assembled from constant clauses and placeholders only.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql));
         for bind in self.binds {
-            query = query.bind(bind);
+            query = match bind {
+                Cell::Text(v) => query.bind(v),
+                Cell::Int(v) => query.bind(v),
+                Cell::Bytes(v) => query.bind(v),
+            };
         }
         Ok(query.bind(page.sql_limit()).fetch_all(pool).await?)
     }
+}
+
+/// A `LIKE … ESCAPE '\'` pattern that finds `text` anywhere: the wildcards `%` and `_`
+/// and the escape character itself stand for themselves.
+pub(crate) fn like_contains(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// `$first, $first+1, …` for an `IN (…)` list of `count` values.
@@ -304,6 +330,12 @@ impl EntityRows {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn like_patterns_find_wildcards_as_written() {
+        assert_eq!(super::like_contains("anna"), "%anna%");
+        assert_eq!(super::like_contains("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
     #[test]
     fn placeholders_are_numbered_from_first() {
         assert_eq!(super::placeholders(3, 3), "$3, $4, $5");

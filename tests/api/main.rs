@@ -8,6 +8,7 @@ mod browser_harness;
 mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;
+mod console_api;
 mod console_browser;
 mod console_stats;
 mod dial;

@@ -31,9 +31,9 @@ use period::Period;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct CallStatsQuery {
-    /// Start: a date (`YYYY-MM-DD`, from 00:00 UTC) or an RFC 3339 time. Default: today.
+    /// Start: a day (`YYYY-MM-DD`, from 00:00 UTC) or an RFC 3339 time. Default: today.
     pub from: Option<String>,
-    /// End: a date (that whole day, UTC, included) or an RFC 3339 time (excluded).
+    /// End: a day (that whole day, UTC, included) or an RFC 3339 time (included).
     /// Default: the end of today. At most 366 days after `from`.
     pub to: Option<String>,
     /// hour (default) | number | queue | agent
@@ -42,9 +42,9 @@ pub struct CallStatsQuery {
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 pub struct PeriodQuery {
-    /// Start: a date (`YYYY-MM-DD`, from 00:00 UTC) or an RFC 3339 time. Default: today.
+    /// Start: a day (`YYYY-MM-DD`, from 00:00 UTC) or an RFC 3339 time. Default: today.
     pub from: Option<String>,
-    /// End: a date (that whole day, UTC, included) or an RFC 3339 time (excluded).
+    /// End: a day (that whole day, UTC, included) or an RFC 3339 time (included).
     /// Default: the end of today. At most 366 days after `from`.
     pub to: Option<String>,
 }
@@ -71,8 +71,8 @@ pub struct CallStats {
 /// our number, its queue, or agent (who answered, else who is responsible). Agents count
 /// the calls they see in the call log (A1, A2); trunk tokens are refused.
 #[utoipa::path(get, path = "/stats/calls", tag = "stats", params(CallStatsQuery),
-    responses((status = 200, body = CallStats), (status = 403, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = CallStats), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn call_stats(
     State(state): State<AppState>,
     principal: Principal,
@@ -124,7 +124,8 @@ async fn call_stats(
 /// sees in the call log (A1, A2).
 #[utoipa::path(get, path = "/stats/calls/chart.svg", tag = "stats", params(PeriodQuery),
     responses((status = 200, content_type = "image/svg+xml", body = String),
-              (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn call_chart(
     State(state): State<AppState>,
     principal: Principal,
@@ -180,8 +181,8 @@ async fn visible_calls(
     period: Period,
 ) -> ApiResult<Vec<CallRecord>> {
     let filter = CallFilter {
-        from: Some(period.from),
-        to: Some(period.to),
+        started_from: Some(period.from),
+        started_before: Some(period.to),
         ..visible_filter(access)
     };
     let mut page = Page {

@@ -1,10 +1,10 @@
-//! The `from`/`to` bounds of a statistics request: a date (`YYYY-MM-DD`, a whole day in
-//! UTC, `to` inclusive) or an RFC 3339 time; by default today (UTC).
-
-use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta};
+//! The range of a statistics request: the call log's `?from=&to=` bounds, read by
+//! `http::period` (a day `YYYY-MM-DD` counted whole in UTC, or an RFC 3339 time,
+//! included), with the dashboard's default (today, UTC) and limit (366 days).
 
 use crate::crm::model::Millis;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::period::period;
 
 const DAY_MS: Millis = 86_400_000;
 /// The longest range: a leap year of whole days.
@@ -17,96 +17,60 @@ pub struct Period {
     pub to: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PeriodError {
-    #[error(
-        "{field}: '{value}' is neither a date (YYYY-MM-DD) nor an RFC 3339 time; write e.g. \
-         2026-11-23 or 2026-11-23T10:00:00Z"
-    )]
-    Unreadable { field: &'static str, value: String },
-    #[error("to ({to}) is before from ({from})")]
-    Reversed { from: String, to: String },
+/// Well-formed bounds the statistics refuse (422, `field: "to"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    #[error("to is before from: the range would hold no time at all")]
+    Reversed,
     #[error("the range is longer than {MAX_DAYS} days; ask for a shorter one")]
     TooLong,
 }
 
-impl From<PeriodError> for ApiError {
-    fn from(err: PeriodError) -> Self {
-        let (code, field) = match &err {
-            PeriodError::Unreadable { field, .. } => ("invalid_time", *field),
-            PeriodError::Reversed { .. } => ("invalid_range", "to"),
-            PeriodError::TooLong => ("range_too_long", "to"),
+impl From<RangeError> for ApiError {
+    fn from(err: RangeError) -> Self {
+        let code = match err {
+            RangeError::Reversed => "invalid_range",
+            RangeError::TooLong => "range_too_long",
         };
-        ApiError::field(code, field, err.to_string())
+        ApiError::field(code, "to", err.to_string())
     }
 }
 
-/// One bound as given: a whole day or an instant.
-enum Bound {
-    Day(Millis),
-    At(Millis),
-}
-
-fn read(field: &'static str, text: &str) -> Result<Bound, PeriodError> {
-    let text = text.trim();
-    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(Bound::Day(
-            day.and_time(NaiveTime::MIN).and_utc().timestamp_millis(),
-        ));
-    }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| Bound::At(t.timestamp_millis()))
-        .map_err(|_| PeriodError::Unreadable {
-            field,
-            value: text.chars().take(64).collect(),
-        })
+/// The range of `?from=&to=`: an unreadable bound is the call log's `400 invalid_query`
+/// naming it, a reversed or too long range `422`.
+pub fn parse(from: Option<&str>, to: Option<&str>, now: Millis) -> ApiResult<Period> {
+    // Each side alone: whether the two fit together is `resolve`'s rule, with its code.
+    let start = period(from, None)?.start;
+    let end = period(None, to)?.end;
+    Ok(resolve(start, end, now)?)
 }
 
 fn start_of_day(at: Millis) -> Millis {
     at - at.rem_euclid(DAY_MS)
 }
 
-/// The range asked for: a missing `from` starts at the start of `to`'s day, or today; a
-/// missing `to` ends with today (or with `from`'s day when that is later).
-pub fn parse(from: Option<&str>, to: Option<&str>, now: Millis) -> Result<Period, PeriodError> {
-    let from_bound = from.map(|t| read("from", t)).transpose()?;
-    let to_bound = to.map(|t| read("to", t)).transpose()?;
-    let to_ms = match &to_bound {
-        Some(Bound::Day(day)) => day + DAY_MS,
-        Some(Bound::At(at)) => *at,
-        None => {
-            let end_of_today = start_of_day(now) + DAY_MS;
-            match &from_bound {
-                Some(Bound::Day(day)) => end_of_today.max(day + DAY_MS),
-                Some(Bound::At(at)) => end_of_today.max(start_of_day(*at) + DAY_MS),
-                None => end_of_today,
-            }
-        }
-    };
-    let from_ms = match from_bound {
-        Some(Bound::Day(day) | Bound::At(day)) => day,
-        None if to.is_some() => start_of_day(to_ms - 1),
+/// Fills in the open sides: without `from` the range starts with the day `to` ends in,
+/// or today; without `to` it ends with today, or with `from`'s day when that is later.
+pub fn resolve(
+    start: Option<Millis>,
+    end: Option<Millis>,
+    now: Millis,
+) -> Result<Period, RangeError> {
+    let to = end.unwrap_or_else(|| {
+        let end_of_today = start_of_day(now) + DAY_MS;
+        start.map_or(end_of_today, |s| end_of_today.max(start_of_day(s) + DAY_MS))
+    });
+    let from = start.unwrap_or_else(|| match end {
+        Some(end) => start_of_day(end - 1),
         None => start_of_day(now),
-    };
-    // A `to` day ends after `from` unless the whole day lies before it (`to` the day
-    // before a `from` day); a `to` time may equal `from` (an empty range).
-    let reversed = match to_bound {
-        Some(Bound::Day(_)) => to_ms <= from_ms,
-        _ => to_ms < from_ms,
-    };
-    if reversed {
-        return Err(PeriodError::Reversed {
-            from: from.unwrap_or_default().trim().chars().take(64).collect(),
-            to: to.unwrap_or_default().trim().chars().take(64).collect(),
-        });
+    });
+    if to <= from {
+        return Err(RangeError::Reversed);
     }
-    if TimeDelta::milliseconds(to_ms - from_ms) > TimeDelta::days(MAX_DAYS) {
-        return Err(PeriodError::TooLong);
+    if to - from > MAX_DAYS * DAY_MS {
+        return Err(RangeError::TooLong);
     }
-    Ok(Period {
-        from: from_ms,
-        to: to_ms,
-    })
+    Ok(Period { from, to })
 }
 
 #[cfg(test)]
@@ -119,99 +83,92 @@ mod tests {
     #[test]
     fn default_is_today_in_utc() {
         assert_eq!(
-            parse(None, None, NOW),
-            Ok(Period {
+            parse(None, None, NOW).unwrap(),
+            Period {
                 from: NOV_23,
                 to: NOV_23 + DAY_MS
-            })
+            }
         );
     }
 
     #[test]
-    fn dates_are_whole_days_and_to_is_inclusive() {
+    fn days_count_whole_and_a_lone_to_day_is_that_day() {
         assert_eq!(
-            parse(Some("2026-11-23"), Some("2026-11-24"), NOW),
-            Ok(Period {
+            parse(Some("2026-11-23"), Some("2026-11-24"), NOW).unwrap(),
+            Period {
                 from: NOV_23,
                 to: NOV_23 + 2 * DAY_MS
-            })
+            }
         );
         assert_eq!(
-            parse(Some("2026-11-23"), Some("2026-11-23"), NOW).map(|p| p.to - p.from),
-            Ok(DAY_MS)
-        );
-        assert_eq!(
-            parse(None, Some("2026-11-20"), NOW),
-            Ok(Period {
+            parse(None, Some("2026-11-20"), NOW).unwrap(),
+            Period {
                 from: NOV_23 - 3 * DAY_MS,
                 to: NOV_23 - 2 * DAY_MS
-            })
-        );
-    }
-
-    #[test]
-    fn times_are_instants_with_any_offset() {
-        assert_eq!(
-            parse(
-                Some("2026-11-23T10:00:00+01:00"),
-                Some("2026-11-23T12:00:00Z"),
-                NOW
-            ),
-            Ok(Period {
-                from: NOV_23 + 9 * 3_600_000,
-                to: NOV_23 + 12 * 3_600_000
-            })
+            }
         );
     }
 
     #[test]
     fn a_missing_to_ends_with_today_or_with_a_later_from_day() {
         assert_eq!(
-            parse(Some("2026-11-01"), None, NOW).map(|p| p.to),
-            Ok(NOV_23 + DAY_MS)
+            parse(Some("2026-11-01"), None, NOW).unwrap().to,
+            NOV_23 + DAY_MS
         );
-        assert_eq!(
-            parse(Some("2026-12-01"), None, NOW).map(|p| p.to - p.from),
-            Ok(DAY_MS)
-        );
+        let later = parse(Some("2026-12-01T08:00:00Z"), None, NOW).unwrap();
+        assert_eq!(later.to - start_of_day(later.from), DAY_MS);
     }
 
     #[test]
-    fn to_before_from_and_unreadable_bounds_are_refused() {
-        assert!(matches!(
-            parse(Some("2026-11-23"), Some("2026-11-22"), NOW),
-            Err(PeriodError::Reversed { .. })
-        ));
+    fn to_before_from_is_422_on_to_and_unreadable_bounds_are_400_on_theirs() {
+        for (from, to) in [
+            ("2026-11-23", "2026-11-22"),
+            ("2026-11-23T10:00:00Z", "2026-11-23T09:59:59Z"),
+        ] {
+            let ApiError::Invalid {
+                status,
+                code,
+                field,
+                ..
+            } = parse(Some(from), Some(to), NOW).unwrap_err()
+            else {
+                panic!("a 4xx naming a field")
+            };
+            assert_eq!(
+                (status.as_u16(), code, field.as_deref()),
+                (422, "invalid_range", Some("to"))
+            );
+        }
         assert!(
-            parse(Some("2026-11-22T12:00:00Z"), Some("2026-11-22"), NOW).is_ok(),
-            "from noon to the end of that day"
+            parse(
+                Some("2026-11-23T10:00:00Z"),
+                Some("2026-11-23T10:00:00Z"),
+                NOW
+            )
+            .is_ok(),
+            "a `to` time is included"
         );
-        assert!(matches!(
-            parse(Some("2026-11-23T00:00:00Z"), Some("2026-11-22"), NOW),
-            Err(PeriodError::Reversed { .. })
-        ));
-        assert!(matches!(
-            parse(Some("23.11.2026"), None, NOW),
-            Err(PeriodError::Unreadable { field: "from", .. })
-        ));
-        assert!(matches!(
-            parse(None, Some("2026-02-30"), NOW),
-            Err(PeriodError::Unreadable { field: "to", .. })
-        ));
-        let ApiError::Invalid { field, code, .. } =
-            ApiError::from(parse(Some("2026-11-23"), Some("2026-11-01"), NOW).unwrap_err())
+        let ApiError::Invalid { status, field, .. } =
+            parse(Some("23.11.2026"), None, NOW).unwrap_err()
         else {
-            panic!("a 4xx with a field")
+            panic!("a 4xx naming a field")
         };
-        assert_eq!((field.as_deref(), code), (Some("to"), "invalid_range"));
+        assert_eq!((status.as_u16(), field.as_deref()), (400, Some("from")));
     }
 
     #[test]
     fn at_most_366_days() {
         assert!(parse(Some("2024-01-01"), Some("2024-12-31"), NOW).is_ok());
         assert_eq!(
-            parse(Some("2024-01-01"), Some("2025-01-01"), NOW),
-            Err(PeriodError::TooLong)
+            resolve(Some(NOV_23), Some(NOV_23 + 367 * DAY_MS), NOW),
+            Err(RangeError::TooLong)
         );
+        assert!(matches!(
+            parse(Some("2024-01-01"), Some("2025-01-01"), NOW),
+            Err(ApiError::Invalid {
+                code: "range_too_long",
+                ..
+            })
+        ));
     }
 }
