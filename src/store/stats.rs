@@ -86,3 +86,33 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// E-mails taken in (E15's `ingested_at`) in `[from, to)`, by mailbox (`None`: the
+    /// forward address), most first (index `emails_ingested`).
+    pub async fn email_counts(
+        &self,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<(Option<String>, u64)>> {
+        let rows = sqlx::query(
+            "SELECT mailbox_id, COUNT(*) AS ingested FROM emails \
+             WHERE ingested_at >= $1 AND ingested_at < $2 GROUP BY mailbox_id",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.reader())
+        .await?;
+        let mut counts = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    col::<Option<String>>(row, "mailbox_id")?,
+                    col::<i64>(row, "ingested")?.max(0) as u64,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        counts.sort_by(|(ma, a), (mb, b)| b.cmp(a).then_with(|| ma.cmp(mb)));
+        Ok(counts)
+    }
+}

@@ -473,3 +473,78 @@ async fn a1_a2_the_chart_draws_the_hours_bars_of_the_calls_the_reader_sees_in_th
     assert!(!empty.contains("class=\"bar "));
     app.stop().await;
 }
+
+/// Hands `count` messages to the forward address over SMTP, as a mail server would; each
+/// `250` after the data means it is stored (E16).
+async fn send_to_forward_address(app: &TestApp, count: usize) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let address = app.get_ok("/api/v1/settings/forward").await["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let smtp = app.app.as_ref().unwrap().smtp_addr;
+    let stream = tokio::net::TcpStream::connect(smtp).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    // A reply ends with the line whose code is followed by a space.
+    let mut reply = async move || -> String {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("a reply");
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return line;
+            }
+        }
+    };
+    assert!(reply().await.starts_with("220"));
+    let mut say = async |text: String, expect: &str| {
+        write.write_all(text.as_bytes()).await.unwrap();
+        let line = reply().await;
+        assert!(line.starts_with(expect), "{text:?} → {line}");
+    };
+    say("EHLO mailer.example\r\n".into(), "250").await;
+    for n in 0..count {
+        say("MAIL FROM:<kunde@kunde.example>\r\n".into(), "250").await;
+        say(format!("RCPT TO:<{address}>\r\n"), "250").await;
+        say("DATA\r\n".into(), "354").await;
+        say(
+            format!(
+                "From: Kunde <kunde@kunde.example>\r\nTo: {address}\r\nSubject: Anfrage {n}\r\n\
+                 Message-ID: <stats-{n}@kunde.example>\r\n\r\nHallo\r\n.\r\n"
+            ),
+            "250",
+        )
+        .await;
+    }
+    say("QUIT\r\n".into(), "221").await;
+}
+
+#[tokio::test]
+async fn emails_taken_in_are_counted_by_mailbox_for_admins() {
+    let app = TestApp::spawn().await;
+    let line = app.sales_line().await;
+    send_to_forward_address(&app, 2).await;
+
+    let today = app.get_ok("/api/v1/stats/emails").await;
+    assert_eq!(
+        today,
+        json!({"ingested": 2, "by_mailbox": [{"mailbox": null, "ingested": 2}]}),
+        "the forward address is the mailbox null"
+    );
+    let before = app
+        .get_ok("/api/v1/stats/emails?from=2020-01-01&to=2020-01-31")
+        .await;
+    assert_eq!(before, json!({"ingested": 0, "by_mailbox": []}));
+
+    let anna = app.token_for(&line.anna).await;
+    let (status, body) = get(&app, "/api/v1/stats/emails", &anna).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admins only: {body}");
+    let (status, body) = get(
+        &app,
+        "/api/v1/stats/emails?from=2026-11-23&to=2026-11-01",
+        &app.admin,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "to");
+    app.stop().await;
+}

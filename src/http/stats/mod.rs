@@ -156,6 +156,44 @@ async fn call_chart(
         .into_response())
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MailboxCount {
+    /// Mailbox id; null for the forward address.
+    pub mailbox: Option<String>,
+    pub ingested: u64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EmailStats {
+    /// E-mails taken in during the range (by `ingested_at`, E15), every mailbox and the
+    /// forward address.
+    pub ingested: u64,
+    /// Per mailbox, the most first; mailboxes without mail in the range are absent.
+    pub by_mailbox: Vec<MailboxCount>,
+}
+
+/// E-mails taken in during a range, in all and per mailbox (admin: the counts cover
+/// personal mailboxes too, whose mail is their owners').
+#[utoipa::path(get, path = "/stats/emails", tag = "stats", params(PeriodQuery),
+    responses((status = 200, body = EmailStats), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn email_stats(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(query): ApiQuery<PeriodQuery>,
+) -> ApiResult<Json<EmailStats>> {
+    principal.require_admin()?;
+    let period = period::parse(query.from.as_deref(), query.to.as_deref(), now_ms())?;
+    let counts = state.store.email_counts(period.from, period.to).await?;
+    Ok(Json(EmailStats {
+        ingested: counts.iter().map(|(_, n)| n).sum(),
+        by_mailbox: counts
+            .into_iter()
+            .map(|(mailbox, ingested)| MailboxCount { mailbox, ingested })
+            .collect(),
+    }))
+}
+
 /// The 24 hourly buckets of the calls `access` sees in `period`.
 async fn hourly(state: &AppState, access: &Access, period: Period) -> ApiResult<[HourCount; 24]> {
     if access.sees_all_entities() {
@@ -216,4 +254,5 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(call_stats))
         .routes(routes!(call_chart))
+        .routes(routes!(email_stats))
 }
