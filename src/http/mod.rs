@@ -27,6 +27,7 @@ mod registrations;
 pub mod session;
 mod settings;
 mod stats;
+mod tokens;
 mod trunks;
 mod users;
 mod validate;
@@ -168,4 +169,5 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(webhooks::routes())
         .merge(session::routes())
         .merge(stats::routes())
+        .merge(tokens::routes())
 }

@@ -548,3 +548,105 @@ async fn emails_taken_in_are_counted_by_mailbox_for_admins() {
     assert_eq!(body["error"]["field"], "to");
     app.stop().await;
 }
+
+/// A1: a person's tokens are listed and revoked by them or an admin; the list never holds
+/// a token or its hash, and a revoked token is refused from its next use.
+#[tokio::test]
+async fn a1_tokens_are_listed_without_secrets_and_a_revoked_one_is_refused() {
+    let app = TestApp::spawn().await;
+    let line = app.sales_line().await;
+    let first = app.token_for(&line.anna).await;
+    let second = app.token_for(&line.anna).await;
+    let ben = app.token_for(&line.ben).await;
+    let path = format!("/api/v1/users/{}/tokens", line.anna);
+
+    // Listing with the first token uses it: its use is recorded, the second's is not.
+    let (status, list) = get(&app, &path, &first).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["next"], Value::Null);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    for item in items {
+        let mut keys: Vec<&str> = item
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["created_at", "id", "last_used_at"], "{item}");
+    }
+    let text = list.to_string();
+    assert!(
+        !text.contains(&first) && !text.contains(&second),
+        "no secrets: {text}"
+    );
+    assert!(items[0]["last_used_at"].is_string(), "{list}");
+    assert_eq!(items[1]["last_used_at"], Value::Null, "{list}");
+    let second_id = items[1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.get_ok(&path).await["items"],
+        list["items"],
+        "admins see them too"
+    );
+
+    // Someone else's tokens are not Ben's business.
+    let (status, _) = get(&app, &path, &ben).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = app
+        .request(
+            Method::DELETE,
+            &format!("{path}/{second_id}"),
+            Some(&ben),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Anna revokes her second token with her first: it is refused from then on.
+    let (status, me) = get(&app, "/api/v1/calls", &second).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    let (status, body) = app
+        .request(
+            Method::DELETE,
+            &format!("{path}/{second_id}"),
+            Some(&first),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = get(&app, "/api/v1/calls", &second).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _) = get(&app, "/api/v1/calls", &first).await;
+    assert_eq!(status, StatusCode::OK, "the other token still works");
+    // Gone, or not hers: 404.
+    let (status, _) = app
+        .request(
+            Method::DELETE,
+            &format!("{path}/{second_id}"),
+            Some(&first),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let bens = app
+        .get_ok(&format!("/api/v1/users/{}/tokens", line.ben))
+        .await;
+    let bens_id = bens["items"][0]["id"].as_str().unwrap();
+    let (status, _) = app
+        .request(
+            Method::DELETE,
+            &format!("{path}/{bens_id}"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "Ben's token is not Anna's");
+    let (status, _) = get(&app, "/api/v1/calls", &ben).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        app.get_ok(&path).await["items"].as_array().unwrap().len(),
+        1
+    );
+    app.stop().await;
+}
