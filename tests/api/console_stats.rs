@@ -650,3 +650,63 @@ async fn a1_tokens_are_listed_without_secrets_and_a_revoked_one_is_refused() {
     );
     app.stop().await;
 }
+
+/// The registrations page: whose phone (id, name, extension), which device, how and from
+/// where, since when and until when; a refresh keeps `since`.
+#[tokio::test]
+async fn registrations_show_the_person_the_device_and_since_when() {
+    use crate::calls_sip::{Phone, Sipp};
+    let app = TestApp::spawn_for_sipp().await;
+    let anna = app
+        .post_ok(
+            "/api/v1/users",
+            json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
+                   "extension": "101", "sip_password": "pw-101-secret"}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let phone = Phone::register(&app, "101", "pw-101-secret").await;
+
+    let first = app.get_ok("/api/v1/registrations").await;
+    let items = first["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{first}");
+    let item = &items[0];
+    assert_eq!(item["user"], json!(anna));
+    assert_eq!(item["name"], "Anna");
+    assert_eq!(item["extension"], "101");
+    assert_eq!(item["trunk"], Value::Null);
+    assert_eq!(item["user_agent"], "SIPp");
+    assert_eq!(item["transport"], "udp");
+    assert!(
+        item["source"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", phone.port)),
+        "{item}"
+    );
+    assert!(item["expires_in_s"].as_i64().unwrap() > 0, "{item}");
+    let since = item["since"].as_str().unwrap().to_owned();
+    assert!(since.ends_with('Z') && item["expires"].as_str().unwrap() > since.as_str());
+
+    // The same phone refreshes its registration: still one binding, registered since then.
+    let (ok, messages) = Sipp::start(
+        "register.xml",
+        phone.port,
+        Some(app.sip_addr().to_string()),
+        &["-s", "101", "-au", "101", "-ap", "pw-101-secret"],
+    )
+    .finish()
+    .await;
+    assert!(ok, "{messages}");
+    let again = app.get_ok("/api/v1/registrations").await;
+    assert_eq!(again["items"].as_array().unwrap().len(), 1, "{again}");
+    assert_eq!(again["items"][0]["since"], json!(since), "{again}");
+
+    let token = app.token_for(&anna).await;
+    let (status, _) = get(&app, "/api/v1/registrations", &token).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admins only");
+    app.stop().await;
+}
