@@ -6,7 +6,7 @@
 //!
 //! Then the web console's list pages through the real router (tower `oneshot`, so the
 //! figures are server time without a socket): the first page of 50 contacts and of 50
-//! leads (as many leads as contacts, half of them junk), without and with a search `?q=`
+//! leads (as many leads as contacts, a third of them junk), without and with a search `?q=`
 //! (a common name piece, a rare one, a run of phone digits, a text nobody has), for an
 //! admin and for an agent at `own`.
 //!
@@ -356,7 +356,7 @@ async fn console_pages(
 }
 
 /// As many leads as contacts, straight into the database (the store imports only
-/// contacts and companies): lead i is agent (i % 10)'s, every other one junk, each with
+/// contacts and companies): lead i is agent (i % 10)'s, every third one junk, each with
 /// its own number.
 async fn load_leads(database_url: &str, leads: usize) {
     use sqlx::Executor as _;
@@ -393,7 +393,7 @@ async fn load_leads(database_url: &str, leads: usize) {
         );
         for (n, &i) in chunk.iter().enumerate() {
             let id = uuid::Uuid::now_v7();
-            let status = if i % 2 == 0 { "new" } else { "junk" };
+            let status = if i % 3 == 0 { "junk" } else { "new" };
             let owner = &by_email[i % by_email.len()].1;
             if n > 0 {
                 sql.push_str(", ");

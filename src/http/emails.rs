@@ -1,5 +1,5 @@
-//! `/emails`: the mail store with its links to entities, the raw message, and saving a
-//! message to the CRM by hand (E12). `/settings/forward`: the forward address (E16).
+//! `/emails`: the mail store with its links to entities, the raw message and its
+//! attachments, and saving a message to the CRM by hand (E12). `/settings/forward`: the forward address (E16).
 
 use std::collections::HashMap;
 
@@ -30,6 +30,8 @@ pub struct EmailQuery {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Attachment {
+    /// Its place in the message, for `/emails/{id}/attachments/{index}`.
+    pub index: usize,
     pub name: Option<String>,
     pub content_type: String,
     pub size: u64,
@@ -88,12 +90,17 @@ impl From<EmailRecord> for Email {
             attachments: e
                 .attachments
                 .into_iter()
+                .enumerate()
                 .map(
-                    |AttachmentInfo {
-                         name,
-                         content_type,
-                         size,
-                     }| Attachment {
+                    |(
+                        index,
+                        AttachmentInfo {
+                            name,
+                            content_type,
+                            size,
+                        },
+                    )| Attachment {
+                        index,
                         name,
                         content_type,
                         size,
@@ -210,6 +217,117 @@ async fn get_raw(
     ))
 }
 
+/// One attachment of a message, as sent (`Content-Type` as stored, text in UTF-8), to
+/// download: for whoever may read the message (E1, A2); 404 alike for a message they may
+/// not read and an index it does not have.
+#[utoipa::path(get, path = "/emails/{id}/attachments/{index}", tag = "mail",
+    params(("id" = String, Path), ("index" = usize, Path, description = "`index` of the e-mail's `attachments`")),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+              (status = 404, body = ErrorBody)))]
+async fn get_attachment(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((id, index)): Path<(String, String)>,
+) -> ApiResult<axum::response::Response> {
+    let email = readable(&state, &principal, &id).await?;
+    let missing = || ApiError::not_found("attachment", format!("{id}/{index}"));
+    let position: usize = index.parse().map_err(|_| missing())?;
+    let info = email.attachments.get(position).ok_or_else(missing)?;
+    let raw = state.store.email_raw(&id).await?;
+    // A message may be tens of megabytes: parsed beside the async workers, as the poller
+    // does.
+    let parsed = tokio::task::spawn_blocking(move || crate::mail::parse(&raw))
+        .await
+        .map_err(|e| ApiError::Internal(format!("parsing the message: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("the stored message does not parse: {e}")))?;
+    let attachment = parsed
+        .attachments
+        .into_iter()
+        .nth(position)
+        .ok_or_else(missing)?;
+    let content_type = download_type(&info.content_type);
+    let name = info.name.as_deref().or(attachment.file_name.as_deref());
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_DISPOSITION, disposition(name, position)),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            // Opened in the browser anyway, a sent HTML file runs nothing and reaches
+            // nothing of ours.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; sandbox".to_owned(),
+            ),
+            (header::CACHE_CONTROL, "private, no-store".to_owned()),
+        ],
+        attachment.content,
+    )
+        .into_response())
+}
+
+/// The `Content-Type` of a download: the stored type when it is a plain `type/subtype`
+/// (text is served as the UTF-8 the parser turned it into), else bytes.
+fn download_type(stored: &str) -> String {
+    let token = |part: &str| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match stored.split_once('/') {
+        Some((kind, sub)) if token(kind) && token(sub) => {
+            let mime = stored.to_ascii_lowercase();
+            if kind.eq_ignore_ascii_case("text") {
+                format!("{mime}; charset=utf-8")
+            } else {
+                mime
+            }
+        }
+        _ => "application/octet-stream".to_owned(),
+    }
+}
+
+/// RFC 6266 `Content-Disposition` of a download: the file name as sent, in UTF-8 with the
+/// RFC 5987 encoding (`filename*`), after an ASCII stand-in (`filename`) for clients
+/// that read only that. Folders in the name and control characters are dropped; a part
+/// without a name is `attachment-<index>`.
+pub fn disposition(name: Option<&str>, index: usize) -> String {
+    // attr-char of RFC 5987: these stay, every other byte is percent-encoded.
+    const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'!')
+        .remove(b'#')
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'^')
+        .remove(b'_')
+        .remove(b'`')
+        .remove(b'|')
+        .remove(b'~');
+    let base = name
+        .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n))
+        .map(|n| n.chars().filter(|c| !c.is_control()).collect::<String>())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .unwrap_or_else(|| format!("attachment-{index}"));
+    let fallback: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !matches!(c, '"' | '\\') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{}",
+        percent_encoding::utf8_percent_encode(&base, ATTR)
+    )
+}
+
 /// E12: saves a message to the CRM by hand; 422 `employee_only` when only employees
 /// are on it.
 #[utoipa::path(post, path = "/emails/{id}/save", tag = "mail",
@@ -254,6 +372,58 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_emails))
         .routes(routes!(get_email))
         .routes(routes!(get_raw))
+        .routes(routes!(get_attachment))
         .routes(routes!(save_email))
         .routes(routes!(forward_address))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_name_is_sent_in_utf8_with_an_ascii_stand_in() {
+        assert_eq!(
+            disposition(Some("Angebot Müller.pdf"), 0),
+            "attachment; filename=\"Angebot M_ller.pdf\"; \
+             filename*=UTF-8''Angebot%20M%C3%BCller.pdf"
+        );
+        assert_eq!(
+            disposition(Some("plan.v2_final-1.txt"), 3),
+            "attachment; filename=\"plan.v2_final-1.txt\"; filename*=UTF-8''plan.v2_final-1.txt"
+        );
+    }
+
+    #[test]
+    fn quotes_folders_and_control_characters_do_not_reach_the_header() {
+        let header = disposition(Some("..\\..\\evil\"\r\nX-Injected: 1.html"), 0);
+        assert!(!header.contains(['\r', '\n']), "{header}");
+        assert!(
+            header.starts_with("attachment; filename=\"evil_X-Injected: 1.html\";"),
+            "{header}"
+        );
+        assert!(
+            header.ends_with("filename*=UTF-8''evil%22X-Injected%3A%201.html"),
+            "{header}"
+        );
+        assert!(axum::http::HeaderValue::from_str(&header).is_ok());
+        assert_eq!(
+            disposition(Some("/tmp/"), 2),
+            "attachment; filename=\"attachment-2\"; filename*=UTF-8''attachment-2"
+        );
+        assert_eq!(
+            disposition(None, 1),
+            "attachment; filename=\"attachment-1\"; filename*=UTF-8''attachment-1"
+        );
+    }
+
+    #[test]
+    fn the_stored_type_is_served_when_it_is_a_type() {
+        assert_eq!(download_type("application/pdf"), "application/pdf");
+        assert_eq!(download_type("text/plain"), "text/plain; charset=utf-8");
+        assert_eq!(download_type("Image/PNG"), "image/png");
+        for odd in ["", "pdf", "text/html\r\nX: 1", "a/b c", "/x"] {
+            assert_eq!(download_type(odd), "application/octet-stream", "{odd:?}");
+        }
+    }
 }

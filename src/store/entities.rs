@@ -858,7 +858,8 @@ impl Store {
 /// by their own name or by their contact's or company's name and identifiers.
 ///
 /// No index serves a substring, so a search reads the list in its `id` order until the
-/// page is full: cheap for a common text, a scan of the table for a rare one.
+/// page is full: cheap for a common text, a scan of the table for a rare one. The
+/// identifiers are searched once per query (an uncorrelated `IN`), not once per row.
 fn search_clause(
     query: &mut FilteredPage,
     backend: Backend,
@@ -866,41 +867,66 @@ fn search_clause(
     search: &Search,
 ) -> String {
     let text = query.bind(like_contains(&search.text));
-    let mut on_identifier = vec![format!("ei.value LIKE {text} ESCAPE '\\'")];
+    let mut on_value = Vec::new();
+    // Stored identifiers hold no white space: text with a space is a name only (and
+    // "contact 12" costs no pass over the identifiers).
+    if !search.text.contains(char::is_whitespace) {
+        on_value.push(format!("ei.value LIKE {text} ESCAPE '\\'"));
+    }
     if let Some(phone) = &search.phone {
         let phone = query.bind(phone.clone());
-        on_identifier.push(format!("ei.value = {phone}"));
+        on_value.push(format!("ei.value = {phone}"));
     }
     if let Some(digits) = &search.digits {
         let digits = query.bind(like_contains(digits));
-        on_identifier.push(format!("ei.value LIKE {digits} ESCAPE '\\'"));
+        on_value.push(format!("ei.value LIKE {digits} ESCAPE '\\'"));
     }
-    let on_identifier = on_identifier.join(" OR ");
-    let mut name = format!("LOWER(e.name) LIKE {text} ESCAPE '\\'");
-    if backend == Backend::Sqlite && !search.typed.is_ascii() && search.typed != search.text {
-        // SQLite's LOWER and LIKE fold ASCII letters only: `Özdemir` is found as typed.
-        let typed = query.bind(like_contains(&search.typed));
-        name = format!("({name} OR e.name LIKE {typed} ESCAPE '\\')");
-    }
-    if kind == EntityKind::Deal {
+    let on_value = on_value.join(" OR ");
+    let on_value = on_value.as_str();
+    let identified = |kind: EntityKind| {
         format!(
-            "{name} \
-             OR EXISTS (SELECT 1 FROM contacts c WHERE c.id = e.contact_id \
-                AND LOWER(c.name) LIKE {text} ESCAPE '\\') \
-             OR EXISTS (SELECT 1 FROM companies c WHERE c.id = e.company_id \
-                AND LOWER(c.name) LIKE {text} ESCAPE '\\') \
-             OR EXISTS (SELECT 1 FROM entity_identifiers ei WHERE \
-                ((ei.entity_kind = 'contact' AND ei.entity_id = e.contact_id) OR \
-                 (ei.entity_kind = 'company' AND ei.entity_id = e.company_id)) \
-                AND ({on_identifier}))"
-        )
-    } else {
-        format!(
-            "{name} OR EXISTS (SELECT 1 FROM entity_identifiers ei \
-             WHERE ei.entity_kind = '{}' AND ei.entity_id = e.id AND ({on_identifier}))",
+            "SELECT ei.entity_id FROM entity_identifiers ei \
+             WHERE ei.entity_kind = '{}' AND ({on_value})",
             kind.as_str()
         )
+    };
+    // SQLite's LIKE ignores the case of ASCII letters by itself (and its LOWER folds no
+    // other letter): the name is compared as stored, and also as typed so that `Özdemir`
+    // is found. PostgreSQL's LOWER folds every letter.
+    let typed =
+        (backend == Backend::Sqlite && !search.typed.is_ascii() && search.typed != search.text)
+            .then(|| query.bind(like_contains(&search.typed)));
+    let name_like = |column: &str| match (backend, &typed) {
+        (Backend::Sqlite, Some(typed)) => {
+            format!("({column} LIKE {text} ESCAPE '\\' OR {column} LIKE {typed} ESCAPE '\\')")
+        }
+        (Backend::Sqlite, None) => format!("{column} LIKE {text} ESCAPE '\\'"),
+        (Backend::Postgres, _) => format!("LOWER({column}) LIKE {text} ESCAPE '\\'"),
+    };
+    let mut any = vec![name_like("e.name")];
+    if kind == EntityKind::Deal {
+        any.push(format!(
+            "EXISTS (SELECT 1 FROM contacts c WHERE c.id = e.contact_id AND {})",
+            name_like("c.name")
+        ));
+        any.push(format!(
+            "EXISTS (SELECT 1 FROM companies c WHERE c.id = e.company_id AND {})",
+            name_like("c.name")
+        ));
+        if !on_value.is_empty() {
+            any.push(format!(
+                "e.contact_id IN ({})",
+                identified(EntityKind::Contact)
+            ));
+            any.push(format!(
+                "e.company_id IN ({})",
+                identified(EntityKind::Company)
+            ));
+        }
+    } else if !on_value.is_empty() {
+        any.push(format!("e.id IN ({})", identified(kind)));
     }
+    any.join(" OR ")
 }
 
 pub(crate) fn stored_identifier(kind: &str, value: &str) -> Result<Identifier> {

@@ -88,6 +88,28 @@ fn names(list: &Value) -> Vec<String> {
     names
 }
 
+/// `GET` with a token; the status, the headers and the body's bytes.
+async fn fetch(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+    let answer = app
+        .client
+        .get(format!("{}{path}", app.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request sent");
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    (
+        status,
+        headers,
+        answer.bytes().await.expect("body").to_vec(),
+    )
+}
+
 /// The error's code and field of a refused request.
 fn refused(status: StatusCode, body: &Value) -> (StatusCode, String, String) {
     (
@@ -608,6 +630,20 @@ async fn a1_a2_call_log_filters_show_an_agent_none_of_a_colleagues_calls(app: &T
     );
 }
 
+/// Hands a raw message to the forward address's intake (E16), as the SMTP listener does:
+/// mail an outsider writes to it is theirs, incoming, and read. Returns the e-mail's id.
+async fn forwarded(app: &TestApp, raw: String) -> String {
+    let address = app.get_ok("/api/v1/settings/forward").await["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = &app.app.as_ref().expect("running").store;
+    let outcome = leadline::mail::take_forwarded(store, raw.into_bytes(), &address)
+        .await
+        .expect("the message is stored");
+    outcome.email.expect("a new message")
+}
+
 /// Stores an unread message from `customer` as a mailbox's poller does (the store's
 /// intake, without an IMAP server). Returns the e-mail's id.
 async fn unread_mail(app: &TestApp, raw: &str, customer: &str) -> String {
@@ -829,6 +865,85 @@ async fn a2_my_work_lists_my_open_call_backs_voicemail_and_mail(app: &TestApp) {
     }
 }
 
+/// An e-mail's attachment is downloaded with its bytes, its stored type and its name as
+/// sent (RFC 6266/5987), never sniffed; by whoever may read the message. A colleague who
+/// may not see the customer gets 404 for the attachment as for the message (A2), and an
+/// index the message does not have is 404 too.
+async fn a2_an_attachment_is_served_to_who_may_read_the_mail(app: &TestApp) {
+    use base64::Engine as _;
+
+    let team = team(app).await;
+    entity(
+        app,
+        "/api/v1/contacts",
+        json!({"name": "Clara", "emails": ["clara@kunde.test"], "responsible": team.anna.id}),
+    )
+    .await;
+    let pdf: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&pdf);
+    let raw = format!(
+        "From: Clara <clara@kunde.test>\r\nTo: Sales <sales@firma.test>\r\n\
+         Subject: Unterlagen\r\nMessage-ID: <files-1@kunde.test>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nAnbei.\r\n\
+         --b\r\nContent-Type: application/pdf\r\n\
+         Content-Disposition: attachment; filename*=UTF-8''Angebot%20M%C3%BCller.pdf\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n\
+         --b\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\
+         Content-Disposition: attachment; filename=\"notes.txt\"\r\n\
+         Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=FC=DFe\r\n--b--\r\n"
+    );
+    let email = forwarded(app, raw).await;
+    let message = get_as(app, &format!("/api/v1/emails/{email}"), &team.anna.token).await;
+    assert_eq!(
+        message["attachments"],
+        json!([
+            {"index": 0, "name": "Angebot Müller.pdf", "content_type": "application/pdf", "size": 3000},
+            {"index": 1, "name": "notes.txt", "content_type": "text/plain", "size": 7}
+        ]),
+        "{message}"
+    );
+
+    let path = format!("/api/v1/emails/{email}/attachments/0");
+    let (status, headers, body) = fetch(app, &path, &team.anna.token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, pdf, "the bytes as sent");
+    assert_eq!(headers["content-type"], "application/pdf");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"Angebot M_ller.pdf\"; filename*=UTF-8''Angebot%20M%C3%BCller.pdf"
+    );
+    let (status, headers, body) = fetch(
+        app,
+        &format!("/api/v1/emails/{email}/attachments/1"),
+        &team.anna.token,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(String::from_utf8(body).unwrap(), "Grüße");
+    let (status, _, _) = fetch(app, &path, &app.admin).await;
+    assert_eq!(status, StatusCode::OK, "admins read CRM mail");
+
+    // A2: Ben may not see Clara, so her mail and its files do not exist for him.
+    for path in [format!("/api/v1/emails/{email}"), path.clone()] {
+        let (status, body) = call(app, Method::GET, &path, &team.ben.token).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    for index in ["2", "x", "-1"] {
+        let (status, body) = call(
+            app,
+            Method::GET,
+            &format!("/api/v1/emails/{email}/attachments/{index}"),
+            &team.anna.token,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{index}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+}
+
 /// A PostgreSQL database name for a test: test names can be longer than the 63 bytes of
 /// an identifier, so a long one is cut and told apart by a hash of the whole.
 fn database_name(test: &str) -> String {
@@ -877,4 +992,5 @@ on_both!(
     a1_search_finds_names_addresses_and_numbers_of_what_the_agent_sees,
     a1_a2_call_log_filters_show_an_agent_none_of_a_colleagues_calls,
     a2_my_work_lists_my_open_call_backs_voicemail_and_mail,
+    a2_an_attachment_is_served_to_who_may_read_the_mail,
 );
