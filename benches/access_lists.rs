@@ -266,9 +266,10 @@ async fn console_pages(
         data_dir: Arc::from(data_dir.path()),
         access_changed: Arc::new(tokio::sync::watch::channel(0).0),
         webhook_private_targets: false,
+        // The bench dials nobody and signs nobody in: no SIP side, no throttle state.
+        dialer: None,
         login_throttle: Arc::default(),
         passwords: leadline::http::session::Passwords::default(),
-        dialer: None,
     };
     let router = leadline::http::router(state);
     let get = |path: String, token: &str| {

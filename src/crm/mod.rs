@@ -8,3 +8,4 @@ pub mod mail;
 pub mod mail_flags;
 pub mod model;
 pub mod queue;
+pub mod stats;

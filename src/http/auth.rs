@@ -202,7 +202,11 @@ pub async fn principal_of_hash(state: &AppState, hash: &str) -> ApiResult<Princi
     {
         return Ok(Principal::Bootstrap);
     }
-    match state.store.token_owner(hash).await? {
+    let owner = state.store.token_owner(hash).await?;
+    if owner.is_some() {
+        state.store.token_used(hash).await;
+    }
+    match owner {
         Some(TokenOwner::Bootstrap) => Ok(Principal::Bootstrap),
         Some(TokenOwner::User { id, role }) => Ok(Principal::User { id, role }),
         Some(TokenOwner::Trunk(id)) => Ok(Principal::Trunk(id)),

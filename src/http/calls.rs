@@ -438,9 +438,7 @@ async fn call_filter(
         started_from: period.start,
         started_before: period.end,
         entity,
-        // At `all` every call is visible; below, the query already leaves out what cannot
-        // be, so pages fill without scanning the whole log.
-        visible_to: access.list_scope().filter(|_| !access.sees_all_entities()),
+        ..visible_filter(access)
     })
 }
 
@@ -478,6 +476,17 @@ async fn list_calls(
     Ok(Json(List::from_paged(paged, |c| {
         Call::with_live(c, &state.live)
     })))
+}
+
+/// The call log's filter for what `access` may see: the statistics count through it too,
+/// so they never reach further than the log.
+pub(super) fn visible_filter(access: &Access) -> CallFilter {
+    CallFilter {
+        // At `all` every call is visible; below, the query already leaves out what cannot
+        // be, so pages fill without scanning the whole log.
+        visible_to: access.list_scope().filter(|_| !access.sees_all_entities()),
+        ..CallFilter::default()
+    }
 }
 
 /// One call of the log.

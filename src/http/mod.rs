@@ -27,6 +27,8 @@ mod registrations;
 pub mod session;
 mod settings;
 mod stages;
+mod stats;
+mod tokens;
 mod trunks;
 mod users;
 mod validate;
@@ -168,4 +170,6 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(audit::routes())
         .merge(webhooks::routes())
         .merge(session::routes())
+        .merge(stats::routes())
+        .merge(tokens::routes())
 }

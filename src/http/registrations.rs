@@ -10,7 +10,7 @@ use super::auth::Principal;
 use super::error::ApiResult;
 use super::extract::ApiQuery;
 use super::{AppState, List, ListQuery};
-use crate::store::{RegistrationRecord, now_ms, rfc3339};
+use crate::store::{RegistrationListing, now_ms, rfc3339};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Registration {
@@ -27,11 +27,19 @@ pub struct Registration {
     pub source: String,
     pub expires: String,
     pub expires_in_s: i64,
+    /// The device, as its User-Agent header names it.
     pub user_agent: Option<String>,
+    /// When this device first registered (refreshes keep it).
+    pub since: String,
+    /// The employee's name, or the trunk's.
+    pub name: Option<String>,
+    /// The employee's extension (null for trunks).
+    pub extension: Option<String>,
 }
 
 impl Registration {
-    fn from_record(r: RegistrationRecord, now: i64) -> Self {
+    fn from_listing(listing: RegistrationListing, now: i64) -> Self {
+        let r = listing.record;
         let (user, trunk) = match r.owner_kind.as_str() {
             "trunk" => (None, Some(r.owner_id)),
             _ => (Some(r.owner_id), None),
@@ -46,11 +54,16 @@ impl Registration {
             expires: rfc3339(r.expires_at),
             expires_in_s: ((r.expires_at - now) / 1000).max(0),
             user_agent: r.user_agent,
+            since: rfc3339(listing.registered_at),
+            name: listing.owner_name,
+            extension: listing.extension,
         }
     }
 }
 
-/// Live registrations of agents' phones and PBX trunks (admin).
+/// Live registrations of agents' phones and PBX trunks (admin): whose (user or trunk, with
+/// name and extension), which device, over which transport from where, since when and until
+/// when.
 #[utoipa::path(get, path = "/registrations", tag = "sip", params(ListQuery),
     responses((status = 200, body = List<Registration>)))]
 async fn list_registrations(
@@ -62,7 +75,7 @@ async fn list_registrations(
     let now = now_ms();
     let paged = state.store.list_registrations(now, &query.page()?).await?;
     Ok(Json(List::from_paged(paged, |r| {
-        Registration::from_record(r, now)
+        Registration::from_listing(r, now)
     })))
 }
 

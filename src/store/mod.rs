@@ -38,6 +38,7 @@ mod rows;
 mod sessions;
 mod snapshot;
 mod stages;
+mod stats;
 mod trunk_registrations;
 mod users;
 mod webhooks;

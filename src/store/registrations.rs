@@ -25,6 +25,20 @@ pub struct RegistrationRecord {
     pub source: String,
 }
 
+/// A live binding as `GET /registrations` lists it: with when the device first
+/// registered and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationListing {
+    pub record: RegistrationRecord,
+    /// When this contact first registered; refreshes keep it, a binding that had expired
+    /// starts again. Bindings older than the column show their last refresh.
+    pub registered_at: Millis,
+    /// The employee's name, or the trunk's.
+    pub owner_name: Option<String>,
+    /// The employee's extension now.
+    pub extension: Option<String>,
+}
+
 /// The secret a PBX trunk registers with (it is stored in clear because carrier trunks
 /// need it to answer challenges; the API never returns it, A4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,10 +207,15 @@ impl Store {
         }
         for b in upsert {
             sqlx::query(
+                // A refresh keeps the first registration's time; a binding that had
+                // expired (not purged yet) is a new registration.
                 "INSERT INTO registrations (aor, owner_kind, owner_id, contact, expires_at, call_id, \
-                 cseq, instance, user_agent, transport, source, updated_at, q) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                 cseq, instance, user_agent, transport, source, updated_at, q, registered_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12) \
                  ON CONFLICT (aor, contact) DO UPDATE SET owner_kind = excluded.owner_kind, \
+                 registered_at = CASE WHEN registrations.expires_at <= excluded.updated_at \
+                 OR registrations.registered_at IS NULL THEN excluded.registered_at \
+                 ELSE registrations.registered_at END, \
                  owner_id = excluded.owner_id, expires_at = excluded.expires_at, \
                  call_id = excluded.call_id, cseq = excluded.cseq, instance = excluded.instance, \
                  user_agent = excluded.user_agent, transport = excluded.transport, \
@@ -239,11 +258,16 @@ impl Store {
         &self,
         now: Millis,
         page: &Page,
-    ) -> Result<Paged<RegistrationRecord>> {
+    ) -> Result<Paged<RegistrationListing>> {
         // Keyset on (aor, contact) joined into one cursor string.
         let rows = sqlx::query(
-            "SELECT * FROM registrations WHERE expires_at > $1 AND (aor || ' ' || contact) > $2 \
-             ORDER BY aor || ' ' || contact LIMIT $3",
+            "SELECT r.*, COALESCE(r.registered_at, r.updated_at) AS since, \
+             COALESCE(u.name, t.name) AS owner_name, u.extension AS owner_extension \
+             FROM registrations r \
+             LEFT JOIN users u ON r.owner_kind = 'user' AND u.id = r.owner_id \
+             LEFT JOIN trunks t ON r.owner_kind = 'trunk' AND t.id = r.owner_id \
+             WHERE r.expires_at > $1 AND (r.aor || ' ' || r.contact) > $2 \
+             ORDER BY r.aor || ' ' || r.contact LIMIT $3",
         )
         .bind(now)
         .bind(page.after())
@@ -252,9 +276,18 @@ impl Store {
         .await?;
         let records = rows
             .iter()
-            .map(registration_from_row)
+            .map(|row| {
+                Ok(RegistrationListing {
+                    record: registration_from_row(row)?,
+                    registered_at: col(row, "since")?,
+                    owner_name: col(row, "owner_name")?,
+                    extension: col(row, "owner_extension")?,
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
-        Ok(page.finish(records, |r| format!("{} {}", r.aor, r.contact)))
+        Ok(page.finish(records, |r| {
+            format!("{} {}", r.record.aor, r.record.contact)
+        }))
     }
 
     /// Every live binding over UDP, for NAT keep-alives.

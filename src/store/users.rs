@@ -279,6 +279,64 @@ impl Store {
         Ok(owner)
     }
 
+    /// Records that a stored token was just used, at most once a minute per token in this
+    /// process, so a busy client costs one small write a minute and not one a request. A
+    /// failure is only logged: the request itself is fine.
+    pub async fn token_used(&self, token_hash: &str) {
+        let now = now_ms();
+        if !self.tokens().use_due(token_hash, now) {
+            return;
+        }
+        if let Err(err) = sqlx::query("UPDATE tokens SET last_used_at = $2 WHERE token_hash = $1")
+            .bind(token_hash)
+            .bind(now)
+            .execute(self.writer())
+            .await
+        {
+            tracing::warn!(%err, "cannot record a token's use");
+        }
+    }
+
+    /// A user's tokens in id (creation) order: never the token or its hash.
+    pub async fn list_user_tokens(&self, user: &UserId, page: &Page) -> Result<Paged<TokenInfo>> {
+        let rows = sqlx::query(
+            "SELECT id, created_at, last_used_at FROM tokens \
+             WHERE user_id = $1 AND ($2 = '' OR id > $2) ORDER BY id LIMIT $3",
+        )
+        .bind(user.as_str())
+        .bind(page.after())
+        .bind(page.sql_limit())
+        .fetch_all(self.reader())
+        .await?;
+        let tokens = rows
+            .iter()
+            .map(|row| {
+                Ok(TokenInfo {
+                    id: TokenId(col(row, "id")?),
+                    created_at: col(row, "created_at")?,
+                    last_used_at: col(row, "last_used_at")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(page.finish(tokens, |t| t.id.to_string()))
+    }
+
+    /// Revokes one of a user's tokens; `NotFound` when the user has no such token. This
+    /// process refuses it at once; others within `TOKEN_CACHE_TTL`.
+    pub async fn delete_user_token(&self, user: &UserId, token: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM tokens WHERE id = $1 AND user_id = $2")
+            .bind(token)
+            .bind(user.as_str())
+            .execute(self.writer())
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::not_found("token", token));
+        }
+        self.tokens().clear();
+        Ok(())
+    }
+
     async fn load_token_owner(&self, token_hash: &str) -> Result<Option<TokenOwner>> {
         let row = sqlx::query(
             "SELECT t.user_id, t.trunk_id, u.role FROM tokens t \
@@ -367,13 +425,45 @@ pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(
 /// Cached tokens at most; the cache starts over beyond (tokens are few: users and trunks).
 const TOKEN_CACHE_MAX: usize = 10_000;
 
+/// How often a token's `last_used_at` is written at most, per process.
+pub const TOKEN_USE_EVERY_MS: Millis = 60_000;
+
+/// One of a user's API tokens, as listed: never the token or its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: TokenId,
+    pub created_at: Millis,
+    pub last_used_at: Option<Millis>,
+}
+
 /// Token hash → owner, with the time it was read.
 #[derive(Debug, Default)]
 pub(crate) struct TokenCache {
     entries: std::sync::RwLock<std::collections::HashMap<String, (TokenOwner, std::time::Instant)>>,
+    /// Token hash → when this process last wrote its use.
+    used: std::sync::Mutex<std::collections::HashMap<String, Millis>>,
+}
+
+/// Whether a use at `now` is to be written, after one written at `last`.
+fn use_due(last: Option<Millis>, now: Millis) -> bool {
+    last.is_none_or(|last| now - last >= TOKEN_USE_EVERY_MS || now < last)
 }
 
 impl TokenCache {
+    /// Whether this use is to be written; if so, it counts as written from now on.
+    fn use_due(&self, hash: &str, now: Millis) -> bool {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if !use_due(used.get(hash).copied(), now) {
+            return false;
+        }
+        if used.len() >= TOKEN_CACHE_MAX {
+            // Forgetting only means one more write per token.
+            used.clear();
+        }
+        used.insert(hash.to_owned(), now);
+        true
+    }
+
     fn get(&self, hash: &str) -> Option<TokenOwner> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
@@ -427,5 +517,23 @@ impl Store {
             })
         })
         .transpose()
+    }
+}
+
+#[cfg(test)]
+mod token_use_tests {
+    use super::*;
+
+    #[test]
+    fn a_tokens_use_is_written_at_most_once_a_minute() {
+        assert!(use_due(None, 1_000));
+        assert!(!use_due(Some(1_000), 1_000 + TOKEN_USE_EVERY_MS - 1));
+        assert!(use_due(Some(1_000), 1_000 + TOKEN_USE_EVERY_MS));
+        assert!(use_due(Some(5_000), 1_000), "the clock went back");
+        let cache = TokenCache::default();
+        assert!(cache.use_due("h", 0));
+        assert!(!cache.use_due("h", 30_000));
+        assert!(cache.use_due("other", 30_000));
+        assert!(cache.use_due("h", 60_000));
     }
 }

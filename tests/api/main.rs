@@ -9,9 +9,10 @@ mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_admin;
+mod console_agent;
 mod console_api;
 mod console_browser;
-mod console_agent;
+mod console_stats;
 mod dial;
 mod forward_redirect;
 mod helpers;
