@@ -22,7 +22,7 @@ function today() {
 function rows(answer) {
   if (!answer) return [];
   if (Array.isArray(answer)) return answer;
-  return answer.items || answer.rows || answer.groups || [];
+  return answer.items || [];
 }
 
 const num = (value) => fmt.number(Number(value) || 0);
@@ -41,7 +41,7 @@ function statsTable(items, labelKey, name) {
     { label: labelKey, render: name },
     { label: 'dashboard.answered', render: (r) => num(r.answered) },
     { label: 'dashboard.missed', render: (r) => (Number(r.missed) ? badge(num(r.missed), 'bad') : num(0)) },
-    { label: 'dashboard.total', render: (r) => num(r.total ?? (Number(r.answered) || 0) + (Number(r.missed) || 0)) },
+    { label: 'dashboard.total', render: (r) => num(r.offered) },
   ], items, { empty: 'dashboard.no_calls' });
 }
 
@@ -66,9 +66,10 @@ export default async function dashboardPage(page, params, ctx) {
   const queueRows = failed(byQueue) ? [] : rows(byQueue);
   const queueName = failed(queues) ? {} : Object.fromEntries(queues.map((q) => [q.id, q.name]));
   const sum = (key) => numberRows.reduce((n, r) => n + (Number(r[key]) || 0), 0);
-  const answered = byNumber?.answered ?? sum('answered');
-  const missed = byNumber?.missed ?? sum('missed');
-  const total = byNumber?.total ?? (sum('total') || answered + missed);
+  // Every incoming call on one of our numbers, once: the per-number rows add up to the day.
+  const answered = sum('answered');
+  const missed = sum('missed');
+  const total = sum('offered');
 
   // Without the statistics the page says so instead of showing zeros.
   const noStats = failed(byNumber) || failed(byQueue);
@@ -88,7 +89,7 @@ export default async function dashboardPage(page, params, ctx) {
       cards.push(card('dashboard.online', num(people), { href: '#/registrations', detail: t('dashboard.phones', { n: online.length }) }));
     }
     if (!failed(emails)) {
-      const taken = emails.total ?? emails.count ?? rows(emails).reduce((n, r) => n + (Number(r.total ?? r.count) || 0), 0);
+      const taken = Number(emails.ingested) || 0;
       cards.push(card('dashboard.emails_today', num(taken)));
     }
     if (!failed(mailboxes)) {
@@ -133,8 +134,8 @@ export default async function dashboardPage(page, params, ctx) {
     noStats ? null : section('dashboard.chart', chart),
     problems,
     noStats ? null : h('div', { class: 'grid' },
-      section('dashboard.by_number', statsTable(numberRows, 'numbers.number', (r) => r.number || r.label || r.key || '—')),
-      section('dashboard.by_queue', statsTable(queueRows, 'numbers.queue', (r) => r.name || queueName[r.queue] || r.label || r.queue || t('dashboard.no_queue')))),
+      section('dashboard.by_number', statsTable(numberRows, 'numbers.number', (r) => r.key || '—')),
+      section('dashboard.by_queue', statsTable(queueRows, 'numbers.queue', (r) => (r.key ? queueName[r.key] || r.key : t('dashboard.no_queue'))))),
     online ? section('dashboard.online', table([
       { label: 'registrations.who', render: (r) => person[r.user] || r.user },
       { label: 'registrations.aor', render: (r) => r.aor },
