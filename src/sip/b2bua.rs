@@ -782,12 +782,7 @@ impl Call {
                     }
                 }
             }
-            let timer = async {
-                match step_deadline {
-                    Some((_, at)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let timer = step_timer(step_deadline);
             tokio::select! {
                 () = timer => {
                     if let Some((step, _)) = step_deadline.take() {
@@ -1113,4 +1108,12 @@ fn content_type(headers: &rsipstack::sip::Headers) -> Option<String> {
         Header::ContentType(ct) => Some(ct.value().to_owned()),
         _ => None,
     })
+}
+
+/// Fires when the ringing step's deadline passes; never while no step is timed.
+async fn step_timer(deadline: Option<(usize, tokio::time::Instant)>) {
+    match deadline {
+        Some((_, at)) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

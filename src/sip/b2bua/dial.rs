@@ -248,12 +248,7 @@ impl Dialling {
                     RingAction::Reject { .. } => return None,
                 }
             }
-            let timer = async {
-                match step_deadline {
-                    Some((_, at)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let timer = step_timer(step_deadline);
             tokio::select! {
                 () = timer => {
                     if let Some((step, _)) = step_deadline.take() {
