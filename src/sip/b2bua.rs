@@ -24,9 +24,10 @@ use rsipstack::transport::SipAddr;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use super::call::ringing::{LegId, RingAction, RingEvent, Ringing, Unanswered};
 use super::identity;
 use super::profiles::Profiles;
-use super::router::{self, Device, LegId, RingAction, RingEvent, Ringing, Unanswered};
+use super::router::{self, Device};
 use super::session_timer;
 use crate::crm::intake::NumberSettings;
 use crate::crm::model::{CallEventKind, CallOutcome, Direction, UserId};

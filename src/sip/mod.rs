@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod b2bua;
+pub mod call;
 pub mod client;
 pub mod digest;
 pub mod endpoint;

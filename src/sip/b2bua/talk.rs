@@ -122,11 +122,11 @@ impl Call {
                     }
                     let replaces = &handover.replaces;
                     // The far side stays; the transferring phone's dialog is replaced.
-                    let (replaced, remaining, remaining_user) = if replaces.names(&self.inbound.id()) {
+                    let (replaced, remaining, remaining_user) = if names(replaces, &self.inbound.id()) {
                         // The agent's phone placed this call: the callee is an employee
                         // only on an internal call.
                         (self.inbound.clone(), agent.clone(), self.number.is_none().then(|| user.clone()).flatten())
-                    } else if replaces.names(&agent.id()) {
+                    } else if names(replaces, &agent.id()) {
                         (agent.clone(), self.inbound.clone(), None)
                     } else {
                         let _ = handover.reply.send(Err(StatusCode::CallTransactionDoesNotExist));
@@ -347,4 +347,8 @@ impl Drop for ConsultEntry<'_> {
             consults.remove(call_id);
         }
     }
+}
+
+fn names(replaces: &crate::sip::call::Replaces, id: &rsipstack::dialog::DialogId) -> bool {
+    replaces.names(&id.call_id, &id.local_tag, &id.remote_tag)
 }
