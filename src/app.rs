@@ -163,7 +163,7 @@ impl App {
             live: live.clone(),
             endpoint: sip.handle(),
             own_dialogs: Default::default(),
-            consults: Default::default(),
+            calls: crate::sip::b2bua::registry::Registry::spawn(),
             media: Some(media.clone()),
             data_dir: config.data_dir.clone(),
             api_base: config

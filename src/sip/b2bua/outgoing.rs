@@ -11,7 +11,7 @@ impl B2bua {
         mut tx: Transaction,
         user: UserId,
     ) -> Result<(), B2buaError> {
-        let received = std::time::Instant::now();
+        let received = tokio::time::Instant::now();
         let request = tx.original.clone();
         let refuse = |status: StatusCode, why: &str| {
             (
@@ -103,33 +103,47 @@ impl B2bua {
         shown.name = None;
         shown.info_url = None;
         shown.caller_id = Some(carrier.caller_id);
-        let call = Call {
-            b2bua: self.clone(),
+        let machine = call::Call::new(call::Setup {
+            kind: call::Kind::Outgoing,
+            plan,
+            phones: None,
+            offer: call::Body {
+                content_type: content_type(&request.headers),
+                bytes: request.body.clone(),
+            },
+            session_interval_s: None,
+            after_hours: None,
+            recording: media_settings.recording && session.is_some(),
+            intake_pending: late_intake.is_some(),
+            received,
+        });
+        let spec = CallSpec {
             call_record,
             call_id,
             customer: target,
             number: Some(number),
-            inbound,
-            offer: request.body.clone(),
-            content_type: content_type(&request.headers),
-            plan,
-            shown,
-            state_sender,
-            book: CallBook::default(),
             direction: Direction::Outgoing,
+            shown,
+            phone_shown: None,
             from_host: carrier.host,
             credential: carrier.credential,
-            received,
-            session_interval_s: None,
-            late_intake: tokio::sync::Mutex::new(late_intake),
             media: CallMedia {
                 session,
                 settings: media_settings,
-                recording: Default::default(),
+                recording: None,
             },
-            dialled: false,
         };
-        call.run(states).instrument(span).await;
+        Driver::new(
+            self.clone(),
+            machine,
+            spec,
+            state_sender,
+            Some(inbound),
+            late_intake,
+        )
+        .run(states)
+        .instrument(span)
+        .await;
         Ok(())
     }
 
@@ -199,7 +213,7 @@ impl B2bua {
         caller: UserId,
         callee: UserId,
         extension: String,
-        received: std::time::Instant,
+        received: tokio::time::Instant,
     ) -> Result<(), B2buaError> {
         let request = tx.original.clone();
         let devices = self.devices(std::slice::from_ref(&callee)).await?;
@@ -225,32 +239,46 @@ impl B2bua {
             info_url: None,
             number: extension.clone(),
         };
-        let call = Call {
-            b2bua: self.clone(),
+        let machine = call::Call::new(call::Setup {
+            kind: call::Kind::Internal,
+            plan,
+            phones: None,
+            offer: call::Body {
+                content_type: content_type(&request.headers),
+                bytes: request.body.clone(),
+            },
+            session_interval_s: None,
+            after_hours: None,
+            recording: false,
+            intake_pending: false,
+            received,
+        });
+        let spec = CallSpec {
             call_record: None,
             call_id,
             customer: extension,
             number: None,
-            inbound,
-            offer: request.body.clone(),
-            content_type: content_type(&request.headers),
-            plan,
-            shown,
-            state_sender,
-            book: CallBook::default(),
             direction: Direction::Outgoing,
+            shown,
+            phone_shown: None,
             from_host: self.local.to_string(),
             credential: None,
-            received,
-            session_interval_s: None,
-            late_intake: tokio::sync::Mutex::new(None),
             media: CallMedia {
                 session,
                 ..CallMedia::default()
             },
-            dialled: false,
         };
-        call.run(states).instrument(span).await;
+        Driver::new(
+            self.clone(),
+            machine,
+            spec,
+            state_sender,
+            Some(inbound),
+            None,
+        )
+        .run(states)
+        .instrument(span)
+        .await;
         Ok(())
     }
 }

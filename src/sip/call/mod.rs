@@ -2,9 +2,9 @@
 //! changes the call's state and returns the [`Action`]s the driver must carry out, in
 //! order. The machine reads no clock, takes no lock, spawns nothing, does no I/O and
 //! holds no SIP stack handle: its legs are [`Leg`] values, SDP is bytes, statuses are
-//! `u16` and the few headers it decides are plain values. [`driver`] owns the rsipstack
-//! dialogs and transactions by these ids, turns what they report into events and carries
-//! out the actions.
+//! `u16` and the few headers it decides are plain values. The driver
+//! (`crate::sip::b2bua::driver`) owns the rsipstack dialogs and transactions by these ids,
+//! turns what they report into events and carries out the actions.
 //!
 //! **States** ([`Phase`]): a click-to-call first rings the employee's own phones
 //! (`Dialling`); every call then rings its route plan step by step (`Ringing`, with
@@ -46,7 +46,6 @@ use crate::sip::router::{Device, MAX_DEVICES_PER_USER, RoutePlan};
 use crate::sip::session_timer;
 use crate::store::{CallLeg, StoredRecording};
 
-pub mod driver;
 pub mod refer;
 pub mod ringing;
 
@@ -495,6 +494,11 @@ impl Call {
         }
     }
 
+    /// What the caller offered: what a forward or the voicemail answers.
+    pub fn caller_offer(&self) -> Option<Body> {
+        Some(self.setup.offer.clone()).filter(|b| !b.bytes.is_empty())
+    }
+
     pub fn is_talking(&self) -> bool {
         matches!(self.phase, Phase::Talking(_))
     }
@@ -618,6 +622,11 @@ impl Call {
             Event::Request { req, leg, .. } => {
                 // Nothing is connected yet: nothing to relay or transfer.
                 out.push(respond(req, leg, 491));
+                Vec::new()
+            }
+            // A phone that answered may hang up before its answer has been taken.
+            event @ Event::Hangup { .. } => {
+                self.deferred.push(event);
                 Vec::new()
             }
             _ => Vec::new(),
@@ -814,6 +823,17 @@ impl Call {
         self.caller = phone;
         if let Some(answer) = self.last_sdp(phone) {
             self.setup.offer = answer;
+        }
+        // The employee hung up in the moment between answering and this.
+        let gone = self
+            .deferred
+            .iter()
+            .any(|e| matches!(e, Event::Hangup { leg, .. } if *leg == phone));
+        self.deferred.clear();
+        if gone {
+            // The customer is never called.
+            let cancelled = CallOutcome::Cancelled;
+            return self.end(cancelled, None, Some(cancelled), now, out);
         }
         let (ringing, actions) = Ringing::start(&self.setup.plan);
         self.ring_actions(ringing, actions, false, now, out);

@@ -1767,6 +1767,23 @@ fn t7_click_to_call_rings_the_employee_then_the_customer() {
             then: "over",
         },
         Row {
+            name: "the employee hung up just as their phone's answer came: the customer is never called",
+            setup: dialled,
+            history: vec![start(), bye(Leg::Phone(0, 1))],
+            after_s: 1,
+            event: answered(Leg::Phone(0, 1), "o=anna"),
+            actions: &[
+                "hangup Phone(0, 0)",
+                "stop Step(0)",
+                "write legs",
+                "write ended cancelled",
+                "write media",
+                "publish ended cancelled",
+                "count Calls(Cancelled)",
+            ],
+            then: "over",
+        },
+        Row {
             name: "after the answer, the employee's BYE hangs up the customer",
             setup: dialled,
             history: {
@@ -1869,4 +1886,29 @@ fn requests_after_the_end_are_refused_and_late_answers_ended() {
         .filter_map(brief)
         .collect();
     assert_eq!(actions, ["hangup Ring(0, 1)"]);
+}
+
+#[test]
+fn the_customer_unreached_is_busy_missed_or_failed_by_the_carriers_answer() {
+    let busy = unreached_outcome(Unanswered::Busy, Some(486));
+    assert_eq!(busy, CallOutcome::Busy);
+    for status in [None, Some(408), Some(480), Some(487)] {
+        assert_eq!(
+            unreached_outcome(Unanswered::Missed, status),
+            CallOutcome::Missed,
+            "{status:?}"
+        );
+    }
+    for status in [403, 404, 484, 488, 500, 503] {
+        assert_eq!(
+            unreached_outcome(Unanswered::Missed, Some(status)),
+            CallOutcome::Failed,
+            "{status}"
+        );
+    }
+    assert_eq!(
+        unreached_outcome(Unanswered::Cancelled, Some(487)),
+        CallOutcome::Cancelled,
+        "the employee hung up while the customer's phone rang"
+    );
 }
