@@ -87,6 +87,8 @@ pub(super) struct Driver {
     queued: VecDeque<Event>,
     late_intake: Option<Boxed<()>>,
     token: CallToken,
+    /// The call's dialogs are in the registry.
+    registered: bool,
     handover_sender: mpsc::UnboundedSender<HandoverAsk>,
     handovers: mpsc::UnboundedReceiver<HandoverAsk>,
     /// The ask the machine is deciding.
@@ -120,6 +122,7 @@ impl Driver {
             queued: VecDeque::new(),
             late_intake,
             token,
+            registered: false,
             handover_sender,
             handovers,
             asked: None,
@@ -146,6 +149,7 @@ impl Driver {
             while let Some(event) = self.queued.pop_front() {
                 let actions = self.machine.on(event, now());
                 self.carry_out(actions).await;
+                self.register_when_talking();
             }
             if self.machine.is_over() && self.inflight.is_empty() {
                 break;
@@ -154,7 +158,7 @@ impl Driver {
             let talking = self.machine.is_talking();
             let session = self.spec.media.session.clone();
             let event = tokio::select! {
-                Some(state) = states.recv() => self.from_state(state),
+                Some(state) = states.recv() => self.event_of(state),
                 Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
                     self.done(done)
                 }
@@ -173,13 +177,29 @@ impl Driver {
         self.finish(states).await;
     }
 
-    /// Files a leg's dialog; the registry finds the call by its Call-ID.
+    /// Files a leg's dialog; once the call talks, the registry finds it by its Call-ID.
     fn file(&mut self, leg: Leg, dialog: InviteDialog) {
-        self.b2bua
-            .calls
-            .enter(self.token, &dialog.id().call_id, &self.handover_sender);
+        if self.registered {
+            self.b2bua
+                .calls
+                .enter(self.token, &dialog.id().call_id, &self.handover_sender);
+        }
         self.dialogs.retain(|(l, _)| *l != leg);
         self.dialogs.push((leg, dialog));
+    }
+
+    /// A consultation transfer may take over only a call that talks: the call enters
+    /// the registry when it starts talking.
+    fn register_when_talking(&mut self) {
+        if self.registered || !self.machine.is_talking() {
+            return;
+        }
+        self.registered = true;
+        for (_, dialog) in &self.dialogs {
+            self.b2bua
+                .calls
+                .enter(self.token, &dialog.id().call_id, &self.handover_sender);
+        }
     }
 
     fn dialog(&self, leg: Leg) -> Option<InviteDialog> {
@@ -214,7 +234,7 @@ impl Driver {
         }
     }
 
-    fn from_state(&mut self, state: DialogState) -> Option<Event> {
+    fn event_of(&mut self, state: DialogState) -> Option<Event> {
         if let Some((id, to)) = &self.handed_over
             && state.id().call_id == id.call_id
         {

@@ -637,7 +637,7 @@ impl Call {
     fn ringing(&mut self, mut ringing: Ringing, event: Event, now: Now, out: &mut Vec<Action>) {
         let actions = match event {
             Event::Progress {
-                leg: leg @ Leg::Ring(s, d),
+                leg: Leg::Ring(s, d),
                 early,
             } => {
                 let early = early.filter(|b| !b.bytes.is_empty());
@@ -645,8 +645,8 @@ impl Call {
                     leg: (s, d),
                     early_media: early.is_some(),
                 });
+                // The caller hears the first ringing, and every leg's early media.
                 if !actions.is_empty() {
-                    let _ = leg;
                     out.push(Action::Progress(early));
                 }
                 Vec::new()
@@ -1166,7 +1166,7 @@ impl Call {
             }
             Event::TransferTarget(result) => self.transfer_target(talk, result, now, out),
             Event::Handover(handover) => self.handover(talk, handover, now, out),
-            Event::Answered { leg, answer } => self.transfer_answered(talk, leg, answer, now, out),
+            Event::Answered { leg, answer } => self.transfer_answered(talk, leg, answer, out),
             Event::Failed { leg, status } | Event::NotSent { leg, status } => {
                 self.transfer_leg_failed(talk, leg, status, now, out);
             }
@@ -1203,6 +1203,12 @@ impl Call {
         now: Now,
         out: &mut Vec<Action>,
     ) {
+        // A leg no longer in the call (a cancelled one, the referrer after a transfer)
+        // has nobody to relay to.
+        if from != self.caller && from != talk.agent {
+            out.push(respond(req, from, 481));
+            return;
+        }
         self.note_sdp(from, body.as_ref());
         let to = if from == self.caller {
             talk.agent
@@ -1313,14 +1319,7 @@ impl Call {
     }
 
     /// A leg answered while talking: a blind transfer's target, or a late 2xx to end.
-    fn transfer_answered(
-        &mut self,
-        mut talk: Talk,
-        leg: Leg,
-        answer: Body,
-        _now: Now,
-        out: &mut Vec<Action>,
-    ) {
+    fn transfer_answered(&mut self, mut talk: Talk, leg: Leg, answer: Body, out: &mut Vec<Action>) {
         let Some(Transfer::Ringing { user, legs, .. }) = &talk.transfer else {
             out.push(Action::Hangup(leg));
             self.phase = Phase::Talking(talk);

@@ -773,6 +773,15 @@ fn reinvite_and_update_are_relayed_both_ways() {
             then: "talking Ring(0, 0) bob",
         },
         Row {
+            name: "a re-INVITE from a leg no longer in the call is 481",
+            setup: incoming,
+            history: talking(),
+            after_s: 5,
+            event: reinvite(R01, 5, "o=mobile"),
+            actions: &["respond 481 req5 Ring(0, 1)"],
+            then: "talking Ring(0, 0) bob",
+        },
+        Row {
             name: "a caller's refresh restarts the session timer",
             setup: with_timer,
             history: talking(),
