@@ -137,13 +137,16 @@ impl Driver {
 
     /// Runs the call until it is over and its legs are done with.
     pub(super) async fn run(mut self, mut states: DialogStateReceiver) {
+        // Read once: a call that talks for hours keeps neither the hours nor the rule
+        // (the machine has its own copy).
         let open = self
             .spec
             .media
             .settings
             .hours
-            .as_ref()
+            .take()
             .is_none_or(|hours| hours.is_open(chrono::Utc::now()));
+        self.spec.media.settings.after_hours = None;
         self.queued.push_back(Event::Start { open });
         loop {
             while let Some(event) = self.queued.pop_front() {
@@ -317,6 +320,11 @@ impl Driver {
         let now = Instant::now();
         let index = self.timers.iter().position(|(_, at)| *at <= now)?;
         let (timer, _) = self.timers.swap_remove(index);
+        if timer == Timer::Intake && self.late_intake.is_some() {
+            tracing::error!(
+                "the late call intake is still not done; recording the next steps anyway"
+            );
+        }
         Some(Event::Timer(timer))
     }
 
@@ -772,6 +780,7 @@ impl Driver {
                 }
             }
             Write::Transferred { user, at } => {
+                tracing::info!(to = %user, "call transferred");
                 if let Err(err) = store.call_transferred(call_id, &user, at).await {
                     tracing::error!(%err, "cannot record the transfer");
                 }

@@ -532,11 +532,7 @@ impl Call {
         match event {
             Event::IntakeDone => return self.release_held(out),
             Event::Timer(Timer::Intake) => {
-                if self.held.is_some() {
-                    tracing::error!(
-                        "the late call intake is still not done; recording the next steps anyway"
-                    );
-                }
+                // The intake had its time: recording the next steps anyway.
                 return self.release_held(out);
             }
             Event::HandoverAsked { named, early_only } => {
@@ -845,6 +841,9 @@ impl Call {
             Leg::Ring(step, _) => self.setup.plan.steps.get(step).map(|s| s.user.clone()),
             _ => None,
         };
+        // Nothing rings any more: a held call keeps no devices.
+        self.setup.plan.steps = Vec::new();
+        self.setup.phones = None;
         out.push(Action::Answer {
             body: self.last_sdp(leg).unwrap_or_default(),
             session_timer: self.setup.session_interval_s,
@@ -1147,9 +1146,6 @@ impl Call {
             }
             Event::Timer(Timer::Session) => {
                 if self.session_due.is_some_and(|due| now.at >= due) {
-                    tracing::info!(
-                        "session expired without a refresh from the caller; ending the call"
-                    );
                     out.push(Action::Count(Metric::SessionExpired));
                     out.push(Action::Hangup(talk.agent));
                     out.push(Action::Hangup(caller));
@@ -1530,9 +1526,7 @@ impl Call {
                         return;
                     }
                     // The new party is ours now either way; the media may not follow.
-                    _ if !ok => {
-                        tracing::warn!(status, "a party refused the re-INVITE after a transfer");
-                    }
+                    _ if !ok => {}
                     // The relay learns where the party wants the media now.
                     _ => {
                         if let Some(body) = body {
@@ -1563,7 +1557,6 @@ impl Call {
                 then_hangup: true,
             });
         }
-        tracing::info!(from = ?talk.user, to = ?target, "call transferred");
         out.push(Action::Count(Metric::Transfer { answered: true }));
         if let Some(target) = target {
             let rung = self
