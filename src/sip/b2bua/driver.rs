@@ -468,14 +468,15 @@ impl Driver {
             }
             Action::Notify {
                 leg,
-                status,
-                state,
+                notices,
                 then_hangup,
             } => {
                 if let Some(dialog) = self.dialog(leg) {
                     // A phone slow to answer the NOTIFY must not hold up the call.
                     self.inflight.push(Box::pin(async move {
-                        let _ = dialog.notify_refer(StatusCode::from(status), state).await;
+                        for (status, state) in notices {
+                            let _ = dialog.notify_refer(StatusCode::from(status), state).await;
+                        }
                         if then_hangup {
                             let _ = dialog.hangup().await;
                         }

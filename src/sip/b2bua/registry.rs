@@ -127,3 +127,57 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::call::Replaces;
+
+    fn ask() -> (
+        HandoverAsk,
+        oneshot::Receiver<Result<super::super::driver::Takeover, u16>>,
+    ) {
+        let (states, _) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        let replaces = Replaces::parse("consult@anna;to-tag=a;from-tag=b").unwrap();
+        (
+            HandoverAsk {
+                replaces,
+                states,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    #[tokio::test]
+    async fn t10_an_ask_reaches_the_other_call_holding_the_dialog_only() {
+        let registry = Registry::spawn();
+        let (holder, other) = (registry.token(), registry.token());
+        let (to, mut asks) = mpsc::unbounded_channel();
+        registry.enter(holder, "consult@anna", &to);
+
+        let (request, _answer) = ask();
+        assert!(registry.ask(other, "consult@anna", request).await.is_ok());
+        let passed = asks.recv().await.expect("the holder gets the ask");
+        assert_eq!(passed.replaces.call_id, "consult@anna");
+
+        let (request, _answer) = ask();
+        assert!(
+            registry.ask(holder, "consult@anna", request).await.is_err(),
+            "a call's own dialog is not another call"
+        );
+        let (request, _answer) = ask();
+        assert!(
+            registry.ask(other, "unknown@anna", request).await.is_err(),
+            "no live call holds it"
+        );
+
+        registry.leave(holder);
+        let (request, _answer) = ask();
+        assert!(
+            registry.ask(other, "consult@anna", request).await.is_err(),
+            "an ended call is found no more"
+        );
+    }
+}

@@ -324,11 +324,11 @@ pub enum Action {
         session_timer: Option<u32>,
         body: Option<Body>,
     },
-    /// NOTIFY the referrer of the transfer's state (RFC 3515), then hang it up.
+    /// NOTIFY the referrer of the transfer's states (RFC 3515: status and
+    /// `Subscription-State`), one after the other, then hang it up.
     Notify {
         leg: Leg,
-        status: u16,
-        state: &'static str,
+        notices: Vec<(u16, &'static str)>,
         then_hangup: bool,
     },
     /// The relay learns a party's SDP that goes nowhere.
@@ -396,9 +396,24 @@ struct Talk {
     transfer: Option<Transfer>,
     /// The transferring phone hung up while its transfer was under way.
     referrer_gone: bool,
-    /// The first NOTIFY waits for the dialog to report the 202 sent.
-    notify_due: bool,
+    notices: Notices,
 }
+
+/// Where the referrer's NOTIFYs are.
+#[derive(Debug, Clone, Copy)]
+enum Notices {
+    Idle,
+    /// The 202 is on its way: the first NOTIFY waits for the dialog to report it sent,
+    /// and the transfer's outcome (status, then hang up) waits for the first NOTIFY.
+    Due {
+        referrer: Leg,
+        outcome: Option<(u16, bool)>,
+    },
+}
+
+/// RFC 3515 §2.4.4: the implicit subscription's first NOTIFY, and its last.
+const ACTIVE: &str = "active;expires=60";
+const TERMINATED: &str = "terminated;reason=noresource";
 
 #[derive(Debug, Clone)]
 enum Transfer {
@@ -884,7 +899,7 @@ impl Call {
             user,
             transfer: None,
             referrer_gone: false,
-            notify_due: false,
+            notices: Notices::Idle,
         });
     }
 
@@ -1129,16 +1144,20 @@ impl Call {
                 self.refer(&mut talk, leg, req, target, out);
                 self.phase = Phase::Talking(talk);
             }
-            Event::Confirmed { leg } if talk.notify_due && leg == talk.agent => {
-                // RFC 3515 §2.4.4: the implicit subscription starts with a NOTIFY of the
-                // current state.
-                talk.notify_due = false;
-                out.push(Action::Notify {
-                    leg,
-                    status: 100,
-                    state: "active;expires=60",
-                    then_hangup: false,
-                });
+            Event::Confirmed { leg } if matches!(talk.notices, Notices::Due { referrer, .. } if referrer == leg) =>
+            {
+                // The implicit subscription starts with a NOTIFY of the current state;
+                // an outcome that came meanwhile follows it.
+                if let Notices::Due { outcome, .. } = talk.notices {
+                    let mut notices = vec![(100, ACTIVE)];
+                    notices.extend(outcome.map(|(status, _)| (status, TERMINATED)));
+                    out.push(Action::Notify {
+                        leg,
+                        notices,
+                        then_hangup: outcome.is_some_and(|(_, hangup)| hangup),
+                    });
+                }
+                talk.notices = Notices::Idle;
                 self.phase = Phase::Talking(talk);
             }
             Event::Response { ask, status, body } => {
@@ -1263,8 +1282,23 @@ impl Call {
 
     fn accept_refer(&self, talk: &mut Talk, req: ReqId, out: &mut Vec<Action>) {
         out.push(respond(req, talk.agent, 202));
-        // The first NOTIFY waits for the 202 to be sent: phones expect them in that order.
-        talk.notify_due = true;
+        // Phones expect the 202, then the first NOTIFY, then the outcome.
+        talk.notices = Notices::Due {
+            referrer: talk.agent,
+            outcome: None,
+        };
+    }
+
+    /// The transfer's outcome for the referrer, once its first NOTIFY went.
+    fn notify_outcome(talk: &mut Talk, status: u16, then_hangup: bool, out: &mut Vec<Action>) {
+        match &mut talk.notices {
+            Notices::Due { outcome, .. } => *outcome = Some((status, then_hangup)),
+            Notices::Idle => out.push(Action::Notify {
+                leg: talk.agent,
+                notices: vec![(status, TERMINATED)],
+                then_hangup,
+            }),
+        }
     }
 
     fn transfer_target(
@@ -1397,12 +1431,7 @@ impl Call {
             out.push(Action::Hangup(self.caller));
             return self.end_talk(talk, now, out);
         }
-        out.push(Action::Notify {
-            leg: talk.agent,
-            status,
-            state: "terminated;reason=noresource",
-            then_hangup: false,
-        });
+        Self::notify_outcome(&mut talk, status, false, out);
         self.phase = Phase::Talking(talk);
     }
 
@@ -1550,12 +1579,7 @@ impl Call {
         out: &mut Vec<Action>,
     ) {
         if !talk.referrer_gone {
-            out.push(Action::Notify {
-                leg: talk.agent,
-                status: 200,
-                state: "terminated;reason=noresource",
-                then_hangup: true,
-            });
+            Self::notify_outcome(&mut talk, 200, true, out);
         }
         out.push(Action::Count(Metric::Transfer { answered: true }));
         if let Some(target) = target {

@@ -186,10 +186,15 @@ fn talking() -> Vec<Event> {
     vec![start(), answered(R00, "o=bob")]
 }
 
-/// Bob's desk REFERred the caller to Ben, who was found and rings on two devices.
+/// Bob's desk REFERred the caller to Ben, who was found and rings on two devices; the
+/// 202 went out (the first NOTIFY with it).
 fn blind_ringing() -> Vec<Event> {
     let mut history = talking();
-    history.extend([refer(R00, 7, "<sip:102@gw>"), ben_found()]);
+    history.extend([
+        refer(R00, 7, "<sip:102@gw>"),
+        ben_found(),
+        Event::Confirmed { leg: R00 },
+    ]);
     history
 }
 
@@ -210,6 +215,7 @@ fn attended_taken() -> Vec<Event> {
             user: Some(user("ben")),
             contact: "sip:ben@192.0.2.9".into(),
         }),
+        Event::Confirmed { leg: R00 },
     ]);
     history
 }
@@ -262,11 +268,15 @@ fn brief(action: &Action) -> Option<String> {
         ),
         Action::Notify {
             leg,
-            status,
+            notices,
             then_hangup,
-            ..
         } => format!(
-            "notify {status} {leg:?}{}",
+            "notify {} {leg:?}{}",
+            notices
+                .iter()
+                .map(|(status, _)| status.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             if *then_hangup { " then hangup" } else { "" }
         ),
         Action::Learn { from, .. } => format!("learn {from:?}"),
@@ -883,7 +893,11 @@ fn t10_blind_transfer() {
         Row {
             name: "the first NOTIFY waits for the dialog to be confirmed again",
             setup: incoming,
-            history: blind_ringing(),
+            history: {
+                let mut h = talking();
+                h.extend([refer(R00, 7, "<sip:102@gw>"), ben_found()]);
+                h
+            },
             after_s: 10,
             event: Event::Confirmed { leg: R00 },
             actions: &["notify 100 Ring(0, 0)"],
@@ -976,9 +990,42 @@ fn t10_blind_transfer() {
             actions: &[
                 "respond 202 req7 Ring(0, 0)",
                 "count Transfer { answered: false }",
-                "notify 480 Ring(0, 0)",
             ],
             then: "talking Ring(0, 0) bob",
+        },
+        Row {
+            name: "an outcome before the first NOTIFY follows it, in order",
+            setup: incoming,
+            history: {
+                let mut h = talking();
+                h.extend([
+                    refer(R00, 7, "<sip:102@gw>"),
+                    Event::TransferTarget(Ok((user("ben"), Vec::new()))),
+                ]);
+                h
+            },
+            after_s: 10,
+            event: Event::Confirmed { leg: R00 },
+            actions: &["notify 100,480 Ring(0, 0)"],
+            then: "talking Ring(0, 0) bob",
+        },
+        Row {
+            name: "a connected transfer before the first NOTIFY: both, then the hang-up",
+            setup: incoming,
+            history: {
+                let mut h = talking();
+                h.extend([
+                    refer(R00, 7, "<sip:102@gw>"),
+                    ben_found(),
+                    answered(T1, "o=ben"),
+                    response(0, 200, "o=carrier"),
+                ]);
+                h
+            },
+            after_s: 12,
+            event: Event::Confirmed { leg: R00 },
+            actions: &["notify 100,200 Ring(0, 0) then hangup"],
+            then: "talking Transfer(1) ben",
         },
         Row {
             name: "BYE from the referrer during the transfer keeps the caller waiting",
@@ -1094,7 +1141,7 @@ fn t10_attended_transfer() {
             then: "talking Ring(0, 0) bob",
         },
         Row {
-            name: "the other call refused: 202 and the refusal NOTIFYed",
+            name: "the other call refused: 202, the refusal NOTIFYed after the first NOTIFY",
             setup: incoming,
             history: {
                 let mut h = talking();
@@ -1106,7 +1153,6 @@ fn t10_attended_transfer() {
             actions: &[
                 "respond 202 req7 Ring(0, 0)",
                 "count Transfer { answered: false }",
-                "notify 486 Ring(0, 0)",
             ],
             then: "talking Ring(0, 0) bob",
         },
