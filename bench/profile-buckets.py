@@ -161,7 +161,9 @@ def main():
     for name in sorted(order, key=lambda n: -self_w[n]):
         if self_w[name] == 0 and incl_w[name] == 0:
             continue
-        incl = f"{pct(incl_w[name]):12.1f}" if name != OTHER else f"{'':>12}"
+        # Every worker's stack starts in tokio's runtime: its inclusive share says nothing.
+        blank = name == OTHER or name.startswith("tokio")
+        incl = f"{'':>12}" if blank else f"{pct(incl_w[name]):12.1f}"
         print(f"  {name:<70} {pct(self_w[name]):7.1f} {incl}")
     print("  syscalls by name (share of all samples):")
     for name, w in sys_w.most_common(8):

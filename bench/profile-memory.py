@@ -11,9 +11,11 @@ tokio channel's or timer's to its user. Sites are then grouped into owners.
 
 import collections
 import re
+import subprocess
 import sys
 
 SKIP = re.compile(
+    r"^(<\[|<str>|<&|<T|<F|<\(|<Box<|<Vec<|<Option<)|"
     r"^(<)?(core|alloc|std|hashbrown|bytes|smallvec|memchr|indexmap|__rust|__rg_|__rdl_|malloc|"
     r"calloc|realloc|operator new|<unresolved|\?\?|heaptrack|_start|__libc|start_thread|clone)"
 )
@@ -39,8 +41,30 @@ compiled = [(o, re.compile(p)) for o, p in OWNERS]
 OTHER = "other (std/libc, unresolved)"
 
 
+LEGACY = [("$LT$", "<"), ("$GT$", ">"), ("$u20$", " "), ("$u7b$", "{"), ("$u7d$", "}"),
+          ("$RF$", "&"), ("$C$", ","), ("$BP$", "*"), ("$u27$", "'"), ("$u5b$", "["),
+          ("$u5d$", "]"), ("$LP$", "("), ("$RP$", ")"), ("$u3b$", ";"), ("..", "::")]
+_names = {}
+
+
+def demangle_all(frames):
+    """heaptrack leaves Rust v0 symbols (`_R…`) mangled and legacy ones half-done."""
+    v0 = sorted({f for f in frames if f.startswith("_R") and f not in _names})
+    if v0:
+        out = subprocess.run(["c++filt"], input="\n".join(v0), capture_output=True, text=True).stdout
+        for raw, nice in zip(v0, out.splitlines()):
+            _names[raw] = nice
+
+
 def clean(frame):
-    frame = re.sub(r"::h[0-9a-f]{16}$", "", frame.strip())
+    frame = re.sub(r" \([^()]*\)$", "", frame.strip())
+    frame = _names.get(frame, frame)
+    if frame.startswith("_$"):
+        frame = frame[1:]
+    for a, b in LEGACY:
+        frame = frame.replace(a, b)
+    frame = re.sub(r"\[[0-9a-f]{16}\]", "", frame)
+    frame = re.sub(r"::h[0-9a-f]{16}$", "", frame)
     return frame
 
 
@@ -59,6 +83,9 @@ def site_of(frames):
         short = re.sub(r"<[^<>]*>", "", f)
         short = re.sub(r"<[^<>]*>", "", short)
         short = short.replace("::{{closure}}", "")
+        if short.startswith("::") or not short:
+            # A generic helper whose type was stripped (`<[T]>::to_vec`, `<T as Clone>`).
+            continue
         return (short[:110], tokio_kind)
     return ("(no known frame)", tokio_kind)
 
@@ -78,12 +105,16 @@ def load(path):
         lines = open(path, encoding="utf-8", errors="replace").read().splitlines()
     except OSError:
         return sites, owners, 0
+    parsed = []
     for line in lines:
         stack, _, cost = line.rpartition(" ")
-        if not cost.isdigit():
+        if not cost.isdigit() or cost == "0":
             continue
-        n = int(cost)
-        frames = [clean(f) for f in stack.split(";")][::-1]
+        raw = [re.sub(r" \([^()]*\)$", "", f.strip()) for f in stack.split(";") if f.strip()]
+        parsed.append((raw, int(cost)))
+    demangle_all({f for raw, _ in parsed for f in raw})
+    for raw, n in parsed:
+        frames = [clean(f) for f in raw][::-1]
         site, kind = site_of(frames)
         label = site + (f"  [{kind}]" if kind else "")
         sites[label] += n

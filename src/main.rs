@@ -1,17 +1,10 @@
-//! The `leadline` command: serve, migrate, check-config, mailbox authorize. Also owns
-//! what the process is built on: the async runtime, the global allocator and logging.
+//! The `leadline` command: serve, migrate, check-config, mailbox authorize.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use leadline::config::{Config, ConfigLayer, LogFormat};
-
-#[path = "main/allocator.rs"]
-mod allocator;
-
-#[global_allocator]
-static ALLOCATOR: allocator::Selected = allocator::Selected;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -89,11 +82,6 @@ struct Cli {
     /// Log lines as `text` or `json`.
     #[arg(long, global = true, env = "LEADLINE_LOG_FORMAT")]
     log_format: Option<String>,
-    /// Threads that run the gateway's async work (SIP, HTTP, mail): 1 runs it all on one
-    /// thread, which spends far less time handing work between threads; 0 (the default)
-    /// is one per CPU core. Database and file work has threads of its own either way.
-    #[arg(long, global = true, env = "LEADLINE_WORKER_THREADS")]
-    worker_threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -182,7 +170,7 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match runtime(cli.worker_threads.unwrap_or(0)) {
+    let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("leadline: cannot start the async runtime: {err}");
@@ -197,21 +185,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// The async runtime: `workers` threads, 0 for one per core; 1 is tokio's current-thread
-/// scheduler on the main thread (no worker threads to wake and park).
-fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if workers > 1 {
-            builder.worker_threads(workers);
-        }
-        builder
-    };
-    builder.enable_all().build()
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
