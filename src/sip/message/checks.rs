@@ -206,7 +206,10 @@ pub(super) fn headers(mut fields: Vec<Field<'_>>) -> Result<Checked<'_>, Rejecti
 }
 
 /// The canonical value of a checked header; None when the value stays as written.
-fn canonical_value(field: &Field, cseq_method: &mut String) -> Result<Option<String>, grammar::Why> {
+fn canonical_value(
+    field: &Field,
+    cseq_method: &mut String,
+) -> Result<Option<String>, grammar::Why> {
     let v = field.value.as_bytes();
     let name = &*field.name;
     let is = |n: &str| name.eq_ignore_ascii_case(n);
