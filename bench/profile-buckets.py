@@ -25,7 +25,8 @@ BUCKETS = [
     ("leadline other (events, media, http, webhooks)", r"leadline\b"),
     ("rsipstack transport/parsing (rsip, transport)", r"(rsipstack::(transport|sip|rsip)|rsip|nom)\b"),
     ("rsipstack transaction/dialog layer", r"rsipstack\b"),
-    ("sqlx/SQLite", r"(sqlx\w*|libsqlite3_sys)\b|^sqlite3"),
+    # flume is the channel to sqlx's SQLite worker thread (nothing else here uses it).
+    ("sqlx/SQLite", r"(sqlx\w*|libsqlite3_sys|flume)\b|^sqlite3"),
     ("tracing/metrics", r"(tracing\w*|metrics\w*|sharded_slab|nu_ansi_term|matchers)\b"),
     ("tokio (scheduling, channels, timers)", r"(tokio\w*|mio)\b"),
     ("HTTP (axum/hyper, for /metrics and the API)", r"(axum|hyper\w*|tower\w*|h2)\b"),
