@@ -20,6 +20,8 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
+use std::fmt::Write as _;
+
 use checks::StartLine;
 use grammar::{Host, SipUri, Uri};
 use rsipstack::sip::prelude::*;
@@ -145,7 +147,7 @@ pub fn parse_message(bytes: &[u8], limits: &Limits) -> Result<SipMessage, Reject
     let start = checks::start_line(line)?;
     let head = scan::head(bytes, after, limits, Mode::Strict)?;
     let body = framing::datagram_body(&head.fields, head.body)?;
-    let checked = checks::headers(&head.fields)?;
+    let checked = checks::headers(head.fields)?;
     if let StartLine::Request { method, uri, .. } = &start {
         if checks::known_method(method).is_none() {
             return Err(Rejection::not_implemented(grammar::text(method)));
@@ -194,7 +196,14 @@ fn oversized(bytes: &[u8], limits: &Limits) -> Rejection {
 /// Content-Length as 0, §18.3 says the datagram's end). A message without one gets one,
 /// so that writing it to a stream later frames it right.
 fn to_rsip(start: &StartLine<'_>, fields: &[Field], body: &[u8]) -> Result<SipMessage, Rejection> {
-    let mut text = start.canonical();
+    // One allocation for the whole text: the fields, their separators and a margin for
+    // the start line and a Content-Length.
+    let size: usize = fields
+        .iter()
+        .map(|f| f.name.len() + f.value.len() + 4)
+        .sum();
+    let mut text = String::with_capacity(size + 256);
+    start.write_canonical(&mut text);
     text.push_str("\r\n");
     for field in fields {
         text.push_str(&field.name);
@@ -203,7 +212,7 @@ fn to_rsip(start: &StartLine<'_>, fields: &[Field], body: &[u8]) -> Result<SipMe
         text.push_str("\r\n");
     }
     if !fields.iter().any(|f| f.is("Content-Length")) {
-        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        let _ = write!(text, "Content-Length: {}\r\n", body.len());
     }
     text.push_str("\r\n");
     let mut message = rsip::parser::parse_message(text.as_bytes())

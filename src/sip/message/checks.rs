@@ -3,6 +3,8 @@
 //! (501), the CSeq method, the Request-URI scheme (416). Each check also yields the
 //! canonical text of what it read, which is what rsip gets to parse.
 
+use std::borrow::Cow;
+
 use super::Rejection;
 use super::grammar::{self, NameAddr, Uri, is_token, is_ws, text};
 use super::scan::{Field, excerpt};
@@ -23,14 +25,20 @@ pub(super) enum StartLine<'a> {
 }
 
 impl StartLine<'_> {
-    /// `METHOD URI SIP/2.0` / `SIP/2.0 CODE reason` with single spaces.
-    pub(super) fn canonical(&self) -> String {
-        match self {
+    /// Appends `METHOD URI SIP/2.0` / `SIP/2.0 CODE reason` with single spaces.
+    pub(super) fn write_canonical(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = match self {
             StartLine::Request {
                 method, uri_text, ..
-            } => format!("{} {} SIP/2.0", text(method), text(uri_text)),
-            StartLine::Response { code, reason } => format!("SIP/2.0 {code} {reason}"),
-        }
+            } => write!(
+                out,
+                "{} {} SIP/2.0",
+                String::from_utf8_lossy(method),
+                String::from_utf8_lossy(uri_text)
+            ),
+            StartLine::Response { code, reason } => write!(out, "SIP/2.0 {code} {reason}"),
+        };
     }
 }
 
@@ -147,60 +155,80 @@ const SINGLE: [&str; 6] = ["From", "To", "Call-ID", "CSeq", "Max-Forwards", "Exp
 
 /// What the header checks found, for the checks that follow them.
 #[derive(Debug)]
-pub(super) struct Checked {
+pub(super) struct Checked<'a> {
     /// The fields with the values of checked headers in canonical form.
-    pub fields: Vec<Field>,
+    pub fields: Vec<Field<'a>>,
     pub cseq_method: String,
 }
 
-/// Presence, multiplicity and syntax of the header fields a proxy relies on.
-pub(super) fn headers(fields: &[Field]) -> Result<Checked, Rejection> {
-    let count = |name: &str| fields.iter().filter(|f| f.is(name)).count();
-    let missing: Vec<&str> = REQUIRED.into_iter().filter(|n| count(n) == 0).collect();
+/// Presence, multiplicity and syntax of the header fields a proxy relies on. Takes the
+/// fields and gives them back with the checked values in canonical form; the others are
+/// passed through untouched (not copied).
+pub(super) fn headers(mut fields: Vec<Field<'_>>) -> Result<Checked<'_>, Rejection> {
+    // One pass for the counts of REQUIRED and SINGLE (Via is in both lists' order below).
+    let mut required = [0usize; REQUIRED.len()];
+    let mut single = [0usize; SINGLE.len()];
+    for field in &fields {
+        if let Some(i) = REQUIRED.iter().position(|n| field.is(n)) {
+            required[i] += 1;
+        }
+        if let Some(i) = SINGLE.iter().position(|n| field.is(n)) {
+            single[i] += 1;
+        }
+    }
+    let missing: Vec<&str> = REQUIRED
+        .into_iter()
+        .zip(required)
+        .filter(|(_, n)| *n == 0)
+        .map(|(name, _)| name)
+        .collect();
     if !missing.is_empty() {
         return Err(Rejection::bad_request(format!(
             "missing {}",
             missing.join(", ")
         )));
     }
-    if let Some(name) = SINGLE.into_iter().find(|n| count(n) > 1) {
+    if let Some((name, _)) = SINGLE.into_iter().zip(single).find(|(_, n)| *n > 1) {
         return Err(Rejection::bad_request(format!("multiple {name} headers")));
     }
     let mut cseq_method = String::new();
-    let mut out = Vec::with_capacity(fields.len());
-    for field in fields {
-        let value = canonical_value(field, &mut cseq_method)
+    for field in &mut fields {
+        let canonical = canonical_value(field, &mut cseq_method)
             .map_err(|why| Rejection::bad_request(format!("malformed {}: {why}", field.name)))?;
-        out.push(Field {
-            name: field.name.clone(),
-            value,
-        });
+        if let Some(value) = canonical {
+            field.value = Cow::Owned(value);
+        }
     }
     Ok(Checked {
-        fields: out,
+        fields,
         cseq_method,
     })
 }
 
-fn canonical_value(field: &Field, cseq_method: &mut String) -> Result<String, grammar::Why> {
+/// The canonical value of a checked header; None when the value stays as written.
+fn canonical_value(
+    field: &Field,
+    cseq_method: &mut String,
+) -> Result<Option<String>, grammar::Why> {
     let v = field.value.as_bytes();
-    let name = field.name.as_str();
+    let name = &*field.name;
     let is = |n: &str| name.eq_ignore_ascii_case(n);
     if is("Via") {
         let list = grammar::via_list(v)?;
-        return Ok(list
-            .iter()
-            .map(|p| p.canonical())
-            .collect::<Vec<_>>()
-            .join(", "));
+        return Ok(Some(
+            list.iter()
+                .map(|p| p.canonical())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
     }
     if is("From") || is("To") {
         let na = grammar::single_name_addr(v)?;
         representable(&na)?;
-        return Ok(na.canonical());
+        return Ok(Some(na.canonical()));
     }
     if is("Contact") {
-        return Ok(match grammar::contact_list(v)? {
+        return Ok(Some(match grammar::contact_list(v)? {
             None => "*".to_string(),
             Some(list) => {
                 for na in &list {
@@ -211,33 +239,33 @@ fn canonical_value(field: &Field, cseq_method: &mut String) -> Result<String, gr
                     .collect::<Vec<_>>()
                     .join(", ")
             }
-        });
+        }));
     }
     if is("Call-ID") {
         grammar::call_id(v)?;
-        return Ok(field.value.clone());
+        return Ok(None);
     }
     if is("CSeq") {
         let (n, method) = grammar::cseq(v)?;
         *cseq_method = text(method);
-        return Ok(format!("{n} {}", text(method)));
+        return Ok(Some(format!("{n} {}", text(method))));
     }
     if is("Max-Forwards") {
         // RFC 3261 §20.22: 0-255 (RFC 4475 §3.1.2.4 "scalar02" sends 300).
         let n = grammar::bounded_number(v, 255)
             .ok_or_else(|| format!("{} is not 0-255", excerpt(v)))?;
-        return Ok(n.to_string());
+        return Ok(Some(n.to_string()));
     }
     if is("Expires") {
         grammar::expires(v)?;
-        return Ok(field.value.clone());
+        return Ok(None);
     }
     if is("Content-Length") {
         // Checked by the framing already; strip leading zeros.
         let n = grammar::bounded_number(v, u64::MAX).unwrap_or(0);
-        return Ok(n.to_string());
+        return Ok(Some(n.to_string()));
     }
-    Ok(field.value.clone())
+    Ok(None)
 }
 
 /// rsip finds a name-addr's URI at the first `<`, even inside the quoted display name, so
@@ -251,9 +279,11 @@ fn representable(na: &NameAddr<'_>) -> Result<(), grammar::Why> {
 }
 
 /// Methods rsip can represent, compared case-sensitively (RFC 3261 §7.1: "The method is
-/// case-sensitive"; rsip would read `invite` as INVITE).
+/// case-sensitive"; rsip would read `invite` as INVITE). Every method rsip knows is
+/// upper case, so a case-insensitive match of bytes with no lower-case letter is exact.
 pub(super) fn known_method(method: &[u8]) -> Option<Method> {
-    Method::all()
-        .into_iter()
-        .find(|m| m.to_string().as_bytes() == method)
+    if method.iter().any(u8::is_ascii_lowercase) {
+        return None;
+    }
+    Method::try_from(method).ok()
 }

@@ -94,7 +94,7 @@ fn with_tag(to: String, fields: &[Field], top_via: &str, call_id: &str, cseq: &s
     let from = fields
         .iter()
         .find(|f| f.is("From"))
-        .map_or("", |f| f.value.as_str());
+        .map_or("", |f| &*f.value);
     let mut hash = Sha256::new();
     for part in [top_via, call_id, cseq, from] {
         hash.update(part.as_bytes());

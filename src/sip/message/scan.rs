@@ -5,6 +5,8 @@
 //! lines are joined with one SP before anything else looks at them (§7.3.1), so a
 //! header name folded before its colon (`CaLl-Id CRLF : value`) still reads.
 
+use std::borrow::Cow;
+
 use super::grammar::{is_token, is_ws, shown};
 use super::{Limits, Rejection};
 
@@ -53,27 +55,36 @@ pub(super) fn start_line(bytes: &[u8]) -> (&[u8], usize) {
     })
 }
 
-/// One header field after unfolding.
+/// One header field after unfolding. Borrowed from the message when it can be (a field
+/// on one line, in UTF-8, not a compact form): a message is read once per datagram, so
+/// copying every field is what this saves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Field {
+pub(super) struct Field<'a> {
     /// As written, except that RFC 3261 compact forms are expanded (`v` → `Via`).
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Unfolded and trimmed. Bytes that are not UTF-8 (a Latin-1 display name) are
     /// replaced by U+FFFD: rsip reads header lines as UTF-8 and silently drops every
     /// header from the first line that is not.
-    pub value: String,
+    pub value: Cow<'a, str>,
 }
 
-impl Field {
+impl Field<'_> {
     pub(super) fn is(&self, name: &str) -> bool {
         self.name.eq_ignore_ascii_case(name)
+    }
+
+    fn into_owned(self) -> Field<'static> {
+        Field {
+            name: Cow::Owned(self.name.into_owned()),
+            value: Cow::Owned(self.value.into_owned()),
+        }
     }
 }
 
 /// The header fields and the octets after the empty line.
 #[derive(Debug)]
 pub(super) struct Head<'a> {
-    pub fields: Vec<Field>,
+    pub fields: Vec<Field<'a>>,
     pub body: &'a [u8],
 }
 
@@ -96,9 +107,10 @@ pub(super) fn head<'a>(
     mode: Mode,
 ) -> Result<Head<'a>, Rejection> {
     let strict = mode == Mode::Strict;
-    let mut fields = Vec::new();
-    // The logical line being assembled from a line and its continuations.
-    let mut pending: Option<Vec<u8>> = None;
+    let mut fields = Vec::with_capacity(16);
+    // The logical line being assembled from a line and its continuations: borrowed until
+    // a continuation makes it a copy.
+    let mut pending: Option<Cow<'a, [u8]>> = None;
     let mut next = from;
     let body_from = loop {
         let (content, after) = match line(bytes, next) {
@@ -126,17 +138,18 @@ pub(super) fn head<'a>(
         }
         let continuation = content.first().is_some_and(|&b| is_ws(b));
         match (&mut pending, continuation) {
-            (Some(logical), true) => {
+            (Some(pending), true) => {
                 // §7.3.1: a fold is equivalent to one SP.
                 let piece = content.trim_ascii();
                 if !piece.is_empty() {
+                    let logical = pending.to_mut();
                     while logical.last().is_some_and(|&b| is_ws(b)) {
                         logical.pop();
                     }
                     logical.push(b' ');
                     logical.extend_from_slice(piece);
                 }
-                if strict && logical.len() > limits.max_header_line {
+                if strict && pending.len() > limits.max_header_line {
                     return Err(Rejection::message_too_large(format!(
                         "folded header field of more than {} bytes",
                         limits.max_header_line
@@ -145,13 +158,13 @@ pub(super) fn head<'a>(
             }
             _ => {
                 if let Some(done) = pending.take() {
-                    push_field(&mut fields, &done, limits, mode)?;
+                    push_field(&mut fields, done, limits, mode)?;
                 }
                 // A first header line that starts with SP/HT continues nothing: read it
                 // as a header line (Sofia-SIP's test1 "  To :" is classed good).
                 let piece = content.trim_ascii_start();
                 if !piece.is_empty() {
-                    pending = Some(piece.to_vec());
+                    pending = Some(Cow::Borrowed(piece));
                 }
             }
         }
@@ -161,7 +174,7 @@ pub(super) fn head<'a>(
         next = after;
     };
     if let Some(done) = pending.take() {
-        push_field(&mut fields, &done, limits, mode)?;
+        push_field(&mut fields, done, limits, mode)?;
     }
     Ok(Head {
         fields,
@@ -169,12 +182,30 @@ pub(super) fn head<'a>(
     })
 }
 
-fn push_field(
-    fields: &mut Vec<Field>,
-    logical: &[u8],
+fn push_field<'a>(
+    fields: &mut Vec<Field<'a>>,
+    logical: Cow<'a, [u8]>,
     limits: &Limits,
     mode: Mode,
 ) -> Result<(), Rejection> {
+    let field = match logical {
+        Cow::Borrowed(line) => split_field(line, mode)?,
+        Cow::Owned(line) => split_field(&line, mode)?.map(Field::into_owned),
+    };
+    if let Some(field) = field {
+        if mode == Mode::Strict && fields.len() >= limits.max_headers {
+            return Err(Rejection::message_too_large(format!(
+                "more than {} header fields",
+                limits.max_headers
+            )));
+        }
+        fields.push(field);
+    }
+    Ok(())
+}
+
+/// `name: value` of one logical line; None for a line skipped in lenient mode.
+fn split_field(logical: &[u8], mode: Mode) -> Result<Option<Field<'_>>, Rejection> {
     let strict = mode == Mode::Strict;
     let Some(colon) = logical.iter().position(|&b| b == b':') else {
         if strict {
@@ -183,7 +214,7 @@ fn push_field(
                 excerpt(logical)
             )));
         }
-        return Ok(());
+        return Ok(None);
     };
     let name = logical.get(..colon).unwrap_or(&[]).trim_ascii_end();
     if !is_token(name) {
@@ -195,25 +226,18 @@ fn push_field(
                 },
             ));
         }
-        return Ok(());
-    }
-    if strict && fields.len() >= limits.max_headers {
-        return Err(Rejection::message_too_large(format!(
-            "more than {} header fields",
-            limits.max_headers
-        )));
+        return Ok(None);
     }
     let value = logical.get(colon + 1..).unwrap_or(&[]).trim_ascii();
-    fields.push(Field {
+    Ok(Some(Field {
         name: expand_compact(name),
-        value: String::from_utf8_lossy(value).into_owned(),
-    });
-    Ok(())
+        value: String::from_utf8_lossy(value),
+    }))
 }
 
 /// RFC 3261 §7.3.3 and later RFCs' compact forms. rsip knows only some of them (`r` for
 /// Refer-To, `x` for Session-Expires … would stay unknown headers).
-fn expand_compact(name: &[u8]) -> String {
+fn expand_compact(name: &[u8]) -> Cow<'_, str> {
     let full = match name {
         [b] => match b.to_ascii_lowercase() {
             b'a' => "Accept-Contact",
@@ -236,11 +260,11 @@ fn expand_compact(name: &[u8]) -> String {
             b'v' => "Via",
             b'x' => "Session-Expires",
             b'y' => "Identity",
-            _ => return String::from_utf8_lossy(name).into_owned(),
+            _ => return String::from_utf8_lossy(name),
         },
-        _ => return String::from_utf8_lossy(name).into_owned(),
+        _ => return String::from_utf8_lossy(name),
     };
-    full.to_string()
+    Cow::Borrowed(full)
 }
 
 /// The start of a line for a reason phrase: at most 40 characters, control bytes shown

@@ -90,7 +90,7 @@ fn every_refused_rfc4475_request_with_via_call_id_and_cseq_gets_a_parseable_resp
             raw.fields
                 .iter()
                 .filter(|f| f.is(name))
-                .map(|f| f.value.clone())
+                .map(|f| f.value.to_string())
                 .collect()
         };
         assert_eq!(
