@@ -104,6 +104,18 @@ pub struct EventAnswer {
     pub matches: Vec<StoredMatch>,
     pub route: Vec<UserId>,
     pub ring_timeout_s: u32,
+    /// The name and responsible of [`EventAnswer::shown_entity`] as the intake wrote or
+    /// matched it: what the agent's phone shows, without reading the entity again.
+    /// Absent in answers stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<ShownEntity>,
+}
+
+/// The CRM's name for a caller and who is responsible for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownEntity {
+    pub name: String,
+    pub responsible: Option<UserId>,
 }
 
 impl EventAnswer {

@@ -157,7 +157,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("number", id.as_str()));
         }
-        self.cache().invalidate();
+        self.config_changed().await;
         Ok(())
     }
 
@@ -170,6 +170,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("trunk", id.as_str()));
         }
+        self.config_changed().await;
         Ok(())
     }
 

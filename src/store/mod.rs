@@ -23,6 +23,7 @@ pub use access::ListScope;
 mod activities;
 mod audit;
 mod batch;
+mod call_path;
 mod calls;
 mod checkpoint;
 mod config;
@@ -45,6 +46,7 @@ mod webhooks;
 
 pub use activities::*;
 pub use audit::*;
+pub use call_path::CallPathGuard;
 pub use calls::*;
 pub use entities::*;
 pub use mail::*;
@@ -175,7 +177,11 @@ pub struct Store {
     /// Pool for reads; the same pool as `write` on PostgreSQL.
     read: AnyPool,
     backend: Backend,
+    /// The PostgreSQL URL, for the listener of other processes' changes.
+    url: Option<Arc<str>>,
     cache: Arc<snapshot::ConfigCache>,
+    /// Debug builds: the queries of calls' set-up paths (see `call_path`).
+    call_paths: Arc<call_path::CallPaths>,
     tokens: Arc<users::TokenCache>,
     /// Group commit of call intakes (see `batch`).
     batcher: batch::Batcher,
@@ -210,7 +216,7 @@ impl Store {
                     .connect_with(options.clone())
                     .await?;
                 let read = sqlite_pool(4, "").connect_with(options).await?;
-                let mut store = Self::new(write, read.clone(), backend);
+                let mut store = Self::new(write, read.clone(), backend, None);
                 store.checkpointer = Some(Arc::new(checkpoint::Checkpointer::spawn(read)));
                 Ok(store)
             }
@@ -220,13 +226,15 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
-                Ok(Self::new(pool.clone(), pool, backend))
+                Ok(Self::new(pool.clone(), pool, backend, Some(Arc::from(url))))
             }
         }
     }
 
-    fn new(write: AnyPool, read: AnyPool, backend: Backend) -> Self {
+    fn new(write: AnyPool, read: AnyPool, backend: Backend, url: Option<Arc<str>>) -> Self {
         Self {
+            url,
+            call_paths: Arc::default(),
             batcher: batch::Batcher::spawn(write.clone()),
             audit: audit::AuditWriter::spawn(write.clone()),
             write,
@@ -266,12 +274,43 @@ impl Store {
         self.backend
     }
 
+    /// Every query of the store starts here or at [`Store::writer`] (the group commits
+    /// aside), which is what lets debug builds see a call's set-up path query.
+    #[track_caller]
     pub(crate) fn reader(&self) -> &AnyPool {
+        self.call_paths.query(std::panic::Location::caller());
         &self.read
     }
 
+    #[track_caller]
     pub(crate) fn writer(&self) -> &AnyPool {
+        self.call_paths.query(std::panic::Location::caller());
         &self.write
+    }
+
+    pub(crate) fn url(&self) -> Option<Arc<str>> {
+        self.url.clone()
+    }
+
+    /// Marks the current task as working on the set-up of call `call_id` until the guard
+    /// drops: in debug builds its queries are recorded ([`Store::call_path_queries`]).
+    pub fn watch_call_path(&self, call_id: &str) -> CallPathGuard {
+        self.call_paths.mark(call_id)
+    }
+
+    /// Debug builds: where in the store the marked tasks of `call_id` started queries
+    /// (`file:line`), while any of them is still marked; `None` otherwise.
+    pub fn call_path_queries(&self, call_id: &str) -> Option<Vec<String>> {
+        self.call_paths.queries(call_id)
+    }
+
+    /// Starts the task that keeps the snapshot current with other processes' changes
+    /// (see `snapshot`); it stops on `cancel`.
+    pub fn watch_changes(
+        &self,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(snapshot::watch::run(self.clone(), cancel))
     }
 
     /// Readiness: the database answers a trivial query.
