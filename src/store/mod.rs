@@ -40,6 +40,7 @@ mod sessions;
 mod snapshot;
 mod stages;
 mod stats;
+mod steps;
 mod trunk_registrations;
 mod users;
 mod webhooks;
@@ -185,6 +186,8 @@ pub struct Store {
     tokens: Arc<users::TokenCache>,
     /// Group commit of call intakes (see `batch`).
     batcher: batch::Batcher,
+    /// Group commit of calls' later steps (see `steps`).
+    steps: steps::StepWriter,
     /// Group commit of audit rows (see `audit`).
     audit: audit::AuditWriter,
     /// The webhook list the delivery task reads for every call update.
@@ -232,7 +235,10 @@ impl Store {
     }
 
     fn new(write: AnyPool, read: AnyPool, backend: Backend, url: Option<Arc<str>>) -> Self {
+        let cache: Arc<snapshot::ConfigCache> = Arc::default();
         Self {
+            steps: steps::StepWriter::spawn(write.clone(), cache.clone()),
+            cache,
             url,
             call_paths: Arc::default(),
             batcher: batch::Batcher::spawn(write.clone()),
@@ -240,7 +246,6 @@ impl Store {
             write,
             read,
             backend,
-            cache: Arc::default(),
             tokens: Arc::default(),
             webhook_cache: Arc::default(),
             checkpointer: None,
@@ -257,6 +262,10 @@ impl Store {
 
     pub(crate) fn batcher(&self) -> &batch::Batcher {
         &self.batcher
+    }
+
+    pub(crate) fn steps(&self) -> &steps::StepWriter {
+        &self.steps
     }
 
     pub(crate) fn audit_writer(&self) -> &audit::AuditWriter {

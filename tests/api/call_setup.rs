@@ -172,7 +172,7 @@ impl Phone {
                  Expires: {expires}\r\n{authorization}Content-Length: 0\r\n\r\n"
             )
         };
-        let mut next_cseq = || {
+        let next_cseq = || {
             self.cseq.set(self.cseq.get() + 1);
             self.cseq.get()
         };
