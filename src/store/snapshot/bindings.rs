@@ -249,7 +249,7 @@ mod tests {
     const PBX: (&str, &str) = ("trunk", "pbx");
 
     #[test]
-    fn bindings_are_filtered_by_their_expiry_on_read() {
+    fn t5_bindings_are_filtered_by_their_expiry_on_read() {
         let index = BindingIndex::from_rows(vec![
             binding("101", ANNA, "sip:101@10.0.0.2", "10.0.0.2:5060", 2_000),
             binding("101", ANNA, "sip:101@10.0.0.1", "10.0.0.1:5060", 1_000),
@@ -277,7 +277,7 @@ mod tests {
     }
 
     #[test]
-    fn a_register_updates_one_address_of_record_in_place() {
+    fn t5_a_register_updates_one_address_of_record_in_place() {
         let mut index = BindingIndex::from_rows(vec![
             binding("101", ANNA, "sip:101@10.0.0.1", "10.0.0.1:5060", 10_000),
             binding(
@@ -303,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trunks_registration_is_not_a_phone() {
+    fn t2_a_trunks_registration_is_not_a_phone() {
         let index = BindingIndex::from_rows(vec![binding(
             "pbx-user",
             PBX,
