@@ -78,7 +78,10 @@ impl App {
         let (sip, incoming) = SipEndpoint::start(config.sip, config.sip_tcp_max_message).await?;
         let sip_addr = sip.local;
         let sip_cancel = CancellationToken::new();
+        // Calls find trunks, numbers and devices in memory from the first INVITE on.
+        store.load_snapshot().await?;
         let mut sip_tasks = start_sip_clients(&store, &sip, &profiles, &sip_cancel);
+        sip_tasks.push(store.watch_changes(sip_cancel.clone()));
         let mail_changed = Arc::new(tokio::sync::Notify::new());
         let mail_credentials = crate::mail::Credentials::new(store.clone());
         // The IMAP pollers stop with the rest on shutdown.

@@ -144,7 +144,7 @@ impl B2bua {
         let caller = identity::caller(&request, &profile);
         let call_id = request.call_id_header()?.value().to_owned();
         let span = tracing::info_span!("call", %call_id, number = %number.number);
-        let media_settings = self.store.number_media(&number.id).await?;
+        let media_settings = self.store.cached_number_media(&number.id);
         let session = match self.media_session(media_settings.media_relay || trunk.media_relay) {
             Ok(session) => session,
             Err(status) => {
@@ -225,6 +225,8 @@ impl B2bua {
     }
 
     /// Our number the INVITE is for: the profile's reading first, then the other one.
+    /// From the in-memory configuration: no database round trip (async and fallible
+    /// only to keep its callers as they are).
     async fn number_called(
         &self,
         request: &rsipstack::sip::Request,
@@ -236,12 +238,10 @@ impl B2bua {
             party.dialled,
             party.original,
         ];
-        for candidate in candidates.into_iter().flatten() {
-            if let Some(number) = self.store.configured_number(&candidate).await? {
-                return Ok(Some(number));
-            }
-        }
-        Ok(None)
+        Ok(candidates
+            .into_iter()
+            .flatten()
+            .find_map(|candidate| self.store.cached_number(&candidate)))
     }
 
     /// The intake for the opening event, waited for at most the lookup budget. Past it
@@ -292,7 +292,7 @@ impl B2bua {
         }
     }
 
-    /// The registered devices of each employee in the order.
+    /// The registered devices of each employee in the order, from the in-memory bindings.
     async fn devices(&self, order: &[UserId]) -> Result<HashMap<UserId, Vec<Device>>, StoreError> {
         let now = now_ms();
         let mut devices = HashMap::new();
@@ -300,7 +300,7 @@ impl B2bua {
             if devices.contains_key(user) {
                 continue;
             }
-            let bindings = self.store.user_bindings(user, now).await?;
+            let bindings = self.store.cached_user_bindings(user, now);
             devices.insert(
                 user.clone(),
                 bindings
@@ -318,7 +318,7 @@ impl B2bua {
     }
 
     /// What the agent's phone shows: the CRM's name for the caller and
-    /// the entity's API URL.
+    /// the entity's API URL, as the intake's answer carries them.
     async fn shown_caller(
         &self,
         answer: &EventAnswer,
@@ -326,15 +326,12 @@ impl B2bua {
         customer: &str,
     ) -> Shown {
         let entity = answer.shown_entity();
-        let record = match &entity {
-            Some(entity) => self.store.get_entity(entity).await.ok(),
-            None => None,
-        };
-        let responsible = record
+        let responsible = answer
+            .shown
             .as_ref()
-            .and_then(|r| r.responsible.clone())
+            .and_then(|s| s.responsible.clone())
             .or_else(|| answer.matches.first().and_then(|m| m.responsible.clone()));
-        let name = record.map(|r| r.name);
+        let name = answer.shown.as_ref().map(|s| s.name.clone());
         Shown {
             caller_id: None,
             entity: entity.as_ref().map(ToString::to_string),

@@ -24,9 +24,9 @@ use super::digest::{self, Ha1Pair, NONCE_MAX_AGE_MS, NonceKey, Verdict};
 use super::endpoint::ALLOW;
 use super::lockout::{FailureOutcome, Lockout, LockoutPolicy};
 use super::registrar::{self, Binding, Policy, RegisterError};
-use super::trunks::{self, IpNetwork, TrunkAccess};
-use crate::crm::model::{TrunkId, UserId};
-use crate::store::{RegistrationRecord, Store, StoreError, now_ms};
+use super::trunks;
+use crate::crm::model::{Millis, UserId};
+use crate::store::{RegistrationRecord, Store, StoreError, TrunkRecord, now_ms};
 
 /// Shared by every transaction task.
 pub struct Registrar {
@@ -103,27 +103,12 @@ impl Registrar {
             }))
     }
 
-    /// The trunk a request from `ip` comes from (T2), if any.
-    async fn trunk_from(&self, ip: IpAddr) -> Result<Option<TrunkId>, StoreError> {
-        let trunks = self.store.trunk_sources(now_ms()).await?;
-        let access: Vec<TrunkAccess> = trunks
-            .into_iter()
-            .map(|t| TrunkAccess {
-                allowed: t
-                    .allowed_ips
-                    .iter()
-                    .filter_map(|n| IpNetwork::parse(n).ok())
-                    .collect(),
-                registered_from: t
-                    .registered_from
-                    .iter()
-                    .filter_map(|s| s.parse::<SocketAddr>().ok().map(|a| a.ip()))
-                    .collect(),
-                id: t.trunk,
-                kind: t.kind,
-            })
-            .collect();
-        Ok(trunks::recognise(ip, &access).map(|t| t.id.clone()))
+    /// The trunk a request from `ip` comes from (T2), if any, from the in-memory
+    /// snapshot: recognising a trunk costs no database round trip.
+    fn trunk_from(&self, ip: IpAddr, now: Millis) -> Option<TrunkRecord> {
+        let access = self.store.cached_trunk_access(now);
+        let id = trunks::recognise(ip, &access).map(|t| t.id.clone())?;
+        self.store.cached_trunk(&id)
     }
 }
 
@@ -299,25 +284,21 @@ async fn invite(
     mut tx: Transaction,
     source: Option<SocketAddr>,
 ) -> rsipstack::Result<()> {
+    // Debug builds record any query of the set-up path: the CRM intake, in a task of its
+    // own, is the only database work before the first phone rings.
+    let call_id = tx
+        .original
+        .call_id_header()
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    let _call_path = registrar.store.watch_call_path(&call_id);
+    let now = now_ms();
     // A registered phone's own address is the phone's, whatever allowed_ips say.
-    let from_phone = match source {
-        Some(source) => registrar
-            .store
-            .is_phone_source(&source.to_string(), now_ms())
-            .await
-            .unwrap_or(false),
-        None => false,
-    };
+    let from_phone =
+        source.is_some_and(|s| registrar.store.cached_phone_source(&s.to_string(), now));
     let trunk = match source {
-        Some(_) if from_phone => None,
-        Some(source) => match registrar.trunk_from(source.ip()).await {
-            Ok(trunk) => trunk,
-            Err(err) => {
-                tracing::error!(%err, "cannot read trunks");
-                return tx.reply(StatusCode::ServerInternalError).await;
-            }
-        },
-        None => None,
+        Some(source) if !from_phone => registrar.trunk_from(source.ip(), now),
+        _ => None,
     };
     let Some(trunk) = trunk else {
         return agent_call(registrar, tx, source).await;
@@ -325,16 +306,10 @@ async fn invite(
     let Some(b2bua) = registrar.b2bua.clone() else {
         return tx.reply(StatusCode::TemporarilyUnavailable).await;
     };
-    let trunk = match registrar.store.get_trunk(&trunk).await {
-        Ok(trunk) => trunk,
-        Err(err) => {
-            tracing::error!(%err, "cannot read the trunk");
-            return tx.reply(StatusCode::ServerInternalError).await;
-        }
-    };
     // The call lives on in its own task: this transaction's in-flight slot is freed now,
     // or a carrier's long calls would use up its address's slots and its BYEs get 503.
     tokio::spawn(async move {
+        let _call_path = b2bua.store.watch_call_path(&call_id);
         if let Err(err) = b2bua.incoming(tx, trunk).await {
             tracing::warn!(%err, "call ended with an error");
         }

@@ -14,6 +14,8 @@ use super::activities::{activity_subject, insert_call_activity};
 use super::entities::{NewEntity, Tx, claim_identifier, insert_entity, table};
 use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
 use super::rows::FilteredPage;
+use super::snapshot::ConfigSnapshot;
+use super::steps::{EventStep, StepDone, StepJob};
 use super::{
     Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
 };
@@ -104,6 +106,18 @@ pub struct EventAnswer {
     pub matches: Vec<StoredMatch>,
     pub route: Vec<UserId>,
     pub ring_timeout_s: u32,
+    /// The name and responsible of [`EventAnswer::shown_entity`] as the intake wrote or
+    /// matched it: what the agent's phone shows, without reading the entity again.
+    /// Absent in answers stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<ShownEntity>,
+}
+
+/// The CRM's name for a caller and who is responsible for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownEntity {
+    pub name: String,
+    pub responsible: Option<UserId>,
 }
 
 impl EventAnswer {
@@ -187,16 +201,24 @@ impl Store {
         };
         for round in 0..MAX_DECISION_ROUNDS {
             // The first event of a call (of whatever kind) runs the intake; later ones only
-            // move the call along. A `ringing` almost always opens its call, so the first
-            // round skips the look-up: a late `ringing` hits the call log's unique key
-            // (a lost race) and the next round finds the call.
-            let existing = if round == 0 && event.event == CallEventKind::Ringing {
-                None
-            } else {
-                self.call_by_call_id(&event.call_id).await?
-            };
-            if existing.is_some() {
-                return self.advance_logged_call(event).await;
+            // move the call along, group-committed (`steps`), which also finds whether the
+            // call is logged yet. A `ringing` almost always opens its call, so the first
+            // round goes straight to the intake: a late `ringing` hits the call log's
+            // unique key (a lost race) and the next round moves the logged call along.
+            if round > 0 || event.event != CallEventKind::Ringing {
+                match self.steps().submit(StepJob::Event(event.clone())).await? {
+                    StepDone::Event(EventStep::Applied(outcome)) => {
+                        metrics::counter!("leadline_call_events_total", "event" => event.event.as_str(),
+                            "crm_action" => outcome.call.crm_action.as_str())
+                        .increment(1);
+                        return Ok(*outcome);
+                    }
+                    StepDone::Event(EventStep::Repeated) => {
+                        return self.repeated_event(event).await;
+                    }
+                    // Not logged yet: this event opens the call.
+                    StepDone::Event(EventStep::NotLogged) | StepDone::Written => {}
+                }
             }
             let context = self.intake_context(event, &facts).await?;
             let job = IntakeJob::new(event.clone(), facts.clone(), context);
@@ -231,11 +253,10 @@ impl Store {
         match outcome {
             BatchOutcome::Done(mut results) => match results.pop() {
                 Some(JobResult::Fresh(opened)) => {
-                    let call = self
-                        .locked_call(&mut tx, &job.event.call_id)
+                    let call = locked_call(&mut tx, &job.event.call_id)
                         .await?
                         .ok_or_else(|| StoreError::not_found("call", job.event.call_id.as_str()))?;
-                    self.advance_call(&mut tx, &call, &job.event).await?;
+                    advance_call(&mut tx, &self.cache().snapshot(), &call, &job.event).await?;
                     tx.commit().await?;
                     let call = self.get_call(opened.call.id.as_str()).await?;
                     Ok(Some(JobResult::Fresh(Box::new(EventOutcome {
@@ -253,52 +274,6 @@ impl Store {
                 Ok(None)
             }
         }
-    }
-
-    /// `answered` / `ended` (or a late `ringing`) on a call already in the log.
-    async fn advance_logged_call(&self, event: &CallEvent) -> Result<EventOutcome> {
-        let mut tx = self.writer().begin().await?;
-        let fresh = sqlx::query(
-            "INSERT INTO call_events (call_id, event, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (call_id, event) DO NOTHING",
-        )
-        .bind(&event.call_id)
-        .bind(event.event.as_str())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            tx.rollback().await?;
-            return self.repeated_event(event).await;
-        }
-        // Lock the call row, then read it: a copy read before the transaction may
-        // predate a concurrent step of the same call.
-        let call = self
-            .locked_call(&mut tx, &event.call_id)
-            .await?
-            .ok_or_else(|| StoreError::not_found("call", event.call_id.as_str()))?;
-        self.advance_call(&mut tx, &call, event).await?;
-        let answer = self.first_answer(&mut tx, &event.call_id).await?;
-        let text = serde_json::to_string(&answer)
-            .map_err(|e| StoreError::Corrupt(format!("event answer: {e}")))?;
-        sqlx::query("UPDATE call_events SET response = $3 WHERE call_id = $1 AND event = $2")
-            .bind(&event.call_id)
-            .bind(event.event.as_str())
-            .bind(text)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let call = self.get_call(call.id.as_str()).await?;
-        metrics::counter!("leadline_call_events_total", "event" => event.event.as_str(),
-            "crm_action" => call.crm_action.as_str())
-        .increment(1);
-        Ok(EventOutcome {
-            call,
-            answer,
-            repeated: false,
-        })
     }
 
     async fn repeated_event(&self, event: &CallEvent) -> Result<EventOutcome> {
@@ -323,94 +298,12 @@ impl Store {
         })
     }
 
-    /// Answered / ended on a call already in the log.
-    async fn advance_call(
-        &self,
-        tx: &mut Tx<'_>,
-        call: &CallRecord,
-        event: &CallEvent,
-    ) -> Result<()> {
-        match event.event {
-            CallEventKind::Ringing => Ok(()),
-            CallEventKind::Answered => {
-                sqlx::query(
-                    "UPDATE calls SET answered_at = COALESCE(answered_at, $2), \
-                     answered_by = COALESCE($3, answered_by) WHERE id = $1",
-                )
-                .bind(call.id.as_str())
-                .bind(event.at)
-                .bind(event.user.as_ref().map(UserId::as_str))
-                .execute(&mut **tx)
-                .await?;
-                if call.ended_at.is_some() && call.outcome == Some(CallOutcome::Missed) {
-                    // `ended` overtook `answered` (PBXs send from several threads): the
-                    // call was answered after all, so it is no call-back task.
-                    sqlx::query("UPDATE calls SET outcome = 'answered' WHERE id = $1")
-                        .bind(call.id.as_str())
-                        .execute(&mut **tx)
-                        .await?;
-                    if let Some(activity) = &call.activity {
-                        let subject = activity_subject(
-                            call.direction,
-                            &call.customer_label(),
-                            Some(CallOutcome::Answered),
-                        );
-                        sqlx::query(
-                            "UPDATE activities SET completed = 1, completed_at = $2, subject = $3 \
-                             WHERE id = $1",
-                        )
-                        .bind(activity.as_str())
-                        .bind(call.ended_at)
-                        .bind(subject)
-                        .execute(&mut **tx)
-                        .await?;
-                    }
-                }
-                self.close_call_backs(tx, call, event.at).await?;
-                self.reassign_on_transfer(tx, call, event).await
-            }
-            CallEventKind::Ended => {
-                let answered = call.answered_at.is_some();
-                let outcome = event.outcome.unwrap_or(if answered {
-                    CallOutcome::Answered
-                } else {
-                    CallOutcome::Missed
-                });
-                sqlx::query(
-                    "UPDATE calls SET ended_at = COALESCE(ended_at, $2), outcome = $3 WHERE id = $1",
-                )
-                .bind(call.id.as_str())
-                .bind(event.at)
-                .bind(outcome.as_str())
-                .execute(&mut **tx)
-                .await?;
-                if let Some(activity) = &call.activity {
-                    // T13: a missed incoming call stays open as "call back".
-                    let completed = call_completes_activity(call.direction, outcome);
-                    let subject =
-                        activity_subject(call.direction, &call.customer_label(), Some(outcome));
-                    sqlx::query(
-                        "UPDATE activities SET completed = $2, completed_at = $3, subject = $4 \
-                         WHERE id = $1",
-                    )
-                    .bind(activity.as_str())
-                    .bind(i64::from(completed))
-                    .bind(completed.then_some(event.at))
-                    .bind(subject)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                Ok(())
-            }
-        }
-    }
-
     /// A call the B2BUA transferred (REFER) to `user`, who answered: they are now the
     /// one who answered it, and T10 moves what the call created to them when the
     /// number says so. Not an idempotent event: a call may be transferred many times.
     pub async fn call_transferred(&self, call_id: &str, user: &UserId, at: Millis) -> Result<()> {
         let mut tx = self.writer().begin().await?;
-        let Some(call) = self.locked_call(&mut tx, call_id).await? else {
+        let Some(call) = locked_call(&mut tx, call_id).await? else {
             tx.rollback().await?;
             return Err(StoreError::not_found("call", call_id));
         };
@@ -429,129 +322,29 @@ impl Store {
             outcome: None,
             at,
         };
-        self.reassign_on_transfer(&mut tx, &call, &event).await?;
+        reassign_on_transfer(&mut tx, &self.cache().snapshot(), &call, &event).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Records the legs of a routed call (the B2BUA, when the call ends).
     pub async fn set_call_legs(&self, call_id: &str, legs: &[CallLeg]) -> Result<()> {
-        let json = serde_json::to_string(legs)
+        let legs = serde_json::to_string(legs)
             .map_err(|e| StoreError::Corrupt(format!("calls.legs: {e}")))?;
-        sqlx::query("UPDATE calls SET legs = $2 WHERE call_id = $1")
-            .bind(call_id)
-            .bind(json)
-            .execute(self.writer())
+        // Group-committed with the other calls' steps.
+        self.steps()
+            .submit(StepJob::Legs {
+                call_id: call_id.to_owned(),
+                legs,
+            })
             .await?;
         Ok(())
-    }
-
-    /// A customer who is called back, or calls again and is answered,
-    /// has been reached: the open "call back" activities of their earlier unanswered
-    /// calls are completed.
-    async fn close_call_backs(&self, tx: &mut Tx<'_>, call: &CallRecord, at: Millis) -> Result<()> {
-        let Some(customer) = &call.customer else {
-            return Ok(());
-        };
-        sqlx::query(
-            "UPDATE activities SET completed = 1, completed_at = $3 \
-             WHERE completed = 0 AND kind = 'call' AND id IN (SELECT activity_id FROM calls \
-             WHERE customer = $1 AND id <> $2 AND activity_id IS NOT NULL \
-             AND answered_at IS NULL)",
-        )
-        .bind(customer.as_str())
-        .bind(call.id.as_str())
-        .bind(at)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
-    /// T10: with "change the responsible person when the call is transferred", whoever
-    /// answers a call that created entities becomes their responsible.
-    async fn reassign_on_transfer(
-        &self,
-        tx: &mut Tx<'_>,
-        call: &CallRecord,
-        event: &CallEvent,
-    ) -> Result<()> {
-        let (Some(user), Some(number)) = (&event.user, &call.number) else {
-            return Ok(());
-        };
-        if call.responsible.as_ref() == Some(user) || call.created.is_empty() {
-            return Ok(());
-        }
-        let Some(settings) = self.number_settings(number).await? else {
-            return Ok(());
-        };
-        if !settings.change_responsible_on_transfer {
-            return Ok(());
-        }
-        for entity in &call.created {
-            sqlx::query(dynamic_sql!(
-                "UPDATE {} SET responsible = $2 WHERE id = $1",
-                table(entity.kind)
-            ))
-            .bind(entity.id.as_str())
-            .bind(user.as_str())
-            .execute(&mut **tx)
-            .await?;
-        }
-        for sql in [
-            "UPDATE calls SET responsible = $2 WHERE id = $1",
-            "UPDATE activities SET responsible = $2 WHERE call_id = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(call.id.as_str())
-                .bind(user.as_str())
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn first_answer(&self, tx: &mut Tx<'_>, call_id: &str) -> Result<EventAnswer> {
-        let row = sqlx::query(
-            "SELECT response FROM call_events WHERE call_id = $1 AND response IS NOT NULL \
-             ORDER BY created_at LIMIT 1",
-        )
-        .bind(call_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        match row {
-            Some(row) => serde_json::from_str(&col::<String>(&row, "response")?)
-                .map_err(|e| StoreError::Corrupt(format!("call_events.response: {e}"))),
-            None => Ok(EventAnswer::default()),
-        }
     }
 
     pub async fn call_by_call_id(&self, call_id: &str) -> Result<Option<CallRecord>> {
         let row = sqlx::query("SELECT * FROM calls WHERE call_id = $1")
             .bind(call_id)
             .fetch_optional(self.reader())
-            .await?;
-        row.as_ref().map(call_from_row).transpose()
-    }
-
-    /// Reads a call inside the transaction after taking its row lock. The no-op update
-    /// locks the row on PostgreSQL until commit; on SQLite the single writer already
-    /// serialises it.
-    async fn locked_call(&self, tx: &mut Tx<'_>, call_id: &str) -> Result<Option<CallRecord>> {
-        sqlx::query("UPDATE calls SET started_at = started_at WHERE call_id = $1")
-            .bind(call_id)
-            .execute(&mut **tx)
-            .await?;
-        self.call_by_call_id_in(tx, call_id).await
-    }
-
-    async fn call_by_call_id_in(
-        &self,
-        tx: &mut Tx<'_>,
-        call_id: &str,
-    ) -> Result<Option<CallRecord>> {
-        let row = sqlx::query("SELECT * FROM calls WHERE call_id = $1")
-            .bind(call_id)
-            .fetch_optional(&mut **tx)
             .await?;
         row.as_ref().map(call_from_row).transpose()
     }
@@ -756,6 +549,189 @@ impl Store {
         state.rotation = col::<i64>(&row, "rotation")? - 1;
         Ok(state.next_member().cloned())
     }
+}
+
+/// Answered / ended on a call already in the log.
+pub(super) async fn advance_call(
+    tx: &mut Tx<'_>,
+    config: &ConfigSnapshot,
+    call: &CallRecord,
+    event: &CallEvent,
+) -> Result<()> {
+    match event.event {
+        CallEventKind::Ringing => Ok(()),
+        CallEventKind::Answered => {
+            sqlx::query(
+                "UPDATE calls SET answered_at = COALESCE(answered_at, $2), \
+                 answered_by = COALESCE($3, answered_by) WHERE id = $1",
+            )
+            .bind(call.id.as_str())
+            .bind(event.at)
+            .bind(event.user.as_ref().map(UserId::as_str))
+            .execute(&mut **tx)
+            .await?;
+            if call.ended_at.is_some() && call.outcome == Some(CallOutcome::Missed) {
+                // `ended` overtook `answered` (PBXs send from several threads): the
+                // call was answered after all, so it is no call-back task.
+                sqlx::query("UPDATE calls SET outcome = 'answered' WHERE id = $1")
+                    .bind(call.id.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                if let Some(activity) = &call.activity {
+                    let subject = activity_subject(
+                        call.direction,
+                        &call.customer_label(),
+                        Some(CallOutcome::Answered),
+                    );
+                    sqlx::query(
+                        "UPDATE activities SET completed = 1, completed_at = $2, subject = $3 \
+                         WHERE id = $1",
+                    )
+                    .bind(activity.as_str())
+                    .bind(call.ended_at)
+                    .bind(subject)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+            close_call_backs(tx, call, event.at).await?;
+            reassign_on_transfer(tx, config, call, event).await
+        }
+        CallEventKind::Ended => {
+            let answered = call.answered_at.is_some();
+            let outcome = event.outcome.unwrap_or(if answered {
+                CallOutcome::Answered
+            } else {
+                CallOutcome::Missed
+            });
+            sqlx::query(
+                "UPDATE calls SET ended_at = COALESCE(ended_at, $2), outcome = $3 WHERE id = $1",
+            )
+            .bind(call.id.as_str())
+            .bind(event.at)
+            .bind(outcome.as_str())
+            .execute(&mut **tx)
+            .await?;
+            if let Some(activity) = &call.activity {
+                // T13: a missed incoming call stays open as "call back".
+                let completed = call_completes_activity(call.direction, outcome);
+                let subject =
+                    activity_subject(call.direction, &call.customer_label(), Some(outcome));
+                sqlx::query(
+                    "UPDATE activities SET completed = $2, completed_at = $3, subject = $4 \
+                     WHERE id = $1",
+                )
+                .bind(activity.as_str())
+                .bind(i64::from(completed))
+                .bind(completed.then_some(event.at))
+                .bind(subject)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A customer who is called back, or calls again and is answered,
+/// has been reached: the open "call back" activities of their earlier unanswered
+/// calls are completed.
+async fn close_call_backs(tx: &mut Tx<'_>, call: &CallRecord, at: Millis) -> Result<()> {
+    let Some(customer) = &call.customer else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE activities SET completed = 1, completed_at = $3 \
+         WHERE completed = 0 AND kind = 'call' AND id IN (SELECT activity_id FROM calls \
+         WHERE customer = $1 AND id <> $2 AND activity_id IS NOT NULL \
+         AND answered_at IS NULL)",
+    )
+    .bind(customer.as_str())
+    .bind(call.id.as_str())
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// T10: with "change the responsible person when the call is transferred", whoever
+/// answers a call that created entities becomes their responsible.
+async fn reassign_on_transfer(
+    tx: &mut Tx<'_>,
+    config: &ConfigSnapshot,
+    call: &CallRecord,
+    event: &CallEvent,
+) -> Result<()> {
+    let (Some(user), Some(number)) = (&event.user, &call.number) else {
+        return Ok(());
+    };
+    if call.responsible.as_ref() == Some(user) || call.created.is_empty() {
+        return Ok(());
+    }
+    let Some(settings) = config.numbers.get(number) else {
+        return Ok(());
+    };
+    if !settings.change_responsible_on_transfer {
+        return Ok(());
+    }
+    for entity in &call.created {
+        sqlx::query(dynamic_sql!(
+            "UPDATE {} SET responsible = $2 WHERE id = $1",
+            table(entity.kind)
+        ))
+        .bind(entity.id.as_str())
+        .bind(user.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    for sql in [
+        "UPDATE calls SET responsible = $2 WHERE id = $1",
+        "UPDATE activities SET responsible = $2 WHERE call_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(call.id.as_str())
+            .bind(user.as_str())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn first_answer(tx: &mut Tx<'_>, call_id: &str) -> Result<EventAnswer> {
+    let row = sqlx::query(
+        "SELECT response FROM call_events WHERE call_id = $1 AND response IS NOT NULL \
+         ORDER BY created_at LIMIT 1",
+    )
+    .bind(call_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match row {
+        Some(row) => serde_json::from_str(&col::<String>(&row, "response")?)
+            .map_err(|e| StoreError::Corrupt(format!("call_events.response: {e}"))),
+        None => Ok(EventAnswer::default()),
+    }
+}
+
+/// Reads a call inside the transaction after taking its row lock. The no-op update
+/// locks the row on PostgreSQL until commit; on SQLite the single writer already
+/// serialises it.
+pub(super) async fn locked_call(tx: &mut Tx<'_>, call_id: &str) -> Result<Option<CallRecord>> {
+    sqlx::query("UPDATE calls SET started_at = started_at WHERE call_id = $1")
+        .bind(call_id)
+        .execute(&mut **tx)
+        .await?;
+    call_by_call_id_in(tx, call_id).await
+}
+
+pub(super) async fn call_by_call_id_in(
+    tx: &mut Tx<'_>,
+    call_id: &str,
+) -> Result<Option<CallRecord>> {
+    let row = sqlx::query("SELECT * FROM calls WHERE call_id = $1")
+        .bind(call_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(call_from_row).transpose()
 }
 
 impl CallRecord {

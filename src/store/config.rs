@@ -70,7 +70,7 @@ impl Store {
         .bind(now_ms())
         .execute(self.writer())
         .await?;
-        self.cache().invalidate();
+        self.config_changed().await;
         Ok(())
     }
 

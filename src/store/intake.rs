@@ -12,9 +12,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, StoredMatch};
+use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, ShownEntity, StoredMatch};
 use super::entities::{Tx, table};
-use super::matching::{customer_contexts, match_all};
+use super::matching::{customer_contexts, match_all_named};
 use super::rows::{Cell, EntityRows, Rows, placeholders};
 use super::{Result, Store, StoreError, col, json_list};
 use crate::crm::intake::{
@@ -341,7 +341,8 @@ pub(crate) async fn apply_intakes(
         .filter(|(_, f)| **f)
         .filter_map(|(j, _)| j.ctx.identifier.clone())
         .collect();
-    let mut outcomes = match_all(tx, &identifiers).await?.into_iter();
+    let (outcomes, names) = match_all_named(tx, &identifiers).await?;
+    let mut outcomes = outcomes.into_iter();
     let mut matched: Vec<Option<MatchOutcome>> = Vec::with_capacity(jobs.len());
     for (job, fresh) in jobs.iter().zip(&fresh) {
         matched.push(match (fresh, &job.ctx.identifier) {
@@ -448,7 +449,7 @@ pub(crate) async fn apply_intakes(
     }
 
     // 7. Write the batch.
-    match write_plans(tx, jobs, &plans, now).await? {
+    match write_plans(tx, jobs, &plans, &names, now).await? {
         Some(outcomes) => Ok(BatchOutcome::Done(outcomes)),
         None => Ok(BatchOutcome::LostRace),
     }
@@ -460,8 +461,11 @@ async fn write_plans(
     tx: &mut Tx<'_>,
     jobs: &[IntakeJob],
     plans: &[Option<Plan>],
+    names: &HashMap<EntityRef, String>,
     now: Millis,
 ) -> Result<Option<Vec<JobResult>>> {
+    // Names of what this batch creates: a later job of the batch may show it.
+    let mut created_names: HashMap<EntityRef, String> = HashMap::new();
     let mut calls = Rows::new(
         "calls",
         &[
@@ -576,6 +580,10 @@ async fn write_plans(
                     Some(_) => format!("Repeat: {verb} {label}"),
                     None => format!("{verb} {label}"),
                 };
+                created_names.insert(
+                    EntityRef::new(EntityKind::Lead, &job.ids.owner),
+                    name.clone(),
+                );
                 let mut row = entity_cells(&job.ids.owner, name);
                 row.push("new".into());
                 row.push(customer.as_ref().map(ToString::to_string).into());
@@ -588,6 +596,7 @@ async fn write_plans(
                     SimpleCreates::Contact => EntityKind::Contact,
                     SimpleCreates::Company => EntityKind::Company,
                 };
+                created_names.insert(EntityRef::new(owner, &job.ids.owner), label.clone());
                 let row = entity_cells(&job.ids.owner, label.clone());
                 match owner {
                     EntityKind::Company => companies.push(row),
@@ -708,6 +717,24 @@ async fn write_plans(
                 .unwrap_or_default(),
             route: decision.route.clone(),
             ring_timeout_s: decision.ring_timeout_s,
+            shown: None,
+        };
+        let answer = EventAnswer {
+            shown: answer.shown_entity().and_then(|entity| {
+                let matched = answer.matches.iter().find(|m| m.entity == entity);
+                let name = names
+                    .get(&entity)
+                    .or_else(|| created_names.get(&entity))?
+                    .clone();
+                Some(ShownEntity {
+                    name,
+                    responsible: match matched {
+                        Some(m) => m.responsible.clone(),
+                        None => decision.responsible.user().cloned(),
+                    },
+                })
+            }),
+            ..answer
         };
         outcomes.push(Some((record, answer)));
     }

@@ -50,8 +50,16 @@ pub(crate) async fn match_all(
     conn: &mut AnyConnection,
     identifiers: &[Identifier],
 ) -> Result<Vec<MatchOutcome>> {
+    Ok(match_all_named(conn, identifiers).await?.0)
+}
+
+/// [`match_all`], with the name of every candidate found (the call path shows it).
+pub(crate) async fn match_all_named(
+    conn: &mut AnyConnection,
+    identifiers: &[Identifier],
+) -> Result<(Vec<MatchOutcome>, HashMap<EntityRef, String>)> {
     if identifiers.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), HashMap::new()));
     }
     let mut keys: Vec<&str> = identifiers.iter().map(Identifier::key).collect();
     keys.sort_unstable();
@@ -69,19 +77,20 @@ pub(crate) async fn match_all(
     let exception_values = placeholders(1, keys.len() + domains.len());
     let sql = format!(
         "SELECT 'exception' AS source, value AS k, value AS a, CAST(NULL AS TEXT) AS b, \
-                CAST(NULL AS TEXT) AS c, CAST(NULL AS BIGINT) AS d \
+                CAST(NULL AS TEXT) AS c, CAST(NULL AS BIGINT) AS d, CAST(NULL AS TEXT) AS e \
            FROM exceptions WHERE value IN ({exception_values}) \
-         UNION ALL SELECT 'employee_phone', value, value, NULL, NULL, NULL \
+         UNION ALL SELECT 'employee_phone', value, value, NULL, NULL, NULL, NULL \
            FROM user_phones WHERE value IN ({keys_in}) \
-         UNION ALL SELECT 'employee_extension', extension, extension, NULL, NULL, NULL \
+         UNION ALL SELECT 'employee_extension', extension, extension, NULL, NULL, NULL, NULL \
            FROM users WHERE extension IN ({keys_in}) \
-         UNION ALL SELECT 'employee_email', email, email, NULL, NULL, NULL \
+         UNION ALL SELECT 'employee_email', email, email, NULL, NULL, NULL, NULL \
            FROM users WHERE email IN ({keys_in}) \
-         UNION ALL SELECT 'employee_email', address, address, NULL, NULL, NULL \
+         UNION ALL SELECT 'employee_email', address, address, NULL, NULL, NULL, NULL \
            FROM mailboxes WHERE address IN ({keys_in}) \
          UNION ALL SELECT 'candidate', ei.value, ei.entity_kind, ei.entity_id, \
            COALESCE(c.responsible, co.responsible, l.responsible), \
-           COALESCE(c.last_activity_at, co.last_activity_at, l.last_activity_at) \
+           COALESCE(c.last_activity_at, co.last_activity_at, l.last_activity_at), \
+           COALESCE(c.name, co.name, l.name) \
            FROM entity_identifiers ei \
            LEFT JOIN contacts c ON ei.entity_kind = 'contact' AND c.id = ei.entity_id \
            LEFT JOIN companies co ON ei.entity_kind = 'company' AND co.id = ei.entity_id \
@@ -101,6 +110,7 @@ pub(crate) async fn match_all(
     let mut exceptions: HashMap<String, ExceptionRule> = HashMap::new();
     let mut employees: HashMap<String, Vec<String>> = HashMap::new();
     let mut found: HashMap<String, Vec<Candidate>> = HashMap::new();
+    let mut names: HashMap<EntityRef, String> = HashMap::new();
     for row in &rows {
         let source: String = col(row, "source")?;
         let key: String = col(row, "k")?;
@@ -112,19 +122,25 @@ pub(crate) async fn match_all(
                 }
                 Err(err) => tracing::warn!(value = %a, %err, "stored exception no longer parses"),
             },
-            "candidate" => found.entry(key).or_default().push(Candidate {
-                entity: EntityRef::new(
+            "candidate" => {
+                let entity = EntityRef::new(
                     parse_stored::<EntityKind>(&a, "entity_identifiers.entity_kind")?,
                     col::<Option<String>>(row, "b")?.unwrap_or_default(),
-                ),
-                responsible: col::<Option<String>>(row, "c")?.map(UserId),
-                last_activity_at: col::<Option<i64>>(row, "d")?.unwrap_or(0),
-            }),
+                );
+                if let Some(name) = col::<Option<String>>(row, "e")? {
+                    names.insert(entity.clone(), name);
+                }
+                found.entry(key).or_default().push(Candidate {
+                    entity,
+                    responsible: col::<Option<String>>(row, "c")?.map(UserId),
+                    last_activity_at: col::<Option<i64>>(row, "d")?.unwrap_or(0),
+                });
+            }
             employee => employees.entry(key).or_default().push(employee.to_owned()),
         }
     }
 
-    identifiers
+    let outcomes = identifiers
         .iter()
         .map(|identifier| {
             let key = identifier.key();
@@ -156,7 +172,8 @@ pub(crate) async fn match_all(
             };
             Ok(resolve(identifier.clone(), &exclusions, candidates))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((outcomes, names))
 }
 
 /// T11/E14 for many customers at once: the company of each matched contact and the open

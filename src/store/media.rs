@@ -157,7 +157,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("number", id.as_str()));
         }
-        self.cache().invalidate();
+        self.config_changed().await;
         Ok(())
     }
 
@@ -170,6 +170,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("trunk", id.as_str()));
         }
+        self.config_changed().await;
         Ok(())
     }
 
@@ -181,42 +182,15 @@ impl Store {
         stats: Option<&crate::media::relay::MediaStats>,
         recording: Option<&StoredRecording>,
     ) -> Result<()> {
-        let mut tx = self.writer().begin().await?;
-        let row = sqlx::query("SELECT id, activity_id, from_raw FROM calls WHERE call_id = $1")
-            .bind(call_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::not_found("call", call_id))?;
-        let id: String = col(&row, "id")?;
-        let stats = stats.map(|s| serde_json::to_string(s).unwrap_or_default());
-        sqlx::query(
-            "UPDATE calls SET media = COALESCE($2, media), recording = COALESCE($3, recording), \
-             recording_ms = COALESCE($4, recording_ms), \
-             voicemail = CASE WHEN $3 IS NULL THEN voicemail ELSE $5 END WHERE id = $1",
-        )
-        .bind(&id)
-        .bind(stats)
-        .bind(recording.map(|r| r.file.clone()))
-        .bind(recording.map(|r| i64::try_from(r.duration_ms).unwrap_or(i64::MAX)))
-        .bind(flag(recording.is_some_and(|r| r.voicemail)))
-        .execute(&mut *tx)
-        .await?;
-        if let Some(recording) = recording.filter(|r| r.voicemail)
-            && let Some(activity) = col::<Option<String>>(&row, "activity_id")?
-        {
-            let from: String = col(&row, "from_raw")?;
-            let seconds = recording.duration_ms.div_ceil(1000);
-            sqlx::query(
-                "UPDATE activities SET subject = $2, completed = 0, completed_at = NULL \
-                 WHERE id = $1",
-            )
-            .bind(&activity)
-            .bind(format!("Call back: voicemail ({seconds} s) from {from}"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        // Group-committed with the other calls' steps.
+        self.steps()
+            .submit(super::steps::StepJob::Media {
+                call_id: call_id.to_owned(),
+                stats: stats.map(|s| serde_json::to_string(s).unwrap_or_default()),
+                recording: recording.cloned(),
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Recordings made before `before`, oldest first: the retention sweep's work.

@@ -23,6 +23,7 @@ pub use access::ListScope;
 mod activities;
 mod audit;
 mod batch;
+mod call_path;
 mod calls;
 mod checkpoint;
 mod config;
@@ -39,12 +40,14 @@ mod sessions;
 mod snapshot;
 mod stages;
 mod stats;
+mod steps;
 mod trunk_registrations;
 mod users;
 mod webhooks;
 
 pub use activities::*;
 pub use audit::*;
+pub use call_path::CallPathGuard;
 pub use calls::*;
 pub use entities::*;
 pub use mail::*;
@@ -175,10 +178,16 @@ pub struct Store {
     /// Pool for reads; the same pool as `write` on PostgreSQL.
     read: AnyPool,
     backend: Backend,
+    /// The PostgreSQL URL, for the listener of other processes' changes.
+    url: Option<Arc<str>>,
     cache: Arc<snapshot::ConfigCache>,
+    /// Debug builds: the queries of calls' set-up paths (see `call_path`).
+    call_paths: Arc<call_path::CallPaths>,
     tokens: Arc<users::TokenCache>,
     /// Group commit of call intakes (see `batch`).
     batcher: batch::Batcher,
+    /// Group commit of calls' later steps (see `steps`).
+    steps: steps::StepWriter,
     /// Group commit of audit rows (see `audit`).
     audit: audit::AuditWriter,
     /// The webhook list the delivery task reads for every call update.
@@ -210,7 +219,7 @@ impl Store {
                     .connect_with(options.clone())
                     .await?;
                 let read = sqlite_pool(4, "").connect_with(options).await?;
-                let mut store = Self::new(write, read.clone(), backend);
+                let mut store = Self::new(write, read.clone(), backend, None);
                 store.checkpointer = Some(Arc::new(checkpoint::Checkpointer::spawn(read)));
                 Ok(store)
             }
@@ -220,19 +229,23 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
                     .await?;
-                Ok(Self::new(pool.clone(), pool, backend))
+                Ok(Self::new(pool.clone(), pool, backend, Some(Arc::from(url))))
             }
         }
     }
 
-    fn new(write: AnyPool, read: AnyPool, backend: Backend) -> Self {
+    fn new(write: AnyPool, read: AnyPool, backend: Backend, url: Option<Arc<str>>) -> Self {
+        let cache: Arc<snapshot::ConfigCache> = Arc::default();
         Self {
+            steps: steps::StepWriter::spawn(write.clone(), cache.clone()),
+            cache,
+            url,
+            call_paths: Arc::default(),
             batcher: batch::Batcher::spawn(write.clone()),
             audit: audit::AuditWriter::spawn(write.clone()),
             write,
             read,
             backend,
-            cache: Arc::default(),
             tokens: Arc::default(),
             webhook_cache: Arc::default(),
             checkpointer: None,
@@ -251,6 +264,10 @@ impl Store {
         &self.batcher
     }
 
+    pub(crate) fn steps(&self) -> &steps::StepWriter {
+        &self.steps
+    }
+
     pub(crate) fn audit_writer(&self) -> &audit::AuditWriter {
         &self.audit
     }
@@ -266,12 +283,43 @@ impl Store {
         self.backend
     }
 
+    /// Every query of the store starts here or at [`Store::writer`] (the group commits
+    /// aside), which is what lets debug builds see a call's set-up path query.
+    #[track_caller]
     pub(crate) fn reader(&self) -> &AnyPool {
+        self.call_paths.query(std::panic::Location::caller());
         &self.read
     }
 
+    #[track_caller]
     pub(crate) fn writer(&self) -> &AnyPool {
+        self.call_paths.query(std::panic::Location::caller());
         &self.write
+    }
+
+    pub(crate) fn url(&self) -> Option<Arc<str>> {
+        self.url.clone()
+    }
+
+    /// Marks the current task as working on the set-up of call `call_id` until the guard
+    /// drops: in debug builds its queries are recorded ([`Store::call_path_queries`]).
+    pub fn watch_call_path(&self, call_id: &str) -> CallPathGuard {
+        self.call_paths.mark(call_id)
+    }
+
+    /// Debug builds: where in the store the marked tasks of `call_id` started queries
+    /// (`file:line`), while any of them is still marked; `None` otherwise.
+    pub fn call_path_queries(&self, call_id: &str) -> Option<Vec<String>> {
+        self.call_paths.queries(call_id)
+    }
+
+    /// Starts the task that keeps the snapshot current with other processes' changes
+    /// (see `snapshot`); it stops on `cancel`.
+    pub fn watch_changes(
+        &self,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(snapshot::watch::run(self.clone(), cancel))
     }
 
     /// Readiness: the database answers a trivial query.

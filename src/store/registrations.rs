@@ -127,7 +127,8 @@ impl Store {
         })
     }
 
-    /// Whether an employee's phone is registered from exactly this `ip:port`.
+    /// Whether an employee's phone is registered from exactly this `ip:port`, read from
+    /// the database (the call path uses [`Store::cached_phone_source`]).
     pub async fn is_phone_source(&self, source: &str, now: Millis) -> Result<bool> {
         let row = sqlx::query(
             "SELECT 1 AS found FROM registrations WHERE source = $1 AND owner_kind = 'user' \
@@ -140,7 +141,8 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// The unexpired bindings of an employee's devices.
+    /// The unexpired bindings of an employee's devices, read from the database (the call
+    /// path uses [`Store::cached_user_bindings`]).
     pub async fn user_bindings(
         &self,
         user: &crate::crm::model::UserId,
@@ -157,7 +159,8 @@ impl Store {
         rows.iter().map(registration_from_row).collect()
     }
 
-    /// Every trunk with its allowed networks and current registration sources.
+    /// Every trunk with its allowed networks and current registration sources, read from
+    /// the database (the call path uses [`Store::cached_trunk_access`]).
     pub async fn trunk_sources(&self, now: Millis) -> Result<Vec<TrunkSources>> {
         let rows = sqlx::query(
             "SELECT t.id, t.kind, t.allowed_ips, r.source FROM trunks t \
@@ -237,7 +240,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        self.notify_in(&mut tx, &super::snapshot::Change::Binding(aor.to_owned()))
+            .await?;
         tx.commit().await?;
+        self.cache().bindings_mut().apply_local(aor, upsert, remove);
         Ok(())
     }
 
@@ -321,7 +327,13 @@ impl Store {
         .bind(cseq)
         .execute(self.writer())
         .await?;
-        Ok(done.rows_affected() > 0)
+        let dropped = done.rows_affected() > 0;
+        if dropped {
+            self.cache().bindings_mut().drop_local(aor, contact);
+            self.notify(&super::snapshot::Change::Binding(aor.to_owned()))
+                .await;
+        }
+        Ok(dropped)
     }
 
     /// Deletes bindings that expired; returns how many.
@@ -330,7 +342,26 @@ impl Store {
             .bind(now)
             .execute(self.writer())
             .await?;
+        // Other processes skip expired bindings on read: nothing to tell them.
+        self.cache().bindings_mut().purge(now);
         Ok(done.rows_affected())
+    }
+
+    /// Every binding of one address of record, expired ones too (the snapshot filters).
+    pub(crate) async fn bindings_of_aor(&self, aor: &str) -> Result<Vec<RegistrationRecord>> {
+        let rows = sqlx::query("SELECT * FROM registrations WHERE aor = $1")
+            .bind(aor)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(registration_from_row).collect()
+    }
+
+    /// Every binding (the snapshot's loader).
+    pub(crate) async fn all_bindings(&self) -> Result<Vec<RegistrationRecord>> {
+        let rows = sqlx::query("SELECT * FROM registrations")
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(registration_from_row).collect()
     }
 }
 

@@ -133,7 +133,7 @@ impl Store {
             .await?;
         replace_members(&mut tx, &id, members).await?;
         tx.commit().await?;
-        self.cache().invalidate();
+        self.config_changed().await;
         self.get_queue(&id).await
     }
 
@@ -189,7 +189,7 @@ impl Store {
             replace_members(&mut tx, id, members).await?;
         }
         tx.commit().await?;
-        self.cache().invalidate();
+        self.config_changed().await;
         self.get_queue(id).await
     }
 
@@ -213,7 +213,7 @@ impl Store {
             return Err(StoreError::not_found("queue", id.as_str()));
         }
         tx.commit().await?;
-        self.cache().invalidate();
+        self.config_changed().await;
         Ok(())
     }
 
@@ -241,6 +241,7 @@ impl Store {
         .bind(now)
         .execute(self.writer())
         .await?;
+        self.config_changed().await;
         self.get_trunk(&id).await
     }
 
@@ -289,6 +290,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("trunk", id.as_str()));
         }
+        self.config_changed().await;
         self.get_trunk(id).await
     }
 
@@ -306,7 +308,18 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("trunk", id.as_str()));
         }
+        self.config_changed().await;
         Ok(())
+    }
+
+    /// Every trunk, by id (the snapshot's loader).
+    pub(crate) async fn all_trunks(&self) -> Result<Vec<TrunkRecord>> {
+        sqlx::query("SELECT * FROM trunks ORDER BY id")
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(trunk_from_row)
+            .collect()
     }
 
     // ---- numbers (T2, T4–T8, T10) ----
@@ -338,7 +351,7 @@ impl Store {
         .execute(self.writer())
         .await
         .map_err(|e| number_error(e, &settings.number))?;
-        self.cache().invalidate();
+        self.config_changed().await;
         self.get_number(&settings.id).await
     }
 
@@ -401,7 +414,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("number", settings.id.as_str()));
         }
-        self.cache().invalidate();
+        self.config_changed().await;
         self.get_number(&settings.id).await
     }
 
@@ -413,7 +426,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("number", id.as_str()));
         }
-        self.cache().invalidate();
+        self.config_changed().await;
         Ok(())
     }
 
@@ -512,7 +525,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        self.cache().invalidate();
+        self.config_changed().await;
         self.get_pipeline(&id).await
     }
 
@@ -583,7 +596,7 @@ impl Store {
             return Err(StoreError::not_found("pipeline", id.as_str()));
         }
         tx.commit().await?;
-        self.cache().invalidate();
+        self.config_changed().await;
         self.get_pipeline(id).await
     }
 
@@ -609,7 +622,7 @@ impl Store {
             .await
             .map_err(|e| in_use(e, format!("pipeline {id} still has deals")))?;
         tx.commit().await?;
-        self.cache().invalidate();
+        self.config_changed().await;
         Ok(())
     }
 

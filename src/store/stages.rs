@@ -90,7 +90,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        self.cache().invalidate();
+        self.config_changed().await;
         self.get_pipeline(pipeline).await
     }
 }

@@ -161,7 +161,7 @@ impl Store {
     pub async fn update_user(&self, id: &UserId, patch: UserPatch) -> Result<UserRecord> {
         let current = self.get_user(id).await?;
         let email = patch.email.or(current.email);
-        let extension = patch.extension.unwrap_or(current.extension);
+        let extension = patch.extension.unwrap_or_else(|| current.extension.clone());
         let role = patch.role.unwrap_or(current.role);
         let end = crate::session::sessions_to_end(
             role != current.role,
@@ -211,6 +211,9 @@ impl Store {
         self.tokens().clear();
         // A webhook owner's role decides what their webhooks carry.
         self.webhook_cache.clear();
+        if extension != current.extension {
+            self.config_changed().await;
+        }
         self.get_user(id).await
     }
 
@@ -223,7 +226,7 @@ impl Store {
             return Err(StoreError::not_found("user", id.as_str()));
         }
         // Queue memberships, tokens, webhooks and sessions went with the user (cascade).
-        self.cache().invalidate();
+        self.config_changed().await;
         self.tokens().clear();
         self.webhook_cache.clear();
         Ok(())

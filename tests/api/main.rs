@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod baresip;
 mod browser_harness;
+mod call_setup;
 mod calls_sip;
 #[path = "../common/mod.rs"]
 mod common;

@@ -144,6 +144,24 @@ async fn m7_fifty_simultaneous_calls_over_two_processes_create_one_lead() {
     .await
     .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
+    // The second process learns of the number by notification: wait until it routes a
+    // withheld caller (logged only, nothing created) by the number's queue.
+    let mut probes = 0;
+    wait_until(
+        Duration::from_secs(10),
+        "the second process to know the number",
+        || {
+            probes += 1;
+            let body = json!({"call_id": format!("probe-{probes}"), "event": "ringing",
+                          "direction": "incoming", "from": "anonymous", "to": "+4930901820"});
+            let request = post(&gateways[1].base, "/api/v1/calls/events", body);
+            async move {
+                let answer: serde_json::Value = request.await.ok()?.json().await.ok()?;
+                (answer["route"].as_array()?.len() == 1).then_some(())
+            }
+        },
+    )
+    .await;
 
     let events = (0..50).map(|i| {
         let base = gateways[i % 2].base.clone();
