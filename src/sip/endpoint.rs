@@ -9,6 +9,9 @@
 //! `process_timer`) and never start its listeners, so these loops are the only readers of
 //! the sockets. Everything above this module talks to `Transaction`s only, so the stack
 //! stays replaceable.
+//!
+//! Every message the transaction layer sends passes [`SentMessages`], which tells the
+//! bound on calls in set-up when a caller has its final answer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,9 +21,10 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use rsipstack::EndpointBuilder;
+use rsipstack::sip::SipMessage;
 use rsipstack::sip::{Method, Transport};
 use rsipstack::transaction::TransactionReceiver;
-use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transaction::endpoint::{EndpointInner, MessageInspector};
 use rsipstack::transport::tcp::TcpConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
@@ -29,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::setup::CallsInSetup;
 use super::message::{Frame, Limits, frame, parse_message, rejection_response};
 
 /// Methods we answer; sent in `Allow` (501 for the rest).
@@ -131,6 +136,23 @@ impl EndpointHandle {
     }
 }
 
+/// Sees every message the transaction layer sends (responses of server transactions
+/// included, retransmissions too) and changes none.
+struct SentMessages {
+    calls_in_setup: CallsInSetup,
+}
+
+impl MessageInspector for SentMessages {
+    fn before_send(&self, msg: SipMessage, _dest: Option<&SipAddr>) -> SipMessage {
+        self.calls_in_setup.on_send(&msg);
+        msg
+    }
+
+    fn after_received(&self, msg: SipMessage, _from: Option<&SipAddr>) -> SipMessage {
+        msg
+    }
+}
+
 fn tcp_addr(local: SocketAddr) -> SipAddr {
     SipAddr {
         r#type: Some(Transport::Tcp),
@@ -153,9 +175,11 @@ pub struct SipEndpoint {
 impl SipEndpoint {
     /// Binds UDP and TCP on `listen` (port 0: one free port for both) and starts the
     /// receive loops and the transaction timers. Returns the incoming server transactions.
+    /// `calls_in_setup` learns of every final answer to an INVITE the stack sends.
     pub async fn start(
         listen: SocketAddr,
         tcp_max_message: usize,
+        calls_in_setup: CallsInSetup,
     ) -> Result<(SipEndpoint, TransactionReceiver), EndpointError> {
         let tcp_limits = Limits {
             max_message: tcp_max_message,
@@ -173,6 +197,7 @@ impl SipEndpoint {
         // use it; never served by it (we do not call `Endpoint::serve`).
         transport_layer.add_transport(SipConnection::Udp(udp.clone()));
         let endpoint = EndpointBuilder::new()
+            .with_inspector(Box::new(SentMessages { calls_in_setup }))
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transport_layer)
             .with_user_agent(concat!("Leadline/", env!("CARGO_PKG_VERSION")))

@@ -4,6 +4,10 @@
 //! authentication (RFC 8760), the brute-force lockout and the registrar's rules, and the
 //! bindings are stored. Authentication failures look the same whether the extension
 //! exists or not, so a scanner cannot enumerate extensions.
+//!
+//! Load is refused early, never suffered: a new INVITE past the bound on calls in set-up
+//! ([`CallsInSetup`]) and a REGISTER past `register_slots` get 503 with `Retry-After`
+//! before any lookup, so what was admitted finishes at full speed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use rsipstack::sip::{HeadersExt as _, Transport};
 use rsipstack::transport::{SipAddr, SipConnection};
 
+use super::admission::setup::{CallsInSetup, SetupTicket};
 use super::admission::{self, MergeTracker, Refusal};
 use super::b2bua::B2bua;
 use super::digest::{self, Ha1Pair, NONCE_MAX_AGE_MS, NonceKey, Verdict};
@@ -47,10 +52,18 @@ pub struct Registrar {
     /// REGISTERs being handled at once. Past it the registrar sheds load with 503 and
     /// Retry-After instead of queueing on the database until every phone retransmits.
     pub register_slots: Arc<tokio::sync::Semaphore>,
+    /// Calls between their admitted INVITE and the caller's final answer; the endpoint
+    /// shares it to see the answers.
+    pub calls_in_setup: CallsInSetup,
 }
 
-/// How many REGISTERs are handled at once; the database, not the CPU, is the bound.
+/// How many REGISTERs are handled at once by default (`--max-registers-in-progress`);
+/// the database, not the CPU, is the bound.
 pub const MAX_CONCURRENT_REGISTERS: usize = 128;
+
+/// Seconds a caller refused for overload is asked to wait: set-up work clears within
+/// about a second, and a longer pause would turn a burst into a minute without calls.
+const OVERLOAD_RETRY_AFTER_S: &str = "1";
 
 impl Registrar {
     pub fn new(store: Store, realm: String, algorithms: Vec<digest::Algorithm>) -> Self {
@@ -66,6 +79,7 @@ impl Registrar {
             b2bua: None,
             max_in_flight_per_source: MAX_IN_FLIGHT_PER_SOURCE,
             register_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REGISTERS)),
+            calls_in_setup: CallsInSetup::new(super::admission::setup::DEFAULT_MAX_CALLS_IN_SETUP),
         }
     }
 }
@@ -202,7 +216,9 @@ pub async fn serve(
                 None => {
                     // A flood from one source must not grow tasks and memory without
                     // bound (rsipstack's transaction queue has none): 503 and a pause.
-                    metrics::counter!("leadline_sip_refused_total", "status" => "503").increment(1);
+                    metrics::counter!("leadline_sip_refused_total", "status" => "503",
+                        "reason" => "per_source")
+                    .increment(1);
                     requests.spawn(async move {
                         let mut tx = transaction;
                         let _ = tx
@@ -259,10 +275,17 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
         Method::Register => match registrar.register_slots.clone().try_acquire_owned() {
             Ok(_slot) => register(&registrar, &mut tx, source).await,
             Err(_) => {
-                metrics::counter!("leadline_sip_refused_total", "status" => "503").increment(1);
+                metrics::counter!("leadline_sip_refused_total", "status" => "503",
+                    "reason" => "registers")
+                .increment(1);
                 tx.reply_with(
                     StatusCode::ServiceUnavailable,
-                    vec![Header::RetryAfter("1".into())],
+                    vec![
+                        Header::RetryAfter(OVERLOAD_RETRY_AFTER_S.into()),
+                        Header::Warning(
+                            "399 leadline \"too many registrations in progress\"".into(),
+                        ),
+                    ],
                     None,
                 )
                 .await
@@ -280,8 +303,9 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
 }
 
 async fn refuse(tx: &mut Transaction, refusal: &Refusal) -> rsipstack::Result<()> {
-    metrics::counter!("leadline_sip_refused_total", "status" => refusal.status().to_string())
-        .increment(1);
+    metrics::counter!("leadline_sip_refused_total", "status" => refusal.status().to_string(),
+        "reason" => refusal.label())
+    .increment(1);
     let mut headers = vec![Header::Warning(
         format!("399 leadline \"{}\"", refusal.reason()).into(),
     )];
@@ -299,6 +323,13 @@ async fn invite(
     mut tx: Transaction,
     source: Option<SocketAddr>,
 ) -> rsipstack::Result<()> {
+    // First, before any lookup: past the bound the caller hears 503 at once and the calls
+    // already admitted keep the machine. The ticket travels with the call; the final
+    // answer to this INVITE gives the place back (see `admission::setup`).
+    let setup = match registrar.calls_in_setup.admit(&tx.key) {
+        Ok(ticket) => ticket,
+        Err(full) => return refuse_overload(&mut tx, &full).await,
+    };
     // A registered phone's own address is the phone's, whatever allowed_ips say.
     let from_phone = match source {
         Some(source) => registrar
@@ -320,7 +351,7 @@ async fn invite(
         None => None,
     };
     let Some(trunk) = trunk else {
-        return agent_call(registrar, tx, source).await;
+        return agent_call(registrar, tx, source, setup).await;
     };
     let Some(b2bua) = registrar.b2bua.clone() else {
         return tx.reply(StatusCode::TemporarilyUnavailable).await;
@@ -335,11 +366,31 @@ async fn invite(
     // The call lives on in its own task: this transaction's in-flight slot is freed now,
     // or a carrier's long calls would use up its address's slots and its BYEs get 503.
     tokio::spawn(async move {
+        let _setup = setup;
         if let Err(err) = b2bua.incoming(tx, trunk).await {
             tracing::warn!(%err, "call ended with an error");
         }
     });
     Ok(())
+}
+
+/// 503 for a new call past the bound on calls in set-up.
+async fn refuse_overload(
+    tx: &mut Transaction,
+    full: &super::admission::setup::Full,
+) -> rsipstack::Result<()> {
+    metrics::counter!("leadline_sip_refused_total", "status" => "503", "reason" => "overload")
+        .increment(1);
+    tracing::debug!(%full, "new call refused: overload");
+    tx.reply_with(
+        StatusCode::ServiceUnavailable,
+        vec![
+            Header::RetryAfter(OVERLOAD_RETRY_AFTER_S.into()),
+            Header::Warning("399 leadline \"too many calls in set-up\"".into()),
+        ],
+        None,
+    )
+    .await
 }
 
 /// The dialog an in-dialog request belongs to. A phone may send its first request (a
@@ -565,6 +616,7 @@ async fn agent_call(
     registrar: &Registrar,
     mut tx: Transaction,
     source: Option<SocketAddr>,
+    setup: SetupTicket,
 ) -> rsipstack::Result<()> {
     let now = now_ms();
     let ip = source.map(|s| s.ip());
@@ -588,6 +640,7 @@ async fn agent_call(
     };
     // As for incoming calls: the call outlives this transaction's in-flight slot.
     tokio::spawn(async move {
+        let _setup = setup;
         if let Err(err) = b2bua.outgoing(tx, UserId(known.owner_id)).await {
             tracing::warn!(%err, "outgoing call ended with an error");
         }
