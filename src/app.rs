@@ -161,6 +161,7 @@ impl App {
         registrar.own_addresses = vec![sip_addr];
         registrar.max_in_flight_per_source = config.sip_max_transactions_per_source;
         registrar.calls_in_setup = calls_in_setup;
+        registrar.profiles = profiles.clone();
         registrar.register_slots = Arc::new(tokio::sync::Semaphore::new(
             config.max_registers_in_progress,
         ));
