@@ -741,7 +741,7 @@ mod tests {
             lines,
             [
                 "test.toml: colour: unknown key; the keys are caller_headers, number_format, \
-                 country, registration_interval_s, keepalive, privacy",
+                 country, registration_interval_s, keepalive, privacy, sip_digest",
                 "test.toml: caller_headers: 'contact' is not one of \"p-asserted-identity\", \
                  \"p-preferred-identity\", \"remote-party-id\", \"from\", \"diversion\"",
                 "test.toml: caller_headers: \"from\" is listed twice",

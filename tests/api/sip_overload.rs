@@ -140,8 +140,10 @@ impl RawPhone {
 
     async fn answer(&self, invite: &(String, SocketAddr), status: &str, body: &str) {
         let local = self.socket.local_addr().unwrap();
-        let call_id = value(&invite.0, "Call-ID").to_owned();
-        let text = response(&invite.0, status, &format!("ph-{call_id}"), local, body);
+        // A tag is a token: the Call-ID's part before any '@'.
+        let call_id = value(&invite.0, "Call-ID");
+        let tag = format!("ph-{}", call_id.split('@').next().unwrap_or("x"));
+        let text = response(&invite.0, status, &tag, local, body);
         self.socket
             .send_to(text.as_bytes(), invite.1)
             .await
