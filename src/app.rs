@@ -75,7 +75,14 @@ impl App {
             Some(dir) => Profiles::load_dir(dir)?,
             None => Profiles::builtin(),
         });
-        let (sip, incoming) = SipEndpoint::start(config.sip, config.sip_tcp_max_message).await?;
+        let calls_in_setup =
+            crate::sip::admission::setup::CallsInSetup::new(config.max_calls_in_setup);
+        let (sip, incoming) = SipEndpoint::start(
+            config.sip,
+            config.sip_tcp_max_message,
+            calls_in_setup.clone(),
+        )
+        .await?;
         let sip_addr = sip.local;
         let sip_cancel = CancellationToken::new();
         // Calls find trunks, numbers and devices in memory from the first INVITE on.
@@ -156,6 +163,11 @@ impl App {
         // The sent-by our outgoing Via headers carry: the bound address.
         registrar.own_addresses = vec![sip_addr];
         registrar.max_in_flight_per_source = config.sip_max_transactions_per_source;
+        registrar.calls_in_setup = calls_in_setup;
+        registrar.profiles = profiles.clone();
+        registrar.register_slots = Arc::new(tokio::sync::Semaphore::new(
+            config.max_registers_in_progress,
+        ));
         let b2bua = Arc::new(B2bua {
             store: store.clone(),
             dialogs: Arc::new(DialogLayer::new(sip.inner.clone())),

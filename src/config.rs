@@ -31,6 +31,9 @@ const MIN_TCP_MAX_MESSAGE: usize = 65_535;
 const MAX_TCP_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// Mail servers commonly accept 25 MiB; a message is held in memory while it is taken in.
 const DEFAULT_MAIL_MAX_MESSAGE: usize = 25 * 1024 * 1024;
+/// Upper end of the load bounds: beyond it a bound protects nothing on any machine
+/// (tokio's semaphore also caps permits far above it).
+const MAX_BOUND: usize = 1_000_000;
 
 /// The validated settings a process runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,11 @@ pub struct Config {
     pub sip_tcp_max_message: usize,
     /// SIP transactions one source address may have in progress at once (503 past it).
     pub sip_max_transactions_per_source: usize,
+    /// Calls between their admitted INVITE and the caller's final answer (503 past it,
+    /// before any lookup).
+    pub max_calls_in_setup: usize,
+    /// REGISTERs handled at once (503 past it, before the database).
+    pub max_registers_in_progress: usize,
     /// How long the CRM lookup may hold up routing an INVITE before the call rings the
     /// number's queue and the CRM link completes afterwards.
     pub call_lookup_budget: std::time::Duration,
@@ -105,6 +113,8 @@ pub struct ConfigLayer {
     pub sip_digest: Option<String>,
     pub sip_tcp_max_message: Option<usize>,
     pub sip_max_transactions_per_source: Option<usize>,
+    pub max_calls_in_setup: Option<usize>,
+    pub max_registers_in_progress: Option<usize>,
     pub call_lookup_budget_ms: Option<u64>,
     pub public_url: Option<String>,
     pub smtp: Option<String>,
@@ -148,6 +158,10 @@ impl ConfigLayer {
             sip_max_transactions_per_source: over
                 .sip_max_transactions_per_source
                 .or(self.sip_max_transactions_per_source),
+            max_calls_in_setup: over.max_calls_in_setup.or(self.max_calls_in_setup),
+            max_registers_in_progress: over
+                .max_registers_in_progress
+                .or(self.max_registers_in_progress),
             public_url: over.public_url.or(self.public_url),
             smtp: over.smtp.or(self.smtp),
             mail_domain: over.mail_domain.or(self.mail_domain),
@@ -249,6 +263,22 @@ impl ConfigLayer {
         if sip_max_transactions_per_source == 0 {
             problems.push("sip_max_transactions_per_source: must be at least 1".to_owned());
         }
+        let max_calls_in_setup = self
+            .max_calls_in_setup
+            .unwrap_or(crate::sip::admission::setup::DEFAULT_MAX_CALLS_IN_SETUP);
+        if !(1..=MAX_BOUND).contains(&max_calls_in_setup) {
+            problems.push(format!(
+                "max_calls_in_setup: {max_calls_in_setup} is outside 1..={MAX_BOUND}"
+            ));
+        }
+        let max_registers_in_progress = self
+            .max_registers_in_progress
+            .unwrap_or(crate::sip::server::MAX_CONCURRENT_REGISTERS);
+        if !(1..=MAX_BOUND).contains(&max_registers_in_progress) {
+            problems.push(format!(
+                "max_registers_in_progress: {max_registers_in_progress} is outside 1..={MAX_BOUND}"
+            ));
+        }
         let budget_ms = self.call_lookup_budget_ms.unwrap_or(200);
         if !(10..=10_000).contains(&budget_ms) {
             problems.push(format!(
@@ -338,6 +368,8 @@ impl ConfigLayer {
             sip_digest,
             sip_tcp_max_message,
             sip_max_transactions_per_source,
+            max_calls_in_setup,
+            max_registers_in_progress,
             call_lookup_budget: std::time::Duration::from_millis(budget_ms),
             public_url,
             smtp,
@@ -418,6 +450,32 @@ mod tests {
             panic!("expected Invalid");
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn load_bounds_default_and_refuse_zero() {
+        let config = ConfigLayer::default().resolve().unwrap();
+        assert_eq!(
+            config.max_calls_in_setup,
+            crate::sip::admission::setup::DEFAULT_MAX_CALLS_IN_SETUP
+        );
+        assert_eq!(
+            config.max_registers_in_progress,
+            crate::sip::server::MAX_CONCURRENT_REGISTERS
+        );
+        let layer = ConfigLayer {
+            max_calls_in_setup: Some(0),
+            max_registers_in_progress: Some(0),
+            ..Default::default()
+        };
+        let ConfigError::Invalid(problems) = layer.resolve().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("max_calls_in_setup"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -44,6 +44,13 @@ struct Cli {
     /// SIP transactions one source address may have in progress (default 1000).
     #[arg(long, global = true, env = "LEADLINE_SIP_MAX_TRANSACTIONS_PER_SOURCE")]
     sip_max_transactions_per_source: Option<usize>,
+    /// Calls in set-up at once, INVITE admitted to the caller's final answer; past it
+    /// 503 with Retry-After before any lookup (default 1000).
+    #[arg(long, global = true, env = "LEADLINE_MAX_CALLS_IN_SETUP")]
+    max_calls_in_setup: Option<usize>,
+    /// REGISTERs handled at once; past it 503 with Retry-After (default 128).
+    #[arg(long, global = true, env = "LEADLINE_MAX_REGISTERS_IN_PROGRESS")]
+    max_registers_in_progress: Option<usize>,
     /// Milliseconds the CRM lookup may delay routing a call (default 200).
     #[arg(long, global = true, env = "LEADLINE_CALL_LOOKUP_BUDGET_MS")]
     call_lookup_budget_ms: Option<u64>,
@@ -136,6 +143,8 @@ impl Cli {
             sip_tcp_max_message: self.sip_tcp_max_message,
             call_lookup_budget_ms: self.call_lookup_budget_ms,
             sip_max_transactions_per_source: self.sip_max_transactions_per_source,
+            max_calls_in_setup: self.max_calls_in_setup,
+            max_registers_in_progress: self.max_registers_in_progress,
             public_url: self.public_url.clone(),
             smtp: self.smtp.clone(),
             mail_domain: self.mail_domain.clone(),

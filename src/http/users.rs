@@ -31,6 +31,10 @@ pub struct CreateUser {
     pub sip_password: Option<String>,
     /// Write-only console password (10 to 1024 characters), stored as an argon2id hash.
     pub password: Option<String>,
+    /// Digest algorithms the person's phones are offered, most preferred first:
+    /// `["sha256", "md5"]`, `["md5", "sha256"]`, `["md5"]` … `null` or left out: the
+    /// gateway's `--sip-digest`.
+    pub sip_digest: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -47,6 +51,9 @@ pub struct UpdateUser {
     /// A new console password (10 to 1024 characters). Ends the person's sessions, except
     /// the one a person setting their own password makes the change with.
     pub password: Option<String>,
+    /// `null` goes back to the gateway's digest order.
+    #[serde(default, deserialize_with = "validate::double_option")]
+    pub sip_digest: Option<Option<Vec<String>>>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -63,6 +70,8 @@ pub struct User {
     /// Whether the person has a console password and so can sign in (the password itself
     /// is never shown).
     pub password_set: bool,
+    /// The digest order the person's phones are offered; `null`: the gateway's.
+    pub sip_digest: Option<Vec<String>>,
     pub created_at: String,
 }
 
@@ -77,6 +86,9 @@ impl From<UserRecord> for User {
             phones: u.phones,
             sip_password_set: u.has_sip_password,
             password_set: u.has_password,
+            sip_digest: u
+                .sip_digest
+                .map(|order| order.iter().map(|a| a.setting_name().to_owned()).collect()),
             created_at: rfc3339(u.created_at),
         }
     }
@@ -117,6 +129,7 @@ async fn create_user(
         }
         None => None,
     };
+    let sip_digest = body.sip_digest.as_deref().map(digest_order).transpose()?;
     let name = validate::name("name", &body.name)?;
     let email = validate::email("email", &body.email)?;
     let password_hash = match body.password {
@@ -136,6 +149,7 @@ async fn create_user(
             phones,
             sip,
             password_hash,
+            sip_digest,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
@@ -246,6 +260,11 @@ async fn update_user(
             .transpose()?,
         sip,
         password_hash,
+        sip_digest: match &body.sip_digest {
+            Some(Some(order)) => Some(Some(digest_order(order)?)),
+            Some(None) => Some(None),
+            None => None,
+        },
         own_session,
     };
     let user = state.store.update_user(&id, patch).await?;
@@ -294,6 +313,17 @@ async fn create_token(
         )
         .await?;
     Ok((StatusCode::CREATED, Json(NewToken { token })))
+}
+
+/// A person's digest order as the API takes it; 422 naming `sip_digest` when wrong.
+fn digest_order(names: &[String]) -> ApiResult<Vec<crate::sip::digest::Algorithm>> {
+    crate::sip::digest::parse_order(names.iter().map(String::as_str)).map_err(|error| {
+        ApiError::field(
+            "invalid_sip_digest",
+            "sip_digest",
+            format!("sip_digest: {error}"),
+        )
+    })
 }
 
 fn sip_secret(state: &AppState, extension: &str, password: &str) -> ApiResult<Ha1Pair> {

@@ -3,13 +3,16 @@
 //! would forward (483), and loops (482), both a request carrying our own Via and a
 //! request merged back to us over two paths.
 //!
-//! Pure: the caller gives the clock and keeps the [`MergeTracker`].
+//! Pure: the caller gives the clock and keeps the [`MergeTracker`]. The bound on calls in
+//! set-up (503 past it) is [`setup`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use rsipstack::sip::headers::untyped::ToTypedHeader as _;
 use rsipstack::sip::{Header, HeadersExt as _, Method, Request};
+
+pub mod setup;
 
 /// Option-tags (RFC 3261 §19.2) this gateway implements; a `Require` naming anything
 /// else is refused with 420.
@@ -32,6 +35,15 @@ impl Refusal {
             Refusal::BadExtension(_) => 420,
             Refusal::TooManyHops => 483,
             Refusal::LoopDetected(_) => 482,
+        }
+    }
+
+    /// The `reason` label of `leadline_sip_refused_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::BadExtension(_) => "bad_extension",
+            Refusal::TooManyHops => "too_many_hops",
+            Refusal::LoopDetected(_) => "loop",
         }
     }
 

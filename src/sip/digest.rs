@@ -289,6 +289,73 @@ pub fn challenges(realm: &str, nonce: &str, stale: bool) -> Vec<String> {
         .collect()
 }
 
+// ---------------------------------------------------------------------------------------
+// Which algorithms a registrant is offered, in which order
+// ---------------------------------------------------------------------------------------
+
+/// Why a written digest order is refused (a user's `sip_digest`, a profile's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("name at least one of \"sha256\", \"md5\"")]
+    Empty,
+    #[error("'{0}' is not a digest algorithm: use \"sha256\", \"md5\" or both in order")]
+    Unknown(String),
+    #[error("\"{0}\" is listed twice")]
+    Twice(&'static str),
+}
+
+impl Algorithm {
+    /// The spelling in settings: `sha256`, `md5`.
+    pub fn setting_name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "md5",
+            Algorithm::Sha256 => "sha256",
+        }
+    }
+}
+
+/// Reads an order written as names (`["sha256", "md5"]`, case-insensitive, `sha-256`
+/// too): most preferred first, each at most once, at least one.
+pub fn parse_order<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Algorithm>, OrderError> {
+    let mut order = Vec::new();
+    for name in names {
+        let algorithm = match name.trim().to_ascii_lowercase().as_str() {
+            "sha256" | "sha-256" => Algorithm::Sha256,
+            "md5" => Algorithm::Md5,
+            _ => return Err(OrderError::Unknown(name.to_owned())),
+        };
+        if order.contains(&algorithm) {
+            return Err(OrderError::Twice(algorithm.setting_name()));
+        }
+        order.push(algorithm);
+    }
+    if order.is_empty() {
+        return Err(OrderError::Empty);
+    }
+    Ok(order)
+}
+
+/// The stored form of an order: `sha256,md5`.
+pub fn order_text(order: &[Algorithm]) -> String {
+    order
+        .iter()
+        .map(|a| a.setting_name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The challenges a registrant gets: its own order (a user's `sip_digest`, a PBX trunk's
+/// profile) when it has one, else the gateway's. An unknown registrant has none, so it
+/// gets exactly what a known one without a choice gets (no enumeration).
+pub fn offer_order<'a>(own: Option<&'a [Algorithm]>, gateway: &'a [Algorithm]) -> &'a [Algorithm] {
+    match own {
+        Some(own) if !own.is_empty() => own,
+        _ => gateway,
+    }
+}
+
 /// A parsed challenge, as a carrier sends it to us.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Challenge {
@@ -701,6 +768,49 @@ fn quoted(value: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+    use Algorithm::{Md5, Sha256};
+
+    #[test]
+    fn written_orders_are_read_in_order_and_checked() {
+        let cases: &[(&[&str], Result<Vec<Algorithm>, OrderError>)] = &[
+            (&["sha256", "md5"], Ok(vec![Sha256, Md5])),
+            (&["md5"], Ok(vec![Md5])),
+            (&["MD5", "SHA-256"], Ok(vec![Md5, Sha256])),
+            (&[" sha256 "], Ok(vec![Sha256])),
+            (&[], Err(OrderError::Empty)),
+            (&["md5", "MD5"], Err(OrderError::Twice("md5"))),
+            (&["sha512"], Err(OrderError::Unknown("sha512".into()))),
+            (&["md5-sess"], Err(OrderError::Unknown("md5-sess".into()))),
+        ];
+        for (names, expected) in cases {
+            assert_eq!(&parse_order(names.iter().copied()), expected, "{names:?}");
+        }
+        assert_eq!(order_text(&[Md5, Sha256]), "md5,sha256");
+        assert_eq!(
+            parse_order(order_text(&[Md5, Sha256]).split(',')),
+            Ok(vec![Md5, Sha256])
+        );
+    }
+
+    /// A registrant's own order wins; without one (or unknown) the gateway's applies.
+    #[test]
+    fn the_registrants_own_order_wins_over_the_gateways() {
+        let gateway = [Sha256, Md5];
+        let md5_only = [Md5];
+        let cases: &[(Option<&[Algorithm]>, &[Algorithm])] = &[
+            (Some(&md5_only), &[Md5]),
+            (None, &[Sha256, Md5]),
+            (Some(&[]), &[Sha256, Md5]),
+        ];
+        for (own, expected) in cases {
+            assert_eq!(offer_order(*own, &gateway), *expected, "{own:?}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,13 @@
 //! `process_timer`) and never start its listeners, so these loops are the only readers of
 //! the sockets. Everything above this module talks to `Transaction`s only, so the stack
 //! stays replaceable.
+//!
+//! Every message the transaction layer sends passes [`SentMessages`], which tells the
+//! bound on calls in set-up when a caller has its final answer.
+//!
+//! A request without a From tag (RFC 2543 style) cannot enter rsipstack, which keys every
+//! transaction by it and drops such requests in silence; it is answered here with a 400
+//! that names the fault ([`untagged_refusal`]), never left unanswered.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,9 +25,10 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use rsipstack::EndpointBuilder;
+use rsipstack::sip::SipMessage;
 use rsipstack::sip::{Method, Transport};
 use rsipstack::transaction::TransactionReceiver;
-use rsipstack::transaction::endpoint::EndpointInner;
+use rsipstack::transaction::endpoint::{EndpointInner, MessageInspector};
 use rsipstack::transport::tcp::TcpConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
@@ -29,7 +37,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::message::{Frame, Limits, frame, parse_message, rejection_response};
+use super::admission::setup::CallsInSetup;
+use super::message::{Frame, Limits, Rejection, frame, parse_message, rejection_response};
 
 /// Methods we answer; sent in `Allow` (501 for the rest).
 pub const ALLOW: &[&str] = &["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER"];
@@ -131,6 +140,49 @@ impl EndpointHandle {
     }
 }
 
+/// Whether `message` is a request rsipstack cannot take: no tag in From (RFC 2543 clients
+/// sent none; RFC 3261 §8.1.1.3 makes it mandatory). An ACK is let through: it gets no
+/// answer either way.
+pub fn lacks_from_tag(message: &SipMessage) -> bool {
+    use rsipstack::sip::HeadersExt as _;
+    let SipMessage::Request(request) = message else {
+        return false;
+    };
+    if *request.method() == Method::Ack {
+        return false;
+    }
+    !request
+        .from_header()
+        .is_ok_and(|from| from.tag().ok().flatten().is_some())
+}
+
+/// The 400 for a request without a From tag, counted like the other refusals of the
+/// message checks.
+fn untagged_refusal(bytes: &[u8], transport: &'static str) -> Option<Vec<u8>> {
+    let rejection = Rejection::bad_request("Missing From tag");
+    metrics::counter!("leadline_sip_rejected_total", "transport" => transport,
+        "status" => "400")
+    .increment(1);
+    rejection_response(bytes, &rejection, ALLOW)
+}
+
+/// Sees every message the transaction layer sends (responses of server transactions
+/// included, retransmissions too) and changes none.
+struct SentMessages {
+    calls_in_setup: CallsInSetup,
+}
+
+impl MessageInspector for SentMessages {
+    fn before_send(&self, msg: SipMessage, _dest: Option<&SipAddr>) -> SipMessage {
+        self.calls_in_setup.on_send(&msg);
+        msg
+    }
+
+    fn after_received(&self, msg: SipMessage, _from: Option<&SipAddr>) -> SipMessage {
+        msg
+    }
+}
+
 fn tcp_addr(local: SocketAddr) -> SipAddr {
     SipAddr {
         r#type: Some(Transport::Tcp),
@@ -153,9 +205,11 @@ pub struct SipEndpoint {
 impl SipEndpoint {
     /// Binds UDP and TCP on `listen` (port 0: one free port for both) and starts the
     /// receive loops and the transaction timers. Returns the incoming server transactions.
+    /// `calls_in_setup` learns of every final answer to an INVITE the stack sends.
     pub async fn start(
         listen: SocketAddr,
         tcp_max_message: usize,
+        calls_in_setup: CallsInSetup,
     ) -> Result<(SipEndpoint, TransactionReceiver), EndpointError> {
         let tcp_limits = Limits {
             max_message: tcp_max_message,
@@ -173,6 +227,7 @@ impl SipEndpoint {
         // use it; never served by it (we do not call `Endpoint::serve`).
         transport_layer.add_transport(SipConnection::Udp(udp.clone()));
         let endpoint = EndpointBuilder::new()
+            .with_inspector(Box::new(SentMessages { calls_in_setup }))
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transport_layer)
             .with_user_agent(concat!("Leadline/", env!("CARGO_PKG_VERSION")))
@@ -311,6 +366,11 @@ async fn udp_loop(inner: Arc<EndpointInner>, udp: UdpConnection, cancel: Cancell
             continue;
         };
         match parse_message(packet, &limits) {
+            Ok(msg) if lacks_from_tag(&msg) => {
+                if let Some(response) = untagged_refusal(packet, "udp") {
+                    let _ = udp.send_raw(&response, &from).await;
+                }
+            }
             Ok(msg) => {
                 let msg = match SipConnection::update_msg_received(msg, source, Transport::Udp) {
                     Ok(msg) => msg,
@@ -460,6 +520,11 @@ async fn tcp_connection_loop(
                 Frame::Message(n) => {
                     let bytes = buf.split_to(n);
                     match parse_message(&bytes, &limits) {
+                        Ok(msg) if lacks_from_tag(&msg) => {
+                            if let Some(response) = untagged_refusal(&bytes, "tcp") {
+                                let _ = conn.inner.send_raw(&response).await;
+                            }
+                        }
                         Ok(msg) => {
                             let Ok(msg) =
                                 SipConnection::update_msg_received(msg, peer, Transport::Tcp)
@@ -510,4 +575,68 @@ fn forget_flow(connections: &Connections, peer: SocketAddr, flow: &TcpFlow) {
     }
     drop(map);
     flow.closed.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str) -> SipMessage {
+        parse_message(text.replace('\n', "\r\n").as_bytes(), &Limits::UDP).expect("parses")
+    }
+
+    fn request(method: &str, from: &str) -> SipMessage {
+        message(&format!(
+            "{method} sip:101@gw.example.com SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1
+From: {from}
+To: <sip:101@gw.example.com>
+Call-ID: untagged-1
+CSeq: 1 {method}
+Max-Forwards: 70
+Content-Length: 0
+
+"
+        ))
+    }
+
+    /// RFC 3261 §8.1.1.3: a request without a From tag is refused with a 400 that says
+    /// so; an ACK never is, and a response is none of our business.
+    #[test]
+    fn a_request_without_a_from_tag_is_refused_by_name() {
+        let cases = [
+            ("INVITE", "<sip:alice@192.0.2.1>", true),
+            ("OPTIONS", "sip:alice@192.0.2.1", true),
+            ("INVITE", "<sip:alice@192.0.2.1>;tag=a1", false),
+            ("ACK", "<sip:alice@192.0.2.1>", false),
+        ];
+        for (method, from, refused) in cases {
+            assert_eq!(
+                lacks_from_tag(&request(method, from)),
+                refused,
+                "{method} From: {from}"
+            );
+        }
+        let response = message(
+            "SIP/2.0 200 OK
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1
+From: <sip:alice@192.0.2.1>
+To: <sip:101@gw.example.com>;tag=b
+Call-ID: untagged-1
+CSeq: 1 OPTIONS
+Content-Length: 0
+
+",
+        );
+        assert!(!lacks_from_tag(&response));
+        let bytes = "OPTIONS sip:101@gw.example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1\r\n\
+                     From: <sip:alice@192.0.2.1>\r\nTo: <sip:101@gw.example.com>\r\nCall-ID: untagged-1\r\n\
+                     CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        let answer = String::from_utf8(untagged_refusal(bytes.as_bytes(), "udp").unwrap()).unwrap();
+        assert!(
+            answer.starts_with("SIP/2.0 400 Bad Request: Missing From tag\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("Call-ID: untagged-1\r\n"), "{answer}");
+    }
 }

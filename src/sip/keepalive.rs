@@ -12,7 +12,9 @@
 //! - Any response, even 404 or 405, means the device is there. A binding that answered
 //!   none of [`MAX_MISSED`] pings in a row is dropped: calls would only ring into the
 //!   void, and a device that comes back registers again. A REGISTER from the device in
-//!   the meantime (a new CSeq) clears the count.
+//!   the meantime clears the count: a new CSeq, or a new Call-ID with any CSeq (a phone
+//!   that rebooted starts a new Call-ID and may well count its CSeq from where it did
+//!   before, RFC 3261 §10.2.4 only asks for a higher one within one Call-ID).
 
 pub mod task;
 
@@ -37,8 +39,11 @@ pub struct BindingKey {
 pub struct Target {
     pub key: BindingKey,
     pub interval_ms: Millis,
-    /// Changes when the device registers again (its CSeq): proof of life.
+    /// The CSeq of the REGISTER that made the binding: a new one is proof of life.
     pub generation: i64,
+    /// The Call-ID of that REGISTER: a new one (a device that restarted) is too, whatever
+    /// its CSeq.
+    pub registration: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +51,17 @@ struct Entry {
     next_at: Millis,
     interval_ms: Millis,
     generation: i64,
+    registration: String,
     in_flight: bool,
     missed: u32,
+}
+
+impl Entry {
+    /// Whether `target` shows a REGISTER the entry has not seen: a new CSeq, or a new
+    /// Call-ID with any CSeq.
+    fn registered_again(&self, target: &Target) -> bool {
+        self.generation != target.generation || self.registration != target.registration
+    }
 }
 
 /// The keep-alive schedule of every UDP binding.
@@ -73,11 +87,13 @@ impl Scheduler {
                     next_at: now + spread(&target.key, interval),
                     interval_ms: interval,
                     generation: target.generation,
+                    registration: target.registration.clone(),
                     in_flight: false,
                     missed: 0,
                 });
-            if entry.generation != target.generation {
+            if entry.registered_again(target) {
                 entry.generation = target.generation;
+                entry.registration.clone_from(&target.registration);
                 entry.missed = 0;
             }
             if entry.interval_ms != interval {
@@ -161,6 +177,7 @@ mod tests {
             },
             interval_ms,
             generation: 1,
+            registration: format!("boot-1-{n}"),
         }
     }
 
@@ -252,6 +269,36 @@ mod tests {
             s.on_result(&key, false);
         }
         assert_eq!(s.take_dead(), vec![(targets[0].key.clone(), 2)]);
+    }
+
+    /// Which re-registrations clear the misses: a new CSeq, or a new Call-ID even with the
+    /// CSeq of before (a phone that rebooted); the same REGISTER seen again does not.
+    #[test]
+    fn a_rebooted_phone_with_a_new_call_id_and_its_old_cseq_starts_afresh() {
+        let cases = [
+            (1, "boot-1-1", false),
+            (2, "boot-1-1", true),
+            (1, "boot-2-1", true),
+            (2, "boot-2-1", true),
+        ];
+        for (generation, registration, clears) in cases {
+            let mut targets = [target(1, 5_000)];
+            let mut s = Scheduler::default();
+            let mut t = 0;
+            for _ in 0..2 {
+                let key = next_ping(&mut s, &targets, &mut t);
+                s.on_result(&key, false);
+            }
+            targets[0].generation = generation;
+            targets[0].registration = registration.to_owned();
+            let key = next_ping(&mut s, &targets, &mut t);
+            s.on_result(&key, false);
+            let dead = !s.take_dead().is_empty();
+            assert_eq!(
+                dead, !clears,
+                "CSeq {generation}, Call-ID {registration}: dead after a third miss"
+            );
+        }
     }
 
     #[test]

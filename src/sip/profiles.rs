@@ -40,6 +40,9 @@ pub struct Profile {
     /// Whether `Privacy: id` (RFC 3325 §9.3) withholds the caller even when an identity
     /// header still names them.
     pub honour_privacy: bool,
+    /// Digest algorithms offered to a PBX of this family registering to us, most
+    /// preferred first (`sip_digest`); `None`: the gateway's `--sip-digest`.
+    pub digest: Option<Vec<crate::sip::digest::Algorithm>>,
 }
 
 impl Profile {
@@ -113,6 +116,9 @@ impl Profile {
         let keepalive = check
             .required(&table, "keepalive")
             .and_then(|value| check.keepalive(value));
+        let digest = table
+            .get("sip_digest")
+            .and_then(|value| check.digest_order(value));
         let honour_privacy = check
             .required(&table, "privacy")
             .and_then(|value| check.choice::<Privacy>("privacy", value))
@@ -139,6 +145,7 @@ impl Profile {
                 registration_interval_s: registration,
                 keepalive,
                 honour_privacy,
+                digest,
             }),
             _ => Err(check.problems),
         }
@@ -386,13 +393,14 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-const KEYS: [&str; 6] = [
+const KEYS: [&str; 7] = [
     "caller_headers",
     "number_format",
     "country",
     "registration_interval_s",
     "keepalive",
     "privacy",
+    "sip_digest",
 ];
 const KEEPALIVE_KEYS: [&str; 2] = ["tcp_crlf_s", "udp_options_s"];
 
@@ -518,6 +526,26 @@ impl Check {
             return None;
         }
         Some(headers)
+    }
+
+    fn digest_order(&mut self, value: &Value) -> Option<Vec<crate::sip::digest::Algorithm>> {
+        const KEY: &str = "sip_digest";
+        let names: Option<Vec<&str>> = value
+            .as_array()
+            .and_then(|items| items.iter().map(Value::as_str).collect());
+        let Some(names) = names else {
+            self.fail(
+                Some(KEY),
+                format!(
+                    "expected a list like [\"md5\", \"sha256\"], found {}",
+                    value.type_str()
+                ),
+            );
+            return None;
+        };
+        crate::sip::digest::parse_order(names)
+            .map_err(|error| self.fail(Some(KEY), error.to_string()))
+            .ok()
     }
 
     fn keepalive(&mut self, value: &Value) -> Option<Keepalive> {
@@ -653,6 +681,7 @@ mod tests {
                     udp_options_s: 25
                 },
                 honour_privacy: false,
+                digest: None,
             }
         );
         assert_eq!(profile.keepalive.tcp_crlf(), None);
@@ -660,6 +689,37 @@ mod tests {
             profile.keepalive.udp_options(),
             Some(Duration::from_secs(25))
         );
+    }
+
+    /// A PBX family that reads only the first challenge gets its own order; a bad list is
+    /// reported with the key.
+    #[test]
+    fn a_profile_may_choose_the_digest_order() {
+        use crate::sip::digest::Algorithm;
+        let md5_first = format!("{GOOD}\n");
+        let md5_first = md5_first.replacen(
+            "privacy = \"ignore\"",
+            "privacy = \"ignore\"\nsip_digest = [\"md5\", \"sha256\"]",
+            1,
+        );
+        assert_eq!(
+            parse(&md5_first).unwrap().digest,
+            Some(vec![Algorithm::Md5, Algorithm::Sha256])
+        );
+        for bad in [
+            "sip_digest = []",
+            "sip_digest = [\"sha1\"]",
+            "sip_digest = \"md5\"",
+        ] {
+            let text = GOOD.replacen(
+                "privacy = \"ignore\"",
+                &format!("privacy = \"ignore\"\n{bad}"),
+                1,
+            );
+            let problems = parse(&text).unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(problems[0].key.as_deref(), Some("sip_digest"), "{bad}");
+        }
     }
 
     #[test]
@@ -681,7 +741,7 @@ mod tests {
             lines,
             [
                 "test.toml: colour: unknown key; the keys are caller_headers, number_format, \
-                 country, registration_interval_s, keepalive, privacy",
+                 country, registration_interval_s, keepalive, privacy, sip_digest",
                 "test.toml: caller_headers: 'contact' is not one of \"p-asserted-identity\", \
                  \"p-preferred-identity\", \"remote-party-id\", \"from\", \"diversion\"",
                 "test.toml: caller_headers: \"from\" is listed twice",

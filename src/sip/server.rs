@@ -4,6 +4,10 @@
 //! authentication (RFC 8760), the brute-force lockout and the registrar's rules, and the
 //! bindings are stored. Authentication failures look the same whether the extension
 //! exists or not, so a scanner cannot enumerate extensions.
+//!
+//! Load is refused early, never suffered: a new INVITE past the bound on calls in set-up
+//! ([`CallsInSetup`]) and a REGISTER past `register_slots` get 503 with `Retry-After`
+//! before any lookup, so what was admitted finishes at full speed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use rsipstack::sip::{HeadersExt as _, Transport};
 use rsipstack::transport::{SipAddr, SipConnection};
 
+use super::admission::setup::{CallsInSetup, SetupTicket};
 use super::admission::{self, MergeTracker, Refusal};
 use super::b2bua::B2bua;
 use super::digest::{self, Ha1Pair, NONCE_MAX_AGE_MS, NonceKey, Verdict};
@@ -32,8 +37,11 @@ use crate::store::{RegistrationRecord, Store, StoreError, TrunkRecord, now_ms};
 pub struct Registrar {
     pub store: Store,
     pub realm: String,
-    /// Offered in this order (most preferred first).
+    /// Offered in this order (most preferred first) to who has no order of their own (a
+    /// user's `sip_digest`, a PBX trunk's profile).
     pub algorithms: Vec<digest::Algorithm>,
+    /// For the digest order of PBX trunks registering to us.
+    pub profiles: Arc<super::profiles::Profiles>,
     pub nonce_key: NonceKey,
     pub policy: Policy,
     pub lockout: Mutex<Lockout>,
@@ -47,10 +55,18 @@ pub struct Registrar {
     /// REGISTERs being handled at once. Past it the registrar sheds load with 503 and
     /// Retry-After instead of queueing on the database until every phone retransmits.
     pub register_slots: Arc<tokio::sync::Semaphore>,
+    /// Calls between their admitted INVITE and the caller's final answer; the endpoint
+    /// shares it to see the answers.
+    pub calls_in_setup: CallsInSetup,
 }
 
-/// How many REGISTERs are handled at once; the database, not the CPU, is the bound.
+/// How many REGISTERs are handled at once by default (`--max-registers-in-progress`);
+/// the database, not the CPU, is the bound.
 pub const MAX_CONCURRENT_REGISTERS: usize = 128;
+
+/// Seconds a caller refused for overload is asked to wait: set-up work clears within
+/// about a second, and a longer pause would turn a burst into a minute without calls.
+const OVERLOAD_RETRY_AFTER_S: &str = "1";
 
 impl Registrar {
     pub fn new(store: Store, realm: String, algorithms: Vec<digest::Algorithm>) -> Self {
@@ -58,6 +74,7 @@ impl Registrar {
             store,
             realm,
             algorithms,
+            profiles: Arc::new(super::profiles::Profiles::builtin()),
             nonce_key: NonceKey::generate(),
             policy: Policy::default(),
             lockout: Mutex::new(Lockout::new(LockoutPolicy::default())),
@@ -66,6 +83,7 @@ impl Registrar {
             b2bua: None,
             max_in_flight_per_source: MAX_IN_FLIGHT_PER_SOURCE,
             register_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REGISTERS)),
+            calls_in_setup: CallsInSetup::new(super::admission::setup::DEFAULT_MAX_CALLS_IN_SETUP),
         }
     }
 }
@@ -76,6 +94,8 @@ struct KnownRegistrant {
     owner_kind: &'static str,
     owner_id: String,
     ha1: Ha1Pair,
+    /// Their own digest order, if they have one.
+    digest: Option<Vec<digest::Algorithm>>,
 }
 
 impl Registrar {
@@ -90,17 +110,43 @@ impl Registrar {
                     md5: s.ha1_md5,
                     sha256: s.ha1_sha256,
                 },
+                digest: s.sip_digest,
             }));
         }
-        Ok(self
-            .store
-            .pbx_trunk_secret(username)
-            .await?
-            .map(|secret| KnownRegistrant {
-                owner_kind: "trunk",
-                owner_id: secret.trunk.0,
-                ha1: Ha1Pair::compute(username, &self.realm, &secret.password),
-            }))
+        let Some(secret) = self.store.pbx_trunk_secret(username).await? else {
+            return Ok(None);
+        };
+        // A PBX family that reads only the first challenge says so in its profile.
+        let trunk = self.store.get_trunk(&secret.trunk).await?;
+        let digest = self
+            .profiles
+            .get(&trunk.profile)
+            .and_then(|profile| profile.digest.clone());
+        Ok(Some(KnownRegistrant {
+            owner_kind: "trunk",
+            owner_id: secret.trunk.0,
+            ha1: Ha1Pair::compute(username, &self.realm, &secret.password),
+            digest,
+        }))
+    }
+
+    /// The digest order to challenge `registrant` with (RFC 8760 §2.4: preferred first).
+    fn offer(&self, registrant: Option<&KnownRegistrant>) -> Vec<digest::Algorithm> {
+        digest::offer_order(
+            registrant.and_then(|r| r.digest.as_deref()),
+            &self.algorithms,
+        )
+        .to_vec()
+    }
+
+    /// The order for whoever claims `name` before they have shown credentials; unknown
+    /// names get the gateway's order, exactly as a known one without a choice would.
+    async fn offer_for(&self, name: Option<&str>) -> Vec<digest::Algorithm> {
+        let known = match name {
+            Some(name) => self.credentials(name).await.ok().flatten(),
+            None => None,
+        };
+        self.offer(known.as_ref())
     }
 
     /// The trunk a request from `ip` comes from (T2), if any, from the in-memory
@@ -187,7 +233,9 @@ pub async fn serve(
                 None => {
                     // A flood from one source must not grow tasks and memory without
                     // bound (rsipstack's transaction queue has none): 503 and a pause.
-                    metrics::counter!("leadline_sip_refused_total", "status" => "503").increment(1);
+                    metrics::counter!("leadline_sip_refused_total", "status" => "503",
+                        "reason" => "per_source")
+                    .increment(1);
                     requests.spawn(async move {
                         let mut tx = transaction;
                         let _ = tx
@@ -244,10 +292,17 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
         Method::Register => match registrar.register_slots.clone().try_acquire_owned() {
             Ok(_slot) => register(&registrar, &mut tx, source).await,
             Err(_) => {
-                metrics::counter!("leadline_sip_refused_total", "status" => "503").increment(1);
+                metrics::counter!("leadline_sip_refused_total", "status" => "503",
+                    "reason" => "registers")
+                .increment(1);
                 tx.reply_with(
                     StatusCode::ServiceUnavailable,
-                    vec![Header::RetryAfter("1".into())],
+                    vec![
+                        Header::RetryAfter(OVERLOAD_RETRY_AFTER_S.into()),
+                        Header::Warning(
+                            "399 leadline \"too many registrations in progress\"".into(),
+                        ),
+                    ],
                     None,
                 )
                 .await
@@ -265,8 +320,9 @@ async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Re
 }
 
 async fn refuse(tx: &mut Transaction, refusal: &Refusal) -> rsipstack::Result<()> {
-    metrics::counter!("leadline_sip_refused_total", "status" => refusal.status().to_string())
-        .increment(1);
+    metrics::counter!("leadline_sip_refused_total", "status" => refusal.status().to_string(),
+        "reason" => refusal.label())
+    .increment(1);
     let mut headers = vec![Header::Warning(
         format!("399 leadline \"{}\"", refusal.reason()).into(),
     )];
@@ -284,6 +340,13 @@ async fn invite(
     mut tx: Transaction,
     source: Option<SocketAddr>,
 ) -> rsipstack::Result<()> {
+    // First, before any lookup: past the bound the caller hears 503 at once and the calls
+    // already admitted keep the machine. The ticket travels with the call; the final
+    // answer to this INVITE gives the place back (see `admission::setup`).
+    let setup = match registrar.calls_in_setup.admit(&tx.key) {
+        Ok(ticket) => ticket,
+        Err(full) => return refuse_overload(&mut tx, &full).await,
+    };
     // Debug builds record any query of the set-up path: the CRM intake, in a task of its
     // own, is the only database work before the first phone rings.
     let call_id = tx
@@ -301,7 +364,7 @@ async fn invite(
         _ => None,
     };
     let Some(trunk) = trunk else {
-        return agent_call(registrar, tx, source).await;
+        return agent_call(registrar, tx, source, setup).await;
     };
     let Some(b2bua) = registrar.b2bua.clone() else {
         return tx.reply(StatusCode::TemporarilyUnavailable).await;
@@ -310,6 +373,7 @@ async fn invite(
     // or a carrier's long calls would use up its address's slots and its BYEs get 503.
     tokio::spawn(async move {
         let _call_path = b2bua.store.watch_call_path(&call_id);
+        let _setup = setup;
         if let Err(err) = b2bua.incoming(tx, trunk).await {
             tracing::warn!(%err, "call ended with an error");
         }
@@ -317,10 +381,30 @@ async fn invite(
     Ok(())
 }
 
+/// 503 for a new call past the bound on calls in set-up.
+async fn refuse_overload(
+    tx: &mut Transaction,
+    full: &super::admission::setup::Full,
+) -> rsipstack::Result<()> {
+    metrics::counter!("leadline_sip_refused_total", "status" => "503", "reason" => "overload")
+        .increment(1);
+    tracing::debug!(%full, "new call refused: overload");
+    tx.reply_with(
+        StatusCode::ServiceUnavailable,
+        vec![
+            Header::RetryAfter(OVERLOAD_RETRY_AFTER_S.into()),
+            Header::Warning("399 leadline \"too many calls in set-up\"".into()),
+        ],
+        None,
+    )
+    .await
+}
+
 /// The dialog an in-dialog request belongs to. A phone may send its first request (a
 /// REFER, a BYE) the moment it has our ACK, a little before the dialog layer files the
 /// confirmed dialog under its final id: a miss is looked up again for a short while
-/// before it earns a 481.
+/// before it earns a 481, but only while a dialog we set up shares the request's Call-ID
+/// (the only way that race happens). Anything else gets its 481 at once.
 async fn matching_dialog(
     b2bua: &B2bua,
     tx: &Transaction,
@@ -328,15 +412,44 @@ async fn matching_dialog(
     const GRACE: Duration = Duration::from_millis(1000);
     const STEP: Duration = Duration::from_millis(10);
     let deadline = tokio::time::Instant::now() + GRACE;
+    let mut may_be_filing = None;
     loop {
         if let Some(dialog) = b2bua.dialog_of(tx) {
             return Some(dialog);
         }
-        if *tx.original.method() == Method::Ack || tokio::time::Instant::now() >= deadline {
+        let filing = *may_be_filing.get_or_insert_with(|| {
+            miss_may_be_filing(tx.original.method(), || call_id_in_progress(b2bua, tx))
+        });
+        if !filing || tokio::time::Instant::now() >= deadline {
             return None;
         }
         tokio::time::sleep(STEP).await;
     }
+}
+
+/// Whether a request that matched no dialog may match one a moment later: never an ACK
+/// (it cannot be answered, and the transaction layer routes the ACK of a 2xx itself),
+/// else only when a dialog we set up shares its Call-ID.
+fn miss_may_be_filing(method: &Method, call_id_in_progress: impl FnOnce() -> bool) -> bool {
+    *method != Method::Ack && call_id_in_progress()
+}
+
+/// Whether a dialog we started as the calling side (an agent's leg, the carrier's leg of
+/// an outgoing call) has the request's Call-ID. One pass over the dialogs, only on a miss.
+fn call_id_in_progress(b2bua: &B2bua, tx: &Transaction) -> bool {
+    tx.original.call_id_header().is_ok_and(|call_id| {
+        !b2bua
+            .dialogs
+            .get_client_dialog_by_call_id(call_id.value())
+            .is_empty()
+    })
+}
+
+/// The user part of From: who an agent's call claims to come from.
+fn from_user(request: &rsipstack::sip::Request) -> Option<String> {
+    use rsipstack::sip::headers::untyped::ToTypedHeader as _;
+    let from = request.from_header().ok()?.typed().ok()?;
+    from.uri.user().map(str::to_owned)
 }
 
 fn has_to_tag(request: &rsipstack::sip::Request) -> bool {
@@ -479,17 +592,23 @@ async fn authenticate(
         Header::ProxyAuthorization(value) if proxy => Some(value.value().to_owned()),
         _ => None,
     });
+    // Who the request claims to be (a REGISTER's address of record, a call's From) decides
+    // the digest order until credentials name someone.
+    let claimed = aor.map(str::to_owned).or_else(|| from_user(&tx.original));
     let Some(authorization) = authorization else {
-        return Authenticated::Answered(challenge(registrar, tx, now, false).await);
+        let order = registrar.offer_for(claimed.as_deref()).await;
+        return Authenticated::Answered(challenge(registrar, tx, now, false, &order).await);
     };
     let Ok(credentials) = digest::parse_credentials(&authorization) else {
-        return Authenticated::Answered(fail(registrar, tx, ip, now).await);
+        let order = registrar.offer_for(claimed.as_deref()).await;
+        return Authenticated::Answered(fail(registrar, tx, ip, now, &order).await);
     };
     // Credentials for another realm are no attempt at ours: challenge again, uncounted.
     // Decided before the lookup, or the lockout would count them only for unknown
     // extensions and so tell which extensions exist.
     if credentials.realm != registrar.realm {
-        return Authenticated::Answered(challenge(registrar, tx, now, false).await);
+        let order = registrar.offer_for(claimed.as_deref()).await;
+        return Authenticated::Answered(challenge(registrar, tx, now, false, &order).await);
     }
     // The same answer for an unknown extension as for a wrong password: no enumeration.
     let known = match registrar.credentials(&credentials.username).await {
@@ -502,6 +621,7 @@ async fn authenticate(
         }
     };
     let method = tx.original.method().to_string();
+    let order = registrar.offer(known.as_ref());
     let verdict = match &known {
         Some(k) => digest::authenticate(
             &credentials,
@@ -525,12 +645,12 @@ async fn authenticate(
             Authenticated::Known(known)
         }
         (Verdict::StaleNonce, _) => {
-            Authenticated::Answered(challenge(registrar, tx, now, true).await)
+            Authenticated::Answered(challenge(registrar, tx, now, true, &order).await)
         }
         (Verdict::OtherRealm, _) => {
-            Authenticated::Answered(challenge(registrar, tx, now, false).await)
+            Authenticated::Answered(challenge(registrar, tx, now, false, &order).await)
         }
-        _ => Authenticated::Answered(fail(registrar, tx, ip, now).await),
+        _ => Authenticated::Answered(fail(registrar, tx, ip, now, &order).await),
     }
 }
 
@@ -540,6 +660,7 @@ async fn agent_call(
     registrar: &Registrar,
     mut tx: Transaction,
     source: Option<SocketAddr>,
+    setup: SetupTicket,
 ) -> rsipstack::Result<()> {
     let now = now_ms();
     let ip = source.map(|s| s.ip());
@@ -563,6 +684,7 @@ async fn agent_call(
     };
     // As for incoming calls: the call outlives this transaction's in-flight slot.
     tokio::spawn(async move {
+        let _setup = setup;
         if let Err(err) = b2bua.outgoing(tx, UserId(known.owner_id)).await {
             tracing::warn!(%err, "outgoing call ended with an error");
         }
@@ -575,12 +697,12 @@ async fn challenge(
     tx: &mut Transaction,
     now: i64,
     stale: bool,
+    order: &[digest::Algorithm],
 ) -> rsipstack::Result<()> {
     let nonce = digest::issue_nonce(&registrar.nonce_key, &registrar.realm, now);
     // REGISTER is challenged by the registrar (401); a call by us as its proxy (407).
     let proxy = *tx.original.method() != Method::Register;
-    let headers = registrar
-        .algorithms
+    let headers = order
         .iter()
         .map(|algorithm| {
             let value = digest::challenge(&registrar.realm, &nonce, *algorithm, stale);
@@ -605,6 +727,7 @@ async fn fail(
     tx: &mut Transaction,
     ip: Option<IpAddr>,
     now: i64,
+    order: &[digest::Algorithm],
 ) -> rsipstack::Result<()> {
     metrics::counter!("leadline_sip_auth_failures_total").increment(1);
     if let Some(ip) = ip {
@@ -619,7 +742,7 @@ async fn fail(
             return tx.reply(StatusCode::Forbidden).await;
         }
     }
-    challenge(registrar, tx, now, false).await
+    challenge(registrar, tx, now, false, order).await
 }
 
 fn transport_name(tx: &Transaction) -> String {
@@ -664,6 +787,27 @@ fn record_from_binding(b: &Binding, owner_kind: &str, owner_id: &str) -> Registr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An in-dialog request no dialog of ours matches waits for one being filed only when
+    /// a dialog we set up has its Call-ID; a stranger's (RFC 4475's unknown dialog) gets
+    /// its 481 at once, and an ACK is never waited for.
+    #[test]
+    fn an_unknown_dialog_is_481_at_once_unless_its_call_id_is_ours() {
+        let cases = [
+            (Method::Invite, false, false),
+            (Method::Bye, false, false),
+            (Method::Refer, true, true),
+            (Method::Bye, true, true),
+            (Method::Ack, true, false),
+        ];
+        for (method, ours, waits) in cases {
+            assert_eq!(
+                miss_may_be_filing(&method, || ours),
+                waits,
+                "{method} (Call-ID ours: {ours})"
+            );
+        }
+    }
 
     #[test]
     fn in_flight_transactions_are_bounded_per_source_and_released() {

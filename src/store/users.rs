@@ -4,7 +4,7 @@ use sqlx::any::AnyRow;
 
 use super::{Result, Store, StoreError, col, now_ms, on_unique, parse_stored};
 use crate::crm::model::{Millis, Role, TokenId, TrunkId, UserId};
-use crate::sip::digest::Ha1Pair;
+use crate::sip::digest::{self, Algorithm, Ha1Pair};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -18,6 +18,9 @@ pub struct UserRecord {
     pub has_sip_password: bool,
     /// Whether the person has a console password (the hash never leaves the store).
     pub has_password: bool,
+    /// Digest algorithms their phones are offered, most preferred first; `None`: the
+    /// gateway's order.
+    pub sip_digest: Option<Vec<Algorithm>>,
     pub created_at: Millis,
 }
 
@@ -32,6 +35,8 @@ pub struct NewUser {
     pub sip: Option<Ha1Pair>,
     /// The console password's argon2id PHC string.
     pub password_hash: Option<String>,
+    /// `None`: the gateway's digest order.
+    pub sip_digest: Option<Vec<Algorithm>>,
 }
 
 /// A partial update; `None` leaves a field as it is.
@@ -46,6 +51,8 @@ pub struct UserPatch {
     pub sip: Option<Ha1Pair>,
     /// A new console password (argon2id PHC string).
     pub password_hash: Option<String>,
+    /// `Some(None)` goes back to the gateway's digest order.
+    pub sip_digest: Option<Option<Vec<Algorithm>>>,
     /// The session (token hash) the change is made with, when it is the changed person's:
     /// setting one's own password keeps it (see `session::sessions_to_end`).
     pub own_session: Option<String>,
@@ -99,7 +106,7 @@ pub enum TokenOwner {
 }
 
 const USER_COLUMNS: &str =
-    "id, name, email, role, extension, sip_ha1_md5, password_hash, created_at";
+    "id, name, email, role, extension, sip_ha1_md5, password_hash, sip_digest, created_at";
 
 impl Store {
     pub async fn create_user(&self, new: NewUser) -> Result<UserRecord> {
@@ -108,8 +115,8 @@ impl Store {
         let mut tx = self.writer().begin().await?;
         sqlx::query(
             "INSERT INTO users (id, name, email, role, extension, sip_realm, sip_ha1_md5, \
-             sip_ha1_sha256, password_hash, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+             sip_ha1_sha256, password_hash, sip_digest, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
         )
         .bind(id.as_str())
         .bind(&new.name)
@@ -120,6 +127,7 @@ impl Store {
         .bind(new.sip.as_ref().map(|s| s.md5.clone()))
         .bind(new.sip.as_ref().map(|s| s.sha256.clone()))
         .bind(new.password_hash.as_deref())
+        .bind(new.sip_digest.as_deref().map(digest::order_text))
         .bind(now)
         .execute(&mut *tx)
         .await
@@ -192,6 +200,13 @@ impl Store {
             .bind(sip.sha256)
             .execute(&mut *tx)
             .await?;
+        }
+        if let Some(order) = &patch.sip_digest {
+            sqlx::query("UPDATE users SET sip_digest = $2 WHERE id = $1")
+                .bind(id.as_str())
+                .bind(order.as_deref().map(digest::order_text))
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some(password_hash) = &patch.password_hash {
             sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
@@ -419,8 +434,18 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
         phones: Vec::new(),
         has_sip_password: ha1.is_some(),
         has_password: password.is_some(),
+        sip_digest: stored_order(col(row, "sip_digest")?)?,
         created_at: col(row, "created_at")?,
     })
+}
+
+/// `users.sip_digest` as written by [`digest::order_text`].
+fn stored_order(text: Option<String>) -> Result<Option<Vec<Algorithm>>> {
+    text.map(|text| {
+        digest::parse_order(text.split(','))
+            .map_err(|_| StoreError::Corrupt(format!("column users.sip_digest holds '{text}'")))
+    })
+    .transpose()
 }
 
 /// How long a cached token answer is trusted (changes made by another process).
@@ -498,6 +523,8 @@ pub struct SipCredentials {
     pub realm: String,
     pub ha1_md5: String,
     pub ha1_sha256: String,
+    /// The user's own digest order, if they have one.
+    pub sip_digest: Option<Vec<Algorithm>>,
 }
 
 impl Store {
@@ -505,7 +532,7 @@ impl Store {
     /// password.
     pub async fn sip_credentials(&self, extension: &str) -> Result<Option<SipCredentials>> {
         let row = sqlx::query(
-            "SELECT id, sip_realm, sip_ha1_md5, sip_ha1_sha256 FROM users \
+            "SELECT id, sip_realm, sip_ha1_md5, sip_ha1_sha256, sip_digest FROM users \
              WHERE extension = $1 AND sip_ha1_md5 IS NOT NULL",
         )
         .bind(extension)
@@ -517,6 +544,7 @@ impl Store {
                 realm: col::<Option<String>>(&row, "sip_realm")?.unwrap_or_default(),
                 ha1_md5: col::<Option<String>>(&row, "sip_ha1_md5")?.unwrap_or_default(),
                 ha1_sha256: col::<Option<String>>(&row, "sip_ha1_sha256")?.unwrap_or_default(),
+                sip_digest: stored_order(col(&row, "sip_digest")?)?,
             })
         })
         .transpose()

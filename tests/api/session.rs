@@ -813,6 +813,7 @@ async fn sessions_in_the_store(store: &Store) {
         phones: Vec::new(),
         sip: None,
         password_hash: None,
+        sip_digest: None,
     };
     let anna = store.create_user(user("anna", Role::Agent)).await.unwrap();
     assert!(!anna.has_password);

@@ -269,12 +269,20 @@ async fn check_torture_message(
     name: String,
     bytes: Vec<u8>,
 ) -> bool {
-    use leadline::sip::endpoint::ALLOW;
+    use leadline::sip::endpoint::{ALLOW, lacks_from_tag};
     use leadline::sip::message::{Frame, Limits, frame, parse_message, rejection_response};
     use rsipstack::sip::{HeadersExt as _, SipMessage};
 
     // What the gateway should say, decided in-process by the same checks.
     let (expected_status, call_id) = match parse_message(&bytes, &Limits::UDP) {
+        // No From tag (RFC 2543): refused by name, never dropped in silence.
+        Ok(message) if lacks_from_tag(&message) => match &message {
+            SipMessage::Request(request) => (
+                Some(400),
+                request.call_id_header().ok().map(|c| c.value().to_owned()),
+            ),
+            SipMessage::Response(_) => return false,
+        },
         Ok(SipMessage::Request(request)) if request.method().to_string() != "ACK" => (
             None,
             request.call_id_header().ok().map(|c| c.value().to_owned()),
@@ -326,6 +334,9 @@ async fn check_torture_message(
             }
             Frame::Incomplete | Frame::KeepAlive(_) => {}
             Frame::Message(n) => match parse_message(&bytes[..n], &Limits::UDP) {
+                Ok(message) if lacks_from_tag(&message) => {
+                    assert_eq!(status, Some(400), "{name} over tcp: no From tag")
+                }
                 Ok(_) => assert!(
                     via_stack,
                     "{name} over tcp: accepted but refused ({status:?})"

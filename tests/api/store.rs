@@ -352,6 +352,7 @@ async fn mail_setup(store: &Store, mode: CrmMode) -> String {
         phones: Vec::new(),
         sip: None,
         password_hash: None,
+        sip_digest: None,
     };
     let anna = store.create_user(user("anna")).await.unwrap();
     let bob = store.create_user(user("bob")).await.unwrap();

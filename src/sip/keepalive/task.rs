@@ -157,6 +157,7 @@ async fn load(
             continue;
         };
         let (key, generation) = key_of(&binding);
+        let registration = binding.call_id.clone();
         destinations.insert(
             key.clone(),
             Destination {
@@ -169,6 +170,7 @@ async fn load(
             key,
             interval_ms: Millis::try_from(interval.as_millis()).unwrap_or(Millis::MAX),
             generation,
+            registration,
         });
     }
     Ok((targets, destinations))
