@@ -777,7 +777,8 @@ mod order_tests {
 
     #[test]
     fn written_orders_are_read_in_order_and_checked() {
-        let cases: &[(&[&str], Result<Vec<Algorithm>, OrderError>)] = &[
+        type Case = (&'static [&'static str], Result<Vec<Algorithm>, OrderError>);
+        let cases: &[Case] = &[
             (&["sha256", "md5"], Ok(vec![Sha256, Md5])),
             (&["md5"], Ok(vec![Md5])),
             (&["MD5", "SHA-256"], Ok(vec![Md5, Sha256])),
