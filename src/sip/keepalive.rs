@@ -135,18 +135,34 @@ impl Scheduler {
 
     /// Bindings that missed [`MAX_MISSED`] pings in a row, with the generation they were
     /// seen at (drop only if it is still that one). Forgotten here.
-    pub fn take_dead(&mut self) -> Vec<(BindingKey, i64)> {
-        let dead: Vec<(BindingKey, i64)> = self
+    pub fn take_dead(&mut self) -> Vec<Dead> {
+        let dead: Vec<Dead> = self
             .entries
             .iter()
             .filter(|(_, e)| e.missed >= MAX_MISSED)
-            .map(|(k, e)| (k.clone(), e.generation))
+            .map(|(k, e)| Dead {
+                key: k.clone(),
+                generation: e.generation,
+                registration: e.registration.clone(),
+            })
             .collect();
-        for (key, _) in &dead {
+        for Dead { key, .. } in &dead {
             self.entries.remove(key);
         }
         dead
     }
+}
+
+/// A binding that missed too many pings, as it was when last seen: it is dropped only if
+/// its phone has not registered it again since (a new CSeq, or a new Call-ID after a
+/// reboot, whatever its CSeq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dead {
+    pub key: BindingKey,
+    /// The CSeq of the REGISTER that wrote it.
+    pub generation: i64,
+    /// The Call-ID of that REGISTER.
+    pub registration: String,
 }
 
 /// Where in its interval a binding is pinged: FNV-1a of the key, stable across runs.
@@ -231,7 +247,14 @@ mod tests {
             if misses < MAX_MISSED {
                 assert!(dead.is_empty());
             } else {
-                assert_eq!(dead, vec![(targets[0].key.clone(), 1)]);
+                assert_eq!(
+                    dead,
+                    vec![Dead {
+                        key: targets[0].key.clone(),
+                        generation: 1,
+                        registration: targets[0].registration.clone(),
+                    }]
+                );
                 return;
             }
         }
@@ -268,7 +291,10 @@ mod tests {
             let key = next_ping(&mut s, &targets, &mut t);
             s.on_result(&key, false);
         }
-        assert_eq!(s.take_dead(), vec![(targets[0].key.clone(), 2)]);
+        let dead = s.take_dead();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!((&dead[0].key, dead[0].generation), (&targets[0].key, 2));
+        assert_eq!(dead[0].registration, targets[0].registration);
     }
 
     /// Which re-registrations clear the misses: a new CSeq, or a new Call-ID even with the

@@ -308,7 +308,8 @@ impl Store {
         rows.iter().map(registration_from_row).collect()
     }
 
-    /// Deletes one binding if it is still the one that was seen (same source and CSeq):
+    /// Deletes one binding if it is still the one that was seen (same source, CSeq and
+    /// Call-ID):
     /// a device that re-registered meanwhile proved it is alive and keeps its binding.
     pub async fn drop_binding_if_unchanged(
         &self,
@@ -316,15 +317,19 @@ impl Store {
         contact: &str,
         source: &str,
         cseq: i64,
+        call_id: &str,
     ) -> Result<bool> {
+        // A rebooted phone registers again with a new Call-ID and may reuse its CSeq:
+        // that binding is alive and must not be taken for the dead one.
         let done = sqlx::query(
             "DELETE FROM registrations WHERE aor = $1 AND contact = $2 AND source = $3 \
-             AND cseq = $4",
+             AND cseq = $4 AND call_id = $5",
         )
         .bind(aor)
         .bind(contact)
         .bind(source)
         .bind(cseq)
+        .bind(call_id)
         .execute(self.writer())
         .await?;
         let dropped = done.rows_affected() > 0;

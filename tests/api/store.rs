@@ -284,10 +284,26 @@ async fn keepalive_bindings_and_conditional_drop(store: &Store) {
         )
         .await
         .unwrap();
-    let drop =
-        |cseq| store.drop_binding_if_unchanged("103", "sip:103@10.0.0.1", "192.0.2.10:40000", cseq);
-    assert!(!drop(1).await.unwrap());
-    assert!(drop(2).await.unwrap());
+    let drop = |cseq, call_id| {
+        store.drop_binding_if_unchanged(
+            "103",
+            "sip:103@10.0.0.1",
+            "192.0.2.10:40000",
+            cseq,
+            call_id,
+        )
+    };
+    assert!(!drop(1, "reg-3").await.unwrap());
+    // Rebooted: a new Call-ID that starts its CSeq again, here at the same 2. The binding
+    // the pings gave up on was the old Call-ID's: the new one stays.
+    let rebooted = RegistrationRecord {
+        call_id: "reg-after-reboot".into(),
+        ..binding("sip:103@10.0.0.1", "udp", 2, now + 60_000)
+    };
+    store.save_bindings("103", &[rebooted], &[]).await.unwrap();
+    assert!(!drop(2, "reg-3").await.unwrap());
+    assert_eq!(store.live_udp_bindings(now).await.unwrap().len(), 1);
+    assert!(drop(2, "reg-after-reboot").await.unwrap());
     assert!(store.live_udp_bindings(now).await.unwrap().is_empty());
 }
 

@@ -107,9 +107,20 @@ pub async fn run(
                 drop(permit);
             });
         }
-        for (key, generation) in scheduler.take_dead() {
+        for super::Dead {
+            key,
+            generation,
+            registration,
+        } in scheduler.take_dead()
+        {
             match store
-                .drop_binding_if_unchanged(&key.aor, &key.contact, &key.source, generation)
+                .drop_binding_if_unchanged(
+                    &key.aor,
+                    &key.contact,
+                    &key.source,
+                    generation,
+                    &registration,
+                )
                 .await
             {
                 Ok(true) => {
