@@ -596,36 +596,54 @@ impl Call {
 
     // ---- ringing -------------------------------------------------------------------
 
+    /// A rung leg's answer, refusal or unsent INVITE, noted on the leg and told to the
+    /// ringing state; `phones`: the legs are a click-to-call's own phones. `None` for any
+    /// other event.
+    fn rung_leg(
+        &mut self,
+        ringing: &mut Ringing,
+        event: &Event,
+        phones: bool,
+        now: Now,
+    ) -> Option<Vec<RingAction>> {
+        let device = |leg: Leg| match leg {
+            Leg::Phone(s, d) if phones => Some((s, d)),
+            Leg::Ring(s, d) if !phones => Some((s, d)),
+            _ => None,
+        };
+        let ring_event = match event {
+            Event::Answered { leg, answer } => {
+                let at = device(*leg)?;
+                self.note_sdp(*leg, Some(answer));
+                self.leg_ended(*leg, "answered", Some(200), now);
+                RingEvent::Answered(at)
+            }
+            Event::Failed { leg, status } => {
+                let at = device(*leg)?;
+                self.leg_ended(*leg, leg_state(*status), Some(*status), now);
+                RingEvent::Failed {
+                    leg: at,
+                    status: *status,
+                }
+            }
+            Event::NotSent { leg, status } => {
+                let at = device(*leg)?;
+                self.leg_ended(*leg, "failed", Some(*status), now);
+                RingEvent::Failed {
+                    leg: at,
+                    status: *status,
+                }
+            }
+            _ => return None,
+        };
+        Some(ringing.on(ring_event))
+    }
+
     fn dialling(&mut self, mut ringing: Ringing, event: Event, now: Now, out: &mut Vec<Action>) {
+        if let Some(actions) = self.rung_leg(&mut ringing, &event, true, now) {
+            return self.ring_actions(ringing, actions, true, now, out);
+        }
         let actions = match event {
-            Event::Answered {
-                leg: leg @ Leg::Phone(s, d),
-                answer,
-            } => {
-                self.note_sdp(leg, Some(&answer));
-                self.leg_ended(leg, "answered", Some(200), now);
-                ringing.on(RingEvent::Answered((s, d)))
-            }
-            Event::Failed {
-                leg: leg @ Leg::Phone(s, d),
-                status,
-            } => {
-                self.leg_ended(leg, leg_state(status), Some(status), now);
-                ringing.on(RingEvent::Failed {
-                    leg: (s, d),
-                    status,
-                })
-            }
-            Event::NotSent {
-                leg: leg @ Leg::Phone(s, d),
-                status,
-            } => {
-                self.leg_ended(leg, "failed", Some(status), now);
-                ringing.on(RingEvent::Failed {
-                    leg: (s, d),
-                    status,
-                })
-            }
             Event::Timer(Timer::Step(step)) if self.step_is_due(step, now) => {
                 self.step_unanswered(step, true, now);
                 ringing.on(RingEvent::StepTimedOut { step })
@@ -646,6 +664,9 @@ impl Call {
     }
 
     fn ringing(&mut self, mut ringing: Ringing, event: Event, now: Now, out: &mut Vec<Action>) {
+        if let Some(actions) = self.rung_leg(&mut ringing, &event, false, now) {
+            return self.ring_actions(ringing, actions, false, now, out);
+        }
         let actions = match event {
             Event::Progress {
                 leg: Leg::Ring(s, d),
@@ -661,34 +682,6 @@ impl Call {
                     out.push(Action::Progress(early));
                 }
                 Vec::new()
-            }
-            Event::Answered {
-                leg: leg @ Leg::Ring(s, d),
-                answer,
-            } => {
-                self.note_sdp(leg, Some(&answer));
-                self.leg_ended(leg, "answered", Some(200), now);
-                ringing.on(RingEvent::Answered((s, d)))
-            }
-            Event::Failed {
-                leg: leg @ Leg::Ring(s, d),
-                status,
-            } => {
-                self.leg_ended(leg, leg_state(status), Some(status), now);
-                ringing.on(RingEvent::Failed {
-                    leg: (s, d),
-                    status,
-                })
-            }
-            Event::NotSent {
-                leg: leg @ Leg::Ring(s, d),
-                status,
-            } => {
-                self.leg_ended(leg, "failed", Some(status), now);
-                ringing.on(RingEvent::Failed {
-                    leg: (s, d),
-                    status,
-                })
             }
             Event::Timer(Timer::Step(step)) if self.step_is_due(step, now) => {
                 self.step_unanswered(step, false, now);
