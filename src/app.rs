@@ -80,7 +80,7 @@ impl App {
         let (sip, incoming) = SipEndpoint::start(
             config.sip,
             config.sip_tcp_max_message,
-            calls_in_setup.clone(),
+            crate::sip::endpoint::EdgeShedding::new(calls_in_setup.clone(), config.sip_shed_lag),
         )
         .await?;
         let sip_addr = sip.local;

@@ -59,6 +59,9 @@ pub struct Config {
     /// Calls between their admitted INVITE and the caller's final answer (503 past it,
     /// before any lookup).
     pub max_calls_in_setup: usize,
+    /// The runtime lag past which the receive loops refuse new calls (503) before they
+    /// are queued; zero turns it off.
+    pub sip_shed_lag: std::time::Duration,
     /// REGISTERs handled at once (503 past it, before the database).
     pub max_registers_in_progress: usize,
     /// How long the CRM lookup may hold up routing an INVITE before the call rings the
@@ -114,6 +117,7 @@ pub struct ConfigLayer {
     pub sip_tcp_max_message: Option<usize>,
     pub sip_max_transactions_per_source: Option<usize>,
     pub max_calls_in_setup: Option<usize>,
+    pub sip_shed_lag_ms: Option<u64>,
     pub max_registers_in_progress: Option<usize>,
     pub call_lookup_budget_ms: Option<u64>,
     pub public_url: Option<String>,
@@ -159,6 +163,7 @@ impl ConfigLayer {
                 .sip_max_transactions_per_source
                 .or(self.sip_max_transactions_per_source),
             max_calls_in_setup: over.max_calls_in_setup.or(self.max_calls_in_setup),
+            sip_shed_lag_ms: over.sip_shed_lag_ms.or(self.sip_shed_lag_ms),
             max_registers_in_progress: over
                 .max_registers_in_progress
                 .or(self.max_registers_in_progress),
@@ -271,6 +276,14 @@ impl ConfigLayer {
                 "max_calls_in_setup: {max_calls_in_setup} is outside 1..={MAX_BOUND}"
             ));
         }
+        let sip_shed_lag_ms = self
+            .sip_shed_lag_ms
+            .unwrap_or(crate::sip::admission::shed::DEFAULT_MAX_LAG_MS);
+        if sip_shed_lag_ms > 10_000 {
+            problems.push(format!(
+                "sip_shed_lag_ms: {sip_shed_lag_ms} is outside 0..=10000"
+            ));
+        }
         let max_registers_in_progress = self
             .max_registers_in_progress
             .unwrap_or(crate::sip::server::MAX_CONCURRENT_REGISTERS);
@@ -369,6 +382,7 @@ impl ConfigLayer {
             sip_tcp_max_message,
             sip_max_transactions_per_source,
             max_calls_in_setup,
+            sip_shed_lag: std::time::Duration::from_millis(sip_shed_lag_ms),
             max_registers_in_progress,
             call_lookup_budget: std::time::Duration::from_millis(budget_ms),
             public_url,
@@ -463,15 +477,25 @@ mod tests {
             config.max_registers_in_progress,
             crate::sip::server::MAX_CONCURRENT_REGISTERS
         );
+        assert_eq!(
+            config.sip_shed_lag,
+            std::time::Duration::from_millis(crate::sip::admission::shed::DEFAULT_MAX_LAG_MS)
+        );
+        let off = ConfigLayer {
+            sip_shed_lag_ms: Some(0),
+            ..Default::default()
+        };
+        assert!(off.resolve().unwrap().sip_shed_lag.is_zero());
         let layer = ConfigLayer {
             max_calls_in_setup: Some(0),
             max_registers_in_progress: Some(0),
+            sip_shed_lag_ms: Some(10_001),
             ..Default::default()
         };
         let ConfigError::Invalid(problems) = layer.resolve().unwrap_err() else {
             panic!("expected Invalid");
         };
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(
             problems[0].starts_with("max_calls_in_setup"),
             "{problems:?}"

@@ -48,6 +48,10 @@ struct Cli {
     /// 503 with Retry-After before any lookup (default 1000).
     #[arg(long, global = true, env = "LEADLINE_MAX_CALLS_IN_SETUP")]
     max_calls_in_setup: Option<usize>,
+    /// Milliseconds of runtime lag past which new calls get 503 with Retry-After in the
+    /// receive loop, before they are queued; 0 turns it off (default 40).
+    #[arg(long, global = true, env = "LEADLINE_SIP_SHED_LAG_MS")]
+    sip_shed_lag_ms: Option<u64>,
     /// REGISTERs handled at once; past it 503 with Retry-After (default 128).
     #[arg(long, global = true, env = "LEADLINE_MAX_REGISTERS_IN_PROGRESS")]
     max_registers_in_progress: Option<usize>,
@@ -144,6 +148,7 @@ impl Cli {
             call_lookup_budget_ms: self.call_lookup_budget_ms,
             sip_max_transactions_per_source: self.sip_max_transactions_per_source,
             max_calls_in_setup: self.max_calls_in_setup,
+            sip_shed_lag_ms: self.sip_shed_lag_ms,
             max_registers_in_progress: self.max_registers_in_progress,
             public_url: self.public_url.clone(),
             smtp: self.smtp.clone(),

@@ -4,7 +4,8 @@
 //! request merged back to us over two paths.
 //!
 //! Pure: the caller gives the clock and keeps the [`MergeTracker`]. The bound on calls in
-//! set-up (503 past it) is [`setup`].
+//! set-up (503 past it) is [`setup`]; refusing new calls in the receive loop while the
+//! gateway is behind is [`shed`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use rsipstack::sip::headers::untyped::ToTypedHeader as _;
 use rsipstack::sip::{Header, HeadersExt as _, Method, Request};
 
 pub mod setup;
+pub mod shed;
 
 /// Option-tags (RFC 3261 §19.2) this gateway implements; a `Require` naming anything
 /// else is refused with 420.

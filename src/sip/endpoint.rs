@@ -13,6 +13,10 @@
 //! Every message the transaction layer sends passes [`SentMessages`], which tells the
 //! bound on calls in set-up when a caller has its final answer.
 //!
+//! New calls are refused here, before the transaction layer, while the gateway is behind
+//! ([`EdgeShedding`], the rule in `admission::shed`): everything behind these loops queues
+//! without bound.
+//!
 //! A request without a From tag (RFC 2543 style) cannot enter rsipstack, which keys every
 //! transaction by it and drops such requests in silence; it is answered here with a 400
 //! that names the fault ([`untagged_refusal`]), never left unanswered.
@@ -21,14 +25,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use rsipstack::EndpointBuilder;
 use rsipstack::sip::SipMessage;
-use rsipstack::sip::{Method, Transport};
+use rsipstack::sip::{Header, Method, StatusCode, Transport};
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transaction::endpoint::{EndpointInner, MessageInspector};
+use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transport::tcp::TcpConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
@@ -38,6 +43,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::setup::CallsInSetup;
+use super::admission::shed::{LagGauge, Overload, PROBE_PERIOD};
 use super::message::{Frame, Limits, Rejection, frame, parse_message, rejection_response};
 
 /// Methods we answer; sent in `Allow` (501 for the rest).
@@ -88,6 +94,7 @@ pub struct EndpointHandle {
     pub local: SocketAddr,
     tcp_limits: Limits,
     connections: Connections,
+    edge: EdgeShedding,
     cancel: CancellationToken,
 }
 
@@ -129,6 +136,7 @@ impl EndpointHandle {
             peer,
             tcp_addr(self.local),
             self.connections.clone(),
+            self.edge.clone(),
             &self.cancel,
         )
         .map_err(connect_error)
@@ -166,6 +174,112 @@ fn untagged_refusal(bytes: &[u8], transport: &'static str) -> Option<Vec<u8>> {
     rejection_response(bytes, &rejection, ALLOW)
 }
 
+/// Refuses new INVITEs in the receive loops while the gateway is behind or its calls in
+/// set-up are at their bound; shared by the loops and the lag probe. Cheap to clone.
+#[derive(Clone)]
+pub struct EdgeShedding {
+    calls_in_setup: CallsInSetup,
+    /// Zero: no lag-based shedding.
+    max_lag: Duration,
+    gauge: Arc<LagGauge>,
+    epoch: Instant,
+}
+
+impl EdgeShedding {
+    pub fn new(calls_in_setup: CallsInSetup, max_lag: Duration) -> Self {
+        Self {
+            calls_in_setup,
+            max_lag,
+            gauge: Arc::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The 503 for `message` if it is a new call (an INVITE without a To tag that no
+    /// transaction handles yet) and the gateway refuses new calls now. A retransmission
+    /// of an INVITE being handled, in-dialog requests and responses always pass.
+    fn refusal(&self, inner: &EndpointInner, message: &SipMessage) -> Option<Vec<u8>> {
+        use rsipstack::sip::HeadersExt as _;
+        let SipMessage::Request(request) = message else {
+            return None;
+        };
+        if *request.method() != Method::Invite
+            || request
+                .to_header()
+                .is_ok_and(|to| to.tag().ok().flatten().is_some())
+        {
+            return None;
+        }
+        let (decision, changed) = self.gauge.decide(
+            self.max_lag,
+            self.now_us(),
+            self.calls_in_setup.count(),
+            self.calls_in_setup.limit(),
+        );
+        if changed {
+            let lag_ms = u64::try_from(self.gauge.lag(self.now_us()).as_millis()).unwrap_or(0);
+            if decision.shedding {
+                tracing::warn!(lag_ms, "the gateway is behind: refusing new calls");
+            } else {
+                tracing::info!(lag_ms, "caught up: admitting new calls again");
+            }
+        }
+        let overload = decision.refuse?;
+        let key = TransactionKey::from_request(request, TransactionRole::Server).ok()?;
+        if inner.transactions.contains_key(&key) || inner.finished_transactions.contains_key(&key) {
+            return None;
+        }
+        metrics::counter!("leadline_sip_refused_total", "status" => "503",
+            "reason" => overload.label())
+        .increment(1);
+        Some(overload_response(inner, request, overload))
+    }
+}
+
+/// A stateless 503 with Retry-After: no transaction is made for a call we refuse. The
+/// caller's ACK finds no transaction and is dropped, as for any ACK of a non-2xx we no
+/// longer hold; a retransmitted INVITE is decided again.
+fn overload_response(
+    inner: &EndpointInner,
+    request: &rsipstack::sip::Request,
+    overload: Overload,
+) -> Vec<u8> {
+    use rsipstack::sip::HeadersExt as _;
+    static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
+    let mut response = inner.make_response(request, StatusCode::ServiceUnavailable, None);
+    let tag = format!("shed{:x}", NEXT_TAG.fetch_add(1, Ordering::Relaxed));
+    // RFC 3261 §8.2.6.2: a final response carries a To tag.
+    let _ = response
+        .to_header_mut()
+        .and_then(|to| to.mut_tag(rsipstack::sip::param::Tag::new(tag)));
+    response.headers.push(Header::RetryAfter(
+        super::server::OVERLOAD_RETRY_AFTER_S.into(),
+    ));
+    response.headers.push(Header::Warning(
+        format!("399 leadline \"{}\"", overload.reason()).into(),
+    ));
+    SipMessage::Response(response).to_string().into_bytes()
+}
+
+/// Samples the runtime's lag every [`PROBE_PERIOD`] for [`EdgeShedding`] (and the gauge
+/// `leadline_sip_runtime_lag_seconds`).
+async fn lag_probe(edge: EdgeShedding, cancel: CancellationToken) {
+    let period_us = u64::try_from(PROBE_PERIOD.as_micros()).unwrap_or(5_000);
+    loop {
+        edge.gauge.armed(edge.now_us() + period_us);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(PROBE_PERIOD) => {}
+        }
+        let lag_us = edge.gauge.fired(edge.now_us());
+        metrics::gauge!("leadline_sip_runtime_lag_seconds").set(lag_us as f64 / 1e6);
+    }
+}
+
 /// Sees every message the transaction layer sends (responses of server transactions
 /// included, retransmissions too) and changes none.
 struct SentMessages {
@@ -198,6 +312,7 @@ pub struct SipEndpoint {
     /// Message limits on TCP, for accepted and outgoing connections alike.
     tcp_limits: Limits,
     pub connections: Connections,
+    edge: EdgeShedding,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -205,11 +320,12 @@ pub struct SipEndpoint {
 impl SipEndpoint {
     /// Binds UDP and TCP on `listen` (port 0: one free port for both) and starts the
     /// receive loops and the transaction timers. Returns the incoming server transactions.
-    /// `calls_in_setup` learns of every final answer to an INVITE the stack sends.
+    /// `edge` decides which new INVITEs the receive loops refuse; its calls in set-up
+    /// learn of every final answer to an INVITE the stack sends.
     pub async fn start(
         listen: SocketAddr,
         tcp_max_message: usize,
-        calls_in_setup: CallsInSetup,
+        edge: EdgeShedding,
     ) -> Result<(SipEndpoint, TransactionReceiver), EndpointError> {
         let tcp_limits = Limits {
             max_message: tcp_max_message,
@@ -227,7 +343,9 @@ impl SipEndpoint {
         // use it; never served by it (we do not call `Endpoint::serve`).
         transport_layer.add_transport(SipConnection::Udp(udp.clone()));
         let endpoint = EndpointBuilder::new()
-            .with_inspector(Box::new(SentMessages { calls_in_setup }))
+            .with_inspector(Box::new(SentMessages {
+                calls_in_setup: edge.calls_in_setup.clone(),
+            }))
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transport_layer)
             .with_user_agent(concat!("Leadline/", env!("CARGO_PKG_VERSION")))
@@ -252,7 +370,13 @@ impl SipEndpoint {
                 () = timers.process_timer() => {}
             }
         }));
-        tasks.push(tokio::spawn(udp_loop(inner.clone(), udp, cancel.clone())));
+        tasks.push(tokio::spawn(lag_probe(edge.clone(), cancel.clone())));
+        tasks.push(tokio::spawn(udp_loop(
+            inner.clone(),
+            udp,
+            edge.clone(),
+            cancel.clone(),
+        )));
         let local_sip = tcp_addr(local);
         let connections = Connections::default();
         tasks.push(tokio::spawn(tcp_accept_loop(
@@ -261,6 +385,7 @@ impl SipEndpoint {
             local_sip,
             tcp_limits,
             connections.clone(),
+            edge.clone(),
             cancel.clone(),
         )));
         tracing::info!(%local, "SIP listening (udp, tcp)");
@@ -270,6 +395,7 @@ impl SipEndpoint {
                 local,
                 tcp_limits,
                 connections,
+                edge,
                 cancel,
                 tasks,
             },
@@ -284,6 +410,7 @@ impl SipEndpoint {
             inner: self.inner.clone(),
             local: self.local,
             connections: self.connections.clone(),
+            edge: self.edge.clone(),
             cancel: self.cancel.clone(),
         }
     }
@@ -338,7 +465,12 @@ fn is_keepalive(packet: &[u8]) -> bool {
     packet.iter().all(u8::is_ascii_whitespace)
 }
 
-async fn udp_loop(inner: Arc<EndpointInner>, udp: UdpConnection, cancel: CancellationToken) {
+async fn udp_loop(
+    inner: Arc<EndpointInner>,
+    udp: UdpConnection,
+    edge: EdgeShedding,
+    cancel: CancellationToken,
+) {
     let limits = Limits::UDP;
     // One byte more than the limit tells an oversized datagram from a full one.
     let mut buf = vec![0u8; limits.max_message + 1];
@@ -372,6 +504,10 @@ async fn udp_loop(inner: Arc<EndpointInner>, udp: UdpConnection, cancel: Cancell
                 }
             }
             Ok(msg) => {
+                if let Some(refusal) = edge.refusal(&inner, &msg) {
+                    let _ = udp.send_raw(&refusal, &from).await;
+                    continue;
+                }
                 let msg = match SipConnection::update_msg_received(msg, source, Transport::Udp) {
                     Ok(msg) => msg,
                     Err(err) => {
@@ -406,6 +542,7 @@ async fn tcp_accept_loop(
     local: SipAddr,
     limits: Limits,
     connections: Connections,
+    edge: EdgeShedding,
     cancel: CancellationToken,
 ) {
     loop {
@@ -430,6 +567,7 @@ async fn tcp_accept_loop(
             peer,
             local.clone(),
             connections.clone(),
+            edge.clone(),
             &cancel,
         ) {
             tracing::debug!(%peer, %err, "cannot wrap TCP connection");
@@ -446,6 +584,7 @@ fn start_tcp_flow(
     peer: SocketAddr,
     local: SipAddr,
     connections: Connections,
+    edge: EdgeShedding,
     cancel: &CancellationToken,
 ) -> std::io::Result<TcpFlow> {
     static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
@@ -468,6 +607,7 @@ fn start_tcp_flow(
         flow.clone(),
         peer,
         connections,
+        edge,
         cancel.child_token(),
     ));
     Ok(flow)
@@ -480,6 +620,7 @@ async fn tcp_connection_loop(
     flow: TcpFlow,
     peer: SocketAddr,
     connections: Connections,
+    edge: EdgeShedding,
     cancel: CancellationToken,
 ) {
     let sip_conn = flow.connection.clone();
@@ -526,6 +667,10 @@ async fn tcp_connection_loop(
                             }
                         }
                         Ok(msg) => {
+                            if let Some(refusal) = edge.refusal(&inner, &msg) {
+                                let _ = conn.inner.send_raw(&refusal).await;
+                                continue;
+                            }
                             let Ok(msg) =
                                 SipConnection::update_msg_received(msg, peer, Transport::Tcp)
                             else {

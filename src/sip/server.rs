@@ -66,7 +66,7 @@ pub const MAX_CONCURRENT_REGISTERS: usize = 128;
 
 /// Seconds a caller refused for overload is asked to wait: set-up work clears within
 /// about a second, and a longer pause would turn a burst into a minute without calls.
-const OVERLOAD_RETRY_AFTER_S: &str = "1";
+pub(super) const OVERLOAD_RETRY_AFTER_S: &str = "1";
 
 impl Registrar {
     pub fn new(store: Store, realm: String, algorithms: Vec<digest::Algorithm>) -> Self {
