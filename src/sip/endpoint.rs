@@ -203,6 +203,15 @@ impl EdgeShedding {
     /// transaction handles yet) and the gateway refuses new calls now. A retransmission
     /// of an INVITE being handled, in-dialog requests and responses always pass.
     fn refusal(&self, inner: &EndpointInner, message: &SipMessage) -> Option<Vec<u8>> {
+        self.refusal_at(inner, message, self.now_us())
+    }
+
+    fn refusal_at(
+        &self,
+        inner: &EndpointInner,
+        message: &SipMessage,
+        now_us: u64,
+    ) -> Option<Vec<u8>> {
         use rsipstack::sip::HeadersExt as _;
         let SipMessage::Request(request) = message else {
             return None;
@@ -216,12 +225,12 @@ impl EdgeShedding {
         }
         let (decision, changed) = self.gauge.decide(
             self.max_lag,
-            self.now_us(),
+            now_us,
             self.calls_in_setup.count(),
             self.calls_in_setup.limit(),
         );
         if changed {
-            let lag_ms = u64::try_from(self.gauge.lag(self.now_us()).as_millis()).unwrap_or(0);
+            let lag_ms = u64::try_from(self.gauge.lag(now_us).as_millis()).unwrap_or(0);
             if decision.shedding {
                 tracing::warn!(lag_ms, "the gateway is behind: refusing new calls");
             } else {
@@ -743,6 +752,66 @@ Content-Length: 0
 
 "
         ))
+    }
+
+    /// The edge refuses only new calls while behind: an INVITE without a To tag that no
+    /// transaction handles. Its retransmission while it is handled, in-dialog requests,
+    /// other methods and responses pass; the refusal is a 503 with Retry-After and a To
+    /// tag, counted by its reason.
+    #[tokio::test]
+    async fn behind_only_new_invites_are_refused_never_retransmissions_or_dialogs() {
+        let inner = EndpointBuilder::new().build().inner.clone();
+        let edge = EdgeShedding::new(CallsInSetup::new(10), Duration::from_millis(40));
+        // The probe was due at 1 µs and has not fired 41 ms later: behind.
+        edge.gauge.armed(1);
+        let behind_at = 1 + 41_000;
+        let refuse = |message: &SipMessage| edge.refusal_at(&inner, message, behind_at);
+        let invite = |call_id: &str, to_tag: &str| {
+            message(&format!(
+                "INVITE sip:+4930901820@gw.example.com SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-{call_id}
+From: <sip:+4917612345678@192.0.2.1>;tag=c1
+To: <sip:+4930901820@gw.example.com>{to_tag}
+Call-ID: {call_id}
+CSeq: 1 INVITE
+Max-Forwards: 70
+Content-Length: 0
+
+"
+            ))
+        };
+        let handled = invite("handled", "");
+        let SipMessage::Request(original) = &handled else {
+            unreachable!()
+        };
+        let key = TransactionKey::from_request(original, TransactionRole::Server).unwrap();
+        let _tx = rsipstack::transaction::transaction::Transaction::new_server(
+            key,
+            original.clone(),
+            inner.clone(),
+            None,
+        );
+        assert!(
+            refuse(&handled).is_none(),
+            "a retransmission of a call being handled"
+        );
+        assert!(refuse(&invite("re", ";tag=gw1")).is_none(), "a re-INVITE");
+        assert!(refuse(&request("BYE", "<sip:a@192.0.2.1>;tag=a")).is_none());
+        assert!(refuse(&request("OPTIONS", "<sip:a@192.0.2.1>;tag=a")).is_none());
+        let answer = refuse(&invite("new", "")).expect("a new call is refused");
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("SIP/2.0 503 "), "{answer}");
+        assert!(answer.contains("Retry-After: 1\r\n"), "{answer}");
+        assert!(answer.contains("Call-ID: new\r\n"), "{answer}");
+        assert!(answer.contains(";tag=shed"), "a To tag: {answer}");
+        assert!(answer.contains("gateway is behind"), "{answer}");
+        // Caught up: the same new call is admitted.
+        edge.gauge.fired(2);
+        edge.gauge.armed(1_000_000);
+        assert!(
+            edge.refusal_at(&inner, &invite("new", ""), 1_000_001)
+                .is_none()
+        );
     }
 
     /// RFC 3261 §8.1.1.3: a request without a From tag is refused with a 400 that says

@@ -445,8 +445,7 @@ async fn t2_t5_a_change_through_one_process_routes_calls_of_the_other() {
     let url = server.create_database("call_setup_two_processes").await;
     let a = TestApp::spawn_for_sipp_with(|config| config.database_url = url.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        leadline::Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mut config = crate::helpers::test_config(dir.path());
     config.database_url = url;
     config.sip_domain = "leadline.test".to_owned();
     let b = leadline::App::start(config)

@@ -6,6 +6,15 @@ use leadline::{App, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// The defaults, except that new calls are never refused for runtime lag: a debug build
+/// sharing two cores with other test binaries lags past any bound now and then, and a
+/// test must not depend on timing. `sip_overload` turns it on where it is the subject.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::for_data_dir(data_dir, SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.sip_shed_lag = std::time::Duration::ZERO;
+    config
+}
+
 pub struct TestApp {
     pub app: Option<App>,
     pub base: String,
@@ -19,7 +28,7 @@ impl TestApp {
     /// A gateway on the embedded default (SQLite in a temp data dir).
     pub async fn spawn() -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        let config = test_config(dir.path());
         Self::start(config, dir).await
     }
 
@@ -27,7 +36,7 @@ impl TestApp {
     /// and answers MD5 only.
     pub async fn spawn_for_sipp() -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut config = test_config(dir.path());
         config.sip_digest = vec![
             leadline::sip::digest::Algorithm::Md5,
             leadline::sip::digest::Algorithm::Sha256,
@@ -40,7 +49,7 @@ impl TestApp {
     /// gets the temp data dir (for files such as SIP profiles).
     pub async fn spawn_with(configure: impl FnOnce(&mut Config, &std::path::Path)) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut config = test_config(dir.path());
         configure(&mut config, dir.path());
         Self::start(config, dir).await
     }
@@ -48,7 +57,7 @@ impl TestApp {
     /// [`TestApp::spawn_for_sipp`] with more settings changed; also where its data lives.
     pub async fn spawn_for_sipp_with(change: impl FnOnce(&mut Config)) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut config = test_config(dir.path());
         config.sip_digest = vec![
             leadline::sip::digest::Algorithm::Md5,
             leadline::sip::digest::Algorithm::Sha256,
@@ -70,7 +79,7 @@ impl TestApp {
     /// A gateway on the given database URL (PostgreSQL tests).
     pub async fn spawn_with_database(url: &str) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = Config::for_data_dir(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0)));
+        let mut config = test_config(dir.path());
         config.database_url = url.to_owned();
         Self::start(config, dir).await
     }

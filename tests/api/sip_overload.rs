@@ -1,6 +1,8 @@
 //! Overload is refused early: past `max_calls_in_setup` a carrier's new INVITE gets 503
 //! with Retry-After before any lookup (so no call log entry), the calls admitted finish
-//! normally, and new calls are admitted again once they have their answers. The carrier
+//! normally, and new calls are admitted again once they have their answers. While the
+//! gateway is behind, the receive loop refuses new calls the same way before they are
+//! queued, and lets every other request through. The carrier
 //! and the agent's phone are raw UDP sockets here, so the test decides exactly when each
 //! call leaves set-up.
 
@@ -216,6 +218,35 @@ impl Carrier {
         }
     }
 
+    /// A BYE in a dialog nobody has (a To tag of ours that was never given out) and its
+    /// answer.
+    async fn stray_bye(&self, call_id: &str, caller: &str) -> String {
+        let text = format!(
+            "BYE sip:{NUMBER}@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-bye-{call_id}\r\n\
+             {dialog}To: <sip:{NUMBER}@{gw}>;tag=nobody\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            gw = self.gateway,
+            local = self.local,
+            dialog = self.dialog_lines(call_id, caller),
+        );
+        self.socket
+            .send_to(text.as_bytes(), self.gateway)
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + ANSWER;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, _) = tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("the BYE of {call_id} answered within the deadline"))
+                .unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if value(&text, "Call-ID") == call_id && value(&text, "CSeq") == "2 BYE" {
+                return text;
+            }
+        }
+    }
+
     /// ACK of a final answer (a 2xx gets its own transaction, anything else shares the
     /// INVITE's branch), then for a 2xx a BYE whose 200 is awaited.
     async fn ack_and_hang_up(&self, call_id: &str, caller: &str, answer: &str) {
@@ -359,5 +390,72 @@ async fn past_the_bound_a_new_call_gets_503_and_admitted_calls_finish_then_new_o
     assert_eq!(refusals.len(), 1, "{metrics}");
     assert!(refusals[0].contains("status=\"503\""), "{refusals:?}");
     assert!(refusals[0].ends_with(" 1"), "{refusals:?}");
+    app.stop().await;
+}
+
+/// While the gateway is behind, the receive loop answers a new call with a stateless 503
+/// (Retry-After, a To tag, the reason) before the transaction layer: nothing is queued,
+/// nothing logged. Everything else passes: the phone's REGISTER, an in-dialog BYE (481
+/// from the dialog layer, not 503), OPTIONS. "Behind" is forced by a lag bound of 1 µs,
+/// which every sample of the runtime's lag exceeds; the shedding rule's own thresholds
+/// are unit-tested in `admission::shed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_new_call_is_refused_before_it_is_queued_and_other_requests_pass() {
+    let app =
+        TestApp::spawn_for_sipp_with(|config| config.sip_shed_lag = Duration::from_micros(1)).await;
+    line(&app, 30).await;
+    // REGISTER is never shed at the edge.
+    let _registered = Phone::register(&app, "101", "pw-101-secret").await;
+    crate::common::wait_until(ANSWER, "the first lag sample", || async {
+        app.metrics()
+            .await?
+            .lines()
+            .any(|l| {
+                l.strip_prefix("leadline_sip_runtime_lag_seconds ")
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v > 0.0)
+            })
+            .then_some(())
+    })
+    .await;
+    let carrier = Carrier::new(app.sip_addr()).await;
+
+    carrier.invite("behind-a", "+4917611110011").await;
+    let refused = carrier.final_answer("behind-a").await;
+    assert!(refused.starts_with("SIP/2.0 503"), "{refused}");
+    assert_eq!(value(&refused, "Retry-After"), "1", "{refused}");
+    assert!(
+        value(&refused, "Warning").contains("the gateway is behind"),
+        "{refused}"
+    );
+    assert!(
+        to_tag(&refused).is_some(),
+        "a final answer has a To tag: {refused}"
+    );
+    carrier
+        .ack_and_hang_up("behind-a", "+4917611110011", &refused)
+        .await;
+
+    let bye = carrier.stray_bye("behind-b", "+4917611110012").await;
+    assert!(
+        bye.starts_with("SIP/2.0 481"),
+        "in-dialog requests pass: {bye}"
+    );
+
+    let metrics = app.metrics().await.unwrap_or_default();
+    let behind: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("leadline_sip_refused_total") && l.contains("\"behind\""))
+        .collect();
+    assert_eq!(behind.len(), 1, "{metrics}");
+    assert!(behind[0].contains("status=\"503\""), "{behind:?}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("leadline_sip_calls_in_setup ") && l.ends_with(" 0"))
+            || !metrics.contains("leadline_sip_calls_in_setup "),
+        "the refused call was never admitted: {metrics}"
+    );
+    assert!(calls(&app).await.is_empty(), "nothing reaches the call log");
     app.stop().await;
 }
