@@ -49,7 +49,7 @@ struct Cli {
     #[arg(long, global = true, env = "LEADLINE_MAX_CALLS_IN_SETUP")]
     max_calls_in_setup: Option<usize>,
     /// Milliseconds of runtime lag past which new calls get 503 with Retry-After in the
-    /// receive loop, before they are queued; 0 turns it off (default 40).
+    /// receive loop, before they are queued; 0 turns it off (default 100).
     #[arg(long, global = true, env = "LEADLINE_SIP_SHED_LAG_MS")]
     sip_shed_lag_ms: Option<u64>,
     /// REGISTERs handled at once; past it 503 with Retry-After (default 128).
