@@ -129,14 +129,17 @@ impl EndpointHandle {
             }
         };
         let _ = stream.set_nodelay(true);
+        let rules = StreamRules {
+            limits: self.tcp_limits,
+            edge: self.edge.clone(),
+        };
         start_tcp_flow(
             self.inner.clone(),
             stream,
-            self.tcp_limits,
+            rules,
             peer,
             tcp_addr(self.local),
             self.connections.clone(),
-            self.edge.clone(),
             &self.cancel,
         )
         .map_err(connect_error)
@@ -569,14 +572,17 @@ async fn tcp_accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let rules = StreamRules {
+            limits,
+            edge: edge.clone(),
+        };
         if let Err(err) = start_tcp_flow(
             inner.clone(),
             stream,
-            limits,
+            rules,
             peer,
             local.clone(),
             connections.clone(),
-            edge.clone(),
             &cancel,
         ) {
             tracing::debug!(%peer, %err, "cannot wrap TCP connection");
@@ -584,16 +590,22 @@ async fn tcp_accept_loop(
     }
 }
 
+/// What a TCP connection's reader applies to what it reads: the message limits and the
+/// edge's shedding of new calls.
+struct StreamRules {
+    limits: Limits,
+    edge: EdgeShedding,
+}
+
 /// Registers a connected stream in `connections` and starts its receive loop; the one
 /// path for accepted and for outgoing connections.
 fn start_tcp_flow(
     inner: Arc<EndpointInner>,
     stream: TcpStream,
-    limits: Limits,
+    rules: StreamRules,
     peer: SocketAddr,
     local: SipAddr,
     connections: Connections,
-    edge: EdgeShedding,
     cancel: &CancellationToken,
 ) -> std::io::Result<TcpFlow> {
     static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
@@ -612,11 +624,10 @@ fn start_tcp_flow(
     tokio::spawn(tcp_connection_loop(
         inner,
         conn,
-        limits,
+        rules,
         flow.clone(),
         peer,
         connections,
-        edge,
         cancel.child_token(),
     ));
     Ok(flow)
@@ -625,13 +636,13 @@ fn start_tcp_flow(
 async fn tcp_connection_loop(
     inner: Arc<EndpointInner>,
     conn: TcpConnection,
-    limits: Limits,
+    rules: StreamRules,
     flow: TcpFlow,
     peer: SocketAddr,
     connections: Connections,
-    edge: EdgeShedding,
     cancel: CancellationToken,
 ) {
+    let StreamRules { limits, edge } = rules;
     let sip_conn = flow.connection.clone();
     let from = SipAddr {
         r#type: Some(Transport::Tcp),
