@@ -8,7 +8,7 @@ use super::entities::Tx;
 
 /// One bound value. Stored values are text and integers (portable schema), and the raw
 /// bytes of the mail store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cell {
     Text(Option<String>),
     Int(Option<i64>),
