@@ -7,10 +7,11 @@
 //! that loses a race or fails is rolled back and each job is replayed alone, so one bad
 //! event never fails its neighbours.
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Connection as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
+use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes, apply_intakes_sqlite};
+use super::script::{SQLITE, rollback_sqlite};
 use super::{Result, StoreError, now_ms};
 
 /// The most jobs in one transaction.
@@ -101,7 +102,16 @@ async fn single(pool: &AnyPool, job: IntakeJob) -> Reply {
 
 /// One transaction: commit what was applied, roll back a lost race.
 async fn apply(pool: &AnyPool, jobs: &[IntakeJob]) -> Result<BatchOutcome> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    if conn.backend_name() == SQLITE {
+        // The transaction is opened and committed inside (see `apply_intakes_sqlite`).
+        let outcome = apply_intakes_sqlite(&mut conn, jobs, now_ms()).await;
+        if !matches!(outcome, Ok(BatchOutcome::Done(_))) {
+            rollback_sqlite(&mut conn).await;
+        }
+        return outcome;
+    }
+    let mut tx = conn.begin().await?;
     let outcome = apply_intakes(&mut tx, jobs, now_ms()).await?;
     match outcome {
         BatchOutcome::Done(_) => tx.commit().await?,

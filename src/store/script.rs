@@ -40,14 +40,23 @@ impl Stmt {
         self
     }
 
-    /// Runs it alone.
-    pub async fn execute(self, conn: &mut AnyConnection) -> Result<u64> {
+    fn query(self) -> Query<'static, Any, AnyArguments> {
         // Assembled from constant SQL only; values are bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(self.sql));
         for cell in self.args {
             query = bind_cell(query, cell);
         }
-        Ok(query.execute(conn).await?.rows_affected())
+        query
+    }
+
+    /// Runs it alone.
+    pub async fn execute(self, conn: &mut AnyConnection) -> Result<u64> {
+        Ok(self.query().execute(conn).await?.rows_affected())
+    }
+
+    /// Runs it alone and gives its rows.
+    pub async fn fetch_all(self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>> {
+        Ok(self.query().fetch_all(conn).await?)
     }
 }
 
@@ -107,10 +116,9 @@ fn renumber(sql: &str, offset: usize) -> String {
 /// Runs a SQLite command of several statements and gives the rows of each statement, in
 /// order (one list per statement, empty for those that return none). One round trip.
 pub(crate) async fn run_sqlite(conn: &mut AnyConnection, script: Stmt) -> Result<Vec<Vec<AnyRow>>> {
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(script.sql)).persistent(false);
-    for cell in script.args {
-        query = bind_cell(query, cell);
-    }
+    // Not kept prepared: the text changes with every batch's size and would push the
+    // statements that repeat out of the cache.
+    let query = script.query().persistent(false);
     let mut results = vec![Vec::new()];
     let mut stream = conn.fetch_many(query);
     while let Some(step) = stream.try_next().await? {
@@ -147,7 +155,9 @@ mod tests {
     #[test]
     fn joined_statements_bind_each_value_once_in_order() {
         let script = joined(vec![
-            Stmt::new("UPDATE a SET x = $2 WHERE id = $1").bind("a1").bind(1i64),
+            Stmt::new("UPDATE a SET x = $2 WHERE id = $1")
+                .bind("a1")
+                .bind(1i64),
             Stmt::new("UPDATE b SET y = $1 WHERE y IS NULL OR y = $1").bind("b1"),
             Stmt::new("COMMIT"),
         ]);

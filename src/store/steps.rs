@@ -165,10 +165,13 @@ async fn apply(pool: &AnyPool, config: &ConfigSnapshot, jobs: &[StepJob]) -> Res
     let events = if ids.is_empty() {
         Vec::new()
     } else {
-        sqlx::query(dynamic_sql!("{EVENTS_OF_CALLS} ({}) {EVENTS_ORDER}", placeholders(1, ids.len())))
-            .bind_all(&ids)
-            .fetch_all(&mut *tx)
-            .await?
+        sqlx::query(dynamic_sql!(
+            "{EVENTS_OF_CALLS} ({}) {EVENTS_ORDER}",
+            placeholders(1, ids.len())
+        ))
+        .bind_all(&ids)
+        .fetch_all(&mut *tx)
+        .await?
     };
     let mut read = Read::from_rows(&calls, &events)?;
     // Which events are new, as the database has it: a concurrent intake of the same
@@ -182,7 +185,11 @@ async fn apply(pool: &AnyPool, config: &ConfigSnapshot, jobs: &[StepJob]) -> Res
         );
         let now = now_ms();
         for (call_id, event) in &wanted {
-            rows.push(vec![call_id.clone().into(), event.clone().into(), now.into()]);
+            rows.push(vec![
+                call_id.clone().into(),
+                event.clone().into(),
+                now.into(),
+            ]);
         }
         let inserted = rows
             .write(&mut tx)
@@ -322,9 +329,13 @@ impl Read {
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             results.push(match job {
-                StepJob::Event(event) => {
-                    Ok(StepDone::Event(self.event(config, event, insert_events, now, &mut stmts)?))
-                }
+                StepJob::Event(event) => Ok(StepDone::Event(self.event(
+                    config,
+                    event,
+                    insert_events,
+                    now,
+                    &mut stmts,
+                )?)),
                 StepJob::Legs { call_id, legs } => {
                     if let Some(call) = self.calls.get_mut(call_id) {
                         call.legs = serde_json::from_str(legs)
@@ -383,11 +394,7 @@ impl Read {
         stmts.extend(plan_advance(config, call, event));
         // This event's own row has no answer yet: it repeats the call's first one, and
         // is the first one itself if the call had none.
-        let answer = self
-            .first
-            .entry(event.call_id.clone())
-            .or_default()
-            .clone();
+        let answer = self.first.entry(event.call_id.clone()).or_default().clone();
         let text = serde_json::to_string(&answer)
             .map_err(|e| StoreError::Corrupt(format!("event answer: {e}")))?;
         stmts.push(
@@ -441,7 +448,10 @@ fn plan_media(
                  WHERE id = $1",
             )
             .bind(activity.as_str())
-            .bind(format!("Call back: voicemail ({seconds} s) from {}", call.from)),
+            .bind(format!(
+                "Call back: voicemail ({seconds} s) from {}",
+                call.from
+            )),
         );
     }
     stmts
