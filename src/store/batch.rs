@@ -20,7 +20,7 @@ const MAX_BATCH: usize = 256;
 const QUEUE_DEPTH: usize = 4_096;
 
 /// `None`: the job lost a race and should be retried with a fresh look.
-type Reply = Result<Option<JobResult>>;
+pub(super) type Reply = Result<Option<JobResult>>;
 
 struct Submission {
     job: IntakeJob,
@@ -63,33 +63,29 @@ async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Submission>) {
         metrics::histogram!("leadline_intake_batch_size").record(batch.len() as f64);
         let (jobs, replies): (Vec<IntakeJob>, Vec<oneshot::Sender<Reply>>) =
             batch.drain(..).map(|s| (s.job, s.reply)).unzip();
-        match apply(&pool, &jobs).await {
-            Ok(BatchOutcome::Done(results)) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    // The requester may have gone (client disconnected): nothing to do.
-                    let _ = reply.send(Ok(Some(result)));
-                }
-            }
-            Ok(BatchOutcome::LostRace) if jobs.len() == 1 => {
-                send_first(replies, Ok(None));
-            }
-            Err(err) if jobs.len() == 1 => {
-                send_first(replies, Err(err));
-            }
-            Ok(BatchOutcome::LostRace) | Err(_) => {
-                tracing::debug!(jobs = jobs.len(), "batch replayed job by job");
-                metrics::counter!("leadline_intake_batch_replays_total").increment(1);
-                for (job, reply) in jobs.into_iter().zip(replies) {
-                    let _ = reply.send(single(&pool, job).await);
-                }
-            }
+        for (reply, result) in replies.into_iter().zip(settle(&pool, jobs).await) {
+            // The requester may have gone (client disconnected): nothing to do.
+            let _ = reply.send(result);
         }
     }
 }
 
-fn send_first(replies: Vec<oneshot::Sender<Reply>>, reply: Reply) {
-    if let Some(first) = replies.into_iter().next() {
-        let _ = first.send(reply);
+/// Applies a batch and answers each job: a batch that loses a race or fails is replayed
+/// one job at a time, so one bad event never fails its neighbours.
+pub(super) async fn settle(pool: &AnyPool, jobs: Vec<IntakeJob>) -> Vec<Reply> {
+    match apply(pool, &jobs).await {
+        Ok(BatchOutcome::Done(results)) => results.into_iter().map(|r| Ok(Some(r))).collect(),
+        Ok(BatchOutcome::LostRace) if jobs.len() == 1 => vec![Ok(None)],
+        Err(err) if jobs.len() == 1 => vec![Err(err)],
+        Ok(BatchOutcome::LostRace) | Err(_) => {
+            tracing::debug!(jobs = jobs.len(), "batch replayed job by job");
+            metrics::counter!("leadline_intake_batch_replays_total").increment(1);
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                results.push(single(pool, job).await);
+            }
+            results
+        }
     }
 }
 

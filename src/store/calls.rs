@@ -16,7 +16,7 @@ use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
 use super::rows::FilteredPage;
 use super::script::Stmt;
 use super::snapshot::ConfigSnapshot;
-use super::steps::{EventStep, StepDone, StepJob};
+pub use super::steps::{EventStep, StepDone, StepJob};
 use super::{
     Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
 };
@@ -185,6 +185,18 @@ fn concerns_clause(query: &mut FilteredPage, me: &UserId) -> String {
     )
 }
 
+/// What the intake's group commit did with one opening event (tests).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Opening {
+    Fresh(Box<EventOutcome>),
+    /// This (call, event) was applied before.
+    Repeated,
+    /// The call was logged by another of its events meanwhile: the event is retried
+    /// as a later step.
+    LostRace,
+}
+
 /// The most times a decision is retried after losing a race for an identifier (M7) or a
 /// queue turn: each retry sees the winner's commit, so two are always enough.
 const MAX_DECISION_ROUNDS: usize = 3;
@@ -244,6 +256,50 @@ impl Store {
             code: "contention",
             message: "the call event kept losing races with concurrent events; retry it".to_owned(),
         })
+    }
+
+    /// Tests: the steps applied as one batch of the steps' group commit, as if they had
+    /// all been waiting for it together (what a busy gateway does by chance).
+    #[doc(hidden)]
+    pub async fn apply_steps_as_one_batch(
+        &self,
+        steps: Vec<StepJob>,
+    ) -> Result<Vec<Result<StepDone>>> {
+        let snapshot = self.config_snapshot().await?;
+        Ok(super::steps::settle(self.writer(), &snapshot, &steps).await)
+    }
+
+    /// Tests: the calls' opening events applied as one batch of the intake's group
+    /// commit, lost races and failures replayed as the writer does.
+    #[doc(hidden)]
+    pub async fn apply_openings_as_one_batch(
+        &self,
+        events: &[CallEvent],
+    ) -> Result<Vec<Result<Opening>>> {
+        let mut jobs = Vec::with_capacity(events.len());
+        for event in events {
+            let facts = CallFacts {
+                direction: event.direction,
+                customer_raw: match event.direction {
+                    Direction::Incoming => event.from.clone(),
+                    Direction::Outgoing => event.to.clone(),
+                },
+                user: event.user.clone(),
+            };
+            let context = self.intake_context(event, &facts).await?;
+            jobs.push(IntakeJob::new(event.clone(), facts, context));
+        }
+        Ok(super::batch::settle(self.writer(), jobs)
+            .await
+            .into_iter()
+            .map(|result| {
+                result.map(|r| match r {
+                    Some(JobResult::Fresh(outcome)) => Opening::Fresh(outcome),
+                    Some(JobResult::Repeated) => Opening::Repeated,
+                    None => Opening::LostRace,
+                })
+            })
+            .collect())
     }
 
     /// A call whose first event is `answered` or `ended` (the PBX sent no `ringing`):

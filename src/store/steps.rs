@@ -32,7 +32,8 @@ const MAX_BATCH: usize = 256;
 /// Steps waiting for the writer; a full queue makes callers wait (back-pressure).
 const QUEUE_DEPTH: usize = 4_096;
 
-pub(crate) enum StepJob {
+/// One later step of a call.
+pub enum StepJob {
     Event(CallEvent),
     /// The legs as JSON.
     Legs {
@@ -47,12 +48,14 @@ pub(crate) enum StepJob {
     },
 }
 
-pub(crate) enum StepDone {
+#[derive(Debug)]
+pub enum StepDone {
     Event(EventStep),
     Written,
 }
 
-pub(crate) enum EventStep {
+#[derive(Debug)]
+pub enum EventStep {
     Applied(Box<EventOutcome>),
     /// This (call, event) was applied before.
     Repeated,
@@ -60,7 +63,7 @@ pub(crate) enum EventStep {
     NotLogged,
 }
 
-type Reply = Result<StepDone>;
+pub(super) type Reply = Result<StepDone>;
 
 struct Submission {
     job: StepJob,
@@ -105,28 +108,38 @@ async fn run(pool: AnyPool, config: Arc<ConfigCache>, mut receiver: mpsc::Receiv
         let (jobs, replies): (Vec<StepJob>, Vec<oneshot::Sender<Reply>>) =
             batch.drain(..).map(|s| (s.job, s.reply)).unzip();
         let snapshot = config.snapshot();
-        match apply(&pool, &snapshot, &jobs).await {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    // The requester may have gone: nothing to do.
-                    let _ = reply.send(result);
-                }
-            }
-            Err(err) if jobs.len() == 1 => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(err));
-                }
-            }
-            Err(_) => {
-                tracing::debug!(steps = jobs.len(), "step batch replayed one by one");
-                metrics::counter!("leadline_call_step_batch_replays_total").increment(1);
-                for (job, reply) in jobs.iter().zip(replies) {
-                    let result = apply(&pool, &snapshot, std::slice::from_ref(job))
+        for (reply, result) in replies
+            .into_iter()
+            .zip(settle(&pool, &snapshot, &jobs).await)
+        {
+            // The requester may have gone: nothing to do.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Applies a batch and answers each step: a batch that fails is replayed one step at a
+/// time, so a bad step fails alone.
+pub(super) async fn settle(
+    pool: &AnyPool,
+    config: &ConfigSnapshot,
+    jobs: &[StepJob],
+) -> Vec<Reply> {
+    match apply(pool, config, jobs).await {
+        Ok(results) => results,
+        Err(err) if jobs.len() == 1 => vec![Err(err)],
+        Err(_) => {
+            tracing::debug!(steps = jobs.len(), "step batch replayed one by one");
+            metrics::counter!("leadline_call_step_batch_replays_total").increment(1);
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                results.push(
+                    apply(pool, config, std::slice::from_ref(job))
                         .await
-                        .and_then(|mut r| r.pop().unwrap_or(Err(StoreError::Closed)));
-                    let _ = reply.send(result);
-                }
+                        .and_then(|mut r| r.pop().unwrap_or(Err(StoreError::Closed))),
+                );
             }
+            results
         }
     }
 }
