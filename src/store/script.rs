@@ -116,9 +116,9 @@ fn renumber(sql: &str, offset: usize) -> String {
 /// Runs a SQLite command of several statements and gives the rows of each statement, in
 /// order (one list per statement, empty for those that return none). One round trip.
 pub(crate) async fn run_sqlite(conn: &mut AnyConnection, script: Stmt) -> Result<Vec<Vec<AnyRow>>> {
-    // Not kept prepared: the text changes with every batch's size and would push the
-    // statements that repeat out of the cache.
-    let query = script.query().persistent(false);
+    // Kept prepared like any statement: a batch's text depends on its size and kinds of
+    // rows, and the few sizes of a steady load repeat.
+    let query = script.query();
     let mut results = vec![Vec::new()];
     let mut stream = conn.fetch_many(query);
     while let Some(step) = stream.try_next().await? {
