@@ -526,7 +526,9 @@ pub(crate) async fn apply_intakes_sqlite(
         outcomes,
     } = plan_writes(jobs, &plans, &names, now);
     let mut writes = Vec::new();
-    for rows in [events, claims, calls] {
+    // No conflict is possible under the lock; were there one, the error fails the batch
+    // (replayed job by job) rather than a claim or call row being skipped.
+    for rows in [events, claims.with_suffix(""), calls.with_suffix("")] {
         writes.extend(rows.into_stmts(false));
     }
     let mut turns: Vec<(QueueId, i64)> = turns.into_iter().collect();

@@ -88,6 +88,13 @@ impl Rows {
         self.rows.push(row);
     }
 
+    /// The same rows with another suffix: on SQLite under the write lock, what a
+    /// `RETURNING` would tell is known before, and each row it returns is one more
+    /// message from the connection's thread.
+    pub fn with_suffix(self, suffix: &'static str) -> Self {
+        Self { suffix, ..self }
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }
