@@ -7,10 +7,11 @@
 //! that loses a race or fails is rolled back and each job is replayed alone, so one bad
 //! event never fails its neighbours.
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Connection as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
+use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes, apply_intakes_sqlite};
+use super::script::{SQLITE, rollback_sqlite};
 use super::{Result, StoreError, now_ms};
 
 /// The most jobs in one transaction.
@@ -19,7 +20,7 @@ const MAX_BATCH: usize = 256;
 const QUEUE_DEPTH: usize = 4_096;
 
 /// `None`: the job lost a race and should be retried with a fresh look.
-type Reply = Result<Option<JobResult>>;
+pub(super) type Reply = Result<Option<JobResult>>;
 
 struct Submission {
     job: IntakeJob,
@@ -62,33 +63,29 @@ async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Submission>) {
         metrics::histogram!("leadline_intake_batch_size").record(batch.len() as f64);
         let (jobs, replies): (Vec<IntakeJob>, Vec<oneshot::Sender<Reply>>) =
             batch.drain(..).map(|s| (s.job, s.reply)).unzip();
-        match apply(&pool, &jobs).await {
-            Ok(BatchOutcome::Done(results)) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    // The requester may have gone (client disconnected): nothing to do.
-                    let _ = reply.send(Ok(Some(result)));
-                }
-            }
-            Ok(BatchOutcome::LostRace) if jobs.len() == 1 => {
-                send_first(replies, Ok(None));
-            }
-            Err(err) if jobs.len() == 1 => {
-                send_first(replies, Err(err));
-            }
-            Ok(BatchOutcome::LostRace) | Err(_) => {
-                tracing::debug!(jobs = jobs.len(), "batch replayed job by job");
-                metrics::counter!("leadline_intake_batch_replays_total").increment(1);
-                for (job, reply) in jobs.into_iter().zip(replies) {
-                    let _ = reply.send(single(&pool, job).await);
-                }
-            }
+        for (reply, result) in replies.into_iter().zip(settle(&pool, jobs).await) {
+            // The requester may have gone (client disconnected): nothing to do.
+            let _ = reply.send(result);
         }
     }
 }
 
-fn send_first(replies: Vec<oneshot::Sender<Reply>>, reply: Reply) {
-    if let Some(first) = replies.into_iter().next() {
-        let _ = first.send(reply);
+/// Applies a batch and answers each job: a batch that loses a race or fails is replayed
+/// one job at a time, so one bad event never fails its neighbours.
+pub(super) async fn settle(pool: &AnyPool, jobs: Vec<IntakeJob>) -> Vec<Reply> {
+    match apply(pool, &jobs).await {
+        Ok(BatchOutcome::Done(results)) => results.into_iter().map(|r| Ok(Some(r))).collect(),
+        Ok(BatchOutcome::LostRace) if jobs.len() == 1 => vec![Ok(None)],
+        Err(err) if jobs.len() == 1 => vec![Err(err)],
+        Ok(BatchOutcome::LostRace) | Err(_) => {
+            tracing::debug!(jobs = jobs.len(), "batch replayed job by job");
+            metrics::counter!("leadline_intake_batch_replays_total").increment(1);
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                results.push(single(pool, job).await);
+            }
+            results
+        }
     }
 }
 
@@ -101,7 +98,16 @@ async fn single(pool: &AnyPool, job: IntakeJob) -> Reply {
 
 /// One transaction: commit what was applied, roll back a lost race.
 async fn apply(pool: &AnyPool, jobs: &[IntakeJob]) -> Result<BatchOutcome> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    if conn.backend_name() == SQLITE {
+        // The transaction is opened and committed inside (see `apply_intakes_sqlite`).
+        let outcome = apply_intakes_sqlite(&mut conn, jobs, now_ms()).await;
+        if !matches!(outcome, Ok(BatchOutcome::Done(_))) {
+            rollback_sqlite(&mut conn).await;
+        }
+        return outcome;
+    }
+    let mut tx = conn.begin().await?;
     let outcome = apply_intakes(&mut tx, jobs, now_ms()).await?;
     match outcome {
         BatchOutcome::Done(_) => tx.commit().await?,

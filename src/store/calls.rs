@@ -14,8 +14,9 @@ use super::activities::{activity_subject, insert_call_activity};
 use super::entities::{NewEntity, Tx, claim_identifier, insert_entity, table};
 use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
 use super::rows::FilteredPage;
+use super::script::Stmt;
 use super::snapshot::ConfigSnapshot;
-use super::steps::{EventStep, StepDone, StepJob};
+pub use super::steps::{EventStep, StepDone, StepJob};
 use super::{
     Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
 };
@@ -184,6 +185,18 @@ fn concerns_clause(query: &mut FilteredPage, me: &UserId) -> String {
     )
 }
 
+/// What the intake's group commit did with one opening event (tests).
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Opening {
+    Fresh(Box<EventOutcome>),
+    /// This (call, event) was applied before.
+    Repeated,
+    /// The call was logged by another of its events meanwhile: the event is retried
+    /// as a later step.
+    LostRace,
+}
+
 /// The most times a decision is retried after losing a race for an identifier (M7) or a
 /// queue turn: each retry sees the winner's commit, so two are always enough.
 const MAX_DECISION_ROUNDS: usize = 3;
@@ -243,6 +256,50 @@ impl Store {
             code: "contention",
             message: "the call event kept losing races with concurrent events; retry it".to_owned(),
         })
+    }
+
+    /// Tests: the steps applied as one batch of the steps' group commit, as if they had
+    /// all been waiting for it together (what a busy gateway does by chance).
+    #[doc(hidden)]
+    pub async fn apply_steps_as_one_batch(
+        &self,
+        steps: Vec<StepJob>,
+    ) -> Result<Vec<Result<StepDone>>> {
+        let snapshot = self.config_snapshot().await?;
+        Ok(super::steps::settle(self.writer(), &snapshot, &steps).await)
+    }
+
+    /// Tests: the calls' opening events applied as one batch of the intake's group
+    /// commit, lost races and failures replayed as the writer does.
+    #[doc(hidden)]
+    pub async fn apply_openings_as_one_batch(
+        &self,
+        events: &[CallEvent],
+    ) -> Result<Vec<Result<Opening>>> {
+        let mut jobs = Vec::with_capacity(events.len());
+        for event in events {
+            let facts = CallFacts {
+                direction: event.direction,
+                customer_raw: match event.direction {
+                    Direction::Incoming => event.from.clone(),
+                    Direction::Outgoing => event.to.clone(),
+                },
+                user: event.user.clone(),
+            };
+            let context = self.intake_context(event, &facts).await?;
+            jobs.push(IntakeJob::new(event.clone(), facts, context));
+        }
+        Ok(super::batch::settle(self.writer(), jobs)
+            .await
+            .into_iter()
+            .map(|result| {
+                result.map(|r| match r {
+                    Some(JobResult::Fresh(outcome)) => Opening::Fresh(outcome),
+                    Some(JobResult::Repeated) => Opening::Repeated,
+                    None => Opening::LostRace,
+                })
+            })
+            .collect())
     }
 
     /// A call whose first event is `answered` or `ended` (the PBX sent no `ringing`):
@@ -322,7 +379,10 @@ impl Store {
             outcome: None,
             at,
         };
-        reassign_on_transfer(&mut tx, &self.cache().snapshot(), &call, &event).await?;
+        let mut call = call;
+        for stmt in reassign_on_transfer(&self.cache().snapshot(), &mut call, &event) {
+            stmt.execute(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -558,158 +618,163 @@ pub(super) async fn advance_call(
     call: &CallRecord,
     event: &CallEvent,
 ) -> Result<()> {
+    let mut after = call.clone();
+    for stmt in plan_advance(config, &mut after, event) {
+        stmt.execute(tx).await?;
+    }
+    Ok(())
+}
+
+/// The writes of `answered` / `ended` on a call in the log, in the order they run, and
+/// what they do to its row (`call` becomes the row as it reads after them). Pure: the
+/// steps' group commit plans a whole batch with it and sends the statements at once.
+pub(super) fn plan_advance(
+    config: &ConfigSnapshot,
+    call: &mut CallRecord,
+    event: &CallEvent,
+) -> Vec<Stmt> {
+    let before = call.clone();
+    let mut stmts = Vec::new();
     match event.event {
-        CallEventKind::Ringing => Ok(()),
+        CallEventKind::Ringing => {}
         CallEventKind::Answered => {
-            sqlx::query(
-                "UPDATE calls SET answered_at = COALESCE(answered_at, $2), \
-                 answered_by = COALESCE($3, answered_by) WHERE id = $1",
-            )
-            .bind(call.id.as_str())
-            .bind(event.at)
-            .bind(event.user.as_ref().map(UserId::as_str))
-            .execute(&mut **tx)
-            .await?;
-            if call.ended_at.is_some() && call.outcome == Some(CallOutcome::Missed) {
+            stmts.push(
+                Stmt::new(
+                    "UPDATE calls SET answered_at = COALESCE(answered_at, $2), \
+                     answered_by = COALESCE($3, answered_by) WHERE id = $1",
+                )
+                .bind(before.id.as_str())
+                .bind(event.at)
+                .bind(event.user.as_ref().map(ToString::to_string)),
+            );
+            call.answered_at.get_or_insert(event.at);
+            if let Some(user) = &event.user {
+                call.answered_by = Some(user.clone());
+            }
+            if before.ended_at.is_some() && before.outcome == Some(CallOutcome::Missed) {
                 // `ended` overtook `answered` (PBXs send from several threads): the
                 // call was answered after all, so it is no call-back task.
-                sqlx::query("UPDATE calls SET outcome = 'answered' WHERE id = $1")
-                    .bind(call.id.as_str())
-                    .execute(&mut **tx)
-                    .await?;
-                if let Some(activity) = &call.activity {
+                stmts.push(
+                    Stmt::new("UPDATE calls SET outcome = 'answered' WHERE id = $1")
+                        .bind(before.id.as_str()),
+                );
+                call.outcome = Some(CallOutcome::Answered);
+                if let Some(activity) = &before.activity {
                     let subject = activity_subject(
-                        call.direction,
-                        &call.customer_label(),
+                        before.direction,
+                        &before.customer_label(),
                         Some(CallOutcome::Answered),
                     );
-                    sqlx::query(
-                        "UPDATE activities SET completed = 1, completed_at = $2, subject = $3 \
-                         WHERE id = $1",
-                    )
-                    .bind(activity.as_str())
-                    .bind(call.ended_at)
-                    .bind(subject)
-                    .execute(&mut **tx)
-                    .await?;
+                    stmts.push(
+                        Stmt::new(
+                            "UPDATE activities SET completed = 1, completed_at = $2, \
+                             subject = $3 WHERE id = $1",
+                        )
+                        .bind(activity.as_str())
+                        .bind(before.ended_at)
+                        .bind(subject),
+                    );
                 }
             }
-            close_call_backs(tx, call, event.at).await?;
-            reassign_on_transfer(tx, config, call, event).await
+            stmts.extend(close_call_backs(&before, event.at));
+            stmts.extend(reassign_on_transfer(config, call, event));
         }
         CallEventKind::Ended => {
-            let answered = call.answered_at.is_some();
+            let answered = before.answered_at.is_some();
             let outcome = event.outcome.unwrap_or(if answered {
                 CallOutcome::Answered
             } else {
                 CallOutcome::Missed
             });
-            sqlx::query(
-                "UPDATE calls SET ended_at = COALESCE(ended_at, $2), outcome = $3 WHERE id = $1",
-            )
-            .bind(call.id.as_str())
-            .bind(event.at)
-            .bind(outcome.as_str())
-            .execute(&mut **tx)
-            .await?;
-            if let Some(activity) = &call.activity {
-                // T13: a missed incoming call stays open as "call back".
-                let completed = call_completes_activity(call.direction, outcome);
-                let subject =
-                    activity_subject(call.direction, &call.customer_label(), Some(outcome));
-                sqlx::query(
-                    "UPDATE activities SET completed = $2, completed_at = $3, subject = $4 \
+            stmts.push(
+                Stmt::new(
+                    "UPDATE calls SET ended_at = COALESCE(ended_at, $2), outcome = $3 \
                      WHERE id = $1",
                 )
-                .bind(activity.as_str())
-                .bind(i64::from(completed))
-                .bind(completed.then_some(event.at))
-                .bind(subject)
-                .execute(&mut **tx)
-                .await?;
+                .bind(before.id.as_str())
+                .bind(event.at)
+                .bind(outcome.as_str()),
+            );
+            call.ended_at.get_or_insert(event.at);
+            call.outcome = Some(outcome);
+            if let Some(activity) = &before.activity {
+                // T13: a missed incoming call stays open as "call back".
+                let completed = call_completes_activity(before.direction, outcome);
+                let subject =
+                    activity_subject(before.direction, &before.customer_label(), Some(outcome));
+                stmts.push(
+                    Stmt::new(
+                        "UPDATE activities SET completed = $2, completed_at = $3, \
+                         subject = $4 WHERE id = $1",
+                    )
+                    .bind(activity.as_str())
+                    .bind(i64::from(completed))
+                    .bind(completed.then_some(event.at))
+                    .bind(subject),
+                );
             }
-            Ok(())
         }
     }
+    stmts
 }
 
 /// A customer who is called back, or calls again and is answered,
 /// has been reached: the open "call back" activities of their earlier unanswered
 /// calls are completed.
-async fn close_call_backs(tx: &mut Tx<'_>, call: &CallRecord, at: Millis) -> Result<()> {
-    let Some(customer) = &call.customer else {
-        return Ok(());
-    };
-    sqlx::query(
-        "UPDATE activities SET completed = 1, completed_at = $3 \
-         WHERE completed = 0 AND kind = 'call' AND id IN (SELECT activity_id FROM calls \
-         WHERE customer = $1 AND id <> $2 AND activity_id IS NOT NULL \
-         AND answered_at IS NULL)",
+fn close_call_backs(call: &CallRecord, at: Millis) -> Option<Stmt> {
+    let customer = call.customer.as_ref()?;
+    Some(
+        Stmt::new(
+            "UPDATE activities SET completed = 1, completed_at = $3 \
+             WHERE completed = 0 AND kind = 'call' AND id IN (SELECT activity_id FROM calls \
+             WHERE customer = $1 AND id <> $2 AND activity_id IS NOT NULL \
+             AND answered_at IS NULL)",
+        )
+        .bind(customer.as_str())
+        .bind(call.id.as_str())
+        .bind(at),
     )
-    .bind(customer.as_str())
-    .bind(call.id.as_str())
-    .bind(at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// T10: with "change the responsible person when the call is transferred", whoever
-/// answers a call that created entities becomes their responsible.
-async fn reassign_on_transfer(
-    tx: &mut Tx<'_>,
+/// answers a call that created entities becomes their responsible (and of `call`).
+fn reassign_on_transfer(
     config: &ConfigSnapshot,
-    call: &CallRecord,
+    call: &mut CallRecord,
     event: &CallEvent,
-) -> Result<()> {
+) -> Vec<Stmt> {
     let (Some(user), Some(number)) = (&event.user, &call.number) else {
-        return Ok(());
+        return Vec::new();
     };
     if call.responsible.as_ref() == Some(user) || call.created.is_empty() {
-        return Ok(());
+        return Vec::new();
     }
     let Some(settings) = config.numbers.get(number) else {
-        return Ok(());
+        return Vec::new();
     };
     if !settings.change_responsible_on_transfer {
-        return Ok(());
+        return Vec::new();
     }
-    for entity in &call.created {
-        sqlx::query(dynamic_sql!(
-            "UPDATE {} SET responsible = $2 WHERE id = $1",
-            table(entity.kind)
-        ))
-        .bind(entity.id.as_str())
-        .bind(user.as_str())
-        .execute(&mut **tx)
-        .await?;
-    }
+    let mut stmts: Vec<Stmt> = call
+        .created
+        .iter()
+        .map(|entity| {
+            Stmt::new(format!(
+                "UPDATE {} SET responsible = $2 WHERE id = $1",
+                table(entity.kind)
+            ))
+            .bind(entity.id.as_str())
+            .bind(user.as_str())
+        })
+        .collect();
     for sql in [
         "UPDATE calls SET responsible = $2 WHERE id = $1",
         "UPDATE activities SET responsible = $2 WHERE call_id = $1",
     ] {
-        sqlx::query(sql)
-            .bind(call.id.as_str())
-            .bind(user.as_str())
-            .execute(&mut **tx)
-            .await?;
+        stmts.push(Stmt::new(sql).bind(call.id.as_str()).bind(user.as_str()));
     }
-    Ok(())
-}
-
-pub(super) async fn first_answer(tx: &mut Tx<'_>, call_id: &str) -> Result<EventAnswer> {
-    let row = sqlx::query(
-        "SELECT response FROM call_events WHERE call_id = $1 AND response IS NOT NULL \
-         ORDER BY created_at LIMIT 1",
-    )
-    .bind(call_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    match row {
-        Some(row) => serde_json::from_str(&col::<String>(&row, "response")?)
-            .map_err(|e| StoreError::Corrupt(format!("call_events.response: {e}"))),
-        None => Ok(EventAnswer::default()),
-    }
+    call.responsible = Some(user.clone());
+    stmts
 }
 
 /// Reads a call inside the transaction after taking its row lock. The no-op update
@@ -745,7 +810,7 @@ impl CallRecord {
     }
 }
 
-fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
+pub(super) fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
     let direction: String = col(row, "direction")?;
     let outcome: Option<String> = col(row, "outcome")?;
     let action: String = col(row, "crm_action")?;

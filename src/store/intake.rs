@@ -14,8 +14,9 @@ use std::collections::{HashMap, HashSet};
 
 use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, ShownEntity, StoredMatch};
 use super::entities::{Tx, table};
-use super::matching::{customer_contexts, match_all_named};
+use super::matching::{customer_contexts, match_all_named, match_statement, matched_from_rows};
 use super::rows::{Cell, EntityRows, Rows, placeholders};
+use super::script::{Stmt, joined, run_sqlite};
 use super::{Result, Store, StoreError, col, json_list};
 use crate::crm::intake::{
     CallFacts, CustomerContext, DealTarget, Decision, IntakeInput, NewEntities, NumberSettings,
@@ -27,6 +28,7 @@ use crate::crm::model::{
 };
 use crate::crm::queue::{QueueState, ring_order};
 use crate::matcher::{Candidate, Exclusions, Identifier, MatchOutcome, MatchStatus, resolve};
+use sqlx::AnyConnection;
 
 /// Everything the intake reads, gathered before the write transaction.
 #[derive(Debug, Clone)]
@@ -282,6 +284,272 @@ fn plan_all(
     (plans, turns)
 }
 
+/// The claims of new identifiers a batch's plans make (M7), one row per claim.
+fn claim_rows(jobs: &[IntakeJob], plans: &[Option<Plan>], now: Millis) -> Rows {
+    let mut claims = Rows::new(
+        "identifier_owners",
+        &["value", "entity_kind", "entity_id", "created_at"],
+        "ON CONFLICT (value) DO NOTHING RETURNING value",
+    );
+    for (job, plan) in jobs.iter().zip(plans) {
+        if let (Some(plan), Some(id)) = (plan, &job.ctx.identifier)
+            && let Some(new) = &plan.decision.create
+            && new.claims_identifier()
+        {
+            claims.push(vec![
+                id.key().into(),
+                owner_kind(new).as_str().into(),
+                job.ids.owner.clone().into(),
+                now.into(),
+            ]);
+        }
+    }
+    claims
+}
+
+/// Which jobs are the first of their (call, event) in the batch.
+fn first_of_keys(jobs: &[IntakeJob]) -> Vec<bool> {
+    let mut seen = HashSet::new();
+    jobs.iter()
+        .map(|job| seen.insert((job.event.call_id.as_str(), job.event.event)))
+        .collect()
+}
+
+/// One call, one intake: two fresh opening events of one call in a batch go one at a
+/// time (`false`).
+fn one_intake_per_call(jobs: &[IntakeJob], fresh: &[bool]) -> bool {
+    let mut calls = HashSet::new();
+    jobs.iter()
+        .zip(fresh)
+        .all(|(job, fresh)| !*fresh || calls.insert(job.event.call_id.as_str()))
+}
+
+/// What each fresh job looks like to the planner: its match and its best candidate's
+/// customer context.
+fn looked_jobs(
+    matched: Vec<Option<MatchOutcome>>,
+    fresh: &[bool],
+    customers: &HashMap<EntityRef, CustomerContext>,
+) -> Vec<Option<Looked>> {
+    matched
+        .into_iter()
+        .zip(fresh)
+        .map(|(matched, fresh)| {
+            fresh.then(|| {
+                let customer = matched
+                    .as_ref()
+                    .and_then(|m| m.matches.first())
+                    .and_then(|best| customers.get(&best.entity).cloned())
+                    .unwrap_or_default();
+                Looked { matched, customer }
+            })
+        })
+        .collect()
+}
+
+fn best_candidates(matched: &[Option<MatchOutcome>]) -> Vec<Candidate> {
+    matched
+        .iter()
+        .flatten()
+        .filter_map(|m| m.matches.first().cloned())
+        .collect()
+}
+
+/// [`apply_intakes`] on SQLite, transaction included: one command reads everything the
+/// batch depends on under the write lock (`BEGIN IMMEDIATE`), the plan is made in
+/// memory, and one more command writes it all and commits. So two round trips to the
+/// connection's thread per batch (three when a caller is a known customer: their
+/// company and open deals are read in between) instead of one per statement. Holding
+/// the write lock from the start, what was read stays true until the commit: a claim or
+/// call row the read did not see cannot appear, and a queue's rotation cannot move. On
+/// `LostRace` or an error the transaction is left open: the caller rolls it back.
+pub(crate) async fn apply_intakes_sqlite(
+    conn: &mut AnyConnection,
+    jobs: &[IntakeJob],
+    now: Millis,
+) -> Result<BatchOutcome> {
+    let mut call_ids: Vec<&str> = jobs.iter().map(|j| j.event.call_id.as_str()).collect();
+    call_ids.sort_unstable();
+    call_ids.dedup();
+    let mut identifiers: Vec<Identifier> = Vec::new();
+    {
+        let mut keys = HashSet::new();
+        for id in jobs.iter().filter_map(|j| j.ctx.identifier.as_ref()) {
+            if keys.insert(id.key()) {
+                identifiers.push(id.clone());
+            }
+        }
+    }
+    let mut queue_ids: Vec<&QueueId> = jobs
+        .iter()
+        .filter_map(|j| j.ctx.queue.as_ref().map(|(id, _)| id))
+        .collect();
+    queue_ids.sort();
+    queue_ids.dedup();
+
+    // 1. Every read in one command.
+    let list = placeholders(1, call_ids.len());
+    let with_ids = |sql: String, ids: &[&str]| {
+        ids.iter()
+            .fold(Stmt::new(sql), |stmt, id| stmt.bind(id.to_string()))
+    };
+    let mut reads = vec![
+        Stmt::new("BEGIN IMMEDIATE"),
+        with_ids(
+            format!("SELECT call_id, event FROM call_events WHERE call_id IN ({list})"),
+            &call_ids,
+        ),
+        with_ids(
+            format!("SELECT call_id FROM calls WHERE call_id IN ({list})"),
+            &call_ids,
+        ),
+    ];
+    let match_at = match_statement(&identifiers).map(|stmt| {
+        reads.push(stmt);
+        reads.len() - 1
+    });
+    let keys: Vec<&str> = identifiers.iter().map(Identifier::key).collect();
+    let owners_at = (!keys.is_empty()).then(|| {
+        reads.push(with_ids(
+            format!(
+                "SELECT value FROM identifier_owners WHERE value IN ({})",
+                placeholders(1, keys.len())
+            ),
+            &keys,
+        ));
+        reads.len() - 1
+    });
+    let queues: Vec<&str> = queue_ids.iter().map(|q| q.as_str()).collect();
+    let queues_at = (!queues.is_empty()).then(|| {
+        reads.push(with_ids(
+            format!(
+                "SELECT id, rotation FROM queues WHERE id IN ({})",
+                placeholders(1, queues.len())
+            ),
+            &queues,
+        ));
+        reads.len() - 1
+    });
+    let results = run_sqlite(conn, joined(reads)).await?;
+    let rows = |at: Option<usize>| {
+        at.and_then(|i| results.get(i))
+            .map_or(&[][..], Vec::as_slice)
+    };
+
+    // 2. Idempotency: the first of a (call, event) in the batch is fresh unless stored.
+    let mut stored: HashSet<(String, String)> = HashSet::new();
+    for row in rows(Some(1)) {
+        stored.insert((col(row, "call_id")?, col(row, "event")?));
+    }
+    let first_of_key = first_of_keys(jobs);
+    let fresh: Vec<bool> = jobs
+        .iter()
+        .zip(&first_of_key)
+        .map(|(job, first)| {
+            *first
+                && !stored.contains(&(
+                    job.event.call_id.clone(),
+                    job.event.event.as_str().to_owned(),
+                ))
+        })
+        .collect();
+    if !one_intake_per_call(jobs, &fresh) {
+        return Ok(BatchOutcome::LostRace);
+    }
+    // A call in the log already (opened by another of its events): a lost race, as
+    // the call log's key would have found.
+    let logged: HashSet<String> = rows(Some(2))
+        .iter()
+        .map(|row| col(row, "call_id"))
+        .collect::<Result<_>>()?;
+    if jobs
+        .iter()
+        .zip(&fresh)
+        .any(|(job, fresh)| *fresh && logged.contains(&job.event.call_id))
+    {
+        return Ok(BatchOutcome::LostRace);
+    }
+
+    // 3. Who the customers are (M1-M8).
+    let (outcomes, names) = matched_from_rows(&identifiers, rows(match_at))?;
+    let by_key: HashMap<&str, MatchOutcome> = keys.iter().copied().zip(outcomes).collect();
+    let matched: Vec<Option<MatchOutcome>> = jobs
+        .iter()
+        .zip(&fresh)
+        .map(|(job, fresh)| match (fresh, &job.ctx.identifier) {
+            (true, Some(id)) => by_key.get(id.key()).cloned(),
+            _ => None,
+        })
+        .collect();
+    let bests = best_candidates(&matched);
+    let customers = customer_contexts(conn, &bests).await?;
+    let looked = looked_jobs(matched, &fresh, &customers);
+
+    // 4. Plan with the queues' rotations (T9), which no one else can move now.
+    let mut rotations: HashMap<QueueId, i64> = HashMap::new();
+    for row in rows(queues_at) {
+        rotations.insert(QueueId(col(row, "id")?), col(row, "rotation")?);
+    }
+    let (plans, turns) = plan_all(jobs, &looked, &rotations, now);
+
+    // 5. The claims of new identifiers (M7): one taken already is a lost race.
+    let claims = claim_rows(jobs, &plans, now);
+    let mut owned: HashSet<String> = rows(owners_at)
+        .iter()
+        .map(|row| col(row, "value"))
+        .collect::<Result<_>>()?;
+    for job in jobs.iter().zip(&plans) {
+        if let (job, Some(plan)) = job
+            && let (Some(id), Some(new)) = (&job.ctx.identifier, &plan.decision.create)
+            && new.claims_identifier()
+            && !owned.insert(id.key().to_owned())
+        {
+            return Ok(BatchOutcome::LostRace);
+        }
+    }
+
+    // 6. Every write and the commit in one command.
+    let mut events = Rows::new("call_events", &["call_id", "event", "created_at"], "");
+    for (job, fresh) in jobs.iter().zip(&fresh) {
+        if *fresh {
+            events.push(vec![
+                job.event.call_id.clone().into(),
+                job.event.event.as_str().into(),
+                now.into(),
+            ]);
+        }
+    }
+    let Writes {
+        calls,
+        rest,
+        touched,
+        outcomes,
+    } = plan_writes(jobs, &plans, &names, now);
+    let mut writes = Vec::new();
+    // No conflict is possible under the lock; were there one, the error fails the batch
+    // (replayed job by job) rather than a claim or call row being skipped.
+    for rows in [events, claims.with_suffix(""), calls.with_suffix("")] {
+        writes.extend(rows.into_stmts(false));
+    }
+    let mut turns: Vec<(QueueId, i64)> = turns.into_iter().collect();
+    turns.sort();
+    for (queue, count) in turns {
+        writes.push(
+            Stmt::new("UPDATE queues SET rotation = rotation + $2 WHERE id = $1")
+                .bind(queue.as_str())
+                .bind(count),
+        );
+    }
+    for rows in rest {
+        writes.extend(rows.into_stmts(false));
+    }
+    writes.extend(touched_stmts(&touched, now));
+    writes.extend(answers_stmt(jobs, &outcomes)?);
+    writes.push(Stmt::new("COMMIT"));
+    run_sqlite(conn, joined(writes)).await?;
+    Ok(BatchOutcome::Done(job_results(outcomes)))
+}
+
 /// Applies the opening events of calls inside `tx`.
 pub(crate) async fn apply_intakes(
     tx: &mut Tx<'_>,
@@ -289,18 +557,14 @@ pub(crate) async fn apply_intakes(
     now: Millis,
 ) -> Result<BatchOutcome> {
     // 1. Idempotency: one row per (call, event); the first in the batch wins a duplicate.
-    let mut seen = HashSet::new();
-    let mut first_of_key = Vec::with_capacity(jobs.len());
+    let first_of_key = first_of_keys(jobs);
     let mut events = Rows::new(
         "call_events",
         &["call_id", "event", "created_at"],
         "ON CONFLICT (call_id, event) DO NOTHING RETURNING call_id, event",
     );
-    for job in jobs {
-        let key = (job.event.call_id.clone(), job.event.event);
-        let first = seen.insert(key);
-        first_of_key.push(first);
-        if first {
+    for (job, first) in jobs.iter().zip(&first_of_key) {
+        if *first {
             events.push(vec![
                 job.event.call_id.clone().into(),
                 job.event.event.as_str().into(),
@@ -325,12 +589,8 @@ pub(crate) async fn apply_intakes(
                 ))
         })
         .collect();
-    // One call, one intake: two opening events of one call in a batch go one at a time.
-    let mut calls = HashSet::new();
-    for (job, fresh) in jobs.iter().zip(&fresh) {
-        if *fresh && !calls.insert(job.event.call_id.as_str()) {
-            return Ok(BatchOutcome::LostRace);
-        }
+    if !one_intake_per_call(jobs, &fresh) {
+        return Ok(BatchOutcome::LostRace);
     }
 
     // 2. Who the customers are (M1-M8), for the whole batch in one query, seen from
@@ -350,26 +610,8 @@ pub(crate) async fn apply_intakes(
             _ => None,
         });
     }
-    let bests: Vec<Candidate> = matched
-        .iter()
-        .flatten()
-        .filter_map(|m| m.matches.first().cloned())
-        .collect();
-    let customers = customer_contexts(tx, &bests).await?;
-    let looked: Vec<Option<Looked>> = matched
-        .into_iter()
-        .zip(&fresh)
-        .map(|(matched, fresh)| {
-            fresh.then(|| {
-                let customer = matched
-                    .as_ref()
-                    .and_then(|m| m.matches.first())
-                    .and_then(|best| customers.get(&best.entity).cloned())
-                    .unwrap_or_default();
-                Looked { matched, customer }
-            })
-        })
-        .collect();
+    let customers = customer_contexts(tx, &best_candidates(&matched)).await?;
+    let looked = looked_jobs(matched, &fresh, &customers);
 
     // 3. The rotation of every queue the batch may hand work to (T9).
     let queue_ids: Vec<&QueueId> = {
@@ -400,24 +642,7 @@ pub(crate) async fn apply_intakes(
 
     // 4. Plan; 5. claim the new identifiers (M7).
     let (mut plans, turns) = plan_all(jobs, &looked, &rotations, now);
-    let mut claims = Rows::new(
-        "identifier_owners",
-        &["value", "entity_kind", "entity_id", "created_at"],
-        "ON CONFLICT (value) DO NOTHING RETURNING value",
-    );
-    for (job, plan) in jobs.iter().zip(&plans) {
-        if let (Some(plan), Some(id)) = (plan, &job.ctx.identifier)
-            && let Some(new) = &plan.decision.create
-            && new.claims_identifier()
-        {
-            claims.push(vec![
-                id.key().into(),
-                owner_kind(new).as_str().into(),
-                job.ids.owner.clone().into(),
-                now.into(),
-            ]);
-        }
-    }
+    let claims = claim_rows(jobs, &plans, now);
     let wanted = claims.len();
     if wanted > 0 && claims.write(tx).await?.len() != wanted {
         return Ok(BatchOutcome::LostRace);
@@ -455,6 +680,15 @@ pub(crate) async fn apply_intakes(
     }
 }
 
+/// What a batch writes, planned: the call log rows, the other rows in the order they
+/// are written, the entities whose activity time moves, and each job's outcome.
+struct Writes {
+    calls: Rows,
+    rest: Vec<Rows>,
+    touched: HashMap<EntityKind, Vec<String>>,
+    outcomes: Vec<Option<(CallRecord, EventAnswer)>>,
+}
+
 /// Writes entities, activities, call log rows and stored answers. `None` when a call
 /// was logged concurrently (lost race).
 async fn write_plans(
@@ -464,6 +698,38 @@ async fn write_plans(
     names: &HashMap<EntityRef, String>,
     now: Millis,
 ) -> Result<Option<Vec<JobResult>>> {
+    let Writes {
+        calls,
+        rest,
+        touched,
+        outcomes,
+    } = plan_writes(jobs, plans, names, now);
+    // The call log first: a call logged concurrently is a lost race, found before the
+    // rest is written.
+    let wanted = calls.len();
+    if wanted > 0 && calls.write(tx).await?.len() != wanted {
+        return Ok(None);
+    }
+    for rows in rest {
+        if !rows.is_empty() {
+            rows.write(tx).await?;
+        }
+    }
+    for stmt in touched_stmts(&touched, now) {
+        stmt.execute(tx).await?;
+    }
+    if let Some(stmt) = answers_stmt(jobs, &outcomes)? {
+        stmt.execute(tx).await?;
+    }
+    Ok(Some(job_results(outcomes)))
+}
+
+fn plan_writes(
+    jobs: &[IntakeJob],
+    plans: &[Option<Plan>],
+    names: &HashMap<EntityRef, String>,
+    now: Millis,
+) -> Writes {
     // Names of what this batch creates: a later job of the batch may show it.
     let mut created_names: HashMap<EntityRef, String> = HashMap::new();
     let mut calls = Rows::new(
@@ -739,60 +1005,60 @@ async fn write_plans(
         outcomes.push(Some((record, answer)));
     }
 
-    // The call log first: a call logged concurrently is a lost race, found before the
-    // rest is written.
-    let wanted = calls.len();
-    if wanted > 0 && calls.write(tx).await?.len() != wanted {
-        return Ok(None);
+    Writes {
+        calls,
+        rest: vec![
+            leads,
+            contacts,
+            companies,
+            deals,
+            identifiers,
+            activities,
+            links,
+        ],
+        touched,
+        outcomes,
     }
-    for rows in [
-        leads,
-        contacts,
-        companies,
-        deals,
-        identifiers,
-        activities,
-        links,
-    ] {
-        if !rows.is_empty() {
-            rows.write(tx).await?;
-        }
-    }
-    for (kind, ids) in &touched {
-        let sql = format!(
-            "UPDATE {} SET last_activity_at = $1 WHERE id IN ({})",
-            table(*kind),
-            placeholders(2, ids.len())
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-        for id in ids {
-            query = query.bind(id.as_str());
-        }
-        query.execute(&mut **tx).await?;
-    }
-    store_answers(tx, jobs, &outcomes).await?;
+}
 
-    Ok(Some(
-        outcomes
-            .into_iter()
-            .map(|o| match o {
-                Some((call, answer)) => JobResult::Fresh(Box::new(EventOutcome {
-                    call,
-                    answer,
-                    repeated: false,
-                })),
-                None => JobResult::Repeated,
-            })
-            .collect(),
-    ))
+/// The activity time of the entities a batch's calls were attached to.
+fn touched_stmts(touched: &HashMap<EntityKind, Vec<String>>, now: Millis) -> Vec<Stmt> {
+    touched
+        .iter()
+        .map(|(kind, ids)| {
+            let mut stmt = Stmt::new(format!(
+                "UPDATE {} SET last_activity_at = $1 WHERE id IN ({})",
+                table(*kind),
+                placeholders(2, ids.len())
+            ))
+            .bind(now);
+            for id in ids {
+                stmt = stmt.bind(id.as_str());
+            }
+            stmt
+        })
+        .collect()
+}
+
+fn job_results(outcomes: Vec<Option<(CallRecord, EventAnswer)>>) -> Vec<JobResult> {
+    outcomes
+        .into_iter()
+        .map(|o| match o {
+            Some((call, answer)) => JobResult::Fresh(Box::new(EventOutcome {
+                call,
+                answer,
+                repeated: false,
+            })),
+            None => JobResult::Repeated,
+        })
+        .collect()
 }
 
 /// Keeps each fresh event's answer for repeats, in one statement.
-async fn store_answers(
-    tx: &mut Tx<'_>,
+fn answers_stmt(
     jobs: &[IntakeJob],
     outcomes: &[Option<(CallRecord, EventAnswer)>],
-) -> Result<()> {
+) -> Result<Option<Stmt>> {
     let mut cases = String::new();
     let mut filter = Vec::new();
     let mut binds: Vec<String> = Vec::new();
@@ -815,16 +1081,14 @@ async fn store_answers(
         ]);
     }
     if binds.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    let sql = format!(
+    let mut stmt = Stmt::new(format!(
         "UPDATE call_events SET response = CASE{cases} END WHERE {}",
         filter.join(" OR ")
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    ));
     for bind in binds {
-        query = query.bind(bind);
+        stmt = stmt.bind(bind);
     }
-    query.execute(&mut **tx).await?;
-    Ok(())
+    Ok(Some(stmt))
 }

@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 
 use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
 
 use super::rows::placeholders;
+use super::script::Stmt;
 use super::{Result, Store, col, parse_stored};
 use crate::crm::intake::{CustomerContext, OpenDeal};
 use crate::crm::model::{CompanyId, ContactId, DealId, EntityKind, EntityRef, UserId};
@@ -58,8 +60,18 @@ pub(crate) async fn match_all_named(
     conn: &mut AnyConnection,
     identifiers: &[Identifier],
 ) -> Result<(Vec<MatchOutcome>, HashMap<EntityRef, String>)> {
-    if identifiers.is_empty() {
+    let Some(stmt) = match_statement(identifiers) else {
         return Ok((Vec::new(), HashMap::new()));
+    };
+    let rows = stmt.fetch_all(conn).await?;
+    matched_from_rows(identifiers, &rows)
+}
+
+/// The one query of [`match_all_named`] (`None` without identifiers): the intake on
+/// SQLite sends it with its other reads in one command.
+pub(crate) fn match_statement(identifiers: &[Identifier]) -> Option<Stmt> {
+    if identifiers.is_empty() {
+        return None;
     }
     let mut keys: Vec<&str> = identifiers.iter().map(Identifier::key).collect();
     keys.sort_unstable();
@@ -97,21 +109,27 @@ pub(crate) async fn match_all_named(
            LEFT JOIN leads l ON ei.entity_kind = 'lead' AND l.id = ei.entity_id \
            WHERE ei.value IN ({keys_in}) AND (ei.entity_kind <> 'lead' OR l.status <> 'converted')"
     );
-    // Assembled from constants and placeholders only.
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut stmt = Stmt::new(sql);
     for key in &keys {
-        query = query.bind(*key);
+        stmt = stmt.bind(*key);
     }
-    for domain in &domains {
-        query = query.bind(domain.as_str());
+    for domain in domains {
+        stmt = stmt.bind(domain);
     }
-    let rows = query.fetch_all(&mut *conn).await?;
+    Some(stmt)
+}
 
+/// What the pure matcher decides for each of `identifiers` from the rows of
+/// [`match_statement`], with the names of the candidates.
+pub(crate) fn matched_from_rows(
+    identifiers: &[Identifier],
+    rows: &[AnyRow],
+) -> Result<(Vec<MatchOutcome>, HashMap<EntityRef, String>)> {
     let mut exceptions: HashMap<String, ExceptionRule> = HashMap::new();
     let mut employees: HashMap<String, Vec<String>> = HashMap::new();
     let mut found: HashMap<String, Vec<Candidate>> = HashMap::new();
     let mut names: HashMap<EntityRef, String> = HashMap::new();
-    for row in &rows {
+    for row in rows {
         let source: String = col(row, "source")?;
         let key: String = col(row, "k")?;
         let a: String = col(row, "a")?;

@@ -36,6 +36,7 @@ mod media;
 mod registrations;
 mod routing;
 mod rows;
+mod script;
 mod sessions;
 mod snapshot;
 mod stages;

@@ -5,10 +5,11 @@ use sqlx::any::AnyRow;
 
 use super::Result;
 use super::entities::Tx;
+use super::script::{SQLITE, Stmt};
 
 /// One bound value. Stored values are text and integers (portable schema), and the raw
 /// bytes of the mail store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cell {
     Text(Option<String>),
     Int(Option<i64>),
@@ -67,8 +68,6 @@ pub(crate) struct Rows {
 /// placeholders, which are bound by position without that look-up (at 999 `$n` it was
 /// still 40% of the mail intake's writes).
 const MAX_PARAMS: usize = 999;
-/// `AnyConnection::backend_name` of SQLite.
-const SQLITE: &str = "SQLite";
 
 impl Rows {
     pub fn new(
@@ -89,6 +88,13 @@ impl Rows {
         self.rows.push(row);
     }
 
+    /// The same rows with another suffix: on SQLite under the write lock, what a
+    /// `RETURNING` would tell is known before, and each row it returns is one more
+    /// message from the connection's thread.
+    pub fn with_suffix(self, suffix: &'static str) -> Self {
+        Self { suffix, ..self }
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }
@@ -99,10 +105,20 @@ impl Rows {
 
     /// Writes the rows; returns what `RETURNING` gave (empty without one).
     pub async fn write(self, tx: &mut Tx<'_>) -> Result<Vec<AnyRow>> {
+        let anonymous = tx.backend_name() == SQLITE;
         let mut returned = Vec::new();
+        for stmt in self.into_stmts(anonymous) {
+            returned.extend(stmt.fetch_all(tx).await?);
+        }
+        Ok(returned)
+    }
+
+    /// The statements that write the rows. `anonymous`: `?` placeholders (SQLite, a
+    /// statement run alone); else `$n`, which a multi-statement command needs.
+    pub fn into_stmts(self, anonymous: bool) -> Vec<Stmt> {
+        let mut stmts = Vec::new();
         let width = self.columns.len();
         let per_statement = (MAX_PARAMS / width).max(1);
-        let anonymous = tx.backend_name() == SQLITE;
         let mut rows = self.rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Cell>> = rows.by_ref().take(per_statement).collect();
@@ -130,20 +146,13 @@ impl Rows {
             }
             sql.push(' ');
             sql.push_str(self.suffix);
-            // Assembled from the constant table and column names and placeholders only.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                for cell in row {
-                    query = match cell {
-                        Cell::Text(v) => query.bind(v),
-                        Cell::Int(v) => query.bind(v),
-                        Cell::Bytes(v) => query.bind(v),
-                    };
-                }
+            let mut stmt = Stmt::new(sql);
+            for cell in chunk.into_iter().flatten() {
+                stmt = stmt.bind(cell);
             }
-            returned.extend(query.fetch_all(&mut **tx).await?);
+            stmts.push(stmt);
         }
-        Ok(returned)
+        stmts
     }
 }
 

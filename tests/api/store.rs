@@ -1,11 +1,14 @@
 //! The store's bulk import directly (the vCard import builds on it), on both databases.
 
+use leadline::crm::intake::NumberSettings;
 use leadline::crm::model::{
-    CrmMode, CrmSettings, Direction, EntityKind, MailCheck, MailSecurity, MailboxKind, Role,
+    CallEventKind, CallOutcome, CrmMode, CrmSettings, Direction, Directions, EntityKind,
+    LeadCreation, MailCheck, MailSecurity, MailboxKind, NumberId, Role, UserId,
 };
 use leadline::matcher::{Identifier, PhoneKey, parse_email};
 use leadline::store::{
-    EmailOutcome, IncomingEmail, MailOrigin, NewEntity, NewMailbox, NewUser, Store,
+    CallEvent, EmailOutcome, EntityFilter, EventStep, IncomingEmail, MailOrigin, NewEntity,
+    NewMailbox, NewUser, Opening, Page, StepDone, StepJob, Store, StoreError,
 };
 
 use crate::common::postgres::PgServer;
@@ -585,4 +588,314 @@ async fn mail_batch_decides_as_one_message_at_a_time_postgres() {
         let batch = connect(format!("mail_batch_{mode}")).await;
         mail_batch_decides_as_one_message_at_a_time(&one, &batch, mode).await;
     }
+}
+
+/// A number with a queue of one agent, for the call batches below.
+async fn call_line(store: &Store) -> UserId {
+    let anna = store
+        .create_user(NewUser {
+            name: "anna".to_owned(),
+            email: "anna@leadline.test".to_owned(),
+            role: Role::Agent,
+            extension: None,
+            phones: Vec::new(),
+            sip: None,
+            password_hash: None,
+            sip_digest: None,
+        })
+        .await
+        .unwrap();
+    let queue = store
+        .create_queue("Sales", std::slice::from_ref(&anna.id))
+        .await
+        .unwrap();
+    store
+        .create_number(
+            &NumberSettings {
+                id: NumberId::from("line".to_owned()),
+                number: "+4930901820".to_owned(),
+                default_country: "DE".parse().unwrap(),
+                queue: Some(queue.id),
+                lead_creation: LeadCreation::Automatic,
+                directions: Directions::Both,
+                route_to_responsible: true,
+                ring_timeout_s: 20,
+                source: "CALL".to_owned(),
+                change_responsible_on_transfer: false,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    anna.id
+}
+
+fn call_event(call_id: &str, event: CallEventKind, from: &str, at: i64) -> CallEvent {
+    CallEvent {
+        call_id: call_id.to_owned(),
+        event,
+        direction: Direction::Incoming,
+        from: from.to_owned(),
+        to: "+4930901820".to_owned(),
+        user: None,
+        outcome: None,
+        at,
+    }
+}
+
+async fn lead_count(store: &Store) -> usize {
+    store
+        .list_entities(
+            EntityKind::Lead,
+            &EntityFilter::default(),
+            &Page {
+                limit: 100,
+                after: None,
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+/// T1, M7 and the intake's exactly-once rule inside one group commit: a batch holding
+/// an event twice, two calls of one new caller, an event applied before and the opening
+/// of a call another of its events logged already (a lost race, replayed alone) gives
+/// each job the answer it gets alone, and its neighbours are applied.
+async fn m7_t1_one_intake_batch_with_repeats_and_a_lost_race(store: &Store) {
+    call_line(store).await;
+    let ringing = |id: &str, from: &str| call_event(id, CallEventKind::Ringing, from, 1_000);
+    let before = store
+        .apply_openings_as_one_batch(&[ringing("before", "030 5550001")])
+        .await
+        .unwrap();
+    assert!(matches!(before[..], [Ok(Opening::Fresh(_))]), "{before:?}");
+    // Opened by its `ended` (no `ringing` came first): its `ringing` now loses the race.
+    store
+        .apply_call_event(&call_event(
+            "ended-first",
+            CallEventKind::Ended,
+            "030 5550002",
+            2_000,
+        ))
+        .await
+        .unwrap();
+
+    let results = store
+        .apply_openings_as_one_batch(&[
+            ringing("a", "030 5550003"),
+            ringing("a", "030 5550003"),
+            ringing("b", "+49 30 5550003"),
+            ringing("before", "030 5550001"),
+            ringing("c", "030 5550004"),
+        ])
+        .await
+        .unwrap();
+    let fresh = |results: &[Result<Opening, StoreError>], i: usize| match &results[i] {
+        Ok(Opening::Fresh(outcome)) => outcome.clone(),
+        other => panic!("job {i}: {other:?}"),
+    };
+    let a = fresh(&results, 0);
+    assert!(
+        matches!(results[1], Ok(Opening::Repeated)),
+        "{:?}",
+        results[1]
+    );
+    let b = fresh(&results, 2);
+    assert!(
+        matches!(results[3], Ok(Opening::Repeated)),
+        "{:?}",
+        results[3]
+    );
+    let c = fresh(&results, 4);
+    // One lead for the new number, created by the first call; the second is its caller.
+    assert_eq!(a.answer.created.len(), 1, "{a:?}");
+    assert!(b.answer.created.is_empty(), "{b:?}");
+    assert_eq!(b.answer.matches[0].entity, a.answer.created[0]);
+    assert_eq!(c.answer.created.len(), 1, "{c:?}");
+    // What the answers said is what was stored.
+    assert_eq!(store.call_by_call_id("b").await.unwrap().unwrap(), b.call);
+
+    // A lost race fails the batch, which is replayed job by job: the neighbour is
+    // applied, the loser is told to look again.
+    let results = store
+        .apply_openings_as_one_batch(&[
+            ringing("ended-first", "030 5550002"),
+            ringing("d", "030 5550005"),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0], Ok(Opening::LostRace)),
+        "{:?}",
+        results[0]
+    );
+    fresh(&results, 1);
+    // before, ended-first, a, c, d: five leads, and each call logged once.
+    assert_eq!(lead_count(store).await, 5);
+    for call_id in ["before", "ended-first", "a", "b", "c", "d"] {
+        assert!(
+            store.call_by_call_id(call_id).await.unwrap().is_some(),
+            "{call_id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn m7_t1_one_intake_batch_with_repeats_and_a_lost_race_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    m7_t1_one_intake_batch_with_repeats_and_a_lost_race(&store).await;
+}
+
+#[tokio::test]
+async fn m7_t1_one_intake_batch_with_repeats_and_a_lost_race_postgres() {
+    let url = PgServer::shared().create_database("intake_batch").await;
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    m7_t1_one_intake_batch_with_repeats_and_a_lost_race(&store).await;
+}
+
+/// T13 and exactly-once per (call, event) inside one group commit of later steps: a
+/// call's `answered`, its repeat and its `ended` in one batch apply in order; a step of
+/// a call not in the log writes nothing; media of an unknown call fails alone; legs
+/// that cannot be read fail alone (the batch is replayed step by step) while their
+/// neighbours are applied.
+async fn t13_one_step_batch_with_repeats_and_failing_steps(store: &Store) {
+    let anna = call_line(store).await;
+    for (id, from) in [("talk", "030 5550011"), ("missed", "030 5550012")] {
+        store
+            .apply_call_event(&call_event(id, CallEventKind::Ringing, from, 1_000))
+            .await
+            .unwrap();
+    }
+    let mut answered = call_event("talk", CallEventKind::Answered, "030 5550011", 2_000);
+    answered.user = Some(anna.clone());
+    let legs = |call_id: &str, legs: &str| StepJob::Legs {
+        call_id: call_id.to_owned(),
+        legs: legs.to_owned(),
+    };
+    let steps = vec![
+        StepJob::Event(answered.clone()),
+        StepJob::Event(answered),
+        StepJob::Event(call_event(
+            "talk",
+            CallEventKind::Ended,
+            "030 5550011",
+            5_000,
+        )),
+        StepJob::Event(call_event(
+            "missed",
+            CallEventKind::Ended,
+            "030 5550012",
+            3_000,
+        )),
+        StepJob::Event(call_event(
+            "nowhere",
+            CallEventKind::Ended,
+            "030 5550013",
+            3_000,
+        )),
+        StepJob::Media {
+            call_id: "nowhere".to_owned(),
+            stats: None,
+            recording: None,
+        },
+        legs("talk", "[]"),
+    ];
+    let results = store.apply_steps_as_one_batch(steps).await.unwrap();
+    let applied = |results: &[Result<StepDone, StoreError>], i: usize| match &results[i] {
+        Ok(StepDone::Event(EventStep::Applied(outcome))) => outcome.clone(),
+        other => panic!("step {i}: {other:?}"),
+    };
+    let first = applied(&results, 0);
+    assert_eq!(first.call.answered_by, Some(anna.clone()));
+    assert!(
+        matches!(results[1], Ok(StepDone::Event(EventStep::Repeated))),
+        "{:?}",
+        results[1]
+    );
+    let ended = applied(&results, 2);
+    assert_eq!(ended.call.outcome, Some(CallOutcome::Answered));
+    assert_eq!(ended.call.duration_s(), Some(3));
+    // A later step repeats the call's first answer (the intake's).
+    assert_eq!(ended.answer, first.answer);
+    assert!(!first.answer.route.is_empty());
+    assert_eq!(applied(&results, 3).call.outcome, Some(CallOutcome::Missed));
+    assert!(
+        matches!(results[4], Ok(StepDone::Event(EventStep::NotLogged))),
+        "{:?}",
+        results[4]
+    );
+    assert!(
+        matches!(results[5], Err(StoreError::NotFound { .. })),
+        "{:?}",
+        results[5]
+    );
+    assert!(
+        matches!(results[6], Ok(StepDone::Written)),
+        "{:?}",
+        results[6]
+    );
+
+    // Legs that cannot be read fail the batch, which is replayed step by step: they
+    // fail alone.
+    let results = store
+        .apply_steps_as_one_batch(vec![
+            legs("missed", "not json"),
+            StepJob::Media {
+                call_id: "missed".to_owned(),
+                stats: Some("{\"packets\": 1}".to_owned()),
+                recording: None,
+            },
+        ])
+        .await
+        .unwrap();
+    assert!(results[0].is_err(), "{:?}", results[0]);
+    assert!(
+        matches!(results[1], Ok(StepDone::Written)),
+        "{:?}",
+        results[1]
+    );
+
+    // What the answers said is what was stored.
+    let talk = store.call_by_call_id("talk").await.unwrap().unwrap();
+    assert_eq!(talk, ended.call);
+    let missed = store.call_by_call_id("missed").await.unwrap().unwrap();
+    assert_eq!(missed.outcome, Some(CallOutcome::Missed));
+    assert!(missed.legs.is_empty());
+    assert_eq!(missed.media, Some(serde_json::json!({"packets": 1})));
+    assert!(store.call_by_call_id("nowhere").await.unwrap().is_none());
+    // Applied once: the same `ended` again changes nothing.
+    let again = store
+        .apply_call_event(&call_event(
+            "missed",
+            CallEventKind::Ended,
+            "030 5550012",
+            9_000,
+        ))
+        .await
+        .unwrap();
+    assert!(again.repeated);
+    assert_eq!(again.call.ended_at, Some(3_000));
+}
+
+#[tokio::test]
+async fn t13_one_step_batch_with_repeats_and_failing_steps_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    t13_one_step_batch_with_repeats_and_failing_steps(&store).await;
+}
+
+#[tokio::test]
+async fn t13_one_step_batch_with_repeats_and_failing_steps_postgres() {
+    let url = PgServer::shared().create_database("step_batch").await;
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    t13_one_step_batch_with_repeats_and_failing_steps(&store).await;
 }
