@@ -56,6 +56,7 @@ pub(crate) mod driver;
 mod media;
 mod outgoing;
 pub mod registry;
+mod slim;
 
 pub use dial::{DialError, DialOrder, Dialer};
 use driver::{CallSpec, Driver};
@@ -107,9 +108,27 @@ impl B2bua {
     /// Takes an INVITE from `trunk`. Returns once the call has ended.
     pub async fn incoming(
         self: Arc<Self>,
-        mut tx: Transaction,
+        tx: Transaction,
         trunk: TrunkRecord,
     ) -> Result<(), B2buaError> {
+        // The set-up holds much a talking call no longer needs (the INVITE, the trunk,
+        // the intake's answer, the devices) and awaits large futures (the intake's). In a
+        // future of its own, boxed, all of it is freed before the call runs, and the
+        // call's task, sized for its largest await, is not kept that large for hours.
+        let Some((driver, states, span)) = Box::pin(self.set_up_incoming(tx, trunk)).await?
+        else {
+            return Ok(());
+        };
+        driver.run(states).instrument(span).await;
+        Ok(())
+    }
+
+    /// The INVITE answered with an error, or the call ready to run.
+    async fn set_up_incoming(
+        self: Arc<Self>,
+        mut tx: Transaction,
+        trunk: TrunkRecord,
+    ) -> Result<Option<(Driver, DialogStateReceiver, tracing::Span)>, B2buaError> {
         let received = tokio::time::Instant::now();
         let Some(profile) = self
             .profiles
@@ -118,14 +137,14 @@ impl B2bua {
             .cloned()
         else {
             tx.reply(StatusCode::ServerInternalError).await?;
-            return Ok(());
+            return Ok(None);
         };
         let request = tx.original.clone();
         let Some(number) = self.number_called(&request, &profile).await? else {
             let warning = Header::Warning("399 leadline \"not a configured number\"".into());
             tx.reply_with(StatusCode::NotFound, vec![warning], None)
                 .await?;
-            return Ok(());
+            return Ok(None);
         };
         let session_interval_s = match session_timer::negotiate(
             header_value(&request, &["session-expires", "x"]).as_deref(),
@@ -138,7 +157,7 @@ impl B2bua {
                 let min_se = Header::Other("Min-SE".into(), min_se_s.to_string());
                 tx.reply_with(StatusCode::from(422), vec![min_se], None)
                     .await?;
-                return Ok(());
+                return Ok(None);
             }
         };
         let caller = identity::caller(&request, &profile);
@@ -150,7 +169,7 @@ impl B2bua {
             Err(status) => {
                 let warning = Header::Warning("399 leadline \"no free media ports\"".into());
                 tx.reply_with(status, vec![warning], None).await?;
-                return Ok(());
+                return Ok(None);
             }
         };
 
@@ -210,18 +229,15 @@ impl B2bua {
                 recording: Default::default(),
             },
         };
-        Driver::new(
+        let driver = Driver::new(
             self.clone(),
             machine,
             spec,
             state_sender,
             Some(inbound),
             late_intake,
-        )
-        .run(states)
-        .instrument(span)
-        .await;
-        Ok(())
+        );
+        Ok(Some((driver, states, span)))
     }
 
     /// Our number the INVITE is for: the profile's reading first, then the other one.

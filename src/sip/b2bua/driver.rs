@@ -47,6 +47,10 @@ pub(crate) struct HandoverAsk {
     pub reply: oneshot::Sender<Result<Takeover, u16>>,
 }
 
+/// Where a call takes hand-over asks. Boxed: the channel's first block holds 32 of them
+/// for every call, and a call is asked at most a few times in its life.
+pub(crate) type HandoverSender = mpsc::UnboundedSender<Box<HandoverAsk>>;
+
 /// The far side of a call, handed over to the call that takes it.
 pub(crate) struct Takeover {
     pub dialog: InviteDialog,
@@ -89,10 +93,10 @@ pub(super) struct Driver {
     token: CallToken,
     /// The call's dialogs are in the registry.
     registered: bool,
-    handover_sender: mpsc::UnboundedSender<HandoverAsk>,
-    handovers: mpsc::UnboundedReceiver<HandoverAsk>,
+    handover_sender: HandoverSender,
+    handovers: mpsc::UnboundedReceiver<Box<HandoverAsk>>,
     /// The ask the machine is deciding.
-    asked: Option<HandoverAsk>,
+    asked: Option<Box<HandoverAsk>>,
     /// The dialog handed over to another call, and where its changes go.
     handed_over: Option<(rsipstack::dialog::DialogId, DialogStateSender)>,
     voicemail_stop: Option<oneshot::Sender<()>>,
@@ -252,7 +256,14 @@ impl Driver {
                     early: body_of(&response.headers, &response.body),
                 })
             }
-            DialogState::Confirmed(..) => Some(Event::Confirmed { leg }),
+            DialogState::Confirmed(..) => {
+                // The calling side's dialog is filed under its final id only after
+                // this; it is rebuilt once its INVITE's answer is in (`done`).
+                if leg == Leg::Caller {
+                    self.slim(leg);
+                }
+                Some(Event::Confirmed { leg })
+            }
             DialogState::Updated(_, request, handle) => {
                 let req = self.hold(handle);
                 let body = body_of(&request.headers, &request.body);
@@ -297,9 +308,39 @@ impl Driver {
         req
     }
 
+    /// Swaps a confirmed leg's dialog for one without its set-up's leftovers
+    /// ([`super::slim`]), with the credential its INVITE was sent with.
+    fn slim(&mut self, leg: Leg) {
+        let credential = match leg {
+            Leg::Caller | Leg::Phone(..) => None,
+            Leg::Ring(..) | Leg::Transfer(_) => self.spec.credential.clone(),
+            // Sent with the trunk's own credential, or someone else's dialog: kept.
+            Leg::Forward | Leg::Taken(_) => return,
+        };
+        let Some(dialog) = self.dialog(leg) else {
+            return;
+        };
+        if let Some(slim) = self
+            .b2bua
+            .slim(&dialog, credential, self.state_sender.clone())
+        {
+            for (l, d) in &mut self.dialogs {
+                if *l == leg {
+                    *d = slim;
+                    break;
+                }
+            }
+        }
+    }
+
     fn done(&mut self, done: Done) -> Option<Event> {
         match done {
-            Done::Event(event) => Some(event),
+            Done::Event(event) => {
+                if let Event::Answered { leg, .. } = &event {
+                    self.slim(*leg);
+                }
+                Some(event)
+            }
             Done::Nothing => None,
             Done::Taken { leg, takeover } => Some(Event::Handover(match takeover {
                 Ok(takeover) => {
@@ -328,7 +369,7 @@ impl Driver {
         Some(Event::Timer(timer))
     }
 
-    fn handover_asked(&mut self, ask: HandoverAsk) -> Option<Event> {
+    fn handover_asked(&mut self, ask: Box<HandoverAsk>) -> Option<Event> {
         if self.asked.is_some() {
             let _ = ask.reply.send(Err(491));
             return None;
@@ -355,8 +396,12 @@ impl Driver {
 
     async fn act(&mut self, action: Action) {
         match action {
-            Action::Invite { leg, device, offer } => self.invite(leg, &device, offer).await,
-            Action::Forward { target } => self.forward(target).await,
+            // Boxed, like every await below that holds a store or socket future: the
+            // call's task is sized for its largest await and lives as long as the call.
+            Action::Invite { leg, device, offer } => {
+                Box::pin(self.invite(leg, &device, offer)).await;
+            }
+            Action::Forward { target } => Box::pin(self.forward(target)).await,
             Action::Hangup(leg) => {
                 if let Some(dialog) = self.dialog(leg) {
                     self.inflight.push(Box::pin(async move {
@@ -507,7 +552,7 @@ impl Driver {
                     let _ = stop.send(());
                 }
             }
-            Action::Write(write) => self.write(write).await,
+            Action::Write(write) => Box::pin(self.write(write)).await,
             Action::Publish(publish) => self.publish(publish),
             Action::LegsChanged => self.b2bua.live.set(&self.spec.call_id, self.machine.legs()),
             Action::Count(metric) => count(metric),
@@ -516,17 +561,17 @@ impl Driver {
                     .record(delay.as_secs_f64());
             }
             Action::FindTransferTarget { extension } => {
-                let found = transfer_target(&self.b2bua, &extension).await;
+                let found = Box::pin(transfer_target(&self.b2bua, &extension)).await;
                 self.queued.push_back(Event::TransferTarget(found));
             }
             Action::AskHandover { replaces, leg } => {
                 let (reply, answer) = oneshot::channel();
                 let call_id = replaces.call_id.clone();
-                let ask = HandoverAsk {
+                let ask = Box::new(HandoverAsk {
                     replaces,
                     states: self.state_sender.clone(),
                     reply,
-                };
+                });
                 let registry = self.b2bua.calls.clone();
                 let token = self.token;
                 self.inflight.push(Box::pin(async move {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::driver::HandoverAsk;
+use super::driver::{HandoverAsk, HandoverSender};
 
 /// A live call's id in the registry.
 pub(crate) type CallToken = u64;
@@ -18,7 +18,7 @@ enum Command {
     Enter {
         call: CallToken,
         call_id: String,
-        to: mpsc::UnboundedSender<HandoverAsk>,
+        to: HandoverSender,
     },
     Leave {
         call: CallToken,
@@ -26,9 +26,9 @@ enum Command {
     Ask {
         from: CallToken,
         call_id: String,
-        ask: HandoverAsk,
+        ask: Box<HandoverAsk>,
         /// Answered only when no other live call holds the Call-ID: the ask comes back.
-        none: oneshot::Sender<HandoverAsk>,
+        none: oneshot::Sender<Box<HandoverAsk>>,
     },
 }
 
@@ -44,8 +44,7 @@ impl Registry {
     pub fn spawn() -> Self {
         let (commands, mut receiver) = mpsc::unbounded_channel::<Command>();
         tokio::spawn(async move {
-            let mut calls: HashMap<String, (CallToken, mpsc::UnboundedSender<HandoverAsk>)> =
-                HashMap::new();
+            let mut calls: HashMap<String, (CallToken, HandoverSender)> = HashMap::new();
             while let Some(command) = receiver.recv().await {
                 match command {
                     Command::Enter { call, call_id, to } => {
@@ -87,7 +86,7 @@ impl Registry {
         &self,
         call: CallToken,
         call_id: &str,
-        to: &mpsc::UnboundedSender<HandoverAsk>,
+        to: &HandoverSender,
     ) {
         let _ = self.commands.send(Command::Enter {
             call,
@@ -107,8 +106,8 @@ impl Registry {
         &self,
         from: CallToken,
         call_id: &str,
-        ask: HandoverAsk,
-    ) -> Result<(), HandoverAsk> {
+        ask: Box<HandoverAsk>,
+    ) -> Result<(), Box<HandoverAsk>> {
         let (none, back) = oneshot::channel();
         if let Err(mpsc::error::SendError(Command::Ask { ask, .. })) =
             self.commands.send(Command::Ask {
@@ -134,18 +133,18 @@ mod tests {
     use crate::sip::call::Replaces;
 
     fn ask() -> (
-        HandoverAsk,
+        Box<HandoverAsk>,
         oneshot::Receiver<Result<super::super::driver::Takeover, u16>>,
     ) {
         let (states, _) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
         let replaces = Replaces::parse("consult@anna;to-tag=a;from-tag=b").unwrap();
         (
-            HandoverAsk {
+            Box::new(HandoverAsk {
                 replaces,
                 states,
                 reply,
-            },
+            }),
             answer,
         )
     }
