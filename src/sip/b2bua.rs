@@ -115,8 +115,7 @@ impl B2bua {
         // the intake's answer, the devices) and awaits large futures (the intake's). In a
         // future of its own, boxed, all of it is freed before the call runs, and the
         // call's task, sized for its largest await, is not kept that large for hours.
-        let Some((driver, states, span)) = Box::pin(self.set_up_incoming(tx, trunk)).await?
-        else {
+        let Some((driver, states, span)) = Box::pin(self.set_up_incoming(tx, trunk)).await? else {
             return Ok(());
         };
         driver.run(states).instrument(span).await;
@@ -128,7 +127,7 @@ impl B2bua {
         self: Arc<Self>,
         mut tx: Transaction,
         trunk: TrunkRecord,
-    ) -> Result<Option<(Driver, DialogStateReceiver, tracing::Span)>, B2buaError> {
+    ) -> Result<Option<(Box<Driver>, DialogStateReceiver, tracing::Span)>, B2buaError> {
         let received = tokio::time::Instant::now();
         let Some(profile) = self
             .profiles

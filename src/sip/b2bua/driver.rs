@@ -42,18 +42,30 @@ enum Done {
 /// side.
 pub(crate) struct HandoverAsk {
     pub replaces: call::Replaces,
-    /// Where the handed-over dialog's changes go from now on.
+    /// Where the handed-over dialog's changes go from now on, if it reports on the
+    /// giving call's own channel.
     pub states: DialogStateSender,
+    /// The asking call, where a rebuilt dialog's changes are routed instead.
+    pub token: CallToken,
+    pub inbox: InboxSender,
     pub reply: oneshot::Sender<Result<Takeover, u16>>,
 }
 
-/// Where a call takes hand-over asks. Boxed: the channel's first block holds 32 of them
-/// for every call, and a call is asked at most a few times in its life.
-pub(crate) type HandoverSender = mpsc::UnboundedSender<Box<HandoverAsk>>;
+/// What reaches a call through the [`super::registry`]. Boxed: the channel's first block
+/// holds 32 of them for every call, and a talking call gets few.
+pub(crate) enum Inbox {
+    Handover(Box<HandoverAsk>),
+    /// A change of one of the call's rebuilt dialogs.
+    State(Box<DialogState>),
+}
+
+pub(crate) type InboxSender = mpsc::UnboundedSender<Inbox>;
 
 /// The far side of a call, handed over to the call that takes it.
 pub(crate) struct Takeover {
     pub dialog: InviteDialog,
+    /// The dialog was rebuilt ([`super::slim`]): its changes are routed to the taker.
+    pub slim: bool,
     pub sdp: Option<Body>,
     pub user: Option<UserId>,
     pub contact: String,
@@ -82,8 +94,14 @@ pub(super) struct Driver {
     b2bua: Arc<B2bua>,
     machine: call::Call,
     spec: CallSpec,
-    state_sender: DialogStateSender,
+    /// The call's own dialog-state channel, while a dialog reports on it: dialogs in
+    /// set-up do; rebuilt ones report through the registry to `inbox`. Made again for a
+    /// leg sent later (a transfer, a forward).
+    state_sender: Option<DialogStateSender>,
+    states: Option<DialogStateReceiver>,
     dialogs: Vec<(Leg, InviteDialog)>,
+    /// The legs whose dialogs were rebuilt ([`super::slim`]).
+    slimmed: Vec<Leg>,
     held: Vec<(ReqId, TransactionHandle)>,
     next_req: u32,
     timers: Vec<(Timer, Instant)>,
@@ -93,8 +111,8 @@ pub(super) struct Driver {
     token: CallToken,
     /// The call's dialogs are in the registry.
     registered: bool,
-    handover_sender: HandoverSender,
-    handovers: mpsc::UnboundedReceiver<Box<HandoverAsk>>,
+    inbox_sender: InboxSender,
+    inbox: mpsc::UnboundedReceiver<Inbox>,
     /// The ask the machine is deciding.
     asked: Option<Box<HandoverAsk>>,
     /// The dialog handed over to another call, and where its changes go.
@@ -110,15 +128,19 @@ impl Driver {
         state_sender: DialogStateSender,
         caller: Option<InviteDialog>,
         late_intake: Option<Boxed<()>>,
-    ) -> Self {
-        let (handover_sender, handovers) = mpsc::unbounded_channel();
+    ) -> Box<Self> {
+        let (inbox_sender, inbox) = mpsc::unbounded_channel();
         let token = b2bua.calls.token();
-        let mut driver = Self {
+        // Boxed: an async fn keeps a by-value argument twice in its future (the argument
+        // and its binding), and the call's task would carry both for the whole call.
+        let mut driver = Box::new(Self {
             b2bua,
             machine,
             spec,
-            state_sender,
+            state_sender: Some(state_sender),
+            states: None,
             dialogs: Vec::new(),
+            slimmed: Vec::new(),
             held: Vec::new(),
             next_req: 0,
             timers: Vec::new(),
@@ -127,12 +149,12 @@ impl Driver {
             late_intake,
             token,
             registered: false,
-            handover_sender,
-            handovers,
+            inbox_sender,
+            inbox,
             asked: None,
             handed_over: None,
             voicemail_stop: None,
-        };
+        });
         if let Some(caller) = caller {
             driver.file(Leg::Caller, caller);
         }
@@ -140,7 +162,8 @@ impl Driver {
     }
 
     /// Runs the call until it is over and its legs are done with.
-    pub(super) async fn run(mut self, mut states: DialogStateReceiver) {
+    pub(super) async fn run(mut self: Box<Self>, states: DialogStateReceiver) {
+        self.states = Some(states);
         // Read once: a call that talks for hours keeps neither the hours nor the rule
         // (the machine has its own copy).
         let open = self
@@ -158,30 +181,76 @@ impl Driver {
                 self.carry_out(actions).await;
                 self.register_when_talking();
             }
+            self.release_states();
             if self.machine.is_over() && self.inflight.is_empty() {
                 break;
             }
-            let deadline = self.timers.iter().map(|(_, at)| *at).min();
-            let talking = self.machine.is_talking();
-            let session = self.spec.media.session.clone();
-            let event = tokio::select! {
-                Some(state) = states.recv() => self.event_of(state),
-                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
-                    self.done(done)
-                }
-                () = sleep_until(deadline) => self.timer_fired(),
-                () = media_dead(session), if talking => Some(Event::MediaTimeout),
-                () = run_late(&mut self.late_intake), if self.late_intake.is_some() => {
-                    self.late_intake = None;
-                    Some(Event::IntakeDone)
-                }
-                Some(ask) = self.handovers.recv() => self.handover_asked(ask),
-            };
-            if let Some(event) = event {
+            if let Some(event) = self.next_event().await {
                 self.queued.push_back(event);
             }
         }
-        self.finish(states).await;
+        self.finish().await;
+    }
+
+    /// Waits for what happens next to the call.
+    async fn next_event(&mut self) -> Option<Event> {
+        let deadline = self.timers.iter().map(|(_, at)| *at).min();
+        let talking = self.machine.is_talking();
+        let session = self.spec.media.session.clone();
+        tokio::select! {
+            state = next_state(&mut self.states) => match state {
+                Some(state) => self.event_of(state),
+                // Closed: let go, and no dialog is left on it.
+                None => {
+                    self.states = None;
+                    None
+                }
+            },
+            Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
+                self.done(done)
+            }
+            () = sleep_until(deadline) => self.timer_fired(),
+            () = media_dead(session), if talking => Some(Event::MediaTimeout),
+            () = run_late(&mut self.late_intake), if self.late_intake.is_some() => {
+                self.late_intake = None;
+                Some(Event::IntakeDone)
+            }
+            Some(message) = self.inbox.recv() => match message {
+                Inbox::Handover(ask) => self.handover_asked(ask),
+                Inbox::State(state) => self.event_of(*state),
+            },
+        }
+    }
+
+    /// Where a new dialog of the call reports: the call's own channel, made again if
+    /// it was let go (a replaced dialog still holding the old one reports nothing more:
+    /// its call is talking).
+    fn state_sender(&mut self) -> DialogStateSender {
+        if let Some(sender) = &self.state_sender {
+            return sender.clone();
+        }
+        let (sender, states) = self.b2bua.dialogs.new_dialog_state_channel();
+        self.state_sender = Some(sender.clone());
+        self.states = Some(states);
+        sender
+    }
+
+    /// Lets the call's own dialog-state channel go once every dialog still alive is a
+    /// rebuilt one: the call drops its sender, and the channel is freed once the
+    /// replaced dialogs are (the calling side's when its INVITE transaction ends, RFC
+    /// 6026). Until then what they report is still read: a request may have found a
+    /// replaced dialog just before it was swapped.
+    fn release_states(&mut self) {
+        if self.slimmed.is_empty() || self.state_sender.is_none() || self.handed_over.is_some() {
+            return;
+        }
+        let in_use = self
+            .dialogs
+            .iter()
+            .any(|(leg, dialog)| !self.slimmed.contains(leg) && !dialog.state().is_terminated());
+        if !in_use {
+            self.state_sender = None;
+        }
     }
 
     /// Files a leg's dialog; once the call talks, the registry finds it by its Call-ID.
@@ -189,7 +258,7 @@ impl Driver {
         if self.registered {
             self.b2bua
                 .calls
-                .enter(self.token, &dialog.id().call_id, &self.handover_sender);
+                .enter(self.token, &dialog.id().call_id, &self.inbox_sender);
         }
         self.dialogs.retain(|(l, _)| *l != leg);
         self.dialogs.push((leg, dialog));
@@ -205,7 +274,7 @@ impl Driver {
         for (_, dialog) in &self.dialogs {
             self.b2bua
                 .calls
-                .enter(self.token, &dialog.id().call_id, &self.handover_sender);
+                .enter(self.token, &dialog.id().call_id, &self.inbox_sender);
         }
     }
 
@@ -311,6 +380,9 @@ impl Driver {
     /// Swaps a confirmed leg's dialog for one without its set-up's leftovers
     /// ([`super::slim`]), with the credential its INVITE was sent with.
     fn slim(&mut self, leg: Leg) {
+        if self.slimmed.contains(&leg) {
+            return;
+        }
         let credential = match leg {
             Leg::Caller | Leg::Phone(..) => None,
             Leg::Ring(..) | Leg::Transfer(_) => self.spec.credential.clone(),
@@ -322,7 +394,7 @@ impl Driver {
         };
         if let Some(slim) = self
             .b2bua
-            .slim(&dialog, credential, self.state_sender.clone())
+            .slim(&dialog, credential, self.token, &self.inbox_sender)
         {
             for (l, d) in &mut self.dialogs {
                 if *l == leg {
@@ -330,6 +402,7 @@ impl Driver {
                     break;
                 }
             }
+            self.slimmed.push(leg);
         }
     }
 
@@ -345,6 +418,9 @@ impl Driver {
             Done::Taken { leg, takeover } => Some(Event::Handover(match takeover {
                 Ok(takeover) => {
                     self.file(leg, takeover.dialog);
+                    if takeover.slim {
+                        self.slimmed.push(leg);
+                    }
                     Handover::Taken {
                         sdp: takeover.sdp,
                         user: takeover.user,
@@ -569,7 +645,9 @@ impl Driver {
                 let call_id = replaces.call_id.clone();
                 let ask = Box::new(HandoverAsk {
                     replaces,
-                    states: self.state_sender.clone(),
+                    states: self.state_sender(),
+                    token: self.token,
+                    inbox: self.inbox_sender.clone(),
                     reply,
                 });
                 let registry = self.b2bua.calls.clone();
@@ -599,16 +677,26 @@ impl Driver {
                 };
                 let id = dialog.id();
                 let contact = dialog.initial_request().uri.to_string();
+                let slim = self.slimmed.contains(&leg);
+                if slim {
+                    // Before the taker hears of it: its changes must find the new route.
+                    self.b2bua.calls.route(ask.token, &id.call_id, &ask.inbox);
+                }
                 let takeover = Takeover {
                     dialog,
+                    slim,
                     sdp,
                     user,
                     contact,
                 };
-                if ask.reply.send(Ok(takeover)).is_ok() {
+                let HandoverAsk { reply, states, .. } = *ask;
+                if reply.send(Ok(takeover)).is_ok() {
                     tracing::info!(remaining = %id, "call handed over to a consultation transfer");
                     self.dialogs.retain(|(l, _)| *l != leg);
-                    self.handed_over = Some((id, ask.states));
+                    self.slimmed.retain(|l| *l != leg);
+                    if !slim {
+                        self.handed_over = Some((id, states));
+                    }
                 }
             }
             Action::RefuseHandover(status) => {
@@ -660,7 +748,7 @@ impl Driver {
             })
         })();
         let b2bua = self.b2bua.clone();
-        let states = self.state_sender.clone();
+        let states = self.state_sender();
         let started = match option {
             Ok(option) => b2bua.send_invite(option, device, states).await,
             Err(err) => Err(err.into()),
@@ -739,11 +827,8 @@ impl Driver {
         let Ok(option) = option else {
             return self.queued.push_back(not_sent(unavailable));
         };
-        match self
-            .b2bua
-            .send_invite(option, &leg.device, self.state_sender.clone())
-            .await
-        {
+        let states = self.state_sender();
+        match self.b2bua.send_invite(option, &leg.device, states).await {
             Ok((dialog, handle)) => {
                 self.file(Leg::Forward, dialog);
                 self.inflight.push(Box::pin(async move {
@@ -916,7 +1001,7 @@ impl Driver {
 
     /// The call is over: its dialogs are forgotten, except one handed over to another
     /// call, whose changes still report here and are passed on until it ends.
-    async fn finish(mut self, mut states: DialogStateReceiver) {
+    async fn finish(&mut self) {
         self.b2bua.calls.leave(self.token);
         if let Some(ask) = self.asked.take() {
             let _ = ask.reply.send(Err(481));
@@ -932,8 +1017,10 @@ impl Driver {
             .unwrap_or_else(|e| e.into_inner())
             .len();
         metrics::gauge!("leadline_sip_dialogs").set((self.b2bua.dialogs.len() + own) as f64);
-        if let Some((id, to)) = self.handed_over.take() {
-            drop(self.state_sender);
+        if let Some((id, to)) = self.handed_over.take()
+            && let Some(mut states) = self.states.take()
+        {
+            self.state_sender = None;
             while let Some(state) = states.recv().await {
                 if state.id().call_id != id.call_id {
                     continue;
@@ -1058,6 +1145,14 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn media_dead(session: Option<Arc<crate::media::MediaSession>>) {
     match session {
         Some(session) => session.dead().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next change on the call's own dialog-state channel; never once it was let go.
+async fn next_state(states: &mut Option<DialogStateReceiver>) -> Option<DialogState> {
+    match states {
+        Some(states) => states.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -6,10 +6,12 @@
 //! (the 200 with its SDP) in its state. None of it is used once the ACK has passed: the
 //! INVITE transaction is answered, and in-dialog requests are built from the dialog's
 //! tags, CSeq numbers, route set and remote target. So once a leg is confirmed the
-//! driver swaps its dialog for one made from those alone (rsipstack's own
-//! [`DialogInner::snapshot`] and public constructor, as its restore after a restart
-//! does) and files it with the calls' own dialogs; the old one goes once its INVITE
-//! transaction has ended (RFC 6026: up to 32 s after the 2xx for the calling side).
+//! driver swaps its dialog for one made from those alone (rsipstack's own snapshot and
+//! public constructor, as its restore after a restart does) and files it with the
+//! calls' own dialogs; the old one goes once its INVITE transaction has ended (RFC 6026:
+//! up to 32 s after the 2xx for the calling side). The rebuilt dialog reports its
+//! changes through the [`super::registry`], routed by its Call-ID to the call's inbox,
+//! so that the call can let its own dialog-state channel go.
 //!
 //! Only dialogs over UDP are rebuilt: a dialog over a TCP flow keeps that flow (its
 //! connection is not public), and neither are dialogs with an RFC 7989 Session-ID (a
@@ -18,13 +20,15 @@
 use std::sync::{Arc, OnceLock};
 
 use rsipstack::dialog::authenticate::Credential;
-use rsipstack::dialog::dialog::{DialogInner, DialogState, DialogStateSender};
+use rsipstack::dialog::dialog::{DialogInner, DialogState};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::headers::untyped::ToTypedHeader as _;
 use rsipstack::sip::{Header, Request, Response, Transport};
 use rsipstack::transaction::transaction::TransactionEventSender;
 
 use super::B2bua;
+use super::driver::InboxSender;
+use super::registry::CallToken;
 
 /// The rebuilt dialogs' way to the INVITE transaction, which they no longer have: one
 /// sender for the process, its receiver dropped. rsipstack sends on it only to answer
@@ -64,9 +68,9 @@ fn trimmed(request: &Request) -> Request {
         )
         .collect();
     Request {
-        method: request.method.clone(),
+        method: request.method,
         uri: request.uri.clone(),
-        version: request.version.clone(),
+        version: request.version,
         headers: headers.into(),
         body: Vec::new(),
     }
@@ -83,13 +87,14 @@ fn over_udp(request: &Request) -> bool {
 impl B2bua {
     /// `dialog` rebuilt as described in the module docs and filed in its place, or `None`
     /// when it is left as it is (not confirmed, not over UDP, set up over our own flow,
-    /// with a Session-ID). `credential` is the one the leg was sent with; `state_sender`
-    /// the channel its changes go to.
+    /// with a Session-ID). `credential` is the one the leg was sent with; the changes of
+    /// the rebuilt dialog reach `call`'s `inbox`.
     pub(super) fn slim(
         &self,
         dialog: &InviteDialog,
         credential: Option<Credential>,
-        state_sender: DialogStateSender,
+        call: CallToken,
+        inbox: &InboxSender,
     ) -> Option<InviteDialog> {
         if !matches!(dialog.state(), DialogState::Confirmed(..)) {
             return None;
@@ -108,7 +113,7 @@ impl B2bua {
             snapshot.id.clone(),
             trimmed(&initial),
             self.dialogs.endpoint.clone(),
-            state_sender,
+            self.calls.states(),
             credential,
             snapshot.local_contact.clone(),
             no_transaction(),
@@ -126,7 +131,9 @@ impl B2bua {
         *inner.to.lock() = snapshot.to;
         *inner.route_set.lock() = snapshot.route_set;
         let slim = InviteDialog::from_inner(Arc::new(inner));
-        // Ours first, then out of the layer: a request in between finds one of the two.
+        // The route before the dialog can be found: its first change must find it. Then
+        // ours before out of the layer: a request in between finds one of the two.
+        self.calls.route(call, &snapshot.id.call_id, inbox);
         self.own_dialogs_insert(key, slim.clone());
         self.dialogs.remove_dialog(&snapshot.id);
         Some(slim)
