@@ -105,21 +105,27 @@ pub struct B2bua {
 }
 
 impl B2bua {
-    /// Takes an INVITE from `trunk`. Returns once the call has ended.
-    pub async fn incoming(
+    /// Takes an INVITE from `trunk`. The future ends once the call has ended.
+    ///
+    /// The set-up holds much a talking call no longer needs (the INVITE, the trunk, the
+    /// intake's answer, the devices) and awaits large futures (the intake's). In a future
+    /// of its own, boxed at once, all of it is freed before the call runs, and the call's
+    /// task, sized for its largest await, is not kept that large for hours (an async fn
+    /// would also keep its by-value arguments, the transaction among them, in its own
+    /// future).
+    pub fn incoming(
         self: Arc<Self>,
         tx: Transaction,
         trunk: TrunkRecord,
-    ) -> Result<(), B2buaError> {
-        // The set-up holds much a talking call no longer needs (the INVITE, the trunk,
-        // the intake's answer, the devices) and awaits large futures (the intake's). In a
-        // future of its own, boxed, all of it is freed before the call runs, and the
-        // call's task, sized for its largest await, is not kept that large for hours.
-        let Some((driver, states, span)) = Box::pin(self.set_up_incoming(tx, trunk)).await? else {
-            return Ok(());
-        };
-        driver.run(states).instrument(span).await;
-        Ok(())
+    ) -> impl Future<Output = Result<(), B2buaError>> + Send {
+        let set_up = Box::pin(self.set_up_incoming(tx, trunk));
+        async move {
+            let Some((driver, states, span)) = set_up.await? else {
+                return Ok(());
+            };
+            driver.run(states).instrument(span).await;
+            Ok(())
+        }
     }
 
     /// The INVITE answered with an error, or the call ready to run.
