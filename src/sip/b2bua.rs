@@ -5,9 +5,12 @@
 //! rsipstack dialogs: the caller's (the inbound leg; for a click-to-call the leg the
 //! gateway placed to the employee's phone, `dial`) and one per rung device, forward or
 //! transfer target. rsipstack's dialog layer keeps the dialogs (tags, CSeq, route sets,
-//! ACK, CANCEL) and reports their changes on the call's channel. This module sets a call
-//! up (the number, the intake within its budget, the route plan, what the agents' phones
-//! show) and sends its INVITEs; [`registry`] finds live calls for attended transfers.
+//! ACK, CANCEL) and reports their changes on the call's channel. A leg confirmed over
+//! UDP gets a dialog rebuilt without its set-up's leftovers (`slim`), whose changes
+//! [`registry`] routes to the call; once all its live dialogs are rebuilt the call lets
+//! its own channel go. This module sets a call up (the number, the intake within its
+//! budget, the route plan, what the agents' phones show) and sends its INVITEs;
+//! [`registry`] also finds live calls for attended transfers.
 
 use std::collections::HashMap;
 use std::future::Future;

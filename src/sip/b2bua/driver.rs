@@ -64,7 +64,7 @@ pub(crate) type InboxSender = mpsc::UnboundedSender<Inbox>;
 /// The far side of a call, handed over to the call that takes it.
 pub(crate) struct Takeover {
     pub dialog: InviteDialog,
-    /// The dialog was rebuilt ([`super::slim`]): its changes are routed to the taker.
+    /// The dialog was rebuilt (`slim`): its changes are routed to the taker.
     pub slim: bool,
     pub sdp: Option<Body>,
     pub user: Option<UserId>,
@@ -100,7 +100,7 @@ pub(super) struct Driver {
     state_sender: Option<DialogStateSender>,
     states: Option<DialogStateReceiver>,
     dialogs: Vec<(Leg, InviteDialog)>,
-    /// The legs whose dialogs were rebuilt ([`super::slim`]).
+    /// The legs whose dialogs were rebuilt (`slim`).
     slimmed: Vec<Leg>,
     held: Vec<(ReqId, TransactionHandle)>,
     next_req: u32,
@@ -378,7 +378,7 @@ impl Driver {
     }
 
     /// Swaps a confirmed leg's dialog for one without its set-up's leftovers
-    /// ([`super::slim`]), with the credential its INVITE was sent with.
+    /// (`slim`), with the credential its INVITE was sent with.
     fn slim(&mut self, leg: Leg) {
         if self.slimmed.contains(&leg) {
             return;

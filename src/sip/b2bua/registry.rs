@@ -6,7 +6,7 @@
 //! reached through its command channel.
 //!
 //! It also passes on the changes of talking calls' dialogs: a dialog rebuilt once
-//! confirmed ([`super::slim`]) reports on the registry's one dialog-state channel, and
+//! confirmed (`slim`) reports on the registry's one dialog-state channel, and
 //! the registry sends each change to the inbox of the call routed for its Call-ID. A
 //! call then needs no dialog-state channel of its own while it talks (rsipstack's is
 //! unbounded, so its first block of 32 large states, about 10 KiB, would live as long
