@@ -197,6 +197,18 @@ pub enum Opening {
     LostRace,
 }
 
+/// What the intake decides a call event by: the customer's side of it and who dialled.
+fn facts_of(event: &CallEvent) -> CallFacts {
+    CallFacts {
+        direction: event.direction,
+        customer_raw: match event.direction {
+            Direction::Incoming => event.from.clone(),
+            Direction::Outgoing => event.to.clone(),
+        },
+        user: event.user.clone(),
+    }
+}
+
 /// The most times a decision is retried after losing a race for an identifier (M7) or a
 /// queue turn: each retry sees the winner's commit, so two are always enough.
 const MAX_DECISION_ROUNDS: usize = 3;
@@ -204,14 +216,7 @@ const MAX_DECISION_ROUNDS: usize = 3;
 impl Store {
     /// Applies one call event (API.md `/calls/events`), exactly once per (call, event).
     pub async fn apply_call_event(&self, event: &CallEvent) -> Result<EventOutcome> {
-        let facts = CallFacts {
-            direction: event.direction,
-            customer_raw: match event.direction {
-                Direction::Incoming => event.from.clone(),
-                Direction::Outgoing => event.to.clone(),
-            },
-            user: event.user.clone(),
-        };
+        let facts = facts_of(event);
         for round in 0..MAX_DECISION_ROUNDS {
             // The first event of a call (of whatever kind) runs the intake; later ones only
             // move the call along, group-committed (`steps`), which also finds whether the
@@ -278,14 +283,7 @@ impl Store {
     ) -> Result<Vec<Result<Opening>>> {
         let mut jobs = Vec::with_capacity(events.len());
         for event in events {
-            let facts = CallFacts {
-                direction: event.direction,
-                customer_raw: match event.direction {
-                    Direction::Incoming => event.from.clone(),
-                    Direction::Outgoing => event.to.clone(),
-                },
-                user: event.user.clone(),
-            };
+            let facts = facts_of(event);
             let context = self.intake_context(event, &facts).await?;
             jobs.push(IntakeJob::new(event.clone(), facts, context));
         }
