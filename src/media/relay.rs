@@ -127,11 +127,9 @@ struct Shared {
     dead: Notify,
 }
 
-/// Boxed where large: an unbounded channel allocates its first block of 32 slots as it
-/// is made, so every call pays 32 times this type's size however few commands it sends.
 enum Control {
     /// A party's latest SDP.
-    Offer(Side, Option<Box<AudioOffer>>),
+    Offer(Side, Option<AudioOffer>),
     /// The call is answered: silence from now on counts towards the timeout.
     Arm,
     /// Audio packets go here from now on.
@@ -163,9 +161,7 @@ impl MediaSession {
         if body.is_empty() {
             return Vec::new();
         }
-        let _ = self
-            .control
-            .send(Control::Offer(from, sdp::audio(body).map(Box::new)));
+        let _ = self.control.send(Control::Offer(from, sdp::audio(body)));
         let to = from.other();
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
         sdp::rewrite(
@@ -231,7 +227,7 @@ impl Drop for MediaSession {
 
 #[derive(Default)]
 struct LegState {
-    offer: Option<Box<AudioOffer>>,
+    offer: Option<AudioOffer>,
     rtp_peer: Option<SocketAddr>,
     rtcp_peer: Option<SocketAddr>,
     rtp_latched: bool,
@@ -242,7 +238,7 @@ struct LegState {
 }
 
 impl LegState {
-    fn learn(&mut self, offer: Option<Box<AudioOffer>>) {
+    fn learn(&mut self, offer: Option<AudioOffer>) {
         let rtp = offer.as_ref().and_then(|o| o.rtp);
         let rtcp = offer.as_ref().and_then(|o| o.rtcp);
         // The same address again (a session refresh) keeps the latch: behind NAT the
@@ -261,7 +257,7 @@ impl LegState {
     }
 
     fn talking(&self) -> bool {
-        self.offer.as_deref().is_none_or(AudioOffer::talking)
+        self.offer.as_ref().is_none_or(AudioOffer::talking)
     }
 }
 
@@ -284,21 +280,12 @@ struct RelayTask {
 /// Packets taken from one socket per wake-up before the others get a turn.
 const BURST: usize = 32;
 
-/// The largest datagram the relay takes; longer ones are cut (RTP over UDP stays under
-/// the path MTU).
-const DATAGRAM: usize = 2048;
-
-thread_local! {
-    /// One receive buffer per worker thread, not per call: a packet is received and
-    /// sent on without an await in between, so no two relays use it at once.
-    static BUFFER: std::cell::RefCell<[u8; DATAGRAM]> = const { std::cell::RefCell::new([0; DATAGRAM]) };
-}
-
 impl RelayTask {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Control>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_packet = tokio::time::Instant::now();
+        let mut buffer = vec![0u8; 2048];
         let mut timed_out = false;
         loop {
             let ready = {
@@ -325,7 +312,7 @@ impl RelayTask {
                 Wake::Command(Control::Tap(tap)) => self.tap = Some(tap),
                 Wake::Command(Control::Stop) => break,
                 Wake::Readable(side, channel) => {
-                    if BUFFER.with_borrow_mut(|buffer| self.drain(side, channel, buffer)) {
+                    if self.drain(side, channel, &mut buffer) {
                         last_packet = tokio::time::Instant::now();
                     }
                 }

@@ -5,12 +5,9 @@
 //! rsipstack dialogs: the caller's (the inbound leg; for a click-to-call the leg the
 //! gateway placed to the employee's phone, `dial`) and one per rung device, forward or
 //! transfer target. rsipstack's dialog layer keeps the dialogs (tags, CSeq, route sets,
-//! ACK, CANCEL) and reports their changes on the call's channel. A leg confirmed over
-//! UDP gets a dialog rebuilt without its set-up's leftovers (`slim`), whose changes
-//! [`registry`] routes to the call; once all its live dialogs are rebuilt the call lets
-//! its own channel go. This module sets a call up (the number, the intake within its
-//! budget, the route plan, what the agents' phones show) and sends its INVITEs;
-//! [`registry`] also finds live calls for attended transfers.
+//! ACK, CANCEL) and reports their changes on the call's channel. This module sets a call
+//! up (the number, the intake within its budget, the route plan, what the agents' phones
+//! show) and sends its INVITEs; [`registry`] finds live calls for attended transfers.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,7 +56,6 @@ pub(crate) mod driver;
 mod media;
 mod outgoing;
 pub mod registry;
-mod slim;
 
 pub use dial::{DialError, DialOrder, Dialer};
 use driver::{CallSpec, Driver};
@@ -108,35 +104,12 @@ pub struct B2bua {
 }
 
 impl B2bua {
-    /// Takes an INVITE from `trunk`. The future ends once the call has ended.
-    ///
-    /// The set-up holds much a talking call no longer needs (the INVITE, the trunk, the
-    /// intake's answer, the devices) and awaits large futures (the intake's). In a future
-    /// of its own, boxed at once, all of it is freed before the call runs, and the call's
-    /// task, sized for its largest await, is not kept that large for hours (an async fn
-    /// would also keep its by-value arguments, the transaction among them, in its own
-    /// future).
-    pub fn incoming(
-        self: Arc<Self>,
-        tx: Transaction,
-        trunk: TrunkRecord,
-    ) -> impl Future<Output = Result<(), B2buaError>> + Send {
-        let set_up = Box::pin(self.set_up_incoming(tx, trunk));
-        async move {
-            let Some((driver, states, span)) = set_up.await? else {
-                return Ok(());
-            };
-            driver.run(states).instrument(span).await;
-            Ok(())
-        }
-    }
-
-    /// The INVITE answered with an error, or the call ready to run.
-    async fn set_up_incoming(
+    /// Takes an INVITE from `trunk`. Returns once the call has ended.
+    pub async fn incoming(
         self: Arc<Self>,
         mut tx: Transaction,
         trunk: TrunkRecord,
-    ) -> Result<Option<(Box<Driver>, DialogStateReceiver, tracing::Span)>, B2buaError> {
+    ) -> Result<(), B2buaError> {
         let received = tokio::time::Instant::now();
         let Some(profile) = self
             .profiles
@@ -145,14 +118,14 @@ impl B2bua {
             .cloned()
         else {
             tx.reply(StatusCode::ServerInternalError).await?;
-            return Ok(None);
+            return Ok(());
         };
         let request = tx.original.clone();
         let Some(number) = self.number_called(&request, &profile).await? else {
             let warning = Header::Warning("399 leadline \"not a configured number\"".into());
             tx.reply_with(StatusCode::NotFound, vec![warning], None)
                 .await?;
-            return Ok(None);
+            return Ok(());
         };
         let session_interval_s = match session_timer::negotiate(
             header_value(&request, &["session-expires", "x"]).as_deref(),
@@ -165,7 +138,7 @@ impl B2bua {
                 let min_se = Header::Other("Min-SE".into(), min_se_s.to_string());
                 tx.reply_with(StatusCode::from(422), vec![min_se], None)
                     .await?;
-                return Ok(None);
+                return Ok(());
             }
         };
         let caller = identity::caller(&request, &profile);
@@ -177,7 +150,7 @@ impl B2bua {
             Err(status) => {
                 let warning = Header::Warning("399 leadline \"no free media ports\"".into());
                 tx.reply_with(status, vec![warning], None).await?;
-                return Ok(None);
+                return Ok(());
             }
         };
 
@@ -237,15 +210,18 @@ impl B2bua {
                 recording: Default::default(),
             },
         };
-        let driver = Driver::new(
+        Driver::new(
             self.clone(),
             machine,
             spec,
             state_sender,
             Some(inbound),
             late_intake,
-        );
-        Ok(Some((driver, states, span)))
+        )
+        .run(states)
+        .instrument(span)
+        .await;
+        Ok(())
     }
 
     /// Our number the INVITE is for: the profile's reading first, then the other one.

@@ -42,30 +42,14 @@ enum Done {
 /// side.
 pub(crate) struct HandoverAsk {
     pub replaces: call::Replaces,
-    /// Where the handed-over dialog's changes go from now on, if it reports on the
-    /// giving call's own channel.
+    /// Where the handed-over dialog's changes go from now on.
     pub states: DialogStateSender,
-    /// The asking call, where a rebuilt dialog's changes are routed instead.
-    pub token: CallToken,
-    pub inbox: InboxSender,
     pub reply: oneshot::Sender<Result<Takeover, u16>>,
 }
-
-/// What reaches a call through the [`super::registry`]. Boxed: the channel's first block
-/// holds 32 of them for every call, and a talking call gets few.
-pub(crate) enum Inbox {
-    Handover(Box<HandoverAsk>),
-    /// A change of one of the call's rebuilt dialogs.
-    State(Box<DialogState>),
-}
-
-pub(crate) type InboxSender = mpsc::UnboundedSender<Inbox>;
 
 /// The far side of a call, handed over to the call that takes it.
 pub(crate) struct Takeover {
     pub dialog: InviteDialog,
-    /// The dialog was rebuilt (`slim`): its changes are routed to the taker.
-    pub slim: bool,
     pub sdp: Option<Body>,
     pub user: Option<UserId>,
     pub contact: String,
@@ -94,14 +78,8 @@ pub(super) struct Driver {
     b2bua: Arc<B2bua>,
     machine: call::Call,
     spec: CallSpec,
-    /// The call's own dialog-state channel, while a dialog reports on it: dialogs in
-    /// set-up do; rebuilt ones report through the registry to `inbox`. Made again for a
-    /// leg sent later (a transfer, a forward).
-    state_sender: Option<DialogStateSender>,
-    states: Option<DialogStateReceiver>,
+    state_sender: DialogStateSender,
     dialogs: Vec<(Leg, InviteDialog)>,
-    /// The legs whose dialogs were rebuilt (`slim`).
-    slimmed: Vec<Leg>,
     held: Vec<(ReqId, TransactionHandle)>,
     next_req: u32,
     timers: Vec<(Timer, Instant)>,
@@ -111,10 +89,10 @@ pub(super) struct Driver {
     token: CallToken,
     /// The call's dialogs are in the registry.
     registered: bool,
-    inbox_sender: InboxSender,
-    inbox: mpsc::UnboundedReceiver<Inbox>,
+    handover_sender: mpsc::UnboundedSender<HandoverAsk>,
+    handovers: mpsc::UnboundedReceiver<HandoverAsk>,
     /// The ask the machine is deciding.
-    asked: Option<Box<HandoverAsk>>,
+    asked: Option<HandoverAsk>,
     /// The dialog handed over to another call, and where its changes go.
     handed_over: Option<(rsipstack::dialog::DialogId, DialogStateSender)>,
     voicemail_stop: Option<oneshot::Sender<()>>,
@@ -128,19 +106,15 @@ impl Driver {
         state_sender: DialogStateSender,
         caller: Option<InviteDialog>,
         late_intake: Option<Boxed<()>>,
-    ) -> Box<Self> {
-        let (inbox_sender, inbox) = mpsc::unbounded_channel();
+    ) -> Self {
+        let (handover_sender, handovers) = mpsc::unbounded_channel();
         let token = b2bua.calls.token();
-        // Boxed: an async fn keeps a by-value argument twice in its future (the argument
-        // and its binding), and the call's task would carry both for the whole call.
-        let mut driver = Box::new(Self {
+        let mut driver = Self {
             b2bua,
             machine,
             spec,
-            state_sender: Some(state_sender),
-            states: None,
+            state_sender,
             dialogs: Vec::new(),
-            slimmed: Vec::new(),
             held: Vec::new(),
             next_req: 0,
             timers: Vec::new(),
@@ -149,12 +123,12 @@ impl Driver {
             late_intake,
             token,
             registered: false,
-            inbox_sender,
-            inbox,
+            handover_sender,
+            handovers,
             asked: None,
             handed_over: None,
             voicemail_stop: None,
-        });
+        };
         if let Some(caller) = caller {
             driver.file(Leg::Caller, caller);
         }
@@ -162,8 +136,7 @@ impl Driver {
     }
 
     /// Runs the call until it is over and its legs are done with.
-    pub(super) async fn run(mut self: Box<Self>, states: DialogStateReceiver) {
-        self.states = Some(states);
+    pub(super) async fn run(mut self, mut states: DialogStateReceiver) {
         // Read once: a call that talks for hours keeps neither the hours nor the rule
         // (the machine has its own copy).
         let open = self
@@ -181,76 +154,30 @@ impl Driver {
                 self.carry_out(actions).await;
                 self.register_when_talking();
             }
-            self.release_states();
             if self.machine.is_over() && self.inflight.is_empty() {
                 break;
             }
-            if let Some(event) = self.next_event().await {
+            let deadline = self.timers.iter().map(|(_, at)| *at).min();
+            let talking = self.machine.is_talking();
+            let session = self.spec.media.session.clone();
+            let event = tokio::select! {
+                Some(state) = states.recv() => self.event_of(state),
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.done(done)
+                }
+                () = sleep_until(deadline) => self.timer_fired(),
+                () = media_dead(session), if talking => Some(Event::MediaTimeout),
+                () = run_late(&mut self.late_intake), if self.late_intake.is_some() => {
+                    self.late_intake = None;
+                    Some(Event::IntakeDone)
+                }
+                Some(ask) = self.handovers.recv() => self.handover_asked(ask),
+            };
+            if let Some(event) = event {
                 self.queued.push_back(event);
             }
         }
-        self.finish().await;
-    }
-
-    /// Waits for what happens next to the call.
-    async fn next_event(&mut self) -> Option<Event> {
-        let deadline = self.timers.iter().map(|(_, at)| *at).min();
-        let talking = self.machine.is_talking();
-        let session = self.spec.media.session.clone();
-        tokio::select! {
-            state = next_state(&mut self.states) => match state {
-                Some(state) => self.event_of(state),
-                // Closed: let go, and no dialog is left on it.
-                None => {
-                    self.states = None;
-                    None
-                }
-            },
-            Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
-                self.done(done)
-            }
-            () = sleep_until(deadline) => self.timer_fired(),
-            () = media_dead(session), if talking => Some(Event::MediaTimeout),
-            () = run_late(&mut self.late_intake), if self.late_intake.is_some() => {
-                self.late_intake = None;
-                Some(Event::IntakeDone)
-            }
-            Some(message) = self.inbox.recv() => match message {
-                Inbox::Handover(ask) => self.handover_asked(ask),
-                Inbox::State(state) => self.event_of(*state),
-            },
-        }
-    }
-
-    /// Where a new dialog of the call reports: the call's own channel, made again if
-    /// it was let go (a replaced dialog still holding the old one reports nothing more:
-    /// its call is talking).
-    fn state_sender(&mut self) -> DialogStateSender {
-        if let Some(sender) = &self.state_sender {
-            return sender.clone();
-        }
-        let (sender, states) = self.b2bua.dialogs.new_dialog_state_channel();
-        self.state_sender = Some(sender.clone());
-        self.states = Some(states);
-        sender
-    }
-
-    /// Lets the call's own dialog-state channel go once every dialog still alive is a
-    /// rebuilt one: the call drops its sender, and the channel is freed once the
-    /// replaced dialogs are (the calling side's when its INVITE transaction ends, RFC
-    /// 6026). Until then what they report is still read: a request may have found a
-    /// replaced dialog just before it was swapped.
-    fn release_states(&mut self) {
-        if self.slimmed.is_empty() || self.state_sender.is_none() || self.handed_over.is_some() {
-            return;
-        }
-        let in_use = self
-            .dialogs
-            .iter()
-            .any(|(leg, dialog)| !self.slimmed.contains(leg) && !dialog.state().is_terminated());
-        if !in_use {
-            self.state_sender = None;
-        }
+        self.finish(states).await;
     }
 
     /// Files a leg's dialog; once the call talks, the registry finds it by its Call-ID.
@@ -258,7 +185,7 @@ impl Driver {
         if self.registered {
             self.b2bua
                 .calls
-                .enter(self.token, &dialog.id().call_id, &self.inbox_sender);
+                .enter(self.token, &dialog.id().call_id, &self.handover_sender);
         }
         self.dialogs.retain(|(l, _)| *l != leg);
         self.dialogs.push((leg, dialog));
@@ -274,7 +201,7 @@ impl Driver {
         for (_, dialog) in &self.dialogs {
             self.b2bua
                 .calls
-                .enter(self.token, &dialog.id().call_id, &self.inbox_sender);
+                .enter(self.token, &dialog.id().call_id, &self.handover_sender);
         }
     }
 
@@ -325,14 +252,7 @@ impl Driver {
                     early: body_of(&response.headers, &response.body),
                 })
             }
-            DialogState::Confirmed(..) => {
-                // The calling side's dialog is filed under its final id only after
-                // this; it is rebuilt once its INVITE's answer is in (`done`).
-                if leg == Leg::Caller {
-                    self.slim(leg);
-                }
-                Some(Event::Confirmed { leg })
-            }
+            DialogState::Confirmed(..) => Some(Event::Confirmed { leg }),
             DialogState::Updated(_, request, handle) => {
                 let req = self.hold(handle);
                 let body = body_of(&request.headers, &request.body);
@@ -377,50 +297,13 @@ impl Driver {
         req
     }
 
-    /// Swaps a confirmed leg's dialog for one without its set-up's leftovers
-    /// (`slim`), with the credential its INVITE was sent with.
-    fn slim(&mut self, leg: Leg) {
-        if self.slimmed.contains(&leg) {
-            return;
-        }
-        let credential = match leg {
-            Leg::Caller | Leg::Phone(..) => None,
-            Leg::Ring(..) | Leg::Transfer(_) => self.spec.credential.clone(),
-            // Sent with the trunk's own credential, or someone else's dialog: kept.
-            Leg::Forward | Leg::Taken(_) => return,
-        };
-        let Some(dialog) = self.dialog(leg) else {
-            return;
-        };
-        if let Some(slim) = self
-            .b2bua
-            .slim(&dialog, credential, self.token, &self.inbox_sender)
-        {
-            for (l, d) in &mut self.dialogs {
-                if *l == leg {
-                    *d = slim;
-                    break;
-                }
-            }
-            self.slimmed.push(leg);
-        }
-    }
-
     fn done(&mut self, done: Done) -> Option<Event> {
         match done {
-            Done::Event(event) => {
-                if let Event::Answered { leg, .. } = &event {
-                    self.slim(*leg);
-                }
-                Some(event)
-            }
+            Done::Event(event) => Some(event),
             Done::Nothing => None,
             Done::Taken { leg, takeover } => Some(Event::Handover(match takeover {
                 Ok(takeover) => {
                     self.file(leg, takeover.dialog);
-                    if takeover.slim {
-                        self.slimmed.push(leg);
-                    }
                     Handover::Taken {
                         sdp: takeover.sdp,
                         user: takeover.user,
@@ -445,7 +328,7 @@ impl Driver {
         Some(Event::Timer(timer))
     }
 
-    fn handover_asked(&mut self, ask: Box<HandoverAsk>) -> Option<Event> {
+    fn handover_asked(&mut self, ask: HandoverAsk) -> Option<Event> {
         if self.asked.is_some() {
             let _ = ask.reply.send(Err(491));
             return None;
@@ -472,12 +355,8 @@ impl Driver {
 
     async fn act(&mut self, action: Action) {
         match action {
-            // Boxed, like every await below that holds a store or socket future: the
-            // call's task is sized for its largest await and lives as long as the call.
-            Action::Invite { leg, device, offer } => {
-                Box::pin(self.invite(leg, &device, offer)).await;
-            }
-            Action::Forward { target } => Box::pin(self.forward(target)).await,
+            Action::Invite { leg, device, offer } => self.invite(leg, &device, offer).await,
+            Action::Forward { target } => self.forward(target).await,
             Action::Hangup(leg) => {
                 if let Some(dialog) = self.dialog(leg) {
                     self.inflight.push(Box::pin(async move {
@@ -628,7 +507,7 @@ impl Driver {
                     let _ = stop.send(());
                 }
             }
-            Action::Write(write) => Box::pin(self.write(write)).await,
+            Action::Write(write) => self.write(write).await,
             Action::Publish(publish) => self.publish(publish),
             Action::LegsChanged => self.b2bua.live.set(&self.spec.call_id, self.machine.legs()),
             Action::Count(metric) => count(metric),
@@ -637,19 +516,17 @@ impl Driver {
                     .record(delay.as_secs_f64());
             }
             Action::FindTransferTarget { extension } => {
-                let found = Box::pin(transfer_target(&self.b2bua, &extension)).await;
+                let found = transfer_target(&self.b2bua, &extension).await;
                 self.queued.push_back(Event::TransferTarget(found));
             }
             Action::AskHandover { replaces, leg } => {
                 let (reply, answer) = oneshot::channel();
                 let call_id = replaces.call_id.clone();
-                let ask = Box::new(HandoverAsk {
+                let ask = HandoverAsk {
                     replaces,
-                    states: self.state_sender(),
-                    token: self.token,
-                    inbox: self.inbox_sender.clone(),
+                    states: self.state_sender.clone(),
                     reply,
-                });
+                };
                 let registry = self.b2bua.calls.clone();
                 let token = self.token;
                 self.inflight.push(Box::pin(async move {
@@ -677,26 +554,16 @@ impl Driver {
                 };
                 let id = dialog.id();
                 let contact = dialog.initial_request().uri.to_string();
-                let slim = self.slimmed.contains(&leg);
-                if slim {
-                    // Before the taker hears of it: its changes must find the new route.
-                    self.b2bua.calls.route(ask.token, &id.call_id, &ask.inbox);
-                }
                 let takeover = Takeover {
                     dialog,
-                    slim,
                     sdp,
                     user,
                     contact,
                 };
-                let HandoverAsk { reply, states, .. } = *ask;
-                if reply.send(Ok(takeover)).is_ok() {
+                if ask.reply.send(Ok(takeover)).is_ok() {
                     tracing::info!(remaining = %id, "call handed over to a consultation transfer");
                     self.dialogs.retain(|(l, _)| *l != leg);
-                    self.slimmed.retain(|l| *l != leg);
-                    if !slim {
-                        self.handed_over = Some((id, states));
-                    }
+                    self.handed_over = Some((id, ask.states));
                 }
             }
             Action::RefuseHandover(status) => {
@@ -748,7 +615,7 @@ impl Driver {
             })
         })();
         let b2bua = self.b2bua.clone();
-        let states = self.state_sender();
+        let states = self.state_sender.clone();
         let started = match option {
             Ok(option) => b2bua.send_invite(option, device, states).await,
             Err(err) => Err(err.into()),
@@ -827,8 +694,11 @@ impl Driver {
         let Ok(option) = option else {
             return self.queued.push_back(not_sent(unavailable));
         };
-        let states = self.state_sender();
-        match self.b2bua.send_invite(option, &leg.device, states).await {
+        match self
+            .b2bua
+            .send_invite(option, &leg.device, self.state_sender.clone())
+            .await
+        {
             Ok((dialog, handle)) => {
                 self.file(Leg::Forward, dialog);
                 self.inflight.push(Box::pin(async move {
@@ -1001,7 +871,7 @@ impl Driver {
 
     /// The call is over: its dialogs are forgotten, except one handed over to another
     /// call, whose changes still report here and are passed on until it ends.
-    async fn finish(&mut self) {
+    async fn finish(mut self, mut states: DialogStateReceiver) {
         self.b2bua.calls.leave(self.token);
         if let Some(ask) = self.asked.take() {
             let _ = ask.reply.send(Err(481));
@@ -1017,10 +887,8 @@ impl Driver {
             .unwrap_or_else(|e| e.into_inner())
             .len();
         metrics::gauge!("leadline_sip_dialogs").set((self.b2bua.dialogs.len() + own) as f64);
-        if let Some((id, to)) = self.handed_over.take()
-            && let Some(mut states) = self.states.take()
-        {
-            self.state_sender = None;
+        if let Some((id, to)) = self.handed_over.take() {
+            drop(self.state_sender);
             while let Some(state) = states.recv().await {
                 if state.id().call_id != id.call_id {
                     continue;
@@ -1145,14 +1013,6 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn media_dead(session: Option<Arc<crate::media::MediaSession>>) {
     match session {
         Some(session) => session.dead().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The next change on the call's own dialog-state channel; never once it was let go.
-async fn next_state(states: &mut Option<DialogStateReceiver>) -> Option<DialogState> {
-    match states {
-        Some(states) => states.recv().await,
         None => std::future::pending().await,
     }
 }
