@@ -233,6 +233,11 @@ impl Carrier {
             .send_to(text.as_bytes(), self.gateway)
             .await
             .unwrap();
+        self.bye_answer(call_id).await
+    }
+
+    /// The answer to the call's BYE (CSeq 2), waited for at most `ANSWER`.
+    async fn bye_answer(&self, call_id: &str) -> String {
         let deadline = tokio::time::Instant::now() + ANSWER;
         let mut buf = vec![0u8; 65536];
         loop {
@@ -283,19 +288,8 @@ impl Carrier {
             )
             .await
             .unwrap();
-        let deadline = tokio::time::Instant::now() + ANSWER;
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let (n, _) = tokio::time::timeout_at(deadline, self.socket.recv_from(&mut buf))
-                .await
-                .unwrap_or_else(|_| panic!("the BYE of {call_id} answered within the deadline"))
-                .unwrap();
-            let text = String::from_utf8_lossy(&buf[..n]);
-            if value(&text, "Call-ID") == call_id && value(&text, "CSeq") == "2 BYE" {
-                assert!(text.starts_with("SIP/2.0 200"), "{text}");
-                return;
-            }
-        }
+        let text = self.bye_answer(call_id).await;
+        assert!(text.starts_with("SIP/2.0 200"), "{text}");
     }
 }
 
