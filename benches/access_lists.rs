@@ -259,6 +259,7 @@ async fn console_pages(
         profiles: Arc::new(leadline::sip::profiles::Profiles::builtin()),
         events: leadline::events::EventBus::default(),
         live: leadline::events::LiveCalls::default(),
+        desk: leadline::sip::queueing::Desk::default(),
         stopping,
         mail_changed: Arc::new(tokio::sync::Notify::new()),
         mail_credentials: leadline::mail::Credentials::new(app.store.clone()),

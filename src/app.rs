@@ -154,6 +154,14 @@ impl App {
             sip_cancel.clone(),
         )));
         let live = LiveCalls::default();
+        let desk = crate::sip::queueing::Desk::new(
+            store
+                .presences()
+                .await
+                .map_err(StartError::Store)?
+                .into_iter()
+                .map(|p| (p.user, p.status)),
+        );
         let (shutdown, mut signal) = watch::channel(false);
         let mut registrar = Registrar::new(
             store.clone(),
@@ -176,6 +184,7 @@ impl App {
             lookup_budget: config.call_lookup_budget,
             events: events.clone(),
             live: live.clone(),
+            desk: desk.clone(),
             endpoint: sip.handle(),
             own_dialogs: Default::default(),
             calls: crate::sip::b2bua::registry::Registry::spawn(),
@@ -204,6 +213,7 @@ impl App {
             profiles,
             events,
             live,
+            desk,
             stopping: signal.clone(),
             mail_changed: mail_changed.clone(),
             mail_credentials,

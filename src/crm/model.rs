@@ -148,7 +148,22 @@ named_enum!(
         Busy => "busy",
         Failed => "failed",
         Cancelled => "cancelled",
+        Abandoned => "abandoned",
     }
+);
+named_enum!(
+    /// Whether an employee takes queue calls now: a registered phone is not the same as
+    /// an available agent.
+    Presence { Available => "available", Paused => "paused", Offline => "offline" }
+);
+named_enum!(
+    /// Who of a queue's free agents is offered a call: the rotation (T9), all at once,
+    /// or the one idle the longest.
+    QueueStrategy { InTurn => "in_turn", RingAll => "ring_all", LongestIdle => "longest_idle" }
+);
+named_enum!(
+    /// What happens to a caller who waited a queue's `max_wait_s`.
+    OverflowAction { Voicemail => "voicemail", Forward => "forward", Reject => "reject" }
 );
 named_enum!(
     /// Life of a lead: converted leads keep their history, junk ones are closed.

@@ -62,6 +62,8 @@ pub struct AppState {
     pub events: crate::events::EventBus,
     /// Legs of the calls in progress in this process.
     pub live: crate::events::LiveCalls,
+    /// Agents in calls or wrap-up, callers waiting in queues (this process).
+    pub desk: crate::sip::queueing::Desk,
     /// Turns true when the process stops: endless responses (SSE) end then, or the
     /// graceful shutdown would wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,

@@ -89,6 +89,8 @@ pub struct B2bua {
     pub events: EventBus,
     /// Legs of the calls ringing or talking now.
     pub live: LiveCalls,
+    /// Free agents and waiting callers.
+    pub desk: crate::sip::queueing::Desk,
     /// Our TCP connections, for legs to phones registered over TCP.
     pub endpoint: crate::sip::endpoint::EndpointHandle,
     /// Dialogs of legs sent down our own TCP flows: rsipstack's dialog layer files only

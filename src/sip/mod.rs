@@ -14,6 +14,7 @@ pub mod keepalive;
 pub mod lockout;
 pub mod message;
 pub mod profiles;
+pub mod queueing;
 pub mod registrar;
 pub mod router;
 pub mod server;

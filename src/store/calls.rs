@@ -23,7 +23,7 @@ use super::{
 use crate::crm::intake::{CallFacts, call_completes_activity};
 use crate::crm::model::{
     CallEventKind, CallOutcome, CallRecordId, CrmAction, Direction, EntityKind, EntityRef, Millis,
-    UserId,
+    QueueId, UserId,
 };
 use crate::matcher::Identifier;
 
@@ -73,6 +73,10 @@ pub struct CallRecord {
     pub media: Option<serde_json::Value>,
     /// The legs the B2BUA rang (empty for calls pushed over `/calls/events`).
     pub legs: Vec<CallLeg>,
+    /// The queue of the number the call came in on.
+    pub queue: Option<QueueId>,
+    /// How long the caller waited in the queue; `None` when they never waited.
+    pub wait_ms: Option<i64>,
 }
 
 /// One outgoing leg of a routed call: a device of an employee.
@@ -852,5 +856,7 @@ pub(super) fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
                 .map_err(|e| StoreError::Corrupt(format!("calls.legs: {e}")))?,
             None => Vec::new(),
         },
+        queue: col::<Option<String>>(row, "queue_id")?.map(QueueId),
+        wait_ms: col(row, "wait_ms")?,
     })
 }

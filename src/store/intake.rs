@@ -966,6 +966,8 @@ fn plan_writes(
             voicemail: false,
             media: None,
             legs: Vec::new(),
+            queue: None,
+            wait_ms: None,
         };
         let answer = EventAnswer {
             created,
