@@ -403,6 +403,23 @@ impl Store {
         Ok(())
     }
 
+    /// Records the queue a call came in on and how long its caller waited there
+    /// (`None`: never waited).
+    pub async fn set_call_queue(
+        &self,
+        call_id: &str,
+        queue: &QueueId,
+        wait_ms: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE calls SET queue_id = $2, wait_ms = $3 WHERE call_id = $1")
+            .bind(call_id)
+            .bind(queue.as_str())
+            .bind(wait_ms)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
     pub async fn call_by_call_id(&self, call_id: &str) -> Result<Option<CallRecord>> {
         let row = sqlx::query("SELECT * FROM calls WHERE call_id = $1")
             .bind(call_id)
