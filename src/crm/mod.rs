@@ -8,4 +8,5 @@ pub mod mail;
 pub mod mail_flags;
 pub mod model;
 pub mod queue;
+pub mod queueing;
 pub mod stats;
