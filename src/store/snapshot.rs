@@ -54,6 +54,8 @@ pub(crate) struct ConfigSnapshot {
     pub numbers: HashMap<String, NumberSettings>,
     /// Members in turn order.
     pub queues: HashMap<QueueId, Vec<UserId>>,
+    /// How each queue serves callers who wait.
+    pub queue_settings: HashMap<QueueId, crate::crm::queueing::QueueSettings>,
     pub pipelines: Vec<PipelineEntry>,
     /// Media settings by number id.
     pub media: HashMap<NumberId, super::NumberMedia>,
@@ -181,6 +183,14 @@ impl Store {
     /// last resort when the database is slow.
     pub fn cached_queue_members(&self, queue: &QueueId) -> Option<Vec<UserId>> {
         self.cache().snapshot().queues.get(queue).cloned()
+    }
+
+    /// A queue's settings for waiting callers, from the snapshot.
+    pub fn cached_queue_settings(
+        &self,
+        queue: &QueueId,
+    ) -> Option<crate::crm::queueing::QueueSettings> {
+        self.cache().snapshot().queue_settings.get(queue).cloned()
     }
 
     /// What trunk recognition (T2) needs of every trunk: its allowed networks and the
@@ -340,11 +350,17 @@ impl Store {
         .map(|row| super::config::number_settings_from_row(row).map(|n| (n.number.clone(), n)))
         .collect::<Result<HashMap<_, _>>>()?;
         let mut queues: HashMap<QueueId, Vec<UserId>> = HashMap::new();
-        for id in sqlx::query("SELECT id FROM queues")
-            .fetch_all(self.reader())
-            .await?
+        let mut queue_settings = HashMap::new();
+        for row in sqlx::query(dynamic_sql!(
+            "SELECT id, {} FROM queues",
+            super::routing::QUEUE_SETTINGS_COLUMNS
+        ))
+        .fetch_all(self.reader())
+        .await?
         {
-            queues.insert(QueueId(col(&id, "id")?), Vec::new());
+            let id = QueueId(col(&row, "id")?);
+            queue_settings.insert(id.clone(), super::routing::queue_settings_from_row(&row)?);
+            queues.insert(id, Vec::new());
         }
         for row in
             sqlx::query("SELECT queue_id, user_id FROM queue_members ORDER BY queue_id, position")
@@ -377,6 +393,7 @@ impl Store {
             crm,
             numbers,
             queues,
+            queue_settings,
             pipelines,
             media,
             trunks: trunk_list.into_iter().map(|t| (t.id.clone(), t)).collect(),

@@ -376,7 +376,7 @@ async fn mail_setup(store: &Store, mode: CrmMode) -> String {
     let anna = store.create_user(user("anna")).await.unwrap();
     let bob = store.create_user(user("bob")).await.unwrap();
     let queue = store
-        .create_queue("Sales", std::slice::from_ref(&anna.id))
+        .create_queue("Sales", std::slice::from_ref(&anna.id), &Default::default())
         .await
         .unwrap();
     store
@@ -606,7 +606,7 @@ async fn call_line(store: &Store) -> UserId {
         .await
         .unwrap();
     let queue = store
-        .create_queue("Sales", std::slice::from_ref(&anna.id))
+        .create_queue("Sales", std::slice::from_ref(&anna.id), &Default::default())
         .await
         .unwrap();
     store
