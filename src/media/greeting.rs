@@ -111,6 +111,13 @@ impl Greeting {
         Greeting { samples }
     }
 
+    /// Sound made in code (the queue's built-in music): 8 kHz mono samples. `None` when
+    /// empty or longer than the greeting limit, which a caller never plays.
+    pub fn from_samples(samples: Vec<i16>) -> Option<Greeting> {
+        let limit = MAX_DURATION_S as usize * SAMPLE_RATE as usize;
+        (!samples.is_empty() && samples.len() <= limit).then_some(Greeting { samples })
+    }
+
     /// The 8 kHz mono samples.
     pub fn samples(&self) -> &[i16] {
         &self.samples

@@ -2,12 +2,13 @@
 //!
 //! Owns the RTP port range, the SDP rewrite that puts the gateway's address in each leg's
 //! offer and answer, the per-call relay (symmetric RTP with latching, RTCP, loss and jitter
-//! statistics, media timeout), G.711 recording to WAV, voicemail greetings, and the
-//! number's working hours. The SDP rewrite, G.711, the recording's timeline and the
+//! statistics, media timeout), queue music played to waiting callers, G.711 recording to
+//! WAV, voicemail greetings, and the number's working hours. The SDP rewrite, G.711, the recording's timeline and the
 //! schedule are pure; the relay and the recording writer are the adapters around them.
 
 pub mod g711;
 pub mod greeting;
+pub mod music;
 pub mod ports;
 pub mod record;
 pub mod recording;
@@ -17,6 +18,7 @@ pub mod sdp;
 pub mod stats;
 pub mod voicemail;
 
+pub use music::Music;
 pub use ports::{PortPair, PortPool, PortRange};
 pub use relay::{MediaEngine, MediaSession};
 
@@ -52,4 +54,7 @@ pub enum MediaError {
     PortsExhausted(PortRange),
     #[error("cannot bind an RTP socket: {0}")]
     Bind(#[from] std::io::Error),
+    /// The caller offers neither PCMU nor PCMA, so the gateway cannot answer it itself.
+    #[error("the caller offers no G.711 audio")]
+    NoCodec,
 }

@@ -7,14 +7,25 @@
 //! SDP names. Packets from any other source are dropped until the party's SDP changes.
 //! The task keeps RFC 3550 receive statistics per direction, can hand audio packets to a
 //! recorder, and reports a call whose media stopped (the media timeout).
+//!
+//! A caller waiting in a queue is answered by the gateway itself on the caller-facing
+//! port pair ([`MediaSession::answer_caller`]) and hears the queue's [`Music`] from that
+//! same port: the relay task listens to the queue's generator and sends each tick to the
+//! caller's address (the latched one, or the SDP's until the caller sends). While music
+//! plays, what the callee side sends is not passed to the caller (an agent's phone
+//! ringing back would mix with it); once it stops, the callee's first RTP packet to the
+//! caller is marked (RFC 3551 4.1: a new talkspurt, here from a new source).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
+use super::g711::Codec;
+use super::greeting::FRAME_SAMPLES;
+use super::music::{Announcement, Music, RTP_HEADER, RtpStream, Tick};
 use super::sdp::{self, AudioOffer, Origin, RelayAddress};
 use super::stats::StreamStats;
 use super::{MediaError, PortPair, PortPool, Side};
@@ -65,6 +76,9 @@ impl MediaEngine {
             started: Instant::now(),
             armed: false,
             tap: None,
+            player: None,
+            music_out: None,
+            mark_callee: false,
         };
         let task = tokio::spawn(relay.run(commands));
         let session_id = u64::from(rand::random::<u32>());
@@ -134,6 +148,12 @@ enum Control {
     Arm,
     /// Audio packets go here from now on.
     Tap(mpsc::Sender<TappedPacket>),
+    /// Play music to the caller, after as many beeps.
+    Play(Music, Codec, Option<u32>),
+    /// The beeps again (a new position), then the music.
+    Announce(u32),
+    /// Back to relaying.
+    StopPlaying,
     /// The call is over.
     Stop,
 }
@@ -172,6 +192,54 @@ impl MediaSession {
             },
             &mut origins[to.index()],
         )
+    }
+
+    /// The gateway answers the caller's `offer` itself (a caller waiting in a queue): the
+    /// SDP to send the caller (our caller-facing port, the first of PCMU/PCMA the caller
+    /// offers, plus telephone-event if offered) and that codec. Tells the relay the
+    /// caller's address from the offer. Err when the offer has no G.711.
+    ///
+    /// The answer carries the caller-facing origin, so SDP sent to the caller later (the
+    /// agent's, through [`MediaSession::sdp_from`]) continues its version.
+    pub fn answer_caller(&self, offer: &[u8]) -> Result<(Vec<u8>, Codec), MediaError> {
+        let audio = sdp::audio(offer).ok_or(MediaError::NoCodec)?;
+        let codec = audio
+            .payload_types
+            .iter()
+            .find_map(|pt| Codec::from_payload_type(*pt))
+            .ok_or(MediaError::NoCodec)?;
+        let event = sdp::telephone_events(offer)
+            .into_iter()
+            .find(|pt| audio.payload_types.contains(pt));
+        let _ = self.control.send(Control::Offer(Side::Caller, Some(audio)));
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        let answer = sdp::rewrite(
+            &answer_template(codec, event),
+            RelayAddress {
+                ip: self.advertised,
+                rtp_port: self.ports[Side::Caller.index()],
+            },
+            &mut origins[Side::Caller.index()],
+        );
+        Ok((answer, codec))
+    }
+
+    /// Plays `music` to the caller in `codec` from the caller-facing port; with
+    /// `position`, first that many short beeps (capped at 9) and a pause, then the music.
+    pub fn play(&self, music: &Music, codec: Codec, position: Option<u32>) {
+        let _ = self
+            .control
+            .send(Control::Play(music.clone(), codec, position));
+    }
+
+    /// The caller's position changed: the beeps again, then the music (no-op when not playing).
+    pub fn announce(&self, position: u32) {
+        let _ = self.control.send(Control::Announce(position));
+    }
+
+    /// Stops the music; the relay relays between the parties as before.
+    pub fn stop_playing(&self) {
+        let _ = self.control.send(Control::StopPlaying);
     }
 
     /// From now on a call whose media stops for the timeout is reported dead.
@@ -225,6 +293,42 @@ impl Drop for MediaSession {
     }
 }
 
+/// The SDP the gateway answers a waiting caller with, before [`sdp::rewrite`] puts the
+/// gateway's address, port and origin in.
+fn answer_template(codec: Codec, event: Option<u8>) -> Vec<u8> {
+    let pt = codec.payload_type();
+    let mut body = format!(
+        "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\ns=leadline\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
+         m=audio 9 RTP/AVP {pt}{events}\r\na=rtpmap:{pt} {name}/8000\r\n",
+        events = event.map(|e| format!(" {e}")).unwrap_or_default(),
+        name = codec.rtpmap_name(),
+    );
+    if let Some(event) = event {
+        body.push_str(&format!(
+            "a=rtpmap:{event} telephone-event/8000\r\na=fmtp:{event} 0-15\r\n"
+        ));
+    }
+    body.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    body.into_bytes()
+}
+
+/// Music being played to the caller.
+struct Player {
+    ticks: broadcast::Receiver<Tick>,
+    codec: Codec,
+    announcement: Option<Announcement>,
+    /// Keeps the queue's generator running while this caller listens.
+    _music: Music,
+}
+
+/// The next tick of the music being played; never, when none is.
+async fn next_tick(player: &mut Option<Player>) -> Result<Tick, broadcast::error::RecvError> {
+    match player {
+        Some(player) => player.ticks.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[derive(Default)]
 struct LegState {
     offer: Option<AudioOffer>,
@@ -275,6 +379,12 @@ struct RelayTask {
     started: Instant,
     armed: bool,
     tap: Option<mpsc::Sender<TappedPacket>>,
+    player: Option<Player>,
+    /// The caller's music stream, kept across pauses so sequence numbers run on; and
+    /// when it last sent.
+    music_out: Option<(RtpStream, Instant)>,
+    /// The callee's next RTP packet to the caller gets the marker bit (the music stopped).
+    mark_callee: bool,
 }
 
 /// Packets taken from one socket per wake-up before the others get a turn.
@@ -300,6 +410,7 @@ impl RelayTask {
                     _ = callee.rtp.readable() => Wake::Readable(Side::Callee, Channel::Rtp),
                     _ = caller.rtcp.readable() => Wake::Readable(Side::Caller, Channel::Rtcp),
                     _ = callee.rtcp.readable() => Wake::Readable(Side::Callee, Channel::Rtcp),
+                    music = next_tick(&mut self.player) => Wake::Music(music),
                     _ = tick.tick() => Wake::Tick,
                 }
             };
@@ -310,6 +421,26 @@ impl RelayTask {
                     last_packet = tokio::time::Instant::now();
                 }
                 Wake::Command(Control::Tap(tap)) => self.tap = Some(tap),
+                Wake::Command(Control::Play(music, codec, position)) => {
+                    self.start_playing(music, codec, position);
+                }
+                Wake::Command(Control::Announce(position)) => {
+                    if let Some(player) = &mut self.player {
+                        player.announcement = Some(Announcement::new(position));
+                    }
+                }
+                Wake::Command(Control::StopPlaying) => {
+                    if self.player.take().is_some() {
+                        self.mark_callee = true;
+                    }
+                }
+                Wake::Music(Ok(tick)) => self.play_frame(&tick),
+                Wake::Music(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                    if let Some((stream, _)) = &mut self.music_out {
+                        stream.skip((missed as u32).saturating_mul(FRAME_SAMPLES as u32));
+                    }
+                }
+                Wake::Music(Err(broadcast::error::RecvError::Closed)) => self.player = None,
                 Wake::Command(Control::Stop) => break,
                 Wake::Readable(side, channel) => {
                     if self.drain(side, channel, &mut buffer) {
@@ -332,6 +463,53 @@ impl RelayTask {
         self.publish(timed_out);
     }
 
+    fn start_playing(&mut self, music: Music, codec: Codec, position: Option<u32>) {
+        match &mut self.music_out {
+            // Playing again after a pause: the timestamp covers the pause, and the
+            // audio restarts with a marked packet.
+            Some((stream, last)) if self.player.is_none() => {
+                let paused = last.elapsed().as_millis() as u64 * 8;
+                stream.skip(paused as u32);
+                stream.talkspurt();
+            }
+            Some(_) => {}
+            None => self.music_out = Some((RtpStream::random(), Instant::now())),
+        }
+        self.player = Some(Player {
+            ticks: music.listen(),
+            codec,
+            announcement: position.map(Announcement::new),
+            _music: music,
+        });
+    }
+
+    /// Sends the caller one frame: the announcement's while it lasts, else the music's.
+    fn play_frame(&mut self, tick: &Tick) {
+        let (Some(player), Some((stream, last))) = (&mut self.player, &mut self.music_out) else {
+            return;
+        };
+        let codec = player.codec;
+        let announced = player
+            .announcement
+            .as_mut()
+            .and_then(|a| a.next_frame(codec));
+        if announced.is_none() {
+            player.announcement = None;
+        }
+        let payload = announced.unwrap_or_else(|| tick.payload(codec));
+        let Some(to) = self.legs[Side::Caller.index()].rtp_peer else {
+            stream.skip(FRAME_SAMPLES as u32);
+            return;
+        };
+        let mut packet = [0u8; RTP_HEADER + FRAME_SAMPLES];
+        let length = stream.packet(codec.payload_type(), payload, &mut packet);
+        *last = Instant::now();
+        // Never waits: a full socket buffer loses this frame, not the relay's time.
+        let _ = self.pairs[Side::Caller.index()]
+            .rtp
+            .try_send_to(&packet[..length], to);
+    }
+
     /// Relays what one socket has queued; whether anything came.
     fn drain(&mut self, side: Side, channel: Channel, buffer: &mut [u8]) -> bool {
         let mut any = false;
@@ -343,7 +521,7 @@ impl RelayTask {
             match socket.try_recv_from(buffer) {
                 Ok((len, source)) => {
                     any = true;
-                    self.relay(side, channel, &buffer[..len], source);
+                    self.relay(side, channel, &mut buffer[..len], source);
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                 // ICMP errors for earlier sends surface here on some systems: not fatal.
@@ -353,7 +531,7 @@ impl RelayTask {
         any
     }
 
-    fn relay(&mut self, from: Side, channel: Channel, packet: &[u8], source: SocketAddr) {
+    fn relay(&mut self, from: Side, channel: Channel, packet: &mut [u8], source: SocketAddr) {
         let leg = &mut self.legs[from.index()];
         let (peer, latched) = match channel {
             Channel::Rtp => (&mut leg.rtp_peer, &mut leg.rtp_latched),
@@ -398,6 +576,14 @@ impl RelayTask {
                 }
             }
         }
+        if from == Side::Callee && self.player.is_some() {
+            // The caller hears the music, not the agent's phone.
+            return;
+        }
+        if from == Side::Callee && channel == Channel::Rtp && self.mark_callee && packet.len() > 1 {
+            packet[1] |= 0x80;
+            self.mark_callee = false;
+        }
         let to = from.other();
         let (destination, socket) = match channel {
             Channel::Rtp => (self.legs[to.index()].rtp_peer, &self.pairs[to.index()].rtp),
@@ -433,6 +619,7 @@ impl RelayTask {
 enum Wake {
     Command(Control),
     Readable(Side, Channel),
+    Music(Result<Tick, broadcast::error::RecvError>),
     Tick,
 }
 
@@ -641,6 +828,257 @@ mod tests {
         assert_eq!(packet.from, Side::Caller);
         assert_eq!(packet.sequence, 7);
         assert_eq!(packet.payload.len(), 160);
+    }
+
+    fn offer_with(port: u16, formats: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP {formats}\r\n{extra}"
+        )
+        .into_bytes()
+    }
+
+    /// Music of one constant level, so every music frame is the same known payload.
+    fn level(sample: i16) -> crate::media::greeting::Greeting {
+        crate::media::greeting::Greeting::from_samples(vec![sample; 1_600]).unwrap()
+    }
+
+    struct Heard {
+        marked: bool,
+        payload_type: u8,
+        sequence: u16,
+        ssrc: u32,
+        payload: Vec<u8>,
+    }
+
+    async fn hear(socket: &UdpSocket) -> (Heard, SocketAddr) {
+        let (packet, from) = recv(socket).await;
+        let rtp = rtp_rs::RtpReader::new(&packet).expect("an RTP packet");
+        let heard = Heard {
+            marked: rtp.mark(),
+            payload_type: rtp.payload_type(),
+            sequence: u16::from(rtp.sequence_number()),
+            ssrc: rtp.ssrc(),
+            payload: rtp.payload().to_vec(),
+        };
+        (heard, from)
+    }
+
+    #[tokio::test]
+    async fn answer_caller_takes_the_callers_first_g711_and_its_dtmf() {
+        let engine = engine(Duration::from_secs(60));
+        let session = engine.session().unwrap();
+        let offer = offer_with(
+            4000,
+            "18 8 0 101",
+            "a=rtpmap:18 G729/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        );
+        let (answer, codec) = session.answer_caller(&offer).unwrap();
+        assert_eq!(codec, Codec::Pcma, "PCMA is offered before PCMU");
+        let text = String::from_utf8(answer.clone()).unwrap();
+        assert!(text.contains("a=rtpmap:8 PCMA/8000\r\n"), "{text}");
+        assert!(text.contains("a=rtpmap:101 telephone-event/8000\r\n"));
+        assert!(text.contains("o=leadline "), "{text}");
+        let ours = sdp::audio(&answer).unwrap();
+        assert_eq!(ours.payload_types, vec![8, 101]);
+        assert_eq!(
+            ours.rtp,
+            Some(SocketAddr::new(
+                engine.advertised(),
+                session.port(Side::Caller)
+            ))
+        );
+        let (answer, codec) = session.answer_caller(&offer_with(4000, "0", "")).unwrap();
+        assert_eq!(codec, Codec::Pcmu);
+        assert_eq!(sdp::audio(&answer).unwrap().payload_types, vec![0]);
+        assert!(
+            String::from_utf8(answer).unwrap().contains("o=leadline "),
+            "the same origin, a later version"
+        );
+    }
+
+    #[tokio::test]
+    async fn answer_caller_refuses_an_offer_without_g711() {
+        let engine = engine(Duration::from_secs(60));
+        let session = engine.session().unwrap();
+        let g729 = offer_with(4000, "18 101", "a=rtpmap:18 G729/8000\r\n");
+        assert!(matches!(
+            session.answer_caller(&g729),
+            Err(MediaError::NoCodec)
+        ));
+        assert!(matches!(
+            session.answer_caller(b"v=0\r\nm=video 5000 RTP/AVP 99\r\n"),
+            Err(MediaError::NoCodec)
+        ));
+        assert!(matches!(
+            session.answer_caller(b""),
+            Err(MediaError::NoCodec)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_caller_who_sends_nothing_hears_continuous_music_at_its_sdp_address() {
+        let engine = engine(Duration::from_secs(60));
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session = engine.session().unwrap();
+        let offer = offer_with(caller.local_addr().unwrap().port(), "8 0", "");
+        let (_, codec) = session.answer_caller(&offer).unwrap();
+        let music = Music::start(Some(level(2_000)));
+        session.play(&music, codec, None);
+        let (first, from) = hear(&caller).await;
+        assert_eq!(
+            from.port(),
+            session.port(Side::Caller),
+            "from the caller-facing port"
+        );
+        assert!(first.marked, "the first packet is marked");
+        assert_eq!(first.payload_type, 8);
+        assert_eq!(
+            first.payload,
+            vec![crate::media::g711::alaw_encode(2_000); 160]
+        );
+        let mut sequence = first.sequence;
+        for _ in 0..20 {
+            let (next, _) = hear(&caller).await;
+            assert_eq!(next.sequence, sequence.wrapping_add(1), "no gap");
+            assert_eq!(next.ssrc, first.ssrc);
+            assert_eq!(next.payload_type, 8);
+            assert!(!next.marked);
+            sequence = next.sequence;
+        }
+        assert_eq!(music.listeners(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_position_is_beeped_before_the_music_and_again_when_it_changes() {
+        let engine = engine(Duration::from_secs(60));
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session = engine.session().unwrap();
+        let offer = offer_with(caller.local_addr().unwrap().port(), "0", "");
+        let (_, codec) = session.answer_caller(&offer).unwrap();
+        let music = Music::start(Some(level(2_000)));
+        let tune = vec![crate::media::g711::ulaw_encode(2_000); 160];
+        session.play(&music, codec, Some(2));
+        // Two beeps of 400 ms and a pause of 600 ms: 70 frames before the music.
+        let mut before_music = Vec::new();
+        let mut sequence = None;
+        loop {
+            let (heard, _) = hear(&caller).await;
+            if let Some(sequence) = sequence {
+                assert_eq!(heard.sequence, u16::wrapping_add(sequence, 1));
+            }
+            sequence = Some(heard.sequence);
+            if heard.payload == tune {
+                break;
+            }
+            before_music.push(heard.payload);
+        }
+        assert_eq!(before_music.len(), 70);
+        let silent = |p: &Vec<u8>| p.iter().all(|&b| b == crate::media::g711::SILENCE_PCMU);
+        assert!(!silent(&before_music[0]), "it starts with a beep");
+        assert!(before_music[40..].iter().all(silent), "then a pause");
+        session.announce(1);
+        // After the announcement takes effect: one beep, the pause, the music again.
+        let mut after = 0;
+        loop {
+            let (heard, _) = hear(&caller).await;
+            if heard.payload != tune {
+                after += 1;
+            } else if after > 0 {
+                break;
+            }
+        }
+        assert_eq!(after, 50);
+    }
+
+    #[tokio::test]
+    async fn stopping_the_music_lets_the_agent_through_with_a_marked_packet() {
+        let engine = engine(Duration::from_secs(60));
+        let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let agent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let session = engine.session().unwrap();
+        let from_caller = offer_with(caller.local_addr().unwrap().port(), "0 8", "");
+        let (_, codec) = session.answer_caller(&from_caller).unwrap();
+        let music = Music::start(None);
+        session.play(&music, codec, None);
+        let (first, _) = hear(&caller).await;
+        assert_eq!(first.payload_type, 0);
+        // The agent is offered the caller's codec only and answers.
+        let to_agent = session.sdp_from(
+            Side::Caller,
+            &sdp::only_codec(&from_caller, codec.payload_type()),
+        );
+        assert_eq!(sdp::audio(&to_agent).unwrap().payload_types, vec![0]);
+        let relay_for_agent = sdp::audio(&to_agent).unwrap().rtp.unwrap();
+        session.sdp_from(Side::Callee, &offer(agent.local_addr().unwrap().port()));
+        // While the music plays the agent's audio does not reach the caller.
+        agent.send_to(&rtp(1, 0), relay_for_agent).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while session.stats().from_callee.packets == 0 {
+            assert!(Instant::now() < deadline, "the relay never took the packet");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        session.stop_playing();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while music.listeners() > 0 {
+            assert!(Instant::now() < deadline, "the music did not stop");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        agent.send_to(&rtp(2, 0), relay_for_agent).await.unwrap();
+        loop {
+            let (heard, _) = hear(&caller).await;
+            if heard.ssrc == first.ssrc {
+                continue; // music sent before the stop
+            }
+            assert_eq!(
+                heard.sequence, 2,
+                "the agent's audio, not the one during the music"
+            );
+            assert!(heard.marked, "the new source starts with a marked packet");
+            break;
+        }
+        agent.send_to(&rtp(3, 0), relay_for_agent).await.unwrap();
+        let (next, _) = hear(&caller).await;
+        assert_eq!((next.sequence, next.marked), (3, false));
+        // And the caller reaches the agent.
+        let relay_for_caller = SocketAddr::new(engine.advertised(), session.port(Side::Caller));
+        caller.send_to(&rtp(9, 0), relay_for_caller).await.unwrap();
+        assert_eq!(recv(&agent).await.0, rtp(9, 0));
+    }
+
+    #[tokio::test]
+    async fn replacing_the_music_switches_every_waiting_caller() {
+        let engine = engine(Duration::from_secs(60));
+        let music = Music::start(Some(level(2_000)));
+        let mut callers = Vec::new();
+        for _ in 0..2 {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let session = engine.session().unwrap();
+            let offer = offer_with(socket.local_addr().unwrap().port(), "0", "");
+            let (_, codec) = session.answer_caller(&offer).unwrap();
+            session.play(&music, codec, None);
+            callers.push((socket, session));
+        }
+        let old = vec![crate::media::g711::ulaw_encode(2_000); 160];
+        let new = vec![crate::media::g711::ulaw_encode(-6_000); 160];
+        for (socket, _) in &callers {
+            assert_eq!(hear(socket).await.0.payload, old);
+        }
+        music.replace(Some(level(-6_000)));
+        for (socket, _) in &callers {
+            let mut sequence = None;
+            loop {
+                let (heard, _) = hear(socket).await;
+                if let Some(sequence) = sequence {
+                    assert_eq!(heard.sequence, u16::wrapping_add(sequence, 1));
+                }
+                sequence = Some(heard.sequence);
+                if heard.payload == new {
+                    break;
+                }
+                assert_eq!(heard.payload, old);
+            }
+        }
     }
 
     #[tokio::test]

@@ -313,6 +313,129 @@ pub fn rewrite(sdp: &[u8], to: RelayAddress, origin: &mut Origin) -> Vec<u8> {
     out.replacen('\u{0}', &origin_line, 1).into_bytes()
 }
 
+/// Payload types the first active `m=audio` section maps to `telephone-event` (RFC 4733
+/// DTMF), in the order of its `a=rtpmap` lines.
+pub fn telephone_events(sdp: &[u8]) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(sdp) else {
+        return Vec::new();
+    };
+    let mut events = Vec::new();
+    let mut section = Section::Session;
+    for line in lines(text) {
+        section = section.after(line);
+        if section != Section::RelayedAudio {
+            continue;
+        }
+        if let Some((pt, name)) = rtpmap(line)
+            && name.eq_ignore_ascii_case("telephone-event")
+        {
+            events.push(pt);
+        }
+    }
+    events
+}
+
+/// `offer` with only `payload_type` (and telephone-event) left in its audio line: what
+/// an agent is offered once the caller was answered with that codec.
+///
+/// Only the first active `m=audio` section changes: its other payload types go, with
+/// their `a=rtpmap` and `a=fmtp` lines. A body that is not SDP text comes back unchanged.
+pub fn only_codec(offer: &[u8], payload_type: u8) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(offer) else {
+        return offer.to_vec();
+    };
+    if !text.trim_start().starts_with("v=") {
+        return offer.to_vec();
+    }
+    let mut keep = telephone_events(offer);
+    keep.push(payload_type);
+    let mut out = String::with_capacity(text.len());
+    let mut section = Section::Session;
+    for line in lines(text) {
+        if line.is_empty() {
+            continue;
+        }
+        section = section.after(line);
+        if section == Section::RelayedAudio {
+            if let Some(value) = line.strip_prefix("m=") {
+                // `m=audio <port> <proto> <fmt>...`: the first three fields stay.
+                let fields: Vec<&str> = value.split_whitespace().collect();
+                out.push_str("m=");
+                out.push_str(&fields[..fields.len().min(3)].join(" "));
+                for pt in fields.iter().skip(3) {
+                    if pt.parse::<u8>().is_ok_and(|pt| keep.contains(&pt)) {
+                        out.push(' ');
+                        out.push_str(pt);
+                    }
+                }
+                out.push_str("\r\n");
+                continue;
+            }
+            if let Some(pt) = format_attribute(line)
+                && !keep.contains(&pt)
+            {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
+/// Where a line of SDP is, for the edits that touch only the relayed audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Session,
+    /// The first active `m=audio` section.
+    RelayedAudio,
+    /// Any later media section.
+    Other {
+        audio_seen: bool,
+    },
+}
+
+impl Section {
+    /// The section `line` belongs to, given the one of the line before it.
+    fn after(self, line: &str) -> Section {
+        let Some(value) = line.strip_prefix("m=") else {
+            return self;
+        };
+        let audio_seen = match self {
+            Section::Session => false,
+            Section::RelayedAudio => true,
+            Section::Other { audio_seen } => audio_seen,
+        };
+        let mut parts = value.split_whitespace();
+        let media = parts.next().unwrap_or_default();
+        let active = parts
+            .next()
+            .and_then(|p| p.split('/').next())
+            .is_some_and(|p| p != "0");
+        if media == "audio" && active && !audio_seen {
+            Section::RelayedAudio
+        } else {
+            Section::Other { audio_seen }
+        }
+    }
+}
+
+/// The payload type and encoding name of an `a=rtpmap` line.
+fn rtpmap(line: &str) -> Option<(u8, &str)> {
+    let value = line.strip_prefix("a=rtpmap:")?;
+    let (pt, encoding) = value.split_once(char::is_whitespace)?;
+    let name = encoding.trim().split('/').next()?;
+    Some((pt.parse().ok()?, name))
+}
+
+/// The payload type an `a=rtpmap` or `a=fmtp` line is about.
+fn format_attribute(line: &str) -> Option<u8> {
+    let value = line
+        .strip_prefix("a=rtpmap:")
+        .or_else(|| line.strip_prefix("a=fmtp:"))?;
+    value.split_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +565,45 @@ mod tests {
             rewrite(&[0xc3, 0x28], relay(), &mut origin),
             vec![0xc3, 0x28]
         );
+    }
+
+    #[test]
+    fn only_codec_leaves_the_chosen_codec_and_dtmf() {
+        let out = only_codec(OFFER.as_bytes(), 0);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.contains("m=audio 49170 RTP/AVP 0 101\r\n"), "{text}");
+        assert!(!text.contains("a=rtpmap:8 "), "{text}");
+        assert!(text.contains("a=rtpmap:0 PCMU/8000\r\n"));
+        assert!(text.contains("a=rtpmap:101 telephone-event/8000\r\n"));
+        assert!(text.contains("a=fmtp:101 0-15\r\n"));
+        assert!(
+            text.contains("m=video 51372 RTP/AVP 99\r\na=rtpmap:99 h263-1998/90000\r\n"),
+            "other streams are untouched: {text}"
+        );
+        assert_eq!(audio(&out).unwrap().payload_types, vec![0, 101]);
+        assert_eq!(
+            audio(&out).unwrap().rtp,
+            audio(OFFER.as_bytes()).unwrap().rtp
+        );
+    }
+
+    #[test]
+    fn only_codec_without_dtmf_and_on_what_is_not_sdp() {
+        let plain = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n\
+                     m=audio 4000 RTP/AVP 0 8 18\r\na=rtpmap:18 G729/8000\r\n\
+                     a=fmtp:18 annexb=no\r\n";
+        let text = String::from_utf8(only_codec(plain.as_bytes(), 8)).unwrap();
+        assert!(text.contains("m=audio 0 RTP/AVP 0\r\n"), "{text}");
+        assert!(text.contains("m=audio 4000 RTP/AVP 8\r\n"), "{text}");
+        assert!(!text.contains("G729") && !text.contains("annexb"), "{text}");
+        assert_eq!(only_codec(b"hello", 0), b"hello");
+        assert_eq!(only_codec(&[0xc3, 0x28], 0), vec![0xc3, 0x28]);
+    }
+
+    #[test]
+    fn telephone_events_are_read_from_the_audio_section() {
+        assert_eq!(telephone_events(OFFER.as_bytes()), vec![101]);
+        assert!(telephone_events(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n").is_empty());
     }
 
     proptest! {
