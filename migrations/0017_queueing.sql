@@ -13,8 +13,10 @@ ALTER TABLE queues ADD COLUMN overflow_action TEXT NOT NULL DEFAULT 'voicemail';
 ALTER TABLE queues ADD COLUMN overflow_forward_to TEXT;
 ALTER TABLE queues ADD COLUMN music TEXT;
 
--- Per employee: available | paused | offline, the pause's reason, and since when.
+-- Per employee: available | paused | offline, the pause's reason, and since when; and
+-- how many calls of ours they may be in at once before queues stop offering them more.
 ALTER TABLE users ADD COLUMN presence TEXT NOT NULL DEFAULT 'available';
+ALTER TABLE users ADD COLUMN max_calls BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE users ADD COLUMN presence_reason TEXT;
 ALTER TABLE users ADD COLUMN presence_since BIGINT;
 

@@ -154,13 +154,16 @@ impl App {
             sip_cancel.clone(),
         )));
         let live = LiveCalls::default();
-        let desk = crate::sip::queueing::Desk::new(
+        let desk = crate::sip::queueing::Desk::start(
+            store.clone(),
             store
                 .presences()
                 .await
                 .map_err(StartError::Store)?
                 .into_iter()
-                .map(|p| (p.user, p.status)),
+                .map(|p| (p.user, p.status, p.max_calls)),
+            config.data_dir.clone(),
+            sip_cancel.clone(),
         );
         let (shutdown, mut signal) = watch::channel(false);
         let mut registrar = Registrar::new(

@@ -3,10 +3,10 @@
 //! time comes in as UTC milliseconds; the queue desk (`crate::sip::queueing`) keeps one
 //! [`Board`] and carries out its [`Offer`]s.
 //!
-//! An agent is **free** when their presence is `available`, no call of ours has them
-//! talking or ringing, no waiting caller is being offered to them, their wrap-up after
-//! their last queue call is over, and a queue call they let ring out is not too recent
-//! ([`REST_MS`]). Waiting callers are served first come, first served: across queues by
+//! An agent is **free** when their presence is `available`, the calls of ours they talk
+//! in, their phones ring for and the waiting callers offered to them are fewer than their
+//! `max_calls` (1 unless set: a person takes one call at a time), their wrap-up after their
+//! last call is over, and a queue call they let ring out is not too recent ([`REST_MS`]). Waiting callers are served first come, first served: across queues by
 //! arrival, so an agent in two queues takes the caller who has waited longest.
 
 use std::collections::HashMap;
@@ -94,8 +94,10 @@ struct Agent {
     presence: Presence,
     talking: u32,
     ringing: u32,
-    /// The waiting caller being offered to them.
-    offered: Option<u64>,
+    /// The waiting callers being offered to them.
+    offered: Vec<u64>,
+    /// How many calls they may be in at once.
+    max_calls: u32,
     wrap_up_until: Millis,
     rest_until: Millis,
     /// When they last finished a call (or were first seen): `longest_idle` picks the
@@ -109,7 +111,8 @@ impl Agent {
             presence,
             talking: 0,
             ringing: 0,
-            offered: None,
+            offered: Vec::new(),
+            max_calls: 1,
             wrap_up_until: 0,
             rest_until: 0,
             idle_since: now,
@@ -166,6 +169,11 @@ impl Board {
         self.agent_mut(user, now).presence = presence;
     }
 
+    /// How many calls of ours `user` may be in at once (at least 1).
+    pub fn set_max_calls(&mut self, user: &UserId, max_calls: u32, now: Millis) {
+        self.agent_mut(user, now).max_calls = max_calls.max(1);
+    }
+
     pub fn presence(&self, user: &UserId) -> Presence {
         self.agents
             .get(user)
@@ -177,7 +185,7 @@ impl Board {
         match self.agents.get(user) {
             Some(agent) => AgentState {
                 presence: agent.presence,
-                in_call: agent.talking > 0 || agent.ringing > 0 || agent.offered.is_some(),
+                in_call: agent.talking > 0 || agent.ringing > 0 || !agent.offered.is_empty(),
                 wrap_up_until: Some(agent.wrap_up_until).filter(|until| *until > now),
             },
             None => AgentState {
@@ -247,10 +255,9 @@ impl Board {
         match self.agents.get(user) {
             None => true,
             Some(agent) => {
+                let engaged = agent.talking as usize + agent.ringing as usize + agent.offered.len();
                 agent.presence == Presence::Available
-                    && agent.talking == 0
-                    && agent.ringing == 0
-                    && agent.offered.is_none()
+                    && engaged < agent.max_calls as usize
                     && now >= agent.wrap_up_until
                     && now >= agent.rest_until
             }
@@ -320,10 +327,8 @@ impl Board {
 
     fn release(&mut self, users: &[UserId], ticket: u64) {
         for user in users {
-            if let Some(agent) = self.agents.get_mut(user)
-                && agent.offered == Some(ticket)
-            {
-                agent.offered = None;
+            if let Some(agent) = self.agents.get_mut(user) {
+                agent.offered.retain(|t| *t != ticket);
             }
         }
     }
@@ -381,7 +386,7 @@ impl Board {
             }
             let ticket = self.waiting[index].ticket;
             for user in &chosen {
-                self.agent_mut(user, now).offered = Some(ticket);
+                self.agent_mut(user, now).offered.push(ticket);
             }
             if rules.strategy == QueueStrategy::InTurn {
                 self.last_offered.insert(queue, chosen[0].clone());

@@ -317,7 +317,7 @@ async fn put_music(
     let queue = state.store.get_queue(&id).await?;
     let music = crate::media::greeting::Greeting::from_wav(&body)
         .map_err(|e| ApiError::field("invalid_music", "music", e.to_string()))?;
-    let dir = state.data_dir.join(MUSIC_DIR);
+    let dir = state.data_dir.join(crate::sip::b2bua::MUSIC_DIR);
     let file = format!("{id}.wav");
     let write = async {
         tokio::fs::create_dir_all(&dir).await?;
@@ -335,7 +335,7 @@ async fn put_music(
         .store
         .update_queue(&id, None, None, Some(&settings))
         .await?;
-    state.desk.music_changed(&id);
+    state.desk.music_changed(&id, &queue.settings);
     Ok(Json(queue.into()))
 }
 
@@ -353,7 +353,7 @@ async fn get_music(
     let Some(file) = queue.settings.music else {
         return Err(ApiError::not_found("music", id));
     };
-    let bytes = tokio::fs::read(state.data_dir.join(MUSIC_DIR).join(file))
+    let bytes = tokio::fs::read(state.data_dir.join(crate::sip::b2bua::MUSIC_DIR).join(file))
         .await
         .map_err(|_| ApiError::not_found("music", id))?;
     Ok(axum::response::IntoResponse::into_response((
@@ -381,13 +381,10 @@ async fn delete_music(
         .store
         .update_queue(&id, None, None, Some(&settings))
         .await?;
-    state.desk.music_changed(&id);
-    let _ = tokio::fs::remove_file(state.data_dir.join(MUSIC_DIR).join(file)).await;
+    state.desk.music_changed(&id, &settings);
+    let _ = tokio::fs::remove_file(state.data_dir.join(crate::sip::b2bua::MUSIC_DIR).join(file)).await;
     Ok(StatusCode::NO_CONTENT)
 }
-
-/// Where queues' music lives in the data dir.
-pub const MUSIC_DIR: &str = "music";
 
 pub fn routes() -> OpenApiRouter<AppState> {
     let music = OpenApiRouter::new()

@@ -35,6 +35,9 @@ pub struct CreateUser {
     /// `["sha256", "md5"]`, `["md5", "sha256"]`, `["md5"]` … `null` or left out: the
     /// gateway's `--sip-digest`.
     pub sip_digest: Option<Vec<String>>,
+    /// How many calls of ours the person may be in at once before queues stop offering
+    /// them more (default 1; a shared phone such as a reception desk may take more).
+    pub max_calls: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -54,6 +57,8 @@ pub struct UpdateUser {
     /// `null` goes back to the gateway's digest order.
     #[serde(default, deserialize_with = "validate::double_option")]
     pub sip_digest: Option<Option<Vec<String>>>,
+    /// Admin only: how many calls of ours the person may be in at once (1 to 100).
+    pub max_calls: Option<u32>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -72,6 +77,9 @@ pub struct User {
     pub password_set: bool,
     /// The digest order the person's phones are offered; `null`: the gateway's.
     pub sip_digest: Option<Vec<String>>,
+    /// How many calls of ours the person may be in at once before queues stop offering
+    /// them more.
+    pub max_calls: u32,
     pub created_at: String,
 }
 
@@ -89,6 +97,7 @@ impl From<UserRecord> for User {
             sip_digest: u
                 .sip_digest
                 .map(|order| order.iter().map(|a| a.setting_name().to_owned()).collect()),
+            max_calls: u.max_calls,
             created_at: rfc3339(u.created_at),
         }
     }
@@ -130,6 +139,7 @@ async fn create_user(
         None => None,
     };
     let sip_digest = body.sip_digest.as_deref().map(digest_order).transpose()?;
+    let max_calls = body.max_calls.map(max_calls).transpose()?;
     let name = validate::name("name", &body.name)?;
     let email = validate::email("email", &body.email)?;
     let password_hash = match body.password {
@@ -152,6 +162,14 @@ async fn create_user(
             sip_digest,
         })
         .await?;
+    let user = match max_calls {
+        Some(n) => {
+            state.store.set_max_calls(&user.id, n).await?;
+            state.desk.max_calls_changed(&user.id, n);
+            state.store.get_user(&user.id).await?
+        }
+        None => user,
+    };
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -198,14 +216,19 @@ async fn update_user(
         if !is_self {
             return Err(ApiError::admin_only());
         }
-        if body.role.is_some() || body.email.is_some() || body.extension.is_some() {
+        if body.role.is_some()
+            || body.email.is_some()
+            || body.extension.is_some()
+            || body.max_calls.is_some()
+        {
             return Err(ApiError::Forbidden(
-                "only an admin changes role, e-mail or extension".to_owned(),
+                "only an admin changes role, e-mail, extension or max_calls".to_owned(),
             ));
         }
     }
     let current = state.store.get_user(&id).await?;
     let country = state.store.crm_settings().await?.default_country;
+    let new_max_calls = body.max_calls.map(max_calls).transpose()?;
     let extension = match body.extension {
         Some(Some(e)) => Some(Some(validate::extension("extension", &e)?)),
         Some(None) => Some(None),
@@ -267,10 +290,28 @@ async fn update_user(
         },
         own_session,
     };
-    let user = state.store.update_user(&id, patch).await?;
+    let mut user = state.store.update_user(&id, patch).await?;
+    if let Some(n) = new_max_calls {
+        state.store.set_max_calls(&id, n).await?;
+        state.desk.max_calls_changed(&id, n);
+        user.max_calls = n;
+    }
     // A role may have changed: open call windows re-read their rights.
     state.access_changed.send_modify(|v| *v = v.wrapping_add(1));
     Ok(Json(user.into()))
+}
+
+/// Checks a `max_calls` value.
+fn max_calls(n: u32) -> ApiResult<u32> {
+    if (1..=100).contains(&n) {
+        Ok(n)
+    } else {
+        Err(ApiError::field(
+            "invalid_max_calls",
+            "max_calls",
+            "max_calls must be between 1 and 100",
+        ))
+    }
 }
 
 /// Remove an employee (admin).

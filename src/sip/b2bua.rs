@@ -60,7 +60,7 @@ pub mod registry;
 pub use dial::{DialError, DialOrder, Dialer};
 use driver::{CallSpec, Driver};
 use media::CallMedia;
-pub use media::{GREETINGS_DIR, RECORDINGS_DIR};
+pub use media::{GREETINGS_DIR, MUSIC_DIR, RECORDINGS_DIR};
 
 impl From<crate::sip::endpoint::EndpointError> for B2buaError {
     fn from(err: crate::sip::endpoint::EndpointError) -> Self {
@@ -175,12 +175,10 @@ impl B2bua {
         };
         let (call_record, answer, late_intake) =
             self.intake_within_budget(ringing_event, &number).await;
-        let order = answer.route.clone();
-        let devices = self.devices(&order).await?;
-        let plan = router::plan(&order, &devices, number.ring_timeout_s);
         let shown = self
             .shown_caller(&answer, caller.display_name.as_deref(), &customer)
             .await;
+        let (plan, queue) = self.queue_plan(&number, &answer, shown.responsible.as_ref());
 
         let machine = call::Call::new(call::Setup {
             kind: call::Kind::Incoming,
@@ -195,12 +193,14 @@ impl B2bua {
             recording: media_settings.recording && session.is_some(),
             intake_pending: late_intake.is_some(),
             received,
+            queue,
         });
         let spec = CallSpec {
             call_record,
             call_id,
             customer,
             number: Some(number),
+            employee: None,
             direction: Direction::Incoming,
             shown,
             phone_shown: None,
@@ -294,8 +294,80 @@ impl B2bua {
         }
     }
 
+    /// Who rings for a call on `number` and how its queue takes a caller nobody answers.
+    /// The intake's order is the responsible first (T5) when they are its first entry,
+    /// then the queue in turn (T9). The responsible rings unless paused or offline; of
+    /// the queue only its free members ring, in its strategy (`ring_all`: all at once).
+    /// When no member is free but someone is available, a caller nobody answers waits.
+    fn queue_plan(
+        &self,
+        number: &NumberSettings,
+        answer: &EventAnswer,
+        responsible: Option<&UserId>,
+    ) -> (router::RoutePlan, Option<call::QueueCall>) {
+        let order = &answer.route;
+        let devices = self.devices(order);
+        let Some(queue) = number.queue.clone() else {
+            return (router::plan(order, &devices, number.ring_timeout_s), None);
+        };
+        let settings = self.store.cached_queue_settings(&queue).unwrap_or_default();
+        let first = responsible.filter(|r| order.first() == Some(*r));
+        let rest: Vec<UserId> = order
+            .iter()
+            .filter(|u| Some(*u) != first)
+            .cloned()
+            .collect();
+        let (free, staffed) = self.desk.free_members(&queue, &rest);
+        let mut ring: Vec<UserId> = first
+            .filter(|r| {
+                !matches!(
+                    self.desk.presence(r),
+                    crate::crm::model::Presence::Paused | crate::crm::model::Presence::Offline
+                )
+            })
+            .cloned()
+            .into_iter()
+            .collect();
+        let ring_all = settings.strategy == crate::crm::model::QueueStrategy::RingAll;
+        if !ring_all {
+            let more: Vec<UserId> = free.iter().filter(|u| !ring.contains(u)).cloned().collect();
+            ring.extend(more);
+        }
+        let mut plan = router::plan(&ring, &devices, number.ring_timeout_s);
+        if ring_all {
+            let devices: Vec<Device> = free
+                .iter()
+                .filter(|u| !ring.contains(u))
+                .flat_map(|user| {
+                    let mut own = devices.get(user).cloned().unwrap_or_default();
+                    own.truncate(router::MAX_DEVICES_PER_USER);
+                    own.into_iter().map(|mut d| {
+                        d.owner = Some(user.clone());
+                        d
+                    })
+                })
+                .collect();
+            if let Some(user) = devices.first().and_then(|d| d.owner.clone()) {
+                plan.steps.push(router::Step { user, devices });
+            }
+        }
+        let max_message_s = self
+            .store
+            .cached_number_media(&number.id)
+            .after_hours
+            .map_or(120, |rule| rule.max_message_s);
+        let queue_call = call::QueueCall {
+            id: queue,
+            wait_when_unanswered: free.is_empty() && staffed,
+            max_wait: Duration::from_secs(u64::from(settings.max_wait_s)),
+            overflow: settings.overflow,
+            max_message: Duration::from_secs(u64::from(max_message_s)),
+        };
+        (plan, Some(queue_call))
+    }
+
     /// The registered devices of each employee in the order, from the in-memory bindings.
-    async fn devices(&self, order: &[UserId]) -> Result<HashMap<UserId, Vec<Device>>, StoreError> {
+    pub(crate) fn devices(&self, order: &[UserId]) -> HashMap<UserId, Vec<Device>> {
         let now = now_ms();
         let mut devices = HashMap::new();
         for user in order {
@@ -312,11 +384,12 @@ impl B2bua {
                         transport: b.transport,
                         source: b.source,
                         q: b.q.and_then(|q| q.parse().ok()),
+                        owner: None,
                     })
                     .collect(),
             );
         }
-        Ok(devices)
+        devices
     }
 
     /// What the agent's phone shows: the CRM's name for the caller and

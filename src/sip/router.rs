@@ -24,6 +24,9 @@ pub struct Device {
     pub source: String,
     /// Contact preference (RFC 3261 §20.10); higher rings first among equals.
     pub q: Option<f32>,
+    /// The employee it belongs to, when a step rings several employees at once (a
+    /// queue's `ring_all`); `None`: the step's employee.
+    pub owner: Option<UserId>,
 }
 
 /// One employee's turn.

@@ -14,6 +14,8 @@ pub struct PresenceRecord {
     pub reason: Option<String>,
     /// When the status was last set; `None` when it never was (available since created).
     pub since: Option<Millis>,
+    /// How many calls of ours they may be in at once.
+    pub max_calls: u32,
 }
 
 impl Store {
@@ -44,13 +46,37 @@ impl Store {
             status,
             reason: reason.map(str::to_owned),
             since: Some(at),
+            max_calls: self.max_calls(user).await?,
         })
+    }
+
+    /// How many calls of ours `user` may be in at once.
+    pub async fn max_calls(&self, user: &UserId) -> Result<u32> {
+        let row = sqlx::query("SELECT max_calls FROM users WHERE id = $1")
+            .bind(user.as_str())
+            .fetch_optional(self.reader())
+            .await?
+            .ok_or_else(|| StoreError::not_found("user", user.as_str()))?;
+        Ok(u32::try_from(col::<i64>(&row, "max_calls")?).unwrap_or(1))
+    }
+
+    /// Sets how many calls of ours `user` may be in at once (at least 1).
+    pub async fn set_max_calls(&self, user: &UserId, max_calls: u32) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET max_calls = $2 WHERE id = $1")
+            .bind(user.as_str())
+            .bind(i64::from(max_calls.max(1)))
+            .execute(self.writer())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::not_found("user", user.as_str()));
+        }
+        Ok(())
     }
 
     /// Every employee's presence (the bootstrap admin, who has no e-mail, excluded).
     pub async fn presences(&self) -> Result<Vec<PresenceRecord>> {
         let rows = sqlx::query(
-            "SELECT id, presence, presence_reason, presence_since FROM users \
+            "SELECT id, presence, presence_reason, presence_since, max_calls FROM users \
              WHERE email IS NOT NULL ORDER BY id",
         )
         .fetch_all(self.reader())
@@ -63,6 +89,7 @@ impl Store {
                     status: parse_stored(&status, "users.presence")?,
                     reason: col(row, "presence_reason")?,
                     since: col(row, "presence_since")?,
+                    max_calls: u32::try_from(col::<i64>(row, "max_calls")?).unwrap_or(1),
                 })
             })
             .collect()

@@ -21,6 +21,8 @@ pub struct UserRecord {
     /// Digest algorithms their phones are offered, most preferred first; `None`: the
     /// gateway's order.
     pub sip_digest: Option<Vec<Algorithm>>,
+    /// How many calls of ours they may be in at once before queues offer them no more.
+    pub max_calls: u32,
     pub created_at: Millis,
 }
 
@@ -106,7 +108,8 @@ pub enum TokenOwner {
 }
 
 const USER_COLUMNS: &str =
-    "id, name, email, role, extension, sip_ha1_md5, password_hash, sip_digest, created_at";
+    "id, name, email, role, extension, sip_ha1_md5, password_hash, sip_digest, max_calls, \
+     created_at";
 
 impl Store {
     pub async fn create_user(&self, new: NewUser) -> Result<UserRecord> {
@@ -435,6 +438,7 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
         has_sip_password: ha1.is_some(),
         has_password: password.is_some(),
         sip_digest: stored_order(col(row, "sip_digest")?)?,
+        max_calls: u32::try_from(col::<i64>(row, "max_calls")?).unwrap_or(1),
         created_at: col(row, "created_at")?,
     })
 }

@@ -199,3 +199,13 @@ fn a_caller_who_leaves_frees_the_agents_offered() {
     assert!(b.positions().is_empty());
     assert_eq!(b.next_wake(1), None);
 }
+
+#[test]
+fn an_agent_with_room_for_more_calls_is_offered_while_in_one() {
+    let mut b = board(&["desk"]);
+    b.set_max_calls(&user("desk"), 2, 0);
+    b.call_state("c1", vec![user("desk")], vec![], 0, 0);
+    assert!(b.is_free(&user("desk"), 1));
+    b.call_state("c2", vec![], vec![user("desk")], 0, 1);
+    assert!(!b.is_free(&user("desk"), 2));
+}

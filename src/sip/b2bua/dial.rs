@@ -69,7 +69,7 @@ impl Dialer {
         let user = std::slice::from_ref(&order.user);
         let plan = router::plan(
             user,
-            &b2bua.devices(user).await?,
+            &b2bua.devices(user),
             order.number.ring_timeout_s,
         );
         if plan.steps.is_empty() {
@@ -120,12 +120,14 @@ impl Dialer {
             recording: settings.recording,
             intake_pending: false,
             received: tokio::time::Instant::now(),
+            queue: None,
         });
         let spec = CallSpec {
             call_record: Some(outcome.call.id.to_string()),
             call_id,
             customer: order.target.clone(),
             number: Some(order.number),
+            employee: None,
             direction: Direction::Outgoing,
             // What the carrier sees: our number, no CRM name, no link into our API.
             shown: Shown {

@@ -62,6 +62,9 @@ pub(super) struct CallSpec {
     pub customer: String,
     /// Our number the call is on; `None` for a call between two employees (no CRM).
     pub number: Option<NumberSettings>,
+    /// The employee whose own phone placed the call (outgoing and internal calls): in a
+    /// call for the queues as long as it lasts.
+    pub employee: Option<UserId>,
     pub direction: Direction,
     /// The caller as the called legs see it.
     pub shown: Shown,
@@ -96,6 +99,14 @@ pub(super) struct Driver {
     /// The dialog handed over to another call, and where its changes go.
     handed_over: Option<(rsipstack::dialog::DialogId, DialogStateSender)>,
     voicemail_stop: Option<oneshot::Sender<()>>,
+    /// The caller waits in the queue: the desk's ticket and news.
+    waiting: Option<crate::sip::queueing::Ticket>,
+    /// The codec the queue answered the caller with: what offered agents are offered.
+    queue_codec: Option<crate::media::g711::Codec>,
+    /// When the desk decided the offer now being sent.
+    offer_since: Option<Instant>,
+    /// The call's agents as the desk was last told: (talking, ringing).
+    told_desk: (Vec<UserId>, Vec<UserId>),
 }
 
 impl Driver {
@@ -128,6 +139,10 @@ impl Driver {
             asked: None,
             handed_over: None,
             voicemail_stop: None,
+            waiting: None,
+            queue_codec: None,
+            offer_since: None,
+            told_desk: (Vec::new(), Vec::new()),
         };
         if let Some(caller) = caller {
             driver.file(Leg::Caller, caller);
@@ -154,6 +169,7 @@ impl Driver {
                 self.carry_out(actions).await;
                 self.register_when_talking();
             }
+            self.tell_desk();
             if self.machine.is_over() && self.inflight.is_empty() {
                 break;
             }
@@ -172,12 +188,143 @@ impl Driver {
                     Some(Event::IntakeDone)
                 }
                 Some(ask) = self.handovers.recv() => self.handover_asked(ask),
+                Some(news) = desk_news(&mut self.waiting), if self.waiting.is_some() => {
+                    self.desk_news(news)
+                }
             };
             if let Some(event) = event {
                 self.queued.push_back(event);
             }
         }
         self.finish(states).await;
+    }
+
+    /// The queue desk learns who talks in this call and whose phones ring for it, when
+    /// that changed.
+    fn tell_desk(&mut self) {
+        let over = self.machine.is_over();
+        let mut talking = Vec::new();
+        let mut ringing = Vec::new();
+        if !over {
+            for leg in self.machine.legs() {
+                if leg.ended_at.is_some() {
+                    continue;
+                }
+                let list = match leg.state.as_str() {
+                    "answered" => &mut talking,
+                    "ringing" | "transfer" => &mut ringing,
+                    _ => continue,
+                };
+                if !list.contains(&leg.user) {
+                    list.push(leg.user);
+                }
+            }
+            if let Some(employee) = &self.spec.employee
+                && !talking.contains(employee)
+            {
+                talking.push(employee.clone());
+            }
+        }
+        if (&talking, &ringing) == (&self.told_desk.0, &self.told_desk.1) {
+            return;
+        }
+        self.told_desk = (talking.clone(), ringing.clone());
+        self.b2bua
+            .desk
+            .call_state(&self.spec.call_id, talking, ringing, self.wrap_up_ms());
+    }
+
+    /// The wrap-up an agent gets after this call: its queue's.
+    fn wrap_up_ms(&self) -> i64 {
+        self.spec
+            .number
+            .as_ref()
+            .and_then(|n| n.queue.as_ref())
+            .and_then(|q| self.b2bua.store.cached_queue_settings(q))
+            .map_or(0, |s| i64::from(s.wrap_up_s) * 1000)
+    }
+
+    fn desk_news(&mut self, news: crate::sip::queueing::DeskNews) -> Option<Event> {
+        use crate::sip::queueing::DeskNews;
+        match news {
+            DeskNews::Offer { users, since } => {
+                self.offer_since = Some(since);
+                let mut devices = self.b2bua.devices(&users);
+                Some(Event::Offered(
+                    users
+                        .into_iter()
+                        .map(|user| {
+                            let found = devices.remove(&user).unwrap_or_default();
+                            (user, found)
+                        })
+                        .collect(),
+                ))
+            }
+            DeskNews::Position(position) => {
+                let announce = self.queue_settings().is_some_and(|s| s.announce_position);
+                if announce && let Some(session) = &self.spec.media.session {
+                    session.announce(u32::try_from(position).unwrap_or(u32::MAX));
+                }
+                None
+            }
+        }
+    }
+
+    fn queue_settings(&self) -> Option<crate::crm::queueing::QueueSettings> {
+        let queue = self.spec.number.as_ref()?.queue.as_ref()?;
+        Some(self.b2bua.store.cached_queue_settings(queue).unwrap_or_default())
+    }
+
+    /// The queue answers the caller itself, plays its music and puts them in line.
+    fn start_waiting(&mut self, session_timer: Option<u32>) -> Result<(), &'static str> {
+        let queue = self
+            .spec
+            .number
+            .as_ref()
+            .and_then(|n| n.queue.clone())
+            .ok_or("the number has no queue")?;
+        let settings = self.queue_settings().unwrap_or_default();
+        // Waiting callers need the relay: the gateway is their media source.
+        if self.spec.media.session.is_none() {
+            self.spec.media.session = self
+                .b2bua
+                .media_session(true)
+                .map_err(|_| "no free media ports")?;
+        }
+        let session = self.spec.media.session.clone().ok_or("no media relay")?;
+        let offer = self
+            .machine
+            .caller_offer()
+            .ok_or("the caller's INVITE has no SDP offer")?;
+        let (answer, codec) = session
+            .answer_caller(&offer.bytes)
+            .map_err(|_| "the caller offers no G.711")?;
+        let caller = self
+            .dialog(self.machine.caller())
+            .ok_or("the caller's dialog is gone")?;
+        let mut headers = vec![Header::ContentType("application/sdp".into())];
+        if let Some(interval_s) = session_timer {
+            headers.extend(session_timer_headers(interval_s));
+        }
+        caller
+            .accept(Some(headers), Some(answer))
+            .map_err(|_| "cannot answer the caller")?;
+        let ticket = self.b2bua.desk.enqueue(
+            &queue,
+            &self.spec.call_id,
+            self.spec.call_record.clone(),
+            &self.spec.customer,
+        );
+        let music = self.b2bua.desk.music(&queue, &settings);
+        let position = settings
+            .announce_position
+            .then(|| u32::try_from(ticket.position).unwrap_or(u32::MAX));
+        session.play(&music, codec, position);
+        tracing::info!(queue = %queue, position = ticket.position, "the caller waits in the queue");
+        metrics::counter!("leadline_queue_waits_total").increment(1);
+        self.queue_codec = Some(codec);
+        self.waiting = Some(ticket);
+        Ok(())
     }
 
     /// Files a leg's dialog; once the call talks, the registry finds it by its Call-ID.
@@ -571,6 +718,31 @@ impl Driver {
                     let _ = ask.reply.send(Err(status));
                 }
             }
+            Action::Wait { session_timer } => {
+                if let Err(why) = self.start_waiting(session_timer) {
+                    tracing::warn!(why, "the caller cannot wait in the queue");
+                    self.queued.push_back(Event::CannotWait);
+                }
+            }
+            Action::OfferOver { answered_by } => {
+                if let Some(ticket) = &self.waiting {
+                    self.b2bua.desk.offer_over(ticket.id, answered_by.as_ref());
+                }
+                if answered_by.is_some() {
+                    self.waiting = None;
+                    if let Some(session) = &self.spec.media.session {
+                        session.stop_playing();
+                    }
+                }
+            }
+            Action::LeaveQueue => {
+                if let Some(ticket) = self.waiting.take() {
+                    self.b2bua.desk.leave(ticket.id);
+                }
+                if let Some(session) = &self.spec.media.session {
+                    session.stop_playing();
+                }
+            }
         }
     }
 
@@ -596,6 +768,13 @@ impl Driver {
             .iter()
             .map(|url| Header::Other("Call-Info".into(), format!("<{url}>;purpose=info")))
             .collect();
+        let offer = match (leg, self.queue_codec) {
+            (Leg::Offer(..), Some(codec)) => Body {
+                content_type: offer.content_type,
+                bytes: crate::media::sdp::only_codec(&offer.bytes, codec.payload_type()),
+            },
+            _ => offer,
+        };
         let option = (|| {
             Ok::<_, rsipstack::sip::Error>(InviteOption {
                 caller_display_name: shown.name.clone(),
@@ -620,6 +799,11 @@ impl Driver {
             Ok(option) => b2bua.send_invite(option, device, states).await,
             Err(err) => Err(err.into()),
         };
+        if matches!(leg, Leg::Offer(_, 0))
+            && let Some(since) = self.offer_since.take()
+        {
+            metrics::histogram!("leadline_queue_offer_seconds").record(since.elapsed().as_secs_f64());
+        }
         match started {
             Ok((dialog, handle)) => {
                 self.file(leg, dialog);
@@ -721,8 +905,11 @@ impl Driver {
         let offer = self.machine.caller_offer().unwrap_or_default().bytes;
         let data_dir = self.b2bua.data_dir.clone();
         let greeting = self.spec.media.settings.greeting.clone();
+        let answered = self.queue_codec.is_some();
         self.inflight.push(Box::pin(async move {
-            let over = take_voicemail(engine, caller, offer, data_dir, greeting, max, stopped);
+            let over = take_voicemail(
+                engine, caller, offer, data_dir, greeting, max, stopped, answered,
+            );
             Done::Event(Event::VoicemailOver(over.await))
         }));
     }
@@ -778,6 +965,11 @@ impl Driver {
                 };
                 if let Err(err) = store.apply_call_event(&event).await {
                     tracing::error!(%err, event = %kind, "cannot record the call event");
+                }
+            }
+            Write::Queue { queue, wait_ms } => {
+                if let Err(err) = store.set_call_queue(call_id, &queue, wait_ms).await {
+                    tracing::error!(%err, "cannot record the call's queue");
                 }
             }
             Write::Transferred { user, at } => {
@@ -873,6 +1065,10 @@ impl Driver {
     /// call, whose changes still report here and are passed on until it ends.
     async fn finish(mut self, mut states: DialogStateReceiver) {
         self.b2bua.calls.leave(self.token);
+        if let Some(ticket) = self.waiting.take() {
+            self.b2bua.desk.leave(ticket.id);
+        }
+        self.tell_desk();
         if let Some(ask) = self.asked.take() {
             let _ = ask.reply.send(Err(481));
         }
@@ -914,15 +1110,20 @@ async fn transfer_target(b2bua: &B2bua, extension: &str) -> Result<(UserId, Vec<
             return Err(500);
         }
     };
-    match b2bua.devices(std::slice::from_ref(&user)).await {
-        Ok(mut devices) => {
-            let devices = devices.remove(&user).unwrap_or_default();
-            Ok((user, devices))
-        }
-        Err(err) => {
-            tracing::error!(%err, "cannot read the transfer target's devices");
-            Err(500)
-        }
+    let devices = b2bua
+        .devices(std::slice::from_ref(&user))
+        .remove(&user)
+        .unwrap_or_default();
+    Ok((user, devices))
+}
+
+/// The next news from the queue desk for a waiting caller.
+async fn desk_news(
+    waiting: &mut Option<crate::sip::queueing::Ticket>,
+) -> Option<crate::sip::queueing::DeskNews> {
+    match waiting {
+        Some(ticket) => ticket.news.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1034,6 +1235,7 @@ async fn take_voicemail(
     greeting: Option<String>,
     max: Duration,
     stopped: oneshot::Receiver<()>,
+    answered: bool,
 ) -> Result<Option<StoredRecording>, u16> {
     let Some(engine) = engine else {
         return Err(480);
@@ -1050,7 +1252,17 @@ async fn take_voicemail(
         }
     };
     let headers = vec![Header::ContentType("application/sdp".into())];
-    if let Err(err) = caller.accept(Some(headers), Some(line.answer.clone())) {
+    if answered {
+        // The queue answered the caller already: their media moves to the voicemail's
+        // port with a re-INVITE (its SDP, an answer to their first offer, is a fine offer).
+        match caller.reinvite(Some(headers), Some(line.answer.clone())).await {
+            Ok(Some(response)) if u16::from(response.status_code.clone()) < 300 => {}
+            _ => {
+                tracing::warn!("the caller refused the move to voicemail");
+                return Ok(None);
+            }
+        }
+    } else if let Err(err) = caller.accept(Some(headers), Some(line.answer.clone())) {
         tracing::warn!(%err, "cannot answer the caller for voicemail");
         return Ok(None);
     }

@@ -39,3 +39,5 @@ impl B2bua {
 pub const RECORDINGS_DIR: &str = "recordings";
 /// Folder of the data dir holding numbers' voicemail greetings.
 pub const GREETINGS_DIR: &str = "greetings";
+/// Folder of the data dir holding queues' music.
+pub const MUSIC_DIR: &str = "music";

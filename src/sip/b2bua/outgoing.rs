@@ -116,12 +116,14 @@ impl B2bua {
             recording: media_settings.recording && session.is_some(),
             intake_pending: late_intake.is_some(),
             received,
+            queue: None,
         });
         let spec = CallSpec {
             call_record,
             call_id,
             customer: target,
             number: Some(number),
+            employee: Some(user.clone()),
             direction: Direction::Outgoing,
             shown,
             phone_shown: None,
@@ -198,6 +200,7 @@ impl B2bua {
                 transport: trunk.transport.to_string(),
                 source: destination.to_string(),
                 q: None,
+                owner: None,
             },
             credential,
             host,
@@ -216,7 +219,7 @@ impl B2bua {
         received: tokio::time::Instant,
     ) -> Result<(), B2buaError> {
         let request = tx.original.clone();
-        let devices = self.devices(std::slice::from_ref(&callee)).await?;
+        let devices = self.devices(std::slice::from_ref(&callee));
         let plan = router::plan(std::slice::from_ref(&callee), &devices, INTERNAL_RING_S);
         let caller_record = self.store.get_user(&caller).await?;
         let call_id = request.call_id_header()?.value().to_owned();
@@ -252,12 +255,14 @@ impl B2bua {
             recording: false,
             intake_pending: false,
             received,
+            queue: None,
         });
         let spec = CallSpec {
             call_record: None,
             call_id,
             customer: extension,
             number: None,
+            employee: Some(caller.clone()),
             direction: Direction::Outgoing,
             shown,
             phone_shown: None,

@@ -41,13 +41,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::crm::hours::{AfterHours, AfterHoursAction, Closed, reject_status};
-use crate::crm::model::{CallEventKind, CallOutcome, Millis, UserId};
+use crate::crm::model::{CallEventKind, CallOutcome, Millis, QueueId, UserId};
+use crate::crm::queueing::Overflow;
 use crate::sip::router::{Device, MAX_DEVICES_PER_USER, RoutePlan};
 use crate::sip::session_timer;
 use crate::store::{CallLeg, StoredRecording};
 
 pub mod refer;
 pub mod ringing;
+mod waiting;
 
 pub use refer::{ReferTarget, Replaces, refer_target};
 use ringing::{RingAction, RingEvent, Ringing, Unanswered};
@@ -73,6 +75,8 @@ pub enum Leg {
     Forward,
     /// A dialog a consultation transfer took over from another call.
     Taken(u16),
+    /// An agent's device offered a caller waiting in the queue: (offer, device).
+    Offer(u16, u16),
 }
 
 /// A message body with its content type.
@@ -112,6 +116,10 @@ pub enum Timer {
     Forward,
     /// The late intake had its time: the held writes go anyway.
     Intake,
+    /// The caller waited the queue's longest wait.
+    MaxWait,
+    /// The offer of a waiting caller to agents rang out.
+    Offer(u16),
 }
 
 /// What kind of call this is.
@@ -147,6 +155,21 @@ pub struct Setup {
     pub intake_pending: bool,
     /// When the caller's INVITE arrived.
     pub received: Instant,
+    /// The number's queue, when it has one.
+    pub queue: Option<QueueCall>,
+}
+
+/// What the call needs of its number's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueCall {
+    pub id: QueueId,
+    /// No free member of the queue was rung, and someone in it is available: a caller
+    /// nobody answered waits instead of hearing busy.
+    pub wait_when_unanswered: bool,
+    pub max_wait: Duration,
+    pub overflow: Overflow,
+    /// The longest voicemail message on overflow.
+    pub max_message: Duration,
 }
 
 /// The time of an event: monotonic for timers, wall clock for what is recorded.
@@ -246,6 +269,10 @@ pub enum Event {
     /// The voicemail is over: the message, if any; `Err` with the status the caller is
     /// rejected with when it could not be taken at all.
     VoicemailOver(Result<Option<StoredRecording>, u16>),
+    /// The queue offers the waiting caller to these agents' devices, all at once.
+    Offered(Vec<(UserId, Vec<Device>)>),
+    /// The caller could not be answered to wait (no G.711, no media port).
+    CannotWait,
 }
 
 /// A write to the store, held back while the late intake is still writing the call.
@@ -266,6 +293,8 @@ pub enum Write {
     Voicemail(StoredRecording),
     /// Stop the relay and keep its statistics and the recording on the call.
     FinishMedia,
+    /// The queue the call came in on and how long its caller waited there.
+    Queue { queue: QueueId, wait_ms: Option<i64> },
 }
 
 /// What the call window is told.
@@ -374,6 +403,15 @@ pub enum Action {
     },
     /// Refuse the call that asked for a hand-over.
     RefuseHandover(u16),
+    /// Answer the caller as the queue (the gateway's own SDP, with the session timer's
+    /// headers when one was agreed), play the queue's music and wait for an offer;
+    /// [`Event::CannotWait`] when that cannot be done.
+    Wait { session_timer: Option<u32> },
+    /// The offer of the waiting caller ended: taken by `answered_by` (the music stops;
+    /// the caller leaves the queue) or by nobody (the caller keeps waiting).
+    OfferOver { answered_by: Option<UserId> },
+    /// The caller stops waiting (hung up, or the overflow rule takes over).
+    LeaveQueue,
 }
 
 /// Where the call is.
@@ -384,6 +422,7 @@ enum Phase {
     Ringing(Ringing),
     Forwarding,
     Voicemail,
+    Waiting(waiting::Wait),
     Talking(Talk),
     Over,
 }
@@ -469,6 +508,12 @@ pub struct Call {
     /// Writes held back for the late intake; `None` once it is done.
     held: Option<Vec<Write>>,
     legs_changed: bool,
+    /// The queue answered the caller: refusals hang up from now on.
+    queue_answered: bool,
+    /// How long the caller waited in the queue, once the waiting is over.
+    wait_ms: Option<i64>,
+    /// The call's queue and wait are written.
+    queue_written: bool,
 }
 
 impl Call {
@@ -492,6 +537,9 @@ impl Call {
             session_due: None,
             held,
             legs_changed: false,
+            queue_answered: false,
+            wait_ms: None,
+            queue_written: false,
         }
     }
 
@@ -561,6 +609,7 @@ impl Call {
             Phase::Ringing(ringing) => self.ringing(ringing, event, now, out),
             Phase::Forwarding => self.forwarding(event, now, out),
             Phase::Voicemail => self.voicemail(event, now, out),
+            Phase::Waiting(wait) => self.waiting(wait, event, now, out),
             Phase::Talking(talk) => self.talking(talk, event, now, out),
             Phase::Over => {
                 self.phase = Phase::Over;
@@ -751,12 +800,20 @@ impl Call {
                     }
                     // A click-to-call told the call window when the employee's phones rang.
                     if !dialled || phones {
-                        out.push(Action::Publish(Publish {
-                            event: "ringing",
-                            ringing: Some(user.clone()),
-                            answered_by: None,
-                            outcome: None,
-                        }));
+                        let mut owners = vec![user.clone()];
+                        for owner in devices.iter().filter_map(|d| d.owner.as_ref()) {
+                            if !owners.contains(owner) {
+                                owners.push(owner.clone());
+                            }
+                        }
+                        for owner in owners {
+                            out.push(Action::Publish(Publish {
+                                event: "ringing",
+                                ringing: Some(owner),
+                                answered_by: None,
+                                outcome: None,
+                            }));
+                        }
                     }
                     self.step_due = Some((step, due));
                     out.push(Action::Timer {
@@ -765,7 +822,8 @@ impl Call {
                     });
                     for (index, device) in devices.into_iter().enumerate() {
                         let leg = leg_of((step, index));
-                        self.leg_started(leg, &user, &device.contact, "ringing", now);
+                        let owner = device.owner.clone().unwrap_or_else(|| user.clone());
+                        self.leg_started(leg, &owner, &device.contact, "ringing", now);
                         out.push(Action::Invite {
                             leg,
                             device,
@@ -800,6 +858,9 @@ impl Call {
                             now,
                             out,
                         );
+                    }
+                    if outcome != Unanswered::Cancelled && self.waits() {
+                        return self.start_waiting(now, out);
                     }
                     if outcome != Unanswered::Cancelled && self.rule_takes_over() {
                         return self.closed(Closed::NobodyAnswered, now, out);
@@ -846,7 +907,12 @@ impl Call {
     /// A leg answered: the caller gets its answer and the two talk.
     fn connect(&mut self, leg: Leg, now: Now, out: &mut Vec<Action>) {
         let user = match leg {
-            Leg::Ring(step, _) => self.setup.plan.steps.get(step).map(|s| s.user.clone()),
+            Leg::Ring(step, device) => self.setup.plan.steps.get(step).map(|s| {
+                s.devices
+                    .get(device)
+                    .and_then(|d| d.owner.clone())
+                    .unwrap_or_else(|| s.user.clone())
+            }),
             _ => None,
         };
         // Nothing rings any more: a held call keeps no devices.
@@ -961,7 +1027,7 @@ impl Call {
                         });
                     }
                     None => {
-                        out.push(Action::Reject(reject_status(Closed::NobodyAnswered)));
+                        out.push(self.refuse(reject_status(Closed::NobodyAnswered)));
                         self.end(CallOutcome::Missed, None, None, now, out);
                     }
                 }
@@ -978,7 +1044,7 @@ impl Call {
                 });
             }
             Some(AfterHoursAction::Reject) | None => {
-                out.push(Action::Reject(reject_status(why)));
+                out.push(self.refuse(reject_status(why)));
                 self.end_closed(None, now, out);
             }
         }
@@ -1021,10 +1087,18 @@ impl Call {
                     at: None,
                 });
                 self.note_sdp(Leg::Forward, Some(&answer));
-                out.push(Action::Answer {
-                    body: answer,
-                    session_timer: self.setup.session_interval_s,
-                });
+                if self.queue_answered {
+                    // The caller talks to the queue already: only the relay learns.
+                    out.push(Action::Learn {
+                        from: Leg::Forward,
+                        body: answer,
+                    });
+                } else {
+                    out.push(Action::Answer {
+                        body: answer,
+                        session_timer: self.setup.session_interval_s,
+                    });
+                }
                 self.media_answered(out);
                 self.write(
                     Write::Event {
@@ -1040,19 +1114,19 @@ impl Call {
             Event::Failed {
                 leg: Leg::Forward, ..
             } => {
-                out.push(Action::Reject(unavailable));
+                out.push(self.refuse(unavailable));
                 self.end_forward(out, now);
             }
             Event::NotSent {
                 leg: Leg::Forward,
                 status,
             } => {
-                out.push(Action::Reject(status));
+                out.push(self.refuse(status));
                 self.end_forward(out, now);
             }
             Event::Timer(Timer::Forward) => {
                 out.push(Action::Hangup(Leg::Forward));
-                out.push(Action::Reject(unavailable));
+                out.push(self.refuse(unavailable));
                 self.end_forward(out, now);
             }
             Event::Hangup { leg, .. } if leg == self.caller => {
@@ -1086,7 +1160,7 @@ impl Call {
                 self.end_closed(message, now, out);
             }
             Event::VoicemailOver(Err(status)) => {
-                out.push(Action::Reject(status));
+                out.push(self.refuse(status));
                 self.end_closed(None, now, out);
             }
             Event::Request { req, leg, .. } => out.push(respond(req, leg, 488)),
@@ -1815,6 +1889,18 @@ impl Call {
     // ---- helpers -------------------------------------------------------------------
 
     fn write(&mut self, write: Write, out: &mut Vec<Action>) {
+        // The call's queue and wait go with the end of its media: every end writes that
+        // once.
+        if write == Write::FinishMedia && !self.queue_written {
+            self.queue_written = true;
+            if let Some(queue) = &self.setup.queue {
+                let queue = Write::Queue {
+                    queue: queue.id.clone(),
+                    wait_ms: self.wait_ms,
+                };
+                self.write(queue, out);
+            }
+        }
         match &mut self.held {
             Some(held) => held.push(write),
             None => out.push(Action::Write(write)),
@@ -1854,6 +1940,18 @@ impl Call {
             .iter()
             .find(|(l, _)| *l == leg)
             .map(|(_, b)| b.clone())
+    }
+}
+
+impl Call {
+    /// A refusal for the caller: a final status while the INVITE is open, a hang-up once
+    /// the queue has answered it.
+    fn refuse(&self, status: u16) -> Action {
+        if self.queue_answered {
+            Action::Hangup(self.caller)
+        } else {
+            Action::Reject(status)
+        }
     }
 }
 

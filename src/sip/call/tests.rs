@@ -18,6 +18,7 @@ fn device(name: &str) -> Device {
         transport: "udp".into(),
         source: "192.0.2.1:5060".into(),
         q: None,
+        owner: None,
     }
 }
 

@@ -10,6 +10,7 @@ fn device(name: &str, q: Option<f32>) -> Device {
         transport: "udp".into(),
         source: "192.0.2.1:5060".into(),
         q,
+        owner: None,
     }
 }
 
