@@ -1227,6 +1227,7 @@ async fn run_late(late: &mut Option<Boxed<()>>) {
 
 /// Answers the caller for voicemail, plays the greeting and the tone and records the
 /// message until the caller hangs up (`stopped`) or `max` passes.
+#[allow(clippy::too_many_arguments)]
 async fn take_voicemail(
     engine: Option<Arc<crate::media::MediaEngine>>,
     caller: Option<InviteDialog>,

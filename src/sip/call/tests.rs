@@ -54,6 +54,7 @@ fn incoming() -> Setup {
         recording: false,
         intake_pending: false,
         received: t0(),
+        queue: None,
     }
 }
 
@@ -320,6 +321,16 @@ fn brief(action: &Action) -> Option<String> {
             user.as_ref().map_or(String::new(), |u| format!(" {u}"))
         ),
         Action::RefuseHandover(status) => format!("refuse handover {status}"),
+        Action::Wait { .. } => "wait".into(),
+        Action::OfferOver { answered_by } => format!(
+            "offer over {}",
+            answered_by.as_ref().map_or("nobody", |u| u.as_str())
+        ),
+        Action::LeaveQueue => "leave queue".into(),
+        Action::Write(Write::Queue { wait_ms, .. }) => format!(
+            "write queue{}",
+            wait_ms.map_or(String::new(), |w| format!(" waited {}s", w / 1000))
+        ),
     };
     Some(text)
 }
@@ -332,6 +343,7 @@ fn phase(call: &Call) -> String {
         Phase::Ringing(r) => format!("ringing step {:?}", r.current_step()),
         Phase::Forwarding => "forwarding".into(),
         Phase::Voicemail => "voicemail".into(),
+        Phase::Waiting(_) => "waiting".into(),
         Phase::Talking(t) => format!(
             "talking {:?}{}",
             t.agent,
@@ -1968,3 +1980,5 @@ fn the_customer_unreached_is_busy_missed_or_failed_by_the_carriers_answer() {
         "the employee hung up while the customer's phone rang"
     );
 }
+
+mod waiting;
