@@ -207,6 +207,7 @@ impl Call {
                     }
                 }
                 RingAction::Connect((_, device)) => {
+                    out.push(stop(Timer::Offer(n)));
                     let user = offering.owners[device].clone();
                     return self.take_offer(wait, Leg::Offer(n, device as u16), user, now, out);
                 }
@@ -226,9 +227,6 @@ impl Call {
 
     /// An offered agent answered: the caller talks to them.
     fn take_offer(&mut self, wait: Wait, leg: Leg, user: UserId, now: Now, out: &mut Vec<Action>) {
-        if let Some(offering) = &wait.offer {
-            out.push(stop(Timer::Offer(offering.n)));
-        }
         out.push(stop(Timer::MaxWait));
         self.wait_ms = Some(now.wall_ms - wait.since_ms);
         out.push(Action::OfferOver {
