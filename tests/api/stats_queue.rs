@@ -247,7 +247,6 @@ async fn the_day(app: &TestApp) -> Day {
 }
 
 /// One item as the API must answer it.
-#[allow(clippy::too_many_arguments)]
 fn item(
     key: &str,
     [offered, answered, missed, abandoned]: [u64; 4],
