@@ -33,6 +33,7 @@ mod sip_digest;
 mod sip_overload;
 mod sip_scan;
 mod stages;
+mod stats_queue;
 mod store;
 mod webhooks;
 

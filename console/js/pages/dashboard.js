@@ -2,7 +2,7 @@
 // person), and for admins who is online, the mail taken in, and what needs attention.
 
 import { h, mount } from '../lib/dom.js';
-import { t, fmt } from '../lib/i18n.js';
+import { t, fmt, lang } from '../lib/i18n.js';
 import { api, url } from '../lib/api.js';
 import { pageHeader, section, badge } from '../lib/ui.js';
 import { all, table } from './admin-kit.js';
@@ -35,13 +35,26 @@ function card(labelKey, value, { kind, href, detail } = {}) {
     detail ? h('p', { class: 'muted' }, detail) : null);
 }
 
-/** A stats table: the group's name, answered, missed, total. */
+const percent = new Intl.NumberFormat(lang === 'de' ? 'de-DE' : 'en-GB', { style: 'percent', maximumFractionDigits: 0 });
+
+/** Seconds as m:ss; `null` (nothing to average) as a dash. */
+const seconds = (value) => (value === null || value === undefined ? '—' : fmt.duration(Number(value)));
+
+/**
+ * A stats table: the group's name, answered, missed, abandoned, total, then the callers'
+ * average and longest wait, the service level (answered within 20 s) and the average talk.
+ */
 function statsTable(items, labelKey, name) {
   return table([
     { label: labelKey, render: name },
     { label: 'dashboard.answered', render: (r) => num(r.answered) },
     { label: 'dashboard.missed', render: (r) => (Number(r.missed) ? badge(num(r.missed), 'bad') : num(0)) },
+    { label: 'dashboard.abandoned', render: (r) => (Number(r.abandoned) ? badge(num(r.abandoned), 'warn') : num(0)) },
     { label: 'dashboard.total', render: (r) => num(r.offered) },
+    { label: 'dashboard.avg_wait', render: (r) => seconds(r.avg_wait_s) },
+    { label: 'dashboard.max_wait', render: (r) => seconds(r.max_wait_s) },
+    { label: 'dashboard.service_level', render: (r) => (r.service_level === null || r.service_level === undefined ? '—' : percent.format(Number(r.service_level))) },
+    { label: 'dashboard.avg_talk', render: (r) => seconds(r.avg_talk_s) },
   ], items, { empty: 'dashboard.no_calls' });
 }
 

@@ -215,6 +215,7 @@ mod tests {
                 offered: answered + missed,
                 answered,
                 missed,
+                ..Counts::default()
             };
         }
         out

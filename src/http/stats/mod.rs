@@ -22,7 +22,7 @@ use super::calls::visible_filter;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::ApiQuery;
 use crate::crm::stats::{
-    self, CallFacts, GroupBy, HourCount, by_hour, hour_items, hours_from, ordered,
+    self, CallFacts, Counts, GroupBy, HourCount, by_hour, hour_items, hours_from, ordered,
 };
 use crate::store::{CallFilter, CallRecord, Page, now_ms};
 
@@ -49,16 +49,53 @@ pub struct PeriodQuery {
     pub to: Option<String>,
 }
 
+/// One bucket's figures. Every figure covers the incoming calls that started in the range
+/// (and that the reader sees in the call log).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CallStatsItem {
     /// The hour `00`..`23` (UTC), our number in E.164, a queue id or a user id.
     pub key: String,
-    /// Incoming calls that started in the range (ringing ones included).
+    /// offered: incoming calls started in the range (ringing and waiting ones included).
     pub offered: u64,
-    /// Answered (or being talked on now).
+    /// answered: answered by an agent (`answered_at` set; the queue answering a caller to
+    /// play music does NOT set `answered_at`): outcome `answered`, or talking now.
     pub answered: u64,
-    /// Ended as missed, busy, failed or cancelled.
+    /// missed: ended unanswered with outcome missed, busy, failed or cancelled — NOT
+    /// abandoned.
     pub missed: u64,
+    /// abandoned: outcome `abandoned` (the caller hung up while waiting in the queue).
+    pub abandoned: u64,
+    /// avg_wait_s: over the offered calls, the time the caller waited in the queue, a
+    /// caller who never waited counting as 0; seconds with millisecond precision (e.g.
+    /// 12.5); 0 when nothing was offered.
+    pub avg_wait_s: f64,
+    /// max_wait_s: the longest wait of an offered call, in seconds (millisecond
+    /// precision); 0 when nothing was offered.
+    pub max_wait_s: f64,
+    /// service_level: share (0.0–1.0) of offered calls answered within 20 s of the
+    /// call's start (`answered_at - started_at <= 20000` ms); null when nothing was
+    /// offered.
+    pub service_level: Option<f64>,
+    /// avg_talk_s: average `ended_at - answered_at` over answered calls that have ended,
+    /// in seconds (millisecond precision); null when there are none.
+    pub avg_talk_s: Option<f64>,
+}
+
+impl CallStatsItem {
+    fn of(key: String, counts: &Counts) -> Self {
+        let figures = counts.figures();
+        CallStatsItem {
+            key,
+            offered: counts.offered,
+            answered: counts.answered,
+            missed: counts.missed,
+            abandoned: counts.abandoned,
+            avg_wait_s: figures.avg_wait_s,
+            max_wait_s: figures.max_wait_s,
+            service_level: figures.service_level,
+            avg_talk_s: figures.avg_talk_s,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -67,9 +104,12 @@ pub struct CallStats {
     pub items: Vec<CallStatsItem>,
 }
 
-/// Incoming calls offered, answered and missed in a range, by hour of the day (UTC),
-/// our number, its queue, or agent (who answered, else who is responsible). Agents count
-/// the calls they see in the call log (A1, A2); trunk tokens are refused.
+/// Incoming calls offered, answered, missed and abandoned in a range, with the callers'
+/// wait in the queue, the service level (answered within 20 s) and the talk time; by
+/// hour of the day (UTC), our number, queue (the call's own, else its number's current
+/// one), or agent (who answered, else who is responsible). Agents count the calls they
+/// see in the call log (A1, A2); trunk tokens are refused. Admins' figures are summed in
+/// SQL, agents' over their visible calls, by the same rules.
 #[utoipa::path(get, path = "/stats/calls", tag = "stats", params(CallStatsQuery),
     responses((status = 200, body = CallStats), (status = 400, body = ErrorBody),
               (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -109,12 +149,7 @@ async fn call_stats(
     Ok(Json(CallStats {
         items: items
             .into_iter()
-            .map(|(key, c)| CallStatsItem {
-                key,
-                offered: c.offered,
-                answered: c.answered,
-                missed: c.missed,
-            })
+            .map(|(key, c)| CallStatsItem::of(key, &c))
             .collect(),
     }))
 }
@@ -243,8 +278,11 @@ fn facts(call: &CallRecord) -> CallFacts<'_> {
         started_at: call.started_at,
         direction: call.direction,
         outcome: call.outcome,
-        answered: call.answered_at.is_some(),
+        answered_at: call.answered_at,
+        ended_at: call.ended_at,
         number: call.number.as_deref(),
+        queue: call.queue.as_ref().map(|q| q.as_str()),
+        wait_ms: call.wait_ms,
         answered_by: call.answered_by.as_ref(),
         responsible: call.responsible.as_ref(),
     }
