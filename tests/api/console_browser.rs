@@ -291,6 +291,20 @@ async fn console_pages_send_a_content_security_policy_without_inline_script() {
     app.stop().await;
 }
 
+/// A screenshot of the page as a person looks at it: without the passing notices, the
+/// focus and the scrolling the test's own steps left behind.
+async fn screenshot_at_rest(browser: &Browser, name: &str) {
+    browser
+        .execute(
+            "document.querySelectorAll('.toast').forEach((t) => t.remove()); \
+             if (document.activeElement) document.activeElement.blur(); \
+             window.scrollTo(0, 0); document.querySelector('main').scrollTop = 0;",
+            vec![],
+        )
+        .await;
+    browser.screenshot(name).await;
+}
+
 /// The presence of `user` as `GET /api/v1/presence` shows it.
 async fn presence_of(app: &TestApp, user: &str) -> Value {
     let list = app.get_ok("/api/v1/presence").await;
@@ -371,7 +385,7 @@ async fn console_an_agent_switches_presence_and_an_admin_sees_it_on_the_board_an
         .wait_for(&format!("{mine} select[data-status=\"paused\"]"))
         .await;
     browser.wait_for("#my-presence .presence-dot.paused").await;
-    browser.screenshot("presence-me-en").await;
+    screenshot_at_rest(&browser, "presence-me-en").await;
     browser.sign_out().await;
 
     // Olga's board shows Anna's pause; she sets Ben offline there.
@@ -388,7 +402,7 @@ async fn console_an_agent_switches_presence_and_an_admin_sees_it_on_the_board_an
     browser
         .wait_for(&format!("{bens} select[data-status=\"offline\"]"))
         .await;
-    browser.screenshot("presence-en").await;
+    screenshot_at_rest(&browser, "presence-en").await;
 
     // The queue's page: the queue now with both members' presence, the settings, the music.
     browser.goto(&format!("/#/queues/{queue}")).await;
@@ -434,7 +448,7 @@ async fn console_an_agent_switches_presence_and_an_admin_sees_it_on_the_board_an
     browser
         .wait_for("form[data-form=\"music\"] input[type=file]")
         .await;
-    browser.screenshot("queues-live-en").await;
+    screenshot_at_rest(&browser, "queues-live-en").await;
     browser.finish().await;
 
     // The same in German.
@@ -447,7 +461,7 @@ async fn console_an_agent_switches_presence_and_an_admin_sees_it_on_the_board_an
     browser
         .wait_for_text("table.list", &text("de", "presence.paused"))
         .await;
-    browser.screenshot("presence-de").await;
+    screenshot_at_rest(&browser, "presence-de").await;
     browser.goto(&format!("/#/queues/{queue}")).await;
     browser
         .wait_for_text(".queue-live", &text("de", "queues.nobody_waiting"))
@@ -457,7 +471,7 @@ async fn console_an_agent_switches_presence_and_an_admin_sees_it_on_the_board_an
             ".queue-live li[data-user=\"{anna}\"][data-status=\"paused\"]"
         ))
         .await;
-    browser.screenshot("queues-live-de").await;
+    screenshot_at_rest(&browser, "queues-live-de").await;
     browser.finish().await;
     app.stop().await;
 }

@@ -22,7 +22,7 @@ export function statusBadge(status) {
  * The status select, and for a pause the reason and a button; `done(item)` gets the API's
  * answer. Available and offline apply at once, a pause once its reason is confirmed.
  */
-export function presenceControl(user, current, { done, compact, name } = {}) {
+export function presenceControl(user, current, { done, compact, name, showReason } = {}) {
   const selectId = uid('presence');
   const reasonId = uid('presence-reason');
   const label = name ? t('presence.of', { name }) : t('presence.mine');
@@ -36,11 +36,15 @@ export function presenceControl(user, current, { done, compact, name } = {}) {
   const pause = h('button', { type: 'submit', class: 'btn small' }, t('presence.pause'));
   const pauseRow = h('span', { class: 'presence-pause' }, reasonLabel, reason, pause);
   const error = h('span', { class: 'field-error', role: 'alert', hidden: true });
+  const shownReason = h('span', { class: 'presence-reason muted' });
   const el = h('form', { class: ['presence-form', compact ? 'compact' : null], dataset: { user }, novalidate: true },
-    h('label', { for: selectId, class: compact ? 'sr-only' : null }, label), select, pauseRow, error);
+    h('label', { for: selectId, class: compact ? 'sr-only' : null }, label), select, shownReason, pauseRow, error);
 
+  // The reason is asked for while a pause is being chosen; once paused, it is shown.
   function showPause() {
-    pauseRow.hidden = select.value !== 'paused';
+    const paused = select.dataset.status === 'paused';
+    pauseRow.hidden = select.value !== 'paused' || paused;
+    shownReason.textContent = paused && select.value === 'paused' && reason.value && showReason ? reason.value : '';
   }
   async function apply() {
     error.hidden = true;
@@ -51,6 +55,8 @@ export function presenceControl(user, current, { done, compact, name } = {}) {
       if (select.value === 'paused') body.reason = reason.value.trim() || null;
       const item = await api.put(`/users/${encodeURIComponent(user)}/presence`, body);
       select.dataset.status = item.status;
+      reason.value = item.reason || '';
+      showPause();
       notify(t('presence.set', { status: t('presence.' + item.status) }));
       if (done) done(item);
     } catch (err) {
@@ -78,7 +84,7 @@ export function myPresence(slot, ctx) {
   let current = { status: 'available', reason: null };
   function render() {
     mount(slot, h('span', { class: ['presence-dot', current.status], 'aria-hidden': 'true' }),
-      presenceControl(me, current, { compact: true, done: (item) => { current = item; render(); } }));
+      presenceControl(me, current, { compact: true, showReason: true, done: (item) => { current = item; render(); } }));
   }
   const onEvent = (event) => {
     if (event.detail.user !== me) return;
