@@ -1,6 +1,8 @@
 //! The in-process event bus: what happens to calls, as it happens, for the agents' call
-//! window (SSE) and later webhooks. A `tokio::sync::broadcast` channel: publishing never
-//! waits, a subscriber too slow to keep up loses the oldest events and is told so.
+//! window (SSE) and webhooks, and employees' presence changes for the console (SSE only).
+//! `tokio::sync::broadcast` channels, one per kind of event so each consumer subscribes to
+//! the kinds it handles (webhooks carry calls only): publishing never waits, a subscriber
+//! too slow to keep up loses the oldest events and is told so.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -9,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::crm::access::{self, AccessSettings, Viewer};
-use crate::crm::model::UserId;
+use crate::crm::model::{Presence, UserId};
 use crate::store::CallLeg;
 
 /// The legs of the calls in progress in this process, by the caller's SIP Call-ID, for
@@ -89,16 +91,31 @@ impl CallUpdate {
     }
 }
 
+/// An employee's presence was set (by themself or an admin): every employee's console
+/// may show it, so it is not filtered by access level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PresenceUpdate {
+    /// The employee's user id.
+    pub user: String,
+    pub status: Presence,
+    /// Why a paused employee is paused; null otherwise.
+    pub reason: Option<String>,
+    /// RFC 3339: when the status was set.
+    pub since: Option<String>,
+}
+
 /// Cheap to clone; every clone publishes to the same subscribers.
 #[derive(Debug, Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<CallUpdate>,
+    presence: broadcast::Sender<PresenceUpdate>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         Self {
             sender: broadcast::channel(CAPACITY).0,
+            presence: broadcast::channel(CAPACITY).0,
         }
     }
 }
@@ -109,8 +126,18 @@ impl EventBus {
         let _ = self.sender.send(update);
     }
 
+    /// Call updates only: webhooks and the call window's cards.
     pub fn subscribe(&self) -> broadcast::Receiver<CallUpdate> {
         self.sender.subscribe()
+    }
+
+    pub fn publish_presence(&self, update: PresenceUpdate) {
+        // No subscriber is not an error: no console is open.
+        let _ = self.presence.send(update);
+    }
+
+    pub fn subscribe_presence(&self) -> broadcast::Receiver<PresenceUpdate> {
+        self.presence.subscribe()
     }
 }
 
@@ -147,5 +174,37 @@ mod tests {
         let mut rx = bus.subscribe();
         bus.publish(update(&["anna"], None, None));
         assert_eq!(rx.recv().await.unwrap().ringing, ["anna"]);
+    }
+
+    #[tokio::test]
+    async fn presence_updates_never_reach_call_subscribers() {
+        let bus = EventBus::default();
+        let mut calls = bus.subscribe();
+        let mut presence = bus.subscribe_presence();
+        bus.publish_presence(PresenceUpdate {
+            user: "anna".into(),
+            status: Presence::Paused,
+            reason: Some("lunch".into()),
+            since: Some("2026-11-23T10:00:00Z".into()),
+        });
+        bus.publish(update(&["ben"], None, None));
+        assert_eq!(presence.recv().await.unwrap().status, Presence::Paused);
+        assert_eq!(calls.recv().await.unwrap().ringing, ["ben"]);
+        assert!(calls.try_recv().is_err(), "only the call update");
+    }
+
+    #[test]
+    fn a_presence_update_is_written_with_the_apis_names() {
+        let json = serde_json::to_value(PresenceUpdate {
+            user: "anna".into(),
+            status: Presence::Offline,
+            reason: None,
+            since: None,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"user": "anna", "status": "offline", "reason": null, "since": null})
+        );
     }
 }

@@ -1,5 +1,5 @@
 // The console's frame: who is signed in, the navigation, the page for the current hash,
-// and the hooks that run once a person is signed in (the call window).
+// and the hooks that run once a person is signed in (the call window, their own presence).
 
 import { h, mount } from './lib/dom.js';
 import { t, lang, LANGUAGES, setLanguage } from './lib/i18n.js';
@@ -13,6 +13,7 @@ const ctx = { user: null };
 /** Modules that start with the session (e.g. the call window) and stop with it. */
 const sessionHooks = [
   () => import('./callwindow.js'),
+  () => import('./pages/presence.js').then((m) => ({ start: (c) => m.myPresence(document.getElementById('my-presence'), c) })),
 ];
 let started = [];
 
@@ -81,6 +82,7 @@ function layout() {
     h('a', { class: 'brand', href: '#/' + home() }, t('app.name')),
     h('div', { class: 'who' },
       h('span', { class: 'who-name' }, ctx.user.name, ' · ', t('role.' + ctx.user.role)),
+      h('div', { id: 'my-presence', class: 'who-presence' }),
       h('label', { for: 'lang', class: 'sr-only' }, t('lang.label')),
       langSelect,
       h('button', { id: 'signout', type: 'button', class: 'btn', on: { click: signOut } }, t('signin.signout'))));

@@ -35,8 +35,14 @@ export function start(ctx) {
     for (const name of EVENTS) {
       source.addEventListener(name, (event) => {
         try { update(JSON.parse(event.data)); } catch { /* a malformed event is skipped */ }
+        window.dispatchEvent(new CustomEvent('leadline:call'));
       });
     }
+    // Pages that show presence or a queue follow the stream without a connection of
+    // their own.
+    source.addEventListener('presence', (event) => {
+      try { window.dispatchEvent(new CustomEvent('leadline:presence', { detail: JSON.parse(event.data) })); } catch { /* skipped */ }
+    });
     source.addEventListener('lagged', () => {
       // Events were lost: the cards may be behind; each one re-reads its call.
       for (const card of cards.values()) refreshCall(card);

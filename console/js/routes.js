@@ -25,6 +25,7 @@ export const routes = [
   { path: 'users/:id', page: () => import('./pages/users.js'), admin: true },
   { path: 'queues', page: () => import('./pages/queues.js'), admin: true, nav: 'nav.queues', group: 'admin' },
   { path: 'queues/:id', page: () => import('./pages/queues.js'), admin: true },
+  { path: 'presence', page: () => import('./pages/presence.js'), admin: true, nav: 'nav.presence', group: 'admin' },
   { path: 'numbers', page: () => import('./pages/numbers.js'), admin: true, nav: 'nav.numbers', group: 'admin' },
   { path: 'numbers/:id', page: () => import('./pages/numbers.js'), admin: true },
   { path: 'trunks', page: () => import('./pages/trunks.js'), admin: true, nav: 'nav.trunks', group: 'admin' },

@@ -1,6 +1,7 @@
 //! `/events`: the agents' call window as Server-Sent Events. Admins see every call; an
 //! agent sees the calls that ring them, that they answered, and those of customers they
-//! may see (A1: `own`, `queue` or `all`).
+//! may see (A1: `own`, `queue` or `all`). Every employee also gets the presence changes
+//! (`presence`), which the console's presence board and queue view follow.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,14 +23,16 @@ use super::access::Access;
 use super::auth::{self, Principal};
 use super::error::ApiError;
 use super::error::{ApiResult, ErrorBody};
+use crate::events::{CallUpdate, PresenceUpdate};
 
-/// Stream the call window (SSE). Each event is named `ringing`, `answered` or `ended`
-/// and carries a `CallUpdate` as JSON; `lagged` says how many were lost by a reader too
-/// slow to keep up.
+/// Stream the call window (SSE). A call's event is named `ringing`, `answered` or `ended`
+/// and carries a `CallUpdate` as JSON; an employee's presence change is named `presence`
+/// and carries a `PresenceUpdate` (`{"user", "status", "reason", "since"}`); `lagged`
+/// says how many were lost by a reader too slow to keep up.
 #[utoipa::path(get, path = "/events", tag = "calls",
     responses(
-        (status = 200, description = "text/event-stream of CallUpdate", content_type = "text/event-stream",
-         body = crate::events::CallUpdate),
+        (status = 200, description = "text/event-stream of CallUpdate (events `ringing`, `answered`, `ended`) and PresenceUpdate (event `presence`)",
+         content_type = "text/event-stream", body = crate::events::CallUpdate),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn call_window(
     State(state): State<AppState>,
@@ -43,12 +46,15 @@ async fn call_window(
         changed: state.access_changed.subscribe(),
     }));
     let reader = state.clone();
-    let updates = BroadcastStream::new(state.events.subscribe())
+    let calls = BroadcastStream::new(state.events.subscribe()).map(Bus::Call);
+    let presence = BroadcastStream::new(state.events.subscribe_presence()).map(Bus::Presence);
+    let updates = calls
+        .merge(presence)
         .then(move |item| {
             let (rights, state) = (rights.clone(), reader.clone());
             async move {
-                let update = match item {
-                    Ok(update) => update,
+                let item = match item.transpose() {
+                    Ok(item) => item,
                     Err(BroadcastStreamRecvError::Lagged(lost)) => {
                         return Step::Send(Event::default().event("lagged").data(lost.to_string()));
                     }
@@ -57,11 +63,19 @@ async fn call_window(
                 if !rights.refresh(&state).await {
                     return Step::End;
                 }
-                if !rights.access.sees_update(&update) {
-                    return Step::Skip;
-                }
-                let event = Event::default().event(update.event.clone());
-                Step::Send(event.json_data(&update).unwrap_or_else(|_| {
+                let encoded = match item {
+                    Bus::Call(update) => {
+                        if !rights.access.sees_update(&update) {
+                            return Step::Skip;
+                        }
+                        Event::default()
+                            .event(update.event.clone())
+                            .json_data(&update)
+                    }
+                    // Every employee may read everyone's presence (`GET /presence`).
+                    Bus::Presence(update) => Event::default().event("presence").json_data(&update),
+                };
+                Step::Send(encoded.unwrap_or_else(|_| {
                     Event::default()
                         .event("error")
                         .data("cannot encode the update")
@@ -100,6 +114,27 @@ struct Rights {
     credential: auth::Credential,
     loaded: Instant,
     changed: tokio::sync::watch::Receiver<u64>,
+}
+
+/// One event of the bus, of either kind.
+enum Bus<C, P> {
+    Call(C),
+    Presence(P),
+}
+
+impl
+    Bus<
+        Result<CallUpdate, BroadcastStreamRecvError>,
+        Result<PresenceUpdate, BroadcastStreamRecvError>,
+    >
+{
+    /// The event, or the loss a lagging reader is told of, whichever kind lagged.
+    fn transpose(self) -> Result<Bus<CallUpdate, PresenceUpdate>, BroadcastStreamRecvError> {
+        Ok(match self {
+            Bus::Call(update) => Bus::Call(update?),
+            Bus::Presence(update) => Bus::Presence(update?),
+        })
+    }
 }
 
 /// What one bus event becomes in a window.

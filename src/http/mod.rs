@@ -22,6 +22,7 @@ mod matching;
 mod numbers;
 mod ops;
 mod period;
+mod presence;
 mod queues;
 mod registrations;
 pub mod session;
@@ -174,4 +175,5 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(session::routes())
         .merge(stats::routes())
         .merge(tokens::routes())
+        .merge(presence::routes())
 }

@@ -290,3 +290,188 @@ async fn console_pages_send_a_content_security_policy_without_inline_script() {
     }
     app.stop().await;
 }
+
+/// A screenshot of the page as a person looks at it: without the passing notices, the
+/// focus and the scrolling the test's own steps left behind.
+async fn screenshot_at_rest(browser: &Browser, name: &str) {
+    browser
+        .execute(
+            "document.querySelectorAll('.toast').forEach((t) => t.remove()); \
+             if (document.activeElement) document.activeElement.blur(); \
+             window.scrollTo(0, 0); document.querySelector('main').scrollTop = 0;",
+            vec![],
+        )
+        .await;
+    browser.screenshot(name).await;
+}
+
+/// The presence of `user` as `GET /api/v1/presence` shows it.
+async fn presence_of(app: &TestApp, user: &str) -> Value {
+    let list = app.get_ok("/api/v1/presence").await;
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|p| p["user"] == user)
+        .cloned()
+        .unwrap_or_else(|| panic!("{user} is missing from {list}"))
+}
+
+/// Waits until `user`'s presence has `status` (and `reason`, if given) in the API.
+async fn wait_for_presence(app: &TestApp, user: &str, status: &str, reason: Option<&str>) {
+    wait_until(
+        crate::common::browser::DEADLINE,
+        &format!("{user} to be {status}"),
+        || async {
+            let p = presence_of(app, user).await;
+            let ok = p["status"] == status && reason.is_none_or(|r| p["reason"] == r);
+            ok.then_some(()).ok_or(p)
+        },
+    )
+    .await;
+}
+
+/// An agent pauses with a reason from the top bar; an admin sees it on the presence
+/// board, sets a colleague offline there, and finds both on the queue's page with its
+/// queueing settings, the music upload and the queue now; in English and German.
+#[tokio::test]
+async fn console_an_agent_switches_presence_and_an_admin_sees_it_on_the_board_and_queue() {
+    let app = TestApp::spawn().await;
+    olga(&app).await;
+    let anna = app
+        .post_ok(
+            "/api/v1/users",
+            json!({"name": "Anna Agent", "email": "anna@example.com", "role": "agent",
+                   "extension": "101", "password": "anna-agent-55"}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ben = app
+        .create_user("Ben Berger", "ben@example.com", "agent", "102")
+        .await;
+    let queue = app
+        .post_ok(
+            "/api/v1/queues",
+            json!({"name": "Sales", "members": [anna, ben]}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Anna pauses from the top bar: the reason shows only for a pause.
+    let browser = Browser::start(&app.base).await;
+    browser.sign_in("anna@example.com", "anna-agent-55").await;
+    let mine = "#my-presence form.presence-form";
+    browser
+        .wait_for(&format!("{mine} select[data-status=\"available\"]"))
+        .await;
+    assert_eq!(
+        browser.label_of(&format!("{mine} select")).await,
+        text("en", "presence.mine")
+    );
+    browser
+        .wait_gone(&format!("{mine} [name=\"reason\"]"))
+        .await;
+    browser.select(&format!("{mine} select"), "paused").await;
+    browser.fill_in(mine, "reason", "Lunch").await;
+    browser.click(&format!("{mine} [type=submit]")).await;
+    wait_for_presence(&app, &anna, "paused", Some("Lunch")).await;
+    browser
+        .wait_for(&format!("{mine} select[data-status=\"paused\"]"))
+        .await;
+    browser.wait_for("#my-presence .presence-dot.paused").await;
+    screenshot_at_rest(&browser, "presence-me-en").await;
+    browser.sign_out().await;
+
+    // Olga's board shows Anna's pause; she sets Ben offline there.
+    browser.sign_in("olga@example.com", OLGA_PASSWORD).await;
+    browser.click(r##"nav#nav a[href="#/presence"]"##).await;
+    browser
+        .wait_for_text("h1", &text("en", "presence.title"))
+        .await;
+    browser.wait_for_text("table.list", "Anna Agent").await;
+    browser.wait_for_text("table.list", "Lunch").await;
+    let bens = format!("table.list form.presence-form[data-user=\"{ben}\"]");
+    browser.select(&format!("{bens} select"), "offline").await;
+    wait_for_presence(&app, &ben, "offline", None).await;
+    browser
+        .wait_for(&format!("{bens} select[data-status=\"offline\"]"))
+        .await;
+    screenshot_at_rest(&browser, "presence-en").await;
+
+    // The queue's page: the queue now with both members' presence, the settings, the music.
+    browser.goto(&format!("/#/queues/{queue}")).await;
+    browser.wait_for_text("h1", "Sales").await;
+    browser
+        .wait_for(&format!(
+            ".queue-live li[data-user=\"{anna}\"][data-status=\"paused\"]"
+        ))
+        .await;
+    browser
+        .wait_for(&format!(
+            ".queue-live li[data-user=\"{ben}\"][data-status=\"offline\"]"
+        ))
+        .await;
+    browser
+        .wait_for_text(".queue-live", &text("en", "queues.nobody_waiting"))
+        .await;
+    let form = "form[data-form=\"queues\"]";
+    for field in [
+        "strategy",
+        "max_wait_s",
+        "wrap_up_s",
+        "announce_position",
+        "overflow.action",
+    ] {
+        browser
+            .label_of(&format!("{form} [name=\"{field}\"]"))
+            .await;
+    }
+    // The number to forward to shows only for the forward rule.
+    browser
+        .wait_gone(&format!("{form} [name=\"overflow.forward_to\"]"))
+        .await;
+    browser
+        .select(&format!("{form} [name=\"overflow.action\"]"), "forward")
+        .await;
+    browser
+        .wait_for(&format!("{form} [name=\"overflow.forward_to\"]"))
+        .await;
+    browser
+        .select(&format!("{form} [name=\"overflow.action\"]"), "voicemail")
+        .await;
+    browser
+        .wait_for("form[data-form=\"music\"] input[type=file]")
+        .await;
+    screenshot_at_rest(&browser, "queues-live-en").await;
+    browser.finish().await;
+
+    // The same in German.
+    let browser = Browser::start_with(&app.base, Options::german()).await;
+    browser.sign_in("olga@example.com", OLGA_PASSWORD).await;
+    browser.goto("/#/presence").await;
+    browser
+        .wait_for_text("h1", &text("de", "presence.title"))
+        .await;
+    browser
+        .wait_for_text("table.list", &text("de", "presence.paused"))
+        .await;
+    screenshot_at_rest(&browser, "presence-de").await;
+    browser.goto(&format!("/#/queues/{queue}")).await;
+    browser
+        .wait_for_text(".queue-live", &text("de", "queues.nobody_waiting"))
+        .await;
+    browser
+        .wait_for(&format!(
+            ".queue-live li[data-user=\"{anna}\"][data-status=\"paused\"]"
+        ))
+        .await;
+    screenshot_at_rest(&browser, "queues-live-de").await;
+    browser.finish().await;
+    app.stop().await;
+}

@@ -24,6 +24,7 @@ mod mail_condstore;
 mod media;
 mod oauth2;
 mod postgres;
+mod presence;
 mod scenarios;
 mod session;
 mod sip;
