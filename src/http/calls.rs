@@ -82,6 +82,11 @@ pub struct Call {
     pub live: bool,
     /// The devices the gateway rang, in order, and how each leg ended.
     pub legs: Vec<Leg>,
+    /// The queue of the number the call came in on.
+    pub queue: Option<String>,
+    /// How long the caller waited in the queue, in seconds (the queue answered them and
+    /// played its music); null when they never waited.
+    pub wait_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -157,6 +162,8 @@ impl From<CallRecord> for Call {
             media: c.media,
             live: false,
             legs: c.legs.into_iter().map(Leg::from).collect(),
+            queue: c.queue.map(|q| q.0),
+            wait_s: c.wait_ms.map(|ms| ms as f64 / 1000.0),
         }
     }
 }

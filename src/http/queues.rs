@@ -122,9 +122,10 @@ fn apply_settings(
         settings.announce_position = announce;
     }
     if let Some(overflow) = overflow {
-        let action = overflow.action.parse::<OverflowAction>().map_err(|e| {
-            ApiError::field("invalid_overflow", "overflow.action", e.to_string())
-        })?;
+        let action = overflow
+            .action
+            .parse::<OverflowAction>()
+            .map_err(|e| ApiError::field("invalid_overflow", "overflow.action", e.to_string()))?;
         let forward_to = match (action, overflow.forward_to.as_deref()) {
             (OverflowAction::Forward, Some(target)) => {
                 Some(validate::e164("overflow.forward_to", target, None)?)
@@ -382,7 +383,8 @@ async fn delete_music(
         .update_queue(&id, None, None, Some(&settings))
         .await?;
     state.desk.music_changed(&id, &settings);
-    let _ = tokio::fs::remove_file(state.data_dir.join(crate::sip::b2bua::MUSIC_DIR).join(file)).await;
+    let _ =
+        tokio::fs::remove_file(state.data_dir.join(crate::sip::b2bua::MUSIC_DIR).join(file)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

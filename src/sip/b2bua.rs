@@ -178,7 +178,10 @@ impl B2bua {
         let shown = self
             .shown_caller(&answer, caller.display_name.as_deref(), &customer)
             .await;
-        let (plan, queue) = self.queue_plan(&number, &answer, shown.responsible.as_ref());
+        // T5 is for a known customer: a lead this call just created has the queue's next
+        // agent as its responsible, who is no more than the queue's turn.
+        let known_responsible = answer.matches.first().and_then(|m| m.responsible.clone());
+        let (plan, queue) = self.queue_plan(&number, &answer, known_responsible.as_ref());
 
         let machine = call::Call::new(call::Setup {
             kind: call::Kind::Incoming,

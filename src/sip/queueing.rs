@@ -73,7 +73,10 @@ trait Directory: Send + Sync {
 impl Directory for Store {
     fn rules(&self, queue: &QueueId) -> Option<QueueRules> {
         let members = self.cached_queue_members(queue)?;
-        let strategy = self.cached_queue_settings(queue).unwrap_or_default().strategy;
+        let strategy = self
+            .cached_queue_settings(queue)
+            .unwrap_or_default()
+            .strategy;
         Some(QueueRules { members, strategy })
     }
 
@@ -292,7 +295,9 @@ impl Desk {
         let directory = &self.inner.directory;
         let strategy = directory
             .rules(queue)
-            .map_or(crate::crm::model::QueueStrategy::InTurn, |rules| rules.strategy);
+            .map_or(crate::crm::model::QueueStrategy::InTurn, |rules| {
+                rules.strategy
+            });
         let rules = QueueRules {
             members: members.to_vec(),
             strategy,
@@ -386,7 +391,9 @@ impl Desk {
             .join(crate::sip::b2bua::MUSIC_DIR)
             .join(file);
         let bytes = std::fs::read(&path)
-            .map_err(|err| tracing::warn!(%err, path = %path.display(), "cannot read the queue's music"))
+            .map_err(
+                |err| tracing::warn!(%err, path = %path.display(), "cannot read the queue's music"),
+            )
             .ok()?;
         Greeting::from_wav(&bytes)
             .map_err(|err| tracing::warn!(%err, "the queue's music does not read"))

@@ -174,7 +174,9 @@ pub(crate) fn activity_subject(
     };
     match outcome {
         Some(CallOutcome::Answered) | None => base,
-        Some(CallOutcome::Missed | CallOutcome::Cancelled) if direction == Direction::Incoming => {
+        Some(CallOutcome::Missed | CallOutcome::Cancelled | CallOutcome::Abandoned)
+            if direction == Direction::Incoming =>
+        {
             format!("Call back: missed call from {customer}")
         }
         Some(other) => format!("{base} ({other})"),

@@ -9,11 +9,11 @@ use super::{
     parse_json_list, parse_stored,
 };
 use crate::crm::intake::NumberSettings;
-use crate::crm::queueing::{Overflow, QueueSettings};
 use crate::crm::model::{
     DealStatus, ExceptionId, Millis, NumberId, PipelineId, QueueId, StageId, Transport, TrunkId,
     TrunkKind, UserId,
 };
+use crate::crm::queueing::{Overflow, QueueSettings};
 use crate::matcher::ExceptionRule;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,9 +172,9 @@ impl Store {
              WHERE id = $1"
         ))
         .bind(id.as_str())
-            .fetch_optional(self.reader())
-            .await?
-            .ok_or_else(|| StoreError::not_found("queue", id.as_str()))?;
+        .fetch_optional(self.reader())
+        .await?
+        .ok_or_else(|| StoreError::not_found("queue", id.as_str()))?;
         let state = self
             .queue_state(id)
             .await?

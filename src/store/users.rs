@@ -107,8 +107,7 @@ pub enum TokenOwner {
     Trunk(TrunkId),
 }
 
-const USER_COLUMNS: &str =
-    "id, name, email, role, extension, sip_ha1_md5, password_hash, sip_digest, max_calls, \
+const USER_COLUMNS: &str = "id, name, email, role, extension, sip_ha1_md5, password_hash, sip_digest, max_calls, \
      created_at";
 
 impl Store {

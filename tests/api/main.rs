@@ -25,6 +25,7 @@ mod media;
 mod oauth2;
 mod postgres;
 mod presence;
+mod queueing;
 mod scenarios;
 mod session;
 mod sip;

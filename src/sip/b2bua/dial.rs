@@ -67,11 +67,7 @@ impl Dialer {
     pub async fn dial(&self, order: DialOrder) -> Result<CallRecord, DialError> {
         let b2bua = &self.b2bua;
         let user = std::slice::from_ref(&order.user);
-        let plan = router::plan(
-            user,
-            &b2bua.devices(user),
-            order.number.ring_timeout_s,
-        );
+        let plan = router::plan(user, &b2bua.devices(user), order.number.ring_timeout_s);
         if plan.steps.is_empty() {
             return Err(DialError::NoRegisteredPhone);
         }

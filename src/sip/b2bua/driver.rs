@@ -272,7 +272,12 @@ impl Driver {
 
     fn queue_settings(&self) -> Option<crate::crm::queueing::QueueSettings> {
         let queue = self.spec.number.as_ref()?.queue.as_ref()?;
-        Some(self.b2bua.store.cached_queue_settings(queue).unwrap_or_default())
+        Some(
+            self.b2bua
+                .store
+                .cached_queue_settings(queue)
+                .unwrap_or_default(),
+        )
     }
 
     /// The queue answers the caller itself, plays its music and puts them in line.
@@ -802,7 +807,8 @@ impl Driver {
         if matches!(leg, Leg::Offer(_, 0))
             && let Some(since) = self.offer_since.take()
         {
-            metrics::histogram!("leadline_queue_offer_seconds").record(since.elapsed().as_secs_f64());
+            metrics::histogram!("leadline_queue_offer_seconds")
+                .record(since.elapsed().as_secs_f64());
         }
         match started {
             Ok((dialog, handle)) => {
@@ -1256,7 +1262,10 @@ async fn take_voicemail(
     if answered {
         // The queue answered the caller already: their media moves to the voicemail's
         // port with a re-INVITE (its SDP, an answer to their first offer, is a fine offer).
-        match caller.reinvite(Some(headers), Some(line.answer.clone())).await {
+        match caller
+            .reinvite(Some(headers), Some(line.answer.clone()))
+            .await
+        {
             Ok(Some(response)) if u16::from(response.status_code.clone()) < 300 => {}
             _ => {
                 tracing::warn!("the caller refused the move to voicemail");

@@ -294,7 +294,10 @@ pub enum Write {
     /// Stop the relay and keep its statistics and the recording on the call.
     FinishMedia,
     /// The queue the call came in on and how long its caller waited there.
-    Queue { queue: QueueId, wait_ms: Option<i64> },
+    Queue {
+        queue: QueueId,
+        wait_ms: Option<i64>,
+    },
 }
 
 /// What the call window is told.
@@ -406,10 +409,14 @@ pub enum Action {
     /// Answer the caller as the queue (the gateway's own SDP, with the session timer's
     /// headers when one was agreed), play the queue's music and wait for an offer;
     /// [`Event::CannotWait`] when that cannot be done.
-    Wait { session_timer: Option<u32> },
+    Wait {
+        session_timer: Option<u32>,
+    },
     /// The offer of the waiting caller ended: taken by `answered_by` (the music stops;
     /// the caller leaves the queue) or by nobody (the caller keeps waiting).
-    OfferOver { answered_by: Option<UserId> },
+    OfferOver {
+        answered_by: Option<UserId>,
+    },
     /// The caller stops waiting (hung up, or the overflow rule takes over).
     LeaveQueue,
 }

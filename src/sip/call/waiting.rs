@@ -181,11 +181,7 @@ impl Call {
                 offer: self.setup.offer.clone(),
             });
         }
-        wait.offer = Some(Offering {
-            n,
-            ringing,
-            owners,
-        });
+        wait.offer = Some(Offering { n, ringing, owners });
         self.phase = Phase::Waiting(wait);
     }
 
@@ -296,7 +292,13 @@ impl Call {
         self.wait_ms = Some(now.wall_ms - wait.since_ms);
         let Some(queue) = self.setup.queue.clone() else {
             out.push(Action::Hangup(self.caller));
-            return self.end(CallOutcome::Missed, None, Some(CallOutcome::Missed), now, out);
+            return self.end(
+                CallOutcome::Missed,
+                None,
+                Some(CallOutcome::Missed),
+                now,
+                out,
+            );
         };
         match (queue.overflow.action, queue.overflow.forward_to) {
             (OverflowAction::Voicemail, _) => {
@@ -315,7 +317,13 @@ impl Call {
             }
             (OverflowAction::Forward, None) | (OverflowAction::Reject, _) => {
                 out.push(Action::Hangup(self.caller));
-                self.end(CallOutcome::Missed, None, Some(CallOutcome::Missed), now, out);
+                self.end(
+                    CallOutcome::Missed,
+                    None,
+                    Some(CallOutcome::Missed),
+                    now,
+                    out,
+                );
             }
         }
     }
