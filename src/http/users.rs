@@ -57,7 +57,7 @@ pub struct UpdateUser {
     /// `null` goes back to the gateway's digest order.
     #[serde(default, deserialize_with = "validate::double_option")]
     pub sip_digest: Option<Option<Vec<String>>>,
-    /// Admin only: how many calls of ours the person may be in at once (1 to 100).
+    /// Admin only: how many calls of ours the person may be in at once (1 to 100,000).
     pub max_calls: Option<u32>,
 }
 
@@ -301,15 +301,19 @@ async fn update_user(
     Ok(Json(user.into()))
 }
 
+/// The most calls one person's phones may be in at once: a shared line (a load test's
+/// phone, a reception desk) may take many.
+const MAX_CALLS_LIMIT: u32 = 100_000;
+
 /// Checks a `max_calls` value.
 fn max_calls(n: u32) -> ApiResult<u32> {
-    if (1..=100).contains(&n) {
+    if (1..=MAX_CALLS_LIMIT).contains(&n) {
         Ok(n)
     } else {
         Err(ApiError::field(
             "invalid_max_calls",
             "max_calls",
-            "max_calls must be between 1 and 100",
+            format!("max_calls must be between 1 and {MAX_CALLS_LIMIT}"),
         ))
     }
 }

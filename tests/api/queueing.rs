@@ -81,6 +81,22 @@ async fn waiting(app: &TestApp, queue: &str, count: usize) -> Vec<Value> {
     .await
 }
 
+/// An agent's phone, registered, taking `calls` calls one after the other, each talked
+/// `talk_ms` and hung up by the phone.
+async fn agent_phone(app: &TestApp, extension: &str, calls: u32, talk_ms: u32) -> Sipp {
+    let phone = Phone::register(app, extension, &format!("pw-{extension}-secret")).await;
+    talking_phone(&phone, calls, talk_ms)
+}
+
+fn talking_phone(phone: &Phone, calls: u32, talk_ms: u32) -> Sipp {
+    Sipp::start(
+        "agent_talk_hang_up.xml",
+        phone.port,
+        None,
+        &["-m", &calls.to_string(), "-d", &talk_ms.to_string()],
+    )
+}
+
 async fn finish(run: Sipp, what: &str) {
     let (ok, messages) = run.finish().await;
     assert!(
@@ -104,21 +120,9 @@ async fn t9_a_caller_waits_with_music_while_both_agents_talk_and_gets_the_first_
         json!({"wrap_up_s": 1}),
     )
     .await;
-    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
-    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
     // Anna takes two calls of 3 s; Ben one of 15 s.
-    let anna = Sipp::start(
-        "agent_talk_hang_up.xml",
-        anna_phone.port,
-        None,
-        &["-m", "2", "-d", "3000"],
-    );
-    let ben = Sipp::start(
-        "agent_talk_hang_up.xml",
-        ben_phone.port,
-        None,
-        &["-m", "1", "-d", "15000"],
-    );
+    let anna = agent_phone(&app, "101", 2, 3000).await;
+    let ben = agent_phone(&app, "102", 1, 15000).await;
     let first = carrier_call_from(&app, FIRST, "carrier_call_hung_up.xml", &[]);
     call_of(
         &app,
@@ -208,13 +212,7 @@ async fn t5_a_paused_agent_is_never_offered_a_queue_call_and_an_unpaused_one_is(
     let queue = queue_id(&app).await;
     presence(&app, &line.anna, "paused").await;
     let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
-    let ben_phone = Phone::register(&app, "102", "pw-102-secret").await;
-    let ben = Sipp::start(
-        "agent_talk_hang_up.xml",
-        ben_phone.port,
-        None,
-        &["-m", "1", "-d", "15000"],
-    );
+    let ben = agent_phone(&app, "102", 1, 15000).await;
     let first = carrier_call_from(&app, FIRST, "carrier_call_hung_up.xml", &[]);
     let call = call_of(&app, FIRST, "Ben to answer", answered_by(&line.ben)).await;
     assert!(
@@ -238,12 +236,7 @@ async fn t5_a_paused_agent_is_never_offered_a_queue_call_and_an_unpaused_one_is(
         .clone();
     assert_eq!(anna_live["status"], "paused", "{live}");
     assert_eq!(anna_live["in_call"], false, "{live}");
-    let anna = Sipp::start(
-        "agent_talk_hang_up.xml",
-        anna_phone.port,
-        None,
-        &["-m", "1", "-d", "500"],
-    );
+    let anna = talking_phone(&anna_phone, 1, 500);
     presence(&app, &line.anna, "available").await;
     let served = call_of(
         &app,
@@ -276,13 +269,7 @@ async fn t13_abandoned_callers_and_the_overflow_to_voicemail_after_the_longest_w
     )
     .await;
     presence(&app, &line.ben, "offline").await;
-    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
-    let anna = Sipp::start(
-        "agent_talk_hang_up.xml",
-        anna_phone.port,
-        None,
-        &["-m", "1", "-d", "12000"],
-    );
+    let anna = agent_phone(&app, "101", 1, 12000).await;
     let first = carrier_call_from(&app, FIRST, "carrier_call_hung_up.xml", &[]);
     call_of(&app, FIRST, "Anna to answer", answered_by(&line.anna)).await;
     let gives_up = carrier_call_from(&app, SECOND, "caller_waits.xml", &["-d", "1000"]);
@@ -358,13 +345,7 @@ async fn t9_three_waiting_callers_are_served_in_arrival_order() {
     let line = line(&app, 20).await;
     let queue = queue_id(&app).await;
     presence(&app, &line.ben, "offline").await;
-    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
-    let anna = Sipp::start(
-        "agent_talk_hang_up.xml",
-        anna_phone.port,
-        None,
-        &["-m", "4", "-d", "1500"],
-    );
+    let anna = agent_phone(&app, "101", 4, 1500).await;
     let first = carrier_call_from(&app, FIRST, "carrier_call_hung_up.xml", &[]);
     call_of(&app, FIRST, "Anna to answer", answered_by(&line.anna)).await;
     let mut callers = Vec::new();

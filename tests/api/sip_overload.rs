@@ -303,7 +303,18 @@ async fn calls(app: &TestApp) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_bound_a_new_call_gets_503_and_admitted_calls_finish_then_new_ones_are_admitted() {
     let app = TestApp::spawn_for_sipp_with(|config| config.max_calls_in_setup = 2).await;
-    line(&app, 30).await;
+    let line = line(&app, 30).await;
+    // One phone takes every call of the test: a shared line, not a person who takes one
+    // call at a time (else the queue would hold the second caller for it).
+    let (status, body) = app
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/users/{}", line.anna),
+            Some(&app.admin),
+            Some(serde_json::json!({"max_calls": 10})),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     let registered = Phone::register(&app, "101", "pw-101-secret").await;
     let mut phone = RawPhone::on(registered.port).await;
     let carrier = Carrier::new(app.sip_addr()).await;

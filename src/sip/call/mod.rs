@@ -929,6 +929,12 @@ impl Call {
             body: self.last_sdp(leg).unwrap_or_default(),
             session_timer: self.setup.session_interval_s,
         });
+        self.talks_to(leg, user, now, out);
+    }
+
+    /// The caller talks to `leg` now: media, the CRM's `answered`, the call window, the
+    /// count, and the talking phase.
+    fn talks_to(&mut self, leg: Leg, user: Option<UserId>, now: Now, out: &mut Vec<Action>) {
         self.media_answered(out);
         self.write(
             Write::Event {

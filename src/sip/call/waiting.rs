@@ -235,24 +235,7 @@ impl Call {
             });
         }
         self.setup.plan.steps = Vec::new();
-        self.media_answered(out);
-        self.write(
-            Write::Event {
-                kind: CallEventKind::Answered,
-                user: Some(user.clone()),
-                outcome: None,
-                at: now.wall_ms,
-            },
-            out,
-        );
-        out.push(Action::Publish(Publish {
-            event: "answered",
-            ringing: None,
-            answered_by: Some(user.clone()),
-            outcome: None,
-        }));
-        out.push(Action::Count(Metric::Calls(CallOutcome::Answered)));
-        self.start_talking(leg, Some(user), now, out);
+        self.talks_to(leg, Some(user), now, out);
     }
 
     /// Ends a ringing offer's legs.
