@@ -138,6 +138,8 @@ pub struct Board {
     next_ticket: u64,
     /// `in_turn`: the member last offered a waiting caller, per queue.
     last_offered: HashMap<QueueId, UserId>,
+    /// Bumped whenever a caller joins or leaves the line: positions changed.
+    line_changes: u64,
 }
 
 /// An agent as the API shows them.
@@ -305,6 +307,7 @@ impl Board {
     ) -> u64 {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
+        self.line_changes += 1;
         self.waiting.push(Waiter {
             ticket,
             queue,
@@ -320,6 +323,7 @@ impl Board {
     /// The caller stopped waiting (hung up, overflowed, or their call ended).
     pub fn leave(&mut self, ticket: u64) {
         if let Some(index) = self.waiting.iter().position(|w| w.ticket == ticket) {
+            self.line_changes += 1;
             let waiter = self.waiting.remove(index);
             self.release(&waiter.offered, ticket);
         }
@@ -344,6 +348,7 @@ impl Board {
         self.release(&offered, ticket);
         match answered_by {
             Some(_) => {
+                self.line_changes += 1;
                 self.waiting.remove(index);
             }
             None => {
@@ -365,12 +370,17 @@ impl Board {
         can_ring: impl Fn(&UserId) -> bool,
     ) -> Vec<Offer> {
         let mut offers = Vec::new();
+        // Each queue's rules once per dispatch: many callers wait in few queues.
+        let mut rules_by_queue: HashMap<QueueId, Option<QueueRules>> = HashMap::new();
         for index in 0..self.waiting.len() {
             if !self.waiting[index].offered.is_empty() {
                 continue;
             }
             let queue = self.waiting[index].queue.clone();
-            let Some(mut rules) = rules_of(&queue) else {
+            let rules = rules_by_queue
+                .entry(queue.clone())
+                .or_insert_with(|| rules_of(&queue));
+            let Some(mut rules) = rules.clone() else {
                 continue;
             };
             if rules.strategy == QueueStrategy::InTurn {
@@ -421,6 +431,12 @@ impl Board {
             .enumerate()
             .map(|(i, w)| (i + 1, w))
             .collect()
+    }
+
+    /// A number that changes whenever a caller joins or leaves the line: positions need
+    /// telling only then.
+    pub fn line_changes(&self) -> u64 {
+        self.line_changes
     }
 
     /// Every waiting caller's position in their queue (1 = next), by ticket.

@@ -101,6 +101,8 @@ impl Directory for Nowhere {
 struct State {
     board: Board,
     calls: HashMap<u64, Waiting>,
+    /// The line as positions were last told.
+    told_line: u64,
 }
 
 struct Waiting {
@@ -173,6 +175,7 @@ impl Desk {
                 state: Mutex::new(State {
                     board,
                     calls: HashMap::new(),
+                    told_line: 0,
                 }),
                 directory,
                 wake: Notify::new(),
@@ -232,12 +235,15 @@ impl Desk {
                 None => state.board.leave(offer.ticket),
             }
         }
-        for (ticket, position) in state.board.positions() {
-            if let Some(waiting) = state.calls.get_mut(&ticket)
-                && waiting.position != position
-            {
-                waiting.position = position;
-                let _ = waiting.news.send(DeskNews::Position(position));
+        if state.told_line != state.board.line_changes() {
+            state.told_line = state.board.line_changes();
+            for (ticket, position) in state.board.positions() {
+                if let Some(waiting) = state.calls.get_mut(&ticket)
+                    && waiting.position != position
+                {
+                    waiting.position = position;
+                    let _ = waiting.news.send(DeskNews::Position(position));
+                }
             }
         }
         self.inner.wake.notify_one();
