@@ -260,6 +260,7 @@ async fn console_pages(
         events: leadline::events::EventBus::default(),
         live: leadline::events::LiveCalls::default(),
         desk: leadline::sip::queueing::Desk::default(),
+        node: leadline::cluster::NodeId::generate(),
         stopping,
         mail_changed: Arc::new(tokio::sync::Notify::new()),
         mail_credentials: leadline::mail::Credentials::new(app.store.clone()),

@@ -154,6 +154,7 @@ impl App {
             sip_cancel.clone(),
         )));
         let live = LiveCalls::default();
+        let node = crate::cluster::NodeId::generate();
         let desk = crate::sip::queueing::Desk::start(
             store.clone(),
             store
@@ -188,6 +189,7 @@ impl App {
             events: events.clone(),
             live: live.clone(),
             desk: desk.clone(),
+            node: node.clone(),
             endpoint: sip.handle(),
             own_dialogs: Default::default(),
             calls: crate::sip::b2bua::registry::Registry::spawn(),
@@ -217,6 +219,7 @@ impl App {
             events,
             live,
             desk,
+            node,
             stopping: signal.clone(),
             mail_changed: mail_changed.clone(),
             mail_credentials,

@@ -65,6 +65,8 @@ pub struct AppState {
     pub live: crate::events::LiveCalls,
     /// Agents in calls or wrap-up, callers waiting in queues (this process).
     pub desk: crate::sip::queueing::Desk,
+    /// This process among the nodes sharing the database.
+    pub node: crate::cluster::NodeId,
     /// Turns true when the process stops: endless responses (SSE) end then, or the
     /// graceful shutdown would wait for them forever.
     pub stopping: tokio::sync::watch::Receiver<bool>,

@@ -91,6 +91,8 @@ pub struct B2bua {
     pub live: LiveCalls,
     /// Free agents and waiting callers.
     pub desk: crate::sip::queueing::Desk,
+    /// This process among the nodes sharing the database.
+    pub node: crate::cluster::NodeId,
     /// Our TCP connections, for legs to phones registered over TCP.
     pub endpoint: crate::sip::endpoint::EndpointHandle,
     /// Dialogs of legs sent down our own TCP flows: rsipstack's dialog layer files only
