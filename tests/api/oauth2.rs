@@ -694,7 +694,13 @@ async fn token_renewal_and_rotation(app: &TestApp) {
         auth.introspections().contains(&(second, true)),
         "Dovecot saw the renewed token"
     );
-    assert!(logins(&dovecot).len() >= 2 && logins(&dovecot).iter().all(|m| m == "XOAUTH2"));
+    // Dovecot writes its log line after the login it records: wait for the second one.
+    let seen = wait_until(DEADLINE, "Dovecot to log the second login", || async {
+        let seen = logins(&dovecot);
+        (seen.len() >= 2).then_some(seen)
+    })
+    .await;
+    assert!(seen.iter().all(|m| m == "XOAUTH2"), "{seen:?}");
 }
 
 /// E10: a revoked refresh token shows as `state: error` with a `last_error` that says
