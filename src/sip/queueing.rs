@@ -20,6 +20,9 @@ use crate::media::greeting::Greeting;
 use crate::media::music::Music;
 use crate::store::{Store, now_ms};
 
+/// How often the desk looks again while callers wait, whatever it heard.
+const RECHECK_MS: Millis = 1_000;
+
 /// What the desk knows about an agent beyond their stored presence.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AgentNow {
@@ -185,14 +188,26 @@ impl Desk {
         }
     }
 
-    /// Offers callers when an agent's wrap-up or rest ends.
+    /// Offers callers when an agent's wrap-up or rest ends, and at least every second
+    /// while callers wait: a phone that registers again or a member added to a queue
+    /// changes nothing the desk hears of.
     async fn wake_when_due(&self) {
         loop {
-            let next = self.lock().board.next_wake(now_ms());
+            let now = now_ms();
+            let next = {
+                let state = self.lock();
+                let waiting = !state.calls.is_empty();
+                let due = state.board.next_wake(now);
+                match (due, waiting) {
+                    (Some(at), true) => Some(at.min(now + RECHECK_MS)),
+                    (None, true) => Some(now + RECHECK_MS),
+                    (due, false) => due,
+                }
+            };
             let woken = self.inner.wake.notified();
             match next {
                 Some(at) => {
-                    let wait = u64::try_from(at - now_ms()).unwrap_or(0);
+                    let wait = u64::try_from(at - now).unwrap_or(0);
                     tokio::select! {
                         () = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
                             self.changed(&mut self.lock());
