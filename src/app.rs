@@ -163,6 +163,7 @@ impl App {
         // before the database closes.
         sip_tasks.push(tokio::spawn(crate::webhooks::delivery::run(
             store.clone(),
+            node.clone(),
             events.subscribe_own(),
             config.webhooks.clone(),
             sip_cancel.clone(),
