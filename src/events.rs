@@ -199,7 +199,9 @@ impl EventBus {
     fn share(&self, event: Shared) {
         let Some(link) = &self.link else { return };
         if link.try_send(event).is_err() {
-            tracing::warn!("the cluster link is behind or gone: an event is not sent to the other nodes");
+            tracing::warn!(
+                "the cluster link is behind or gone: an event is not sent to the other nodes"
+            );
             metrics::counter!("leadline_cluster_events_dropped_total").increment(1);
         }
     }

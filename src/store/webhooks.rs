@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use sqlx::any::AnyRow;
 
 use super::{
-    Backend, Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
+    Backend, Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list,
+    parse_stored,
 };
 use crate::crm::model::{Millis, Role, UserId, WebhookId};
 
