@@ -114,7 +114,8 @@ pub struct PresenceUpdate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Shared {
-    Call(CallUpdate),
+    // Boxed: presence updates are much smaller and as frequent.
+    Call(Box<CallUpdate>),
     Presence(PresenceUpdate),
 }
 
@@ -156,7 +157,7 @@ impl EventBus {
     }
 
     pub fn publish(&self, update: CallUpdate) {
-        self.share(Shared::Call(update.clone()));
+        self.share(Shared::Call(Box::new(update.clone())));
         // No subscriber is not an error: no webhook task (tests) or nobody has the call
         // window open.
         let _ = self.own.send(update.clone());
@@ -188,7 +189,7 @@ impl EventBus {
     pub fn publish_from_elsewhere(&self, event: Shared) {
         match event {
             Shared::Call(update) => {
-                let _ = self.sender.send(update);
+                let _ = self.sender.send(*update);
             }
             Shared::Presence(update) => {
                 let _ = self.presence.send(update);
@@ -265,7 +266,7 @@ mod tests {
         let mut stream = bus.subscribe();
         let mut own = bus.subscribe_own();
         bus.publish(update(&["anna"], None, None));
-        bus.publish_from_elsewhere(Shared::Call(update(&["ben"], None, None)));
+        bus.publish_from_elsewhere(Shared::Call(Box::new(update(&["ben"], None, None))));
         assert_eq!(stream.recv().await.unwrap().ringing, ["anna"]);
         assert_eq!(stream.recv().await.unwrap().ringing, ["ben"]);
         assert_eq!(own.recv().await.unwrap().ringing, ["anna"]);

@@ -178,7 +178,7 @@ mod tests {
     use crate::events::{CallUpdate, PresenceUpdate};
 
     fn call(ringing: usize) -> Shared {
-        Shared::Call(CallUpdate {
+        Shared::Call(Box::new(CallUpdate {
             event: "ringing".into(),
             call: Some("call-1".into()),
             call_id: "c1".into(),
@@ -194,7 +194,7 @@ mod tests {
             answered_by: None,
             outcome: None,
             at: "2026-11-23T10:00:00Z".into(),
-        })
+        }))
     }
 
     #[test]
