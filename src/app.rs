@@ -144,17 +144,31 @@ impl App {
             config.audit_retention_days,
             sip_cancel.clone(),
         )));
-        let events = EventBus::default();
+        let node = crate::cluster::NodeId::generate();
+        let events = match store.backend() {
+            crate::store::Backend::Postgres => {
+                let (events, outgoing) = EventBus::linked();
+                sip_tasks.push(tokio::spawn(crate::cluster::events::run(
+                    store.clone(),
+                    node.clone(),
+                    events.clone(),
+                    outgoing,
+                    sip_cancel.clone(),
+                )));
+                events
+            }
+            crate::store::Backend::Sqlite => EventBus::default(),
+        };
         // Subscribed before anything can publish; stops with the other background tasks,
         // before the database closes.
         sip_tasks.push(tokio::spawn(crate::webhooks::delivery::run(
             store.clone(),
-            events.subscribe(),
+            node.clone(),
+            events.subscribe_own(),
             config.webhooks.clone(),
             sip_cancel.clone(),
         )));
         let live = LiveCalls::default();
-        let node = crate::cluster::NodeId::generate();
         let desk = crate::sip::queueing::Desk::start(
             store.clone(),
             store

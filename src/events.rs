@@ -3,12 +3,18 @@
 //! `tokio::sync::broadcast` channels, one per kind of event so each consumer subscribes to
 //! the kinds it handles (webhooks carry calls only): publishing never waits, a subscriber
 //! too slow to keep up loses the oldest events and is told so.
+//!
+//! With several nodes on one PostgreSQL, what a node publishes is also handed to the
+//! cluster link (`crate::cluster::events`), which sends it to the other nodes; what
+//! arrives from them is published here with [`EventBus::publish_from_elsewhere`], for the
+//! event stream only: webhooks follow [`EventBus::subscribe_own`], this node's own
+//! events, so each event is delivered by the node where it happened, once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
-use tokio::sync::broadcast;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::crm::access::{self, AccessSettings, Viewer};
 use crate::crm::model::{Presence, UserId};
@@ -48,7 +54,7 @@ impl LiveCalls {
 const CAPACITY: usize = 1024;
 
 /// One step of a call as the call window shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallUpdate {
     /// `ringing`, `answered` or `ended`.
     pub event: String,
@@ -93,7 +99,7 @@ impl CallUpdate {
 
 /// An employee's presence was set (by themself or an admin): every employee's console
 /// may show it, so it is not filtered by access level.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PresenceUpdate {
     /// The employee's user id.
     pub user: String,
@@ -104,40 +110,101 @@ pub struct PresenceUpdate {
     pub since: Option<String>,
 }
 
+/// An event as it travels between nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shared {
+    // Boxed: presence updates are much smaller and as frequent.
+    Call(Box<CallUpdate>),
+    Presence(PresenceUpdate),
+}
+
+/// Events waiting for the cluster link; past this, new ones are dropped and counted
+/// rather than letting a stalled database grow memory.
+const LINK_CAPACITY: usize = 4096;
+
 /// Cheap to clone; every clone publishes to the same subscribers.
 #[derive(Debug, Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<CallUpdate>,
+    /// The call updates published by this node, not those received from others.
+    own: broadcast::Sender<CallUpdate>,
     presence: broadcast::Sender<PresenceUpdate>,
+    /// To the other nodes, when there are any (PostgreSQL).
+    link: Option<mpsc::Sender<Shared>>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         Self {
             sender: broadcast::channel(CAPACITY).0,
+            own: broadcast::channel(CAPACITY).0,
             presence: broadcast::channel(CAPACITY).0,
+            link: None,
         }
     }
 }
 
 impl EventBus {
+    /// A bus whose events are also handed to the returned receiver, for the other nodes.
+    pub fn linked() -> (Self, mpsc::Receiver<Shared>) {
+        let (link, outgoing) = mpsc::channel(LINK_CAPACITY);
+        let bus = Self {
+            link: Some(link),
+            ..Self::default()
+        };
+        (bus, outgoing)
+    }
+
     pub fn publish(&self, update: CallUpdate) {
-        // No subscriber is not an error: nobody has the call window open.
+        self.share(Shared::Call(Box::new(update.clone())));
+        // No subscriber is not an error: no webhook task (tests) or nobody has the call
+        // window open.
+        let _ = self.own.send(update.clone());
         let _ = self.sender.send(update);
     }
 
-    /// Call updates only: webhooks and the call window's cards.
+    /// Call updates of every node: the call window's cards.
     pub fn subscribe(&self) -> broadcast::Receiver<CallUpdate> {
         self.sender.subscribe()
     }
 
+    /// Call updates published by this node: webhooks, which each event's own node
+    /// delivers.
+    pub fn subscribe_own(&self) -> broadcast::Receiver<CallUpdate> {
+        self.own.subscribe()
+    }
+
     pub fn publish_presence(&self, update: PresenceUpdate) {
+        self.share(Shared::Presence(update.clone()));
         // No subscriber is not an error: no console is open.
         let _ = self.presence.send(update);
     }
 
     pub fn subscribe_presence(&self) -> broadcast::Receiver<PresenceUpdate> {
         self.presence.subscribe()
+    }
+
+    /// An event another node published: for this node's subscribers, not sent on again.
+    pub fn publish_from_elsewhere(&self, event: Shared) {
+        match event {
+            Shared::Call(update) => {
+                let _ = self.sender.send(*update);
+            }
+            Shared::Presence(update) => {
+                let _ = self.presence.send(update);
+            }
+        }
+    }
+
+    fn share(&self, event: Shared) {
+        let Some(link) = &self.link else { return };
+        if link.try_send(event).is_err() {
+            tracing::warn!(
+                "the cluster link is behind or gone: an event is not sent to the other nodes"
+            );
+            metrics::counter!("leadline_cluster_events_dropped_total").increment(1);
+        }
     }
 }
 
@@ -191,6 +258,24 @@ mod tests {
         assert_eq!(presence.recv().await.unwrap().status, Presence::Paused);
         assert_eq!(calls.recv().await.unwrap().ringing, ["ben"]);
         assert!(calls.try_recv().is_err(), "only the call update");
+    }
+
+    #[tokio::test]
+    async fn own_events_go_to_the_link_and_webhooks_but_others_only_to_the_stream() {
+        let (bus, mut link) = EventBus::linked();
+        let mut stream = bus.subscribe();
+        let mut own = bus.subscribe_own();
+        bus.publish(update(&["anna"], None, None));
+        bus.publish_from_elsewhere(Shared::Call(Box::new(update(&["ben"], None, None))));
+        assert_eq!(stream.recv().await.unwrap().ringing, ["anna"]);
+        assert_eq!(stream.recv().await.unwrap().ringing, ["ben"]);
+        assert_eq!(own.recv().await.unwrap().ringing, ["anna"]);
+        assert!(own.try_recv().is_err(), "another node's event is not ours");
+        match link.recv().await.unwrap() {
+            Shared::Call(sent) => assert_eq!(sent.ringing, ["anna"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(link.try_recv().is_err(), "a received event is not sent on");
     }
 
     #[test]

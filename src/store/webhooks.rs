@@ -1,7 +1,8 @@
 //! Webhooks: where to send call events, for whom, signed with which secret, and how the
 //! last deliveries went. Which events reach which webhook is decided elsewhere
 //! (`crate::webhooks`); the secret is read here for signing and never leaves through the
-//! API (A4).
+//! API (A4). Also the outbox (`webhook_outbox`): the deliveries owed, each claimed by
+//! one node while it sends (PostgreSQL `FOR UPDATE SKIP LOCKED`; SQLite has one writer).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 use sqlx::any::AnyRow;
 
 use super::{
-    Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
+    Backend, Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list,
+    parse_stored,
 };
 use crate::crm::model::{Millis, Role, UserId, WebhookId};
 
@@ -82,6 +84,16 @@ pub struct WebhookRecord {
 pub enum DeliveryResult {
     Delivered,
     Failed(String),
+}
+
+/// A delivery owed to a webhook, as the outbox holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxDelivery {
+    /// Also the `X-Leadline-Delivery` header: the same for every attempt, on any node.
+    pub id: String,
+    pub webhook: WebhookId,
+    pub event: String,
+    pub body: String,
 }
 
 const WEBHOOK_SELECT: &str = "SELECT w.id, w.owner_id, u.role AS owner_role, w.url, w.events, \
@@ -198,6 +210,125 @@ impl Store {
         };
         query.execute(self.writer()).await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Writes the deliveries owed for one event, all or none.
+    pub async fn enqueue_deliveries(&self, deliveries: &[(WebhookId, &str, &str)]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        for (webhook, event, body) in deliveries {
+            sqlx::query(
+                "INSERT INTO webhook_outbox (id, webhook_id, event, body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(webhook.as_str())
+            .bind(*event)
+            .bind(*body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims for `node` until `until` the oldest `per_webhook` deliveries of each webhook
+    /// none of whose deliveries anybody holds (a claim that ran out at `now` is held by
+    /// nobody): one node at a time sends a webhook's deliveries, in order.
+    pub async fn claim_deliveries(
+        &self,
+        node: &str,
+        now: Millis,
+        until: Millis,
+        per_webhook: i64,
+    ) -> Result<Vec<OutboxDelivery>> {
+        // Rows another node is claiming this instant are skipped, not waited for.
+        let lock = match self.backend() {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(dynamic_sql!(
+            "UPDATE webhook_outbox SET claimed_by = $1, claimed_until = $2 \
+             WHERE id IN (SELECT id FROM ( \
+                 SELECT id, ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY id) AS n \
+                 FROM (SELECT o.id, o.webhook_id FROM webhook_outbox o \
+                       WHERE NOT EXISTS (SELECT 1 FROM webhook_outbox h \
+                                         WHERE h.webhook_id = o.webhook_id \
+                                           AND h.claimed_until >= $3) \
+                       {lock}) AS free) AS ranked \
+               WHERE n <= $4) \
+             RETURNING id, webhook_id, event, body"
+        ))
+        .bind(node)
+        .bind(until)
+        .bind(now)
+        .bind(per_webhook)
+        .fetch_all(self.writer())
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(OutboxDelivery {
+                    id: col(row, "id")?,
+                    webhook: WebhookId(col(row, "webhook_id")?),
+                    event: col(row, "event")?,
+                    body: col(row, "body")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // RETURNING does not keep the subquery's order.
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(claimed)
+    }
+
+    /// A delivery sent, or failed for good: no longer owed.
+    pub async fn finish_delivery(&self, id: &str, node: &str) -> Result<()> {
+        sqlx::query("DELETE FROM webhook_outbox WHERE id = $1 AND claimed_by = $2")
+            .bind(id)
+            .bind(node)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    /// Gives back one claimed delivery, to be claimed again at once.
+    pub async fn release_delivery(&self, id: &str, node: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL \
+             WHERE id = $1 AND claimed_by = $2",
+        )
+        .bind(id)
+        .bind(node)
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// Gives back what `node` holds (it stops); `None`: every claim, which only the one
+    /// process of SQLite may do at start, when any claim is a previous run's.
+    pub async fn release_deliveries(&self, node: Option<&str>) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL \
+             WHERE claimed_by IS NOT NULL AND ($1 = '' OR claimed_by = $1)",
+        )
+        .bind(node.unwrap_or_default())
+        .execute(self.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// How many deliveries are owed.
+    pub async fn pending_deliveries(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM webhook_outbox")
+            .fetch_one(self.reader())
+            .await?;
+        col(&row, "n")
     }
 }
 

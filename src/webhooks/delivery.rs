@@ -1,11 +1,18 @@
-//! The delivery of webhooks: one dispatcher task follows the event bus, decides for each
-//! update which webhooks' owners may see it (`owner_sees`), and hands the signed body to
-//! one worker task per webhook, through a bounded queue. A worker sends one delivery at a
-//! time, with a timeout and a few retries, so a slow receiver delays only its own
-//! deliveries; when its queue is full, new ones for it are dropped and counted, never
-//! waited for. Deliveries are at least once: a receiver may see a retry of one it got.
+//! The delivery of webhooks. A dispatcher task follows this node's own call updates,
+//! decides for each which webhooks' owners may see it (`owner_sees`), and writes one
+//! outbox row per delivery owed (`store::webhooks`), in one transaction, as the update is
+//! accepted. The same task claims owed rows (its own and any other node's whose claim ran
+//! out: that node died) and hands them to one worker task per webhook, through a bounded
+//! queue. A webhook's rows are claimed a few at a time ([`Policy::queue`]), oldest first,
+//! and only while no node holds any of its rows, so its deliveries keep their order even
+//! across nodes. A worker sends one delivery at a time, with a timeout and a few retries,
+//! so a slow receiver delays only its own deliveries, then deletes the row. Rows left by a stop are given back at shutdown (and, on SQLite, any claim at start),
+//! rows of a node killed are claimed again once its claim runs out ([`claim_for`]).
+//! A claim outlasts every attempt of a delivery, so two nodes never send the same row;
+//! a node killed mid-send leaves the receiver to see a retry with the same
+//! `X-Leadline-Delivery` (at least once).
 //!
-//! Metrics: `leadline_webhook_deliveries_total{result="delivered"|"failed"|"dropped"}`,
+//! Metrics: `leadline_webhook_deliveries_total{result="delivered"|"failed"}`,
 //! `leadline_webhook_events_lost_total` (updates the dispatcher fell too far behind for).
 
 use std::collections::{HashMap, HashSet};
@@ -18,10 +25,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{event_name, owner_sees, sign};
+use crate::cluster::NodeId;
 use crate::crm::access::{AccessSettings, Viewer};
 use crate::crm::model::{Role, WebhookId};
 use crate::events::CallUpdate;
-use crate::store::{DeliveryResult, Store, StoreError, WebhookRecord};
+use crate::store::{
+    Backend, DeliveryResult, OutboxDelivery, Store, StoreError, WebhookRecord, now_ms,
+};
+
+/// How often owed rows are looked for besides right after an update: rows another node
+/// gave back or left behind, and rows given back for a full queue.
+const CLAIM_EVERY: Duration = Duration::from_secs(1);
 
 /// How deliveries are made; [`Policy::default`] in production, shorter waits in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +46,8 @@ pub struct Policy {
     pub tries: u32,
     /// Wait before the second attempt; each further wait is four times longer.
     pub backoff: Duration,
-    /// Deliveries waiting per webhook.
+    /// Deliveries a node takes from the outbox for one webhook at a time (the rest wait
+    /// in the table); also how many a claim must outlast.
     pub queue: usize,
     /// Whether receivers may be on loopback, private or link-local addresses. Off, a
     /// webhook cannot make the gateway call its own network (SSRF): URL hosts are checked
@@ -47,10 +62,33 @@ impl Default for Policy {
             timeout: Duration::from_secs(5),
             tries: 3,
             backoff: Duration::from_secs(1),
-            queue: 256,
+            queue: 4,
             private_targets: false,
         }
     }
+}
+
+/// How long a node holds a claimed delivery: every attempt with its wait, for each
+/// delivery that may wait ahead of it in its webhook's queue, and a minute to spare. A
+/// claim ends earlier when the row is sent or given back; only a dead node's runs out.
+pub fn claim_for(policy: &Policy) -> Duration {
+    let mut one = Duration::ZERO;
+    let mut wait = policy.backoff;
+    for attempt in 1..=policy.tries.max(1) {
+        one = one.saturating_add(policy.timeout);
+        if attempt < policy.tries {
+            one = one.saturating_add(wait);
+            wait = wait.saturating_mul(4);
+        }
+    }
+    let queued = u32::try_from(held(policy)).unwrap_or(u32::MAX);
+    one.saturating_mul(queued)
+        .saturating_add(Duration::from_secs(60))
+}
+
+/// Rows of one webhook a node claims at once.
+fn held(policy: &Policy) -> i64 {
+    i64::try_from(policy.queue.max(1)).unwrap_or(i64::MAX)
 }
 
 /// Why one attempt failed, in words for the webhook's `last_error`.
@@ -89,17 +127,19 @@ struct Payload<'a> {
     data: &'a CallUpdate,
 }
 
-/// One signed callback waiting in a webhook's queue.
+/// One claimed delivery waiting in a webhook's queue.
 #[derive(Debug, Clone)]
 struct Delivery {
-    event: &'static str,
+    id: String,
+    event: String,
     body: Bytes,
 }
 
 /// Follows `events` until `cancel`, then stops the workers (deliveries in flight are
-/// abandoned) and returns once none uses the store any more.
+/// abandoned and given back) and returns once none uses the store any more.
 pub async fn run(
     store: Store,
+    node: NodeId,
     mut events: broadcast::Receiver<CallUpdate>,
     policy: Policy,
     cancel: CancellationToken,
@@ -121,75 +161,95 @@ pub async fn run(
             return;
         }
     };
+    if store.backend() == Backend::Sqlite
+        && let Err(e) = store.release_deliveries(None).await
+    {
+        tracing::error!(error = %e, "webhooks: cannot take back the previous run's deliveries");
+    }
+    let claim = claim_for(&policy);
+    let drained = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut workers = Workers {
         store: store.clone(),
+        node: node.clone(),
         client,
         policy,
         cancel: cancel.clone(),
+        drained: drained.clone(),
         queues: HashMap::new(),
         tasks: TaskTracker::new(),
     };
+    let mut tick = tokio::time::interval(CLAIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let received = tokio::select! {
+        // Only an update that owes deliveries claims at once: the others (most, when
+        // few webhooks follow calls) cost the call path's database writer nothing.
+        let owed = tokio::select! {
             () = cancel.cancelled() => break,
-            received = events.recv() => received,
-        };
-        match received {
-            Ok(update) => {
-                if let Err(e) = dispatch(&store, &mut workers, &update).await {
-                    tracing::error!(error = %e, call_id = %update.call_id,
-                        "webhooks: could not dispatch a call update");
+            _ = tick.tick() => true,
+            () = drained.notified() => true,
+            received = events.recv() => match received {
+                Ok(update) => match dispatch(&store, &update).await {
+                    Ok(written) => written > 0,
+                    Err(e) => {
+                        tracing::error!(error = %e, call_id = %update.call_id,
+                            "webhooks: could not write the deliveries of a call update");
+                        false
+                    }
+                },
+                Err(broadcast::error::RecvError::Lagged(lost)) => {
+                    tracing::warn!(lost, "webhooks fell behind the event bus; updates lost");
+                    metrics::counter!("leadline_webhook_events_lost_total").increment(lost);
+                    false
                 }
-            }
-            Err(broadcast::error::RecvError::Lagged(lost)) => {
-                tracing::warn!(lost, "webhooks fell behind the event bus; updates lost");
-                metrics::counter!("leadline_webhook_events_lost_total").increment(lost);
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        };
+        if !owed {
+            continue;
+        }
+        if let Err(e) = workers.claim(claim).await {
+            tracing::warn!(error = %e, "webhooks: cannot claim owed deliveries; retrying");
         }
     }
     workers.queues.clear();
     workers.tasks.close();
     workers.tasks.wait().await;
+    // What this node held and did not finish is owed still: another node, or this one
+    // started again, sends it.
+    if let Err(e) = store.release_deliveries(Some(node.as_str())).await {
+        tracing::warn!(error = %e, "webhooks: cannot give back unfinished deliveries; they wait for their claim to run out");
+    }
 }
 
-/// Queues the update for every webhook subscribed to it whose owner may see it.
-async fn dispatch(
-    store: &Store,
-    workers: &mut Workers,
-    update: &CallUpdate,
-) -> Result<(), StoreError> {
+/// Writes a delivery for every webhook subscribed to the update whose owner may see it;
+/// how many.
+async fn dispatch(store: &Store, update: &CallUpdate) -> Result<usize, StoreError> {
     let Some(event) = event_name(update) else {
-        return Ok(());
+        return Ok(0);
     };
     let hooks = store.webhooks_cached().await?;
-    // Workers of deleted webhooks end with their queue.
-    let live: HashSet<&WebhookId> = hooks.iter().map(|h| &h.id).collect();
-    workers.queues.retain(|id, _| live.contains(id));
     let hooks: Vec<&WebhookRecord> = hooks
         .iter()
         .filter(|h| h.events.iter().any(|e| e == event))
         .collect();
     if hooks.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let settings = store.access_settings().await?.normalised();
-    let body = serde_json::to_vec(&Payload {
+    let body = serde_json::to_string(&Payload {
         event,
         data: update,
     })
     .map_err(|e| StoreError::Corrupt(format!("call update as JSON: {e}")))?;
-    let delivery = Delivery {
-        event,
-        body: Bytes::from(body),
-    };
+    let mut owed = Vec::new();
     for hook in hooks {
         let owner = owner_of(store, hook, settings).await?;
         if owner_sees(settings, &owner, update) {
-            workers.enqueue(&hook.id, delivery.clone());
+            owed.push((hook.id.clone(), event, body.as_str()));
         }
     }
-    Ok(())
+    store.enqueue_deliveries(&owed).await?;
+    Ok(owed.len())
 }
 
 /// The webhook's owner as the access rules see them (as `http::access::Access::of` sees
@@ -210,47 +270,83 @@ async fn owner_of(
 
 struct Workers {
     store: Store,
+    node: NodeId,
     client: reqwest::Client,
     policy: Policy,
     cancel: CancellationToken,
+    /// A worker has sent all it held: its webhook's next rows may be claimed.
+    drained: std::sync::Arc<tokio::sync::Notify>,
     queues: HashMap<WebhookId, mpsc::Sender<Delivery>>,
     tasks: TaskTracker,
 }
 
 impl Workers {
-    fn enqueue(&mut self, id: &WebhookId, delivery: Delivery) {
-        let queue = self.queues.entry(id.clone()).or_insert_with(|| {
+    /// Claims owed deliveries and queues them to their webhooks' workers; what does not
+    /// fit in a queue (a worker still busy with a previous claim's rows, which ran out)
+    /// is given back, and so is the rest of that webhook's batch, so one webhook's
+    /// deliveries keep their order.
+    async fn claim(&mut self, claim: Duration) -> Result<(), StoreError> {
+        let now = now_ms();
+        let until = now.saturating_add(i64::try_from(claim.as_millis()).unwrap_or(i64::MAX));
+        let claimed = self
+            .store
+            .claim_deliveries(self.node.as_str(), now, until, held(&self.policy))
+            .await?;
+        let mut full: HashSet<WebhookId> = HashSet::new();
+        for row in claimed {
+            if full.contains(&row.webhook) || !self.enqueue(&row) {
+                full.insert(row.webhook.clone());
+                self.store
+                    .release_delivery(&row.id, self.node.as_str())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the delivery is in its webhook's queue.
+    fn enqueue(&mut self, row: &OutboxDelivery) -> bool {
+        let queue = self.queues.entry(row.webhook.clone()).or_insert_with(|| {
             let (sender, receiver) = mpsc::channel(self.policy.queue.max(1));
             self.tasks.spawn(work(
                 self.store.clone(),
+                self.node.clone(),
+                self.drained.clone(),
                 self.client.clone(),
                 self.policy.clone(),
-                id.clone(),
+                row.webhook.clone(),
                 receiver,
                 self.cancel.clone(),
             ));
             sender
         });
+        let delivery = Delivery {
+            id: row.id.clone(),
+            event: row.event.clone(),
+            body: Bytes::from(row.body.clone().into_bytes()),
+        };
         match queue.try_send(delivery) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(webhook = %id, "webhook queue full: the receiver is too slow; delivery dropped");
-                metrics::counter!("leadline_webhook_deliveries_total", "result" => "dropped")
-                    .increment(1);
+                tracing::debug!(webhook = %row.webhook, "webhook queue full: the delivery waits in the outbox");
+                false
             }
-            Err(mpsc::error::TrySendError::Closed(delivery)) => {
-                // The worker found its webhook gone; it may be back under the same id
-                // only in theory. Start afresh.
-                self.queues.remove(id);
-                self.enqueue(id, delivery);
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The worker ended (its webhook was gone, or is back under the same id
+                // only in theory): start afresh.
+                self.queues.remove(&row.webhook);
+                self.enqueue(row)
             }
         }
     }
 }
 
 /// One webhook's worker: its deliveries, one after the other.
+#[allow(clippy::too_many_arguments)]
 async fn work(
     store: Store,
+    node: NodeId,
+    drained: std::sync::Arc<tokio::sync::Notify>,
     client: reqwest::Client,
     policy: Policy,
     id: WebhookId,
@@ -265,14 +361,16 @@ async fn work(
                 None => return,
             },
         };
-        // Read at send time: a webhook deleted meanwhile gets nothing more.
+        // Read at send time: a webhook deleted meanwhile gets nothing more (its rows went
+        // with it).
         let hook = match store.get_webhook(&id).await {
             Ok(hook) => hook,
             Err(StoreError::NotFound { .. }) => return,
             Err(e) => {
-                tracing::error!(webhook = %id, error = %e, "webhook delivery: cannot read the webhook");
-                metrics::counter!("leadline_webhook_deliveries_total", "result" => "failed")
-                    .increment(1);
+                tracing::error!(webhook = %id, error = %e, "webhook delivery: cannot read the webhook; it waits in the outbox");
+                if let Err(e) = store.release_delivery(&delivery.id, node.as_str()).await {
+                    tracing::warn!(webhook = %id, error = %e, "cannot give back a webhook delivery");
+                }
                 continue;
             }
         };
@@ -294,8 +392,14 @@ async fn work(
                 DeliveryResult::Failed(e.to_string())
             }
         };
+        if let Err(e) = store.finish_delivery(&delivery.id, node.as_str()).await {
+            tracing::error!(webhook = %id, error = %e, "cannot mark a webhook delivery done");
+        }
         if let Err(e) = store.note_delivery(&id, &result).await {
             tracing::error!(webhook = %id, error = %e, "cannot note a webhook delivery");
+        }
+        if queue.is_empty() {
+            drained.notify_one();
         }
     }
 }
@@ -308,8 +412,9 @@ async fn deliver(
     delivery: &Delivery,
 ) -> Result<(), DeliveryError> {
     let signature = sign(hook.secret.as_bytes(), &delivery.body);
-    // One id for all attempts, so a receiver can tell a retry from a new event.
-    let delivery_id = uuid::Uuid::now_v7().to_string();
+    // One id for all attempts, on any node, so a receiver can tell a retry from a new
+    // event.
+    let delivery_id = &delivery.id;
     // A host written as an address skips the resolver; the setting may also have changed
     // since the webhook was saved.
     if !policy.private_targets
@@ -325,8 +430,8 @@ async fn deliver(
         let sent = client
             .post(&hook.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Leadline-Event", delivery.event)
-            .header("X-Leadline-Delivery", &delivery_id)
+            .header("X-Leadline-Event", &delivery.event)
+            .header("X-Leadline-Delivery", delivery_id)
             .header("X-Leadline-Signature", &signature)
             .body(delivery.body.clone())
             .send()
@@ -390,6 +495,19 @@ mod tests {
     use reqwest::dns::Resolve as _;
 
     use super::*;
+
+    #[test]
+    fn a_claim_outlasts_every_attempt_of_every_queued_delivery() {
+        let policy = Policy {
+            timeout: Duration::from_secs(5),
+            tries: 3,
+            backoff: Duration::from_secs(1),
+            queue: 2,
+            private_targets: false,
+        };
+        // One delivery: 5 + 1 + 5 + 4 + 5 s; two may be ahead; a minute to spare.
+        assert_eq!(claim_for(&policy), Duration::from_secs(2 * 20 + 60));
+    }
 
     /// A name that resolves inside (here `localhost`, from /etc/hosts, no network needed)
     /// fails to resolve for webhooks, like an unknown name.
