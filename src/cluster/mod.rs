@@ -1,6 +1,12 @@
 //! Several gateway processes ("nodes") sharing one PostgreSQL behind a SIP load balancer:
 //! what a node is called, and the parts that make the nodes one service.
 
+pub mod leases;
+pub mod nodes;
+pub mod ownership;
+
+pub use leases::Leases;
+
 use std::fmt;
 
 /// This process among the nodes sharing the database: a fresh id at every start, so a
