@@ -246,3 +246,116 @@ async fn a_mailbox_is_polled_by_one_node_and_taken_over_when_it_is_killed() {
     let leads = survivor.get("/leads?limit=500").await.unwrap();
     assert_eq!(leads["items"].as_array().unwrap().len(), 1, "{leads}");
 }
+
+/// The contacts bound at `carrier`'s registrar for its account 201, with seconds left.
+async fn bindings(carrier: &TestApp) -> Vec<(String, i64)> {
+    let listing = carrier.get_ok("/api/v1/registrations").await;
+    listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["aor"] == "201")
+        .map(|b| {
+            (
+                b["contact"].as_str().unwrap().to_owned(),
+                b["expires_in_s"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Two nodes on one PostgreSQL and a carrier trunk (another Leadline's registrar): one
+/// node registers it; killed with kill -9, the other node takes the trunk's lease and
+/// registers from its own address while the killed node's binding has not expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_registration_runs_on_one_node_and_moves_when_it_is_killed() {
+    let carrier = TestApp::spawn().await;
+    carrier
+        .post_ok(
+            "/api/v1/users",
+            json!({"name": "Trunk account", "email": "trunk@example.com", "role": "agent",
+                   "extension": "201", "sip_password": "trunk-secret-201"}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let server = PgServer::shared();
+    let url = server.create_database("cluster_trunk_lease").await;
+    let mut nodes = vec![Node::start(&url).await, Node::start(&url).await];
+    let trunk = nodes[0]
+        .post(
+            "/trunks",
+            json!({"name": "Leadline carrier", "kind": "carrier", "host": "127.0.0.1",
+                   "port": carrier.sip_addr().port(), "username": "201",
+                   "password": "trunk-secret-201"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lease = format!("trunk:{trunk}");
+    let holder = wait_until(TAKEOVER_DEADLINE, "one node to hold the trunk", || {
+        nodes[1].holder_of(&lease)
+    })
+    .await;
+    let sip_of = |node: &Node| {
+        let node = node.base.clone();
+        async move {
+            let listing = reqwest::Client::new()
+                .get(format!("{node}/api/v1/nodes"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()?;
+            listing["items"]
+                .as_array()?
+                .iter()
+                .find(|n| node.ends_with(n["http"].as_str().unwrap_or("-")))
+                .and_then(|n| n["sip"].as_str().map(str::to_owned))
+        }
+    };
+    let killed = nodes
+        .iter()
+        .position(|n| n.http() == holder)
+        .expect("the holder is one of the two nodes");
+    let killed_sip = wait_until(TAKEOVER_DEADLINE, "the holder's SIP address", || {
+        sip_of(&nodes[killed])
+    })
+    .await;
+    let survivor_sip = wait_until(TAKEOVER_DEADLINE, "the other's SIP address", || {
+        sip_of(&nodes[1 - killed])
+    })
+    .await;
+    wait_until(TAKEOVER_DEADLINE, "the holder's binding", || async {
+        let bound = bindings(&carrier).await;
+        (bound.len() == 1 && bound[0].0.contains(&killed_sip)).then_some(())
+    })
+    .await;
+
+    let mut gone = nodes.remove(killed);
+    gone.child.start_kill().expect("kill -9");
+    gone.child.wait().await.unwrap();
+    let survivor = &nodes[0];
+    wait_until(
+        TAKEOVER_DEADLINE,
+        "the survivor to take the trunk",
+        || async { (survivor.holder_of(&lease).await? == survivor.http()).then_some(()) },
+    )
+    .await;
+    let bound = wait_until(TAKEOVER_DEADLINE, "the survivor's binding", || async {
+        let bound = bindings(&carrier).await;
+        bound
+            .iter()
+            .any(|(contact, _)| contact.contains(&survivor_sip))
+            .then_some(bound)
+    })
+    .await;
+    let old = bound
+        .iter()
+        .find(|(contact, _)| contact.contains(&killed_sip))
+        .expect("the killed node's binding is still listed");
+    assert!(old.1 > 0, "registered again before it expired: {bound:?}");
+    carrier.stop().await;
+}
