@@ -20,8 +20,3 @@ CREATE TABLE leases (
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX leases_node ON leases(node_id);
-
--- The node that handled the call: its calls still open when it is lost are closed by
--- another node. NULL for calls logged before nodes existed or over HTTP.
-ALTER TABLE calls ADD COLUMN node_id TEXT;
-CREATE INDEX calls_node_open ON calls(node_id, ended_at);

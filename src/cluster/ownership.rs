@@ -1,6 +1,6 @@
 //! Pure decisions of the leases: what a lease is called, how long it lasts, which leases
-//! a node holds after a round of renewals, and when another node counts as lost. No I/O
-//! and no clock: the lease keeper (`leases`) and the heartbeat (`nodes`) pass `now` in.
+//! a node holds after a round of renewals, when a lease counts as lost, and how often a
+//! node reports itself. No I/O and no clock: the lease keeper (`leases`) passes `now` in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -17,8 +17,6 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(5);
 pub const STOP_BEFORE_EXPIRY_MS: Millis = 3_000;
 /// How often a node tells the database it is alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-/// A node not seen for this long is lost: its open calls are closed by another node.
-pub const NODE_LOST_AFTER_MS: Millis = 30_000;
 
 /// The kinds of work that must run on exactly one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -107,19 +105,6 @@ pub fn unwanted(held: &BTreeMap<Resource, Millis>, wanted: &BTreeSet<Resource>) 
         .collect()
 }
 
-/// The nodes other than `me` that were not seen for [`NODE_LOST_AFTER_MS`].
-pub fn lost_nodes<'a>(
-    nodes: impl IntoIterator<Item = (&'a str, Millis)>,
-    me: &str,
-    now: Millis,
-) -> Vec<&'a str> {
-    nodes
-        .into_iter()
-        .filter(|(id, last_seen)| *id != me && last_seen + NODE_LOST_AFTER_MS < now)
-        .map(|(id, _)| id)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,17 +167,5 @@ mod tests {
         let held = BTreeMap::from([(mailbox("a"), 1), (mailbox("gone"), 1)]);
         let wanted = BTreeSet::from([mailbox("a"), mailbox("new")]);
         assert_eq!(unwanted(&held, &wanted), vec![mailbox("gone")]);
-    }
-
-    #[test]
-    fn a_node_not_seen_for_thirty_seconds_is_lost_but_never_this_one() {
-        let now = 100_000;
-        let nodes = [
-            ("me", 0),
-            ("fresh", now - 1_000),
-            ("edge", now - NODE_LOST_AFTER_MS),
-            ("gone", now - NODE_LOST_AFTER_MS - 1),
-        ];
-        assert_eq!(lost_nodes(nodes, "me", now), vec!["gone"]);
     }
 }
