@@ -87,7 +87,9 @@ impl App {
         let sip_cancel = CancellationToken::new();
         // Calls find trunks, numbers and devices in memory from the first INVITE on.
         store.load_snapshot().await?;
-        let mut sip_tasks = start_sip_clients(&store, &sip, &profiles, &sip_cancel);
+        let node = crate::cluster::NodeId::generate();
+        let leases = crate::cluster::Leases::new(node.clone());
+        let mut sip_tasks = start_sip_clients(&store, &sip, &profiles, &leases, &sip_cancel);
         sip_tasks.push(store.watch_changes(sip_cancel.clone()));
         let mail_changed = Arc::new(tokio::sync::Notify::new());
         let mail_credentials = crate::mail::Credentials::new(store.clone());
@@ -96,6 +98,7 @@ impl App {
             store.clone(),
             mail_credentials.clone(),
             mail_changed.clone(),
+            leases.clone(),
             sip_cancel.clone(),
         )));
 
@@ -119,6 +122,24 @@ impl App {
                     source,
                 })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
+        // Listed among the nodes before it takes any lease; the pollers and carrier
+        // registrations wait for their leases.
+        let addresses = crate::cluster::nodes::Addresses {
+            sip: sip_addr,
+            http: http_addr,
+        };
+        crate::cluster::nodes::register(&store, &node, addresses).await?;
+        sip_tasks.push(tokio::spawn(crate::cluster::leases::keep(
+            store.clone(),
+            leases,
+            sip_cancel.clone(),
+        )));
+        sip_tasks.push(tokio::spawn(crate::cluster::nodes::heartbeat(
+            store.clone(),
+            node.clone(),
+            addresses,
+            sip_cancel.clone(),
+        )));
 
         let media = Arc::new(crate::media::MediaEngine::new(
             crate::media::PortPool::new(config.rtp_ports, sip_addr.ip()),
@@ -144,7 +165,6 @@ impl App {
             config.audit_retention_days,
             sip_cancel.clone(),
         )));
-        let node = crate::cluster::NodeId::generate();
         let events = match store.backend() {
             crate::store::Backend::Postgres => {
                 let (events, outgoing) = EventBus::linked();
@@ -320,6 +340,7 @@ fn start_sip_clients(
     store: &Store,
     sip: &SipEndpoint,
     profiles: &Arc<Profiles>,
+    leases: &crate::cluster::Leases,
     cancel: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let client = crate::sip::client::SipClient::new(sip.handle());
@@ -328,6 +349,7 @@ fn start_sip_clients(
             store.clone(),
             client.clone(),
             profiles.clone(),
+            leases.clone(),
             cancel.clone(),
         )),
         tokio::spawn(crate::sip::keepalive::task::run(

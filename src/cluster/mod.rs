@@ -2,6 +2,11 @@
 //! what a node is called, and the parts that make the nodes one service.
 
 pub mod events;
+pub mod leases;
+pub mod nodes;
+pub mod ownership;
+
+pub use leases::Leases;
 
 use std::fmt;
 

@@ -19,6 +19,7 @@ pub mod extract;
 mod list;
 mod mailboxes;
 mod matching;
+mod nodes;
 mod numbers;
 mod ops;
 mod period;
@@ -178,4 +179,5 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(stats::routes())
         .merge(tokens::routes())
         .merge(presence::routes())
+        .merge(nodes::routes())
 }

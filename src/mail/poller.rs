@@ -23,6 +23,8 @@ use super::imap::{
 };
 use super::intake::incoming;
 use super::{ContactDraft, Insiders};
+use crate::cluster::Leases;
+use crate::cluster::ownership::{Kind, RENEW_EVERY};
 use crate::crm::model::{EntityKind, MailCheck, MailSecurity};
 use crate::matcher::{Identifier, parse_email};
 use crate::store::{
@@ -78,24 +80,36 @@ pub fn imap_settings(mailbox: &MailboxRecord, password: String) -> ImapSettings 
 }
 
 /// Runs the pollers until `cancel`; `changed` is woken by the API when mailboxes or
-/// activities change.
+/// activities change. A mailbox is polled only while this node holds its lease, so
+/// several nodes on one database never poll one mailbox at once.
 pub async fn run(
     store: Store,
     credentials: Credentials,
     changed: Arc<Notify>,
+    leases: Leases,
     cancel: CancellationToken,
 ) {
     let mut tasks: HashMap<String, (MailboxRecord, CancellationToken, Arc<Notify>)> =
         HashMap::new();
+    let mut held = leases.watch();
+    // Woken by a change here (kick the pollers kept) or by a lease or a look at what
+    // other nodes changed (start and stop pollers only).
+    let mut kick_kept = true;
     loop {
         match store.all_mailboxes().await {
             Ok(mailboxes) => {
-                let wanted: HashMap<String, MailboxRecord> =
-                    mailboxes.into_iter().map(|m| (m.id.clone(), m)).collect();
+                leases.want(Kind::Mailbox, mailboxes.iter().map(|m| m.id.as_str()));
+                let wanted: HashMap<String, MailboxRecord> = mailboxes
+                    .into_iter()
+                    .filter(|m| leases.holds(Kind::Mailbox, &m.id))
+                    .map(|m| (m.id.clone(), m))
+                    .collect();
                 tasks.retain(|id, (running, stop, kick)| match wanted.get(id) {
                     Some(now) if same_settings(running, now) => {
                         // A change elsewhere (an activity completed): sync now.
-                        kick.notify_one();
+                        if kick_kept {
+                            kick.notify_one();
+                        }
                         true
                     }
                     _ => {
@@ -124,10 +138,14 @@ pub async fn run(
             }
             Err(err) => tracing::error!(%err, "cannot read the mailboxes"),
         }
-        tokio::select! {
+        kick_kept = tokio::select! {
             () = cancel.cancelled() => return,
-            () = changed.notified() => {}
-        }
+            () = changed.notified() => true,
+            // A lease taken or lost: start or stop that mailbox's poller.
+            Ok(()) = held.changed() => false,
+            // Mailboxes added or removed through another node are seen here only so.
+            () = tokio::time::sleep(RENEW_EVERY) => false,
+        };
     }
 }
 

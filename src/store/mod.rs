@@ -26,6 +26,7 @@ mod batch;
 mod call_path;
 mod calls;
 mod checkpoint;
+pub mod cluster;
 mod config;
 mod entities;
 mod intake;

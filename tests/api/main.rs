@@ -8,6 +8,7 @@ mod browser_harness;
 mod call_setup;
 mod calls_sip;
 mod cluster_events;
+mod cluster_leases;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_admin;

@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::worker::{SHUTDOWN_DEADLINE, Worker};
+use crate::cluster::Leases;
+use crate::cluster::ownership::Kind;
 use crate::crm::model::TrunkId;
 use crate::sip::client::SipClient;
 use crate::sip::profiles::Profiles;
@@ -77,12 +79,13 @@ struct WorkerHandle {
     task: JoinHandle<()>,
 }
 
-/// Registers every carrier trunk until `cancel`; then un-registers them (each within
-/// `SHUTDOWN_DEADLINE`) and returns.
+/// Registers every carrier trunk whose lease this node holds until `cancel`; then
+/// un-registers them (each within `SHUTDOWN_DEADLINE`) and returns.
 pub async fn run(
     store: Store,
     client: SipClient,
     profiles: Arc<Profiles>,
+    leases: Leases,
     cancel: CancellationToken,
 ) {
     let mut workers: HashMap<TrunkId, WorkerHandle> = HashMap::new();
@@ -95,7 +98,10 @@ pub async fn run(
                     tracing::info!("carrier trunks readable again");
                     store_failing = false;
                 }
-                let wanted = accounts(carriers, &profiles);
+                let mut wanted = accounts(carriers, &profiles);
+                // Exactly one node registers each trunk; losing the lease un-registers.
+                leases.want(Kind::Trunk, wanted.keys().map(TrunkId::as_str));
+                wanted.retain(|id, _| leases.holds(Kind::Trunk, id.as_str()));
                 for (_, worker) in workers.extract_if(|id, _| !wanted.contains_key(id)) {
                     // Deleted, or no longer registering: the worker un-registers and ends.
                     let _ = worker.account.send(None);
