@@ -87,7 +87,8 @@ impl App {
         let sip_cancel = CancellationToken::new();
         // Calls find trunks, numbers and devices in memory from the first INVITE on.
         store.load_snapshot().await?;
-        let mut sip_tasks = start_sip_clients(&store, &sip, &profiles, &sip_cancel);
+        let mut sip_tasks =
+            start_sip_clients(&store, &sip, &profiles, config.sip_proxy, &sip_cancel);
         sip_tasks.push(store.watch_changes(sip_cancel.clone()));
         let mail_changed = Arc::new(tokio::sync::Notify::new());
         let mail_credentials = crate::mail::Credentials::new(store.clone());
@@ -172,6 +173,7 @@ impl App {
             config.sip_domain.clone(),
             config.sip_digest.clone(),
         );
+        registrar.nonce_key = shared_nonce_key(&store).await?;
         // The sent-by our outgoing Via headers carry: the bound address.
         registrar.own_addresses = vec![sip_addr];
         registrar.max_in_flight_per_source = config.sip_max_transactions_per_source;
@@ -195,6 +197,7 @@ impl App {
             calls: crate::sip::b2bua::registry::Registry::spawn(),
             media: Some(media.clone()),
             data_dir: config.data_dir.clone(),
+            sip_proxy: config.sip_proxy,
             api_base: config
                 .public_url
                 .clone()
@@ -296,6 +299,19 @@ impl App {
     }
 }
 
+/// The digest nonce key of every node on this database, made by the first to start: a
+/// phone challenged by one node may answer to another (and, alone, across restarts).
+async fn shared_nonce_key(store: &Store) -> Result<crate::sip::digest::NonceKey, StartError> {
+    use crate::sip::digest::NonceKey;
+    let stored = store
+        .shared_secret("digest_nonce_key", &NonceKey::generate().to_hex())
+        .await?;
+    Ok(NonceKey::from_hex(&stored).unwrap_or_else(|| {
+        tracing::warn!("the stored digest nonce key is not 64 hex digits; using one of this process");
+        NonceKey::generate()
+    }))
+}
+
 /// How long shutdown waits for SIP requests in progress (a registration, a call's
 /// routing) to be answered before the database closes.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -306,9 +322,10 @@ fn start_sip_clients(
     store: &Store,
     sip: &SipEndpoint,
     profiles: &Arc<Profiles>,
+    proxy: Option<SocketAddr>,
     cancel: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let client = crate::sip::client::SipClient::new(sip.handle());
+    let client = crate::sip::client::SipClient::new(sip.handle()).through(proxy);
     vec![
         tokio::spawn(crate::sip::trunk::task::run(
             store.clone(),

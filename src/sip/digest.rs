@@ -148,8 +148,8 @@ impl Ha1Pair {
 // Stateless nonces
 // ---------------------------------------------------------------------------------------
 
-/// The server secret that signs nonces. Random per process unless the operator shares one
-/// between nodes (then any node accepts any node's nonces).
+/// The server secret that signs nonces. Nodes sharing a database share it (stored there
+/// once, see [`NonceKey::to_hex`]), so any node accepts any node's nonces.
 #[derive(Clone)]
 pub struct NonceKey([u8; 32]);
 
@@ -163,6 +163,18 @@ impl NonceKey {
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+
+    /// The key as 64 hex digits, the form it is stored in.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A key stored by [`NonceKey::to_hex`]; `None` if `text` is not 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut bytes).ok()?;
+        Some(Self(bytes))
     }
 }
 
@@ -1446,6 +1458,28 @@ mod tests {
         )
         .expect("answers");
         assert!(value.contains("qop=auth,"), "{value}");
+    }
+
+    /// Nodes sharing a database share the key through its stored hex form: a nonce one
+    /// node issued checks as fresh on another, and a mangled stored value is refused.
+    #[test]
+    fn nonce_issued_by_one_node_is_fresh_on_another_sharing_the_stored_key() {
+        let node_a = NonceKey::generate();
+        let node_b = NonceKey::from_hex(&node_a.to_hex()).expect("round trip");
+        let nonce = issue_nonce(&node_a, "leadline", 1_000);
+        assert_eq!(
+            check_nonce(&node_b, "leadline", &nonce, 2_000, NONCE_MAX_AGE_MS),
+            NonceState::Fresh
+        );
+        let other = NonceKey::generate();
+        assert_eq!(
+            check_nonce(&other, "leadline", &nonce, 2_000, NONCE_MAX_AGE_MS),
+            NonceState::Forged
+        );
+        assert_eq!(node_a.to_hex().len(), 64);
+        for bad in ["", "abc", &"zz".repeat(32), &"00".repeat(33)] {
+            assert!(NonceKey::from_hex(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

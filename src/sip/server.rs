@@ -764,6 +764,7 @@ fn binding_from_record(r: RegistrationRecord) -> Binding {
         user_agent: r.user_agent,
         received: r.source,
         transport: r.transport,
+        path: r.path,
     }
 }
 
@@ -781,6 +782,7 @@ fn record_from_binding(b: &Binding, owner_kind: &str, owner_id: &str) -> Registr
         user_agent: b.user_agent.clone(),
         transport: b.transport.to_ascii_lowercase(),
         source: b.received.clone(),
+        path: b.path.clone(),
     }
 }
 

@@ -7,6 +7,7 @@ mod baresip;
 mod browser_harness;
 mod call_setup;
 mod calls_sip;
+mod cluster_front;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_admin;
