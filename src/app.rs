@@ -307,7 +307,9 @@ async fn shared_nonce_key(store: &Store) -> Result<crate::sip::digest::NonceKey,
         .shared_secret("digest_nonce_key", &NonceKey::generate().to_hex())
         .await?;
     Ok(NonceKey::from_hex(&stored).unwrap_or_else(|| {
-        tracing::warn!("the stored digest nonce key is not 64 hex digits; using one of this process");
+        tracing::warn!(
+            "the stored digest nonce key is not 64 hex digits; using one of this process"
+        );
         NonceKey::generate()
     }))
 }

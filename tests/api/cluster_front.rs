@@ -67,7 +67,10 @@ async fn a_binding_keeps_its_path_for_every_node() {
     a.save_bindings("101", std::slice::from_ref(&binding), &[])
         .await
         .unwrap();
-    assert_eq!(b.bindings("101", now).await.unwrap(), [binding.clone()]);
+    assert_eq!(
+        b.bindings("101", now).await.unwrap(),
+        std::slice::from_ref(&binding)
+    );
     let refreshed = RegistrationRecord {
         cseq: 2,
         path: None,
