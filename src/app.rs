@@ -176,6 +176,7 @@ impl App {
         registrar.nonce_key = shared_nonce_key(&store).await?;
         // The sent-by our outgoing Via headers carry: the bound address.
         registrar.own_addresses = vec![sip_addr];
+        registrar.sip_proxy = config.sip_proxy;
         registrar.max_in_flight_per_source = config.sip_max_transactions_per_source;
         registrar.calls_in_setup = calls_in_setup;
         registrar.profiles = profiles.clone();

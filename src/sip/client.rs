@@ -124,6 +124,11 @@ impl SipClient {
         Self { proxy, ..self }
     }
 
+    /// Whether requests go through the proxy (`--sip-proxy`).
+    pub fn through_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+
     /// Where a request for `target` really goes: the proxy (over UDP) when there is one.
     fn next_hop(&self, target: Target) -> Target {
         match self.proxy {
