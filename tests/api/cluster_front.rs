@@ -112,6 +112,8 @@ impl Node {
             .args(["serve", "--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0"])
             .args(["--sip", &format!("127.0.0.1:{sip_port}")])
             .args(["--sip-proxy", &format!("127.0.0.1:{proxy}")])
+            // SIPp answers only the first challenge, and only MD5.
+            .args(["--sip-digest", "md5,sha256"])
             .args(["--database-url", database_url])
             .arg("--data-dir")
             .arg(data.path())
