@@ -273,7 +273,7 @@ async fn call_through(proxy: u16, caller: &str) -> (bool, String) {
 /// callers spread over both nodes with one lead each (M7), and after one node is killed
 /// with SIGKILL every new call succeeds on the other once the dispatcher noticed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_spread_over_two_nodes_behind_kamailio_and_survive_a_killed_node_m7() {
+async fn m7_calls_spread_over_two_nodes_behind_kamailio_and_survive_a_killed_node() {
     let url = PgServer::shared().create_database("front_two_nodes").await;
     let (proxy, sip_a, sip_b) = (free_port(), free_port(), free_port());
     let a = Node::start(&url, sip_a, proxy).await;
