@@ -201,8 +201,8 @@ fn nonce_mac(key: &NonceKey, realm: &str, issued_ms: i64) -> [u8; 32] {
 }
 
 /// Stateless nonce: base64url(issued-at ms as 8 bytes big-endian || first 16 bytes of
-/// HMAC-SHA256(key, label || time || realm)). The server keeps nothing; a restart brings a
-/// new key, so older nonces check as [`NonceState::Forged`] and clients are re-challenged.
+/// HMAC-SHA256(key, label || time || realm)). The server keeps nothing per nonce; a nonce made
+/// under another key checks as [`NonceState::Forged`] and its client is re-challenged.
 pub fn issue_nonce(key: &NonceKey, realm: &str, now_ms: i64) -> String {
     let mut raw = [0u8; NONCE_RAW_LEN];
     raw[..8].copy_from_slice(&now_ms.to_be_bytes());
@@ -216,7 +216,7 @@ pub enum NonceState {
     Fresh,
     /// Ours but older than `max_age_ms`: answer 401 with `stale=true`.
     Stale,
-    /// Not issued under this key for this realm: another realm, a previous process, or made up.
+    /// Not issued under this key for this realm: another realm, another key, or made up.
     Forged,
 }
 
