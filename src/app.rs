@@ -89,7 +89,14 @@ impl App {
         store.load_snapshot().await?;
         let node = crate::cluster::NodeId::generate();
         let leases = crate::cluster::Leases::new(node.clone());
-        let mut sip_tasks = start_sip_clients(&store, &sip, &profiles, &leases, &sip_cancel);
+        let mut sip_tasks = start_sip_clients(
+            &store,
+            &sip,
+            &profiles,
+            &leases,
+            config.sip_proxy,
+            &sip_cancel,
+        );
         sip_tasks.push(store.watch_changes(sip_cancel.clone()));
         let mail_changed = Arc::new(tokio::sync::Notify::new());
         let mail_credentials = crate::mail::Credentials::new(store.clone());
@@ -206,8 +213,10 @@ impl App {
             config.sip_domain.clone(),
             config.sip_digest.clone(),
         );
+        registrar.nonce_key = shared_nonce_key(&store).await?;
         // The sent-by our outgoing Via headers carry: the bound address.
         registrar.own_addresses = vec![sip_addr];
+        registrar.sip_proxy = config.sip_proxy;
         registrar.max_in_flight_per_source = config.sip_max_transactions_per_source;
         registrar.calls_in_setup = calls_in_setup;
         registrar.profiles = profiles.clone();
@@ -229,6 +238,7 @@ impl App {
             calls: crate::sip::b2bua::registry::Registry::spawn(),
             media: Some(media.clone()),
             data_dir: config.data_dir.clone(),
+            sip_proxy: config.sip_proxy,
             api_base: config
                 .public_url
                 .clone()
@@ -330,6 +340,21 @@ impl App {
     }
 }
 
+/// The digest nonce key of every node on this database, made by the first to start: a
+/// phone challenged by one node may answer to another (and, alone, across restarts).
+async fn shared_nonce_key(store: &Store) -> Result<crate::sip::digest::NonceKey, StartError> {
+    use crate::sip::digest::NonceKey;
+    let stored = store
+        .shared_secret("digest_nonce_key", &NonceKey::generate().to_hex())
+        .await?;
+    Ok(NonceKey::from_hex(&stored).unwrap_or_else(|| {
+        tracing::warn!(
+            "the stored digest nonce key is not 64 hex digits; using one of this process"
+        );
+        NonceKey::generate()
+    }))
+}
+
 /// How long shutdown waits for SIP requests in progress (a registration, a call's
 /// routing) to be answered before the database closes.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -341,9 +366,10 @@ fn start_sip_clients(
     sip: &SipEndpoint,
     profiles: &Arc<Profiles>,
     leases: &crate::cluster::Leases,
+    proxy: Option<SocketAddr>,
     cancel: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let client = crate::sip::client::SipClient::new(sip.handle());
+    let client = crate::sip::client::SipClient::new(sip.handle()).through(proxy);
     vec![
         tokio::spawn(crate::sip::trunk::task::run(
             store.clone(),

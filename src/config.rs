@@ -48,6 +48,10 @@ pub struct Config {
     pub sip: SocketAddr,
     /// Directory of extra or overriding SIP profiles (TOML), besides the built-in ones.
     pub sip_profiles: Option<PathBuf>,
+    /// The SIP proxy in front of several nodes (`deploy/kamailio/leadline.cfg`): every
+    /// request this node starts goes through it. `None`: requests go straight to their
+    /// targets, as a single gateway does.
+    pub sip_proxy: Option<SocketAddr>,
     /// SIP domain agents register under; also the digest realm.
     pub sip_domain: String,
     /// Digest algorithms offered to registering phones, most preferred first (RFC 8760).
@@ -112,6 +116,7 @@ pub struct ConfigLayer {
     pub admin_token: Option<String>,
     pub sip: Option<String>,
     pub sip_profiles: Option<PathBuf>,
+    pub sip_proxy: Option<String>,
     pub sip_domain: Option<String>,
     pub sip_digest: Option<String>,
     pub sip_tcp_max_message: Option<usize>,
@@ -155,6 +160,7 @@ impl ConfigLayer {
             admin_token: over.admin_token.or(self.admin_token),
             sip: over.sip.or(self.sip),
             sip_profiles: over.sip_profiles.or(self.sip_profiles),
+            sip_proxy: over.sip_proxy.or(self.sip_proxy),
             sip_domain: over.sip_domain.or(self.sip_domain),
             sip_digest: over.sip_digest.or(self.sip_digest),
             sip_tcp_max_message: over.sip_tcp_max_message.or(self.sip_tcp_max_message),
@@ -210,6 +216,18 @@ impl ConfigLayer {
                 dir.display()
             ));
         }
+        let sip_proxy = match self.sip_proxy.as_deref().filter(|p| !p.is_empty()) {
+            None => None,
+            Some(text) => match text.parse::<SocketAddr>() {
+                Ok(addr) if !addr.ip().is_unspecified() && addr.port() != 0 => Some(addr),
+                _ => {
+                    problems.push(format!(
+                        "sip_proxy: '{text}' is not the proxy's IP:PORT such as 10.0.0.5:5060"
+                    ));
+                    None
+                }
+            },
+        };
         let data_dir = self
             .data_dir
             .unwrap_or_else(|| PathBuf::from("./leadline-data"));
@@ -374,6 +392,7 @@ impl ConfigLayer {
             http,
             sip,
             sip_profiles: self.sip_profiles,
+            sip_proxy,
             data_dir,
             database_url,
             admin_token,
@@ -500,6 +519,29 @@ mod tests {
             problems[0].starts_with("max_calls_in_setup"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn sip_proxy_is_an_address_the_nodes_can_send_to() {
+        assert_eq!(ConfigLayer::default().resolve().unwrap().sip_proxy, None);
+        let set = ConfigLayer {
+            sip_proxy: Some("10.0.0.5:5060".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            set.resolve().unwrap().sip_proxy,
+            Some("10.0.0.5:5060".parse().unwrap())
+        );
+        for bad in ["proxy.example", "0.0.0.0:5060", "10.0.0.5:0"] {
+            let layer = ConfigLayer {
+                sip_proxy: Some(bad.into()),
+                ..Default::default()
+            };
+            let ConfigError::Invalid(problems) = layer.resolve().unwrap_err() else {
+                panic!("expected Invalid");
+            };
+            assert!(problems[0].starts_with("sip_proxy"), "{problems:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,10 @@ struct Cli {
     /// Directory with extra SIP profiles (TOML).
     #[arg(long, global = true, env = "LEADLINE_SIP_PROFILES")]
     sip_profiles: Option<PathBuf>,
+    /// The SIP proxy (IP:PORT) in front of several nodes; every request this node starts
+    /// goes through it.
+    #[arg(long, global = true, env = "LEADLINE_SIP_PROXY")]
+    sip_proxy: Option<String>,
     /// SIP domain (and digest realm) agents register under.
     #[arg(long, global = true, env = "LEADLINE_SIP_DOMAIN")]
     sip_domain: Option<String>,
@@ -142,6 +146,7 @@ impl Cli {
             admin_token: std::env::var("LEADLINE_ADMIN_TOKEN").ok(),
             sip: self.sip.clone(),
             sip_profiles: self.sip_profiles.clone(),
+            sip_proxy: self.sip_proxy.clone(),
             sip_domain: self.sip_domain.clone(),
             sip_digest: self.sip_digest.clone(),
             sip_tcp_max_message: self.sip_tcp_max_message,

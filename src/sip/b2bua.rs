@@ -105,6 +105,9 @@ pub struct B2bua {
     pub media: Option<Arc<crate::media::MediaEngine>>,
     /// Where recordings and greetings live.
     pub data_dir: std::path::PathBuf,
+    /// The SIP proxy in front of several nodes (`--sip-proxy`): every leg goes out
+    /// through it. `None`: straight to the phone or carrier.
+    pub sip_proxy: Option<SocketAddr>,
 }
 
 impl B2bua {
@@ -388,6 +391,7 @@ impl B2bua {
                         contact: b.contact,
                         transport: b.transport,
                         source: b.source,
+                        path: b.path,
                         q: b.q.and_then(|q| q.parse().ok()),
                         owner: None,
                     })
@@ -512,7 +516,16 @@ impl B2bua {
         device: &Device,
         states: rsipstack::dialog::dialog::DialogStateSender,
     ) -> Result<(InviteDialog, driver::Boxed<Option<Response>>), B2buaError> {
-        if device.transport == "tcp"
+        let mut option = option;
+        if let Some(proxy) = self.sip_proxy {
+            // Behind the proxy the phone's flow ends at the proxy, not here: the leg
+            // goes to the proxy, which relays it along the phone's Path.
+            option.destination = Some(SipAddr {
+                r#type: Some(Transport::Udp),
+                addr: proxy.into(),
+            });
+            option.route_set = route_through(proxy, device.path.as_deref());
+        } else if device.transport == "tcp"
             && let Ok(peer) = device.source.parse::<SocketAddr>()
         {
             return self.invite_over_flow(option, peer, states).await;
@@ -580,6 +593,17 @@ fn destination(device: &Device) -> Option<SipAddr> {
         })
 }
 
+/// The Route of a request sent through `proxy`: the device's Path as it registered (it
+/// names the proxy and the phone's address), else the proxy itself, loose-routing.
+fn route_through(proxy: SocketAddr, path: Option<&str>) -> Vec<rsipstack::sip::typed::Route> {
+    path.and_then(|path| rsipstack::sip::typed::Route::parse_header_list(path).ok())
+        .filter(|routes| !routes.is_empty())
+        .or_else(|| {
+            rsipstack::sip::typed::Route::parse_header_list(&format!("<sip:{proxy};lr>")).ok()
+        })
+        .unwrap_or_default()
+}
+
 /// The From user part of the agent's leg: the customer's number, `anonymous` if withheld.
 fn caller_user(number: &str) -> String {
     let cleaned: String = number
@@ -623,4 +647,28 @@ fn content_type(headers: &rsipstack::sip::Headers) -> Option<String> {
         Header::ContentType(ct) => Some(ct.value().to_owned()),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Behind the proxy a leg to a phone follows the Path it registered through; a phone
+    /// without Path and a carrier get the proxy as their one loose route.
+    #[test]
+    fn legs_through_the_proxy_follow_the_path_else_the_proxy() {
+        let proxy: SocketAddr = "10.0.0.5:5060".parse().unwrap();
+        let path = "<sip:10.0.0.5:5060;lr;received=sip:203.0.113.5:40000>, <sip:edge.example;lr>";
+        let routes = route_through(proxy, Some(path));
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].uri.host_with_port.to_string(), "10.0.0.5:5060");
+        assert!(routes[0].has_lr());
+        assert_eq!(routes[1].uri.host_with_port.to_string(), "edge.example");
+        for path in [None, Some("")] {
+            let routes = route_through(proxy, path);
+            assert_eq!(routes.len(), 1, "{path:?}");
+            assert_eq!(routes[0].uri.host_with_port.to_string(), "10.0.0.5:5060");
+            assert!(routes[0].has_lr());
+        }
+    }
 }

@@ -106,11 +106,38 @@ pub struct Outgoing<'a> {
 #[derive(Clone)]
 pub struct SipClient {
     endpoint: EndpointHandle,
+    /// The proxy in front of several nodes: every request goes to it, with a Route
+    /// naming it (unless the caller set a Route, e.g. a phone's Path).
+    proxy: Option<SocketAddr>,
 }
 
 impl SipClient {
     pub fn new(endpoint: EndpointHandle) -> Self {
-        Self { endpoint }
+        Self {
+            endpoint,
+            proxy: None,
+        }
+    }
+
+    /// Sends every request through `proxy` (`--sip-proxy`), if there is one.
+    pub fn through(self, proxy: Option<SocketAddr>) -> Self {
+        Self { proxy, ..self }
+    }
+
+    /// Whether requests go through the proxy (`--sip-proxy`).
+    pub fn through_proxy(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// Where a request for `target` really goes: the proxy (over UDP) when there is one.
+    fn next_hop(&self, target: Target) -> Target {
+        match self.proxy {
+            Some(addr) => Target {
+                addr,
+                transport: Transport::Udp,
+            },
+            None => target,
+        }
     }
 
     pub fn endpoint(&self) -> &EndpointHandle {
@@ -143,6 +170,7 @@ impl SipClient {
     /// A complete request to `target`, with a Via for our address towards it.
     pub fn request(&self, parts: Outgoing<'_>, target: Target) -> Result<Request, ClientError> {
         let uri = |text: &str| Uri::try_from(text).map_err(|_| ClientError::Uri(text.to_owned()));
+        let target = self.next_hop(target);
         let local = self.local_addr_for(target.addr);
         let via = self.endpoint.inner.get_via(
             Some(SipAddr {
@@ -170,6 +198,14 @@ impl SipClient {
             parts.cseq,
             Some(parts.call_id.to_owned().into()),
         );
+        let routed = parts.headers.iter().any(|h| matches!(h, Header::Route(_)));
+        if let Some(proxy) = self.proxy
+            && !routed
+        {
+            request
+                .headers
+                .push(Header::Route(format!("<sip:{proxy};lr>").into()));
+        }
         request.headers.extend(parts.headers);
         Ok(request)
     }
@@ -190,6 +226,7 @@ impl SipClient {
         deadline: Duration,
     ) -> Result<Response, ClientError> {
         let key = TransactionKey::from_request(&request, TransactionRole::Client)?;
+        let target = self.next_hop(target);
         let connection = match target.transport {
             Transport::Udp => None,
             _ => Some(self.tcp_flow(target.addr).await?.connection),

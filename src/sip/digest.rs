@@ -148,8 +148,8 @@ impl Ha1Pair {
 // Stateless nonces
 // ---------------------------------------------------------------------------------------
 
-/// The server secret that signs nonces. Random per process unless the operator shares one
-/// between nodes (then any node accepts any node's nonces).
+/// The server secret that signs nonces. Nodes sharing a database share it (stored there
+/// once, see [`NonceKey::to_hex`]), so any node accepts any node's nonces.
 #[derive(Clone)]
 pub struct NonceKey([u8; 32]);
 
@@ -163,6 +163,18 @@ impl NonceKey {
 
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+
+    /// The key as 64 hex digits, the form it is stored in.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// A key stored by [`NonceKey::to_hex`]; `None` if `text` is not 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut bytes).ok()?;
+        Some(Self(bytes))
     }
 }
 
@@ -189,8 +201,8 @@ fn nonce_mac(key: &NonceKey, realm: &str, issued_ms: i64) -> [u8; 32] {
 }
 
 /// Stateless nonce: base64url(issued-at ms as 8 bytes big-endian || first 16 bytes of
-/// HMAC-SHA256(key, label || time || realm)). The server keeps nothing; a restart brings a
-/// new key, so older nonces check as [`NonceState::Forged`] and clients are re-challenged.
+/// HMAC-SHA256(key, label || time || realm)). The server keeps nothing per nonce; a nonce made
+/// under another key checks as [`NonceState::Forged`] and its client is re-challenged.
 pub fn issue_nonce(key: &NonceKey, realm: &str, now_ms: i64) -> String {
     let mut raw = [0u8; NONCE_RAW_LEN];
     raw[..8].copy_from_slice(&now_ms.to_be_bytes());
@@ -204,7 +216,7 @@ pub enum NonceState {
     Fresh,
     /// Ours but older than `max_age_ms`: answer 401 with `stale=true`.
     Stale,
-    /// Not issued under this key for this realm: another realm, a previous process, or made up.
+    /// Not issued under this key for this realm: another realm, another key, or made up.
     Forged,
 }
 
@@ -1446,6 +1458,28 @@ mod tests {
         )
         .expect("answers");
         assert!(value.contains("qop=auth,"), "{value}");
+    }
+
+    /// Nodes sharing a database share the key through its stored hex form: a nonce one
+    /// node issued checks as fresh on another, and a mangled stored value is refused.
+    #[test]
+    fn nonce_issued_by_one_node_is_fresh_on_another_sharing_the_stored_key() {
+        let node_a = NonceKey::generate();
+        let node_b = NonceKey::from_hex(&node_a.to_hex()).expect("round trip");
+        let nonce = issue_nonce(&node_a, "leadline", 1_000);
+        assert_eq!(
+            check_nonce(&node_b, "leadline", &nonce, 2_000, NONCE_MAX_AGE_MS),
+            NonceState::Fresh
+        );
+        let other = NonceKey::generate();
+        assert_eq!(
+            check_nonce(&other, "leadline", &nonce, 2_000, NONCE_MAX_AGE_MS),
+            NonceState::Forged
+        );
+        assert_eq!(node_a.to_hex().len(), 64);
+        for bad in ["", "abc", &"zz".repeat(32), &"00".repeat(33)] {
+            assert!(NonceKey::from_hex(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

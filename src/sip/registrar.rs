@@ -34,6 +34,9 @@ pub struct Binding {
     /// Source `ip:port` the REGISTER came from (where to send requests behind NAT).
     pub received: String,
     pub transport: String,
+    /// The REGISTER's Path (RFC 3327), its values top first, joined by `, `: requests to
+    /// the device carry it as their Route.
+    pub path: Option<String>,
 }
 
 impl Binding {
@@ -86,6 +89,8 @@ pub struct RegisterRequest {
     pub user_agent: Option<String>,
     pub received: String,
     pub transport: String,
+    /// The Path headers' values, top first, joined by `, `.
+    pub path: Option<String>,
 }
 
 /// Expiry limits, in seconds.
@@ -308,6 +313,7 @@ pub fn apply_register(
             user_agent: req.user_agent.clone(),
             received: req.received.clone(),
             transport: req.transport.clone(),
+            path: req.path.clone(),
         };
         match keep {
             Some(i) => {
@@ -489,6 +495,7 @@ pub fn register_request(
     let mut user_agent = None;
     let mut contacts = Vec::new();
     let mut star = false;
+    let mut path = Vec::new();
     for header in request.headers.iter() {
         match header {
             Header::Expires(value) if expires_header.is_none() => {
@@ -501,6 +508,12 @@ pub fn register_request(
             }
             Header::UserAgent(value) if user_agent.is_none() => {
                 user_agent = Some(value.value().trim().to_owned());
+            }
+            Header::Path(value) => {
+                let value = value.value().trim();
+                if !value.is_empty() {
+                    path.push(value.to_owned());
+                }
             }
             Header::Contact(value) => {
                 for item in split_outside_quotes_and_brackets(value.value(), b',') {
@@ -527,6 +540,7 @@ pub fn register_request(
         user_agent,
         received: source.to_string(),
         transport: transport.to_string(),
+        path: (!path.is_empty()).then(|| path.join(", ")),
     })
 }
 
@@ -678,6 +692,7 @@ mod tests {
             user_agent: Some("phone".into()),
             received: "192.0.2.1:5060".into(),
             transport: "UDP".into(),
+            path: None,
         }
     }
 
@@ -1124,6 +1139,36 @@ mod tests {
                 )
             }]
         );
+    }
+
+    /// A REGISTER relayed by the proxy in front of several nodes carries the proxy's Path
+    /// (RFC 3327): kept in order, top first, and handed to the binding so calls to the
+    /// phone go back through the proxy.
+    #[test]
+    fn register_request_keeps_the_path_for_the_binding() {
+        let req = sip_request(
+            "REGISTER sip:leadline SIP/2.0
+Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK2
+Via: SIP/2.0/UDP 203.0.113.5:40000;branch=z9hG4bK1;rport=40000
+To: <sip:101@leadline>
+From: <sip:101@leadline>;tag=1
+Call-ID: path-1
+CSeq: 1 REGISTER
+Path: <sip:10.0.0.5:5060;lr;received=sip:203.0.113.5:40000>
+Path: <sip:edge.example;lr>
+Contact: <sip:101@192.168.1.20:5060>
+Content-Length: 0
+
+",
+        );
+        let r = register_request(&req, source(), Transport::Udp).expect("reads");
+        let path = "<sip:10.0.0.5:5060;lr;received=sip:203.0.113.5:40000>, <sip:edge.example;lr>";
+        assert_eq!(r.path.as_deref(), Some(path));
+        let out = register(&[], &r, NOW).expect("ok");
+        assert_eq!(out.upsert[0].path.as_deref(), Some(path));
+
+        let plain = register(&[], &request(vec![contact("sip:101@a", None)]), NOW).expect("ok");
+        assert_eq!(plain.upsert[0].path, None);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Device {
     pub transport: String,
     /// `ip:port` its REGISTER came from: where requests go (it may be behind NAT).
     pub source: String,
+    /// The Path it registered through (RFC 3327): the Route of requests to it.
+    pub path: Option<String>,
     /// Contact preference (RFC 3261 §20.10); higher rings first among equals.
     pub q: Option<f32>,
     /// The employee it belongs to, when a step rings several employees at once (a

@@ -47,6 +47,9 @@ pub struct Registrar {
     pub lockout: Mutex<Lockout>,
     /// The sent-by addresses of our own Via headers, for loop detection (482).
     pub own_addresses: Vec<SocketAddr>,
+    /// The SIP proxy in front of several nodes (`--sip-proxy`): what it relays is read
+    /// as coming from the sender below its Via.
+    pub sip_proxy: Option<SocketAddr>,
     pub merges: Mutex<MergeTracker>,
     /// Routes trunks' INVITEs; without it a call gets 480.
     pub b2bua: Option<Arc<B2bua>>,
@@ -79,6 +82,7 @@ impl Registrar {
             policy: Policy::default(),
             lockout: Mutex::new(Lockout::new(LockoutPolicy::default())),
             own_addresses: Vec::new(),
+            sip_proxy: None,
             merges: Mutex::new(MergeTracker::default()),
             b2bua: None,
             max_in_flight_per_source: MAX_IN_FLIGHT_PER_SOURCE,
@@ -226,7 +230,7 @@ pub async fn serve(
                 None => return,
             },
         };
-        let ip = source_of(&transaction).map(|s| s.ip());
+        let ip = source_of(&transaction, registrar.sip_proxy).map(|s| s.ip());
         let slot = match ip {
             Some(ip) => match in_flight.acquire(ip) {
                 Some(slot) => Some(slot),
@@ -265,7 +269,7 @@ pub async fn serve(
 }
 
 async fn handle(registrar: Arc<Registrar>, mut tx: Transaction) -> rsipstack::Result<()> {
-    let source = source_of(&tx);
+    let source = source_of(&tx, registrar.sip_proxy);
     let admitted = admission::check(&tx.original, &registrar.own_addresses).and_then(|()| {
         registrar
             .merges
@@ -469,9 +473,23 @@ fn allow_headers() -> Vec<Header> {
 }
 
 /// Where the request came from: the transport's `received`/`rport` marks in the top Via
-/// (RFC 3581), which the endpoint adds for every message it receives.
-fn source_of(tx: &Transaction) -> Option<SocketAddr> {
-    let via = tx.original.via_header().ok()?;
+/// (RFC 3581), which the endpoint adds for every message it receives. A request the
+/// proxy relayed came from the sender whose Via is below the proxy's, where the proxy
+/// marked the sender's address the same way: trunks are told apart, phones' bindings and
+/// lockouts keyed, by that address and not by the proxy's.
+fn source_of(tx: &Transaction, proxy: Option<SocketAddr>) -> Option<SocketAddr> {
+    let mut vias = tx.original.headers.iter().filter_map(|h| match h {
+        Header::Via(via) => Some(via),
+        _ => None,
+    });
+    let top = via_source(vias.next()?)?;
+    match proxy {
+        Some(proxy) if top == proxy => vias.next().and_then(via_source).or(Some(top)),
+        _ => Some(top),
+    }
+}
+
+fn via_source(via: &rsipstack::sip::headers::Via) -> Option<SocketAddr> {
     let (transport, host) = SipConnection::parse_target_from_via(via).ok()?;
     SipAddr {
         r#type: Some(transport),
@@ -764,6 +782,7 @@ fn binding_from_record(r: RegistrationRecord) -> Binding {
         user_agent: r.user_agent,
         received: r.source,
         transport: r.transport,
+        path: r.path,
     }
 }
 
@@ -781,6 +800,7 @@ fn record_from_binding(b: &Binding, owner_kind: &str, owner_id: &str) -> Registr
         user_agent: b.user_agent.clone(),
         transport: b.transport.to_ascii_lowercase(),
         source: b.received.clone(),
+        path: b.path.clone(),
     }
 }
 

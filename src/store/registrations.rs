@@ -23,6 +23,9 @@ pub struct RegistrationRecord {
     pub user_agent: Option<String>,
     pub transport: String,
     pub source: String,
+    /// The REGISTER's Path headers (RFC 3327) joined by `, `: the Route of requests to
+    /// this binding.
+    pub path: Option<String>,
 }
 
 /// A live binding as `GET /registrations` lists it: with when the device first
@@ -213,8 +216,8 @@ impl Store {
                 // A refresh keeps the first registration's time; a binding that had
                 // expired (not purged yet) is a new registration.
                 "INSERT INTO registrations (aor, owner_kind, owner_id, contact, expires_at, call_id, \
-                 cseq, instance, user_agent, transport, source, updated_at, q, registered_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12) \
+                 cseq, instance, user_agent, transport, source, updated_at, q, registered_at, path) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12, $14) \
                  ON CONFLICT (aor, contact) DO UPDATE SET owner_kind = excluded.owner_kind, \
                  registered_at = CASE WHEN registrations.expires_at <= excluded.updated_at \
                  OR registrations.registered_at IS NULL THEN excluded.registered_at \
@@ -222,7 +225,8 @@ impl Store {
                  owner_id = excluded.owner_id, expires_at = excluded.expires_at, \
                  call_id = excluded.call_id, cseq = excluded.cseq, instance = excluded.instance, \
                  user_agent = excluded.user_agent, transport = excluded.transport, \
-                 source = excluded.source, updated_at = excluded.updated_at, q = excluded.q",
+                 source = excluded.source, updated_at = excluded.updated_at, q = excluded.q, \
+                 path = excluded.path",
             )
             .bind(aor)
             .bind(&b.owner_kind)
@@ -237,6 +241,7 @@ impl Store {
             .bind(&b.source)
             .bind(now)
             .bind(b.q.as_deref())
+            .bind(b.path.as_deref())
             .execute(&mut *tx)
             .await?;
         }
@@ -361,6 +366,26 @@ impl Store {
         rows.iter().map(registration_from_row).collect()
     }
 
+    /// The secret `name` every node on this database shares: the stored one, or
+    /// `candidate`, stored now, when there is none yet. Nodes starting together race on
+    /// the primary key; all of them read back the one that won.
+    pub async fn shared_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO cluster_secrets (name, value, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .bind(now_ms())
+        .execute(self.writer())
+        .await?;
+        let row = sqlx::query("SELECT value FROM cluster_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(self.writer())
+            .await?;
+        col(&row, "value")
+    }
+
     /// Every binding (the snapshot's loader).
     pub(crate) async fn all_bindings(&self) -> Result<Vec<RegistrationRecord>> {
         let rows = sqlx::query("SELECT * FROM registrations")
@@ -384,5 +409,6 @@ fn registration_from_row(row: &AnyRow) -> Result<RegistrationRecord> {
         user_agent: col(row, "user_agent")?,
         transport: col(row, "transport")?,
         source: col(row, "source")?,
+        path: col(row, "path")?,
     })
 }

@@ -9,6 +9,7 @@ mod call_setup;
 mod calls_sip;
 mod cluster_events;
 mod cluster_leases;
+mod cluster_front;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_admin;

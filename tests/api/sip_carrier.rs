@@ -550,6 +550,7 @@ async fn a_udp_binding_that_never_answers_is_dropped() {
         user_agent: Some("gone".into()),
         transport: "udp".into(),
         source: source.to_string(),
+        path: None,
     };
     store.save_bindings("102", &[binding], &[]).await.unwrap();
     assert_eq!(

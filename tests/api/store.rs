@@ -102,6 +102,7 @@ async fn registrations_persist_refresh_and_expire(store: &Store) {
         user_agent: Some("Linphone/5".into()),
         transport: "udp".into(),
         source: "192.0.2.10:5060".into(),
+        path: None,
     };
     let now = 1_000_000;
     store
@@ -261,6 +262,7 @@ async fn keepalive_bindings_and_conditional_drop(store: &Store) {
         user_agent: None,
         transport: transport.into(),
         source: "192.0.2.10:40000".into(),
+        path: None,
     };
     let now = 1_000_000;
     store

@@ -199,6 +199,7 @@ impl B2bua {
                 contact: format!("sip:{written_target}@{host}:{port}", port = trunk.port),
                 transport: trunk.transport.to_string(),
                 source: destination.to_string(),
+                path: None,
                 q: None,
                 owner: None,
             },

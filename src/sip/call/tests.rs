@@ -17,6 +17,7 @@ fn device(name: &str) -> Device {
         contact: format!("sip:{name}@192.0.2.1"),
         transport: "udp".into(),
         source: "192.0.2.1:5060".into(),
+        path: None,
         q: None,
         owner: None,
     }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsipstack::sip::{Method, Transport};
+use rsipstack::sip::{Header, Method, Transport};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +37,9 @@ const USER_PROFILE: &str = "generic";
 struct Destination {
     addr: SocketAddr,
     contact: String,
+    /// The Path the binding registered through: behind the proxy the ping follows it to
+    /// the phone's NAT address.
+    path: Option<String>,
     deadline: Duration,
 }
 
@@ -174,6 +177,7 @@ async fn load(
             Destination {
                 addr,
                 contact: binding.contact,
+                path: binding.path,
                 deadline: (interval * 4 / 5).min(PING_DEADLINE),
             },
         );
@@ -219,7 +223,12 @@ async fn ping(client: &SipClient, destination: &Destination) -> Option<bool> {
             to: &destination.contact,
             call_id: &call_id,
             cseq: 1,
-            headers: Vec::new(),
+            headers: destination
+                .path
+                .iter()
+                .filter(|_| client.through_proxy())
+                .map(|path| Header::Route(path.clone().into()))
+                .collect(),
         },
         target,
     );

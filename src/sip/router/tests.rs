@@ -9,6 +9,7 @@ fn device(name: &str, q: Option<f32>) -> Device {
         contact: format!("sip:{name}@192.0.2.1"),
         transport: "udp".into(),
         source: "192.0.2.1:5060".into(),
+        path: None,
         q,
         owner: None,
     }

@@ -242,6 +242,7 @@ mod tests {
             user_agent: None,
             transport: "udp".to_owned(),
             source: source.to_owned(),
+            path: None,
         }
     }
 

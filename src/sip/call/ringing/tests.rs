@@ -17,6 +17,7 @@ fn devices(entries: &[(&str, &[&str])]) -> HashMap<UserId, Vec<Device>> {
                         contact: format!("sip:{d}@192.0.2.1"),
                         transport: "udp".into(),
                         source: "192.0.2.1:5060".into(),
+                        path: None,
                         q: None,
                         owner: None,
                     })

@@ -1,0 +1,389 @@
+//! Several nodes on one PostgreSQL behind the SIP proxy: what the nodes share for the
+//! front (the digest nonce key, bindings with their Path), and the whole front: two
+//! `leadline serve` processes behind Kamailio with `deploy/kamailio/leadline.cfg`, a
+//! SIPp phone registered through it and a SIPp carrier calling through it.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use leadline::sip::digest::{self, NonceKey, NonceState};
+use leadline::store::{RegistrationRecord, Store};
+
+use crate::calls_sip::{NUMBER, Sipp};
+use crate::common::postgres::PgServer;
+use crate::common::{free_port, wait_until};
+
+async fn node(url: &str) -> Store {
+    let store = Store::connect(url).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// The first node to start stores its nonce key; every later node reads that one back,
+/// so a nonce node A challenged with checks as fresh on node B.
+#[tokio::test]
+async fn nodes_on_one_database_share_the_digest_nonce_key() {
+    let url = PgServer::shared().create_database("front_nonce").await;
+    let (a, b) = (node(&url).await, node(&url).await);
+    let key_a = a
+        .shared_secret("digest_nonce_key", &NonceKey::generate().to_hex())
+        .await
+        .unwrap();
+    let key_b = b
+        .shared_secret("digest_nonce_key", &NonceKey::generate().to_hex())
+        .await
+        .unwrap();
+    assert_eq!(key_a, key_b);
+    let (key_a, key_b) = (
+        NonceKey::from_hex(&key_a).unwrap(),
+        NonceKey::from_hex(&key_b).unwrap(),
+    );
+    let nonce = digest::issue_nonce(&key_a, "leadline", 1_000);
+    assert_eq!(
+        digest::check_nonce(&key_b, "leadline", &nonce, 2_000, digest::NONCE_MAX_AGE_MS),
+        NonceState::Fresh
+    );
+    a.close().await;
+    b.close().await;
+}
+
+/// A binding registered through the proxy keeps its Path in the shared table: the other
+/// node reads it back with the binding and rings the phone along it.
+#[tokio::test]
+async fn a_binding_keeps_its_path_for_every_node() {
+    let url = PgServer::shared().create_database("front_path").await;
+    let (a, b) = (node(&url).await, node(&url).await);
+    let now = 1_000_000;
+    let path = "<sip:127.0.0.1:5060;lr;received=sip:192.0.2.10:40000>";
+    let binding = RegistrationRecord {
+        aor: "101".into(),
+        owner_kind: "user".into(),
+        owner_id: "u1".into(),
+        contact: "sip:101@192.168.1.20:5060".into(),
+        expires_at: now + 60_000,
+        call_id: "reg-path".into(),
+        cseq: 1,
+        q: None,
+        instance: None,
+        user_agent: None,
+        transport: "udp".into(),
+        source: "127.0.0.1:5060".into(),
+        path: Some(path.into()),
+    };
+    a.save_bindings("101", std::slice::from_ref(&binding), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.bindings("101", now).await.unwrap(),
+        std::slice::from_ref(&binding)
+    );
+    let refreshed = RegistrationRecord {
+        cseq: 2,
+        path: None,
+        ..binding
+    };
+    b.save_bindings("101", std::slice::from_ref(&refreshed), &[])
+        .await
+        .unwrap();
+    assert_eq!(a.bindings("101", now).await.unwrap()[0].path, None);
+    a.close().await;
+    b.close().await;
+}
+
+const TOKEN: &str = "front-test-admin-token-0123456789";
+
+/// A `leadline serve` node behind the proxy; killed on drop.
+struct Node {
+    child: Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Node {
+    async fn start(database_url: &str, sip_port: u16, proxy: u16) -> Node {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_leadline"))
+            .args(["serve", "--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0"])
+            .args(["--sip", &format!("127.0.0.1:{sip_port}")])
+            .args(["--sip-proxy", &format!("127.0.0.1:{proxy}")])
+            // SIPp answers only the first challenge, and only MD5.
+            .args(["--sip-digest", "md5,sha256"])
+            .args(["--database-url", database_url])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("LEADLINE_ADMIN_TOKEN", TOKEN)
+            .env("LEADLINE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start leadline");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(rest) = line.split("http_addr=").nth(1) {
+                    return rest.split_whitespace().next().map(str::to_owned);
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .expect("leadline logs its HTTP address");
+        // Keep draining the log so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            child,
+            base: format!("http://{addr}/api/v1"),
+            _data: data,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "POST {path}");
+        response.json().await.unwrap()
+    }
+
+    /// Calls this node ended (`leadline_calls_total`, every outcome).
+    async fn calls(&self) -> u64 {
+        let text = reqwest::Client::new()
+            .get(self.base.replace("/api/v1", "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| line.starts_with("leadline_calls_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|n| n as u64)
+            .sum()
+    }
+
+    async fn leads(&self) -> usize {
+        self.get("/leads?limit=500").await["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    }
+
+    /// Whether this node's in-memory bindings ring Anna's phone.
+    async fn rings(&self, user: &str) -> bool {
+        self.get("/presence").await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["user"] == user && p["devices"] == 1)
+    }
+}
+
+/// Kamailio with the shipped configuration, in the foreground in a process group of its
+/// own: dropping it kills the group (its children too).
+struct Kamailio {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    fn start(port: u16, nodes: &[u16]) -> Kamailio {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("dispatcher.list");
+        let lines: String = nodes
+            .iter()
+            .map(|p| format!("1 sip:127.0.0.1:{p}\n"))
+            .collect();
+        std::fs::write(&list, lines).unwrap();
+        let binary = if Path::new("/usr/sbin/kamailio").exists() {
+            "/usr/sbin/kamailio"
+        } else {
+            "kamailio"
+        };
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kamailio/leadline.cfg");
+        let child = Command::new(binary)
+            .arg("-f")
+            .arg(&config)
+            .args(["-A", &format!("LISTEN=udp:127.0.0.1:{port}")])
+            .args(["-A", &format!("DISPATCHER_LIST=\"{}\"", list.display())])
+            .args(["-DD", "-E", "-m", "64", "-M", "8"])
+            .arg("-Y")
+            .arg(dir.path())
+            .arg("-w")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kamailio runs (scripts/test installs it)");
+        Kamailio { child, _dir: dir }
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+}
+
+/// One carrier call through the proxy from `caller`; whether it was set up and ended.
+async fn call_through(proxy: u16, caller: &str) -> (bool, String) {
+    Sipp::start(
+        "carrier_call_routed.xml",
+        0,
+        Some(format!("127.0.0.1:{proxy}")),
+        &["-s", NUMBER, "-key", "caller", caller],
+    )
+    .finish()
+    .await
+}
+
+/// The whole front: a phone registered through Kamailio (challenged by one node,
+/// answering to whichever the proxy picks next) is rung by both nodes, calls from new
+/// callers spread over both nodes with one lead each (M7), and after one node is killed
+/// with SIGKILL every new call succeeds on the other once the dispatcher noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m7_calls_spread_over_two_nodes_behind_kamailio_and_survive_a_killed_node() {
+    let url = PgServer::shared().create_database("front_two_nodes").await;
+    let (proxy, sip_a, sip_b) = (free_port(), free_port(), free_port());
+    let a = Node::start(&url, sip_a, proxy).await;
+    let anna = a
+        .post(
+            "/users",
+            json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
+                   "extension": "101", "sip_password": "pw-101-secret"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let queue = a
+        .post("/queues", json!({"name": "Sales", "members": [anna]}))
+        .await["id"]
+        .clone();
+    let trunk = a
+        .post(
+            "/trunks",
+            json!({"name": "Carrier", "kind": "carrier", "host": "127.0.0.1",
+                   "register": false, "allowed_ips": ["127.0.0.1"]}),
+        )
+        .await["id"]
+        .clone();
+    a.post(
+        "/numbers",
+        json!({"number": NUMBER, "default_country": "DE", "queue": queue, "trunk": trunk,
+               "ring_timeout_s": 20}),
+    )
+    .await;
+    // Node B starts once the line exists, as a node joining a running service does.
+    let b = Node::start(&url, sip_b, proxy).await;
+    let _kamailio = Kamailio::start(proxy, &[sip_a, sip_b]);
+    wait_until(Duration::from_secs(20), "Kamailio to listen", || async {
+        std::net::UdpSocket::bind(("127.0.0.1", proxy))
+            .is_err()
+            .then_some(())
+    })
+    .await;
+
+    let phone_port = free_port();
+    let (registered, messages) = Sipp::start(
+        "register.xml",
+        phone_port,
+        Some(format!("127.0.0.1:{proxy}")),
+        &["-s", "101", "-au", "101", "-ap", "pw-101-secret"],
+    )
+    .finish()
+    .await;
+    assert!(
+        registered,
+        "the phone registers through Kamailio: {messages}"
+    );
+    for node in [&a, &b] {
+        wait_until(
+            Duration::from_secs(10),
+            "both nodes to know the phone",
+            || async { node.rings(&anna).await.then_some(()) },
+        )
+        .await;
+    }
+    let phone = Sipp::start(
+        "agent_answer_many.xml",
+        phone_port,
+        None,
+        &["-m", "1000", "-timeout", "170s"],
+    );
+
+    let callers: Vec<String> = (0..4).map(|i| format!("+49176555000{i}")).collect();
+    for caller in &callers {
+        let (ok, messages) = call_through(proxy, caller).await;
+        assert!(
+            ok,
+            "the call from {caller} rings the phone and ends: {messages}"
+        );
+    }
+    let (calls_a, calls_b) = wait_until(Duration::from_secs(10), "4 calls logged", || async {
+        let counts = (a.calls().await, b.calls().await);
+        (counts.0 + counts.1 == 4).then_some(counts)
+    })
+    .await;
+    assert!(
+        calls_a >= 1 && calls_b >= 1,
+        "calls on both nodes: {calls_a} and {calls_b}"
+    );
+    assert_eq!(b.leads().await, callers.len(), "one lead per caller");
+
+    let mut a = a;
+    a.child.start_kill().unwrap();
+    a.child.wait().await.unwrap();
+    // Once the dispatcher took node A out (or failed an INVITE over to B), calls succeed.
+    let mut attempts = 0;
+    wait_until(Duration::from_secs(60), "a call after node A died", || {
+        attempts += 1;
+        let caller = format!("+4917655510{attempts:02}");
+        async move { call_through(proxy, &caller).await.0.then_some(()) }
+    })
+    .await;
+    for i in 0..3 {
+        let caller = format!("+4917655520{i:02}");
+        let (ok, messages) = call_through(proxy, &caller).await;
+        assert!(ok, "the call from {caller} succeeds on node B: {messages}");
+    }
+    let leads = b.leads().await;
+    // One lead per caller that reached a node; none twice, none lost.
+    assert!(
+        leads >= callers.len() + 1 + 3 && leads <= callers.len() + attempts + 3,
+        "{leads} leads for {} callers",
+        callers.len() + attempts + 3
+    );
+    phone.stop().await;
+}
