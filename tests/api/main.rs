@@ -8,8 +8,8 @@ mod browser_harness;
 mod call_setup;
 mod calls_sip;
 mod cluster_events;
-mod cluster_leases;
 mod cluster_front;
+mod cluster_leases;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_admin;
