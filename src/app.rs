@@ -147,6 +147,11 @@ impl App {
             addresses,
             sip_cancel.clone(),
         )));
+        sip_tasks.push(tokio::spawn(crate::cluster::lost::sweep(
+            store.clone(),
+            node.clone(),
+            sip_cancel.clone(),
+        )));
 
         let media = Arc::new(crate::media::MediaEngine::new(
             crate::media::PortPool::new(config.rtp_ports, sip_addr.ip()),

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod leases;
+pub mod lost;
 pub mod nodes;
 pub mod ownership;
 

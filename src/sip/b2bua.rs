@@ -262,9 +262,9 @@ impl B2bua {
         event: CallEvent,
         number: &NumberSettings,
     ) -> (Option<String>, EventAnswer, Option<driver::Boxed<()>>) {
-        let store = self.store.clone();
+        let (store, node) = (self.store.clone(), self.node.clone());
         let mut intake: driver::Boxed<Result<crate::store::EventOutcome, StoreError>> =
-            Box::pin(async move { store.apply_call_event(&event).await });
+            Box::pin(async move { store.apply_call_event_on(&event, Some(&node)).await });
         match tokio::time::timeout(self.lookup_budget, &mut intake).await {
             Ok(Ok(outcome)) => (Some(outcome.call.id.to_string()), outcome.answer, None),
             Ok(Err(err)) => {

@@ -20,6 +20,7 @@ pub use super::steps::{EventStep, StepDone, StepJob};
 use super::{
     Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
 };
+use crate::cluster::NodeId;
 use crate::crm::intake::{CallFacts, call_completes_activity};
 use crate::crm::model::{
     CallEventKind, CallOutcome, CallRecordId, CrmAction, Direction, EntityKind, EntityRef, Millis,
@@ -220,6 +221,16 @@ const MAX_DECISION_ROUNDS: usize = 3;
 impl Store {
     /// Applies one call event (API.md `/calls/events`), exactly once per (call, event).
     pub async fn apply_call_event(&self, event: &CallEvent) -> Result<EventOutcome> {
+        self.apply_call_event_on(event, None).await
+    }
+
+    /// [`Store::apply_call_event`] for a call this process's B2BUA runs: a call it opens
+    /// is logged as `node`'s, so that other nodes close it if this one is lost.
+    pub async fn apply_call_event_on(
+        &self,
+        event: &CallEvent,
+        node: Option<&NodeId>,
+    ) -> Result<EventOutcome> {
         let facts = facts_of(event);
         for round in 0..MAX_DECISION_ROUNDS {
             // The first event of a call (of whatever kind) runs the intake; later ones only
@@ -243,7 +254,12 @@ impl Store {
                 }
             }
             let context = self.intake_context(event, &facts).await?;
-            let job = IntakeJob::new(event.clone(), facts.clone(), context);
+            let job = IntakeJob::new(
+                event.clone(),
+                facts.clone(),
+                context,
+                node.map(|n| n.as_str().to_owned()),
+            );
             let result = if event.event == CallEventKind::Ringing {
                 self.batcher().submit(job).await?
             } else {
@@ -289,7 +305,7 @@ impl Store {
         for event in events {
             let facts = facts_of(event);
             let context = self.intake_context(event, &facts).await?;
-            jobs.push(IntakeJob::new(event.clone(), facts, context));
+            jobs.push(IntakeJob::new(event.clone(), facts, context, None));
         }
         Ok(super::batch::settle(self.writer(), jobs)
             .await

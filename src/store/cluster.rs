@@ -5,6 +5,15 @@
 use super::{Result, Store, col};
 use crate::crm::model::Millis;
 
+/// A call still open in the log that another node's B2BUA opened, with when that node
+/// was last seen (`None`: it has no row, it left or was forgotten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenCallOfNode {
+    pub call_id: String,
+    pub node_id: String,
+    pub last_seen: Option<Millis>,
+}
+
 /// One row of `nodes`, with the leases the node holds now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRecord {
@@ -137,6 +146,45 @@ impl Store {
             .bind(node)
             .execute(self.writer())
             .await?;
+        Ok(())
+    }
+
+    /// The open calls (no `ended_at`) that nodes other than `me` opened, with their
+    /// nodes' last heartbeat.
+    pub async fn open_calls_of_other_nodes(&self, me: &str) -> Result<Vec<OpenCallOfNode>> {
+        let rows = sqlx::query(
+            "SELECT c.call_id, c.node_id, n.last_seen FROM calls c \
+             LEFT JOIN nodes n ON n.id = c.node_id \
+             WHERE c.ended_at IS NULL AND c.node_id IS NOT NULL AND c.node_id <> $1 \
+             ORDER BY c.started_at, c.call_id",
+        )
+        .bind(me)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OpenCallOfNode {
+                    call_id: col(row, "call_id")?,
+                    node_id: col(row, "node_id")?,
+                    last_seen: col(row, "last_seen")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records on a call still open that its node was lost, in `crm_reason`; once only, so
+    /// two nodes sweeping at once, or a sweep repeated, append it once.
+    pub async fn note_call_node_lost(&self, call_id: &str, reason: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE calls SET crm_reason = CASE WHEN crm_reason = '' THEN $2 \
+             ELSE crm_reason || '; ' || $2 END \
+             WHERE call_id = $1 AND ended_at IS NULL \
+             AND crm_reason <> $2 AND crm_reason NOT LIKE ('%; ' || $2)",
+        )
+        .bind(call_id)
+        .bind(reason)
+        .execute(self.writer())
+        .await?;
         Ok(())
     }
 }

@@ -48,6 +48,8 @@ pub(crate) struct IntakeJob {
     pub event: CallEvent,
     pub facts: CallFacts,
     pub ctx: IntakeContext,
+    /// The node whose B2BUA opened the call (`calls.node_id`); `None` for pushed events.
+    pub node: Option<String>,
     /// Ids of what the job may create, fixed up front so re-planning keeps them.
     ids: JobIds,
 }
@@ -63,12 +65,18 @@ struct JobIds {
 }
 
 impl IntakeJob {
-    pub fn new(event: CallEvent, facts: CallFacts, ctx: IntakeContext) -> Self {
+    pub fn new(
+        event: CallEvent,
+        facts: CallFacts,
+        ctx: IntakeContext,
+        node: Option<String>,
+    ) -> Self {
         let id = || uuid::Uuid::now_v7().to_string();
         Self {
             event,
             facts,
             ctx,
+            node,
             ids: JobIds {
                 owner: id(),
                 deal: id(),
@@ -751,6 +759,7 @@ fn plan_writes(
             "created_entities",
             "route",
             "activity_id",
+            "node_id",
         ],
         "ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
     );
@@ -940,6 +949,7 @@ fn plan_writes(
             json_list(&created_text).into(),
             json_list(&route_text).into(),
             activity.clone().into(),
+            job.node.clone().into(),
         ]);
         let record = CallRecord {
             id: job.ids.call.clone(),
