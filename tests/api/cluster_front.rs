@@ -7,9 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use leadline::sip::digest::{self, NonceKey, NonceState};
@@ -18,6 +16,7 @@ use leadline::store::{RegistrationRecord, Store};
 use crate::calls_sip::{NUMBER, Sipp};
 use crate::common::postgres::PgServer;
 use crate::common::{free_port, wait_until};
+use crate::node_process::NodeProcess;
 
 async fn node(url: &str) -> Store {
     let store = Store::connect(url).await.unwrap();
@@ -98,82 +97,51 @@ async fn a_binding_keeps_its_path_for_every_node() {
 
 const TOKEN: &str = "front-test-admin-token-0123456789";
 
-/// A `leadline serve` node behind the proxy; killed on drop.
-struct Node {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
+/// A `leadline serve` node behind the proxy.
+struct Node(NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
+    }
 }
 
 impl Node {
     async fn start(database_url: &str, sip_port: u16, proxy: u16) -> Node {
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_leadline"))
-            .args(["serve", "--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0"])
-            .args(["--sip", &format!("127.0.0.1:{sip_port}")])
-            .args(["--sip-proxy", &format!("127.0.0.1:{proxy}")])
+        let sip = format!("127.0.0.1:{sip_port}");
+        let proxy = format!("127.0.0.1:{proxy}");
+        let args = [
+            "--sip",
+            &sip,
+            "--sip-proxy",
+            &proxy,
             // SIPp answers only the first challenge, and only MD5.
-            .args(["--sip-digest", "md5,sha256"])
-            .args(["--database-url", database_url])
-            .arg("--data-dir")
-            .arg(data.path())
-            .env("LEADLINE_ADMIN_TOKEN", TOKEN)
-            .env("LEADLINE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start leadline");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("http_addr=").nth(1) {
-                    return rest.split_whitespace().next().map(str::to_owned);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("leadline logs its HTTP address");
-        // Keep draining the log so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node {
-            child,
-            base: format!("http://{addr}/api/v1"),
-            _data: data,
-        }
+            "--sip-digest",
+            "md5,sha256",
+            "--database-url",
+            database_url,
+        ];
+        Node(NodeProcess::start(TOKEN, &args).await)
     }
 
-    async fn get(&self, path: &str) -> Value {
-        let response = reqwest::Client::new()
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
+    /// `GET /api/v1{path}`, answered.
+    async fn read(&self, path: &str) -> Value {
+        self.get(path)
             .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.json().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED, "POST {path}");
-        response.json().await.unwrap()
+            .unwrap_or_else(|| panic!("GET {path} answers"))
     }
 
     /// Calls this node ended (`leadline_calls_total`, every outcome).
     async fn calls(&self) -> u64 {
         let text = reqwest::Client::new()
-            .get(self.base.replace("/api/v1", "/metrics"))
+            .get(format!("http://{}/metrics", self.http))
             .send()
             .await
             .unwrap()
@@ -188,7 +156,7 @@ impl Node {
     }
 
     async fn leads(&self) -> usize {
-        self.get("/leads?limit=500").await["items"]
+        self.read("/leads?limit=500").await["items"]
             .as_array()
             .unwrap()
             .len()
@@ -196,7 +164,7 @@ impl Node {
 
     /// Whether this node's in-memory bindings ring Anna's phone.
     async fn rings(&self, user: &str) -> bool {
-        self.get("/presence").await["items"]
+        self.read("/presence").await["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -363,8 +331,7 @@ async fn m7_calls_spread_over_two_nodes_behind_kamailio_and_survive_a_killed_nod
     assert_eq!(b.leads().await, callers.len(), "one lead per caller");
 
     let mut a = a;
-    a.child.start_kill().unwrap();
-    a.child.wait().await.unwrap();
+    a.kill().await;
     // Once the dispatcher took node A out (or failed an INVITE over to B), calls succeed.
     let mut attempts = 0;
     wait_until(Duration::from_secs(60), "a call after node A died", || {

@@ -1,18 +1,16 @@
 //! Several nodes on one database: the node list, and exactly one node running each
 //! mailbox's poller (a lease), taken over by another node when the holder is killed.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 use crate::common::dovecot::{DOMAIN, Dovecot};
 use crate::common::postgres::PgServer;
 use crate::common::wait_until;
 use crate::helpers::TestApp;
+use crate::node_process::NodeProcess;
 
 const TOKEN: &str = "cluster-test-admin-token-0123456789";
 /// A killed holder's lease runs out (15 s) and the survivor's next try (every 5 s) takes
@@ -54,83 +52,26 @@ async fn nodes_lists_the_running_node_to_admins_only() {
     app.stop().await;
 }
 
-/// A `leadline serve` process with its own data dir; killed on drop.
-struct Node {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
+/// A node of this test: a gateway process of its own.
+struct Node(NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
+    }
 }
 
 impl Node {
     async fn start(database_url: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_leadline"))
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--sip",
-                "127.0.0.1:0",
-                "--smtp",
-                "127.0.0.1:0",
-                "--database-url",
-                database_url,
-            ])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("LEADLINE_ADMIN_TOKEN", TOKEN)
-            .env("LEADLINE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start leadline");
-        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("http_addr=").nth(1) {
-                    return rest.split_whitespace().next().map(str::to_owned);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("leadline logs its HTTP address");
-        // Drained so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node {
-            child,
-            base: format!("http://{addr}"),
-            _dir: dir,
-        }
-    }
-
-    fn http(&self) -> &str {
-        self.base.trim_start_matches("http://")
-    }
-
-    async fn get(&self, path: &str) -> Option<Value> {
-        let resp = reqwest::Client::new()
-            .get(format!("{}/api/v1{path}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?;
-        resp.json().await.ok()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/api/v1{path}", self.base))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        resp.json().await.unwrap()
+        let args = ["--sip", "127.0.0.1:0", "--database-url", database_url];
+        Node(NodeProcess::start(TOKEN, &args).await)
     }
 
     /// The HTTP address of the node holding `lease`, as this node lists the nodes.
@@ -207,11 +148,10 @@ async fn a_mailbox_is_polled_by_one_node_and_taken_over_when_it_is_killed() {
 
     let killed = nodes
         .iter()
-        .position(|n| n.http() == holder)
+        .position(|n| n.http == holder)
         .expect("the holder is one of the two nodes");
     let mut gone = nodes.remove(killed);
-    gone.child.start_kill().expect("kill -9");
-    gone.child.wait().await.unwrap();
+    gone.kill().await;
     let survivor = &nodes[0];
     dovecot
         .deliver("alice", &message("Meanwhile", "meanwhile"))
@@ -220,7 +160,7 @@ async fn a_mailbox_is_polled_by_one_node_and_taken_over_when_it_is_killed() {
     wait_until(
         TAKEOVER_DEADLINE,
         "the survivor to take the mailbox",
-        || async { (survivor.holder_of(&lease).await? == survivor.http()).then_some(()) },
+        || async { (survivor.holder_of(&lease).await? == survivor.http).then_some(()) },
     )
     .await;
     wait_until(
@@ -298,10 +238,10 @@ async fn a_carrier_registration_runs_on_one_node_and_moves_when_it_is_killed() {
     })
     .await;
     let sip_of = |node: &Node| {
-        let node = node.base.clone();
+        let node = node.http.clone();
         async move {
             let listing = reqwest::Client::new()
-                .get(format!("{node}/api/v1/nodes"))
+                .get(format!("http://{node}/api/v1/nodes"))
                 .bearer_auth(TOKEN)
                 .send()
                 .await
@@ -318,7 +258,7 @@ async fn a_carrier_registration_runs_on_one_node_and_moves_when_it_is_killed() {
     };
     let killed = nodes
         .iter()
-        .position(|n| n.http() == holder)
+        .position(|n| n.http == holder)
         .expect("the holder is one of the two nodes");
     let killed_sip = wait_until(TAKEOVER_DEADLINE, "the holder's SIP address", || {
         sip_of(&nodes[killed])
@@ -335,13 +275,12 @@ async fn a_carrier_registration_runs_on_one_node_and_moves_when_it_is_killed() {
     .await;
 
     let mut gone = nodes.remove(killed);
-    gone.child.start_kill().expect("kill -9");
-    gone.child.wait().await.unwrap();
+    gone.kill().await;
     let survivor = &nodes[0];
     wait_until(
         TAKEOVER_DEADLINE,
         "the survivor to take the trunk",
-        || async { (survivor.holder_of(&lease).await? == survivor.http()).then_some(()) },
+        || async { (survivor.holder_of(&lease).await? == survivor.http).then_some(()) },
     )
     .await;
     let bound = wait_until(TAKEOVER_DEADLINE, "the survivor's binding", || async {

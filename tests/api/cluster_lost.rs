@@ -1,90 +1,49 @@
 //! Several nodes on one database: the calls a node killed with kill -9 had logged as
 //! open are closed by a surviving node (outcome `failed`, "node lost").
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 use crate::calls_sip::{CALLER, NUMBER, Sipp};
 use crate::common::postgres::PgServer;
 use crate::common::{free_port, wait_until};
+use crate::node_process::NodeProcess;
 
 const TOKEN: &str = "cluster-lost-admin-token-0123456789";
 /// The survivor closes the call once the killed node has not been seen for 30 s, at its
 /// next sweep (every 5 s); the deadline leaves room for a loaded machine.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(90);
 
-/// A `leadline serve` process on `sip_port` with its own data dir; killed on drop.
-struct Node {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
+/// A node of this test: a gateway process of its own on `sip_port`.
+struct Node(NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
+    }
 }
 
 impl Node {
     async fn start(database_url: &str, sip_port: u16) -> Node {
-        let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_leadline"))
-            .args(["serve", "--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0"])
-            .args(["--sip", &format!("127.0.0.1:{sip_port}")])
-            // SIPp answers only MD5 challenges.
-            .args(["--sip-digest", "md5,sha256"])
-            .args(["--database-url", database_url])
-            .arg("--data-dir")
-            .arg(data.path())
-            .env("LEADLINE_ADMIN_TOKEN", TOKEN)
-            .env("LEADLINE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start leadline");
-        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(rest) = line.split("http_addr=").nth(1) {
-                    return rest.split_whitespace().next().map(str::to_owned);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-        .expect("leadline logs its HTTP address");
-        // Drained so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Node {
-            child,
-            base: format!("http://{addr}/api/v1"),
-            _data: data,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Option<Value> {
-        let response = reqwest::Client::new()
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?;
-        response.json().await.ok()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED, "POST {path}");
-        response.json().await.unwrap()
+        let sip = format!("127.0.0.1:{sip_port}");
+        // SIPp answers only MD5 challenges.
+        let args = [
+            "--sip",
+            &sip,
+            "--sip-digest",
+            "md5,sha256",
+            "--database-url",
+            database_url,
+        ];
+        Node(NodeProcess::start(TOKEN, &args).await)
     }
 
     /// The only call in the log, once `ready` says it is as awaited.
@@ -160,8 +119,7 @@ async fn m7_a_killed_nodes_open_call_is_closed_by_a_surviving_node() {
     .await;
     assert!(answered["ended_at"].is_null(), "{answered}");
 
-    a.child.start_kill().expect("kill -9");
-    a.child.wait().await.unwrap();
+    a.kill().await;
     let closed = wait_until(CLOSE_DEADLINE, "node B to close the call", || {
         b.the_call(|call| call["ended_at"].is_string())
     })

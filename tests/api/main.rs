@@ -26,6 +26,7 @@ mod imap;
 mod mail;
 mod mail_condstore;
 mod media;
+mod node_process;
 mod oauth2;
 mod postgres;
 mod presence;
