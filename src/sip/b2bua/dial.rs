@@ -92,7 +92,10 @@ impl Dialer {
             outcome: None,
             at: now_ms(),
         };
-        let outcome = b2bua.store.apply_call_event(&opening).await?;
+        let outcome = b2bua
+            .store
+            .apply_call_event_on(&opening, Some(&b2bua.node))
+            .await?;
         let shown = b2bua
             .shown_caller(&outcome.answer, None, &order.target)
             .await;
