@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::process::{Child, Command};
 
 use leadline::sip::digest::{self, NonceKey, NonceState};
@@ -245,34 +245,7 @@ async fn m7_calls_spread_over_two_nodes_behind_kamailio_and_survive_a_killed_nod
     let url = PgServer::shared().create_database("front_two_nodes").await;
     let (proxy, sip_a, sip_b) = (free_port(), free_port(), free_port());
     let a = Node::start(&url, sip_a, proxy).await;
-    let anna = a
-        .post(
-            "/users",
-            json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
-                   "extension": "101", "sip_password": "pw-101-secret"}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let queue = a
-        .post("/queues", json!({"name": "Sales", "members": [anna]}))
-        .await["id"]
-        .clone();
-    let trunk = a
-        .post(
-            "/trunks",
-            json!({"name": "Carrier", "kind": "carrier", "host": "127.0.0.1",
-                   "register": false, "allowed_ips": ["127.0.0.1"]}),
-        )
-        .await["id"]
-        .clone();
-    a.post(
-        "/numbers",
-        json!({"number": NUMBER, "default_country": "DE", "queue": queue, "trunk": trunk,
-               "ring_timeout_s": 20}),
-    )
-    .await;
+    let anna = a.sales_line(NUMBER).await;
     // Node B starts once the line exists, as a node joining a running service does.
     let b = Node::start(&url, sip_b, proxy).await;
     let _kamailio = Kamailio::start(proxy, &[sip_a, sip_b]);

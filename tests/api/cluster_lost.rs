@@ -65,34 +65,7 @@ async fn m7_a_killed_nodes_open_call_is_closed_by_a_surviving_node() {
         .await;
     let (sip_a, sip_b) = (free_port(), free_port());
     let mut a = Node::start(&url, sip_a).await;
-    let anna = a
-        .post(
-            "/users",
-            json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
-                   "extension": "101", "sip_password": "pw-101-secret"}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let queue = a
-        .post("/queues", json!({"name": "Sales", "members": [anna]}))
-        .await["id"]
-        .clone();
-    let trunk = a
-        .post(
-            "/trunks",
-            json!({"name": "Carrier", "kind": "carrier", "host": "127.0.0.1",
-                   "register": false, "allowed_ips": ["127.0.0.1"]}),
-        )
-        .await["id"]
-        .clone();
-    a.post(
-        "/numbers",
-        json!({"number": NUMBER, "default_country": "DE", "queue": queue, "trunk": trunk,
-               "ring_timeout_s": 20}),
-    )
-    .await;
+    let anna = a.sales_line(NUMBER).await;
     let b = Node::start(&url, sip_b).await;
 
     let phone_port = free_port();

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -81,6 +81,40 @@ impl NodeProcess {
             .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED, "POST {path}");
         response.json().await.unwrap()
+    }
+
+    /// Anna (extension 101) in the Sales queue behind `number`, reached from a carrier
+    /// trunk recognised by its loopback address; Anna's user id.
+    pub(crate) async fn sales_line(&self, number: &str) -> String {
+        let anna = self
+            .post(
+                "/users",
+                json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
+                       "extension": "101", "sip_password": "pw-101-secret"}),
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let queue = self
+            .post("/queues", json!({"name": "Sales", "members": [anna]}))
+            .await["id"]
+            .clone();
+        let trunk = self
+            .post(
+                "/trunks",
+                json!({"name": "Carrier", "kind": "carrier", "host": "127.0.0.1",
+                       "register": false, "allowed_ips": ["127.0.0.1"]}),
+            )
+            .await["id"]
+            .clone();
+        self.post(
+            "/numbers",
+            json!({"number": number, "default_country": "DE", "queue": queue, "trunk": trunk,
+                   "ring_timeout_s": 20}),
+        )
+        .await;
+        anna
     }
 
     /// kill -9, and waits until the process is gone.
