@@ -1,0 +1,150 @@
+//! The database down: a node whose PostgreSQL is unreachable still rings its queue for
+//! every call, journals the calls' writes locally, says "degraded" on `/readyz`, and
+//! replays the journal once the database is back, without duplicates (M7).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::calls_sip::{NUMBER, Sipp};
+use crate::common::postgres::PgServer;
+use crate::common::{free_port, wait_until};
+use crate::node_process::NodeProcess;
+
+const TOKEN: &str = "cluster-outage-admin-token-0123456789";
+/// Three new callers, the first of them calling twice.
+const CALLERS: [&str; 4] = [
+    "+4917611110001",
+    "+4917611110002",
+    "+4917611110003",
+    "+4917611110001",
+];
+/// The database is probed every second once found down; the deadline leaves room for
+/// a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn readiness(node: &NodeProcess) -> Option<Value> {
+    reqwest::get(format!("http://{}/readyz", node.http))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// One node on a PostgreSQL that is stopped: four carrier calls (three new callers, one
+/// of them twice) all ring Anna's phone and are answered; once PostgreSQL is back the
+/// journal is replayed, every call is in the log as answered and ended, and each new
+/// caller has exactly one lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m7_calls_taken_while_the_database_is_down_are_replayed_once() {
+    let pg = PgServer::start();
+    let url = pg.create_database("cluster_outage").await;
+    let sip = free_port();
+    let sip_addr = format!("127.0.0.1:{sip}");
+    let node = NodeProcess::start(
+        TOKEN,
+        &[
+            "--sip",
+            &sip_addr,
+            "--sip-digest",
+            "md5,sha256",
+            "--database-url",
+            &url,
+        ],
+    )
+    .await;
+    node.sales_line(NUMBER).await;
+    let phone_port = free_port();
+    let (registered, messages) = Sipp::start(
+        "register.xml",
+        phone_port,
+        Some(sip_addr.clone()),
+        &["-s", "101", "-au", "101", "-ap", "pw-101-secret"],
+    )
+    .finish()
+    .await;
+    assert!(registered, "Anna's phone registers: {messages}");
+    let ready = readiness(&node).await;
+    assert_eq!(
+        ready.as_ref().map(|r| r["status"].clone()),
+        Some("ok".into())
+    );
+
+    pg.stop_fast();
+    let degraded = wait_until(DEADLINE, "/readyz to say degraded", || async {
+        readiness(&node)
+            .await
+            .filter(|ready| ready["status"] == "degraded")
+    })
+    .await;
+    assert_eq!(degraded["journal_records"], 0, "{degraded}");
+
+    let calls = CALLERS.len().to_string();
+    let phone = Sipp::start("agent_answer.xml", phone_port, None, &["-m", &calls]);
+    for caller in CALLERS {
+        let (ok, seen) = Sipp::start(
+            "carrier_call.xml",
+            0,
+            Some(sip_addr.clone()),
+            &["-s", NUMBER, "-key", "caller", caller],
+        )
+        .finish()
+        .await;
+        assert!(ok, "the call from {caller} is answered: {seen}");
+    }
+    let (ok, seen) = phone.finish().await;
+    assert!(ok, "every call rang Anna's phone: {seen}");
+    let journaled = readiness(&node).await.expect("the node answers");
+    assert_eq!(journaled["status"], "degraded", "{journaled}");
+    assert!(
+        journaled["journal_records"].as_u64().unwrap_or(0) >= CALLERS.len() as u64,
+        "each call's writes are journaled: {journaled}"
+    );
+
+    pg.restart();
+    wait_until(DEADLINE, "the journal replayed and /readyz ok", || async {
+        readiness(&node)
+            .await
+            .filter(|ready| ready["status"] == "ok")
+    })
+    .await;
+
+    let log = node.get("/calls?limit=500").await.expect("the call log");
+    let items = log["items"].as_array().expect("calls");
+    assert_eq!(items.len(), CALLERS.len(), "each call logged once: {log}");
+    let mut per_caller: HashMap<&str, usize> = HashMap::new();
+    for call in items {
+        assert_eq!(call["outcome"], "answered", "{call}");
+        assert!(call["ended_at"].is_string(), "{call}");
+        *per_caller
+            .entry(call["from"].as_str().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(per_caller.get(CALLERS[0]), Some(&2), "{log}");
+    let leads = node.get("/leads?limit=500").await.expect("the leads");
+    let mut leads_per_phone: HashMap<String, usize> = HashMap::new();
+    for lead in leads["items"].as_array().expect("leads") {
+        for phone in lead["phones"].as_array().expect("phones") {
+            *leads_per_phone
+                .entry(phone.as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    let new_callers = &CALLERS[..3];
+    for caller in new_callers {
+        assert_eq!(leads_per_phone.get(*caller), Some(&1), "{leads}");
+    }
+    assert_eq!(leads_per_phone.len(), new_callers.len(), "{leads}");
+    let metrics = reqwest::get(format!("http://{}/metrics", node.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("leadline_journal_replayed_total"),
+        "the replay is counted"
+    );
+}
