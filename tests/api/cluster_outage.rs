@@ -80,6 +80,17 @@ async fn m7_calls_taken_while_the_database_is_down_are_replayed_once() {
     })
     .await;
     assert_eq!(degraded["journal_records"], 0, "{degraded}");
+    // The API does not journal: a write is refused, to be retried by the client.
+    let refused = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/leads", node.http))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"name": "Walk-in", "phones": ["+4930555000"]}))
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(refused.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
 
     let calls = CALLERS.len().to_string();
     let phone = Sipp::start("agent_answer.xml", phone_port, None, &["-m", &calls]);
