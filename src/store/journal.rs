@@ -585,3 +585,74 @@ async fn replay(store: &Store, journal: &Journal, cancel: &CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::model::QueueId;
+
+    fn queue_write(call_id: &str) -> CallWrite {
+        CallWrite::Queue {
+            call_id: call_id.to_owned(),
+            queue: QueueId("q".to_owned()),
+            wait_ms: None,
+        }
+    }
+
+    fn unapplied_ids(journal: &Journal) -> Vec<String> {
+        let (from, bytes) = journal.unapplied().unwrap();
+        record::decode(&bytes, from)
+            .into_iter()
+            .map(|line| line.write.unwrap().call_id().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_restart_from_their_checkpoint_and_are_emptied_once_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert!(
+            !journal.append(&queue_write("a"), false).await.unwrap(),
+            "an unused journal leaves the write to the database"
+        );
+        journal.database_down(&"test");
+        for id in ["a", "b", "c"] {
+            assert!(journal.append(&queue_write(id), false).await.unwrap());
+        }
+        assert_eq!(journal.state().records, 3);
+        assert_eq!(unapplied_ids(&journal), ["a", "b", "c"]);
+        let (from, bytes) = journal.unapplied().unwrap();
+        journal.applied(record::decode(&bytes, from)[0].end);
+        drop(journal);
+
+        // A crash in the middle of an append leaves a torn line: set aside at the start.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
+        file.write_all(b"{\"write\":\"que").unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.state().records, 2);
+        assert!(!journal.state().degraded);
+        assert_eq!(unapplied_ids(&journal), ["b", "c"]);
+        let rejected = std::fs::read_to_string(dir.path().join(REJECTED)).unwrap();
+        assert!(rejected.contains("cut off"), "{rejected}");
+
+        // Not empty: a new write goes behind the records left.
+        assert!(journal.append(&queue_write("d"), false).await.unwrap());
+        let (from, bytes) = journal.unapplied().unwrap();
+        let lines = record::decode(&bytes, from);
+        for line in &lines {
+            journal.applied(line.end);
+        }
+        assert_eq!(journal.state().records, 0);
+        assert!(
+            !journal.truncate(from).await.unwrap(),
+            "records past `from`"
+        );
+        assert!(journal.truncate(lines[2].end).await.unwrap());
+        assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().len(), 0);
+        assert!(!dir.path().join(CHECKPOINT).exists());
+        assert!(!journal.append(&queue_write("e"), false).await.unwrap());
+    }
+}
