@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use leadline::crm::model::{CallEventKind, Direction};
+use leadline::store::journal::{self, CallWrite, Journal};
+use leadline::store::{CallEvent, Store};
 use serde_json::Value;
 
 use crate::calls_sip::{NUMBER, Sipp};
@@ -158,4 +161,72 @@ async fn m7_calls_taken_while_the_database_is_down_are_replayed_once() {
         metrics.contains("leadline_journal_replayed_total"),
         "the replay is counted"
     );
+}
+
+/// The store alone: a call write that finds PostgreSQL stopped (the pool's own error, not
+/// a guess of it) is journaled and makes the node degraded, later writes are journaled at
+/// once, and the replay task applies them when PostgreSQL is back: the call is logged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_write_that_finds_the_database_stopped_is_journaled_and_replayed() {
+    let pg = PgServer::start();
+    let url = pg.create_database("outage_store").await;
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    store.load_snapshot().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    store.attach_journal(Journal::open(dir.path()).unwrap());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let replay = tokio::spawn(journal::run(store.clone(), cancel.clone()));
+    let event = |kind, at| CallEvent {
+        call_id: "outage-call-1".to_owned(),
+        event: kind,
+        direction: Direction::Incoming,
+        from: "+4917611110009".to_owned(),
+        to: NUMBER.to_owned(),
+        user: None,
+        outcome: None,
+        at,
+    };
+    let journal = store.journal().unwrap();
+
+    pg.stop_fast();
+    let opening = CallWrite::Event {
+        event: event(CallEventKind::Ringing, 1_000),
+        node: None,
+    };
+    store
+        .write_call(opening)
+        .await
+        .expect("journaled, not failed");
+    assert!(
+        journal.state().degraded,
+        "the write found the database down"
+    );
+    assert_eq!(journal.state().records, 1);
+    let mut ended = event(CallEventKind::Ended, 5_000);
+    ended.outcome = Some(leadline::crm::model::CallOutcome::Missed);
+    store
+        .write_call(CallWrite::Event {
+            event: ended,
+            node: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(journal.state().records, 2);
+
+    pg.restart();
+    wait_until(DEADLINE, "the journal replayed", || async {
+        let state = journal.state();
+        (!state.degraded && state.records == 0).then_some(())
+    })
+    .await;
+    let call = store
+        .call_by_call_id("outage-call-1")
+        .await
+        .unwrap()
+        .expect("the call is logged");
+    assert_eq!(call.ended_at, Some(5_000));
+    cancel.cancel();
+    replay.await.unwrap();
+    store.close().await;
 }
