@@ -42,6 +42,8 @@ pub enum StartError {
     Profiles(#[from] crate::sip::profiles::ProfileError),
     #[error(transparent)]
     Smtp(#[from] crate::mail::smtp::Error),
+    #[error(transparent)]
+    Journal(#[from] crate::store::journal::JournalError),
 }
 
 /// A started gateway. Dropping it does not stop it: call `shutdown`.
@@ -98,6 +100,17 @@ impl App {
             &sip_cancel,
         );
         sip_tasks.push(store.watch_changes(sip_cancel.clone()));
+        // Calls' writes wait here while PostgreSQL is down; what an earlier run left is
+        // replayed first. The embedded SQLite file has no connection to lose.
+        if store.backend() == crate::store::Backend::Postgres {
+            store.attach_journal(crate::store::journal::Journal::open(
+                &config.data_dir.join("journal"),
+            )?);
+            sip_tasks.push(tokio::spawn(crate::store::journal::run(
+                store.clone(),
+                sip_cancel.clone(),
+            )));
+        }
         let mail_changed = Arc::new(tokio::sync::Notify::new());
         let mail_credentials = crate::mail::Credentials::new(store.clone());
         // The IMAP pollers stop with the rest on shutdown.

@@ -124,6 +124,11 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid { field, message } => {
                 ApiError::field("invalid_reference", field, message)
             }
+            // The client may retry later: nothing is wrong with the request.
+            other if crate::store::journal::is_unreachable(&other) => ApiError::Unavailable {
+                code: "database_unavailable",
+                message: format!("the database cannot be reached: {other}"),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -263,10 +263,16 @@ impl B2bua {
         number: &NumberSettings,
     ) -> (Option<String>, EventAnswer, Option<driver::Boxed<()>>) {
         let (store, node) = (self.store.clone(), self.node.clone());
-        let mut intake: driver::Boxed<Result<crate::store::EventOutcome, StoreError>> =
-            Box::pin(async move { store.apply_call_event_on(&event, Some(&node)).await });
+        let mut intake: driver::Boxed<Result<Option<crate::store::EventOutcome>, StoreError>> =
+            Box::pin(async move { store.open_call(&event, &node).await });
         match tokio::time::timeout(self.lookup_budget, &mut intake).await {
-            Ok(Ok(outcome)) => (Some(outcome.call.id.to_string()), outcome.answer, None),
+            Ok(Ok(Some(outcome))) => (Some(outcome.call.id.to_string()), outcome.answer, None),
+            Ok(Ok(None)) => {
+                tracing::warn!(
+                    "call intake journaled (database unreachable); routing by the queue"
+                );
+                (None, self.queue_answer(number).await, None)
+            }
             Ok(Err(err)) => {
                 tracing::error!(%err, "call intake failed; routing by the queue");
                 (None, self.queue_answer(number).await, None)

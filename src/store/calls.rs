@@ -29,7 +29,7 @@ use crate::crm::model::{
 use crate::matcher::Identifier;
 
 /// A call event as pushed by a PBX or produced by our own B2BUA.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallEvent {
     pub call_id: String,
     pub event: CallEventKind,

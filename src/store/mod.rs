@@ -30,6 +30,7 @@ pub mod cluster;
 mod config;
 mod entities;
 mod intake;
+pub mod journal;
 mod mail;
 mod mail_intake;
 mod matching;
@@ -98,6 +99,9 @@ pub enum StoreError {
     /// A write shared by several requests (group commit) failed; each of them gets this.
     #[error("database write failed: {0}")]
     Batch(String),
+    /// The local call journal could not be written (see `journal`).
+    #[error("call journal: {0}")]
+    Journal(String),
     /// A stored value the code cannot read back: a bug or a hand-edited database.
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
@@ -198,6 +202,8 @@ pub struct Store {
     webhook_cache: Arc<webhooks::WebhookCache>,
     /// SQLite: WAL checkpoints beside the writer (see `checkpoint`).
     checkpointer: Option<Arc<checkpoint::Checkpointer>>,
+    /// Where the B2BUA's call writes go while the database is unreachable.
+    journal: Arc<std::sync::OnceLock<Arc<journal::Journal>>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -253,6 +259,7 @@ impl Store {
             tokens: Arc::default(),
             webhook_cache: Arc::default(),
             checkpointer: None,
+            journal: Arc::default(),
         }
     }
 

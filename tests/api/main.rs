@@ -11,6 +11,7 @@ mod cluster_events;
 mod cluster_front;
 mod cluster_leases;
 mod cluster_lost;
+mod cluster_outage;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_admin;

@@ -194,6 +194,28 @@ impl PgServer {
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Stops the server as an operator would (`pg_ctl stop -m fast`: clients are
+    /// disconnected); [`PgServer::restart`] starts it again on the same port and data.
+    pub fn stop_fast(&self) {
+        run(self
+            .install
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-m", "fast", "-w", "stop"]));
+    }
+
+    /// Starts a server [`PgServer::stop_fast`] stopped, on its port and data dir.
+    pub fn restart(&self) {
+        if self.install.pg_ctl_start(self).is_err() {
+            panic!("port {} was taken while PostgreSQL was stopped", self.port);
+        }
+        let port = self.port;
+        if let Err(last) = poll_blocking(READY_DEADLINE, || accepts_connection(port)) {
+            panic!("PostgreSQL restarted on {port} accepts no connection: {last}");
+        }
+    }
 }
 
 impl Drop for PgServer {

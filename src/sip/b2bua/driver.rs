@@ -24,6 +24,7 @@ use crate::media::voicemail::{self, VoicemailError};
 use crate::sip::call::{
     self, Action, Body, Event, Handover, InDialog, Leg, Metric, Now, ReqId, Timer, Write,
 };
+use crate::store::journal::CallWrite;
 
 pub(crate) type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -969,31 +970,47 @@ impl Driver {
                     outcome,
                     at,
                 };
-                if let Err(err) = store.apply_call_event(&event).await {
+                let write = CallWrite::Event { event, node: None };
+                if let Err(err) = store.write_call(write).await {
                     tracing::error!(%err, event = %kind, "cannot record the call event");
                 }
             }
             Write::Queue { queue, wait_ms } => {
-                if let Err(err) = store.set_call_queue(call_id, &queue, wait_ms).await {
+                let write = CallWrite::Queue {
+                    call_id: call_id.clone(),
+                    queue,
+                    wait_ms,
+                };
+                if let Err(err) = store.write_call(write).await {
                     tracing::error!(%err, "cannot record the call's queue");
                 }
             }
             Write::Transferred { user, at } => {
                 tracing::info!(to = %user, "call transferred");
-                if let Err(err) = store.call_transferred(call_id, &user, at).await {
+                let write = CallWrite::Transferred {
+                    call_id: call_id.clone(),
+                    user,
+                    at,
+                };
+                if let Err(err) = store.write_call(write).await {
                     tracing::error!(%err, "cannot record the transfer");
                 }
             }
             Write::Legs(legs) => {
                 self.b2bua.live.remove(call_id);
-                if !legs.is_empty()
-                    && let Err(err) = store.set_call_legs(call_id, &legs).await
-                {
-                    tracing::error!(%err, "cannot record the call's legs");
+                if !legs.is_empty() {
+                    let write = CallWrite::Legs {
+                        call_id: call_id.clone(),
+                        legs,
+                    };
+                    if let Err(err) = store.write_call(write).await {
+                        tracing::error!(%err, "cannot record the call's legs");
+                    }
                 }
             }
             Write::Voicemail(message) => {
-                if let Err(err) = store.set_call_media(call_id, None, Some(&message)).await {
+                let write = CallWrite::media(call_id, None, Some(&message));
+                if let Err(err) = store.write_call(write).await {
                     tracing::error!(%err, "cannot keep the voicemail message");
                 }
             }
@@ -1032,12 +1049,8 @@ impl Driver {
         if self.spec.number.is_none() {
             return;
         }
-        if let Err(err) = self
-            .b2bua
-            .store
-            .set_call_media(&self.spec.call_id, Some(&stats), recording.as_ref())
-            .await
-        {
+        let write = CallWrite::media(&self.spec.call_id, Some(&stats), recording.as_ref());
+        if let Err(err) = self.b2bua.store.write_call(write).await {
             tracing::error!(%err, "cannot keep the call's media statistics");
         }
     }

@@ -1,0 +1,658 @@
+//! The local call journal: while the database cannot be reached, the B2BUA's call writes
+//! (opening events with their node, later events, queue, transfers, legs, media) are
+//! appended to `DATA_DIR/journal/calls.jsonl` instead of waiting on it, and replayed in
+//! order once it answers again.
+//!
+//! Owns the journal file (one writer thread appends JSON lines and fsyncs each group of
+//! appends together), the node's view of the database ("degraded": found unreachable and
+//! not answering a probe since), and the replay task. A write goes live while the journal
+//! is empty and the database is not known to be down; otherwise, and when a live write
+//! fails to reach the database or takes longer than [`LIVE_WAIT`], it is journaled, so
+//! that no write overtakes one journaled before it. The replay applies each record
+//! through the same paths as a live write ((call, event) once, M7 claims), so a record
+//! applied twice (a crash mid-replay, a write that reached the database before its error)
+//! changes nothing. What is applied is checkpointed (`calls.offset`); once every record is
+//! applied the file is emptied. A record the database refuses for good is moved to
+//! `rejected.jsonl` and the replay goes on.
+
+mod record;
+
+pub use record::{CallWrite, Recording, is_unreachable};
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::steps::StepJob;
+use super::{CallEvent, Result, Store, StoreError, StoredRecording};
+use crate::cluster::NodeId;
+use crate::store::EventOutcome;
+
+/// The longest a call waits on a live write before it is journaled: a call must not hang
+/// on a database that does not answer (the pool would wait for its `acquire_timeout`).
+pub const LIVE_WAIT: Duration = Duration::from_secs(2);
+/// How often the replay task probes a database found down, and how long a probe waits.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const FILE: &str = "calls.jsonl";
+const CHECKPOINT: &str = "calls.offset";
+const REJECTED: &str = "rejected.jsonl";
+
+/// The journal of one node; shared by the B2BUA's writes, `/readyz` and the replay.
+pub struct Journal {
+    dir: PathBuf,
+    appender: std_mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    degraded: AtomicBool,
+    /// Records appended and not applied yet.
+    records: AtomicU64,
+    /// How far the file is written whole and synced: what the replay may read.
+    synced: AtomicU64,
+    /// How far the file is applied (the checkpoint).
+    applied: AtomicU64,
+    wake: Notify,
+}
+
+impl Shared {
+    fn set_records(&self, records: u64) {
+        self.records.store(records, Ordering::Release);
+        metrics::gauge!("leadline_journal_records").set(records as f64);
+    }
+
+    fn add_records(&self, n: u64) {
+        let now = self.records.fetch_add(n, Ordering::AcqRel) + n;
+        metrics::gauge!("leadline_journal_records").set(now as f64);
+    }
+}
+
+enum Command {
+    /// Appends `line`; unless `force`, only while the journal is in use (not empty, or
+    /// the database down). Answers whether it appended.
+    Append {
+        line: String,
+        force: bool,
+        reply: oneshot::Sender<io::Result<bool>>,
+    },
+    /// Empties the file when nothing was appended past `upto` (all of it applied).
+    Truncate {
+        upto: u64,
+        reply: oneshot::Sender<io::Result<bool>>,
+    },
+}
+
+/// What `/readyz` says of the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalState {
+    pub degraded: bool,
+    pub records: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the call journal in {dir}: {source}")]
+    Open { dir: String, source: io::Error },
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (created at the first append). Records a killed process
+    /// left are counted for the replay; a line a crash cut short (never acknowledged) is
+    /// moved to the rejected file so that nothing is appended behind it.
+    pub fn open(dir: &Path) -> std::result::Result<Self, JournalError> {
+        let failed = |source| JournalError::Open {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let path = dir.join(FILE);
+        let (len, applied, records) = match std::fs::read(&path) {
+            Ok(mut bytes) => {
+                if let Some(cut) = record::torn_tail(&bytes) {
+                    tracing::warn!(
+                        bytes = bytes.len() - cut,
+                        "the call journal ends in a cut-off write; setting it aside"
+                    );
+                    append_rejected(dir, &String::from_utf8_lossy(&bytes[cut..]), "cut off")
+                        .map_err(failed)?;
+                    bytes.truncate(cut);
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(cut as u64))
+                        .map_err(failed)?;
+                }
+                let applied = read_checkpoint(dir).min(bytes.len() as u64);
+                let records = record::decode(&bytes[applied as usize..], applied).len() as u64;
+                (bytes.len() as u64, applied, records)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (0, 0, 0),
+            Err(e) => return Err(failed(e)),
+        };
+        if records > 0 {
+            tracing::warn!(
+                records,
+                "call writes journaled by an earlier run: replaying them"
+            );
+        }
+        let shared = Arc::new(Shared {
+            degraded: AtomicBool::new(false),
+            records: AtomicU64::new(0),
+            synced: AtomicU64::new(len),
+            applied: AtomicU64::new(applied),
+            wake: Notify::new(),
+        });
+        shared.set_records(records);
+        let (appender, commands) = std_mpsc::channel();
+        let writer = Writer {
+            dir: dir.to_owned(),
+            file: None,
+            len,
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name("leadline-journal".to_owned())
+            .spawn(move || writer.run(commands))
+            .map_err(failed)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            appender,
+            shared,
+        })
+    }
+
+    pub fn state(&self) -> JournalState {
+        JournalState {
+            degraded: self.shared.degraded.load(Ordering::Acquire),
+            records: self.shared.records.load(Ordering::Acquire),
+        }
+    }
+
+    /// Writes go to the journal now, not to the database.
+    fn in_use(&self) -> bool {
+        let state = self.state();
+        state.degraded || state.records > 0
+    }
+
+    /// The database was found unreachable: writes are journaled at once from now until
+    /// a probe finds it back.
+    pub fn database_down(&self, why: &dyn std::fmt::Display) {
+        if !self.shared.degraded.swap(true, Ordering::AcqRel) {
+            tracing::warn!(%why, "database unreachable: journaling calls' writes");
+            self.shared.wake.notify_one();
+        }
+    }
+
+    async fn append(&self, write: &CallWrite, force: bool) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.appender
+            .send(Command::Append {
+                line: write.encode(),
+                force,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        let appended = answer
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| StoreError::Journal(e.to_string()))?;
+        if appended {
+            self.shared.wake.notify_one();
+        }
+        Ok(appended)
+    }
+
+    async fn truncate(&self, upto: u64) -> Result<bool> {
+        let (reply, answer) = oneshot::channel();
+        self.appender
+            .send(Command::Truncate { upto, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| StoreError::Journal(e.to_string()))
+    }
+
+    /// The records past the checkpoint that are whole and synced, as bytes from `from`.
+    fn unapplied(&self) -> io::Result<(u64, Vec<u8>)> {
+        let from = self.shared.applied.load(Ordering::Acquire);
+        let to = self.shared.synced.load(Ordering::Acquire);
+        if to <= from {
+            return Ok((from, Vec::new()));
+        }
+        let mut file = File::open(self.dir.join(FILE))?;
+        file.seek(SeekFrom::Start(from))?;
+        let mut bytes = vec![0; (to - from) as usize];
+        file.read_exact(&mut bytes)?;
+        Ok((from, bytes))
+    }
+
+    /// One record applied or set aside: the checkpoint moves past it. Not synced: a
+    /// record applied again after a crash changes nothing.
+    fn applied(&self, end: u64) {
+        self.shared.applied.store(end, Ordering::Release);
+        let left = self
+            .shared
+            .records
+            .load(Ordering::Acquire)
+            .saturating_sub(1);
+        self.shared.set_records(left);
+        if let Err(err) = std::fs::write(self.dir.join(CHECKPOINT), end.to_string()) {
+            tracing::warn!(%err, "cannot keep the call journal's checkpoint");
+        }
+    }
+
+    fn reject(&self, text: &str, why: &str) {
+        metrics::counter!("leadline_journal_rejected_total").increment(1);
+        tracing::error!(%why, record = %text, "journaled call write refused; set aside in rejected.jsonl");
+        if let Err(err) = append_rejected(&self.dir, text, why) {
+            tracing::error!(%err, "cannot set the refused call write aside");
+        }
+    }
+}
+
+fn read_checkpoint(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join(CHECKPOINT))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn append_rejected(dir: &Path, text: &str, why: &str) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(REJECTED))?;
+    let line = serde_json::json!({ "why": why, "record": text });
+    writeln!(file, "{line}")?;
+    file.sync_data()
+}
+
+/// The one thread that writes the journal file.
+struct Writer {
+    dir: PathBuf,
+    file: Option<File>,
+    len: u64,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self, commands: std_mpsc::Receiver<Command>) {
+        while let Ok(first) = commands.recv() {
+            // Everything waiting is appended with one write and one fsync.
+            let mut group = vec![first];
+            group.extend(commands.try_iter());
+            let mut appends = Vec::new();
+            for command in group {
+                match command {
+                    Command::Append { line, force, reply } => appends.push((line, force, reply)),
+                    Command::Truncate { upto, reply } => {
+                        self.append_group(std::mem::take(&mut appends));
+                        let _ = reply.send(self.truncate(upto));
+                    }
+                }
+            }
+            self.append_group(appends);
+        }
+    }
+
+    fn append_group(&mut self, appends: Vec<(String, bool, oneshot::Sender<io::Result<bool>>)>) {
+        if appends.is_empty() {
+            return;
+        }
+        let mut text = String::new();
+        let mut taken = Vec::new();
+        for (line, force, reply) in appends {
+            let shared = &self.shared;
+            let in_use = shared.degraded.load(Ordering::Acquire)
+                || shared.records.load(Ordering::Acquire) > 0
+                || !taken.is_empty();
+            if force || in_use {
+                text.push_str(&line);
+                taken.push(reply);
+            } else {
+                let _ = reply.send(Ok(false));
+            }
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let written = self.write(text.as_bytes());
+        match written {
+            Ok(()) => {
+                self.shared.add_records(taken.len() as u64);
+                self.shared.synced.store(self.len, Ordering::Release);
+                for reply in taken {
+                    let _ = reply.send(Ok(true));
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot append to the call journal");
+                for reply in taken {
+                    let _ = reply.send(Err(io::Error::new(err.kind(), err.to_string())));
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            std::fs::create_dir_all(&self.dir)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(FILE))?;
+            self.len = file.metadata()?.len();
+            self.file = Some(file);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        if let Err(err) = file.write_all(bytes).and_then(|()| file.sync_data()) {
+            // A partial line must not stay in front of the next append.
+            let _ = file.set_len(self.len);
+            return Err(err);
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn truncate(&mut self, upto: u64) -> io::Result<bool> {
+        if self.len != upto {
+            return Ok(false);
+        }
+        if let Some(file) = &self.file {
+            file.set_len(0)?;
+            file.sync_data()?;
+        } else if upto > 0 {
+            OpenOptions::new()
+                .write(true)
+                .open(self.dir.join(FILE))?
+                .set_len(0)?;
+        }
+        self.len = 0;
+        self.shared.synced.store(0, Ordering::Release);
+        self.shared.applied.store(0, Ordering::Release);
+        match std::fs::remove_file(self.dir.join(CHECKPOINT)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// Journals this store's B2BUA writes in `journal` when the database is unreachable.
+    pub fn attach_journal(&self, journal: Journal) {
+        if self.journal.set(Arc::new(journal)).is_err() {
+            tracing::warn!("a call journal was already attached");
+        }
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.get().map(|j| j.as_ref())
+    }
+
+    /// The opening event of a call this node's B2BUA runs ([`Store::apply_call_event_on`]);
+    /// `None`: the database could not be reached and the event was journaled.
+    pub async fn open_call(
+        &self,
+        event: &CallEvent,
+        node: &NodeId,
+    ) -> Result<Option<EventOutcome>> {
+        let write = CallWrite::Event {
+            event: event.clone(),
+            node: Some(node.as_str().to_owned()),
+        };
+        self.journaled(&write, self.apply_call_event_on(event, Some(node)))
+            .await
+    }
+
+    /// A later write of a call this node's B2BUA runs: applied, or journaled when the
+    /// database could not be reached.
+    pub async fn write_call(&self, write: CallWrite) -> Result<()> {
+        self.journaled(&write, self.apply_call_write(&write))
+            .await
+            .map(|_| ())
+    }
+
+    /// Applies one write to the database: the live path and the replay's.
+    async fn apply_call_write(&self, write: &CallWrite) -> Result<()> {
+        match write {
+            CallWrite::Event { event, node } => {
+                let node = node.clone().map(NodeId);
+                self.apply_call_event_on(event, node.as_ref()).await?;
+            }
+            CallWrite::Queue {
+                call_id,
+                queue,
+                wait_ms,
+            } => self.set_call_queue(call_id, queue, *wait_ms).await?,
+            CallWrite::Transferred { call_id, user, at } => {
+                self.call_transferred(call_id, user, *at).await?;
+            }
+            CallWrite::Legs { call_id, legs } => self.set_call_legs(call_id, legs).await?,
+            CallWrite::Media {
+                call_id,
+                stats,
+                recording,
+            } => {
+                self.steps()
+                    .submit(StepJob::Media {
+                        call_id: call_id.clone(),
+                        stats: stats.clone(),
+                        recording: recording.as_ref().map(|r| StoredRecording {
+                            file: r.file.clone(),
+                            duration_ms: r.duration_ms,
+                            voicemail: r.voicemail,
+                        }),
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `live` unless the journal is in use; journals `write` when the database
+    /// cannot be reached (or does not answer within [`LIVE_WAIT`]).
+    async fn journaled<T>(
+        &self,
+        write: &CallWrite,
+        live: impl Future<Output = Result<T>>,
+    ) -> Result<Option<T>> {
+        let Some(journal) = self.journal() else {
+            return live.await.map(Some);
+        };
+        if journal.in_use() && journal.append(write, false).await? {
+            return Ok(None);
+        }
+        match tokio::time::timeout(LIVE_WAIT, live).await {
+            Ok(Ok(done)) => return Ok(Some(done)),
+            Ok(Err(err)) if is_unreachable(&err) => journal.database_down(&err),
+            Ok(Err(err)) => return Err(err),
+            Err(_) => journal.database_down(&"no answer in time"),
+        }
+        journal.append(write, true).await?;
+        Ok(None)
+    }
+}
+
+impl CallWrite {
+    /// What the media relay left of a call: its statistics and recording.
+    pub fn media(
+        call_id: &str,
+        stats: Option<&crate::media::relay::MediaStats>,
+        recording: Option<&StoredRecording>,
+    ) -> Self {
+        CallWrite::Media {
+            call_id: call_id.to_owned(),
+            stats: stats.map(|s| serde_json::to_string(s).unwrap_or_default()),
+            recording: recording.map(|r| Recording {
+                file: r.file.clone(),
+                duration_ms: r.duration_ms,
+                voicemail: r.voicemail,
+            }),
+        }
+    }
+}
+
+/// Probes a database found down and replays the journal once it answers; stops on
+/// `cancel`. A node that starts with records left replays them first thing.
+pub async fn run(store: Store, cancel: CancellationToken) {
+    let Some(journal) = store.journal.get().cloned() else {
+        return;
+    };
+    loop {
+        let state = journal.state();
+        if state.degraded {
+            let back = tokio::time::timeout(PROBE_EVERY, store.ping()).await;
+            if matches!(back, Ok(Ok(()))) {
+                tracing::info!(
+                    records = state.records,
+                    "database back: replaying the call journal"
+                );
+                journal.shared.degraded.store(false, Ordering::Release);
+            }
+        }
+        let state = journal.state();
+        if !state.degraded && state.records > 0 {
+            replay(&store, &journal, &cancel).await;
+        } else if !state.degraded && journal.shared.synced.load(Ordering::Acquire) > 0 {
+            // Applied up to the end at a moment new records arrived: empty it now.
+            let end = journal.shared.applied.load(Ordering::Acquire);
+            if let Err(err) = journal.truncate(end).await {
+                tracing::error!(%err, "cannot empty the call journal");
+            }
+        }
+        let state = journal.state();
+        let wait = if state.degraded || state.records > 0 {
+            PROBE_EVERY
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = journal.shared.wake.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Applies the journal's records in order until it is empty, the database is lost again
+/// or `cancel`.
+async fn replay(store: &Store, journal: &Journal, cancel: &CancellationToken) {
+    loop {
+        let (from, bytes) = match journal.unapplied() {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::error!(%err, "cannot read the call journal");
+                return;
+            }
+        };
+        if bytes.is_empty() {
+            match journal.truncate(from).await {
+                // Emptied; or records arrived meanwhile: go on with them.
+                Ok(true) => return,
+                Ok(false) => continue,
+                Err(err) => {
+                    tracing::error!(%err, "cannot empty the call journal");
+                    return;
+                }
+            }
+        }
+        for line in record::decode(&bytes, from) {
+            if cancel.is_cancelled() {
+                return;
+            }
+            match &line.write {
+                Err(why) => journal.reject(line.text, why),
+                Ok(write) => match store.apply_call_write(write).await {
+                    Ok(()) => {
+                        metrics::counter!("leadline_journal_replayed_total").increment(1);
+                    }
+                    Err(err) if is_unreachable(&err) => {
+                        journal.database_down(&err);
+                        return;
+                    }
+                    Err(err) => journal.reject(line.text, &err.to_string()),
+                },
+            }
+            journal.applied(line.end);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::model::QueueId;
+
+    fn queue_write(call_id: &str) -> CallWrite {
+        CallWrite::Queue {
+            call_id: call_id.to_owned(),
+            queue: QueueId("q".to_owned()),
+            wait_ms: None,
+        }
+    }
+
+    fn unapplied_ids(journal: &Journal) -> Vec<String> {
+        let (from, bytes) = journal.unapplied().unwrap();
+        record::decode(&bytes, from)
+            .into_iter()
+            .map(|line| line.write.unwrap().call_id().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn records_survive_a_restart_from_their_checkpoint_and_are_emptied_once_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert!(
+            !journal.append(&queue_write("a"), false).await.unwrap(),
+            "an unused journal leaves the write to the database"
+        );
+        journal.database_down(&"test");
+        for id in ["a", "b", "c"] {
+            assert!(journal.append(&queue_write(id), false).await.unwrap());
+        }
+        assert_eq!(journal.state().records, 3);
+        assert_eq!(unapplied_ids(&journal), ["a", "b", "c"]);
+        let (from, bytes) = journal.unapplied().unwrap();
+        journal.applied(record::decode(&bytes, from)[0].end);
+        drop(journal);
+
+        // A crash in the middle of an append leaves a torn line: set aside at the start.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(FILE))
+            .unwrap();
+        file.write_all(b"{\"write\":\"que").unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.state().records, 2);
+        assert!(!journal.state().degraded);
+        assert_eq!(unapplied_ids(&journal), ["b", "c"]);
+        let rejected = std::fs::read_to_string(dir.path().join(REJECTED)).unwrap();
+        assert!(rejected.contains("cut off"), "{rejected}");
+
+        // Not empty: a new write goes behind the records left.
+        assert!(journal.append(&queue_write("d"), false).await.unwrap());
+        let (from, bytes) = journal.unapplied().unwrap();
+        let lines = record::decode(&bytes, from);
+        for line in &lines {
+            journal.applied(line.end);
+        }
+        assert_eq!(journal.state().records, 0);
+        assert!(
+            !journal.truncate(from).await.unwrap(),
+            "records past `from`"
+        );
+        assert!(journal.truncate(lines[2].end).await.unwrap());
+        assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().len(), 0);
+        assert!(!dir.path().join(CHECKPOINT).exists());
+        assert!(!journal.append(&queue_write("e"), false).await.unwrap());
+    }
+}
