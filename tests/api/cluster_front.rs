@@ -98,7 +98,7 @@ async fn a_binding_keeps_its_path_for_every_node() {
 const TOKEN: &str = "front-test-admin-token-0123456789";
 
 /// A `leadline serve` node behind the proxy.
-struct Node(NodeProcess);
+pub(crate) struct Node(NodeProcess);
 
 impl std::ops::Deref for Node {
     type Target = NodeProcess;
@@ -114,7 +114,7 @@ impl std::ops::DerefMut for Node {
 }
 
 impl Node {
-    async fn start(database_url: &str, sip_port: u16, proxy: u16) -> Node {
+    pub(crate) async fn start(database_url: &str, sip_port: u16, proxy: u16) -> Node {
         let sip = format!("127.0.0.1:{sip_port}");
         let proxy = format!("127.0.0.1:{proxy}");
         let args = [
@@ -132,14 +132,14 @@ impl Node {
     }
 
     /// `GET /api/v1{path}`, answered.
-    async fn read(&self, path: &str) -> Value {
+    pub(crate) async fn read(&self, path: &str) -> Value {
         self.get(path)
             .await
             .unwrap_or_else(|| panic!("GET {path} answers"))
     }
 
     /// Calls this node ended (`leadline_calls_total`, every outcome).
-    async fn calls(&self) -> u64 {
+    pub(crate) async fn calls(&self) -> u64 {
         let text = reqwest::Client::new()
             .get(format!("http://{}/metrics", self.http))
             .send()
@@ -163,7 +163,7 @@ impl Node {
     }
 
     /// Whether this node's in-memory bindings ring Anna's phone.
-    async fn rings(&self, user: &str) -> bool {
+    pub(crate) async fn rings(&self, user: &str) -> bool {
         self.read("/presence").await["items"]
             .as_array()
             .unwrap()
@@ -174,13 +174,13 @@ impl Node {
 
 /// Kamailio with the shipped configuration, in the foreground in a process group of its
 /// own: dropping it kills the group (its children too).
-struct Kamailio {
+pub(crate) struct Kamailio {
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl Kamailio {
-    fn start(port: u16, nodes: &[u16]) -> Kamailio {
+    pub(crate) fn start(port: u16, nodes: &[u16]) -> Kamailio {
         let dir = tempfile::tempdir().unwrap();
         let list = dir.path().join("dispatcher.list");
         let lines: String = nodes
@@ -225,7 +225,7 @@ impl Drop for Kamailio {
 }
 
 /// One carrier call through the proxy from `caller`; whether it was set up and ended.
-async fn call_through(proxy: u16, caller: &str) -> (bool, String) {
+pub(crate) async fn call_through(proxy: u16, caller: &str) -> (bool, String) {
     Sipp::start(
         "carrier_call_routed.xml",
         0,
