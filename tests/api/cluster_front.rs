@@ -115,9 +115,19 @@ impl std::ops::DerefMut for Node {
 
 impl Node {
     pub(crate) async fn start(database_url: &str, sip_port: u16, proxy: u16) -> Node {
+        Node::start_with(database_url, sip_port, proxy, &[]).await
+    }
+
+    /// [`Node::start`] with `extra` arguments.
+    pub(crate) async fn start_with(
+        database_url: &str,
+        sip_port: u16,
+        proxy: u16,
+        extra: &[&str],
+    ) -> Node {
         let sip = format!("127.0.0.1:{sip_port}");
         let proxy = format!("127.0.0.1:{proxy}");
-        let args = [
+        let mut args = vec![
             "--sip",
             &sip,
             "--sip-proxy",
@@ -128,6 +138,7 @@ impl Node {
             "--database-url",
             database_url,
         ];
+        args.extend_from_slice(extra);
         Node(NodeProcess::start(TOKEN, &args).await)
     }
 
