@@ -208,7 +208,8 @@ impl Kamailio {
         let child = Command::new(binary)
             .arg("-f")
             .arg(&config)
-            .args(["-A", &format!("LISTEN=udp:127.0.0.1:{port}")])
+            // Without a protocol: UDP and TCP on the one address, as the README says.
+            .args(["-A", &format!("LISTEN=127.0.0.1:{port}")])
             .args(["-A", &format!("DISPATCHER_LIST=\"{}\"", list.display())])
             .args(["-DD", "-E", "-m", "64", "-M", "8"])
             .arg("-Y")

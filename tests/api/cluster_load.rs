@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::calls_sip::{CallWindow, NUMBER, Sipp};
+use crate::calls_sip::{CALLER, CallWindow, NUMBER, Sipp};
 use crate::cluster_front::{Kamailio, Node, call_through};
 use crate::common::postgres::PgServer;
 use crate::common::{free_port, free_udp_block, wait_until};
@@ -434,4 +434,74 @@ async fn an_agents_event_stream_on_one_node_shows_a_call_kamailio_sent_to_the_ot
         "the caller is on the stream: {seen}"
     );
     front.phone.stop().await;
+}
+
+/// A phone on TCP: Kamailio, started as documented (`LISTEN` without a protocol), takes
+/// its REGISTER over TCP and passes it to the node with a Path naming the connection; the
+/// node's INVITE goes back to the phone over that connection, and the phone answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_registered_over_tcp_through_kamailio_is_rung() {
+    let url = PgServer::shared().create_database("cluster_load_tcp").await;
+    let (proxy, sip) = (free_port(), free_port());
+    let node = Node::start_with(&url, sip, proxy, NODE_ARGS).await;
+    let anna = node.sales_line(NUMBER).await;
+    let _kamailio = Kamailio::start(proxy, &[sip]);
+    wait_until(
+        Duration::from_secs(20),
+        "Kamailio to listen on TCP",
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", proxy))
+                .await
+                .ok()
+                .map(drop)
+        },
+    )
+    .await;
+    let answer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sipp/agent_answer_many.xml");
+    let phone = Sipp::start(
+        "register_and_stay.xml",
+        0,
+        Some(format!("127.0.0.1:{proxy}")),
+        &[
+            "-s",
+            "101",
+            "-au",
+            "101",
+            "-ap",
+            "pw-101-secret",
+            "-t",
+            "t1",
+            "-oocsf",
+            answer.to_str().unwrap(),
+        ],
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the node to know the phone",
+        || {
+            let (node, anna) = (&node, &anna);
+            async move { node.rings(anna).await.then_some(()) }
+        },
+    )
+    .await;
+
+    let (ok, messages) = call_through(proxy, CALLER).await;
+    assert!(ok, "the call rings the phone on TCP and ends: {messages}");
+    let call = wait_until(Duration::from_secs(20), "the call to end", || {
+        let node = &node;
+        async move {
+            let calls = node.read("/calls").await;
+            let call = calls["items"][0].clone();
+            call["ended_at"].is_string().then_some(call)
+        }
+    })
+    .await;
+    assert_eq!(call["outcome"], "answered", "{call}");
+    assert_eq!(call["answered_by"], json!(anna), "{call}");
+    let seen = phone.stop().await;
+    assert!(
+        seen.contains("INVITE sip:101@"),
+        "the phone was rung over its connection: {seen}"
+    );
 }
