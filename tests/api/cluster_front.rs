@@ -98,7 +98,7 @@ async fn a_binding_keeps_its_path_for_every_node() {
 const TOKEN: &str = "front-test-admin-token-0123456789";
 
 /// A `leadline serve` node behind the proxy.
-struct Node(NodeProcess);
+pub(crate) struct Node(NodeProcess);
 
 impl std::ops::Deref for Node {
     type Target = NodeProcess;
@@ -114,10 +114,20 @@ impl std::ops::DerefMut for Node {
 }
 
 impl Node {
-    async fn start(database_url: &str, sip_port: u16, proxy: u16) -> Node {
+    pub(crate) async fn start(database_url: &str, sip_port: u16, proxy: u16) -> Node {
+        Node::start_with(database_url, sip_port, proxy, &[]).await
+    }
+
+    /// [`Node::start`] with `extra` arguments.
+    pub(crate) async fn start_with(
+        database_url: &str,
+        sip_port: u16,
+        proxy: u16,
+        extra: &[&str],
+    ) -> Node {
         let sip = format!("127.0.0.1:{sip_port}");
         let proxy = format!("127.0.0.1:{proxy}");
-        let args = [
+        let mut args = vec![
             "--sip",
             &sip,
             "--sip-proxy",
@@ -128,18 +138,19 @@ impl Node {
             "--database-url",
             database_url,
         ];
+        args.extend_from_slice(extra);
         Node(NodeProcess::start(TOKEN, &args).await)
     }
 
     /// `GET /api/v1{path}`, answered.
-    async fn read(&self, path: &str) -> Value {
+    pub(crate) async fn read(&self, path: &str) -> Value {
         self.get(path)
             .await
             .unwrap_or_else(|| panic!("GET {path} answers"))
     }
 
     /// Calls this node ended (`leadline_calls_total`, every outcome).
-    async fn calls(&self) -> u64 {
+    pub(crate) async fn calls(&self) -> u64 {
         let text = reqwest::Client::new()
             .get(format!("http://{}/metrics", self.http))
             .send()
@@ -163,7 +174,7 @@ impl Node {
     }
 
     /// Whether this node's in-memory bindings ring Anna's phone.
-    async fn rings(&self, user: &str) -> bool {
+    pub(crate) async fn rings(&self, user: &str) -> bool {
         self.read("/presence").await["items"]
             .as_array()
             .unwrap()
@@ -174,13 +185,13 @@ impl Node {
 
 /// Kamailio with the shipped configuration, in the foreground in a process group of its
 /// own: dropping it kills the group (its children too).
-struct Kamailio {
+pub(crate) struct Kamailio {
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 impl Kamailio {
-    fn start(port: u16, nodes: &[u16]) -> Kamailio {
+    pub(crate) fn start(port: u16, nodes: &[u16]) -> Kamailio {
         let dir = tempfile::tempdir().unwrap();
         let list = dir.path().join("dispatcher.list");
         let lines: String = nodes
@@ -197,7 +208,8 @@ impl Kamailio {
         let child = Command::new(binary)
             .arg("-f")
             .arg(&config)
-            .args(["-A", &format!("LISTEN=udp:127.0.0.1:{port}")])
+            // Without a protocol: UDP and TCP on the one address, as the README says.
+            .args(["-A", &format!("LISTEN=127.0.0.1:{port}")])
             .args(["-A", &format!("DISPATCHER_LIST=\"{}\"", list.display())])
             .args(["-DD", "-E", "-m", "64", "-M", "8"])
             .arg("-Y")
@@ -225,7 +237,7 @@ impl Drop for Kamailio {
 }
 
 /// One carrier call through the proxy from `caller`; whether it was set up and ended.
-async fn call_through(proxy: u16, caller: &str) -> (bool, String) {
+pub(crate) async fn call_through(proxy: u16, caller: &str) -> (bool, String) {
     Sipp::start(
         "carrier_call_routed.xml",
         0,

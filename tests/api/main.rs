@@ -10,6 +10,7 @@ mod calls_sip;
 mod cluster_events;
 mod cluster_front;
 mod cluster_leases;
+mod cluster_load;
 mod cluster_lost;
 mod cluster_outage;
 #[path = "../common/mod.rs"]
