@@ -400,6 +400,8 @@ fn start_sip_clients(
             store.clone(),
             client,
             profiles.clone(),
+            // One node pings the shared bindings; the embedded single node needs no lease.
+            (store.backend() == crate::store::Backend::Postgres).then(|| leases.clone()),
             cancel.clone(),
         )),
     ]

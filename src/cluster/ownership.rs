@@ -1,4 +1,5 @@
-//! Pure decisions of the leases: what a lease is called, how long it lasts, which leases
+//! Pure decisions of the leases: what a lease is called (a mailbox's poller, a carrier
+//! registration, the keep-alives of all UDP bindings), how long it lasts, which leases
 //! a node holds after a round of renewals, when a lease counts as lost, and how often a
 //! node reports itself. No I/O and no clock: the lease keeper (`leases`) passes `now` in.
 
@@ -25,13 +26,20 @@ pub enum Kind {
     Mailbox,
     /// A carrier trunk's outbound registration.
     Trunk,
+    /// The NAT keep-alive OPTIONS of all UDP bindings (one lease, [`KEEPALIVE_ALL`]): one
+    /// node pings each phone, not every node.
+    Keepalive,
 }
+
+/// The id of the one keep-alive lease: `keepalive:udp`.
+pub const KEEPALIVE_ALL: &str = "udp";
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Mailbox => "mailbox",
             Kind::Trunk => "trunk",
+            Kind::Keepalive => "keepalive",
         }
     }
 }
@@ -117,6 +125,10 @@ mod tests {
     fn resources_are_named_by_kind_and_id() {
         assert_eq!(mailbox("m1").as_str(), "mailbox:m1");
         assert_eq!(Resource::new(Kind::Trunk, "t1").to_string(), "trunk:t1");
+        assert_eq!(
+            Resource::new(Kind::Keepalive, KEEPALIVE_ALL).as_str(),
+            "keepalive:udp"
+        );
     }
 
     #[test]

@@ -8,10 +8,13 @@
 //! `X-Forwarded-For`, which any client can write. Of a request body it keeps the names of
 //! the top-level fields, never values: bodies carry SIP and IMAP passwords and secrets.
 //!
-//! It must not turn a change that was made into an error for the client: a row that
-//! cannot be written is logged and counted (`leadline_audit_write_failures_total`). It
-//! reads only small JSON bodies (up to [`MAX_PEEK`]) and hands the handler and the
-//! client exactly the bytes it read.
+//! The row is written in the change's own transaction (see `store::audit`): the handler
+//! runs with the row pending, and a change whose row cannot be written fails (5xx) and
+//! is rolled back. A change that wrote nothing through the store's change helpers gets
+//! its row after the handler answered; that row cannot undo the change, so if it cannot
+//! be written it is logged and counted (`leadline_audit_write_failures_total`). It reads
+//! only small JSON bodies (up to [`MAX_PEEK`]) and hands the handler and the client
+//! exactly the bytes it read.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,29 +39,39 @@ use super::auth::Principal;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{ApiQuery, is_json};
 use super::{AppState, List, ListQuery};
-use crate::store::{AuditRecord, NewAudit, rfc3339};
+use crate::store::{AuditRecord, NewAudit, PendingAudit, rfc3339};
 
 /// Request and response bodies up to this size are read for field names and the id of a
 /// created object; larger ones pass through unread (their fields are recorded as `[]`).
 pub const MAX_PEEK: usize = 64 * 1024;
 
-/// Where the `Principal` extractor leaves who is calling, for the audit row written after
-/// the handler. Shared between the middleware and the request's extensions.
+/// Where the `Principal` extractor leaves who is calling: for the row the change's
+/// transaction writes, and for one written after the handler. Shared between the
+/// middleware and the request's extensions.
 #[derive(Debug, Clone, Default)]
-pub struct PrincipalSlot(Arc<Mutex<Option<Principal>>>);
+pub struct PrincipalSlot {
+    principal: Arc<Mutex<Option<Principal>>>,
+    pending: Option<PendingAudit>,
+}
 
 impl PrincipalSlot {
     pub fn fill(&self, principal: &Principal) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(principal.clone());
+        *self.principal.lock().unwrap_or_else(|e| e.into_inner()) = Some(principal.clone());
+        if let Some(pending) = &self.pending {
+            pending.set_actor(actor(Some(principal)));
+        }
     }
 
     fn take(&self) -> Option<Principal> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.principal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
 /// The middleware: runs the request and records it if it was an allowed change.
-pub async fn record(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if !is_change(req.method()) {
         return next.run(req).await;
     }
@@ -72,8 +85,6 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.to_string());
-    let slot = PrincipalSlot::default();
-    req.extensions_mut().insert(slot.clone());
     let (req, request_body) = if is_json(req.headers()) {
         let (parts, body) = req.into_parts();
         let (seen, body) = peek(body, MAX_PEEK).await;
@@ -81,10 +92,30 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
     } else {
         (req, None)
     };
+    let template = template.unwrap_or_else(|| path.clone());
+    let fields = request_body.as_deref().map(field_names).unwrap_or_default();
+    let pending = PendingAudit::new(
+        NewAudit {
+            actor: actor(None),
+            action: format!("{method} {template}"),
+            object: Some(object(&template, &path, None)),
+            fields: fields.clone(),
+            remote_addr: remote_addr.clone(),
+            status: expected_status(&method),
+        },
+        creation_kind(&template),
+    );
+    let slot = PrincipalSlot {
+        principal: Arc::default(),
+        pending: Some(pending.clone()),
+    };
+    let mut req = req;
+    req.extensions_mut().insert(slot.clone());
 
-    let response = next.run(req).await;
+    let response = pending.scope(next.run(req)).await;
     let status = response.status();
-    if !status.is_success() {
+    let written = pending.written();
+    if !status.is_success() && written.is_none() {
         return response;
     }
     let (response, created) = if status == StatusCode::CREATED && is_json(response.headers()) {
@@ -97,13 +128,31 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
     } else {
         (response, None)
     };
+    let object = object(&template, &path, created.as_deref());
 
-    let template = template.as_deref().unwrap_or(&path);
+    if let Some(written) = written {
+        // The row went in with the change. Only an answer other than the one expected
+        // (another 2xx, or a failure after the commit) corrects it.
+        if written.status != status.as_u16() || written.object.as_deref() != Some(&object) {
+            let amended = state
+                .store
+                .amend_audit(&written.id, Some(&object), status.as_u16())
+                .await;
+            if let Err(cause) = amended {
+                tracing::error!(%cause, %method, %path, "could not correct the audit log entry");
+                metrics::counter!("leadline_audit_write_failures_total").increment(1);
+            }
+        }
+        return response;
+    }
+
+    // The change wrote nothing through the store's change helpers (a call event applied
+    // by the intake's group commit, a sign-in): its row is written after it.
     let entry = NewAudit {
         actor: actor(slot.take().as_ref()),
         action: format!("{method} {template}"),
-        object: Some(object(template, &path, created.as_deref())),
-        fields: request_body.as_deref().map(field_names).unwrap_or_default(),
+        object: Some(object),
+        fields,
         remote_addr,
         status: status.as_u16(),
     };
@@ -133,6 +182,20 @@ pub async fn record(State(state): State<AppState>, mut req: Request, next: Next)
     });
     let _ = is_queued.await;
     response
+}
+
+/// The answer a change gives unless it creates an object (201): the row written in the
+/// change's transaction carries it before the handler has answered.
+fn expected_status(method: &Method) -> u16 {
+    if method == Method::DELETE { 204 } else { 200 }
+}
+
+/// The kind a route's created objects are named with: a collection route, no parameter.
+fn creation_kind(template: &str) -> Option<&'static str> {
+    if template.contains('{') {
+        return None;
+    }
+    template.rsplit('/').next().and_then(kind_of)
 }
 
 /// Deletes entries older than `days` every hour until `cancel`; `days == 0` keeps them.
@@ -416,6 +479,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_collection_route_names_what_it_creates_and_an_item_route_does_not() {
+        assert_eq!(creation_kind("/api/v1/numbers"), Some("number"));
+        assert_eq!(creation_kind("/api/v1/numbers/{id}"), None);
+        assert_eq!(creation_kind("/api/v1/users/{id}/tokens"), None);
+        assert_eq!(creation_kind("/api/v1/settings/crm"), None);
+        assert_eq!(expected_status(&Method::DELETE), 204);
+        assert_eq!(expected_status(&Method::PATCH), 200);
     }
 
     #[test]

@@ -255,7 +255,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         Ok(())
     }
 }

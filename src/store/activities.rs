@@ -99,10 +99,13 @@ impl Store {
 
     /// Writes (or, with `None`, removes) an activity's note.
     pub async fn set_activity_note(&self, id: &str, note: Option<&str>) -> Result<()> {
-        let done = sqlx::query("UPDATE activities SET note = $2 WHERE id = $1")
-            .bind(id)
-            .bind(note)
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("UPDATE activities SET note = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(note),
+                None,
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("activity", id));

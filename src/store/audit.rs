@@ -3,14 +3,24 @@
 //! layer's business (`http::audit`); this module only stores and pages the rows. It never
 //! stores request values, only field names.
 //!
-//! Rows are written by one task with group commit, like call intakes (`batch`): every
-//! change through the API now costs a second write, and on SQLite's one writer a busy
-//! PBX pushing call events would otherwise pay it row by row.
+//! A change's row is written in the change's own transaction: the HTTP layer runs the
+//! handler inside [`PendingAudit::scope`], and the store's write helpers
+//! ([`Store::commit_change`], [`Store::execute_change`]) insert the pending row just
+//! before `COMMIT`, so the change and its row are committed together or not at all.
+//!
+//! Changes that write no row through those helpers (a call event applied by the intake's
+//! group commit, a sign-in) get their row afterwards from the queue below: one task with
+//! group commit, like call intakes (`batch`), so a busy PBX pushing call events does not
+//! pay a second write row by row on SQLite's one writer.
 
-use sqlx::AnyPool;
-use sqlx::any::AnyRow;
+use std::sync::{Arc, Mutex};
+
+use sqlx::any::{AnyArguments, AnyQueryResult, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::entities::Tx;
 use super::rows::{Cell, Rows};
 use super::{Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list};
 use crate::crm::model::{AuditId, Millis};
@@ -42,7 +52,167 @@ pub struct AuditRecord {
     pub status: u16,
 }
 
+tokio::task_local! {
+    /// The audit row of the API change the current task is carrying out.
+    static PENDING: PendingAudit;
+}
+
+/// An API change's audit row, waiting for the transaction that makes the change.
+#[derive(Debug, Clone)]
+pub struct PendingAudit(Arc<Mutex<Pending>>);
+
+#[derive(Debug)]
+struct Pending {
+    /// `object` as named without a created id; `status` the answer expected unless the
+    /// change creates an object (then 201).
+    entry: NewAudit,
+    /// The kind a created id is named with (`number` → `number:<id>`), if the route
+    /// creates objects.
+    created_kind: Option<&'static str>,
+    written: Option<WrittenAudit>,
+}
+
+/// What the change's transaction committed for its audit row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenAudit {
+    pub id: AuditId,
+    pub object: Option<String>,
+    pub status: u16,
+}
+
+impl PendingAudit {
+    pub fn new(entry: NewAudit, created_kind: Option<&'static str>) -> Self {
+        Self(Arc::new(Mutex::new(Pending {
+            entry,
+            created_kind,
+            written: None,
+        })))
+    }
+
+    /// Runs `work` (the handler) with this row pending for its writes.
+    pub async fn scope<F: Future>(&self, work: F) -> F::Output {
+        PENDING.scope(self.clone(), work).await
+    }
+
+    /// Who acts, once the request's credentials are known.
+    pub fn set_actor(&self, actor: String) {
+        self.lock().entry.actor = actor;
+    }
+
+    /// The row as committed, if a change's transaction wrote it.
+    pub fn written(&self) -> Option<WrittenAudit> {
+        self.lock().written.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The row to insert, if this change has not written one yet.
+    fn row(&self, created: Option<&str>) -> Option<(NewAudit, WrittenAudit)> {
+        let pending = self.lock();
+        if pending.written.is_some() {
+            return None;
+        }
+        let mut entry = pending.entry.clone();
+        if let (Some(id), Some(kind)) = (created, pending.created_kind) {
+            entry.object = Some(format!("{kind}:{id}"));
+            entry.status = 201;
+        }
+        let written = WrittenAudit {
+            id: AuditId::generate(),
+            object: entry.object.clone(),
+            status: entry.status,
+        };
+        Some((entry, written))
+    }
+}
+
+/// The current task's pending row, if it is carrying out an API change that has not
+/// written it yet.
+fn pending_row(created: Option<&str>) -> Option<(PendingAudit, NewAudit, WrittenAudit)> {
+    PENDING
+        .try_with(|p| p.clone())
+        .ok()
+        .and_then(|p| p.row(created).map(|(entry, written)| (p, entry, written)))
+}
+
+async fn insert_row(tx: &mut Tx<'_>, entry: NewAudit, id: &AuditId) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, actor, action, object, fields, remote_addr, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id.as_str())
+    .bind(now_ms())
+    .bind(entry.actor)
+    .bind(entry.action)
+    .bind(entry.object)
+    .bind(json_list(&entry.fields))
+    .bind(entry.remote_addr)
+    .bind(i64::from(entry.status))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
+    /// Commits a change's transaction, with the current task's pending audit row (if any)
+    /// inserted first: both are committed or neither. `created`: the id of the object the
+    /// change created, which names the row's object.
+    pub(crate) async fn commit_change(&self, mut tx: Tx<'_>, created: Option<&str>) -> Result<()> {
+        let Some((pending, entry, written)) = pending_row(created) else {
+            tx.commit().await?;
+            return Ok(());
+        };
+        insert_row(&mut tx, entry, &written.id).await?;
+        tx.commit().await?;
+        pending.lock().written = Some(written);
+        Ok(())
+    }
+
+    /// Runs one statement of a change. Without a pending audit row it runs alone, as
+    /// before; with one, statement and row share a transaction (a statement that changed
+    /// no row writes no audit row: the handler answers 404 or 409).
+    #[track_caller]
+    pub(crate) fn execute_change<'q>(
+        &self,
+        query: Query<'q, Any, AnyArguments>,
+        created: Option<&'q str>,
+    ) -> impl Future<Output = Result<AnyQueryResult, sqlx::Error>> + 'q {
+        let pool = self.writer().clone();
+        async move {
+            let Some((pending, entry, written)) = pending_row(created) else {
+                return query.execute(&pool).await;
+            };
+            let mut tx = pool.begin().await?;
+            let done = query.execute(&mut *tx).await?;
+            if done.rows_affected() == 0 {
+                return Ok(done);
+            }
+            insert_row(&mut tx, entry, &written.id)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Database(db) => db,
+                    other => sqlx::Error::Protocol(other.to_string()),
+                })?;
+            tx.commit().await?;
+            pending.lock().written = Some(written);
+            Ok(done)
+        }
+    }
+
+    /// Corrects a row its change's transaction wrote when the answer turned out other
+    /// than expected (another 2xx, or an error after the change was committed).
+    pub async fn amend_audit(&self, id: &AuditId, object: Option<&str>, status: u16) -> Result<()> {
+        sqlx::query("UPDATE audit_log SET object = $2, status = $3 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(object)
+            .bind(i64::from(status))
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
     /// Appends one entry, stamped now. Returns once the row is committed.
     pub async fn record_audit(&self, entry: NewAudit) -> Result<AuditId> {
         self.queue_audit(entry).await?.committed().await
@@ -268,6 +438,53 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(created_kind: Option<&'static str>) -> PendingAudit {
+        PendingAudit::new(
+            NewAudit {
+                actor: "anonymous".to_owned(),
+                action: "POST /api/v1/numbers".to_owned(),
+                object: Some("/api/v1/numbers".to_owned()),
+                fields: vec!["number".to_owned()],
+                remote_addr: None,
+                status: 200,
+            },
+            created_kind,
+        )
+    }
+
+    #[test]
+    fn a_created_id_names_the_object_and_makes_the_status_201() {
+        let p = pending(Some("number"));
+        p.set_actor("bootstrap".to_owned());
+        let (entry, written) = p.row(Some("n-1")).unwrap();
+        assert_eq!(entry.actor, "bootstrap");
+        assert_eq!(entry.object.as_deref(), Some("number:n-1"));
+        assert_eq!(
+            (written.object.as_deref(), written.status),
+            (Some("number:n-1"), 201)
+        );
+        let (entry, _) = pending(None).row(Some("n-1")).unwrap();
+        assert_eq!(
+            entry.object.as_deref(),
+            Some("/api/v1/numbers"),
+            "no kind to name it by"
+        );
+        assert_eq!(entry.status, 200);
+    }
+
+    #[test]
+    fn a_change_writes_its_row_once() {
+        let p = pending(None);
+        let (_, written) = p.row(None).unwrap();
+        p.lock().written = Some(written.clone());
+        assert_eq!(
+            p.row(None),
+            None,
+            "a second transaction of the change writes none"
+        );
+        assert_eq!(p.written(), Some(written));
+    }
 
     #[test]
     fn the_floor_of_a_millisecond_sorts_between_the_ids_around_it() {

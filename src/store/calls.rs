@@ -626,7 +626,7 @@ impl Store {
         .bind(responsible.as_ref().map(UserId::as_str))
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         Ok((self.get_call(call_id).await?, entity))
     }
 

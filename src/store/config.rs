@@ -61,14 +61,14 @@ impl Store {
     ) -> Result<()> {
         let text = serde_json::to_string(value)
             .map_err(|e| StoreError::Corrupt(format!("settings '{key}': {e}")))?;
-        sqlx::query(
+        self.execute_change(sqlx::query(
             "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )
         .bind(key)
         .bind(text)
         .bind(now_ms())
-        .execute(self.writer())
+        , None)
         .await?;
         self.config_changed().await;
         Ok(())

@@ -319,7 +319,7 @@ impl Store {
         if claims(new.kind) {
             claim_all(&mut tx, &entity, &new.identifiers, now).await?;
         }
-        tx.commit().await?;
+        self.commit_change(tx, Some(id.as_str())).await?;
         self.get_entity(&entity).await
     }
 
@@ -621,7 +621,7 @@ impl Store {
             }
             insert_identifiers(&mut tx, entity, identifiers).await?;
         }
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         self.get_entity(entity).await
     }
 
@@ -658,7 +658,7 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         Ok(())
     }
 
@@ -769,7 +769,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         Ok(Conversion {
             contact,
             company,

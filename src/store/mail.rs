@@ -342,8 +342,9 @@ impl Store {
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
         let oauth2 = new.oauth2.as_ref().filter(|_| new.auth == MailAuth::Oauth2);
-        sqlx::query(
-            "INSERT INTO mailboxes (id, name, kind, owner, address, host, port, security, \
+        self.execute_change(
+            sqlx::query(
+                "INSERT INTO mailboxes (id, name, kind, owner, address, host, port, security, \
              username, password, folders, spam_folder, sync_window_days, crm_link, \
              create_leads_incoming, create_leads_outgoing, vcard_contacts, \
              route_to_responsible, blacklist, queue_id, check_every, state, created_at, \
@@ -352,38 +353,39 @@ impl Store {
              oauth2_client_secret, oauth2_refresh_token) VALUES ($1, $2, $3, $4, $5, $6, $7, \
              $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, 'connecting', \
              $22, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
+            )
+            .bind(&id)
+            .bind(&new.name)
+            .bind(new.kind.as_str())
+            .bind(new.owner.as_ref().map(UserId::as_str))
+            .bind(new.address.to_lowercase())
+            .bind(&new.host)
+            .bind(i64::from(new.port))
+            .bind(new.security.as_str())
+            .bind(&new.username)
+            .bind(&new.password)
+            .bind(new.folders.as_deref().map(json_list))
+            .bind(new.spam_folder.as_deref())
+            .bind(new.sync_window_days.map(i64::from))
+            .bind(flag(new.crm_link))
+            .bind(flag(new.create_leads_incoming))
+            .bind(flag(new.create_leads_outgoing))
+            .bind(flag(new.vcard_contacts))
+            .bind(flag(new.route_to_responsible))
+            .bind(json_list(&new.blacklist))
+            .bind(new.queue.as_ref().map(QueueId::as_str))
+            .bind(new.check.as_str())
+            .bind(now)
+            .bind(new.auth.as_str())
+            .bind(oauth2.and_then(|o| o.provider).map(OAuth2Provider::as_str))
+            .bind(oauth2.map(|o| o.token_url.as_str()))
+            .bind(oauth2.and_then(|o| o.device_authorization_url.as_deref()))
+            .bind(oauth2.map(|o| o.client_id.as_str()))
+            .bind(oauth2.map(|o| o.scope.as_str()))
+            .bind(oauth2.and_then(|o| o.client_secret.bind().1))
+            .bind(oauth2.and_then(|o| o.refresh_token.bind().1)),
+            Some(id.as_str()),
         )
-        .bind(&id)
-        .bind(&new.name)
-        .bind(new.kind.as_str())
-        .bind(new.owner.as_ref().map(UserId::as_str))
-        .bind(new.address.to_lowercase())
-        .bind(&new.host)
-        .bind(i64::from(new.port))
-        .bind(new.security.as_str())
-        .bind(&new.username)
-        .bind(&new.password)
-        .bind(new.folders.as_deref().map(json_list))
-        .bind(new.spam_folder.as_deref())
-        .bind(new.sync_window_days.map(i64::from))
-        .bind(flag(new.crm_link))
-        .bind(flag(new.create_leads_incoming))
-        .bind(flag(new.create_leads_outgoing))
-        .bind(flag(new.vcard_contacts))
-        .bind(flag(new.route_to_responsible))
-        .bind(json_list(&new.blacklist))
-        .bind(new.queue.as_ref().map(QueueId::as_str))
-        .bind(new.check.as_str())
-        .bind(now)
-        .bind(new.auth.as_str())
-        .bind(oauth2.and_then(|o| o.provider).map(OAuth2Provider::as_str))
-        .bind(oauth2.map(|o| o.token_url.as_str()))
-        .bind(oauth2.and_then(|o| o.device_authorization_url.as_deref()))
-        .bind(oauth2.map(|o| o.client_id.as_str()))
-        .bind(oauth2.map(|o| o.scope.as_str()))
-        .bind(oauth2.and_then(|o| o.client_secret.bind().1))
-        .bind(oauth2.and_then(|o| o.refresh_token.bind().1))
-        .execute(self.writer())
         .await
         .map_err(|e| {
             super::on_unique(e, "mailbox_exists", || {
@@ -445,7 +447,7 @@ impl Store {
         let cleared = SecretUpdate::Clear;
         let client_secret = oauth2.map_or(&cleared, |o| &o.client_secret).bind();
         let refresh_token = oauth2.map_or(&cleared, |o| &o.refresh_token).bind();
-        let done = sqlx::query(
+        let done = self.execute_change(sqlx::query(
             "UPDATE mailboxes SET name = $2, address = $3, host = $4, port = $5, security = $6, \
              username = $7, password = CASE WHEN $8 = 1 THEN $9 ELSE password END, \
              folders = $10, spam_folder = $11, sync_window_days = $12, crm_link = $13, \
@@ -488,7 +490,7 @@ impl Store {
         .bind(client_secret.1)
         .bind(refresh_token.0)
         .bind(refresh_token.1)
-        .execute(self.writer())
+        , None)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("mailbox", id));
@@ -497,9 +499,11 @@ impl Store {
     }
 
     pub async fn delete_mailbox(&self, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM mailboxes WHERE id = $1")
-            .bind(id)
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("DELETE FROM mailboxes WHERE id = $1").bind(id),
+                None,
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("mailbox", id));
@@ -734,7 +738,7 @@ impl Store {
         .bind(activity.as_deref())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         self.get_email(id).await
     }
 
@@ -1134,7 +1138,7 @@ impl Store {
             return Err(StoreError::not_found("activity", id));
         }
         set_activity_completed(&mut tx, id, completed, now_ms()).await?;
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         Ok(())
     }
 }

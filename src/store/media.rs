@@ -135,25 +135,28 @@ impl Store {
             Channels::Mixed => "mixed",
             Channels::Split => "split",
         };
-        let done = sqlx::query(
-            "UPDATE numbers SET media_relay = $2, recording = $3, recording_channels = $4, \
+        let done = self
+            .execute_change(
+                sqlx::query(
+                    "UPDATE numbers SET media_relay = $2, recording = $3, recording_channels = $4, \
              hours = $5, after_hours = $6, greeting = $7, updated_at = $8 WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .bind(flag(media.media_relay))
-        .bind(flag(media.recording))
-        .bind(channels)
-        .bind(media.hours.as_ref().map(|h| h.to_json().to_string()))
-        .bind(
-            media
-                .after_hours
-                .as_ref()
-                .map(|a| serde_json::to_string(a).unwrap_or_default()),
-        )
-        .bind(media.greeting.as_deref())
-        .bind(now_ms())
-        .execute(self.writer())
-        .await?;
+                )
+                .bind(id.as_str())
+                .bind(flag(media.media_relay))
+                .bind(flag(media.recording))
+                .bind(channels)
+                .bind(media.hours.as_ref().map(|h| h.to_json().to_string()))
+                .bind(
+                    media
+                        .after_hours
+                        .as_ref()
+                        .map(|a| serde_json::to_string(a).unwrap_or_default()),
+                )
+                .bind(media.greeting.as_deref())
+                .bind(now_ms()),
+                None,
+            )
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("number", id.as_str()));
         }
@@ -162,10 +165,13 @@ impl Store {
     }
 
     pub async fn set_trunk_media_relay(&self, id: &TrunkId, relay: bool) -> Result<()> {
-        let done = sqlx::query("UPDATE trunks SET media_relay = $2 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(flag(relay))
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("UPDATE trunks SET media_relay = $2 WHERE id = $1")
+                    .bind(id.as_str())
+                    .bind(flag(relay)),
+                None,
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("trunk", id.as_str()));

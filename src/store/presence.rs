@@ -28,16 +28,19 @@ impl Store {
         at: Millis,
     ) -> Result<PresenceRecord> {
         let reason = reason.filter(|_| status == Presence::Paused);
-        let done = sqlx::query(
-            "UPDATE users SET presence = $2, presence_reason = $3, presence_since = $4 \
+        let done = self
+            .execute_change(
+                sqlx::query(
+                    "UPDATE users SET presence = $2, presence_reason = $3, presence_since = $4 \
              WHERE id = $1",
-        )
-        .bind(user.as_str())
-        .bind(status.as_str())
-        .bind(reason)
-        .bind(at)
-        .execute(self.writer())
-        .await?;
+                )
+                .bind(user.as_str())
+                .bind(status.as_str())
+                .bind(reason)
+                .bind(at),
+                None,
+            )
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("user", user.as_str()));
         }
@@ -62,10 +65,13 @@ impl Store {
 
     /// Sets how many calls of ours `user` may be in at once (at least 1).
     pub async fn set_max_calls(&self, user: &UserId, max_calls: u32) -> Result<()> {
-        let done = sqlx::query("UPDATE users SET max_calls = $2 WHERE id = $1")
-            .bind(user.as_str())
-            .bind(i64::from(max_calls.max(1)))
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("UPDATE users SET max_calls = $2 WHERE id = $1")
+                    .bind(user.as_str())
+                    .bind(i64::from(max_calls.max(1))),
+                None,
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("user", user.as_str()));

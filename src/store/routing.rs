@@ -161,7 +161,7 @@ impl Store {
             .await?;
         write_settings(&mut tx, &id, settings).await?;
         replace_members(&mut tx, &id, members).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(id.as_str())).await?;
         self.config_changed().await;
         self.get_queue(&id).await
     }
@@ -225,7 +225,7 @@ impl Store {
         if let Some(settings) = settings {
             write_settings(&mut tx, id, settings).await?;
         }
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         self.config_changed().await;
         self.get_queue(id).await
     }
@@ -249,7 +249,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("queue", id.as_str()));
         }
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         self.config_changed().await;
         Ok(())
     }
@@ -259,7 +259,7 @@ impl Store {
     pub async fn create_trunk(&self, input: &TrunkInput) -> Result<TrunkRecord> {
         let id = TrunkId::generate();
         let now = now_ms();
-        sqlx::query(
+        self.execute_change(sqlx::query(
             "INSERT INTO trunks (id, name, kind, profile, host, port, transport, username, password, \
              register, allowed_ips, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
@@ -276,7 +276,7 @@ impl Store {
         .bind(flag(input.register))
         .bind(json_list(&input.allowed_ips))
         .bind(now)
-        .execute(self.writer())
+        , Some(id.as_str()))
         .await?;
         self.config_changed().await;
         self.get_trunk(&id).await
@@ -305,25 +305,28 @@ impl Store {
     }
 
     pub async fn update_trunk(&self, id: &TrunkId, input: &TrunkInput) -> Result<TrunkRecord> {
-        let done = sqlx::query(
-            "UPDATE trunks SET name = $2, kind = $3, profile = $4, host = $5, port = $6, \
+        let done = self
+            .execute_change(
+                sqlx::query(
+                    "UPDATE trunks SET name = $2, kind = $3, profile = $4, host = $5, port = $6, \
              transport = $7, username = $8, password = COALESCE($9, password), register = $10, \
              allowed_ips = $11, updated_at = $12 WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .bind(&input.name)
-        .bind(input.kind.as_str())
-        .bind(&input.profile)
-        .bind(input.host.as_deref())
-        .bind(i64::from(input.port))
-        .bind(input.transport.as_str())
-        .bind(input.username.as_deref())
-        .bind(input.password.as_deref())
-        .bind(flag(input.register))
-        .bind(json_list(&input.allowed_ips))
-        .bind(now_ms())
-        .execute(self.writer())
-        .await?;
+                )
+                .bind(id.as_str())
+                .bind(&input.name)
+                .bind(input.kind.as_str())
+                .bind(&input.profile)
+                .bind(input.host.as_deref())
+                .bind(i64::from(input.port))
+                .bind(input.transport.as_str())
+                .bind(input.username.as_deref())
+                .bind(input.password.as_deref())
+                .bind(flag(input.register))
+                .bind(json_list(&input.allowed_ips))
+                .bind(now_ms()),
+                None,
+            )
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("trunk", id.as_str()));
         }
@@ -332,9 +335,11 @@ impl Store {
     }
 
     pub async fn delete_trunk(&self, id: &TrunkId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM trunks WHERE id = $1")
-            .bind(id.as_str())
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("DELETE FROM trunks WHERE id = $1").bind(id.as_str()),
+                None,
+            )
             .await
             .map_err(|e| {
                 in_use(
@@ -367,7 +372,7 @@ impl Store {
         trunk: Option<&TrunkId>,
     ) -> Result<NumberRecord> {
         let now = now_ms();
-        sqlx::query(
+        self.execute_change(sqlx::query(
             "INSERT INTO numbers (id, number, trunk_id, default_country, queue_id, lead_creation, \
              directions, route_to_responsible, ring_timeout_s, source, \
              change_responsible_on_transfer, created_at, updated_at) \
@@ -385,7 +390,7 @@ impl Store {
         .bind(&settings.source)
         .bind(flag(settings.change_responsible_on_transfer))
         .bind(now)
-        .execute(self.writer())
+        , Some(settings.id.as_str()))
         .await
         .map_err(|e| number_error(e, &settings.number))?;
         self.config_changed().await;
@@ -428,7 +433,7 @@ impl Store {
         settings: &NumberSettings,
         trunk: Option<&TrunkId>,
     ) -> Result<NumberRecord> {
-        let done = sqlx::query(
+        let done = self.execute_change(sqlx::query(
             "UPDATE numbers SET number = $2, trunk_id = $3, default_country = $4, queue_id = $5, \
              lead_creation = $6, directions = $7, route_to_responsible = $8, ring_timeout_s = $9, \
              source = $10, change_responsible_on_transfer = $11, updated_at = $12 WHERE id = $1",
@@ -445,7 +450,7 @@ impl Store {
         .bind(&settings.source)
         .bind(flag(settings.change_responsible_on_transfer))
         .bind(now_ms())
-        .execute(self.writer())
+        , None)
         .await
         .map_err(|e| number_error(e, &settings.number))?;
         if done.rows_affected() == 0 {
@@ -456,9 +461,11 @@ impl Store {
     }
 
     pub async fn delete_number(&self, id: &NumberId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM numbers WHERE id = $1")
-            .bind(id.as_str())
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("DELETE FROM numbers WHERE id = $1").bind(id.as_str()),
+                None,
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("number", id.as_str()));
@@ -470,17 +477,21 @@ impl Store {
     // ---- sources (T8) ----
 
     pub async fn create_source(&self, code: &str, name: &str) -> Result<SourceRecord> {
-        sqlx::query("INSERT INTO sources (code, name, builtin, created_at) VALUES ($1, $2, 0, $3)")
+        self.execute_change(
+            sqlx::query(
+                "INSERT INTO sources (code, name, builtin, created_at) VALUES ($1, $2, 0, $3)",
+            )
             .bind(code)
             .bind(name)
-            .bind(now_ms())
-            .execute(self.writer())
-            .await
-            .map_err(|e| {
-                on_unique(e, "source_exists", || {
-                    format!("source {code} already exists")
-                })
-            })?;
+            .bind(now_ms()),
+            None,
+        )
+        .await
+        .map_err(|e| {
+            on_unique(e, "source_exists", || {
+                format!("source {code} already exists")
+            })
+        })?;
         Ok(SourceRecord {
             code: code.to_owned(),
             name: name.to_owned(),
@@ -516,11 +527,12 @@ impl Store {
                 message: format!("{code} is a built-in source and cannot be deleted"),
             });
         }
-        sqlx::query("DELETE FROM sources WHERE code = $1")
-            .bind(code)
-            .execute(self.writer())
-            .await
-            .map_err(|e| in_use(e, format!("source {code} is used by a number")))?;
+        self.execute_change(
+            sqlx::query("DELETE FROM sources WHERE code = $1").bind(code),
+            None,
+        )
+        .await
+        .map_err(|e| in_use(e, format!("source {code} is used by a number")))?;
         Ok(())
     }
 
@@ -561,7 +573,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit_change(tx, Some(id.as_str())).await?;
         self.config_changed().await;
         self.get_pipeline(&id).await
     }
@@ -632,7 +644,7 @@ impl Store {
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("pipeline", id.as_str()));
         }
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         self.config_changed().await;
         self.get_pipeline(id).await
     }
@@ -658,7 +670,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(|e| in_use(e, format!("pipeline {id} still has deals")))?;
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         self.config_changed().await;
         Ok(())
     }
@@ -669,18 +681,22 @@ impl Store {
         let id = ExceptionId::generate();
         let now = now_ms();
         let value = rule.value();
-        sqlx::query("INSERT INTO exceptions (id, kind, value, created_at) VALUES ($1, $2, $3, $4)")
+        self.execute_change(
+            sqlx::query(
+                "INSERT INTO exceptions (id, kind, value, created_at) VALUES ($1, $2, $3, $4)",
+            )
             .bind(id.as_str())
             .bind(rule.kind_str())
             .bind(&value)
-            .bind(now)
-            .execute(self.writer())
-            .await
-            .map_err(|e| {
-                on_unique(e, "exception_exists", || {
-                    format!("{value} is already on the exceptions list")
-                })
-            })?;
+            .bind(now),
+            Some(id.as_str()),
+        )
+        .await
+        .map_err(|e| {
+            on_unique(e, "exception_exists", || {
+                format!("{value} is already on the exceptions list")
+            })
+        })?;
         Ok(ExceptionRecord {
             id,
             kind: rule.kind_str().to_owned(),
@@ -712,9 +728,11 @@ impl Store {
     }
 
     pub async fn delete_exception(&self, id: &ExceptionId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM exceptions WHERE id = $1")
-            .bind(id.as_str())
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("DELETE FROM exceptions WHERE id = $1").bind(id.as_str()),
+                None,
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("exception", id.as_str()));

@@ -89,7 +89,7 @@ impl Store {
                 }
             }
         }
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         self.config_changed().await;
         self.get_pipeline(pipeline).await
     }

@@ -135,7 +135,7 @@ impl Store {
         .await
         .map_err(|e| user_conflict(e, &new.email, new.extension.as_deref()))?;
         replace_phones(&mut tx, &id, &new.phones).await?;
-        tx.commit().await?;
+        self.commit_change(tx, Some(id.as_str())).await?;
         self.get_user(&id).await
     }
 
@@ -223,7 +223,7 @@ impl Store {
         // In the change's transaction: no request sees the new role or password with a
         // session that should have ended.
         super::sessions::end_sessions(&mut tx, id, &end).await?;
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         // A role change applies to the user's tokens at once.
         self.tokens().clear();
         // A webhook owner's role decides what their webhooks carry.
@@ -235,9 +235,11 @@ impl Store {
     }
 
     pub async fn delete_user(&self, id: &UserId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id.as_str())
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("DELETE FROM users WHERE id = $1").bind(id.as_str()),
+                None,
+            )
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::not_found("user", id.as_str()));
@@ -268,18 +270,20 @@ impl Store {
         label: &str,
     ) -> Result<TokenId> {
         let id = TokenId::generate();
-        sqlx::query(
-            "INSERT INTO tokens (id, user_id, trunk_id, token_hash, role, label, created_at) \
+        self.execute_change(
+            sqlx::query(
+                "INSERT INTO tokens (id, user_id, trunk_id, token_hash, role, label, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(id.as_str())
+            .bind(user.map(UserId::as_str))
+            .bind(trunk.map(TrunkId::as_str))
+            .bind(token_hash)
+            .bind(role)
+            .bind(label)
+            .bind(now_ms()),
+            None,
         )
-        .bind(id.as_str())
-        .bind(user.map(UserId::as_str))
-        .bind(trunk.map(TrunkId::as_str))
-        .bind(token_hash)
-        .bind(role)
-        .bind(label)
-        .bind(now_ms())
-        .execute(self.writer())
         .await?;
         Ok(id)
     }
@@ -344,10 +348,13 @@ impl Store {
     /// Revokes one of a user's tokens; `NotFound` when the user has no such token. This
     /// process refuses it at once; others within `TOKEN_CACHE_TTL`.
     pub async fn delete_user_token(&self, user: &UserId, token: &str) -> Result<()> {
-        let deleted = sqlx::query("DELETE FROM tokens WHERE id = $1 AND user_id = $2")
-            .bind(token)
-            .bind(user.as_str())
-            .execute(self.writer())
+        let deleted = self
+            .execute_change(
+                sqlx::query("DELETE FROM tokens WHERE id = $1 AND user_id = $2")
+                    .bind(token)
+                    .bind(user.as_str()),
+                None,
+            )
             .await?
             .rows_affected();
         if deleted == 0 {

@@ -103,17 +103,19 @@ const WEBHOOK_SELECT: &str = "SELECT w.id, w.owner_id, u.role AS owner_role, w.u
 impl Store {
     pub async fn create_webhook(&self, new: NewWebhook) -> Result<WebhookRecord> {
         let id = WebhookId::generate();
-        sqlx::query(
-            "INSERT INTO webhooks (id, owner_id, url, events, secret, created_at) \
+        self.execute_change(
+            sqlx::query(
+                "INSERT INTO webhooks (id, owner_id, url, events, secret, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id.as_str())
+            .bind(new.owner.as_ref().map(|u| u.as_str().to_owned()))
+            .bind(&new.url)
+            .bind(json_list(&new.events))
+            .bind(&new.secret)
+            .bind(now_ms()),
+            Some(id.as_str()),
         )
-        .bind(id.as_str())
-        .bind(new.owner.as_ref().map(|u| u.as_str().to_owned()))
-        .bind(&new.url)
-        .bind(json_list(&new.events))
-        .bind(&new.secret)
-        .bind(now_ms())
-        .execute(self.writer())
         .await
         .map_err(|e| match &e {
             // The owner went away between authentication and now.
@@ -181,9 +183,11 @@ impl Store {
     }
 
     pub async fn delete_webhook(&self, id: &WebhookId) -> Result<()> {
-        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1")
-            .bind(id.as_str())
-            .execute(self.writer())
+        let done = self
+            .execute_change(
+                sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id.as_str()),
+                None,
+            )
             .await?;
         self.webhook_cache.clear();
         if done.rows_affected() == 0 {

@@ -245,3 +245,161 @@ async fn the_retention_sweep_deletes_entries_past_the_cut_off_only() {
     store.close().await;
     app.stop().await;
 }
+
+/// Each change writes its audit row in its own transaction: a change whose row the
+/// database refuses answers 5xx and changes nothing, and a change that went through has
+/// exactly one row, naming the object it created.
+#[tokio::test]
+async fn a_change_whose_audit_row_fails_is_rolled_back() {
+    let app = TestApp::spawn().await;
+    let url = format!("sqlite://{}", app.data_dir().join("leadline.db").display());
+    audit_row_and_change_share_a_transaction(
+        &app,
+        &url,
+        &["CREATE TRIGGER audit_refused BEFORE INSERT ON audit_log \
+           BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END"],
+        "DROP TRIGGER audit_refused",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_change_whose_audit_row_fails_is_rolled_back_on_postgres() {
+    let server = PgServer::shared();
+    let url = server.create_database("audit_same_tx").await;
+    let app = TestApp::spawn_with_database(&url).await;
+    audit_row_and_change_share_a_transaction(
+        &app,
+        &url,
+        &[
+            "CREATE FUNCTION audit_refused() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'audit refused by the test'; END $$",
+            "CREATE TRIGGER audit_refused BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION audit_refused()",
+        ],
+        "DROP TRIGGER audit_refused ON audit_log",
+    )
+    .await;
+    app.stop().await;
+}
+
+async fn audit_row_and_change_share_a_transaction(
+    app: &TestApp,
+    url: &str,
+    refuse: &[&str],
+    allow: &str,
+) {
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(url).await.expect("database");
+
+    let number = app
+        .post_ok(
+            "/api/v1/numbers",
+            json!({"number": "+4930901820", "default_country": "DE"}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let object = format!("number:{number}");
+    let history = app.get_ok(&format!("/api/v1/audit?object={object}")).await;
+    let rows = history["items"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "one row for one change: {history}");
+    assert_eq!(rows[0]["action"], "POST /api/v1/numbers");
+    assert_eq!(rows[0]["status"], 201);
+    assert_eq!(rows[0]["fields"], json!(["default_country", "number"]));
+    let before = read_log(app, 500).await;
+    let crm_before = app.get_ok("/api/v1/settings/crm").await;
+
+    for statement in refuse {
+        sqlx::query(sqlx::AssertSqlSafe(*statement))
+            .execute(&db)
+            .await
+            .expect("trigger created");
+    }
+    let mode = if crm_before["mode"] == "simple" {
+        "classic"
+    } else {
+        "simple"
+    };
+    let refused = [
+        (
+            Method::POST,
+            "/api/v1/numbers".to_owned(),
+            json!({"number": "+4930901821", "default_country": "DE"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/numbers/{number}"),
+            json!({"ring_timeout_s": 42}),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/settings/crm".to_owned(),
+            json!({"mode": mode}),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/numbers/{number}"),
+            Value::Null,
+        ),
+    ];
+    for (method, path, body) in refused {
+        let body = (!body.is_null()).then_some(body);
+        let (status, answer) = app
+            .request(method.clone(), &path, Some(&app.admin), body)
+            .await;
+        assert!(
+            status.is_server_error(),
+            "{method} {path} without its audit row: {status} {answer}"
+        );
+        assert!(
+            answer["error"]["code"].is_string(),
+            "a JSON error: {answer}"
+        );
+    }
+
+    // Nothing changed: the number is there as it was, alone, and so are the settings.
+    let numbers = app.get_ok("/api/v1/numbers").await;
+    let items = numbers["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{numbers}");
+    assert_eq!(items[0]["id"], number.as_str());
+    assert_ne!(items[0]["ring_timeout_s"], 42, "{numbers}");
+    assert_eq!(app.get_ok("/api/v1/settings/crm").await, crm_before);
+
+    sqlx::query(sqlx::AssertSqlSafe(allow))
+        .execute(&db)
+        .await
+        .expect("trigger dropped");
+    assert_eq!(
+        read_log(app, 500).await,
+        before,
+        "no row for a refused change"
+    );
+    let (status, body) = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/numbers/{number}"),
+            Some(&app.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let history = app.get_ok(&format!("/api/v1/audit?object={object}")).await;
+    let actions: Vec<(&str, u64)> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("DELETE /api/v1/numbers/{id}", 204),
+            ("POST /api/v1/numbers", 201)
+        ]
+    );
+    db.close().await;
+}

@@ -9,6 +9,7 @@ mod call_setup;
 mod calls_sip;
 mod cluster_events;
 mod cluster_front;
+mod cluster_keepalive;
 mod cluster_leases;
 mod cluster_load;
 mod cluster_lost;

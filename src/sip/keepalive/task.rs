@@ -2,6 +2,11 @@
 //! bindings are due and sends each an OPTIONS in its own task (never one after another),
 //! reads the live UDP bindings from the store every `RELOAD`, and drops the bindings
 //! the scheduler declares dead.
+//!
+//! Several nodes on one PostgreSQL share the bindings: only the node holding the
+//! `keepalive:udp` lease pings (and drops dead bindings), so a phone gets one OPTIONS per
+//! interval whatever the number of nodes; another node takes over when the holder dies.
+//! The embedded single node (SQLite) pings without a lease.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +18,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{BindingKey, Scheduler, Target};
+use crate::cluster::Leases;
+use crate::cluster::ownership::{KEEPALIVE_ALL, Kind};
 use crate::crm::model::{Millis, TrunkId};
 use crate::sip::client::{ClientError, Outgoing, SipClient, Target as SendTarget};
 use crate::sip::profiles::Profiles;
@@ -43,13 +50,19 @@ struct Destination {
     deadline: Duration,
 }
 
-/// Keeps NAT mappings of UDP bindings open until `cancel`.
+/// Keeps NAT mappings of UDP bindings open until `cancel`; with `leases` (nodes sharing
+/// the database) only while this node holds the keep-alive lease.
 pub async fn run(
     store: Store,
     client: SipClient,
     profiles: Arc<Profiles>,
+    leases: Option<Leases>,
     cancel: CancellationToken,
 ) {
+    if let Some(leases) = &leases {
+        leases.want(Kind::Keepalive, [KEEPALIVE_ALL]);
+    }
+    let mut pinging = false;
     let mut scheduler = Scheduler::default();
     let mut targets: Vec<Target> = Vec::new();
     let mut destinations: HashMap<BindingKey, Destination> = HashMap::new();
@@ -63,6 +76,23 @@ pub async fn run(
         tokio::select! {
             () = cancel.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        let ours = leases
+            .as_ref()
+            .is_none_or(|l| l.holds(Kind::Keepalive, KEEPALIVE_ALL));
+        if ours != pinging {
+            pinging = ours;
+            if leases.is_some() {
+                tracing::info!(pinging, "keep-alives of UDP bindings on this node");
+            }
+            // A fresh schedule either way: a node taking over spreads its first pings, and
+            // one handing over keeps no counts of missed pings the next holder cannot see.
+            scheduler = Scheduler::default();
+            loaded_at = None;
+        }
+        if !pinging {
+            while answers.try_recv().is_ok() {}
+            continue;
         }
         while let Ok((key, alive)) = answers.try_recv() {
             match alive {
