@@ -425,20 +425,47 @@ impl Store {
             }
         }
 
+        if self.backend() == Backend::Sqlite {
+            // With secure_delete on the writer the deleted rows are zeroed in the pages;
+            // the WAL still holds the pages as they were until it is copied back and
+            // truncated.
+            self.truncate_wal().await?;
+        }
         sqlx::query("UPDATE erasures SET finished_at = $2 WHERE id = $1")
             .bind(&job.id)
             .bind(now_ms())
             .execute(self.writer())
             .await?;
-        if self.backend() == Backend::Sqlite {
-            // With secure_delete on the writer the deleted rows are zeroed in the pages;
-            // the WAL still holds the pages as they were until it is copied back and
-            // truncated.
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(self.writer())
-                .await?;
-        }
         Ok(plan.counts())
+    }
+
+    /// Copies the WAL into the database and empties it. A reader on an older snapshot
+    /// (or the checkpoint task) may hold it back for a moment: tried again briefly.
+    async fn truncate_wal(&self) -> Result<()> {
+        use sqlx::Row as _;
+        for _ in 0..100 {
+            let done = match sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(self.writer())
+                .await
+            {
+                Ok(row) => row
+                    .try_get::<i64, _>(0)
+                    .map(|busy| busy == 0)
+                    .unwrap_or(false),
+                Err(err) => {
+                    tracing::debug!(%err, "WAL checkpoint after an erasure is busy");
+                    false
+                }
+            };
+            if done {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Err(StoreError::Batch(
+            "the WAL could not be emptied after the erasure; it is tried again at the next start"
+                .to_owned(),
+        ))
     }
 
     /// Erases the person `target` (a lead or a contact) from the database and the
