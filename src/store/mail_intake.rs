@@ -1155,7 +1155,7 @@ pub(super) async fn ingest_batch(
         let mut outcomes = Box::pin(ingest_batch(store, &kept, position))
             .await?
             .into_iter();
-        return Ok(erased
+        return erased
             .iter()
             .map(|erased| match erased {
                 true => Ok(repeated()),
@@ -1163,7 +1163,7 @@ pub(super) async fn ingest_batch(
                     .next()
                     .ok_or_else(|| StoreError::Corrupt("mail batch outcomes".into())),
             })
-            .collect::<Result<_>>()?);
+            .collect();
     }
     let snapshot = store.config_snapshot().await?;
     let settings = IntakeSettings {
