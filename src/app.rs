@@ -171,6 +171,11 @@ impl App {
             media_address(&config, sip_addr),
             config.media_timeout,
         ));
+        sip_tasks.push(tokio::spawn(crate::store::privacy::keep_erasures_finished(
+            store.clone(),
+            config.data_dir.join(crate::sip::b2bua::RECORDINGS_DIR),
+            sip_cancel.clone(),
+        )));
         sip_tasks.push(tokio::spawn(crate::media::retention::run(
             store.clone(),
             config.data_dir.join(crate::sip::b2bua::RECORDINGS_DIR),

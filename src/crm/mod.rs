@@ -7,6 +7,7 @@ pub mod intake;
 pub mod mail;
 pub mod mail_flags;
 pub mod model;
+pub mod privacy;
 pub mod queue;
 pub mod queueing;
 pub mod stats;

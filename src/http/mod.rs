@@ -24,6 +24,7 @@ mod numbers;
 mod ops;
 mod period;
 mod presence;
+mod privacy;
 mod queues;
 mod registrations;
 pub mod session;
@@ -180,4 +181,5 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(tokens::routes())
         .merge(presence::routes())
         .merge(nodes::routes())
+        .merge(privacy::routes())
 }

@@ -231,6 +231,17 @@ impl Store {
         event: &CallEvent,
         node: Option<&NodeId>,
     ) -> Result<EventOutcome> {
+        if let Some(kept_as) = self.erased_call(&event.call_id).await? {
+            // An erased call's events are answered as repeats: replaying them must not
+            // bring the person back.
+            if let Some(call) = self.call_by_call_id(&kept_as).await? {
+                return Ok(EventOutcome {
+                    call,
+                    answer: EventAnswer::default(),
+                    repeated: true,
+                });
+            }
+        }
         let facts = facts_of(event);
         for round in 0..MAX_DECISION_ROUNDS {
             // The first event of a call (of whatever kind) runs the intake; later ones only

@@ -15,9 +15,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 /// The writer connection's settings besides the shared ones: no checkpoints of its own;
 /// a page cache that holds a batch of collected mail (a few MB of raw messages: a smaller
 /// one spills pages to the WAL mid-transaction, writing them twice); statement journals
-/// in memory.
-pub(crate) const WRITER_PRAGMAS: &str =
-    "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;";
+/// in memory; deleted content overwritten with zeros, so that an erased person's data
+/// does not linger in free pages (every delete goes through the writer).
+pub(crate) const WRITER_PRAGMAS: &str = "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768; \
+     PRAGMA temp_store = MEMORY; PRAGMA secure_delete = ON;";
 
 /// How soon the WAL is looked at again after it had new pages, and after it had none.
 const BUSY: Duration = Duration::from_millis(100);

@@ -1141,6 +1141,30 @@ pub(super) async fn ingest_batch(
     emails: &[IncomingEmail],
     position: Option<&FolderPosition<'_>>,
 ) -> Result<Vec<EmailOutcome>> {
+    let ids: Vec<Option<&str>> = emails.iter().map(|e| e.message_id.as_deref()).collect();
+    let erased = store.erased_messages(&ids).await?;
+    if erased.contains(&true) {
+        // Messages of an erased person (a re-sync, or a copy in another folder) are
+        // skipped: the folder checkpoint still moves past them.
+        let kept: Vec<IncomingEmail> = emails
+            .iter()
+            .zip(&erased)
+            .filter(|(_, erased)| !**erased)
+            .map(|(email, _)| email.clone())
+            .collect();
+        let mut outcomes = Box::pin(ingest_batch(store, &kept, position))
+            .await?
+            .into_iter();
+        return erased
+            .iter()
+            .map(|erased| match erased {
+                true => Ok(repeated()),
+                false => outcomes
+                    .next()
+                    .ok_or_else(|| StoreError::Corrupt("mail batch outcomes".into())),
+            })
+            .collect();
+    }
     let snapshot = store.config_snapshot().await?;
     let settings = IntakeSettings {
         crm: &snapshot.crm,

@@ -33,6 +33,7 @@ mod node_process;
 mod oauth2;
 mod postgres;
 mod presence;
+mod privacy;
 mod queueing;
 mod scenarios;
 mod session;

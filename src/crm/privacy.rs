@@ -1,0 +1,348 @@
+//! Erasure of a person's data: which entities an erasure covers, what it does to each
+//! kind of record, and the tombstones that keep erased data from coming back.
+//!
+//! Pure: the store reads what belongs to the person ([`Found`]), [`plan`] turns it into an
+//! [`ErasurePlan`] of ids and file names (never personal data, so it can be written down
+//! before anything is deleted and finished after a crash), and [`tombstone_hash`] is the
+//! one way an identifier, Call-ID or Message-ID is remembered afterwards.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::model::{EntityKind, EntityRef};
+
+/// What may be erased: a person, as a lead or a contact. Companies and deals are not
+/// people; a contact's own deals go with the contact.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("'{0}' is not an entity reference; write it as lead:<id> or contact:<id>")]
+    Malformed(String),
+    #[error("a {0} is not a person: only lead:<id> or contact:<id> can be erased")]
+    NotAPerson(EntityKind),
+}
+
+/// Parses the `entity` of an erasure or export request.
+pub fn parse_target(text: &str) -> Result<EntityRef, TargetError> {
+    let target: EntityRef = text
+        .parse()
+        .map_err(|_| TargetError::Malformed(text.to_owned()))?;
+    match target.kind {
+        EntityKind::Lead | EntityKind::Contact => Ok(target),
+        other => Err(TargetError::NotAPerson(other)),
+    }
+}
+
+/// What a tombstone remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TombstoneKind {
+    /// A phone number or e-mail address of the person (the matcher's key).
+    Identifier,
+    /// The Call-ID of an erased call: a replayed event of it creates nothing.
+    CallId,
+    /// The Message-ID of an erased e-mail: a re-synced copy of it is skipped.
+    MessageId,
+}
+
+impl TombstoneKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TombstoneKind::Identifier => "identifier",
+            TombstoneKind::CallId => "call_id",
+            TombstoneKind::MessageId => "message_id",
+        }
+    }
+}
+
+/// Hex SHA-256 of the installation's salt, the kind and the value. The salt keeps a
+/// tombstone from being checked against a list of all phone numbers by anyone who reads
+/// the table alone; the kind keeps a Call-ID from matching an identical Message-ID.
+pub fn tombstone_hash(salt: &str, kind: TombstoneKind, value: &str) -> String {
+    let mut hasher = Sha256::new();
+    for part in [salt, kind.as_str(), value] {
+        hasher.update(part.as_bytes());
+        // A separator no part contains, so ("ab", "c") and ("a", "bc") differ.
+        hasher.update([0u8]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A call of the person: kept for statistics, with the customer side blanked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundCall {
+    /// `calls.id`.
+    pub id: String,
+    pub call_id: String,
+    /// File name in the recordings folder (a recording or a voicemail message).
+    pub recording: Option<String>,
+}
+
+/// An e-mail of the person: deleted with its raw message and attachments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundEmail {
+    pub id: String,
+    pub message_id: Option<String>,
+}
+
+/// Everything the store found that belongs to the person.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The person and what goes with them (leads, the contact's own deals).
+    pub entities: Vec<EntityRef>,
+    /// The matcher keys (E.164, lowercased e-mail) of those entities.
+    pub identifiers: Vec<String>,
+    pub activities: Vec<String>,
+    pub calls: Vec<FoundCall>,
+    pub emails: Vec<FoundEmail>,
+}
+
+/// What an erasure did, as the API answers it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErasedCounts {
+    pub entities: u64,
+    pub activities: u64,
+    pub calls: u64,
+    pub emails: u64,
+    pub recordings: u64,
+}
+
+/// A call to anonymise: its record id, and what its Call-ID becomes (the tombstone's
+/// hash, so that a replayed event of it finds the anonymised call and changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlannedCall {
+    pub id: String,
+    pub erased_call_id: String,
+}
+
+/// The Call-ID an erased call is kept under.
+pub fn erased_call_id(call_id_hash: &str) -> String {
+    format!("erased:{call_id_hash}")
+}
+
+/// A tombstone as stored: the kind and the salted hash.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tombstone {
+    pub kind: TombstoneKind,
+    pub hash: String,
+}
+
+/// The erasure written down before it starts: ids and file names only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasurePlan {
+    pub entities: Vec<EntityRef>,
+    pub activities: Vec<String>,
+    /// The calls to anonymise.
+    pub calls: Vec<PlannedCall>,
+    pub emails: Vec<String>,
+    /// Recording and voicemail files to delete (plain names in the recordings folder).
+    pub recordings: Vec<String>,
+}
+
+impl ErasurePlan {
+    pub fn counts(&self) -> ErasedCounts {
+        let n = |len: usize| len as u64;
+        ErasedCounts {
+            entities: n(self.entities.len()),
+            activities: n(self.activities.len()),
+            calls: n(self.calls.len()),
+            emails: n(self.emails.len()),
+            recordings: n(self.recordings.len()),
+        }
+    }
+}
+
+/// The plan and the tombstones of what was found, hashed with the installation's
+/// `salt`: no identifier, Call-ID or Message-ID leaves here unhashed.
+pub fn plan(found: &Found, salt: &str) -> (ErasurePlan, Vec<Tombstone>) {
+    let unique = |items: Vec<String>| -> Vec<String> {
+        items
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    let mut entities = found.entities.clone();
+    entities.sort_by(|a, b| (a.kind.as_str(), &a.id).cmp(&(b.kind.as_str(), &b.id)));
+    entities.dedup();
+    let calls: BTreeSet<PlannedCall> = found
+        .calls
+        .iter()
+        .map(|c| PlannedCall {
+            id: c.id.clone(),
+            erased_call_id: erased_call_id(&tombstone_hash(
+                salt,
+                TombstoneKind::CallId,
+                &c.call_id,
+            )),
+        })
+        .collect();
+    let plan = ErasurePlan {
+        entities,
+        activities: unique(found.activities.clone()),
+        calls: calls.into_iter().collect(),
+        emails: unique(found.emails.iter().map(|e| e.id.clone()).collect()),
+        recordings: unique(
+            found
+                .calls
+                .iter()
+                .filter_map(|c| c.recording.clone())
+                .filter(|f| is_plain_file_name(f))
+                .collect(),
+        ),
+    };
+    let tombstones: BTreeSet<Tombstone> = found
+        .identifiers
+        .iter()
+        .map(|v| (TombstoneKind::Identifier, v.as_str()))
+        .chain(
+            found
+                .calls
+                .iter()
+                .map(|c| (TombstoneKind::CallId, c.call_id.as_str())),
+        )
+        .chain(
+            found
+                .emails
+                .iter()
+                .filter_map(|e| e.message_id.as_deref())
+                .map(|id| (TombstoneKind::MessageId, id)),
+        )
+        .map(|(kind, value)| Tombstone {
+            kind,
+            hash: tombstone_hash(salt, kind, value),
+        })
+        .collect();
+    (plan, tombstones.into_iter().collect())
+}
+
+/// Only a plain file name is ever stored for a recording; anything else is not ours to
+/// delete.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && !name.starts_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found() -> Found {
+        Found {
+            entities: vec![
+                EntityRef::new(EntityKind::Contact, "c1"),
+                EntityRef::new(EntityKind::Lead, "l1"),
+                EntityRef::new(EntityKind::Contact, "c1"),
+            ],
+            identifiers: vec!["+4930123456".into(), "anna@example.com".into()],
+            activities: vec!["a2".into(), "a1".into(), "a2".into()],
+            calls: vec![
+                FoundCall {
+                    id: "k1".into(),
+                    call_id: "call-1@pbx".into(),
+                    recording: Some("k1.wav".into()),
+                },
+                FoundCall {
+                    id: "k2".into(),
+                    call_id: "call-2@pbx".into(),
+                    recording: Some("../etc/passwd".into()),
+                },
+            ],
+            emails: vec![
+                FoundEmail {
+                    id: "e1".into(),
+                    message_id: Some("<m1@example.com>".into()),
+                },
+                FoundEmail {
+                    id: "e2".into(),
+                    message_id: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn only_people_can_be_erased() {
+        assert_eq!(
+            parse_target("contact:c1").unwrap(),
+            EntityRef::new(EntityKind::Contact, "c1")
+        );
+        assert!(parse_target("lead:l1").is_ok());
+        assert_eq!(
+            parse_target("deal:d1"),
+            Err(TargetError::NotAPerson(EntityKind::Deal))
+        );
+        assert!(matches!(parse_target("c1"), Err(TargetError::Malformed(_))));
+        assert!(matches!(
+            parse_target("person:c1"),
+            Err(TargetError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn the_plan_holds_ids_once_and_only_safe_file_names() {
+        let (plan, _) = plan(&found(), "salt");
+        assert_eq!(plan.entities.len(), 2);
+        assert_eq!(plan.activities, vec!["a1", "a2"]);
+        let calls: Vec<&str> = plan.calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(calls, vec!["k1", "k2"]);
+        assert_eq!(plan.emails, vec!["e1", "e2"]);
+        assert_eq!(plan.recordings, vec!["k1.wav"]);
+        assert_eq!(
+            plan.counts(),
+            ErasedCounts {
+                entities: 2,
+                activities: 2,
+                calls: 2,
+                emails: 2,
+                recordings: 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_plan_holds_no_personal_data_but_the_tombstones_remember_it() {
+        let (plan, tombstones) = plan(&found(), "salt");
+        let text = format!("{}{tombstones:?}", serde_json::to_string(&plan).unwrap());
+        for secret in [
+            "+4930123456",
+            "anna@example.com",
+            "call-1@pbx",
+            "m1@example.com",
+        ] {
+            assert!(!text.contains(secret), "{secret} in the plan");
+        }
+        let has = |kind, value| {
+            tombstones.contains(&Tombstone {
+                kind,
+                hash: tombstone_hash("salt", kind, value),
+            })
+        };
+        assert!(has(TombstoneKind::Identifier, "+4930123456"));
+        assert!(has(TombstoneKind::CallId, "call-2@pbx"));
+        assert!(has(TombstoneKind::MessageId, "<m1@example.com>"));
+        assert_eq!(tombstones.len(), 5);
+        // A replayed event of an erased call finds it under its tombstone.
+        let hash = tombstone_hash("salt", TombstoneKind::CallId, "call-1@pbx");
+        assert!(
+            plan.calls
+                .iter()
+                .any(|c| c.erased_call_id == erased_call_id(&hash))
+        );
+    }
+
+    #[test]
+    fn tombstone_hashes_depend_on_salt_kind_and_value() {
+        let h = tombstone_hash("salt", TombstoneKind::CallId, "x@y");
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, tombstone_hash("salt", TombstoneKind::CallId, "x@y"));
+        assert_ne!(h, tombstone_hash("pepper", TombstoneKind::CallId, "x@y"));
+        assert_ne!(h, tombstone_hash("salt", TombstoneKind::MessageId, "x@y"));
+        assert_ne!(h, tombstone_hash("salt", TombstoneKind::CallId, "x@z"));
+        assert_ne!(
+            tombstone_hash("ab", TombstoneKind::CallId, "c"),
+            tombstone_hash("a", TombstoneKind::CallId, "bc")
+        );
+        assert!(!h.contains("x@y"));
+    }
+}
