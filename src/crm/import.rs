@@ -462,7 +462,7 @@ mod tests {
 
         outcomes.insert(
             phone.key().to_owned(),
-            outcome(phone, &[contact.clone()], &none),
+            outcome(phone, std::slice::from_ref(&contact), &none),
         );
         outcomes.insert(email.key().to_owned(), outcome(email, &[], &none));
         assert_eq!(

@@ -225,6 +225,11 @@ async fn import_refuses_unknown_columns_other_types_and_agents(app: &TestApp) {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["field"], "fax");
+    let (status, spec) = app
+        .request(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(spec["paths"]["/api/v1/contacts/import"]["post"].is_object());
     let (status, _) = import(app, "", "application/json", b"{}".to_vec()).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let agent = app
