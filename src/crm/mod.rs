@@ -3,6 +3,7 @@
 pub mod access;
 pub mod dial;
 pub mod hours;
+pub mod import;
 pub mod intake;
 pub mod mail;
 pub mod mail_flags;

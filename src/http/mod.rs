@@ -16,6 +16,7 @@ pub mod error;
 mod events;
 mod exceptions;
 pub mod extract;
+mod import;
 mod list;
 mod mailboxes;
 mod matching;
@@ -160,6 +161,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(users::routes())
         .merge(entities::routes())
+        .merge(import::routes())
         .merge(calls::routes())
         .merge(dial::routes())
         .merge(events::routes())

@@ -10,6 +10,9 @@ use super::{
 use crate::crm::model::{
     DealStatus, EntityKind, EntityRef, LeadStatus, Millis, PipelineId, StageId, UserId,
 };
+use std::collections::{HashMap, HashSet};
+
+use crate::crm::import::{Action, ImportCandidate, Skipped, decide};
 use crate::matcher::{Identifier, Search};
 
 pub(crate) type Tx<'a> = Transaction<'a, Any>;
@@ -109,6 +112,25 @@ pub struct ImportReport {
     pub created: usize,
     /// Indexes of entities skipped because an identifier was taken (M7).
     pub skipped: Vec<usize>,
+}
+
+/// What a contact import did, or would do (dry run).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactImport {
+    pub created: Vec<EntityRef>,
+    pub updated: Vec<EntityRef>,
+    /// By line.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Imported contacts and companies come from no channel of their own.
+const SOURCE_IMPORT: &str = "OTHER";
+
+fn skip_lines(skipped: &mut Vec<Skipped>, candidate: &ImportCandidate, reason: &str) {
+    skipped.extend(candidate.lines.iter().map(|&line| Skipped {
+        line,
+        reason: reason.to_owned(),
+    }));
 }
 
 /// What a lead conversion produced.
@@ -467,6 +489,292 @@ impl Store {
             tx.commit().await?;
         }
         Ok(report)
+    }
+
+    /// `POST /contacts/import`: creates or completes contacts in one transaction, which a
+    /// dry run rolls back, so a preview reports exactly what the import would do. Each
+    /// candidate is decided by [`crate::crm::import::decide`] from the same matcher as
+    /// the intakes (M1–M8); new identifiers are claimed like the intakes claim them, so an
+    /// identifier a call or message took meanwhile is never given to a second entity (M7).
+    pub async fn import_contacts(
+        &self,
+        candidates: Vec<ImportCandidate>,
+        mut skipped: Vec<Skipped>,
+        dry_run: bool,
+    ) -> Result<ContactImport> {
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        let all: Vec<Identifier> = candidates
+            .iter()
+            .flat_map(|c| c.identifiers.iter().cloned())
+            .collect();
+        let mut outcomes = HashMap::new();
+        for chunk in all.chunks(300) {
+            for outcome in super::matching::match_all(&mut tx, chunk).await? {
+                outcomes.insert(outcome.identifier.key().to_owned(), outcome);
+            }
+        }
+        let mut creates = Vec::new();
+        let mut updates: Vec<(&ImportCandidate, EntityRef, Vec<Identifier>)> = Vec::new();
+        for candidate in &candidates {
+            match decide(candidate, &outcomes) {
+                Action::Create => creates.push((candidate, uuid::Uuid::now_v7().to_string())),
+                Action::Update { contact, add } => updates.push((candidate, contact, add)),
+                Action::Skip(reason) => skip_lines(&mut skipped, candidate, &reason),
+            }
+        }
+        let companies = self
+            .companies_by_name(
+                &mut tx,
+                creates
+                    .iter()
+                    .map(|(c, _)| c)
+                    .chain(updates.iter().map(|(c, _, _)| c))
+                    .filter_map(|c| c.company.clone())
+                    .collect(),
+                now,
+            )
+            .await?;
+        let company_of = |c: &ImportCandidate| {
+            c.company
+                .as_ref()
+                .and_then(|name| companies.get(name))
+                .cloned()
+        };
+
+        let mut claims = Rows::new(
+            "identifier_owners",
+            &["value", "entity_kind", "entity_id", "created_at"],
+            "ON CONFLICT (value) DO NOTHING RETURNING value",
+        );
+        for (candidate, id) in &creates {
+            for identifier in &candidate.identifiers {
+                claims.push(vec![
+                    identifier.key().into(),
+                    "contact".into(),
+                    id.clone().into(),
+                    now.into(),
+                ]);
+            }
+        }
+        for (_, contact, add) in &updates {
+            for identifier in add {
+                claims.push(vec![
+                    identifier.key().into(),
+                    "contact".into(),
+                    contact.id.clone().into(),
+                    now.into(),
+                ]);
+            }
+        }
+        let mut claimed = HashSet::new();
+        for row in claims.write(&mut tx).await? {
+            claimed.insert(col::<String>(&row, "value")?);
+        }
+
+        let mut report = ContactImport::default();
+        let mut contacts = Rows::new(
+            "contacts",
+            &[
+                "id",
+                "name",
+                "company_id",
+                "responsible",
+                "source",
+                "created_at",
+                "updated_at",
+                "last_activity_at",
+            ],
+            "",
+        );
+        let mut identifiers = Rows::new(
+            "entity_identifiers",
+            &["entity_kind", "entity_id", "kind", "value", "position"],
+            "ON CONFLICT DO NOTHING",
+        );
+        let mut released = Vec::new();
+        for (candidate, id) in &creates {
+            // An intake took one of the identifiers between the match and the claim.
+            if let Some(taken) = candidate
+                .identifiers
+                .iter()
+                .find(|i| !claimed.contains(i.key()))
+            {
+                released.push(id.clone());
+                let reason = format!("{} was taken meanwhile by another entity (M7)", taken.key());
+                skip_lines(&mut skipped, candidate, &reason);
+                continue;
+            }
+            let name = if candidate.name.is_empty() {
+                candidate.identifiers[0].key().to_owned()
+            } else {
+                candidate.name.clone()
+            };
+            contacts.push(vec![
+                id.clone().into(),
+                name.into(),
+                company_of(candidate).into(),
+                candidate
+                    .responsible
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .into(),
+                SOURCE_IMPORT.into(),
+                now.into(),
+                now.into(),
+                now.into(),
+            ]);
+            for (position, identifier) in candidate.identifiers.iter().enumerate() {
+                identifiers.push(vec![
+                    "contact".into(),
+                    id.clone().into(),
+                    identifier.kind().as_str().into(),
+                    identifier.key().into(),
+                    (position as i64).into(),
+                ]);
+            }
+            report
+                .created
+                .push(EntityRef::new(EntityKind::Contact, id.as_str()));
+        }
+        for chunk in released.chunks(500) {
+            let sql = format!(
+                "DELETE FROM identifier_owners WHERE entity_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        for rows in [contacts, identifiers] {
+            if !rows.is_empty() {
+                rows.write(&mut tx).await?;
+            }
+        }
+
+        for (candidate, contact, add) in &updates {
+            sqlx::query(
+                "UPDATE contacts SET name = CASE WHEN name = '' THEN $2 ELSE name END, \
+                 company_id = COALESCE(company_id, $3), responsible = COALESCE(responsible, $4), \
+                 updated_at = $5 WHERE id = $1",
+            )
+            .bind(contact.id.as_str())
+            .bind(candidate.name.as_str())
+            .bind(company_of(candidate))
+            .bind(candidate.responsible.as_ref().map(UserId::as_str))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let fresh: Vec<Identifier> = add
+                .iter()
+                .filter(|i| claimed.contains(i.key()))
+                .cloned()
+                .collect();
+            if !fresh.is_empty() {
+                let row = sqlx::query(
+                    "SELECT COALESCE(MAX(position), -1) + 1 AS next FROM entity_identifiers \
+                     WHERE entity_kind = 'contact' AND entity_id = $1",
+                )
+                .bind(contact.id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                let next: i64 = col(&row, "next")?;
+                for (i, identifier) in fresh.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO entity_identifiers (entity_kind, entity_id, kind, value, \
+                         position) VALUES ('contact', $1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(contact.id.as_str())
+                    .bind(identifier.kind().as_str())
+                    .bind(identifier.key())
+                    .bind(next + i as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            if !report.updated.contains(contact) {
+                report.updated.push(contact.clone());
+            }
+        }
+        if dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        skipped.sort_by_key(|s| s.line);
+        report.skipped = skipped;
+        Ok(report)
+    }
+
+    /// Every employee's id and login address (an import names the responsible by either).
+    pub async fn user_keys(&self) -> Result<Vec<(UserId, Option<String>)>> {
+        let rows = sqlx::query("SELECT id, email FROM users")
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((UserId(col(row, "id")?), col(row, "email")?)))
+            .collect()
+    }
+
+    /// The company of each name, created when no company has that exact name (the oldest
+    /// of several with it wins).
+    async fn companies_by_name(
+        &self,
+        tx: &mut Tx<'_>,
+        mut names: Vec<String>,
+        now: Millis,
+    ) -> Result<HashMap<String, String>> {
+        names.sort_unstable();
+        names.dedup();
+        let mut found: HashMap<String, String> = HashMap::new();
+        for chunk in names.chunks(500) {
+            let sql = format!(
+                "SELECT id, name FROM companies WHERE name IN ({}) ORDER BY id DESC",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for name in chunk {
+                query = query.bind(name.as_str());
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                found.insert(col(&row, "name")?, col(&row, "id")?);
+            }
+        }
+        let mut companies = Rows::new(
+            "companies",
+            &[
+                "id",
+                "name",
+                "responsible",
+                "source",
+                "created_at",
+                "updated_at",
+                "last_activity_at",
+            ],
+            "",
+        );
+        for name in names {
+            if found.contains_key(&name) {
+                continue;
+            }
+            let id = uuid::Uuid::now_v7().to_string();
+            companies.push(vec![
+                id.clone().into(),
+                name.clone().into(),
+                Option::<String>::None.into(),
+                SOURCE_IMPORT.into(),
+                now.into(),
+                now.into(),
+                now.into(),
+            ]);
+            found.insert(name, id);
+        }
+        if !companies.is_empty() {
+            companies.write(tx).await?;
+        }
+        Ok(found)
     }
 
     pub async fn get_entity(&self, entity: &EntityRef) -> Result<EntityRecord> {

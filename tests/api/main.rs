@@ -26,6 +26,7 @@ mod forward_redirect;
 mod helpers;
 mod http_contract;
 mod imap;
+mod import;
 mod mail;
 mod mail_condstore;
 mod media;
