@@ -202,7 +202,12 @@ async fn operations_endpoints_answer() {
         "/api/v1/calls/events",
         "/api/v1/calls/{id}/create-entity",
         "/api/v1/registrations",
+        "/api/v1/nodes",
+        "/api/v1/contacts/import",
+        "/api/v1/privacy/erase",
+        "/api/v1/privacy/export",
         "/healthz",
+        "/readyz",
         "/metrics",
     ] {
         assert!(
