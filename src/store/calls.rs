@@ -619,15 +619,20 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // The record keeps what the intake found and says what the agent did with it.
+        let mut decision = call.decision.clone().unwrap_or_default();
+        decision.outcome = format!("created {entity} by hand (T4)");
         sqlx::query(
             "UPDATE calls SET crm_action = 'created', crm_reason = $2, created_entities = $3, \
-             activity_id = $4, responsible = COALESCE(responsible, $5) WHERE id = $1",
+             activity_id = $4, responsible = COALESCE(responsible, $5), decision = $6 \
+             WHERE id = $1",
         )
         .bind(call.id.as_str())
         .bind(format!("created {kind} by hand (T4)"))
         .bind(json_list(&[entity.to_string()]))
         .bind(activity.as_str())
         .bind(responsible.as_ref().map(UserId::as_str))
+        .bind(decision.to_json())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

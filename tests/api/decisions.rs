@@ -304,7 +304,10 @@ async fn t4_t5_t9_a_dry_run_replays_the_last_calls_with_other_settings_and_write
         .filter(|table| !matches!(*table, "tokens" | "nodes"))
         .collect();
     assert_eq!(before.len(), after.len());
-    assert!(changed.is_empty(), "a dry-run writes nothing: {changed:?} changed");
+    assert!(
+        changed.is_empty(),
+        "a dry-run writes nothing: {changed:?} changed"
+    );
 
     for (body, field) in [
         (json!({"last": 0}), "last"),
@@ -366,7 +369,10 @@ async fn m8_the_timeline_shows_why_a_call_was_attached_in_english_and_german() {
         .to_owned();
     app.ringing("ui-1", "030 123456").await;
 
-    for (lang, summary) in [("en", "Why: attached to"), ("de", "Warum: attached to")] {
+    for (lang, summary) in [
+        ("en", "Why: attached to Jana Müller (Contact)"),
+        ("de", "Warum: attached to Jana Müller (Kontakt)"),
+    ] {
         let browser = Browser::start_with(
             &app.base,
             Options {
@@ -379,12 +385,18 @@ async fn m8_the_timeline_shows_why_a_call_was_attached_in_english_and_german() {
         let folded = ".timeline li[data-kind=\"call\"] details.decision";
         browser.wait_for_text(folded, summary).await;
         browser.click(&format!("{folded} summary")).await;
-        browser.wait_for_text(&format!("{folded}[open]"), "M8").await;
+        browser
+            .wait_for_text(&format!("{folded}[open]"), "M8")
+            .await;
         browser
             .wait_for_text(&format!("{folded}[open]"), "+4930123456")
             .await;
-        browser.wait_for_text(&format!("{folded}[open]"), "Jana Müller").await;
-        browser.screenshot(&format!("decision-timeline-{lang}")).await;
+        browser
+            .wait_for_text(&format!("{folded}[open]"), "Jana Müller")
+            .await;
+        browser
+            .screenshot(&format!("decision-timeline-{lang}"))
+            .await;
         browser.assert_no_console_errors().await;
         browser.finish().await;
     }

@@ -130,8 +130,18 @@ export function callSummary(call, who) {
 export function decisionDetails(decision) {
   if (!decision) return null;
   const candidates = decision.candidates || [];
+  const summary = h('summary', {}, t('decision.summary', { outcome: decision.outcome }));
+  // The outcome names entities as kind:id; once their names load, it reads with names.
+  let outcome = decision.outcome || '';
+  for (const ref of outcome.match(/\b(?:lead|contact|company|deal):[0-9a-f-]{8,}/g) || []) {
+    entityName(ref).then((name) => {
+      if (!name) return;
+      outcome = outcome.replace(ref, `${name} (${t('crm.kind_' + parseRef(ref).kind)})`);
+      summary.textContent = t('decision.summary', { outcome });
+    });
+  }
   return h('details', { class: 'decision' },
-    h('summary', {}, t('decision.summary', { outcome: decision.outcome })),
+    summary,
     h('dl', { class: 'facts decision__facts' },
       h('dt', {}, t('decision.identifiers')),
       h('dd', {}, (decision.identifiers || []).map((id) => h('code', {}, id)).flatMap((el, i) => (i ? [' ', el] : [el]))),
