@@ -7,7 +7,7 @@ import { h, mount } from './lib/dom.js';
 import { t, fmt } from './lib/i18n.js';
 import { api } from './lib/api.js';
 import { phone, notify } from './lib/ui.js';
-import { userNames, userName, parseRef, entityHref, PLURAL, noteForm } from './lib/crm.js';
+import { userNames, userName, parseRef, entityHref, PLURAL, noteForm, decisionDetails } from './lib/crm.js';
 
 const EVENTS = ['ringing', 'answered', 'ended'];
 const MAX_BACKOFF = 30000;
@@ -104,6 +104,7 @@ export function start(ctx) {
     p.recent = h('div', { class: 'call-card__recent' });
     p.offer = h('div', { class: 'call-card__offer' });
     p.note = h('div', { class: 'call-card__note' });
+    p.decision = h('div', { class: 'call-card__decision' });
     p.link = h('p', { class: 'call-card__link' });
     const close = h('button', {
       type: 'button',
@@ -113,7 +114,7 @@ export function start(ctx) {
     }, t('callwin.close'));
     mount(card.el,
       h('header', { class: 'call-card__head' }, p.state, close),
-      p.name, p.number, p.facts, p.link, p.offer, p.deals, p.recent, p.note);
+      p.name, p.number, p.facts, p.link, p.offer, p.decision, p.deals, p.recent, p.note);
     renderFacts(card, null);
     return card;
   }
@@ -197,6 +198,7 @@ export function start(ctx) {
     card.callLoaded = true;
     card.call = call;
     if (call.duration_s != null && call.outcome) card.duration = call.duration_s;
+    mount(card.parts.decision, decisionDetails(call.decision));
     // T4 manual mode: nothing was created yet; the agent decides.
     if (call.crm_action === 'offered' && !card.entity) renderOffer(card);
     const created = call.created && call.created[0];

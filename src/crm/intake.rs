@@ -140,6 +140,9 @@ pub struct Decision {
     pub ring_timeout_s: u32,
     /// T8: the source of what is created (the number's source).
     pub source: String,
+    /// The rule IDs of `docs/rules.md` that gave this answer, in the order applied; shown
+    /// in the decision record (`crm::decision`).
+    pub rules: Vec<&'static str>,
 }
 
 impl Decision {
@@ -193,16 +196,19 @@ pub fn decide(input: IntakeInput<'_>) -> Decision {
             "the number is not configured for CRM integration".to_owned(),
             Vec::new(),
             0,
+            &["T2"],
         );
     };
     let timeout = number.ring_timeout_s;
 
     match matched.status {
         // T6 / M4 / M6: logged, never in the CRM; the call still rings the queue.
-        MatchStatus::Excluded => log_only(matched.reason.clone(), queue_route(None), timeout),
+        MatchStatus::Excluded => {
+            log_only(matched.reason.clone(), queue_route(None), timeout, &["T6"])
+        }
         MatchStatus::Known => match matched.matches.first() {
             Some(best) => known_caller(input, number, best, &queue_route),
-            None => log_only(matched.reason.clone(), queue_route(None), timeout),
+            None => log_only(matched.reason.clone(), queue_route(None), timeout, &[]),
         },
         MatchStatus::Unknown => {
             // T7: directions limit creation only; T4: manual offers, off ignores.
@@ -214,6 +220,7 @@ pub fn decide(input: IntakeInput<'_>) -> Decision {
                     ),
                     queue_route(None),
                     timeout,
+                    &["T7"],
                 );
             }
             match number.lead_creation {
@@ -221,6 +228,7 @@ pub fn decide(input: IntakeInput<'_>) -> Decision {
                     format!("lead creation is off on {}", number.number),
                     queue_route(None),
                     timeout,
+                    &["T4"],
                 ),
                 LeadCreation::Manual => Decision {
                     action: CrmAction::Offered,
@@ -235,6 +243,7 @@ pub fn decide(input: IntakeInput<'_>) -> Decision {
                     route: queue_route(None),
                     ring_timeout_s: timeout,
                     source: number.source.clone(),
+                    rules: vec!["T4"],
                 },
                 LeadCreation::Automatic => {
                     let responsible = new_work_owner(facts, queue);
@@ -246,6 +255,17 @@ pub fn decide(input: IntakeInput<'_>) -> Decision {
                         },
                     };
                     let route = queue_route(responsible.user());
+                    let mut rules = vec!["T1", "T4", "T3"];
+                    if matches!(create, NewEntities::CustomerWithDeal { deal: Some(_), .. }) {
+                        rules.push("T12");
+                    }
+                    rules.extend(["M7", "T8"]);
+                    if matches!(responsible, Responsible::NextInQueue(_)) {
+                        rules.push("T9");
+                    }
+                    if facts.direction == Direction::Outgoing {
+                        rules.push("T7");
+                    }
                     Decision {
                         action: CrmAction::Created,
                         reason: format!("{}; created {}", matched.reason, describe(&create)),
@@ -256,6 +276,7 @@ pub fn decide(input: IntakeInput<'_>) -> Decision {
                         route,
                         ring_timeout_s: timeout,
                         source: number.source.clone(),
+                        rules,
                     }
                 }
             }
@@ -284,6 +305,7 @@ fn known_caller(
 
     let mut attach = vec![best.entity.clone()];
     let mut create = None;
+    let mut rules = vec!["T1", "M8"];
     let mut responsible = owner
         .clone()
         .map(Responsible::Employee)
@@ -292,6 +314,7 @@ fn known_caller(
     if is_customer {
         if crm.mode == CrmMode::Simple {
             // T11: contact, its company and the open deal all get the activity.
+            rules.push("T11");
             if best.entity.kind == EntityKind::Contact
                 && let Some(company) = &customer.contact_company
             {
@@ -300,10 +323,14 @@ fn known_caller(
         }
         match (crm.mode, crm.repeat_mode, open_deal) {
             (CrmMode::Simple, _, Some(deal)) | (CrmMode::Classic, true, Some(deal)) => {
+                if crm.mode == CrmMode::Classic {
+                    rules.push("E14");
+                }
                 attach.push(EntityRef::new(EntityKind::Deal, deal.id.as_str()));
             }
             (CrmMode::Simple, _, None) => {
                 if let Some(deal) = deal_target(crm, pipelines) {
+                    rules.push("T12");
                     create = Some(NewEntities::DealFor {
                         customer: best.entity.clone(),
                         deal,
@@ -311,6 +338,7 @@ fn known_caller(
                 }
             }
             (CrmMode::Classic, true, None) => {
+                rules.push("E14");
                 // E14: a returning customer without an open deal: a repeat lead, linked.
                 let customer_contact = (best.entity.kind == EntityKind::Contact)
                     .then(|| ContactId(best.entity.id.clone()));
@@ -323,6 +351,9 @@ fn known_caller(
     }
     if create.is_some() && owner.is_none() {
         responsible = new_work_owner(facts, queue);
+        if matches!(responsible, Responsible::NextInQueue(_)) {
+            rules.push("T9");
+        }
     }
 
     // T5: the responsible rings first only when the number says so.
@@ -331,6 +362,9 @@ fn known_caller(
     } else {
         None
     };
+    if first.is_some() && facts.direction == Direction::Incoming {
+        rules.push("T5");
+    }
     let route = queue_route(first);
     let reason = match &create {
         Some(new) => format!(
@@ -355,6 +389,7 @@ fn known_caller(
         route,
         ring_timeout_s: number.ring_timeout_s,
         source: number.source.clone(),
+        rules,
     }
 }
 
@@ -387,7 +422,12 @@ fn deal_target(crm: &CrmSettings, pipelines: &[PipelineEntry]) -> Option<DealTar
         })
 }
 
-fn log_only(reason: String, route: Vec<UserId>, ring_timeout_s: u32) -> Decision {
+fn log_only(
+    reason: String,
+    route: Vec<UserId>,
+    ring_timeout_s: u32,
+    rules: &[&'static str],
+) -> Decision {
     Decision {
         action: CrmAction::Logged,
         reason,
@@ -398,6 +438,7 @@ fn log_only(reason: String, route: Vec<UserId>, ring_timeout_s: u32) -> Decision
         route,
         ring_timeout_s,
         source: String::new(),
+        rules: rules.to_vec(),
     }
 }
 

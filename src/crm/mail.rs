@@ -11,7 +11,9 @@ use crate::crm::model::{
     QueueId, SOURCE_EMAIL, UserId,
 };
 use crate::crm::queue::QueueState;
-use crate::matcher::{Country, Exclusions, MatchOutcome, MatchStatus, parse_exception};
+use crate::matcher::{
+    Country, ExclusionReason, Exclusions, MatchOutcome, MatchStatus, parse_exception,
+};
 
 /// A mailbox as the intake sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +94,7 @@ pub fn decide_mail(input: MailIntakeInput<'_>) -> Decision {
             route: Vec::new(),
             ring_timeout_s: 0,
             source: String::new(),
+            rules: vec!["E3", "E12"],
         };
     }
     let channel = channel(mailbox, input.by_hand);
@@ -112,6 +115,7 @@ pub fn decide_mail(input: MailIntakeInput<'_>) -> Decision {
     // Ringing is for calls.
     decision.route.clear();
     decision.ring_timeout_s = 0;
+    decision.rules = mail_rules(&decision, matched);
 
     // E16: a customer's mail that came through an employee is that employee's new work;
     // an existing customer keeps their responsible.
@@ -128,6 +132,7 @@ pub fn decide_mail(input: MailIntakeInput<'_>) -> Decision {
             "{}; for the employee it came through (E16)",
             decision.reason
         );
+        decision.rules.push("E16");
     }
 
     // E13: a known customer whose responsible is not in this mailbox's queue becomes new
@@ -153,9 +158,31 @@ pub fn decide_mail(input: MailIntakeInput<'_>) -> Decision {
                 matched.reason, mailbox.name
             );
             decision.source = SOURCE_EMAIL.to_owned();
+            decision.rules.extend(["E13", "T9"]);
         }
     }
     decision
+}
+
+/// The rules of a mail decision: the call intake's account-wide ones (matching, CRM
+/// mode, deals) kept, its telephony ones replaced by the e-mail rule that applies.
+fn mail_rules(decision: &Decision, matched: &MatchOutcome) -> Vec<&'static str> {
+    let mut rules: Vec<&'static str> = decision
+        .rules
+        .iter()
+        .copied()
+        .filter(|rule| !rule.starts_with('T') || matches!(*rule, "T3" | "T9" | "T11" | "T12"))
+        .collect();
+    let channel = match (matched.status, decision.action) {
+        (MatchStatus::Excluded, _) => {
+            (matched.excluded_by == Some(ExclusionReason::Employee)).then_some("E5")
+        }
+        (MatchStatus::Known, _) => Some("E7"),
+        (MatchStatus::Unknown, CrmAction::Created) => Some("E8"),
+        (MatchStatus::Unknown, _) => Some("E3"),
+    };
+    rules.splice(0..0, channel);
+    rules
 }
 
 /// The mailbox in the part the number plays for a call: which directions create leads,

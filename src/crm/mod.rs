@@ -1,7 +1,9 @@
 //! The pure CRM domain: vocabulary, intake decisions and queue rotation. No I/O here.
 
 pub mod access;
+pub mod decision;
 pub mod dial;
+pub mod dry_run;
 pub mod hours;
 pub mod import;
 pub mod intake;

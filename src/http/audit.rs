@@ -72,7 +72,7 @@ impl PrincipalSlot {
 
 /// The middleware: runs the request and records it if it was an allowed change.
 pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !is_change(req.method()) {
+    if !is_change(req.method()) || is_dry_run(&req) {
         return next.run(req).await;
     }
     let method = req.method().clone();
@@ -224,6 +224,14 @@ pub async fn retention(
             () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
         }
     }
+}
+
+/// A dry-run is a POST only for its body: it changes nothing, so nothing is recorded and
+/// the database stays exactly as it was.
+fn is_dry_run(req: &Request) -> bool {
+    req.extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|m| m.as_str().ends_with("/dry-run"))
 }
 
 fn is_change(method: &Method) -> bool {

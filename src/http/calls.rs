@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::period::period;
 use super::{AppState, List, ListQuery};
+use crate::crm::decision::DecisionRecord;
 use crate::crm::model::{
     BadEntityRef, CallEventKind, CallOutcome, CrmAction, Direction, EntityKind, EntityRef, UserId,
 };
@@ -87,6 +88,9 @@ pub struct Call {
     /// How long the caller waited in the queue, in seconds (the queue answered them and
     /// played its music); null when they never waited.
     pub wait_s: Option<f64>,
+    /// Why the call did what it did to the CRM: identifiers tried, candidates and why,
+    /// rules applied, outcome. Null for calls logged before decision records existed.
+    pub decision: Option<DecisionRecord>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -164,6 +168,7 @@ impl From<CallRecord> for Call {
             legs: c.legs.into_iter().map(Leg::from).collect(),
             queue: c.queue.map(|q| q.0),
             wait_s: c.wait_ms.map(|ms| ms as f64 / 1000.0),
+            decision: c.decision,
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct Email {
     pub crm_reason: String,
     pub attachments: Vec<Attachment>,
     pub size: u64,
+    /// Why the intake did what it did: addresses and domains tried, candidates and why,
+    /// rules applied, outcome. Null for mail stored before decision records existed.
+    pub decision: Option<crate::crm::decision::DecisionRecord>,
 }
 
 impl From<EmailRecord> for Email {
@@ -108,6 +111,7 @@ impl From<EmailRecord> for Email {
                 )
                 .collect(),
             size: e.size,
+            decision: e.decision,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::calls::MatchItem;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ApiJson, ApiQuery};
 use super::{AppState, List, ListQuery, validate};
+use crate::crm::decision::DecisionRecord;
 use crate::crm::model::{ActivityKind, Direction, EntityRef};
 use crate::matcher::{Identifier, MatchStatus, normalise_phone, parse_email};
 use crate::store::{ActivityFilter, ActivityRecord, rfc3339};
@@ -176,6 +177,9 @@ pub struct Activity {
     pub completed_at: Option<String>,
     /// The employee's note (at most 10,000 characters), or null.
     pub note: Option<String>,
+    /// Why the intake made this activity: identifiers tried, candidates, rules,
+    /// outcome; null for activities made by hand or before records existed.
+    pub decision: Option<DecisionRecord>,
 }
 
 impl From<ActivityRecord> for Activity {
@@ -200,6 +204,7 @@ impl From<ActivityRecord> for Activity {
             created_at: rfc3339(a.created_at),
             completed_at: a.completed_at.map(rfc3339),
             note: a.note,
+            decision: a.decision,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 mod calls;
 mod catalog;
 mod dial;
+mod dry_run;
 mod emails;
 mod entities;
 pub mod error;
@@ -169,6 +170,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(queues::routes())
         .merge(trunks::routes())
         .merge(numbers::routes())
+        .merge(dry_run::routes())
         .merge(settings::routes())
         .merge(exceptions::routes())
         .merge(catalog::routes())

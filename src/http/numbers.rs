@@ -204,7 +204,7 @@ async fn trunk_relays(state: &AppState, trunk: Option<&TrunkId>) -> ApiResult<bo
     })
 }
 
-async fn check_references(
+pub(super) async fn check_references(
     state: &AppState,
     settings: &NumberSettings,
     trunk: Option<&TrunkId>,
@@ -317,23 +317,14 @@ async fn get_number(
     Ok(Json(state.store.get_number(&NumberId(id)).await?.into()))
 }
 
-/// Change a number's settings (admin).
-#[utoipa::path(patch, path = "/numbers/{id}", tag = "routing", request_body = UpdateNumber,
-    responses((status = 200, body = Number), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn update_number(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-    ApiJson(body): ApiJson<UpdateNumber>,
-) -> ApiResult<Json<Number>> {
-    principal.require_admin()?;
-    let current = state.store.get_number(&NumberId(id)).await?;
-    let mut s = current.settings;
-    if let Some(c) = body.default_country {
-        s.default_country = country("default_country", &c)?;
+/// A number's settings with the intake's fields of `body` applied (PATCH and the
+/// dry-run read them the same way).
+pub(super) fn patched(mut s: NumberSettings, body: &UpdateNumber) -> ApiResult<NumberSettings> {
+    if let Some(c) = &body.default_country {
+        s.default_country = country("default_country", c)?;
     }
-    if let Some(q) = body.queue {
-        s.queue = q.map(QueueId);
+    if let Some(q) = &body.queue {
+        s.queue = q.clone().map(QueueId);
     }
     if let Some(v) = body.lead_creation {
         s.lead_creation = v;
@@ -347,12 +338,27 @@ async fn update_number(
     if let Some(v) = body.ring_timeout_s {
         s.ring_timeout_s = ring_timeout(v)?;
     }
-    if let Some(v) = body.source {
-        s.source = v;
+    if let Some(v) = &body.source {
+        s.source = v.clone();
     }
     if let Some(v) = body.change_responsible_on_transfer {
         s.change_responsible_on_transfer = v;
     }
+    Ok(s)
+}
+
+/// Change a number's settings (admin).
+#[utoipa::path(patch, path = "/numbers/{id}", tag = "routing", request_body = UpdateNumber,
+    responses((status = 200, body = Number), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_number(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateNumber>,
+) -> ApiResult<Json<Number>> {
+    principal.require_admin()?;
+    let current = state.store.get_number(&NumberId(id)).await?;
+    let s = patched(current.settings, &body)?;
     let trunk = match body.trunk {
         Some(t) => t.map(TrunkId),
         None => current.trunk,

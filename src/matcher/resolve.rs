@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::exclusions::Exclusions;
+use super::exclusions::{ExclusionReason, Exclusions};
 use super::identifier::Identifier;
 use super::rank::{Candidate, rank};
 
@@ -40,6 +40,8 @@ pub struct MatchOutcome {
     pub reason: String,
     /// Ranked (M8); empty unless `Known`.
     pub matches: Vec<Candidate>,
+    /// Which list excluded the identifier (M4 or M6); `None` unless `Excluded`.
+    pub excluded_by: Option<ExclusionReason>,
 }
 
 impl MatchOutcome {
@@ -63,6 +65,7 @@ pub fn resolve(
             status: MatchStatus::Excluded,
             reason: exclusion.message,
             matches: Vec::new(),
+            excluded_by: Some(exclusion.reason),
         };
     }
     let matches = rank(found);
@@ -89,6 +92,7 @@ pub fn resolve(
         status,
         reason,
         matches,
+        excluded_by: None,
     }
 }
 

@@ -9,6 +9,7 @@ use super::calls::CallEvent;
 use super::entities::{Tx, table};
 use super::rows::{FilteredPage, placeholders};
 use super::{Page, Paged, Result, Store, StoreError, col, parse_stored};
+use crate::crm::decision::DecisionRecord;
 use crate::crm::model::{
     ActivityKind, CallOutcome, CallRecordId, Direction, EntityRef, Millis, UserId,
 };
@@ -36,6 +37,9 @@ pub struct ActivityRecord {
     /// E-mail activities: the stored message (the first copy, when several mailboxes
     /// hold one).
     pub email: Option<String>,
+    /// Why the intake made it; `None` for activities older than decision records and
+    /// for those made by hand.
+    pub decision: Option<DecisionRecord>,
 }
 
 /// Which activities a list holds.
@@ -257,5 +261,6 @@ fn activity_from_row(row: &AnyRow) -> Result<ActivityRecord> {
         completed_at: col(row, "completed_at")?,
         note: col(row, "note")?,
         email: col(row, "email_id")?,
+        decision: DecisionRecord::from_stored(col::<Option<String>>(row, "decision")?.as_deref()),
     })
 }

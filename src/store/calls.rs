@@ -21,12 +21,14 @@ use super::{
     Page, Paged, Result, Store, StoreError, col, json_list, now_ms, parse_json_list, parse_stored,
 };
 use crate::cluster::NodeId;
+use crate::crm::decision::DecisionRecord;
+use crate::crm::dry_run::PastCall;
 use crate::crm::intake::{CallFacts, call_completes_activity};
 use crate::crm::model::{
     CallEventKind, CallOutcome, CallRecordId, CrmAction, Direction, EntityKind, EntityRef, Millis,
-    QueueId, UserId,
+    NumberId, QueueId, UserId,
 };
-use crate::matcher::Identifier;
+use crate::matcher::{Candidate, Identifier, MatchOutcome};
 
 /// A call event as pushed by a PBX or produced by our own B2BUA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +80,8 @@ pub struct CallRecord {
     pub queue: Option<QueueId>,
     /// How long the caller waited in the queue; `None` when they never waited.
     pub wait_ms: Option<i64>,
+    /// Why the intake did what it did; `None` for calls logged before records existed.
+    pub decision: Option<DecisionRecord>,
 }
 
 /// One outgoing leg of a routed call: a device of an employee.
@@ -626,15 +630,20 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // The record keeps what the intake found and says what the agent did with it.
+        let mut decision = call.decision.clone().unwrap_or_default();
+        decision.outcome = format!("created {entity} by hand (T4)");
         sqlx::query(
             "UPDATE calls SET crm_action = 'created', crm_reason = $2, created_entities = $3, \
-             activity_id = $4, responsible = COALESCE(responsible, $5) WHERE id = $1",
+             activity_id = $4, responsible = COALESCE(responsible, $5), decision = $6 \
+             WHERE id = $1",
         )
         .bind(call.id.as_str())
         .bind(format!("created {kind} by hand (T4)"))
         .bind(json_list(&[entity.to_string()]))
         .bind(activity.as_str())
         .bind(responsible.as_ref().map(UserId::as_str))
+        .bind(decision.to_json())
         .execute(&mut *tx)
         .await?;
         self.commit_change(tx, None).await?;
@@ -856,6 +865,73 @@ impl CallRecord {
     }
 }
 
+impl Store {
+    /// The dry-run's reads: a number's last `last` incoming calls, oldest first, each
+    /// customer matched as the database knows them now. Reads only.
+    pub async fn past_calls(&self, number: &NumberId, last: u32) -> Result<Vec<PastCall>> {
+        let rows = sqlx::query(
+            "SELECT * FROM calls WHERE number_id = $1 AND direction = 'incoming' \
+             ORDER BY started_at DESC, id DESC LIMIT $2",
+        )
+        .bind(number.as_str())
+        .bind(i64::from(last))
+        .fetch_all(self.reader())
+        .await?;
+        let mut calls = rows.iter().map(call_from_row).collect::<Result<Vec<_>>>()?;
+        calls.reverse();
+        let identifiers: Vec<Identifier> = calls
+            .iter()
+            .filter_map(|c| c.customer.as_deref())
+            .map(|key| Identifier::Phone(super::matching::stored_phone_key(key)))
+            .collect();
+        let mut conn = self.reader().acquire().await?;
+        let mut matched = super::matching::match_all(&mut conn, &identifiers)
+            .await?
+            .into_iter();
+        let matched: Vec<Option<MatchOutcome>> = calls
+            .iter()
+            .map(|c| c.customer.as_ref().and_then(|_| matched.next()))
+            .collect();
+        let bests: Vec<Candidate> = matched
+            .iter()
+            .flatten()
+            .filter_map(|m| m.chosen().cloned())
+            .collect();
+        let contexts = super::matching::customer_contexts(&mut conn, &bests).await?;
+        Ok(calls
+            .into_iter()
+            .zip(matched)
+            .map(|(call, matched)| {
+                let customer = matched
+                    .as_ref()
+                    .and_then(MatchOutcome::chosen)
+                    .and_then(|best| contexts.get(&best.entity).cloned())
+                    .unwrap_or_default();
+                // T9: the recorded decision says whether the call took a queue turn;
+                // older rows without one did when they created something for someone.
+                let took_turn = match &call.decision {
+                    Some(record) => record.rules.iter().any(|r| r == "T9"),
+                    None => call.crm_action == CrmAction::Created && call.responsible.is_some(),
+                };
+                PastCall {
+                    facts: CallFacts {
+                        direction: call.direction,
+                        customer_raw: call.from.clone(),
+                        user: call.user.clone(),
+                    },
+                    id: call.id.0,
+                    matched,
+                    customer,
+                    started_at: call.started_at,
+                    route: call.route,
+                    created: call.created,
+                    took_turn,
+                }
+            })
+            .collect())
+    }
+}
+
 pub(super) fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
     let direction: String = col(row, "direction")?;
     let outcome: Option<String> = col(row, "outcome")?;
@@ -902,5 +978,6 @@ pub(super) fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
         },
         queue: col::<Option<String>>(row, "queue_id")?.map(QueueId),
         wait_ms: col(row, "wait_ms")?,
+        decision: DecisionRecord::from_stored(col::<Option<String>>(row, "decision")?.as_deref()),
     })
 }

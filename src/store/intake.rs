@@ -18,6 +18,7 @@ use super::matching::{customer_contexts, match_all_named, match_statement, match
 use super::rows::{Cell, EntityRows, Rows, placeholders};
 use super::script::{Stmt, joined, run_sqlite};
 use super::{Result, Store, StoreError, col, json_list};
+use crate::crm::decision::{Considered, DecisionRecord};
 use crate::crm::intake::{
     CallFacts, CustomerContext, DealTarget, Decision, IntakeInput, NewEntities, NumberSettings,
     OpenDeal, PipelineEntry, Responsible, decide,
@@ -186,6 +187,7 @@ fn decide_job(
             },
             ring_timeout_s: ctx.number.as_ref().map_or(0, |n| n.ring_timeout_s),
             source: String::new(),
+            rules: Vec::new(),
         },
     }
 }
@@ -760,6 +762,7 @@ fn plan_writes(
             "route",
             "activity_id",
             "node_id",
+            "decision",
         ],
         "ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
     );
@@ -783,6 +786,7 @@ fn plan_writes(
             "matched",
             "match_reason",
             "created_at",
+            "decision",
         ],
         "",
     );
@@ -891,6 +895,16 @@ fn plan_writes(
             }
         }
 
+        let record = match matched {
+            Some(matched) => DecisionRecord::build(&[Considered {
+                raw: &job.facts.customer_raw,
+                matched: Some(matched),
+                decision,
+                created: &created,
+            }]),
+            None => DecisionRecord::logged(&decision.rules, &decision.reason),
+        };
+        let record_json = record.to_json();
         let activity = decision
             .records_activity()
             .then(|| job.ids.activity.clone());
@@ -910,6 +924,7 @@ fn plan_writes(
                     .into(),
                 decision.reason.clone().into(),
                 now.into(),
+                record_json.clone().into(),
             ]);
             let mut linked = HashSet::new();
             for entity in created.iter().chain(&decision.attach) {
@@ -950,6 +965,7 @@ fn plan_writes(
             json_list(&route_text).into(),
             activity.clone().into(),
             job.node.clone().into(),
+            record_json.into(),
         ]);
         let record = CallRecord {
             id: job.ids.call.clone(),
@@ -978,6 +994,7 @@ fn plan_writes(
             legs: Vec::new(),
             queue: None,
             wait_ms: None,
+            decision: Some(record),
         };
         let answer = EventAnswer {
             created,

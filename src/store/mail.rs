@@ -255,6 +255,8 @@ pub struct EmailRecord {
     pub crm_reason: String,
     pub activity: Option<String>,
     pub entities: Vec<EntityRef>,
+    /// Why the intake did what it did; `None` for mail stored before decision records.
+    pub decision: Option<crate::crm::decision::DecisionRecord>,
 }
 
 /// Filters of `GET /emails`.
@@ -335,7 +337,7 @@ const UID_CHUNK: usize = 500;
 
 const EMAIL_COLUMNS: &str = "id, mailbox_id, folder, uid, message_id, direction, from_addr, \
      from_name, to_addrs, cc_addrs, subject, received_at, ingested_at, completed_at, seen, \
-     attachments, size, crm_action, crm_reason, activity_id";
+     attachments, size, crm_action, crm_reason, activity_id, decision";
 
 impl Store {
     pub async fn create_mailbox(&self, new: &NewMailbox) -> Result<MailboxRecord> {
@@ -721,9 +723,13 @@ impl Store {
         }
         planner.write(&mut tx).await??;
         let (activity, created, reason) = (decided.activity, decided.created, decided.reason);
+        let record = crate::crm::decision::DecisionRecord {
+            outcome: format!("saved by hand (E12): {}", decided.record.outcome),
+            ..decided.record
+        };
         sqlx::query(
             "UPDATE emails SET crm_action = $2, crm_reason = $3, created_entities = $4, \
-             activity_id = $5 WHERE id = $1",
+             activity_id = $5, decision = $6 WHERE id = $1",
         )
         .bind(&email.id)
         .bind(if created.is_empty() {
@@ -736,6 +742,7 @@ impl Store {
             &created.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ))
         .bind(activity.as_deref())
+        .bind(record.to_json())
         .execute(&mut *tx)
         .await?;
         self.commit_change(tx, None).await?;
@@ -1396,5 +1403,8 @@ fn email_from_row(row: &AnyRow) -> Result<EmailRecord> {
         crm_reason: col(row, "crm_reason")?,
         activity: col(row, "activity_id")?,
         entities: Vec::new(),
+        decision: crate::crm::decision::DecisionRecord::from_stored(
+            col::<Option<String>>(row, "decision")?.as_deref(),
+        ),
     })
 }

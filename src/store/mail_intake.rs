@@ -26,7 +26,10 @@ use super::mail::{
 use super::matching::{customer_contexts, match_all};
 use super::rows::{Cell, EntityRows, Rows, placeholders};
 use super::{Result, Store, StoreError, col, flag, json_list, now_ms};
-use crate::crm::intake::{CustomerContext, DealTarget, NewEntities, OpenDeal, PipelineEntry};
+use crate::crm::decision::{Considered, DecisionRecord};
+use crate::crm::intake::{
+    CustomerContext, DealTarget, Decision, NewEntities, OpenDeal, PipelineEntry,
+};
 use crate::crm::mail::{MailFacts, MailIntakeInput, MailboxPolicy, decide_mail};
 use crate::crm::model::{
     CompanyId, ContactId, CrmAction, CrmSettings, DealId, Direction, EntityKind, EntityRef, Millis,
@@ -332,6 +335,8 @@ struct NewEmail {
     reason: String,
     created: Vec<EntityRef>,
     activity: Option<String>,
+    /// `None` for a copy that joined the activity of a message collected before.
+    record: Option<DecisionRecord>,
 }
 
 /// The decisions of a batch: what the messages before each one did, and what to write.
@@ -363,6 +368,7 @@ pub(super) struct Decided {
     pub activity: Option<String>,
     pub created: Vec<EntityRef>,
     pub reason: String,
+    pub record: DecisionRecord,
 }
 
 fn new_id() -> String {
@@ -492,6 +498,9 @@ impl<'a> Planner<'a> {
     ) -> Result<Decided> {
         let mut reasons = Vec::new();
         let mut identifiers = Vec::new();
+        let mut raws = Vec::new();
+        // Addresses left out before matching, for the decision record.
+        let mut skipped: Vec<(Option<Identifier>, Option<&'static str>, String)> = Vec::new();
         let mut seen = HashSet::new();
         for address in customers {
             match parse_email(address) {
@@ -501,22 +510,43 @@ impl<'a> Planner<'a> {
                         continue;
                     }
                     if blacklist.check(&identifier).is_some() {
-                        reasons.push(format!("{address} is on the mailbox's blacklist (E4)"));
+                        let reason = format!("{address} is on the mailbox's blacklist (E4)");
+                        skipped.push((Some(identifier), Some("E4"), reason.clone()));
+                        reasons.push(reason);
                         continue;
                     }
                     identifiers.push(identifier);
+                    raws.push(address.as_str());
                 }
-                Err(_) => reasons.push(format!("'{address}' is not an e-mail address")),
+                Err(_) => {
+                    let reason = format!("'{address}' is not an e-mail address");
+                    skipped.push((None, None, reason.clone()));
+                    reasons.push(reason);
+                }
             }
         }
+        let record_of = |parts: &[Considered<'_>]| {
+            let mut record = DecisionRecord::build(parts);
+            for (identifier, rule, why) in &skipped {
+                record.add_skipped(identifier.as_ref(), *rule, why);
+            }
+            record
+        };
         if identifiers.is_empty() {
             if reasons.is_empty() {
                 reasons.push("no customer address on the message".into());
             }
+            let reason = reasons.join("; ");
+            let record = if skipped.is_empty() {
+                DecisionRecord::logged(&[], &reason)
+            } else {
+                record_of(&[])
+            };
             return Ok(Decided {
                 activity: None,
                 created: Vec::new(),
-                reason: reasons.join("; "),
+                reason,
+                record,
             });
         }
         // Every address is matched before any is acted on, as one look-up would.
@@ -537,6 +567,7 @@ impl<'a> Planner<'a> {
         let mut created: Vec<EntityRef> = Vec::new();
         let mut responsible: Option<UserId> = None;
         let mut chosen = None;
+        let mut decided: Vec<(Decision, Vec<EntityRef>)> = Vec::with_capacity(looked.len());
         for (identifier, (outcome, customer)) in identifiers.iter().zip(&looked) {
             let queue = self.queue(policy);
             let decision = decide_mail(MailIntakeInput {
@@ -559,6 +590,7 @@ impl<'a> Planner<'a> {
                 *self.turns.entry(state.id.clone()).or_default() += 1;
             }
             reasons.push(format!("{}: {}", identifier.key(), decision.reason));
+            let mut made = Vec::new();
             if decision.records_activity() {
                 if responsible.is_none() {
                     responsible = decision.responsible.user().cloned();
@@ -569,22 +601,37 @@ impl<'a> Planner<'a> {
                 attach.extend(decision.attach.iter().cloned());
                 if let Some(plan) = &decision.create {
                     let owner = decision.responsible.user().cloned();
-                    created.extend(self.create(
+                    made = self.create(
                         plan,
                         identifier,
                         facts.direction,
                         owner,
                         &decision.source,
                         now,
-                    ));
+                    );
+                    created.extend(made.iter().cloned());
                 }
             }
+            decided.push((decision, made));
         }
+        let parts: Vec<Considered<'_>> = looked
+            .iter()
+            .zip(&raws)
+            .zip(&decided)
+            .map(|(((outcome, _), raw), (decision, made))| Considered {
+                raw,
+                matched: Some(outcome),
+                decision,
+                created: made,
+            })
+            .collect();
+        let record = record_of(&parts);
         if attach.is_empty() && created.is_empty() {
             return Ok(Decided {
                 activity: None,
                 created: Vec::new(),
                 reason: reasons.join("; "),
+                record,
             });
         }
         let activity = new_id();
@@ -601,6 +648,7 @@ impl<'a> Planner<'a> {
             facts.received_at.min(now).into(),
             facts.seen.then_some(now).into(),
             facts.message_id.map(str::to_owned).into(),
+            record.to_json().into(),
         ]);
         let mut linked = HashSet::new();
         for entity in created.iter().chain(&attach) {
@@ -613,6 +661,7 @@ impl<'a> Planner<'a> {
             activity: Some(activity),
             created,
             reason,
+            record,
         })
     }
 
@@ -878,6 +927,7 @@ impl<'a> Planner<'a> {
                 "created_at",
                 "completed_at",
                 "email_message_id",
+                "decision",
             ],
             // Another process took a Message-ID's activity a moment ago: a lost race.
             "ON CONFLICT DO NOTHING RETURNING id",
@@ -1075,12 +1125,19 @@ fn plan<'p>(
             reason: String::new(),
             created: Vec::new(),
             activity: None,
+            record: None,
         };
         // One activity per Message-ID: a copy in another mailbox or folder joins it.
         if let Some(activity) = email.message_id.as_ref().and_then(|id| activities.get(id)) {
             row.action = "attached".into();
             row.reason = "the same message (Message-ID) was collected before: one activity".into();
             row.activity = Some(activity.clone());
+            row.record = Some(DecisionRecord {
+                outcome: format!(
+                    "attached to activity {activity}, of the same message collected before"
+                ),
+                ..DecisionRecord::default()
+            });
             outcomes.push(EmailOutcome {
                 email: Some(id),
                 action: "attached".into(),
@@ -1116,6 +1173,7 @@ fn plan<'p>(
         row.reason = decided.reason;
         row.created = decided.created.clone();
         row.activity = decided.activity.clone();
+        row.record = Some(decided.record);
         outcomes.push(EmailOutcome {
             email: Some(id),
             action: action.as_str().to_owned(),
@@ -1310,6 +1368,7 @@ async fn write_emails(
             "crm_reason",
             "created_entities",
             "activity_id",
+            "decision",
         ],
         // A folder position another process collected a moment ago: a lost race.
         "ON CONFLICT (mailbox_id, folder, uid_validity, uid) DO NOTHING RETURNING id",
@@ -1346,6 +1405,7 @@ async fn write_emails(
             row.reason.clone().into(),
             json_list(&created).into(),
             row.activity.clone().into(),
+            row.record.as_ref().map(DecisionRecord::to_json).into(),
         ]);
     }
     if table.write(tx).await?.len() != rows.len() {

@@ -21,6 +21,7 @@ mod console_agent;
 mod console_api;
 mod console_browser;
 mod console_stats;
+mod decisions;
 mod dial;
 mod forward_redirect;
 mod helpers;

@@ -123,12 +123,44 @@ export function callSummary(call, who) {
     who ? h('span', {}, ' · ', who) : null);
 }
 
+/**
+ * Why the intake did what it did (the API's decision record), folded: the outcome in the
+ * summary; the identifiers tried, each candidate and why, and the rules inside.
+ */
+export function decisionDetails(decision) {
+  if (!decision) return null;
+  const candidates = decision.candidates || [];
+  const summary = h('summary', {}, t('decision.summary', { outcome: decision.outcome }));
+  // The outcome names entities as kind:id; once their names load, it reads with names.
+  let outcome = decision.outcome || '';
+  for (const ref of outcome.match(/\b(?:lead|contact|company|deal):[0-9a-f-]{8,}/g) || []) {
+    entityName(ref).then((name) => {
+      if (!name) return;
+      outcome = outcome.replace(ref, `${name} (${t('crm.kind_' + parseRef(ref).kind)})`);
+      summary.textContent = t('decision.summary', { outcome });
+    });
+  }
+  return h('details', { class: 'decision' },
+    summary,
+    h('dl', { class: 'facts decision__facts' },
+      h('dt', {}, t('decision.identifiers')),
+      h('dd', {}, (decision.identifiers || []).map((id) => h('code', {}, id)).flatMap((el, i) => (i ? [' ', el] : [el]))),
+      h('dt', {}, t('decision.candidates')),
+      h('dd', {}, candidates.length
+        ? h('ul', { class: 'decision__candidates' }, candidates.map((c) => h('li', {},
+          entityLinks([c.entity]), ': ', h('span', { class: 'muted' }, c.why))))
+        : t('decision.no_candidates')),
+      h('dt', {}, t('decision.rules')),
+      h('dd', {}, (decision.rules || []).map((r) => h('span', { class: 'badge muted decision__rule', title: r }, r)).flatMap((el, i) => (i ? [' ', el] : [el])))));
+}
+
 function callItem(activity, call, people) {
   const who = call ? userName(people, call.answered_by || call.user) : null;
   return [
     h('p', { class: 'tl-title' }, h('strong', {}, t('crm.call')), ' ', activity.subject),
     call ? callSummary(call, call.answered_by || call.user ? who : null) : null,
     activity.recording ? player(activity.recording) : null,
+    decisionDetails(activity.decision || (call && call.decision)),
     activity.note ? h('p', { class: 'tl-note' }, h('span', { class: 'muted' }, t('crm.note'), ': '), activity.note) : null,
     h('details', { class: 'tl-edit' }, h('summary', {}, t('crm.edit_note')), noteForm(activity.id, activity.note)),
   ];
@@ -163,6 +195,7 @@ function emailItem(activity, email) {
   return [
     h('p', { class: 'tl-title' }, h('strong', {}, t('crm.email')), ' ', email ? email.subject : activity.subject),
     email ? emailBlock(email) : null,
+    decisionDetails(activity.decision || (email && email.decision)),
     activity.note ? h('p', { class: 'tl-note' }, h('span', { class: 'muted' }, t('crm.note'), ': '), activity.note) : null,
   ];
 }
