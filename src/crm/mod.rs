@@ -10,3 +10,4 @@ pub mod model;
 pub mod queue;
 pub mod queueing;
 pub mod stats;
+pub mod trust;

@@ -40,6 +40,13 @@ pub struct CallEvent {
     pub user: Option<UserId>,
     pub outcome: Option<CallOutcome>,
     pub at: Millis,
+    /// The first redirecting number of a forwarded call, as received (Diversion,
+    /// History-Info, or the PBX's `diverted_from`). Absent in journals written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverted_from: Option<String>,
+    /// The carrier's verification of the caller (`verstat`), as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verstat: Option<String>,
 }
 
 /// One row of the call log (T13).
@@ -78,6 +85,12 @@ pub struct CallRecord {
     pub queue: Option<QueueId>,
     /// How long the caller waited in the queue; `None` when they never waited.
     pub wait_ms: Option<i64>,
+    /// The first redirecting number of a forwarded call (E.164 when it normalises).
+    pub diverted_from: Option<String>,
+    /// The carrier's verification of the caller, as received.
+    pub verstat: Option<String>,
+    /// T6: the trust rule that kept the call out of the CRM.
+    pub trust_flag: Option<crate::crm::trust::TrustFlag>,
 }
 
 /// One outgoing leg of a routed call: a device of an employee.
@@ -211,6 +224,7 @@ fn facts_of(event: &CallEvent) -> CallFacts {
             Direction::Outgoing => event.to.clone(),
         },
         user: event.user.clone(),
+        trust_flag: None,
     }
 }
 
@@ -254,9 +268,13 @@ impl Store {
                 }
             }
             let context = self.intake_context(event, &facts).await?;
+            let facts = CallFacts {
+                trust_flag: context.trust_flag,
+                ..facts.clone()
+            };
             let job = IntakeJob::new(
                 event.clone(),
-                facts.clone(),
+                facts,
                 context,
                 node.map(|n| n.as_str().to_owned()),
             );
@@ -305,6 +323,10 @@ impl Store {
         for event in events {
             let facts = facts_of(event);
             let context = self.intake_context(event, &facts).await?;
+            let facts = CallFacts {
+                trust_flag: context.trust_flag,
+                ..facts
+            };
             jobs.push(IntakeJob::new(event.clone(), facts, context, None));
         }
         Ok(super::batch::settle(self.writer(), jobs)
@@ -396,6 +418,8 @@ impl Store {
             user: Some(user.clone()),
             outcome: None,
             at,
+            diverted_from: None,
+            verstat: None,
         };
         let mut call = call;
         for stmt in reassign_on_transfer(&self.cache().snapshot(), &mut call, &event) {
@@ -594,6 +618,8 @@ impl Store {
             user: call.user.clone(),
             outcome: call.outcome,
             at: call.started_at,
+            diverted_from: call.diverted_from.clone(),
+            verstat: call.verstat.clone(),
         };
         let activity = insert_call_activity(
             &mut tx,
@@ -891,5 +917,10 @@ pub(super) fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
         },
         queue: col::<Option<String>>(row, "queue_id")?.map(QueueId),
         wait_ms: col(row, "wait_ms")?,
+        diverted_from: col(row, "diverted_from")?,
+        verstat: col(row, "verstat")?,
+        trust_flag: col::<Option<String>>(row, "trust_flag")?
+            .as_deref()
+            .and_then(crate::crm::trust::TrustFlag::parse),
     })
 }
