@@ -35,6 +35,7 @@ fn intake(c: &mut Criterion) {
         ring_timeout_s: 20,
         source: "CALL".into(),
         change_responsible_on_transfer: false,
+        trust: Default::default(),
     };
     let queue = QueueState {
         id: QueueId("q".into()),
@@ -50,6 +51,7 @@ fn intake(c: &mut Criterion) {
         direction: Direction::Incoming,
         customer_raw: "030 1234567".into(),
         user: None,
+        trust_flag: None,
     };
     let key = normalise_phone("030 1234567", Some(number.default_country)).expect("phone");
     let matched = resolve(Identifier::Phone(key), &Exclusions::default(), Vec::new());

@@ -76,6 +76,8 @@ async fn sweep_once(store: &Store, node: &NodeId) -> Result<(), StoreError> {
             user: None,
             outcome: Some(CallOutcome::Failed),
             at: now_ms(),
+            diverted_from: None,
+            verstat: None,
         };
         let outcome = store.apply_call_event(&ended).await?;
         if !outcome.repeated {

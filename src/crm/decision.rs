@@ -220,6 +220,7 @@ mod tests {
             ring_timeout_s: 20,
             source: "CALL".into(),
             change_responsible_on_transfer: false,
+            trust: Default::default(),
         }
     }
 
@@ -248,6 +249,7 @@ mod tests {
             direction: Direction::Incoming,
             customer_raw: RAW.into(),
             user: None,
+            trust_flag: None,
         };
         let queue = queue();
         let decision = decide(IntakeInput {

@@ -107,6 +107,7 @@ mod tests {
                 ring_timeout_s: 20,
                 source: "CALL".into(),
                 change_responsible_on_transfer: false,
+                trust: Default::default(),
             },
             trunk: trunk.map(|t| TrunkId(t.to_owned())),
         }

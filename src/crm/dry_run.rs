@@ -201,6 +201,7 @@ mod tests {
             ring_timeout_s: 20,
             source: "CALL".into(),
             change_responsible_on_transfer: false,
+            trust: Default::default(),
         }
     }
 
@@ -211,6 +212,7 @@ mod tests {
                 direction: Direction::Incoming,
                 customer_raw: caller.into(),
                 user: None,
+                trust_flag: None,
             },
             matched: Some(resolve(
                 Identifier::Phone(PhoneKey::E164(caller.into())),

@@ -27,6 +27,8 @@ pub struct NumberSettings {
     pub ring_timeout_s: u32,
     pub source: String,
     pub change_responsible_on_transfer: bool,
+    /// Caller trust: verification, hourly limit, withheld callers (T6).
+    pub trust: crate::crm::trust::TrustSettings,
 }
 
 /// What is known about the call itself.
@@ -37,6 +39,8 @@ pub struct CallFacts {
     pub customer_raw: String,
     /// The employee who dialled an outgoing call, if the PBX said.
     pub user: Option<UserId>,
+    /// T6: the caller trust rule that keeps this call out of the CRM, if one does.
+    pub trust_flag: Option<crate::crm::trust::TrustFlag>,
 }
 
 /// An open deal of the best-matching customer (T11, E14).
@@ -200,6 +204,15 @@ pub fn decide(input: IntakeInput<'_>) -> Decision {
         );
     };
     let timeout = number.ring_timeout_s;
+    if let Some(flag) = facts.trust_flag {
+        // T6: an untrusted caller is routed and logged, never put in the CRM.
+        return log_only(
+            flag.reason().to_owned(),
+            queue_route(None),
+            timeout,
+            &["T6"],
+        );
+    }
 
     match matched.status {
         // T6 / M4 / M6: logged, never in the CRM; the call still rings the queue.

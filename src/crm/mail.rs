@@ -102,6 +102,7 @@ pub fn decide_mail(input: MailIntakeInput<'_>) -> Decision {
         direction: facts.direction,
         customer_raw: facts.customer.clone(),
         user: mailbox.owner.clone(),
+        trust_flag: None,
     };
     let mut decision = decide(IntakeInput {
         facts: &call_facts,
@@ -213,6 +214,7 @@ fn channel(mailbox: &MailboxPolicy, by_hand: bool) -> NumberSettings {
         ring_timeout_s: 0,
         source: SOURCE_EMAIL.to_owned(),
         change_responsible_on_transfer: false,
+        trust: Default::default(),
     }
 }
 

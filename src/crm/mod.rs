@@ -14,3 +14,4 @@ pub mod privacy;
 pub mod queue;
 pub mod queueing;
 pub mod stats;
+pub mod trust;

@@ -18,6 +18,7 @@ use crate::crm::decision::DecisionRecord;
 use crate::crm::model::{
     BadEntityRef, CallEventKind, CallOutcome, CrmAction, Direction, EntityKind, EntityRef, UserId,
 };
+use crate::crm::trust::TrustFlag;
 use crate::events::{CallUpdate, LiveCalls};
 use crate::matcher::normalise_phone;
 use crate::store::{CallEvent, CallFilter, CallLeg, CallRecord, EventOutcome, now_ms, rfc3339};
@@ -39,6 +40,9 @@ pub struct CallEventBody {
     pub outcome: Option<CallOutcome>,
     /// RFC 3339 time of the event (default: now).
     pub at: Option<String>,
+    /// A forwarded call: the first redirecting number (the number the caller dialled).
+    /// When it is one of our numbers, the call follows that number's settings.
+    pub diverted_from: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -91,6 +95,20 @@ pub struct Call {
     /// Why the call did what it did to the CRM: identifiers tried, candidates and why,
     /// rules applied, outcome. Null for calls logged before decision records existed.
     pub decision: Option<DecisionRecord>,
+    /// A forwarded call's first redirecting number (E.164 when it normalises, else as
+    /// received); `number` is then that number when it is ours.
+    pub diverted_from: Option<String>,
+    /// The carrier's verification of the caller and the trust rule that kept the call
+    /// out of the CRM (T6).
+    pub trust: CallTrust,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallTrust {
+    /// `TN-Validation-Passed`, `TN-Validation-Failed`, `No-TN-Validation`, or null when
+    /// the carrier sent none.
+    pub verstat: Option<String>,
+    pub flag: Option<TrustFlag>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -169,6 +187,11 @@ impl From<CallRecord> for Call {
             queue: c.queue.map(|q| q.0),
             wait_s: c.wait_ms.map(|ms| ms as f64 / 1000.0),
             decision: c.decision,
+            diverted_from: c.diverted_from,
+            trust: CallTrust {
+                verstat: c.verstat,
+                flag: c.trust_flag,
+            },
         }
     }
 }
@@ -284,6 +307,8 @@ async fn post_event(
         user: body.user.map(UserId),
         outcome: body.outcome,
         at,
+        diverted_from: body.diverted_from.filter(|d| !d.trim().is_empty()),
+        verstat: None,
     };
     let outcome = state.store.apply_call_event(&event).await?;
     // A repeat changed nothing and was announced the first time.

@@ -14,6 +14,7 @@ use super::{AppState, List, ListQuery, validate};
 use crate::crm::hours::{AfterHours, AfterHoursAction, Hours};
 use crate::crm::intake::NumberSettings;
 use crate::crm::model::{Directions, LeadCreation, NumberId, QueueId, SOURCE_CALL, TrunkId};
+use crate::crm::trust::TrustSettings;
 use crate::matcher::Country;
 use crate::media::recording::Channels;
 use crate::store::{NumberMedia, NumberRecord, rfc3339};
@@ -48,6 +49,8 @@ pub struct CreateNumber {
     /// outside the hours, and when nobody in the queue answers.
     #[schema(value_type = Option<Object>)]
     pub after_hours: Option<serde_json::Value>,
+    /// Caller trust (T6); absent fields take their defaults.
+    pub trust: Option<TrustSettings>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -75,6 +78,8 @@ pub struct UpdateNumber {
     #[serde(default, deserialize_with = "validate::double_option")]
     #[schema(value_type = Option<Object>)]
     pub after_hours: Option<Option<serde_json::Value>>,
+    /// Replaces the trust rules as a whole; absent fields take their defaults.
+    pub trust: Option<TrustSettings>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -100,6 +105,8 @@ pub struct Number {
     pub after_hours: Option<AfterHours>,
     /// URL of the voicemail greeting, if one was uploaded.
     pub greeting: Option<String>,
+    /// Caller trust (T6).
+    pub trust: TrustSettings,
     pub created_at: String,
 }
 
@@ -129,6 +136,7 @@ impl From<NumberRecord> for Number {
             hours: media.hours.as_ref().map(Hours::to_json),
             after_hours: media.after_hours,
             greeting,
+            trust: s.trust,
             created_at: rfc3339(n.created_at),
         }
     }
@@ -150,6 +158,18 @@ fn ring_timeout(value: u32) -> ApiResult<u32> {
             "invalid_ring_timeout",
             "ring_timeout_s",
             "ring_timeout_s must be 5 to 300 seconds",
+        ));
+    }
+    Ok(value)
+}
+
+/// A limit of zero calls an hour would flag every caller: no limit is `null`.
+fn trust(value: TrustSettings) -> ApiResult<TrustSettings> {
+    if value.max_calls_per_caller_per_hour == Some(0) {
+        return Err(ApiError::field(
+            "invalid_trust",
+            "trust.max_calls_per_caller_per_hour",
+            "the limit must be at least 1 call an hour; null means no limit",
         ));
     }
     Ok(value)
@@ -264,6 +284,7 @@ async fn create_number(
         ring_timeout_s: ring_timeout(body.ring_timeout_s.unwrap_or(20))?,
         source: body.source.unwrap_or_else(|| SOURCE_CALL.to_owned()),
         change_responsible_on_transfer: body.change_responsible_on_transfer.unwrap_or(false),
+        trust: trust(body.trust.unwrap_or_default())?,
     };
     let trunk = body.trunk.map(TrunkId);
     check_references(&state, &settings, trunk.as_ref()).await?;
@@ -343,6 +364,9 @@ pub(super) fn patched(mut s: NumberSettings, body: &UpdateNumber) -> ApiResult<N
     }
     if let Some(v) = body.change_responsible_on_transfer {
         s.change_responsible_on_transfer = v;
+    }
+    if let Some(v) = body.trust.clone() {
+        s.trust = trust(v)?;
     }
     Ok(s)
 }

@@ -30,8 +30,10 @@ use super::identity;
 use super::profiles::Profiles;
 use super::router::{self, Device};
 use super::session_timer;
+use crate::crm::hours::{AfterHours, AfterHoursAction};
 use crate::crm::intake::NumberSettings;
-use crate::crm::model::{CallEventKind, Direction, UserId};
+use crate::crm::model::{CallEventKind, CallOutcome, Direction, UserId};
+use crate::crm::trust;
 use crate::events::{CallUpdate, EventBus, LiveCalls};
 use crate::media::Side;
 use crate::store::{
@@ -73,6 +75,10 @@ impl From<rsipstack::Error> for B2buaError {
         B2buaError::Sip(Box::new(err))
     }
 }
+
+/// The longest voicemail message of a withheld caller sent to voicemail (T6) on a number
+/// without an after-hours rule of its own.
+const DEFAULT_VOICEMAIL_S: u32 = 120;
 
 /// What every call needs; shared.
 pub struct B2bua {
@@ -150,19 +156,10 @@ impl B2bua {
         };
         let caller = identity::caller(&request, &profile);
         let call_id = request.call_id_header()?.value().to_owned();
-        let span = tracing::info_span!("call", %call_id, number = %number.number);
-        let media_settings = self.store.cached_number_media(&number.id);
-        let session = match self.media_session(media_settings.media_relay || trunk.media_relay) {
-            Ok(session) => session,
-            Err(status) => {
-                let warning = Header::Warning("399 leadline \"no free media ports\"".into());
-                tx.reply_with(status, vec![warning], None).await?;
-                return Ok(());
-            }
-        };
-
-        let (inbound, state_sender, states) = self.take_caller(tx)?;
-
+        let verification = identity::verification(&request, &profile);
+        let diverted_from = identity::called_party(&request, &profile).original;
+        let span = tracing::info_span!("call", %call_id, number = %number.number,
+            identity_header = verification.identity);
         let customer = caller
             .number
             .clone()
@@ -177,7 +174,36 @@ impl B2bua {
             user: None,
             outcome: None,
             at: started,
+            diverted_from,
+            verstat: verification.verstat.map(|v| v.as_str().to_owned()),
         };
+        // T6: the rate limit never turns a caller away, so it is left to the intake.
+        let verdict = trust::evaluate(
+            &number.trust,
+            &trust::TrustFacts {
+                verstat: verification.verstat,
+                anonymous: caller.number.is_none(),
+                calls_last_hour: 0,
+            },
+        );
+        if let trust::Handling::Reject(status) = verdict.handling {
+            self.refuse_untrusted(tx, ringing_event, status)
+                .instrument(span)
+                .await?;
+            return Ok(());
+        }
+        let media_settings = self.store.cached_number_media(&number.id);
+        let session = match self.media_session(media_settings.media_relay || trunk.media_relay) {
+            Ok(session) => session,
+            Err(status) => {
+                let warning = Header::Warning("399 leadline \"no free media ports\"".into());
+                tx.reply_with(status, vec![warning], None).await?;
+                return Ok(());
+            }
+        };
+
+        let (inbound, state_sender, states) = self.take_caller(tx)?;
+
         let (call_record, answer, late_intake) =
             self.intake_within_budget(ringing_event, &number).await;
         let shown = self
@@ -186,7 +212,18 @@ impl B2bua {
         // T5 is for a known customer: a lead this call just created has the queue's next
         // agent as its responsible, who is no more than the queue's turn.
         let known_responsible = answer.matches.first().and_then(|m| m.responsible.clone());
-        let (plan, queue) = self.queue_plan(&number, &answer, known_responsible.as_ref());
+        let (mut plan, mut queue) = self.queue_plan(&number, &answer, known_responsible.as_ref());
+        let mut after_hours = media_settings.after_hours.clone();
+        if verdict.handling == trust::Handling::Voicemail {
+            // T6: nobody rings, so the voicemail rule takes the caller straight away.
+            plan = router::plan(&[], &HashMap::new(), number.ring_timeout_s);
+            queue = None;
+            after_hours = Some(AfterHours {
+                action: AfterHoursAction::Voicemail,
+                forward_to: None,
+                max_message_s: after_hours.map_or(DEFAULT_VOICEMAIL_S, |rule| rule.max_message_s),
+            });
+        }
 
         let machine = call::Call::new(call::Setup {
             kind: call::Kind::Incoming,
@@ -197,7 +234,7 @@ impl B2bua {
                 bytes: request.body.clone(),
             },
             session_interval_s,
-            after_hours: media_settings.after_hours.clone(),
+            after_hours,
             recording: media_settings.recording && session.is_some(),
             intake_pending: late_intake.is_some(),
             received,
@@ -234,7 +271,34 @@ impl B2bua {
         Ok(())
     }
 
-    /// Our number the INVITE is for: the profile's reading first, then the other one.
+    /// T6: refuses a caller the number does not trust, and logs the call with its flag
+    /// (opened and ended by one event: the intake keeps it out of the CRM).
+    async fn refuse_untrusted(
+        &self,
+        mut tx: Transaction,
+        opening: CallEvent,
+        status: u16,
+    ) -> Result<(), B2buaError> {
+        let why = match status {
+            trust::REJECT_ANONYMOUS => "anonymous callers are not accepted on this number",
+            _ => "the carrier failed to verify the caller's number",
+        };
+        let warning = Header::Warning(format!("399 leadline \"{why}\"").into());
+        tx.reply_with(StatusCode::from(status), vec![warning], None)
+            .await?;
+        let ended = CallEvent {
+            event: CallEventKind::Ended,
+            outcome: Some(CallOutcome::Failed),
+            ..opening
+        };
+        if let Err(err) = self.store.open_call(&ended, &self.node).await {
+            tracing::error!(%err, "cannot log the refused call");
+        }
+        Ok(())
+    }
+
+    /// Our number the INVITE is for: the number the caller dialled before a forward when
+    /// it is ours, else the profile's reading, then the other one.
     /// From the in-memory configuration: no database round trip (async and fallible
     /// only to keep its callers as they are).
     async fn number_called(
@@ -243,10 +307,11 @@ impl B2bua {
         profile: &super::profiles::Profile,
     ) -> Result<Option<NumberSettings>, StoreError> {
         let party = identity::called_party(request, profile);
+        // T2, T8: a call forwarded from one of our numbers is that number's call.
         let candidates = [
+            party.original,
             identity::called(request, profile),
             party.dialled,
-            party.original,
         ];
         Ok(candidates
             .into_iter()

@@ -4,7 +4,8 @@
 //! matcher compares them (E.164 when the number can be read, else its digits). This module
 //! owns the reading of identity headers (RFC 3325 P-Asserted-/P-Preferred-Identity,
 //! Remote-Party-ID, From), of withheld callers (RFC 3323/3325 `Privacy: id`, anonymous
-//! URIs) and of forwarding (RFC 5806 Diversion, RFC 7044 History-Info). It does not decide
+//! URIs), of forwarding (RFC 5806 Diversion, RFC 7044 History-Info) and of the carrier's
+//! verification of the caller (RFC 8224 Identity, ATIS-1000074 `verstat`). It does not decide
 //! what a number means: the B2BUA looks the called number up, the matcher the caller.
 //! A header that cannot be read is skipped, never an error: a caller we cannot name is
 //! still a call to record.
@@ -14,6 +15,7 @@ use rsipstack::sip::uri::Param;
 use rsipstack::sip::{Header, Host, Request, Scheme, Uri};
 
 use super::profiles::{CallerHeader, NumberFormat, Profile};
+use crate::crm::trust::Verstat;
 use crate::matcher::{Country, PhoneKey, normalise_phone};
 
 /// The caller of an incoming call, as far as the INVITE tells.
@@ -43,6 +45,79 @@ pub struct CalledParty {
     /// entry with a number (RFC 5806 prepends each new one), else the first History-Info
     /// entry with a number (RFC 7044 lists them in order, the original target first).
     pub original: Option<String>,
+}
+
+/// What the carrier says about the caller's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// The first `verstat` in the profile's `verstat_headers`, in any of the places
+    /// carriers put it: a parameter of a tel URI, of a SIP URI's user part, of the URI,
+    /// or of the header.
+    pub verstat: Option<Verstat>,
+    /// An RFC 8224 `Identity` header came with the call (a PASSporT Leadline does not
+    /// check itself: the carrier's `verstat` is its verdict).
+    pub identity: bool,
+}
+
+/// The carrier's verification of the caller, read where the profile says it is.
+pub fn verification(request: &Request, profile: &Profile) -> Verification {
+    let verstat = profile.verstat_headers.iter().find_map(|&header| {
+        raw_entries(request, header)
+            .iter()
+            .find_map(|entry| verstat_in(entry))
+    });
+    let identity = request
+        .headers
+        .iter()
+        .any(|header| matches!(header, Header::Identity(_)));
+    Verification { verstat, identity }
+}
+
+/// The `verstat` parameter anywhere in one header entry; the name's case varies.
+fn verstat_in(entry: &str) -> Option<Verstat> {
+    let lower = entry.to_ascii_lowercase();
+    lower.match_indices("verstat=").find_map(|(at, name)| {
+        let starts_param = entry[..at].ends_with([';', '?', '&']);
+        let value = entry[at + name.len()..]
+            .split([';', '@', '>', ',', '&', ' ', '\t'])
+            .next()
+            .unwrap_or_default();
+        starts_param
+            .then(|| Verstat::parse(&percent_decode(value)))
+            .flatten()
+    })
+}
+
+/// The entries of one identity header as written, for parameters the URI parser drops.
+fn raw_entries(request: &Request, header: CallerHeader) -> Vec<String> {
+    match header {
+        CallerHeader::From => request
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::From(from) => Some(vec![from.value().to_owned()]),
+                _ => None,
+            })
+            .unwrap_or_default(),
+        CallerHeader::PAssertedIdentity => values(request, |h| match h {
+            Header::PAssertedIdentity(v) => Some(v.value()),
+            _ => None,
+        })
+        .collect(),
+        CallerHeader::PPreferredIdentity => values(request, |h| match h {
+            Header::PPreferredIdentity(v) => Some(v.value()),
+            _ => None,
+        })
+        .collect(),
+        CallerHeader::RemotePartyId => values(request, |h| match h {
+            Header::Other(name, v) if name.eq_ignore_ascii_case("Remote-Party-ID") => {
+                Some(v.as_str())
+            }
+            _ => None,
+        })
+        .collect(),
+        CallerHeader::Diversion => Vec::new(),
+    }
 }
 
 /// The caller: the first header in the profile's order that names a number.
@@ -941,6 +1016,101 @@ mod tests {
             add(&carrier("+4922899990", &[("From", "<sip:192.0.2.20>;tag=1")]), "Privacy", "id"),
             profile("generic")
             => withheld(FromHeader), Some("+4922899990");
+    }
+
+    fn verstat_of(headers: &[(&str, &str)], profile: &Profile) -> Verification {
+        verification(&parse(&carrier("+14155552222", headers)), profile)
+    }
+
+    #[test]
+    fn t6_verstat_is_read_where_carriers_put_it() {
+        let generic = profile("generic");
+        // ATIS-1000074 §5.3.1: a parameter of the user part of the asserted SIP URI.
+        let in_user = verstat_of(
+            &[(
+                "P-Asserted-Identity",
+                "<sip:+12155551212;verstat=TN-Validation-Passed@ims.example.net;user=phone>",
+            )],
+            &generic,
+        );
+        assert_eq!(in_user.verstat, Some(Verstat::Passed));
+        // A tel URI parameter, as US carriers and Twilio send it.
+        let in_tel = verstat_of(
+            &[(
+                "P-Asserted-Identity",
+                "<tel:+12155551212;verstat=TN-Validation-Failed>",
+            )],
+            &generic,
+        );
+        assert_eq!(in_tel.verstat, Some(Verstat::Failed));
+        // A URI parameter of From, for networks without P-Asserted-Identity, in lower case.
+        let in_from = verstat_of(
+            &[(
+                "From",
+                "\"Bob\" <sip:+12155551212@gw.example.com;user=phone;verstat=no-tn-validation>;tag=9",
+            )],
+            &generic,
+        );
+        assert_eq!(in_from.verstat, Some(Verstat::NoValidation));
+        // The asserted identity comes first in the profile's order.
+        let both = verstat_of(
+            &[
+                (
+                    "From",
+                    "<sip:+12155551212@gw.example.com;verstat=TN-Validation-Passed>;tag=9",
+                ),
+                (
+                    "P-Asserted-Identity",
+                    "<sip:+12155551212@ims.example.net;verstat=TN-Validation-Failed>",
+                ),
+            ],
+            &generic,
+        );
+        assert_eq!(both.verstat, Some(Verstat::Failed));
+    }
+
+    #[test]
+    fn t6_no_or_unknown_verstat_and_the_identity_header() {
+        let generic = profile("generic");
+        let none = verstat_of(&[], &generic);
+        assert_eq!(none.verstat, None);
+        assert!(!none.identity);
+        // RFC 8224 §4: the PASSporT the originating carrier signed; its verdict travels
+        // in verstat, which this terminating network did not add.
+        let signed = verstat_of(
+            &[
+                (
+                    "Identity",
+                    "eyJhbGciOiJFUzI1NiIsInR5cCI6InBhc3Nwb3J0In0.eyJhdHRlc3QiOiJBIn0.c2ln;\
+                     info=<https://cert.example.org/passport.cer>;alg=ES256;ppt=shaken",
+                ),
+                (
+                    "P-Asserted-Identity",
+                    "<sip:+12155551212@ims.example.net;xverstat=TN-Validation-Failed>",
+                ),
+            ],
+            &generic,
+        );
+        assert_eq!(signed.verstat, None);
+        assert!(signed.identity);
+        let garbled = verstat_of(
+            &[("P-Asserted-Identity", "<tel:+12155551212;verstat=Maybe>")],
+            &generic,
+        );
+        assert_eq!(garbled.verstat, None);
+        // A profile that reads no verstat ignores a From a caller could write themselves.
+        let not_read = Profile {
+            verstat_headers: Vec::new(),
+            ..generic
+        };
+        let ignored = verstat_of(
+            &[(
+                "From",
+                "<sip:+12155551212@gw.example.com;verstat=TN-Validation-Failed>;tag=9",
+            )],
+            &not_read,
+        );
+        assert_eq!(ignored.verstat, None);
     }
 
     #[test]

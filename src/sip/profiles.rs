@@ -43,6 +43,9 @@ pub struct Profile {
     /// Digest algorithms offered to a PBX of this family registering to us, most
     /// preferred first (`sip_digest`); `None`: the gateway's `--sip-digest`.
     pub digest: Option<Vec<crate::sip::digest::Algorithm>>,
+    /// The headers whose URI carries the carrier's `verstat` (ATIS-1000074), in order;
+    /// empty: this peer's verification is not read.
+    pub verstat_headers: Vec<CallerHeader>,
 }
 
 impl Profile {
@@ -119,6 +122,10 @@ impl Profile {
         let digest = table
             .get("sip_digest")
             .and_then(|value| check.digest_order(value));
+        let verstat_headers = match table.get("verstat_headers") {
+            Some(value) => check.verstat_headers(value),
+            None => Some(DEFAULT_VERSTAT_HEADERS.to_vec()),
+        };
         let honour_privacy = check
             .required(&table, "privacy")
             .and_then(|value| check.choice::<Privacy>("privacy", value))
@@ -146,6 +153,7 @@ impl Profile {
                 keepalive,
                 honour_privacy,
                 digest,
+                verstat_headers: verstat_headers.unwrap_or_default(),
             }),
             _ => Err(check.problems),
         }
@@ -393,7 +401,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-const KEYS: [&str; 7] = [
+const KEYS: [&str; 8] = [
     "caller_headers",
     "number_format",
     "country",
@@ -401,7 +409,13 @@ const KEYS: [&str; 7] = [
     "keepalive",
     "privacy",
     "sip_digest",
+    "verstat_headers",
 ];
+
+/// Where carriers put `verstat` (ATIS-1000074 §5.3.1: the asserted identity, and From
+/// for networks that send no P-Asserted-Identity).
+const DEFAULT_VERSTAT_HEADERS: [CallerHeader; 2] =
+    [CallerHeader::PAssertedIdentity, CallerHeader::From];
 const KEEPALIVE_KEYS: [&str; 2] = ["tcp_crlf_s", "udp_options_s"];
 
 /// Registrars answer shorter expiries with 423 Interval Too Brief (RFC 3261 §10.3 step 7);
@@ -524,6 +538,34 @@ impl Check {
                     .to_owned(),
             );
             return None;
+        }
+        Some(headers)
+    }
+
+    fn verstat_headers(&mut self, value: &Value) -> Option<Vec<CallerHeader>> {
+        const KEY: &str = "verstat_headers";
+        let Some(items) = value.as_array() else {
+            self.fail(
+                Some(KEY),
+                format!(
+                    "expected a list like [\"p-asserted-identity\", \"from\"] (or [] to read \
+                     no verstat), found {}",
+                    value.type_str()
+                ),
+            );
+            return None;
+        };
+        let mut headers = Vec::new();
+        for item in items {
+            match self.choice::<CallerHeader>(KEY, item) {
+                Some(CallerHeader::Diversion) => self.fail(
+                    Some(KEY),
+                    "\"diversion\" names a forwarding number, not the caller".to_owned(),
+                ),
+                Some(header) if !headers.contains(&header) => headers.push(header),
+                Some(header) => self.fail(Some(KEY), format!("\"{header}\" is listed twice")),
+                None => {}
+            }
         }
         Some(headers)
     }
@@ -682,6 +724,7 @@ mod tests {
                 },
                 honour_privacy: false,
                 digest: None,
+                verstat_headers: vec![CallerHeader::PAssertedIdentity, CallerHeader::From],
             }
         );
         assert_eq!(profile.keepalive.tcp_crlf(), None);
@@ -741,7 +784,8 @@ mod tests {
             lines,
             [
                 "test.toml: colour: unknown key; the keys are caller_headers, number_format, \
-                 country, registration_interval_s, keepalive, privacy, sip_digest",
+                 country, registration_interval_s, keepalive, privacy, sip_digest, \
+                 verstat_headers",
                 "test.toml: caller_headers: 'contact' is not one of \"p-asserted-identity\", \
                  \"p-preferred-identity\", \"remote-party-id\", \"from\", \"diversion\"",
                 "test.toml: caller_headers: \"from\" is listed twice",
@@ -778,6 +822,20 @@ mod tests {
             problems[2].message,
             "'XX' is not a known country; write a two-letter ISO 3166 code such as DE, ES or US"
         );
+    }
+
+    #[test]
+    fn verstat_headers_default_to_the_asserted_identity_and_from() {
+        let none = parse(&format!("verstat_headers = []\n{GOOD}")).unwrap();
+        assert!(none.verstat_headers.is_empty());
+        let pai = parse(&format!(
+            "verstat_headers = [\"p-asserted-identity\"]\n{GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(pai.verstat_headers, [CallerHeader::PAssertedIdentity]);
+        let problems = parse(&format!("verstat_headers = [\"diversion\"]\n{GOOD}")).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].key.as_deref(), Some("verstat_headers"));
     }
 
     #[test]

@@ -42,6 +42,13 @@ pub struct CallEvent {
     pub user: Option<UserId>,
     pub outcome: Option<CallOutcome>,
     pub at: Millis,
+    /// The first redirecting number of a forwarded call, as received (Diversion,
+    /// History-Info, or the PBX's `diverted_from`). Absent in journals written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverted_from: Option<String>,
+    /// The carrier's verification of the caller (`verstat`), as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verstat: Option<String>,
 }
 
 /// One row of the call log (T13).
@@ -82,6 +89,12 @@ pub struct CallRecord {
     pub wait_ms: Option<i64>,
     /// Why the intake did what it did; `None` for calls logged before records existed.
     pub decision: Option<DecisionRecord>,
+    /// The first redirecting number of a forwarded call (E.164 when it normalises).
+    pub diverted_from: Option<String>,
+    /// The carrier's verification of the caller, as received.
+    pub verstat: Option<String>,
+    /// T6: the trust rule that kept the call out of the CRM.
+    pub trust_flag: Option<crate::crm::trust::TrustFlag>,
 }
 
 /// One outgoing leg of a routed call: a device of an employee.
@@ -215,6 +228,7 @@ fn facts_of(event: &CallEvent) -> CallFacts {
             Direction::Outgoing => event.to.clone(),
         },
         user: event.user.clone(),
+        trust_flag: None,
     }
 }
 
@@ -269,9 +283,13 @@ impl Store {
                 }
             }
             let context = self.intake_context(event, &facts).await?;
+            let facts = CallFacts {
+                trust_flag: context.trust_flag,
+                ..facts.clone()
+            };
             let job = IntakeJob::new(
                 event.clone(),
-                facts.clone(),
+                facts,
                 context,
                 node.map(|n| n.as_str().to_owned()),
             );
@@ -320,6 +338,10 @@ impl Store {
         for event in events {
             let facts = facts_of(event);
             let context = self.intake_context(event, &facts).await?;
+            let facts = CallFacts {
+                trust_flag: context.trust_flag,
+                ..facts
+            };
             jobs.push(IntakeJob::new(event.clone(), facts, context, None));
         }
         Ok(super::batch::settle(self.writer(), jobs)
@@ -411,6 +433,8 @@ impl Store {
             user: Some(user.clone()),
             outcome: None,
             at,
+            diverted_from: None,
+            verstat: None,
         };
         let mut call = call;
         for stmt in reassign_on_transfer(&self.cache().snapshot(), &mut call, &event) {
@@ -609,6 +633,8 @@ impl Store {
             user: call.user.clone(),
             outcome: call.outcome,
             at: call.started_at,
+            diverted_from: call.diverted_from.clone(),
+            verstat: call.verstat.clone(),
         };
         let activity = insert_call_activity(
             &mut tx,
@@ -918,6 +944,8 @@ impl Store {
                         direction: call.direction,
                         customer_raw: call.from.clone(),
                         user: call.user.clone(),
+                        // The trust verdict the call got (T6) is replayed as recorded.
+                        trust_flag: call.trust_flag,
                     },
                     id: call.id.0,
                     matched,
@@ -979,5 +1007,10 @@ pub(super) fn call_from_row(row: &AnyRow) -> Result<CallRecord> {
         queue: col::<Option<String>>(row, "queue_id")?.map(QueueId),
         wait_ms: col(row, "wait_ms")?,
         decision: DecisionRecord::from_stored(col::<Option<String>>(row, "decision")?.as_deref()),
+        diverted_from: col(row, "diverted_from")?,
+        verstat: col(row, "verstat")?,
+        trust_flag: col::<Option<String>>(row, "trust_flag")?
+            .as_deref()
+            .and_then(crate::crm::trust::TrustFlag::parse),
     })
 }

@@ -155,7 +155,7 @@ impl Store {
 
 pub(crate) const NUMBER_SETTINGS_COLUMNS: &str = "id, number, default_country, queue_id, \
     lead_creation, directions, route_to_responsible, ring_timeout_s, source, \
-    change_responsible_on_transfer";
+    change_responsible_on_transfer, trust";
 
 pub(crate) fn number_settings_from_row(row: &AnyRow) -> Result<NumberSettings> {
     let country: String = col(row, "default_country")?;
@@ -173,5 +173,8 @@ pub(crate) fn number_settings_from_row(row: &AnyRow) -> Result<NumberSettings> {
         ring_timeout_s: u32::try_from(ring_timeout).unwrap_or(20),
         source: col(row, "source")?,
         change_responsible_on_transfer: col::<i64>(row, "change_responsible_on_transfer")? == 1,
+        trust: serde_json::from_str(&col::<String>(row, "trust")?).map_err(|e| {
+            StoreError::Corrupt(format!("numbers.trust is not valid trust rules: {e}"))
+        })?,
     })
 }

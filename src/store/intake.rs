@@ -28,6 +28,7 @@ use crate::crm::model::{
     EntityRef, Millis, QueueId, SimpleCreates, UserId,
 };
 use crate::crm::queue::{QueueState, ring_order};
+use crate::crm::trust::{RATE_WINDOW_MS, TrustFacts, TrustFlag, Verstat, evaluate};
 use crate::matcher::{Candidate, Exclusions, Identifier, MatchOutcome, MatchStatus, resolve};
 use sqlx::AnyConnection;
 
@@ -41,6 +42,10 @@ pub(crate) struct IntakeContext {
     pub pipelines: Vec<PipelineEntry>,
     /// The customer's identifier; `None` for a withheld or anonymous caller.
     pub identifier: Option<Identifier>,
+    /// The first redirecting number of a forwarded call, E.164 when it normalises.
+    pub diverted_from: Option<String>,
+    /// T6: the caller trust rule that keeps the call out of the CRM.
+    pub trust_flag: Option<TrustFlag>,
 }
 
 /// One opening call event with what the intake read for it.
@@ -129,10 +134,24 @@ impl Store {
             Direction::Incoming => &event.to,
             Direction::Outgoing => &event.from,
         };
-        let number = match crate::matcher::normalise_phone(our_side, Some(crm.default_country)) {
+        let ours = |raw: &str| match crate::matcher::normalise_phone(raw, Some(crm.default_country))
+        {
             Ok(key) if key.is_e164() => snapshot.numbers.get(key.as_str()).cloned(),
             _ => None,
         };
+        let diverted_from = event.diverted_from.as_deref().map(|raw| {
+            crate::matcher::normalise_phone(raw, Some(crm.default_country))
+                .ok()
+                .filter(|key| key.is_e164())
+                .map_or_else(|| raw.to_owned(), |key| key.as_str().to_owned())
+        });
+        // T2, T8: a call forwarded from one of our numbers follows the settings of the
+        // number the caller dialled, whichever of our numbers the forward reached.
+        let original = match event.direction {
+            Direction::Incoming => diverted_from.as_deref().and_then(ours),
+            Direction::Outgoing => None,
+        };
+        let number = original.or_else(|| ours(our_side));
         let queue = number
             .as_ref()
             .and_then(|n| n.queue.as_ref())
@@ -143,13 +162,61 @@ impl Store {
         let identifier = crate::matcher::normalise_phone(&facts.customer_raw, Some(country))
             .ok()
             .map(Identifier::Phone);
+        let trust_flag = match (&number, event.direction) {
+            (Some(number), Direction::Incoming) => {
+                let calls_last_hour =
+                    match (&identifier, number.trust.max_calls_per_caller_per_hour) {
+                        (Some(id), Some(_)) => {
+                            self.calls_of_caller_since(
+                                &number.number,
+                                id.key(),
+                                event.at - RATE_WINDOW_MS,
+                                &event.call_id,
+                            )
+                            .await?
+                        }
+                        _ => 0,
+                    };
+                let facts = TrustFacts {
+                    verstat: event.verstat.as_deref().and_then(Verstat::parse),
+                    anonymous: identifier.is_none(),
+                    calls_last_hour,
+                };
+                evaluate(&number.trust, &facts).flag
+            }
+            _ => None,
+        };
         Ok(IntakeContext {
             number,
             crm,
             queue,
             pipelines: snapshot.pipelines.clone(),
             identifier,
+            diverted_from,
+            trust_flag,
         })
+    }
+
+    /// T6: how many calls this caller made to our number since `since`, the call being
+    /// decided left out (a repeated or late event of it must not count itself).
+    async fn calls_of_caller_since(
+        &self,
+        number: &str,
+        customer: &str,
+        since: Millis,
+        call_id: &str,
+    ) -> Result<u32> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM calls WHERE customer = $1 AND number = $2 \
+             AND started_at > $3 AND call_id <> $4",
+        )
+        .bind(customer)
+        .bind(number)
+        .bind(since)
+        .bind(call_id)
+        .fetch_one(self.reader())
+        .await?;
+        Ok(u32::try_from(col::<i64>(&row, "n")?).unwrap_or(u32::MAX))
     }
 }
 
@@ -173,10 +240,13 @@ fn decide_job(
         }),
         None => Decision {
             action: CrmAction::Logged,
-            reason: format!(
-                "'{}' carries no phone number (withheld or anonymous caller)",
-                job.facts.customer_raw
-            ),
+            reason: match job.facts.trust_flag {
+                Some(flag) => flag.reason().to_owned(),
+                None => format!(
+                    "'{}' carries no phone number (withheld or anonymous caller)",
+                    job.facts.customer_raw
+                ),
+            },
             create: None,
             attach: Vec::new(),
             matched: None,
@@ -763,6 +833,9 @@ fn plan_writes(
             "activity_id",
             "node_id",
             "decision",
+            "diverted_from",
+            "verstat",
+            "trust_flag",
         ],
         "ON CONFLICT (call_id) DO NOTHING RETURNING call_id",
     );
@@ -966,6 +1039,9 @@ fn plan_writes(
             activity.clone().into(),
             job.node.clone().into(),
             record_json.into(),
+            job.ctx.diverted_from.clone().into(),
+            event.verstat.clone().into(),
+            job.facts.trust_flag.map(|f| f.as_str().to_owned()).into(),
         ]);
         let record = CallRecord {
             id: job.ids.call.clone(),
@@ -995,6 +1071,9 @@ fn plan_writes(
             queue: None,
             wait_ms: None,
             decision: Some(record),
+            diverted_from: job.ctx.diverted_from.clone(),
+            verstat: event.verstat.clone(),
+            trust_flag: job.facts.trust_flag,
         };
         let answer = EventAnswer {
             created,

@@ -373,7 +373,8 @@ impl Store {
                  from_raw = CASE WHEN direction = 'incoming' THEN '' ELSE from_raw END, \
                  to_raw = CASE WHEN direction = 'outgoing' THEN '' ELSE to_raw END, \
                  customer = NULL, activity_id = NULL, created_entities = '[]', \
-                 crm_reason = 'erased', recording = NULL, recording_ms = NULL, call_id = $2 \
+                 crm_reason = 'erased', recording = NULL, recording_ms = NULL, call_id = $2, \
+                 decision = NULL, diverted_from = NULL, verstat = NULL \
                  WHERE id = $1",
             )
             .bind(&call.id)

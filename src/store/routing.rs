@@ -375,8 +375,8 @@ impl Store {
         self.execute_change(sqlx::query(
             "INSERT INTO numbers (id, number, trunk_id, default_country, queue_id, lead_creation, \
              directions, route_to_responsible, ring_timeout_s, source, \
-             change_responsible_on_transfer, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+             change_responsible_on_transfer, trust, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
         )
         .bind(settings.id.as_str())
         .bind(&settings.number)
@@ -389,6 +389,7 @@ impl Store {
         .bind(i64::from(settings.ring_timeout_s))
         .bind(&settings.source)
         .bind(flag(settings.change_responsible_on_transfer))
+        .bind(trust_json(settings))
         .bind(now)
         , Some(settings.id.as_str()))
         .await
@@ -436,7 +437,8 @@ impl Store {
         let done = self.execute_change(sqlx::query(
             "UPDATE numbers SET number = $2, trunk_id = $3, default_country = $4, queue_id = $5, \
              lead_creation = $6, directions = $7, route_to_responsible = $8, ring_timeout_s = $9, \
-             source = $10, change_responsible_on_transfer = $11, updated_at = $12 WHERE id = $1",
+             source = $10, change_responsible_on_transfer = $11, trust = $12, updated_at = $13 \
+             WHERE id = $1",
         )
         .bind(settings.id.as_str())
         .bind(&settings.number)
@@ -449,6 +451,7 @@ impl Store {
         .bind(i64::from(settings.ring_timeout_s))
         .bind(&settings.source)
         .bind(flag(settings.change_responsible_on_transfer))
+        .bind(trust_json(settings))
         .bind(now_ms())
         , None)
         .await
@@ -844,4 +847,9 @@ fn number_from_row(row: &AnyRow) -> Result<NumberRecord> {
         trunk: col::<Option<String>>(row, "trunk_id")?.map(TrunkId),
         created_at: col(row, "created_at")?,
     })
+}
+
+/// A number's trust rules as stored in `numbers.trust`.
+fn trust_json(settings: &NumberSettings) -> String {
+    serde_json::to_string(&settings.trust).unwrap_or_else(|_| "{}".to_owned())
 }

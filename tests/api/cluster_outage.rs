@@ -186,6 +186,8 @@ async fn a_call_write_that_finds_the_database_stopped_is_journaled_and_replayed(
         user: None,
         outcome: None,
         at,
+        diverted_from: None,
+        verstat: None,
     };
     let journal = store.journal().unwrap();
 

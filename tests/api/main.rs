@@ -48,6 +48,7 @@ mod sip_scan;
 mod stages;
 mod stats_queue;
 mod store;
+mod trust;
 mod webhooks;
 
 use helpers::TestApp;

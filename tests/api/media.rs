@@ -583,6 +583,8 @@ async fn the_retention_sweep_deletes_old_recordings_only() {
                     user: None,
                     outcome,
                     at,
+                    diverted_from: None,
+                    verstat: None,
                 })
                 .await
                 .unwrap();

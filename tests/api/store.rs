@@ -624,6 +624,7 @@ async fn call_line(store: &Store) -> UserId {
                 ring_timeout_s: 20,
                 source: "CALL".to_owned(),
                 change_responsible_on_transfer: false,
+                trust: Default::default(),
             },
             None,
         )
@@ -642,6 +643,8 @@ fn call_event(call_id: &str, event: CallEventKind, from: &str, at: i64) -> CallE
         user: None,
         outcome: None,
         at,
+        diverted_from: None,
+        verstat: None,
     }
 }
 

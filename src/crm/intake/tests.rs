@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::crm::model::{Directions, SOURCE_CALL};
+use crate::crm::trust::TrustFlag;
 use crate::matcher::{Exclusions, Identifier, PhoneKey, parse_exception, resolve};
 
 const CALLER: &str = "+4930123456";
@@ -18,6 +19,7 @@ fn number() -> NumberSettings {
         ring_timeout_s: 20,
         source: SOURCE_CALL.into(),
         change_responsible_on_transfer: false,
+        trust: Default::default(),
     }
 }
 
@@ -53,6 +55,7 @@ fn incoming() -> CallFacts {
         direction: Direction::Incoming,
         customer_raw: "030 123456".into(),
         user: None,
+        trust_flag: None,
     }
 }
 
@@ -61,6 +64,7 @@ fn outgoing(user: &str) -> CallFacts {
         direction: Direction::Outgoing,
         customer_raw: "030 123456".into(),
         user: Some(UserId(user.into())),
+        trust_flag: None,
     }
 }
 
@@ -273,6 +277,24 @@ fn t6_exception_number_is_logged_not_created() {
     assert!(d.reason.contains("exception"), "{}", d.reason);
     // Logged, but the call is still routed to people.
     assert_eq!(route(&d), ["anna", "ben", "cem"]);
+}
+
+#[test]
+fn t6_a_flagged_caller_is_routed_and_logged_but_never_created_or_attached() {
+    for flag in [TrustFlag::Rate, TrustFlag::VerificationFailed] {
+        for matched in [unknown(), known(EntityKind::Contact, "c1", "ben")] {
+            let mut case = Case::new(matched);
+            case.facts.trust_flag = Some(flag);
+            let d = case.decide();
+            assert_eq!(d.action, CrmAction::Logged);
+            assert_eq!(d.create, None);
+            assert!(d.attach.is_empty());
+            assert!(!d.records_activity());
+            assert!(!d.advances_queue());
+            assert_eq!(d.reason, flag.reason());
+            assert_eq!(route(&d), ["anna", "ben", "cem"]);
+        }
+    }
 }
 
 #[test]

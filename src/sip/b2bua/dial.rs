@@ -91,6 +91,8 @@ impl Dialer {
             user: Some(order.user.clone()),
             outcome: None,
             at: now_ms(),
+            diverted_from: None,
+            verstat: None,
         };
         let outcome = b2bua
             .store

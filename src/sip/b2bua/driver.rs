@@ -969,6 +969,8 @@ impl Driver {
                     user,
                     outcome,
                     at,
+                    diverted_from: None,
+                    verstat: None,
                 };
                 let write = CallWrite::Event { event, node: None };
                 if let Err(err) = store.write_call(write).await {

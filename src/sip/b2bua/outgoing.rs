@@ -87,6 +87,8 @@ impl B2bua {
             user: Some(user.clone()),
             outcome: None,
             at: now_ms(),
+            diverted_from: None,
+            verstat: None,
         };
         let (call_record, answer, late_intake) = self.intake_within_budget(opening, &number).await;
         let plan = router::RoutePlan {

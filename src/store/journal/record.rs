@@ -160,6 +160,8 @@ mod tests {
                 user: None,
                 outcome: None,
                 at: 1_700_000_000_000,
+                diverted_from: Some("+4930333".to_owned()),
+                verstat: Some("TN-Validation-Passed".to_owned()),
             },
             node: Some("node-1".to_owned()),
         }
