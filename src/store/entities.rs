@@ -3,7 +3,9 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
-use super::rows::{FilteredPage, Rows, like_contains, placeholders};
+use super::rows::{
+    ENTITY_COLUMNS, FilteredPage, Rows, identifier_rows, like_contains, placeholders,
+};
 use super::{
     Backend, Page, Paged, Result, Store, StoreError, col, now_ms, on_unique, parse_stored,
 };
@@ -408,24 +410,8 @@ impl Store {
                 ],
                 "",
             );
-            let mut companies = Rows::new(
-                "companies",
-                &[
-                    "id",
-                    "name",
-                    "responsible",
-                    "source",
-                    "created_at",
-                    "updated_at",
-                    "last_activity_at",
-                ],
-                "",
-            );
-            let mut identifiers = Rows::new(
-                "entity_identifiers",
-                &["entity_kind", "entity_id", "kind", "value", "position"],
-                "ON CONFLICT DO NOTHING",
-            );
+            let mut companies = Rows::new("companies", ENTITY_COLUMNS, "");
+            let mut identifiers = identifier_rows();
             let mut partly_claimed = Vec::new();
             for (i, (new, id)) in batch.iter().zip(&ids).enumerate() {
                 let got = claimed.get(id).copied().unwrap_or(0);
@@ -587,11 +573,7 @@ impl Store {
             ],
             "",
         );
-        let mut identifiers = Rows::new(
-            "entity_identifiers",
-            &["entity_kind", "entity_id", "kind", "value", "position"],
-            "ON CONFLICT DO NOTHING",
-        );
+        let mut identifiers = identifier_rows();
         let mut released = Vec::new();
         for (candidate, id) in &creates {
             // An intake took one of the identifiers between the match and the claim.
@@ -742,19 +724,7 @@ impl Store {
                 found.insert(col(&row, "name")?, col(&row, "id")?);
             }
         }
-        let mut companies = Rows::new(
-            "companies",
-            &[
-                "id",
-                "name",
-                "responsible",
-                "source",
-                "created_at",
-                "updated_at",
-                "last_activity_at",
-            ],
-            "",
-        );
+        let mut companies = Rows::new("companies", ENTITY_COLUMNS, "");
         for name in names {
             if found.contains_key(&name) {
                 continue;

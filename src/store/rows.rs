@@ -271,6 +271,27 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// The columns contacts and companies are created with, in the order every insert writes.
+pub(crate) const ENTITY_COLUMNS: &[&str] = &[
+    "id",
+    "name",
+    "responsible",
+    "source",
+    "created_at",
+    "updated_at",
+    "last_activity_at",
+];
+
+/// The multi-row insert of entities' identifiers; an identifier already listed for its
+/// entity is no error.
+pub(crate) fn identifier_rows() -> Rows {
+    Rows::new(
+        "entity_identifiers",
+        &["entity_kind", "entity_id", "kind", "value", "position"],
+        "ON CONFLICT DO NOTHING",
+    )
+}
+
 /// The multi-row inserts that create CRM entities, one per table, in the column order the
 /// call intake and the mail intake both write.
 pub(crate) struct EntityRows {
@@ -283,15 +304,6 @@ pub(crate) struct EntityRows {
 
 impl EntityRows {
     pub fn new() -> Self {
-        const ENTITY: &[&str] = &[
-            "id",
-            "name",
-            "responsible",
-            "source",
-            "created_at",
-            "updated_at",
-            "last_activity_at",
-        ];
         Self {
             leads: Rows::new(
                 "leads",
@@ -308,8 +320,8 @@ impl EntityRows {
                 ],
                 "",
             ),
-            contacts: Rows::new("contacts", ENTITY, ""),
-            companies: Rows::new("companies", ENTITY, ""),
+            contacts: Rows::new("contacts", ENTITY_COLUMNS, ""),
+            companies: Rows::new("companies", ENTITY_COLUMNS, ""),
             deals: Rows::new(
                 "deals",
                 &[
@@ -328,11 +340,7 @@ impl EntityRows {
                 ],
                 "",
             ),
-            identifiers: Rows::new(
-                "entity_identifiers",
-                &["entity_kind", "entity_id", "kind", "value", "position"],
-                "ON CONFLICT DO NOTHING",
-            ),
+            identifiers: identifier_rows(),
         }
     }
 }

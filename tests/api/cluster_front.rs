@@ -114,11 +114,8 @@ impl std::ops::DerefMut for Node {
 }
 
 impl Node {
-    pub(crate) async fn start(database_url: &str, sip_port: u16, proxy: u16) -> Node {
-        Node::start_with(database_url, sip_port, proxy, &[]).await
-    }
-
-    /// [`Node::start`] with `extra` arguments.
+    /// A node on `database_url` at `127.0.0.1:sip_port` behind the proxy at `proxy`, with
+    /// `extra` arguments.
     pub(crate) async fn start_with(
         database_url: &str,
         sip_port: u16,
@@ -252,49 +249,75 @@ pub(crate) async fn call_through(proxy: u16, caller: &str) -> (bool, String) {
 /// answering to whichever the proxy picks next) is rung by both nodes, calls from new
 /// callers spread over both nodes with one lead each (M7), and after one node is killed
 /// with SIGKILL every new call succeeds on the other once the dispatcher noticed.
+/// Two nodes (B started once A has the sales line), Kamailio in front of both, and
+/// Anna's phone registered through Kamailio and known to both nodes; the phone answers
+/// every call until stopped.
+pub(crate) struct Front {
+    pub(crate) a: Node,
+    pub(crate) b: Node,
+    pub(crate) anna: String,
+    pub(crate) proxy: u16,
+    pub(crate) phone: Sipp,
+    _kamailio: Kamailio,
+}
+
+impl Front {
+    pub(crate) async fn start(database: &str, node_args: &[&str], phone_args: &[&str]) -> Front {
+        let url = PgServer::shared().create_database(database).await;
+        let (proxy, sip_a, sip_b) = (free_port(), free_port(), free_port());
+        let a = Node::start_with(&url, sip_a, proxy, node_args).await;
+        let anna = a.sales_line(NUMBER).await;
+        let b = Node::start_with(&url, sip_b, proxy, node_args).await;
+        let kamailio = Kamailio::start(proxy, &[sip_a, sip_b]);
+        wait_until(Duration::from_secs(20), "Kamailio to listen", || async {
+            std::net::UdpSocket::bind(("127.0.0.1", proxy))
+                .is_err()
+                .then_some(())
+        })
+        .await;
+        let phone_port = free_port();
+        let (registered, messages) = Sipp::start(
+            "register.xml",
+            phone_port,
+            Some(format!("127.0.0.1:{proxy}")),
+            &["-s", "101", "-au", "101", "-ap", "pw-101-secret"],
+        )
+        .finish()
+        .await;
+        assert!(
+            registered,
+            "the phone registers through Kamailio: {messages}"
+        );
+        for node in [&a, &b] {
+            wait_until(
+                Duration::from_secs(20),
+                "both nodes to know the phone",
+                || async { node.rings(&anna).await.then_some(()) },
+            )
+            .await;
+        }
+        let phone = Sipp::start("agent_answer_many.xml", phone_port, None, phone_args);
+        Front {
+            a,
+            b,
+            anna,
+            proxy,
+            phone,
+            _kamailio: kamailio,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m7_calls_spread_over_two_nodes_behind_kamailio_and_survive_a_killed_node() {
-    let url = PgServer::shared().create_database("front_two_nodes").await;
-    let (proxy, sip_a, sip_b) = (free_port(), free_port(), free_port());
-    let a = Node::start(&url, sip_a, proxy).await;
-    let anna = a.sales_line(NUMBER).await;
-    // Node B starts once the line exists, as a node joining a running service does.
-    let b = Node::start(&url, sip_b, proxy).await;
-    let _kamailio = Kamailio::start(proxy, &[sip_a, sip_b]);
-    wait_until(Duration::from_secs(20), "Kamailio to listen", || async {
-        std::net::UdpSocket::bind(("127.0.0.1", proxy))
-            .is_err()
-            .then_some(())
-    })
-    .await;
-
-    let phone_port = free_port();
-    let (registered, messages) = Sipp::start(
-        "register.xml",
-        phone_port,
-        Some(format!("127.0.0.1:{proxy}")),
-        &["-s", "101", "-au", "101", "-ap", "pw-101-secret"],
-    )
-    .finish()
-    .await;
-    assert!(
-        registered,
-        "the phone registers through Kamailio: {messages}"
-    );
-    for node in [&a, &b] {
-        wait_until(
-            Duration::from_secs(10),
-            "both nodes to know the phone",
-            || async { node.rings(&anna).await.then_some(()) },
-        )
-        .await;
-    }
-    let phone = Sipp::start(
-        "agent_answer_many.xml",
-        phone_port,
-        None,
-        &["-m", "1000", "-timeout", "170s"],
-    );
+    let Front {
+        a,
+        b,
+        proxy,
+        phone,
+        anna: _,
+        _kamailio,
+    } = Front::start("front_two_nodes", &[], &["-m", "1000", "-timeout", "170s"]).await;
 
     let callers: Vec<String> = (0..4).map(|i| format!("+49176555000{i}")).collect();
     for caller in &callers {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::calls_sip::{CALLER, CallWindow, NUMBER, Sipp};
-use crate::cluster_front::{Kamailio, Node, call_through};
+use crate::cluster_front::{Front, Kamailio, Node, call_through};
 use crate::common::postgres::PgServer;
 use crate::common::{free_port, free_udp_block, wait_until};
 
@@ -28,84 +28,23 @@ const DISPATCHER_WINDOW: Duration = Duration::from_secs(5);
 /// next sweep (every 5 s); the deadline leaves room for a loaded machine.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Two nodes (B started once A has the sales line), Kamailio in front of both, and
-/// Anna's phone registered through Kamailio and known to both nodes; the phone answers
-/// every call until stopped.
-struct Front {
-    a: Node,
-    b: Node,
-    anna: String,
-    proxy: u16,
-    phone: Sipp,
-    _kamailio: Kamailio,
-}
-
 /// The nodes' arguments beyond the front's. The shedding of new calls while the runtime
 /// lags (`--sip-shed-lag-ms`) is off: it answers 503 on a lag of 100 ms, which the debug
 /// build on a shared 2-core machine reaches under this load whatever the front does, and
 /// these tests are about the front (the shedding has tests of its own).
 const NODE_ARGS: &[&str] = &["--sip-shed-lag-ms", "0"];
 
-impl Front {
-    async fn start(database: &str) -> Front {
-        let url = PgServer::shared().create_database(database).await;
-        let (proxy, sip_a, sip_b) = (free_port(), free_port(), free_port());
-        let a = Node::start_with(&url, sip_a, proxy, NODE_ARGS).await;
-        let anna = a.sales_line(NUMBER).await;
-        let b = Node::start_with(&url, sip_b, proxy, NODE_ARGS).await;
-        let kamailio = Kamailio::start(proxy, &[sip_a, sip_b]);
-        wait_until(Duration::from_secs(20), "Kamailio to listen", || async {
-            std::net::UdpSocket::bind(("127.0.0.1", proxy))
-                .is_err()
-                .then_some(())
-        })
-        .await;
-        let phone_port = free_port();
-        let (registered, messages) = Sipp::start(
-            "register.xml",
-            phone_port,
-            Some(format!("127.0.0.1:{proxy}")),
-            &["-s", "101", "-au", "101", "-ap", "pw-101-secret"],
-        )
-        .finish()
-        .await;
-        assert!(
-            registered,
-            "the phone registers through Kamailio: {messages}"
-        );
-        for node in [&a, &b] {
-            wait_until(
-                Duration::from_secs(20),
-                "both nodes to know the phone",
-                || async { node.rings(&anna).await.then_some(()) },
-            )
-            .await;
-        }
-        let phone = Sipp::start(
-            "agent_answer_many.xml",
-            phone_port,
-            None,
-            &[
-                "-m",
-                "100000",
-                "-timeout",
-                "600s",
-                "-buff_size",
-                "4194304",
-                "-default_behaviors",
-                "all,-abortunexp",
-            ],
-        );
-        Front {
-            a,
-            b,
-            anna,
-            proxy,
-            phone,
-            _kamailio: kamailio,
-        }
-    }
-}
+/// What Anna's phone is told: answer every call of the run, with room for bursts.
+const PHONE_ARGS: &[&str] = &[
+    "-m",
+    "100000",
+    "-timeout",
+    "600s",
+    "-buff_size",
+    "4194304",
+    "-default_behaviors",
+    "all,-abortunexp",
+];
 
 /// Every item of a list endpoint (`/calls`, `/leads`), page by page.
 async fn all(node: &Node, path: &str) -> Vec<Value> {
@@ -247,7 +186,7 @@ fn since_epoch() -> Duration {
 /// the callers whose calls reached the log have one lead each, none twice (M7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m7_fifty_calls_a_second_through_kamailio_survive_a_node_killed_mid_load() {
-    let mut front = Front::start("cluster_load_kill").await;
+    let mut front = Front::start("cluster_load_kill", NODE_ARGS, PHONE_ARGS).await;
     let callers: Vec<String> = (0..RATE * SECONDS)
         .map(|i| format!("+4917690{i:06}"))
         .collect();
@@ -384,7 +323,7 @@ async fn m7_fifty_calls_a_second_through_kamailio_survive_a_node_killed_mid_load
 /// shows it ringing with its Call-ID and caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_event_stream_on_one_node_shows_a_call_kamailio_sent_to_the_other() {
-    let front = Front::start("cluster_load_events").await;
+    let front = Front::start("cluster_load_events", NODE_ARGS, PHONE_ARGS).await;
     let token = front
         .a
         .post(
