@@ -351,7 +351,39 @@ async fn create(
             deal,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(record.into())))
+    let entity = Entity::from(record);
+    if let Some(event) = crate::webhooks::created_event(kind) {
+        announce(&state, event, &entity);
+    }
+    Ok((StatusCode::CREATED, Json(entity)))
+}
+
+/// Tells this node's webhooks of an entity created or changed, as the API shows it; its
+/// responsible decides which owners are told (A1).
+pub(crate) fn announce(state: &AppState, event: &'static str, entity: &Entity) {
+    match serde_json::to_value(entity) {
+        Ok(data) => state.events.publish_record(crate::events::RecordUpdate {
+            event,
+            data,
+            responsibles: vec![entity.responsible.clone().map(UserId)],
+        }),
+        Err(e) => tracing::error!(error = %e, event, "an entity as JSON for webhooks"),
+    }
+}
+
+/// [`announce`] for an entity written elsewhere (the call intake, a conversion): read
+/// only when a webhook follows the event. A failed read is logged; the write it
+/// announces stands.
+pub(crate) async fn announce_ref(state: &AppState, event: &'static str, entity: &EntityRef) {
+    if !crate::webhooks::followed(&state.store, event).await {
+        return;
+    }
+    match state.store.get_entity(entity).await {
+        Ok(record) => announce(state, event, &Entity::from(record)),
+        Err(e) => {
+            tracing::warn!(error = %e, event, %entity, "webhooks: cannot read a new entity");
+        }
+    }
 }
 
 /// The pipeline and stage of a new deal: the given ones, checked, or the defaults (T12).
@@ -548,9 +580,9 @@ async fn update(
         lead_status: body.status,
         deal_stage: body.stage.map(StageId),
     };
-    Ok(Json(
-        state.store.update_entity(&entity, patch).await?.into(),
-    ))
+    let updated = Entity::from(state.store.update_entity(&entity, patch).await?);
+    announce(&state, "entity.updated", &updated);
+    Ok(Json(updated))
 }
 
 async fn delete(
@@ -679,7 +711,7 @@ async fn convert_lead(
 ) -> ApiResult<Json<Converted>> {
     let access = Access::of(&state, &principal).await?;
     let lead = EntityRef::new(EntityKind::Lead, id);
-    access.edit_entity(&state, &lead).await?;
+    let current = access.edit_entity(&state, &lead).await?;
     // The body is optional: an empty POST converts into a contact only.
     let body: ConvertLead = if body.iter().all(u8::is_ascii_whitespace) {
         ConvertLead::default()
@@ -701,6 +733,14 @@ async fn convert_lead(
         .map(|n| validate::name("company_name", n))
         .transpose()?;
     let done = state.store.convert_lead(&lead, company_name, deal).await?;
+    announce_ref(&state, "entity.updated", &lead).await;
+    // A repeat lead's customer existed before (E14): only a new contact is announced.
+    if current.customer.is_none() {
+        announce_ref(&state, "contact.created", &done.contact).await;
+    }
+    if let Some(deal) = &done.deal {
+        announce_ref(&state, "deal.created", deal).await;
+    }
     Ok(Json(Converted {
         contact: done.contact.id,
         company: done.company.map(|c| c.id),
