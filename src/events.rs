@@ -333,8 +333,14 @@ mod tests {
             Own::Record(sent) => assert_eq!(sent.event, "lead.created"),
             other => panic!("{other:?}"),
         }
-        assert!(stream.try_recv().is_err(), "the call window shows calls only");
-        assert!(link.try_recv().is_err(), "delivered by the node where it happened");
+        assert!(
+            stream.try_recv().is_err(),
+            "the call window shows calls only"
+        );
+        assert!(
+            link.try_recv().is_err(),
+            "delivered by the node where it happened"
+        );
     }
 
     #[test]

@@ -17,8 +17,11 @@ use super::{AppState, List, ListQuery, validate};
 use crate::crm::model::{
     DealStatus, EntityKind, EntityRef, LeadStatus, PipelineId, StageId, UserId,
 };
+use crate::events::EventBus;
 use crate::matcher::{Identifier, normalise_phone, parse_email, search};
-use crate::store::{EntityFilter, EntityPatch, EntityRecord, NewDealFields, NewEntity, rfc3339};
+use crate::store::{
+    EntityFilter, EntityPatch, EntityRecord, NewDealFields, NewEntity, Store, rfc3339,
+};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Entity {
@@ -353,16 +356,16 @@ async fn create(
         .await?;
     let entity = Entity::from(record);
     if let Some(event) = crate::webhooks::created_event(kind) {
-        announce(&state, event, &entity);
+        announce(&state.events, event, &entity);
     }
     Ok((StatusCode::CREATED, Json(entity)))
 }
 
 /// Tells this node's webhooks of an entity created or changed, as the API shows it; its
 /// responsible decides which owners are told (A1).
-pub(crate) fn announce(state: &AppState, event: &'static str, entity: &Entity) {
+pub(crate) fn announce(events: &EventBus, event: &'static str, entity: &Entity) {
     match serde_json::to_value(entity) {
-        Ok(data) => state.events.publish_record(crate::events::RecordUpdate {
+        Ok(data) => events.publish_record(crate::events::RecordUpdate {
             event,
             data,
             responsibles: vec![entity.responsible.clone().map(UserId)],
@@ -374,12 +377,17 @@ pub(crate) fn announce(state: &AppState, event: &'static str, entity: &Entity) {
 /// [`announce`] for an entity written elsewhere (the call intake, a conversion): read
 /// only when a webhook follows the event. A failed read is logged; the write it
 /// announces stands.
-pub(crate) async fn announce_ref(state: &AppState, event: &'static str, entity: &EntityRef) {
-    if !crate::webhooks::followed(&state.store, event).await {
+pub(crate) async fn announce_ref(
+    store: &Store,
+    events: &EventBus,
+    event: &'static str,
+    entity: &EntityRef,
+) {
+    if !crate::webhooks::followed(store, event).await {
         return;
     }
-    match state.store.get_entity(entity).await {
-        Ok(record) => announce(state, event, &Entity::from(record)),
+    match store.get_entity(entity).await {
+        Ok(record) => announce(events, event, &Entity::from(record)),
         Err(e) => {
             tracing::warn!(error = %e, event, %entity, "webhooks: cannot read a new entity");
         }
@@ -581,7 +589,7 @@ async fn update(
         deal_stage: body.stage.map(StageId),
     };
     let updated = Entity::from(state.store.update_entity(&entity, patch).await?);
-    announce(&state, "entity.updated", &updated);
+    announce(&state.events, "entity.updated", &updated);
     Ok(Json(updated))
 }
 
@@ -733,13 +741,19 @@ async fn convert_lead(
         .map(|n| validate::name("company_name", n))
         .transpose()?;
     let done = state.store.convert_lead(&lead, company_name, deal).await?;
-    announce_ref(&state, "entity.updated", &lead).await;
+    announce_ref(&state.store, &state.events, "entity.updated", &lead).await;
     // A repeat lead's customer existed before (E14): only a new contact is announced.
     if current.customer.is_none() {
-        announce_ref(&state, "contact.created", &done.contact).await;
+        announce_ref(
+            &state.store,
+            &state.events,
+            "contact.created",
+            &done.contact,
+        )
+        .await;
     }
     if let Some(deal) = &done.deal {
-        announce_ref(&state, "deal.created", deal).await;
+        announce_ref(&state.store, &state.events, "deal.created", deal).await;
     }
     Ok(Json(Converted {
         contact: done.contact.id,

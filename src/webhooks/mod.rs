@@ -394,7 +394,12 @@ mod tests {
         assert_eq!(err.field(), "events[1]");
         assert!(err.to_string().contains("activity.created"), "{err}");
         assert_eq!(
-            parse_events(&names(&["lead.created", "entity.updated", "email.ingested"])).unwrap(),
+            parse_events(&names(&[
+                "lead.created",
+                "entity.updated",
+                "email.ingested"
+            ]))
+            .unwrap(),
             names(&["lead.created", "entity.updated", "email.ingested"])
         );
     }
