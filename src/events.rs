@@ -135,9 +135,9 @@ impl RecordUpdate {
 /// What this node published, for its webhooks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Own {
-    Call(CallUpdate),
-    // Boxed: record updates carry the record's JSON.
-    Record(Box<RecordUpdate>),
+    // Boxed: a call update is several times a record update's size.
+    Call(Box<CallUpdate>),
+    Record(RecordUpdate),
 }
 
 /// An event as it travels between nodes.
@@ -191,7 +191,7 @@ impl EventBus {
         self.share(Shared::Call(Box::new(update.clone())));
         // No subscriber is not an error: no webhook task (tests) or nobody has the call
         // window open.
-        let _ = self.own.send(Own::Call(update.clone()));
+        let _ = self.own.send(Own::Call(Box::new(update.clone())));
         let _ = self.sender.send(update);
     }
 
@@ -199,7 +199,7 @@ impl EventBus {
     /// does not show records, and each event's own node delivers its webhooks).
     pub fn publish_record(&self, update: RecordUpdate) {
         // No subscriber is not an error: no webhook task (tests).
-        let _ = self.own.send(Own::Record(Box::new(update)));
+        let _ = self.own.send(Own::Record(update));
     }
 
     /// Call updates of every node: the call window's cards.

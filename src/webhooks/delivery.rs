@@ -1,6 +1,6 @@
 //! The delivery of webhooks. A dispatcher task follows this node's own call and record
 //! updates, decides for each which webhooks' owners may see it (`owner_sees`, or the
-//! record's [`RecordUpdate::visible_to`]), and writes one
+//! record's [`crate::events::RecordUpdate::visible_to`]), and writes one
 //! outbox row per delivery owed (`store::webhooks`), in one transaction, as the update is
 //! accepted. The same task claims owed rows (its own and any other node's whose claim ran
 //! out: that node died) and hands them to one worker task per webhook, through a bounded
@@ -29,7 +29,7 @@ use super::{event_name, owner_sees, sign};
 use crate::cluster::NodeId;
 use crate::crm::access::{AccessSettings, Viewer};
 use crate::crm::model::{Role, WebhookId};
-use crate::events::{Own, RecordUpdate};
+use crate::events::Own;
 use crate::store::{
     Backend, DeliveryResult, OutboxDelivery, Store, StoreError, WebhookRecord, now_ms,
 };
@@ -202,7 +202,6 @@ pub async fn run(
                     None => false,
                 },
                 Ok(Own::Record(record)) => {
-                    let record: &RecordUpdate = &record;
                     match dispatch(&store, record.event, &record.data,
                         |settings, owner| record.visible_to(settings, owner)).await {
                         Ok(written) => written > 0,
