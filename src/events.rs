@@ -1,8 +1,9 @@
 //! The in-process event bus: what happens to calls, as it happens, for the agents' call
 //! window (SSE) and webhooks, and employees' presence changes for the console (SSE only).
 //! `tokio::sync::broadcast` channels, one per kind of event so each consumer subscribes to
-//! the kinds it handles (webhooks carry calls only): publishing never waits, a subscriber
-//! too slow to keep up loses the oldest events and is told so.
+//! the kinds it handles: publishing never waits, a subscriber too slow to keep up loses
+//! the oldest events and is told so. CRM records created or changed ([`RecordUpdate`])
+//! are for webhooks only, so they stay on the node where they happened.
 //!
 //! With several nodes on one PostgreSQL, what a node publishes is also handed to the
 //! cluster link (`crate::cluster::events`), which sends it to the other nodes; what
@@ -110,6 +111,35 @@ pub struct PresenceUpdate {
     pub since: Option<String>,
 }
 
+/// A CRM record created or changed (`lead.created`, `entity.updated`, `activity.created`,
+/// ...), for webhooks: the record as the API shows it, and whom it concerns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordUpdate {
+    /// The webhook event name.
+    pub event: &'static str,
+    /// The record's JSON, as the API answers for it.
+    pub data: serde_json::Value,
+    /// The responsible person of every entity the record is or is shown on: one for an
+    /// entity, those of its entities for an activity or e-mail.
+    pub responsibles: Vec<Option<UserId>>,
+}
+
+impl RecordUpdate {
+    /// Whether `viewer` may be told of the record: they may see every entity it is on
+    /// (A1, and A2 for an activity); one on no entity only for who sees everything.
+    pub fn visible_to(&self, settings: AccessSettings, viewer: &Viewer) -> bool {
+        access::activity_visible(settings, viewer, &self.responsibles)
+    }
+}
+
+/// What this node published, for its webhooks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Own {
+    // Boxed: a call update is several times a record update's size.
+    Call(Box<CallUpdate>),
+    Record(RecordUpdate),
+}
+
 /// An event as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,8 +157,9 @@ const LINK_CAPACITY: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<CallUpdate>,
-    /// The call updates published by this node, not those received from others.
-    own: broadcast::Sender<CallUpdate>,
+    /// The call and record updates published by this node, not those received from
+    /// others.
+    own: broadcast::Sender<Own>,
     presence: broadcast::Sender<PresenceUpdate>,
     /// To the other nodes, when there are any (PostgreSQL).
     link: Option<mpsc::Sender<Shared>>,
@@ -160,8 +191,15 @@ impl EventBus {
         self.share(Shared::Call(Box::new(update.clone())));
         // No subscriber is not an error: no webhook task (tests) or nobody has the call
         // window open.
-        let _ = self.own.send(update.clone());
+        let _ = self.own.send(Own::Call(Box::new(update.clone())));
         let _ = self.sender.send(update);
+    }
+
+    /// A record created or changed here: for this node's webhooks only (the event stream
+    /// does not show records, and each event's own node delivers its webhooks).
+    pub fn publish_record(&self, update: RecordUpdate) {
+        // No subscriber is not an error: no webhook task (tests).
+        let _ = self.own.send(Own::Record(update));
     }
 
     /// Call updates of every node: the call window's cards.
@@ -169,9 +207,9 @@ impl EventBus {
         self.sender.subscribe()
     }
 
-    /// Call updates published by this node: webhooks, which each event's own node
-    /// delivers.
-    pub fn subscribe_own(&self) -> broadcast::Receiver<CallUpdate> {
+    /// Call and record updates published by this node: webhooks, which each event's own
+    /// node delivers.
+    pub fn subscribe_own(&self) -> broadcast::Receiver<Own> {
         self.own.subscribe()
     }
 
@@ -269,13 +307,67 @@ mod tests {
         bus.publish_from_elsewhere(Shared::Call(Box::new(update(&["ben"], None, None))));
         assert_eq!(stream.recv().await.unwrap().ringing, ["anna"]);
         assert_eq!(stream.recv().await.unwrap().ringing, ["ben"]);
-        assert_eq!(own.recv().await.unwrap().ringing, ["anna"]);
+        match own.recv().await.unwrap() {
+            Own::Call(sent) => assert_eq!(sent.ringing, ["anna"]),
+            other => panic!("{other:?}"),
+        }
         assert!(own.try_recv().is_err(), "another node's event is not ours");
         match link.recv().await.unwrap() {
             Shared::Call(sent) => assert_eq!(sent.ringing, ["anna"]),
             other => panic!("{other:?}"),
         }
         assert!(link.try_recv().is_err(), "a received event is not sent on");
+    }
+
+    #[tokio::test]
+    async fn records_go_to_webhooks_only_never_to_the_stream_or_the_link() {
+        let (bus, mut link) = EventBus::linked();
+        let mut stream = bus.subscribe();
+        let mut own = bus.subscribe_own();
+        bus.publish_record(RecordUpdate {
+            event: "lead.created",
+            data: serde_json::json!({"id": "l1"}),
+            responsibles: vec![Some(UserId("anna".into()))],
+        });
+        match own.recv().await.unwrap() {
+            Own::Record(sent) => assert_eq!(sent.event, "lead.created"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            stream.try_recv().is_err(),
+            "the call window shows calls only"
+        );
+        assert!(
+            link.try_recv().is_err(),
+            "delivered by the node where it happened"
+        );
+    }
+
+    #[test]
+    fn a1_a_record_is_visible_to_who_may_see_every_entity_it_is_on() {
+        use crate::crm::access::Level;
+        let anna = Viewer {
+            user: Some(UserId("anna".into())),
+            admin: false,
+            queue_mates: std::iter::once(UserId("anna".into())).collect(),
+        };
+        let own = AccessSettings {
+            agent_view: Level::Own,
+            agent_edit: Level::Own,
+        };
+        let record = |responsibles: &[Option<&str>]| RecordUpdate {
+            event: "activity.created",
+            data: serde_json::Value::Null,
+            responsibles: responsibles
+                .iter()
+                .map(|r| r.map(|u| UserId(u.into())))
+                .collect(),
+        };
+        assert!(record(&[Some("anna")]).visible_to(own, &anna));
+        assert!(!record(&[Some("ben")]).visible_to(own, &anna));
+        assert!(!record(&[Some("anna"), Some("ben")]).visible_to(own, &anna));
+        assert!(!record(&[None]).visible_to(own, &anna));
+        assert!(!record(&[]).visible_to(own, &anna));
     }
 
     #[test]

@@ -19,9 +19,12 @@ use crate::crm::model::{
     BadEntityRef, CallEventKind, CallOutcome, CrmAction, Direction, EntityKind, EntityRef, UserId,
 };
 use crate::crm::trust::TrustFlag;
-use crate::events::{CallUpdate, LiveCalls};
+use crate::events::{CallUpdate, EventBus, LiveCalls, RecordUpdate};
 use crate::matcher::normalise_phone;
-use crate::store::{CallEvent, CallFilter, CallLeg, CallRecord, EventOutcome, now_ms, rfc3339};
+use crate::store::{
+    ActivityFilter, ActivityRecord, CallEvent, CallFilter, CallLeg, CallRecord, EventOutcome, Page,
+    Store, now_ms, rfc3339,
+};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -310,14 +313,114 @@ async fn post_event(
         diverted_from: body.diverted_from.filter(|d| !d.trim().is_empty()),
         verstat: None,
     };
+    // Only the event that logs the call runs the intake (later ones repeat its answer):
+    // whether this one does is read only when a webhook follows what the intake writes.
+    let opens = intake_followed(&state.store).await
+        && state.store.call_by_call_id(&event.call_id).await?.is_none();
     let outcome = state.store.apply_call_event(&event).await?;
     // A repeat changed nothing and was announced the first time.
     if !outcome.repeated {
         state
             .events
             .publish(pushed_update(&state, &event, &outcome).await);
+        if opens {
+            announce_intake(&state.store, &state.events, &outcome).await;
+        }
     }
     Ok(Json(outcome.into()))
+}
+
+/// The webhook events a call's intake may cause.
+const INTAKE_EVENTS: [&str; 4] = [
+    "lead.created",
+    "contact.created",
+    "deal.created",
+    "activity.created",
+];
+
+/// Whether any webhook follows what a call's intake writes.
+pub(crate) async fn intake_followed(store: &Store) -> bool {
+    for event in INTAKE_EVENTS {
+        if crate::webhooks::followed(store, event).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Tells this node's webhooks what the intake of a newly logged call wrote: the entities
+/// it created (`lead.created`, ...) and its activity (`activity.created`), as the API
+/// shows them. Reads fail only into the log: the call stands.
+pub(crate) async fn announce_intake(store: &Store, events: &EventBus, outcome: &EventOutcome) {
+    let call = &outcome.call;
+    for entity in &call.created {
+        if let Some(event) = crate::webhooks::created_event(entity.kind) {
+            super::entities::announce_ref(store, events, event, entity).await;
+        }
+    }
+    let Some(activity) = &call.activity else {
+        return;
+    };
+    if !crate::webhooks::followed(store, "activity.created").await {
+        return;
+    }
+    let on = outcome
+        .answer
+        .shown_entity()
+        .or_else(|| call.created.first().cloned());
+    match call_activity(store, on, activity).await {
+        Ok(Some(record)) => {
+            let responsibles = match store.entity_responsibles(&record.entities).await {
+                Ok(map) => record
+                    .entities
+                    .iter()
+                    .map(|e| map.get(e).cloned().flatten())
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, %activity, "webhooks: cannot read an activity's entities");
+                    return;
+                }
+            };
+            match serde_json::to_value(super::matching::Activity::from(record)) {
+                Ok(data) => events.publish_record(RecordUpdate {
+                    event: "activity.created",
+                    data,
+                    responsibles,
+                }),
+                Err(e) => tracing::error!(error = %e, "an activity as JSON for webhooks"),
+            }
+        }
+        Ok(None) => {
+            tracing::warn!(%activity, "webhooks: a new call's activity is not on its entity's timeline");
+        }
+        Err(e) => tracing::warn!(error = %e, %activity, "webhooks: cannot read a call's activity"),
+    }
+}
+
+/// A call's activity, found on the timeline of the entity the call is on: it is the
+/// newest there, or close to it.
+async fn call_activity(
+    store: &Store,
+    on: Option<EntityRef>,
+    activity: &str,
+) -> Result<Option<ActivityRecord>, crate::store::StoreError> {
+    let Some(entity) = on else {
+        return Ok(None);
+    };
+    let page = Page {
+        limit: 20,
+        after: None,
+    };
+    let filter = ActivityFilter {
+        entity: Some(entity),
+        ..ActivityFilter::default()
+    };
+    Ok(store
+        .list_activities(&filter, &page)
+        .await?
+        .items
+        .into_iter()
+        .find(|a| a.id == activity))
 }
 
 /// The call window's view of a pushed event (SSE and webhooks), as the B2BUA gives it for

@@ -17,8 +17,11 @@ use super::{AppState, List, ListQuery, validate};
 use crate::crm::model::{
     DealStatus, EntityKind, EntityRef, LeadStatus, PipelineId, StageId, UserId,
 };
+use crate::events::EventBus;
 use crate::matcher::{Identifier, normalise_phone, parse_email, search};
-use crate::store::{EntityFilter, EntityPatch, EntityRecord, NewDealFields, NewEntity, rfc3339};
+use crate::store::{
+    EntityFilter, EntityPatch, EntityRecord, NewDealFields, NewEntity, Store, rfc3339,
+};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Entity {
@@ -351,7 +354,44 @@ async fn create(
             deal,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(record.into())))
+    let entity = Entity::from(record);
+    if let Some(event) = crate::webhooks::created_event(kind) {
+        announce(&state.events, event, &entity);
+    }
+    Ok((StatusCode::CREATED, Json(entity)))
+}
+
+/// Tells this node's webhooks of an entity created or changed, as the API shows it; its
+/// responsible decides which owners are told (A1).
+pub(crate) fn announce(events: &EventBus, event: &'static str, entity: &Entity) {
+    match serde_json::to_value(entity) {
+        Ok(data) => events.publish_record(crate::events::RecordUpdate {
+            event,
+            data,
+            responsibles: vec![entity.responsible.clone().map(UserId)],
+        }),
+        Err(e) => tracing::error!(error = %e, event, "an entity as JSON for webhooks"),
+    }
+}
+
+/// [`announce`] for an entity written elsewhere (the call intake, a conversion): read
+/// only when a webhook follows the event. A failed read is logged; the write it
+/// announces stands.
+pub(crate) async fn announce_ref(
+    store: &Store,
+    events: &EventBus,
+    event: &'static str,
+    entity: &EntityRef,
+) {
+    if !crate::webhooks::followed(store, event).await {
+        return;
+    }
+    match store.get_entity(entity).await {
+        Ok(record) => announce(events, event, &Entity::from(record)),
+        Err(e) => {
+            tracing::warn!(error = %e, event, %entity, "webhooks: cannot read a new entity");
+        }
+    }
 }
 
 /// The pipeline and stage of a new deal: the given ones, checked, or the defaults (T12).
@@ -548,9 +588,9 @@ async fn update(
         lead_status: body.status,
         deal_stage: body.stage.map(StageId),
     };
-    Ok(Json(
-        state.store.update_entity(&entity, patch).await?.into(),
-    ))
+    let updated = Entity::from(state.store.update_entity(&entity, patch).await?);
+    announce(&state.events, "entity.updated", &updated);
+    Ok(Json(updated))
 }
 
 async fn delete(
@@ -679,7 +719,7 @@ async fn convert_lead(
 ) -> ApiResult<Json<Converted>> {
     let access = Access::of(&state, &principal).await?;
     let lead = EntityRef::new(EntityKind::Lead, id);
-    access.edit_entity(&state, &lead).await?;
+    let current = access.edit_entity(&state, &lead).await?;
     // The body is optional: an empty POST converts into a contact only.
     let body: ConvertLead = if body.iter().all(u8::is_ascii_whitespace) {
         ConvertLead::default()
@@ -701,6 +741,20 @@ async fn convert_lead(
         .map(|n| validate::name("company_name", n))
         .transpose()?;
     let done = state.store.convert_lead(&lead, company_name, deal).await?;
+    announce_ref(&state.store, &state.events, "entity.updated", &lead).await;
+    // A repeat lead's customer existed before (E14): only a new contact is announced.
+    if current.customer.is_none() {
+        announce_ref(
+            &state.store,
+            &state.events,
+            "contact.created",
+            &done.contact,
+        )
+        .await;
+    }
+    if let Some(deal) = &done.deal {
+        announce_ref(&state.store, &state.events, "deal.created", deal).await;
+    }
     Ok(Json(Converted {
         contact: done.contact.id,
         company: done.company.map(|c| c.id),

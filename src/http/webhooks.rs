@@ -23,7 +23,8 @@ use crate::webhooks;
 pub struct CreateWebhook {
     /// `https://…` (or `http://…`) receiver; no credentials in it.
     pub url: String,
-    /// `call.ringing`, `call.answered`, `call.ended`.
+    /// `call.ringing`, `call.answered`, `call.ended`, `lead.created`, `contact.created`,
+    /// `deal.created`, `entity.updated`, `email.ingested`, `activity.created`.
     pub events: Vec<String>,
     /// HMAC key of `X-Leadline-Signature` (16–256 characters); left out or null: one is
     /// generated and returned once.

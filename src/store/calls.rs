@@ -239,12 +239,25 @@ const MAX_DECISION_ROUNDS: usize = 3;
 impl Store {
     /// Applies one call event (API.md `/calls/events`), exactly once per (call, event).
     pub async fn apply_call_event(&self, event: &CallEvent) -> Result<EventOutcome> {
-        self.apply_call_event_on(event, None).await
+        self.apply_replayable_call_event(event, None).await
     }
 
-    /// [`Store::apply_call_event`] for a call this process's B2BUA runs: a call it opens
-    /// is logged as `node`'s, so that other nodes close it if this one is lost.
+    /// [`Store::apply_call_event`] for a call this process's B2BUA runs live: a call it
+    /// opens is logged as `node`'s, so that other nodes close it if this one is lost. A
+    /// live call's Call-ID was just received, so no erasure can have left a tombstone of
+    /// it: the tombstone look-up, a database read, stays off the way to the first ring.
     pub async fn apply_call_event_on(
+        &self,
+        event: &CallEvent,
+        node: Option<&NodeId>,
+    ) -> Result<EventOutcome> {
+        self.apply_call_event_inner(event, node).await
+    }
+
+    /// An event that may be a replay (pushed by a PBX, or read back from the journal): an
+    /// erased call's events are answered as repeats, so a replay never brings the person
+    /// back.
+    pub(crate) async fn apply_replayable_call_event(
         &self,
         event: &CallEvent,
         node: Option<&NodeId>,
@@ -260,6 +273,14 @@ impl Store {
                 });
             }
         }
+        self.apply_call_event_inner(event, node).await
+    }
+
+    async fn apply_call_event_inner(
+        &self,
+        event: &CallEvent,
+        node: Option<&NodeId>,
+    ) -> Result<EventOutcome> {
         let facts = facts_of(event);
         for round in 0..MAX_DECISION_ROUNDS {
             // The first event of a call (of whatever kind) runs the intake; later ones only

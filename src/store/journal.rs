@@ -425,7 +425,8 @@ impl Store {
         match write {
             CallWrite::Event { event, node } => {
                 let node = node.clone().map(NodeId);
-                self.apply_call_event_on(event, node.as_ref()).await?;
+                self.apply_replayable_call_event(event, node.as_ref())
+                    .await?;
             }
             CallWrite::Queue {
                 call_id,

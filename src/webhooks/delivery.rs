@@ -1,5 +1,6 @@
-//! The delivery of webhooks. A dispatcher task follows this node's own call updates,
-//! decides for each which webhooks' owners may see it (`owner_sees`), and writes one
+//! The delivery of webhooks. A dispatcher task follows this node's own call and record
+//! updates, decides for each which webhooks' owners may see it (`owner_sees`, or the
+//! record's [`crate::events::RecordUpdate::visible_to`]), and writes one
 //! outbox row per delivery owed (`store::webhooks`), in one transaction, as the update is
 //! accepted. The same task claims owed rows (its own and any other node's whose claim ran
 //! out: that node died) and hands them to one worker task per webhook, through a bounded
@@ -28,7 +29,7 @@ use super::{event_name, owner_sees, sign};
 use crate::cluster::NodeId;
 use crate::crm::access::{AccessSettings, Viewer};
 use crate::crm::model::{Role, WebhookId};
-use crate::events::CallUpdate;
+use crate::events::Own;
 use crate::store::{
     Backend, DeliveryResult, OutboxDelivery, Store, StoreError, WebhookRecord, now_ms,
 };
@@ -120,11 +121,11 @@ impl DeliveryError {
     }
 }
 
-/// The body of every delivery.
+/// The body of every delivery: the call update, or the record as the API shows it.
 #[derive(Serialize)]
-struct Payload<'a> {
+struct Payload<'a, T> {
     event: &'a str,
-    data: &'a CallUpdate,
+    data: &'a T,
 }
 
 /// One claimed delivery waiting in a webhook's queue.
@@ -140,7 +141,7 @@ struct Delivery {
 pub async fn run(
     store: Store,
     node: NodeId,
-    mut events: broadcast::Receiver<CallUpdate>,
+    mut events: broadcast::Receiver<Own>,
     policy: Policy,
     cancel: CancellationToken,
 ) {
@@ -188,14 +189,29 @@ pub async fn run(
             _ = tick.tick() => true,
             () = drained.notified() => true,
             received = events.recv() => match received {
-                Ok(update) => match dispatch(&store, &update).await {
-                    Ok(written) => written > 0,
-                    Err(e) => {
-                        tracing::error!(error = %e, call_id = %update.call_id,
-                            "webhooks: could not write the deliveries of a call update");
-                        false
-                    }
+                Ok(Own::Call(update)) => match event_name(&update) {
+                    Some(event) => match dispatch(&store, event, &update,
+                        |settings, owner| owner_sees(settings, owner, &update)).await {
+                        Ok(written) => written > 0,
+                        Err(e) => {
+                            tracing::error!(error = %e, call_id = %update.call_id,
+                                "webhooks: could not write the deliveries of a call update");
+                            false
+                        }
+                    },
+                    None => false,
                 },
+                Ok(Own::Record(record)) => {
+                    match dispatch(&store, record.event, &record.data,
+                        |settings, owner| record.visible_to(settings, owner)).await {
+                        Ok(written) => written > 0,
+                        Err(e) => {
+                            tracing::error!(error = %e, event = record.event,
+                                "webhooks: could not write the deliveries of a record");
+                            false
+                        }
+                    }
+                }
                 Err(broadcast::error::RecvError::Lagged(lost)) => {
                     tracing::warn!(lost, "webhooks fell behind the event bus; updates lost");
                     metrics::counter!("leadline_webhook_events_lost_total").increment(lost);
@@ -221,12 +237,14 @@ pub async fn run(
     }
 }
 
-/// Writes a delivery for every webhook subscribed to the update whose owner may see it;
-/// how many.
-async fn dispatch(store: &Store, update: &CallUpdate) -> Result<usize, StoreError> {
-    let Some(event) = event_name(update) else {
-        return Ok(0);
-    };
+/// Writes a delivery of `data` for every webhook subscribed to `event` whose owner
+/// `sees` it; how many.
+async fn dispatch<T: Serialize>(
+    store: &Store,
+    event: &str,
+    data: &T,
+    sees: impl Fn(AccessSettings, &Viewer) -> bool,
+) -> Result<usize, StoreError> {
     let hooks = store.webhooks_cached().await?;
     let hooks: Vec<&WebhookRecord> = hooks
         .iter()
@@ -236,15 +254,12 @@ async fn dispatch(store: &Store, update: &CallUpdate) -> Result<usize, StoreErro
         return Ok(0);
     }
     let settings = store.access_settings().await?.normalised();
-    let body = serde_json::to_string(&Payload {
-        event,
-        data: update,
-    })
-    .map_err(|e| StoreError::Corrupt(format!("call update as JSON: {e}")))?;
+    let body = serde_json::to_string(&Payload { event, data })
+        .map_err(|e| StoreError::Corrupt(format!("{event} as JSON: {e}")))?;
     let mut owed = Vec::new();
     for hook in hooks {
         let owner = owner_of(store, hook, settings).await?;
-        if owner_sees(settings, &owner, update) {
+        if sees(settings, &owner) {
             owed.push((hook.id.clone(), event, body.as_str()));
         }
     }

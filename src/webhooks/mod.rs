@@ -1,8 +1,10 @@
-//! Webhooks: call events sent as signed HTTP callbacks to the URLs
-//! employees register, each webhook told only what its owner may see.
+//! Webhooks: call events and CRM records created or changed, sent as signed HTTP
+//! callbacks to the URLs employees register, each webhook told only what its owner may
+//! see.
 //!
 //! This module owns the rules, as pure functions: which events exist, what a webhook URL
-//! and secret may be, whether an owner sees a call update (the call window's rule, A2),
+//! and secret may be, whether an owner sees a call update (the call window's rule, A2) or
+//! a record (A1/A2, [`crate::events::RecordUpdate::visible_to`]),
 //! and how a body is signed. [`delivery`] owns the task that follows the event bus and the
 //! per-webhook queues that send. The API is `http::webhooks`, the table
 //! `store::webhooks`. Nothing here may let a slow or dead receiver hold up a call or
@@ -21,7 +23,38 @@ use crate::crm::access::{AccessSettings, Viewer};
 use crate::events::CallUpdate;
 
 /// The events a webhook may subscribe to.
-pub const EVENTS: [&str; 3] = ["call.ringing", "call.answered", "call.ended"];
+pub const EVENTS: [&str; 9] = [
+    "call.ringing",
+    "call.answered",
+    "call.ended",
+    "lead.created",
+    "contact.created",
+    "deal.created",
+    "entity.updated",
+    "email.ingested",
+    "activity.created",
+];
+
+/// The event of an entity of this kind created, if webhooks have one (companies do not).
+pub fn created_event(kind: crate::crm::model::EntityKind) -> Option<&'static str> {
+    use crate::crm::model::EntityKind;
+    match kind {
+        EntityKind::Lead => Some("lead.created"),
+        EntityKind::Contact => Some("contact.created"),
+        EntityKind::Deal => Some("deal.created"),
+        EntityKind::Company => None,
+    }
+}
+
+/// Whether any webhook follows `event`: from the cached list, so a publisher can skip
+/// reading a record nobody is sent.
+pub async fn followed(store: &crate::store::Store, event: &str) -> bool {
+    match store.webhooks_cached().await {
+        Ok(hooks) => hooks.iter().any(|h| h.events.iter().any(|e| e == event)),
+        // Reading it again at dispatch fails the same way and is logged there.
+        Err(_) => true,
+    }
+}
 
 /// Longest URL accepted; longer ones are surely not a receiver's address.
 const MAX_URL: usize = 2048;
@@ -359,6 +392,16 @@ mod tests {
         assert_eq!(parse_events(&[]), Err(Error::NoEvents));
         let err = parse_events(&names(&["call.ringing", "call.exploded"])).unwrap_err();
         assert_eq!(err.field(), "events[1]");
+        assert!(err.to_string().contains("activity.created"), "{err}");
+        assert_eq!(
+            parse_events(&names(&[
+                "lead.created",
+                "entity.updated",
+                "email.ingested"
+            ]))
+            .unwrap(),
+            names(&["lead.created", "entity.updated", "email.ingested"])
+        );
     }
 
     #[test]

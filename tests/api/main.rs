@@ -50,6 +50,7 @@ mod stats_queue;
 mod store;
 mod trust;
 mod webhooks;
+mod webhooks_records;
 
 use helpers::TestApp;
 

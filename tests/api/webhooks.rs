@@ -19,17 +19,17 @@ use crate::helpers::TestApp;
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Hit {
+pub(crate) struct Hit {
     /// The last path segment: whose receiver.
     name: String,
     signature: String,
-    event: String,
+    pub(crate) event: String,
     delivery: String,
     body: Vec<u8>,
 }
 
 impl Hit {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
@@ -37,7 +37,7 @@ impl Hit {
         self.json()["data"]["call_id"].as_str().unwrap().to_owned()
     }
 
-    fn signed_with(&self, secret: &str) -> bool {
+    pub(crate) fn signed_with(&self, secret: &str) -> bool {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(&self.body);
         self.signature == format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -53,7 +53,7 @@ struct ReceiverState {
 
 /// A real HTTP receiver on 127.0.0.1, port 0. `/hook/{name}` answers 204, `/flaky/{name}`
 /// 503 to a delivery's first attempt and 204 to the next, `/broken/{name}` always 500.
-struct Receiver {
+pub(crate) struct Receiver {
     base: String,
     hits: mpsc::UnboundedReceiver<Hit>,
     /// Read but not yet asked for.
@@ -61,7 +61,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         async fn take(
             State(state): State<ReceiverState>,
             Path((kind, name)): Path<(String, String)>,
@@ -114,12 +114,12 @@ impl Receiver {
         }
     }
 
-    fn url(&self, kind: &str, name: &str) -> String {
+    pub(crate) fn url(&self, kind: &str, name: &str) -> String {
         format!("{}/{kind}/{name}", self.base)
     }
 
     /// The next request `name`'s receiver got, waiting at most 10 s.
-    async fn next(&mut self, name: &str) -> Hit {
+    pub(crate) async fn next(&mut self, name: &str) -> Hit {
         if let Some(at) = self.pending.iter().position(|h| h.name == name) {
             return self.pending.remove(at);
         }
@@ -135,7 +135,7 @@ impl Receiver {
     }
 }
 
-async fn create_hook(app: &TestApp, token: &str, body: Value) -> Value {
+pub(crate) async fn create_hook(app: &TestApp, token: &str, body: Value) -> Value {
     let (status, hook) = app
         .request(Method::POST, "/api/v1/webhooks", Some(token), Some(body))
         .await;
@@ -153,7 +153,7 @@ async fn ringing(app: &TestApp, call_id: &str, from: &str, to: &str) {
     .await;
 }
 
-async fn queue_of(app: &TestApp, name: &str, member: &str) -> String {
+pub(crate) async fn queue_of(app: &TestApp, name: &str, member: &str) -> String {
     app.post_ok(
         "/api/v1/queues",
         json!({"name": name, "members": [member]}),
@@ -341,7 +341,7 @@ async fn only_what_the_owner_sees(app: &TestApp) {
 }
 
 /// The receivers of these tests listen on loopback, which the gateway refuses by default.
-async fn spawn_with_loopback_receivers(database_url: Option<String>) -> TestApp {
+pub(crate) async fn spawn_with_loopback_receivers(database_url: Option<String>) -> TestApp {
     TestApp::spawn_with(|config, _| {
         config.webhooks.private_targets = true;
         if let Some(url) = database_url {

@@ -1,0 +1,211 @@
+//! Webhook events for CRM records: entities created and changed through the API, and
+//! what a pushed call's intake writes, delivered through the same outbox and signing as
+//! call events, each webhook told only of the records its owner may see (A1).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::postgres::PgServer;
+use crate::helpers::TestApp;
+use crate::webhooks::{Receiver, create_hook, queue_of, spawn_with_loopback_receivers};
+
+const RECORD_EVENTS: [&str; 6] = [
+    "lead.created",
+    "contact.created",
+    "deal.created",
+    "entity.updated",
+    "email.ingested",
+    "activity.created",
+];
+
+/// A number whose calls ring `member`'s queue.
+async fn line(app: &TestApp, number: &str, member: &str) {
+    let queue = queue_of(app, &format!("{member}'s line"), member).await;
+    app.post_ok(
+        "/api/v1/numbers",
+        json!({"number": number, "default_country": "DE", "queue": queue}),
+        StatusCode::CREATED,
+    )
+    .await;
+}
+
+async fn ringing(app: &TestApp, call_id: &str, from: &str, to: &str) -> Value {
+    app.post_ok(
+        "/api/v1/calls/events",
+        json!({"call_id": call_id, "event": "ringing", "direction": "incoming",
+               "from": from, "to": to}),
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn record_events_are_signed_and_delivered_like_call_events() {
+    let app = spawn_with_loopback_receivers(None).await;
+    records_reach_the_admins_webhook(&app).await;
+    app.stop().await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test]
+async fn record_events_on_postgres() {
+    let server = PgServer::shared();
+    let url = server.create_database("webhooks_records").await;
+    let app = spawn_with_loopback_receivers(Some(url)).await;
+    records_reach_the_admins_webhook(&app).await;
+    app.stop().await;
+}
+
+async fn records_reach_the_admins_webhook(app: &TestApp) {
+    let mut receiver = Receiver::start().await;
+    let anna = app
+        .create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    line(app, "+4930901820", &anna).await;
+    let secret = "records-secret-0123456789";
+    create_hook(
+        app,
+        &app.admin,
+        json!({"url": receiver.url("hook", "admin"), "events": RECORD_EVENTS,
+               "secret": secret}),
+    )
+    .await;
+
+    let contact = app
+        .post_ok(
+            "/api/v1/contacts",
+            json!({"name": "Clara Customer", "phones": ["+4917611111111"],
+                   "responsible": anna}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let id = contact["id"].as_str().unwrap();
+    let (status, updated) = app
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/contacts/{id}"),
+            Some(&app.admin),
+            Some(json!({"name": "Clara Kundin"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+
+    let created = receiver.next("admin").await;
+    assert!(created.signed_with(secret), "{created:?}");
+    assert_eq!(created.event, "contact.created");
+    assert_eq!(
+        created.json(),
+        json!({"event": "contact.created", "data": contact}),
+        "the record as the API answered it"
+    );
+    let changed = receiver.next("admin").await;
+    assert!(changed.signed_with(secret));
+    assert_eq!(changed.event, "entity.updated");
+    assert_eq!(changed.json()["data"], updated);
+    assert_eq!(changed.json()["data"]["name"], "Clara Kundin");
+
+    // A new caller: the intake creates a lead and the call's activity on it.
+    let answer = ringing(app, "r1", "+4917699999999", "+4930901820").await;
+    let lead = answer["created"][0].as_str().unwrap().to_owned();
+    assert!(lead.starts_with("lead:"), "{answer}");
+    let hit = receiver.next("admin").await;
+    assert!(hit.signed_with(secret));
+    assert_eq!(hit.event, "lead.created");
+    assert_eq!(
+        format!("lead:{}", hit.json()["data"]["id"].as_str().unwrap()),
+        lead
+    );
+    assert_eq!(hit.json()["data"]["phones"], json!(["+4917699999999"]));
+    let hit = receiver.next("admin").await;
+    assert!(hit.signed_with(secret));
+    assert_eq!(hit.event, "activity.created");
+    let activity = &hit.json()["data"];
+    assert_eq!(activity["entities"], json!([lead]), "{activity}");
+    assert_eq!(activity["call"], answer["call"]["id"], "{activity}");
+    assert_eq!(activity["kind"], "call");
+
+    // A later event of the same call writes no new record: the next delivery is the
+    // next record (another API create), not a second lead or activity.
+    app.post_ok(
+        "/api/v1/calls/events",
+        json!({"call_id": "r1", "event": "ended", "direction": "incoming",
+               "from": "+4917699999999", "to": "+4930901820", "outcome": "missed"}),
+        StatusCode::OK,
+    )
+    .await;
+    let later = app
+        .post_ok(
+            "/api/v1/leads",
+            json!({"name": "Walk-in", "responsible": anna}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let hit = receiver.next("admin").await;
+    assert_eq!(hit.event, "lead.created");
+    assert_eq!(hit.json()["data"]["id"], later["id"]);
+}
+
+/// A1: an agent's webhook is told only of records the agent may see. At the default
+/// `own` level, Ben's contact and the lead of a call on Ben's line never reach Anna's
+/// receiver, though they were written before hers.
+#[tokio::test]
+async fn a1_an_agents_webhook_gets_only_the_records_the_agent_may_see() {
+    let app = spawn_with_loopback_receivers(None).await;
+    let mut receiver = Receiver::start().await;
+    let anna = app
+        .create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    let ben = app
+        .create_user("Ben", "ben@example.com", "agent", "102")
+        .await;
+    let (anna_token, ben_token) = (app.token_for(&anna).await, app.token_for(&ben).await);
+    line(&app, "+4930901820", &anna).await;
+    line(&app, "+4930901821", &ben).await;
+    for (token, name) in [(&anna_token, "anna"), (&ben_token, "ben")] {
+        create_hook(
+            &app,
+            token,
+            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
+        )
+        .await;
+    }
+
+    let create = |token: String, name: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .request(
+                    Method::POST,
+                    "/api/v1/contacts",
+                    Some(&token),
+                    Some(json!({"name": name})),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            body
+        }
+    };
+    let bens = create(ben_token.clone(), "Ben's customer").await;
+    let annas = create(anna_token.clone(), "Anna's customer").await;
+    let hit = receiver.next("anna").await;
+    assert_eq!(hit.json()["data"]["id"], annas["id"], "{:?}", hit.json());
+    let hit = receiver.next("ben").await;
+    assert_eq!(hit.json()["data"]["id"], bens["id"], "{:?}", hit.json());
+
+    // Calls: a new caller on Ben's line, then one on Anna's.
+    let on_bens = ringing(&app, "b1", "+4917622222222", "+4930901821").await;
+    let on_annas = ringing(&app, "a1", "+4917633333333", "+4930901820").await;
+    for (name, answer, user) in [("anna", &on_annas, &anna), ("ben", &on_bens, &ben)] {
+        let lead = receiver.next(name).await;
+        assert_eq!(lead.event, "lead.created", "{:?}", lead.json());
+        assert_eq!(
+            format!("lead:{}", lead.json()["data"]["id"].as_str().unwrap()),
+            answer["created"][0].as_str().unwrap()
+        );
+        assert_eq!(lead.json()["data"]["responsible"], json!(user));
+        let activity = receiver.next(name).await;
+        assert_eq!(activity.event, "activity.created");
+        assert_eq!(activity.json()["data"]["entities"], answer["created"]);
+    }
+    app.stop().await;
+}
