@@ -18,6 +18,7 @@ use crate::sip::profiles::Profiles;
 use crate::sip::server::Registrar;
 use crate::store::{Store, StoreError};
 use rsipstack::dialog::dialog_layer::DialogLayer;
+use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum StartError {
     },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     Sip(#[from] crate::sip::endpoint::EndpointError),
     #[error("SIP profiles: {0}")]
@@ -49,6 +52,8 @@ pub enum StartError {
 /// A started gateway. Dropping it does not stop it: call `shutdown`.
 pub struct App {
     pub http_addr: SocketAddr,
+    /// The API and console over TLS (`https`), next to plain HTTP.
+    pub https_addr: Option<SocketAddr>,
     /// SIP over UDP and TCP, both on this address.
     pub sip_addr: SocketAddr,
     /// SMTP and LMTP of the forward/BCC address (E16).
@@ -58,6 +63,7 @@ pub struct App {
     pub store: Store,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), std::io::Error>>,
+    https_server: Option<JoinHandle<Result<(), std::io::Error>>>,
     sip: SipEndpoint,
     sip_cancel: CancellationToken,
     /// Carrier registration and keep-alives: they un-register and stop on `sip_cancel`,
@@ -142,6 +148,7 @@ impl App {
                     source,
                 })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
+        let https = bind_https(&config, &sip_cancel).await?;
         // Listed among the nodes before it takes any lease; the pollers and carrier
         // registrations wait for their leases.
         let addresses = crate::cluster::nodes::Addresses {
@@ -299,6 +306,17 @@ impl App {
             passwords: http::session::Passwords::default(),
         };
         let router = http::router(state);
+        let mut https_addr = None;
+        let https_server = https.map(|(listener, addr, tls)| {
+            https_addr = Some(addr);
+            tracing::info!(https_addr = %addr, "serving HTTPS");
+            tokio::spawn(http::https::serve(
+                listener,
+                tls,
+                router.clone(),
+                signal.clone(),
+            ))
+        });
         let server = tokio::spawn(async move {
             // The peer address is what the audit log records as `remote_addr`.
             axum::serve(
@@ -313,6 +331,7 @@ impl App {
         tracing::info!(%http_addr, %sip_addr, %smtp_addr, database = %redact(&config.database_url), "leadline started");
         Ok(App {
             http_addr,
+            https_addr,
             sip_addr,
             smtp_addr,
             sip,
@@ -323,6 +342,7 @@ impl App {
             store,
             shutdown,
             server,
+            https_server,
         })
     }
 
@@ -334,10 +354,19 @@ impl App {
 
     /// Runs until the server stops (after `shutdown` or on a fatal error).
     pub async fn wait(self) -> Result<(), StartError> {
-        let result = match self.server.await {
+        let mut result = match self.server.await {
             Ok(result) => result.map_err(StartError::Serve),
             Err(join) => Err(StartError::Serve(std::io::Error::other(join))),
         };
+        if let Some(https) = self.https_server {
+            // The plain listener stops only on shutdown, which stops this one too.
+            let _ = self.shutdown.send(true);
+            let https = match https.await {
+                Ok(outcome) => outcome.map_err(StartError::Serve),
+                Err(join) => Err(StartError::Serve(std::io::Error::other(join))),
+            };
+            result = result.and(https);
+        }
         self.sip_cancel.cancel();
         for task in self.sip_tasks {
             let _ = task.await;
@@ -361,6 +390,25 @@ impl App {
     pub fn stopper(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
+}
+
+/// The HTTPS listener when `https` is set: bound now (a taken port fails start-up), with
+/// the certificate read now (a broken one fails start-up) and followed afterwards.
+async fn bind_https(
+    config: &Config,
+    cancel: &CancellationToken,
+) -> Result<Option<(TcpListener, SocketAddr, Arc<rustls::ServerConfig>)>, StartError> {
+    let (Some(addr), Some(cert), Some(key)) = (config.https, &config.tls_cert, &config.tls_key)
+    else {
+        return Ok(None);
+    };
+    let certificate = crate::tls::ReloadingCertificate::start(cert, key, cancel.clone())?;
+    let tls = crate::tls::server_config(certificate, &[b"h2", b"http/1.1"]);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let local = listener.local_addr().map_err(StartError::Serve)?;
+    Ok(Some((listener, local, tls)))
 }
 
 /// The digest nonce key of every node on this database, made by the first to start: a

@@ -52,6 +52,9 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// HTTPS listen address of the API and console, next to plain `http`; needs
+    /// `tls_cert` and `tls_key`.
+    pub https: Option<SocketAddr>,
     /// Directory of extra or overriding SIP profiles (TOML), besides the built-in ones.
     pub sip_profiles: Option<PathBuf>,
     /// The SIP proxy in front of several nodes (`deploy/kamailio/leadline.cfg`): every
@@ -124,6 +127,7 @@ pub struct ConfigLayer {
     pub sip_tls: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub https: Option<String>,
     pub sip_profiles: Option<PathBuf>,
     pub sip_proxy: Option<String>,
     pub sip_domain: Option<String>,
@@ -171,6 +175,7 @@ impl ConfigLayer {
             sip_tls: over.sip_tls.or(self.sip_tls),
             tls_cert: over.tls_cert.or(self.tls_cert),
             tls_key: over.tls_key.or(self.tls_key),
+            https: over.https.or(self.https),
             sip_profiles: over.sip_profiles.or(self.sip_profiles),
             sip_proxy: over.sip_proxy.or(self.sip_proxy),
             sip_domain: over.sip_domain.or(self.sip_domain),
@@ -227,6 +232,7 @@ impl ConfigLayer {
             self.tls_key,
             &mut problems,
         );
+        let https = https_setting(self.https.as_deref(), tls_cert.is_some(), &mut problems);
         if let Some(dir) = &self.sip_profiles
             && !dir.is_dir()
         {
@@ -413,6 +419,7 @@ impl ConfigLayer {
             sip_tls,
             tls_cert,
             tls_key,
+            https,
             sip_profiles: self.sip_profiles,
             sip_proxy,
             data_dir,
@@ -487,6 +494,27 @@ fn tls_settings(
             (None, None, None)
         }
     }
+}
+
+/// HTTPS is never on by default (plain HTTP needs no set-up); when asked for, it serves
+/// the certificate of the TLS listeners, so a missing one is a start-up error.
+fn https_setting(
+    https: Option<&str>,
+    has_certificate: bool,
+    problems: &mut Vec<String>,
+) -> Option<SocketAddr> {
+    let text = https.filter(|t| !t.is_empty())?;
+    let Ok(addr) = text.parse::<SocketAddr>() else {
+        problems.push(format!(
+            "https: '{text}' is not an address:port such as 0.0.0.0:8443"
+        ));
+        return None;
+    };
+    if !has_certificate {
+        problems.push("https: needs tls_cert and tls_key (PEM files)".to_owned());
+        return None;
+    }
+    Some(addr)
 }
 
 impl Config {
@@ -664,6 +692,45 @@ mod tests {
                 panic!("expected Invalid");
             };
             assert!(problems[0].starts_with(field), "{problems:?}");
+        }
+    }
+
+    #[test]
+    fn https_is_off_by_default_and_needs_the_certificate() {
+        assert_eq!(ConfigLayer::default().resolve().unwrap().https, None);
+        let with_cert = ConfigLayer {
+            tls_cert: Some("/etc/leadline/cert.pem".into()),
+            tls_key: Some("/etc/leadline/key.pem".into()),
+            https: Some("127.0.0.1:8443".into()),
+            ..Default::default()
+        };
+        let config = with_cert.clone().resolve().unwrap();
+        assert_eq!(config.https, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(
+            config.http.to_string(),
+            "0.0.0.0:8080",
+            "plain HTTP stays on"
+        );
+        for (layer, problem) in [
+            (
+                ConfigLayer {
+                    https: Some("0.0.0.0:8443".into()),
+                    ..Default::default()
+                },
+                "https: needs tls_cert",
+            ),
+            (
+                ConfigLayer {
+                    https: Some("port 443".into()),
+                    ..with_cert
+                },
+                "https: 'port 443'",
+            ),
+        ] {
+            let ConfigError::Invalid(problems) = layer.resolve().unwrap_err() else {
+                panic!("expected Invalid");
+            };
+            assert!(problems[0].starts_with(problem), "{problems:?}");
         }
     }
 

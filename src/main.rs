@@ -39,6 +39,10 @@ struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, global = true, env = "LEADLINE_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// HTTPS listen address of the API and console (needs --tls-cert and --tls-key);
+    /// plain HTTP keeps running on --http.
+    #[arg(long, global = true, env = "LEADLINE_HTTPS")]
+    https: Option<String>,
     /// Directory with extra SIP profiles (TOML).
     #[arg(long, global = true, env = "LEADLINE_SIP_PROFILES")]
     sip_profiles: Option<PathBuf>,
@@ -161,6 +165,7 @@ impl Cli {
             sip_tls: self.sip_tls.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            https: self.https.clone(),
             sip_domain: self.sip_domain.clone(),
             sip_digest: self.sip_digest.clone(),
             sip_tcp_max_message: self.sip_tcp_max_message,

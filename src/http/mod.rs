@@ -17,6 +17,7 @@ pub mod error;
 mod events;
 mod exceptions;
 pub mod extract;
+pub mod https;
 mod import;
 mod list;
 mod mailboxes;
