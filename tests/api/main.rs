@@ -26,6 +26,7 @@ mod dial;
 mod forward_redirect;
 mod helpers;
 mod http_contract;
+mod https;
 mod imap;
 mod import;
 mod mail;
