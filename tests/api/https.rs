@@ -147,12 +147,11 @@ impl Gateway {
             .unwrap()
     }
 
-    /// The certificate the HTTPS port shows to a new connection now, and the protocol it
-    /// agreed on by ALPN.
-    async fn served_certificate(
+    /// A new TLS connection to the HTTPS port, offering HTTP/2 and HTTP/1.1 by ALPN.
+    async fn connect(
         &self,
         ca: &TestCa,
-    ) -> Result<(CertificateDer<'static>, Vec<u8>), String> {
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.issuer.der().clone()).unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -166,10 +165,19 @@ impl Gateway {
         let tcp = tokio::net::TcpStream::connect(self.https)
             .await
             .map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from(HOST).unwrap(), tcp)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+    }
+
+    /// The certificate the HTTPS port shows to a new connection now, and the protocol it
+    /// agreed on by ALPN.
+    async fn served_certificate(
+        &self,
+        ca: &TestCa,
+    ) -> Result<(CertificateDer<'static>, Vec<u8>), String> {
+        let tls = self.connect(ca).await?;
         let (_, session) = tls.get_ref();
         let leaf = session
             .peer_certificates()
@@ -287,6 +295,28 @@ async fn a5_signing_in_over_https_sets_a_secure_cookie_and_checks_the_https_orig
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let cookie = headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+
+    // Over HTTP/2, as browsers connect: the host comes in `:authority`, not `Host`.
+    let tls = gateway.connect(&ca).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let body = json!({"email": "anna@example.com", "password": "anna-console-1"}).to_string();
+    let request = http::Request::post(gateway.url("/api/v1/session"))
+        .header("origin", &origin)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
     assert!(cookie.ends_with("; Secure"), "{cookie}");
 }
 
