@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod backup_restore;
 mod baresip;
 mod browser_harness;
 mod call_setup;
