@@ -32,6 +32,7 @@ mod import;
 mod mail;
 mod mail_condstore;
 mod media;
+mod migration_checksums;
 mod node_process;
 mod oauth2;
 mod postgres;
