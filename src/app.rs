@@ -44,6 +44,8 @@ pub enum StartError {
     Smtp(#[from] crate::mail::smtp::Error),
     #[error(transparent)]
     Journal(#[from] crate::store::journal::JournalError),
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started gateway. Dropping it does not stop it: call `shutdown`.
@@ -51,6 +53,8 @@ pub struct App {
     pub http_addr: SocketAddr,
     /// SIP over UDP and TCP, both on this address.
     pub sip_addr: SocketAddr,
+    /// SIP over TLS, when a certificate is configured.
+    pub sip_tls_addr: Option<SocketAddr>,
     /// SMTP and LMTP of the forward/BCC address (E16).
     pub smtp_addr: SocketAddr,
     /// The admin token generated on first start (also printed once), if one was.
@@ -79,14 +83,29 @@ impl App {
         });
         let calls_in_setup =
             crate::sip::admission::setup::CallsInSetup::new(config.max_calls_in_setup);
+        let sip_cancel = CancellationToken::new();
+        // One certificate for every TLS listener, following its files until shutdown.
+        let tls_certificate = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::ReloadingCertificate::start(
+                cert,
+                key,
+                sip_cancel.clone(),
+            )?),
+            _ => None,
+        };
+        let sip_tls = config
+            .sip_tls
+            .zip(tls_certificate.clone())
+            .map(|(addr, certificate)| crate::sip::endpoint::TlsListen { addr, certificate });
         let (sip, incoming) = SipEndpoint::start(
             config.sip,
             config.sip_tcp_max_message,
             crate::sip::endpoint::EdgeShedding::new(calls_in_setup.clone(), config.sip_shed_lag),
+            sip_tls,
         )
         .await?;
         let sip_addr = sip.local;
-        let sip_cancel = CancellationToken::new();
+        let sip_tls_addr = sip.tls_local;
         // Calls find trunks, numbers and devices in memory from the first INVITE on.
         store.load_snapshot().await?;
         let node = crate::cluster::NodeId::generate();
@@ -314,6 +333,7 @@ impl App {
         Ok(App {
             http_addr,
             sip_addr,
+            sip_tls_addr,
             smtp_addr,
             sip,
             sip_cancel,

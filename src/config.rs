@@ -46,6 +46,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// SIP listen address, UDP and TCP on the same port.
     pub sip: SocketAddr,
+    /// SIP over TLS listen address (RFC 3261 §26); set whenever a certificate is.
+    pub sip_tls: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listeners, reloaded when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Directory of extra or overriding SIP profiles (TOML), besides the built-in ones.
     pub sip_profiles: Option<PathBuf>,
     /// The SIP proxy in front of several nodes (`deploy/kamailio/leadline.cfg`): every
@@ -115,6 +121,9 @@ pub struct ConfigLayer {
     pub database_url: Option<String>,
     pub admin_token: Option<String>,
     pub sip: Option<String>,
+    pub sip_tls: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub sip_profiles: Option<PathBuf>,
     pub sip_proxy: Option<String>,
     pub sip_domain: Option<String>,
@@ -159,6 +168,9 @@ impl ConfigLayer {
             database_url: over.database_url.or(self.database_url),
             admin_token: over.admin_token.or(self.admin_token),
             sip: over.sip.or(self.sip),
+            sip_tls: over.sip_tls.or(self.sip_tls),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
             sip_profiles: over.sip_profiles.or(self.sip_profiles),
             sip_proxy: over.sip_proxy.or(self.sip_proxy),
             sip_domain: over.sip_domain.or(self.sip_domain),
@@ -208,6 +220,13 @@ impl ConfigLayer {
             ));
             SocketAddr::from(([0, 0, 0, 0], 5060))
         });
+        let (sip_tls, tls_cert, tls_key) = tls_settings(
+            sip,
+            self.sip_tls.as_deref(),
+            self.tls_cert,
+            self.tls_key,
+            &mut problems,
+        );
         if let Some(dir) = &self.sip_profiles
             && !dir.is_dir()
         {
@@ -391,6 +410,9 @@ impl ConfigLayer {
         Ok(Config {
             http,
             sip,
+            sip_tls,
+            tls_cert,
+            tls_key,
             sip_profiles: self.sip_profiles,
             sip_proxy,
             data_dir,
@@ -419,6 +441,51 @@ impl ConfigLayer {
                 ..crate::webhooks::delivery::Policy::default()
             },
         })
+    }
+}
+
+/// The TLS listener follows the certificate: with `tls_cert` and `tls_key` it listens on
+/// `sip_tls`, by default the SIP address's IP on port 5061 (RFC 3261 §26.2.2; port 0, any
+/// free port, when SIP's port is 0). Without a certificate there is no TLS listener.
+fn tls_settings(
+    sip: SocketAddr,
+    sip_tls: Option<&str>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    problems: &mut Vec<String>,
+) -> (Option<SocketAddr>, Option<PathBuf>, Option<PathBuf>) {
+    let tls_cert = tls_cert.filter(|p| !p.as_os_str().is_empty());
+    let tls_key = tls_key.filter(|p| !p.as_os_str().is_empty());
+    let sip_tls_text = sip_tls.filter(|t| !t.is_empty());
+    let parsed = sip_tls_text.and_then(|text| match text.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(format!(
+                "sip_tls: '{text}' is not an address:port such as 0.0.0.0:5061"
+            ));
+            None
+        }
+    });
+    match (&tls_cert, &tls_key) {
+        (Some(_), Some(_)) => {
+            let default_port = if sip.port() == 0 { 0 } else { 5061 };
+            let addr = parsed.unwrap_or_else(|| SocketAddr::new(sip.ip(), default_port));
+            (Some(addr), tls_cert, tls_key)
+        }
+        (Some(_), None) => {
+            problems.push("tls_key: tls_cert is set but not its private key".to_owned());
+            (None, None, None)
+        }
+        (None, Some(_)) => {
+            problems.push("tls_cert: tls_key is set but not its certificate".to_owned());
+            (None, None, None)
+        }
+        (None, None) => {
+            if sip_tls_text.is_some() {
+                problems.push("sip_tls: needs tls_cert and tls_key".to_owned());
+            }
+            (None, None, None)
+        }
     }
 }
 
@@ -541,6 +608,62 @@ mod tests {
                 panic!("expected Invalid");
             };
             assert!(problems[0].starts_with("sip_proxy"), "{problems:?}");
+        }
+    }
+
+    #[test]
+    fn sip_tls_listens_when_a_certificate_is_set_and_only_then() {
+        assert_eq!(ConfigLayer::default().resolve().unwrap().sip_tls, None);
+        let with_cert = ConfigLayer {
+            tls_cert: Some("/etc/leadline/cert.pem".into()),
+            tls_key: Some("/etc/leadline/key.pem".into()),
+            ..Default::default()
+        };
+        let config = with_cert.clone().resolve().unwrap();
+        assert_eq!(config.sip_tls, Some("0.0.0.0:5061".parse().unwrap()));
+        let chosen = ConfigLayer {
+            sip_tls: Some("127.0.0.1:5071".into()),
+            ..with_cert.clone()
+        };
+        assert_eq!(
+            chosen.resolve().unwrap().sip_tls,
+            Some("127.0.0.1:5071".parse().unwrap())
+        );
+        let any_port = ConfigLayer {
+            sip: Some("127.0.0.1:0".into()),
+            ..with_cert
+        };
+        assert_eq!(
+            any_port.resolve().unwrap().sip_tls,
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+        for (layer, field) in [
+            (
+                ConfigLayer {
+                    tls_cert: Some("c.pem".into()),
+                    ..Default::default()
+                },
+                "tls_key",
+            ),
+            (
+                ConfigLayer {
+                    tls_key: Some("k.pem".into()),
+                    ..Default::default()
+                },
+                "tls_cert",
+            ),
+            (
+                ConfigLayer {
+                    sip_tls: Some("0.0.0.0:5061".into()),
+                    ..Default::default()
+                },
+                "sip_tls",
+            ),
+        ] {
+            let ConfigError::Invalid(problems) = layer.resolve().unwrap_err() else {
+                panic!("expected Invalid");
+            };
+            assert!(problems[0].starts_with(field), "{problems:?}");
         }
     }
 

@@ -18,6 +18,7 @@ pub mod media;
 pub mod session;
 pub mod sip;
 pub mod store;
+pub mod tls;
 pub mod webhooks;
 
 pub use app::{App, StartError};

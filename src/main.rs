@@ -29,6 +29,17 @@ struct Cli {
     /// SIP listen address (UDP and TCP).
     #[arg(long, global = true, env = "LEADLINE_SIP")]
     sip: Option<String>,
+    /// SIP over TLS listen address (default: the SIP address's IP, port 5061, when
+    /// --tls-cert and --tls-key are set).
+    #[arg(long, global = true, env = "LEADLINE_SIP_TLS")]
+    sip_tls: Option<String>,
+    /// PEM certificate chain of the TLS listeners; replacing the file takes effect within
+    /// seconds.
+    #[arg(long, global = true, env = "LEADLINE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "LEADLINE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Directory with extra SIP profiles (TOML).
     #[arg(long, global = true, env = "LEADLINE_SIP_PROFILES")]
     sip_profiles: Option<PathBuf>,
@@ -153,6 +164,9 @@ impl Cli {
             sip: self.sip.clone(),
             sip_profiles: self.sip_profiles.clone(),
             sip_proxy: self.sip_proxy.clone(),
+            sip_tls: self.sip_tls.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             sip_domain: self.sip_domain.clone(),
             sip_digest: self.sip_digest.clone(),
             sip_tcp_max_message: self.sip_tcp_max_message,

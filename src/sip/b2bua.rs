@@ -596,10 +596,10 @@ impl B2bua {
                 addr: proxy.into(),
             });
             option.route_set = route_through(proxy, device.path.as_deref());
-        } else if device.transport == "tcp"
+        } else if let Some(transport) = stream_transport(&device.transport)
             && let Ok(peer) = device.source.parse::<SocketAddr>()
         {
-            return self.invite_over_flow(option, peer, states).await;
+            return self.invite_over_flow(option, transport, peer, states).await;
         }
         let (dialog, handle) = self.dialogs.do_invite_async(option, states)?;
         let answer = Box::pin(async move {
@@ -611,18 +611,22 @@ impl B2bua {
         Ok((dialog, answer))
     }
 
-    /// An INVITE to a phone registered over TCP goes down the connection it registered
-    /// over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. rsipstack's
+    /// An INVITE to a phone registered over TCP or TLS goes down the connection it
+    /// registered over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. rsipstack's
     /// `do_invite_async` would open a new connection, so this is its counterpart with the
     /// transaction bound to our flow; in-dialog requests then follow the same flow. The
     /// transaction is driven by the returned future, which the call's task polls.
     async fn invite_over_flow(
         self: &Arc<Self>,
         option: InviteOption,
+        transport: Transport,
         peer: SocketAddr,
         states: rsipstack::dialog::dialog::DialogStateSender,
     ) -> Result<(InviteDialog, driver::Boxed<Option<Response>>), B2buaError> {
-        let flow = self.endpoint.tcp_flow(peer, Duration::from_secs(3)).await?;
+        let flow = self
+            .endpoint
+            .flow_to(transport, peer, Duration::from_secs(3))
+            .await?;
         let (dialog, mut tx) = self.dialogs.create_client_invite_dialog(option, states)?;
         tx.connection = Some(flow.connection);
         let b2bua = self.clone();
@@ -649,11 +653,7 @@ impl B2bua {
 /// Where requests to a device go: the address its REGISTER came from (it may be behind
 /// NAT), over its transport.
 fn destination(device: &Device) -> Option<SipAddr> {
-    let transport = if device.transport == "tcp" {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
+    let transport = stream_transport(&device.transport).unwrap_or(Transport::Udp);
     device
         .source
         .parse::<SocketAddr>()
@@ -662,6 +662,17 @@ fn destination(device: &Device) -> Option<SipAddr> {
             r#type: Some(transport),
             addr: addr.into(),
         })
+}
+
+/// The connection-oriented transport a device registered over (its binding's
+/// `transport`), whose connection requests to it reuse; `None` for UDP. A leg to a device
+/// with `Some(Transport::Tls)` has its signalling encrypted.
+pub fn stream_transport(registered: &str) -> Option<Transport> {
+    match registered {
+        "tcp" => Some(Transport::Tcp),
+        "tls" => Some(Transport::Tls),
+        _ => None,
+    }
 }
 
 /// The Route of a request sent through `proxy`: the device's Path as it registered (it

@@ -47,6 +47,7 @@ mod sip_carrier;
 mod sip_digest;
 mod sip_overload;
 mod sip_scan;
+mod sip_tls;
 mod stages;
 mod stats_queue;
 mod store;
