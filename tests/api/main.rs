@@ -30,6 +30,7 @@ mod imap;
 mod import;
 mod mail;
 mod mail_condstore;
+mod mailbox_dry_run;
 mod media;
 mod node_process;
 mod oauth2;
