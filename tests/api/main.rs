@@ -50,6 +50,7 @@ mod stages;
 mod stats_queue;
 mod store;
 mod trust;
+mod trust_voicemail;
 mod webhooks;
 mod webhooks_records;
 
