@@ -78,9 +78,7 @@ async fn t6_t13_an_anonymous_caller_is_sent_to_voicemail_and_creates_nothing() {
     assert!(call["recording_ms"].as_u64().unwrap() > 0, "{call}");
     assert_eq!(call["crm_action"], "logged", "{call}");
     assert_eq!(call["created"], json!([]), "{call}");
-    assert!(call["activity"].is_null(), "{call}");
+    assert!(call["activity"].is_null(), "no activity: {call}");
     assert!(app.leads().await.is_empty());
-    let activities = app.get_ok("/api/v1/activities").await;
-    assert_eq!(activities["items"], json!([]), "{activities}");
     app.stop().await;
 }
