@@ -28,6 +28,7 @@ mod calls;
 mod checkpoint;
 pub mod cluster;
 mod config;
+mod dry_run;
 mod entities;
 mod intake;
 pub mod journal;

@@ -31,6 +31,7 @@ mod imap;
 mod import;
 mod mail;
 mod mail_condstore;
+mod mailbox_dry_run;
 mod media;
 mod migration_checksums;
 mod node_process;
@@ -52,6 +53,7 @@ mod stages;
 mod stats_queue;
 mod store;
 mod trust;
+mod trust_voicemail;
 mod webhooks;
 mod webhooks_records;
 
