@@ -45,6 +45,7 @@ mod sip_carrier;
 mod sip_digest;
 mod sip_overload;
 mod sip_scan;
+mod srtp;
 mod stages;
 mod stats_queue;
 mod store;
