@@ -220,10 +220,7 @@ impl MediaSession {
                 let _ = self
                     .control
                     .send(Control::Keys(from, Some((peer.key.clone(), key.clone()))));
-                Some(Crypto {
-                    tag: peer.tag,
-                    key,
-                })
+                Some(Crypto { tag: peer.tag, key })
             }
             Ok(LegMedia::Plain) | Err(_) => {
                 let _ = self.control.send(Control::Keys(from, None));

@@ -225,7 +225,11 @@ mod tests {
         assert_eq!(crypto.key.key().len(), 16);
         assert_eq!(crypto.key.salt().len(), 14);
         assert_eq!(format_crypto(&crypto), format!("1 {SUITE} inline:{KEY}"));
-        assert_eq!(format!("{:?}", crypto.key), "MasterKey(..)", "no key in logs");
+        assert_eq!(
+            format!("{:?}", crypto.key),
+            "MasterKey(..)",
+            "no key in logs"
+        );
     }
 
     #[test]
@@ -269,7 +273,13 @@ mod tests {
             parse_crypto(&format!("1 {SUITE} inline:{KEY} UNENCRYPTED_SRTP")),
             Err(SdesError::SessionParameter("UNENCRYPTED_SRTP".into()))
         );
-        for bad in ["", "x AES", "1", &format!("1 {SUITE}"), &format!("1 {SUITE} {KEY}")] {
+        for bad in [
+            "",
+            "x AES",
+            "1",
+            &format!("1 {SUITE}"),
+            &format!("1 {SUITE} {KEY}"),
+        ] {
             assert!(
                 matches!(parse_crypto(bad), Err(SdesError::Malformed(_))),
                 "{bad}"

@@ -554,11 +554,11 @@ mod tests {
 
     #[test]
     fn security_reads_the_audio_profile_and_its_crypto_lines_only() {
-        let security = security(SRTP_OFFER.as_bytes());
-        assert_eq!(security.profile, Profile::Secure);
-        assert_eq!(security.crypto.len(), 2, "the video's key is not the audio's");
-        assert!(security.crypto[0].is_err(), "AES-256 is not supported");
-        assert_eq!(security.crypto[1].as_ref().unwrap().tag, 2);
+        let srtp = security(SRTP_OFFER.as_bytes());
+        assert_eq!(srtp.profile, Profile::Secure);
+        assert_eq!(srtp.crypto.len(), 2, "the video's key is not the audio's");
+        assert!(srtp.crypto[0].is_err(), "AES-256 is not supported");
+        assert_eq!(srtp.crypto[1].as_ref().unwrap().tag, 2);
         assert_eq!(security(OFFER.as_bytes()).profile, Profile::Plain);
         assert!(security(OFFER.as_bytes()).crypto.is_empty());
         assert_eq!(security(b"\xff\xfe"), AudioSecurity::default());
@@ -572,13 +572,20 @@ mod tests {
         };
         let srtp = String::from_utf8(secure(OFFER.as_bytes(), Some(&ours))).unwrap();
         assert!(srtp.contains("m=audio 49170 RTP/SAVP 8 0 101\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\r\n"), "{srtp}");
-        assert!(srtp.contains("m=video 51372 RTP/AVP 99\r\n"), "only audio changes");
+        assert!(
+            srtp.contains("m=video 51372 RTP/AVP 99\r\n"),
+            "only audio changes"
+        );
         let again = security(srtp.as_bytes());
         assert_eq!(again.crypto, vec![Ok(ours.clone())]);
 
         let plain = String::from_utf8(secure(SRTP_OFFER.as_bytes(), None)).unwrap();
         assert!(plain.contains("m=audio 4000 RTP/AVP 0 101\r\n"), "{plain}");
-        assert_eq!(plain.matches("a=crypto:").count(), 1, "the video's stays: {plain}");
+        assert_eq!(
+            plain.matches("a=crypto:").count(),
+            1,
+            "the video's stays: {plain}"
+        );
         assert!(plain.contains("m=video 4002 RTP/SAVP 99\r\na=crypto:1 "));
         let feedback = OFFER.replace("RTP/AVP 8", "RTP/SAVPF 8");
         let plain = String::from_utf8(secure(feedback.as_bytes(), None)).unwrap();

@@ -89,7 +89,10 @@ async fn t13_an_srtp_phone_talks_to_a_plain_carrier_and_the_recording_is_speech(
     assert!(session.refusal(Side::Caller, &offer).is_none());
     let to_carrier = String::from_utf8(session.sdp_from(Side::Caller, &offer)).unwrap();
     assert!(to_carrier.contains(" RTP/AVP 8\r\n"), "{to_carrier}");
-    assert!(!to_carrier.contains("a=crypto"), "no key leaves the TLS leg");
+    assert!(
+        !to_carrier.contains("a=crypto"),
+        "no key leaves the TLS leg"
+    );
     let carrier_answer = sdp_offer(carrier.local_addr().unwrap().port(), "RTP/AVP", "");
     let to_phone = String::from_utf8(session.sdp_from(Side::Callee, &carrier_answer)).unwrap();
     assert!(to_phone.contains(" RTP/SAVP 8\r\n"), "{to_phone}");
@@ -140,7 +143,10 @@ async fn t13_an_srtp_phone_talks_to_a_plain_carrier_and_the_recording_is_speech(
     assert_eq!(stats.from_caller.packets, packets.len() as u64);
     assert_eq!(stats.from_caller.relayed, packets.len() as u64);
     assert_eq!(stats.from_callee.relayed, packets.len() as u64);
-    assert_eq!(stats.from_caller.foreign, 0, "a forged packet does not latch");
+    assert_eq!(
+        stats.from_caller.foreign, 0,
+        "a forged packet does not latch"
+    );
 
     let finished = recording.finish().await.expect("a recording");
     let mut reader = hound::WavReader::open(dir.path().join(finished.file)).unwrap();
@@ -170,7 +176,11 @@ async fn srtp_is_refused_without_tls_and_answered_with_our_key_over_tls() {
     let engine = engine();
     let session = engine.session().unwrap();
     let key = MasterKey::from_bytes([9; 30]);
-    let offer = sdp_offer(4000, "RTP/SAVP", &format!("a=crypto:1 {SUITE} inline:{}\r\n", b64(&key)));
+    let offer = sdp_offer(
+        4000,
+        "RTP/SAVP",
+        &format!("a=crypto:1 {SUITE} inline:{}\r\n", b64(&key)),
+    );
     assert_eq!(
         session.refusal(Side::Caller, &offer),
         Some(Refusal::KeysInClear)
@@ -193,7 +203,11 @@ async fn srtp_is_refused_without_tls_and_answered_with_our_key_over_tls() {
         .map(|l| parse_crypto(l).unwrap())
         .unwrap();
     assert_ne!(ours.key, key);
-    let unusable = sdp_offer(4000, "RTP/SAVP", "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:x\r\n");
+    let unusable = sdp_offer(
+        4000,
+        "RTP/SAVP",
+        "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:x\r\n",
+    );
     assert!(matches!(
         session.refusal(Side::Caller, &unusable),
         Some(Refusal::NoUsableKey(_))

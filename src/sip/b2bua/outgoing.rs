@@ -75,6 +75,12 @@ impl B2bua {
                 return Ok(());
             }
         };
+        // The caller's signalling transport decides whether it may use SRTP.
+        if let Some(warning) = media::srtp_refusal(session.as_deref(), false, &request.body) {
+            tx.reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
+                .await?;
+            return Ok(());
+        }
 
         let (inbound, state_sender, states) = self.take_caller(tx)?;
 
@@ -236,6 +242,13 @@ impl B2bua {
                 return Ok(());
             }
         };
+        // The caller's signalling transport decides whether it may use SRTP.
+        if let Some(warning) = media::srtp_refusal(session.as_deref(), false, &request.body) {
+            let mut tx = tx;
+            tx.reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
+                .await?;
+            return Ok(());
+        }
         let (inbound, state_sender, states) = self.take_caller(tx)?;
         let shown = Shown {
             caller_id: caller_record.extension.clone(),
