@@ -1,7 +1,8 @@
 //! SRTP on one leg of the relay, driven the way the B2BUA drives it: a phone whose
 //! signalling is TLS offers SDES-SRTP, the carrier leg is plain RTP. The phone sends the
 //! real speech of SIPp's capture encrypted; the carrier hears it in clear, the phone hears
-//! the carrier encrypted, the recording is speech, and forged packets go nowhere.
+//! the carrier encrypted, the recording is speech, and forged packets go nowhere. And a
+//! whole call offering SRTP over plain UDP is refused with 488.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -13,6 +14,9 @@ use leadline::media::sdes::{MasterKey, Refusal, SUITE, parse_crypto};
 use leadline::media::srtp::{Kind, LegSrtp};
 use leadline::media::{MediaEngine, MediaError, PortPool, PortRange, Side, sdp};
 use tokio::net::UdpSocket;
+
+use crate::calls_sip::{carrier_call, line};
+use crate::helpers::TestApp;
 
 /// The RTP packets (header and payload) of SIPp's A-law capture.
 fn speech() -> Vec<Vec<u8>> {
@@ -212,4 +216,22 @@ async fn srtp_is_refused_without_tls_and_answered_with_our_key_over_tls() {
         session.refusal(Side::Caller, &unusable),
         Some(Refusal::NoUsableKey(_))
     ));
+}
+
+/// A whole call: a carrier whose signalling is plain UDP offers SRTP only; the gateway
+/// cannot answer it with plain RTP (RFC 3264) and must not take keys sent in clear, so
+/// the carrier hears 488 with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_offered_over_udp_is_refused_with_488_and_the_reason() {
+    let app = TestApp::spawn_for_sipp().await;
+    line(&app, 20).await;
+    let (ok, carrier) = carrier_call(&app, "carrier_call_srtp.xml", &[])
+        .finish()
+        .await;
+    assert!(ok && carrier.contains("SIP/2.0 488"), "488: {carrier}");
+    assert!(
+        carrier.contains("Warning: 399 leadline \"SRTP is only accepted over TLS signalling"),
+        "the reason: {carrier}"
+    );
+    app.stop().await;
 }
