@@ -49,6 +49,7 @@ mod sip_digest;
 mod sip_overload;
 mod sip_scan;
 mod sip_tls;
+mod srtp;
 mod stages;
 mod stats_queue;
 mod store;
