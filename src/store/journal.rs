@@ -273,8 +273,8 @@ impl Journal {
     }
 
     /// The write-ahead line at `start` did not reach the database: the replay applies it.
-    fn to_replay(&self, start: u64) {
-        if self.shared.lock_ahead().to_replay(start) {
+    fn hand_to_replay(&self, start: u64) {
+        if self.shared.lock_ahead().hand_to_replay(start) {
             self.shared.add_records(1);
             self.shared.wake.notify_one();
         }
@@ -750,7 +750,7 @@ impl PendingLine {
 
     fn replay(&mut self) {
         if let Some(journal) = self.journal.take() {
-            journal.to_replay(self.start);
+            journal.hand_to_replay(self.start);
         }
     }
 }
@@ -758,7 +758,7 @@ impl PendingLine {
 impl Drop for PendingLine {
     fn drop(&mut self) {
         if let Some(journal) = self.journal.take() {
-            journal.to_replay(self.start);
+            journal.hand_to_replay(self.start);
         }
     }
 }
@@ -975,7 +975,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
         let a = journal.append_ahead(&queue_write("a")).await.unwrap();
-        journal.to_replay(a);
+        journal.hand_to_replay(a);
         assert_eq!(journal.state().records, 1);
         let (from, bytes) = journal.unapplied().unwrap();
         let line = &record::decode(&bytes, from)[0];

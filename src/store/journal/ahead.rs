@@ -38,7 +38,7 @@ impl WriteAhead {
 
     /// The line at `start` stops being write-ahead (its live write could not reach the
     /// database): from now on it is a journaled write, for the replay.
-    pub fn to_replay(&mut self, start: u64) -> bool {
+    pub fn hand_to_replay(&mut self, start: u64) -> bool {
         self.lines.remove(&start).is_some()
     }
 
@@ -101,7 +101,7 @@ mod tests {
     fn a_journaled_write_stops_the_checkpoint_for_the_replay() {
         let mut ahead = three();
         assert!(
-            ahead.to_replay(10),
+            ahead.hand_to_replay(10),
             "its live write found the database down"
         );
         ahead.committed(0);
@@ -118,7 +118,7 @@ mod tests {
         ahead.passed(0);
         ahead.committed(0);
         assert_eq!(ahead.state(0), None);
-        assert!(!ahead.to_replay(0));
+        assert!(!ahead.hand_to_replay(0));
         assert_eq!(ahead.advance(10), 10);
     }
 }
