@@ -119,17 +119,16 @@ impl App {
             &sip_cancel,
         );
         sip_tasks.push(store.watch_changes(sip_cancel.clone()));
-        // Calls' writes wait here while PostgreSQL is down; what an earlier run left is
-        // replayed first. The embedded SQLite file has no connection to lose.
-        if store.backend() == crate::store::Backend::Postgres {
-            store.attach_journal(crate::store::journal::Journal::open(
-                &config.data_dir.join("journal"),
-            )?);
-            sip_tasks.push(tokio::spawn(crate::store::journal::run(
-                store.clone(),
-                sip_cancel.clone(),
-            )));
-        }
+        // Calls' opening events are written ahead here, and their writes wait here while
+        // PostgreSQL is down; what an earlier run left (killed with writes queued or the
+        // database down) is replayed first, in the background (`/readyz`: degraded).
+        store.attach_journal(crate::store::journal::Journal::open(
+            &config.data_dir.join("journal"),
+        )?);
+        sip_tasks.push(tokio::spawn(crate::store::journal::run(
+            store.clone(),
+            sip_cancel.clone(),
+        )));
         let mail_changed = Arc::new(tokio::sync::Notify::new());
         let mail_credentials = crate::mail::Credentials::new(store.clone());
         // The IMAP pollers stop with the rest on shutdown.

@@ -337,9 +337,12 @@ impl B2bua {
         event: CallEvent,
         number: &NumberSettings,
     ) -> (Option<String>, EventAnswer, Option<driver::Boxed<()>>) {
+        // The call rings only once its opening event is durable (the journal's fsync);
+        // the budget is for the CRM lookup and the commit behind it.
+        let opening = self.store.write_ahead(&event, &self.node).await;
         let (store, node) = (self.store.clone(), self.node.clone());
         let mut intake: driver::Boxed<Result<Option<crate::store::EventOutcome>, StoreError>> =
-            Box::pin(async move { store.open_call(&event, &node).await });
+            Box::pin(async move { store.open_call_after(&event, &node, opening).await });
         match tokio::time::timeout(self.lookup_budget, &mut intake).await {
             Ok(Ok(Some(outcome))) => (Some(outcome.call.id.to_string()), outcome.answer, None),
             Ok(Ok(None)) => {

@@ -15,6 +15,7 @@ mod cluster_leases;
 mod cluster_load;
 mod cluster_lost;
 mod cluster_outage;
+mod cluster_wal;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_admin;
