@@ -3,6 +3,7 @@
 
 mod access;
 mod audit;
+mod audit_in_tx;
 mod baresip;
 mod browser_harness;
 mod call_setup;
