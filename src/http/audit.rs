@@ -508,7 +508,10 @@ mod tests {
         assert_eq!(creation_kind("/api/v1/numbers/{id}"), None);
         assert_eq!(creation_kind("/api/v1/users/{id}/tokens"), None);
         assert_eq!(creation_kind("/api/v1/settings/crm"), None);
-        assert_eq!(expected_status(&Method::DELETE, "/api/v1/numbers/{id}"), 204);
+        assert_eq!(
+            expected_status(&Method::DELETE, "/api/v1/numbers/{id}"),
+            204
+        );
         assert_eq!(expected_status(&Method::PATCH, "/api/v1/numbers/{id}"), 200);
         assert_eq!(expected_status(&Method::POST, "/api/v1/calls/dial"), 202);
     }

@@ -8,10 +8,14 @@
 //! ([`Store::commit_change`], [`Store::execute_change`]) insert the pending row just
 //! before `COMMIT`, so the change and its row are committed together or not at all.
 //!
-//! Changes that write no row through those helpers (a call event applied by the intake's
-//! group commit, a sign-in) get their row afterwards from the queue below: one task with
-//! group commit, like call intakes (`batch`), so a busy PBX pushing call events does not
-//! pay a second write row by row on SQLite's one writer.
+//! A change applied by a group commit in a task of its own (a pushed call event, a
+//! click-to-call's opening event) hands its row over with the job ([`HandedAudit`]); the
+//! batch inserts its jobs' rows before its `COMMIT` ([`audit_rows`]).
+//!
+//! Requests that write nothing in a transaction (a hold music file, a mailbox's
+//! connection test) get their row afterwards from the queue below: one task with group
+//! commit, like call intakes (`batch`), so they never pay a write row by row on SQLite's
+//! one writer.
 
 use std::sync::{Arc, Mutex};
 

@@ -12,12 +12,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::audit::{AuditRow, audit_rows};
 use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, ShownEntity, StoredMatch};
 use super::entities::{Tx, table};
 use super::matching::{customer_contexts, match_all_named, match_statement, matched_from_rows};
 use super::rows::{Cell, EntityRows, Rows, placeholders};
 use super::script::{Stmt, joined, run_sqlite};
-use super::audit::{AuditRow, audit_rows};
 use super::{Result, Store, StoreError, col, json_list};
 use crate::crm::decision::{Considered, DecisionRecord};
 use crate::crm::intake::{

@@ -8,9 +8,10 @@
 //! (the `call_events` row is written in the same transaction, and a repeat changes
 //! nothing), and a step of a call that is not in the log yet writes nothing and is
 //! answered [`EventStep::NotLogged`], so the caller opens the call with it (the intake)
-//! instead: an `ended` is never applied before its call's opening event. A batch that
-//! fails is rolled back and each step is replayed alone, so one bad step never fails its
-//! neighbours.
+//! instead: an `ended` is never applied before its call's opening event. A pushed
+//! event's audit row is written in the transaction that applies it or finds it a repeat.
+//! A batch that fails is rolled back and each step is replayed alone, so one bad step
+//! never fails its neighbours.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -156,8 +157,8 @@ pub(super) async fn settle(
                         std::slice::from_ref(job),
                         std::slice::from_ref(audit),
                     )
-                        .await
-                        .and_then(|mut r| r.pop().unwrap_or(Err(StoreError::Closed))),
+                    .await
+                    .and_then(|mut r| r.pop().unwrap_or(Err(StoreError::Closed))),
                 );
             }
             results
