@@ -4,6 +4,7 @@
 mod access;
 mod audit;
 mod backup_restore;
+mod audit_in_tx;
 mod baresip;
 mod browser_harness;
 mod call_setup;
