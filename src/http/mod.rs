@@ -7,7 +7,7 @@
 mod access;
 pub mod audit;
 pub mod auth;
-mod calls;
+pub(crate) mod calls;
 mod catalog;
 mod dial;
 mod dry_run;

@@ -209,3 +209,73 @@ async fn a1_an_agents_webhook_gets_only_the_records_the_agent_may_see() {
     }
     app.stop().await;
 }
+
+/// A1, T1: a real call through the B2BUA (SIPp as carrier and as Anna's phone) from a new
+/// caller: its lead and its activity reach the admin's webhook once, and Anna's (the
+/// lead's responsible, first in the queue), not Ben's; the call's answer and hang-up
+/// announce nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_a_call_through_the_b2bua_announces_its_lead_and_activity_once() {
+    use crate::calls_sip::{CALLER, Phone, carrier_call, ended_call};
+    let app = TestApp::spawn_for_sipp_with(|config| config.webhooks.private_targets = true).await;
+    let line = crate::calls_sip::line(&app, 20).await;
+    let mut receiver = Receiver::start().await;
+    let (anna_token, ben_token) = (
+        app.token_for(&line.anna).await,
+        app.token_for(&line.ben).await,
+    );
+    for (token, name) in [
+        (&app.admin, "admin"),
+        (&anna_token, "anna"),
+        (&ben_token, "ben"),
+    ] {
+        create_hook(
+            &app,
+            token,
+            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
+        )
+        .await;
+    }
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "the carrier's call is answered: {carrier}");
+    let (ok, phone) = anna_answers.finish().await;
+    assert!(ok, "Anna's phone answered: {phone}");
+    let call = ended_call(&app).await;
+    let leads = app.leads().await;
+    assert_eq!(leads.len(), 1, "{leads:?}");
+    let lead = &leads[0];
+    assert_eq!(lead["responsible"], json!(line.anna));
+    let lead_ref = format!("lead:{}", lead["id"].as_str().unwrap());
+
+    for name in ["admin", "anna"] {
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "lead.created", "{name}: {:?}", hit.json());
+        assert_eq!(hit.json()["data"]["id"], lead["id"]);
+        assert_eq!(hit.json()["data"]["phones"], json!([CALLER]));
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "activity.created", "{name}: {:?}", hit.json());
+        let activity = &hit.json()["data"];
+        assert_eq!(activity["entities"], json!([lead_ref]), "{activity}");
+        assert_eq!(activity["call"], call["id"], "{activity}");
+    }
+
+    // The next delivery of each is the next record: no second lead or activity from the
+    // call's later events, and nothing of Anna's lead for Ben.
+    let (status, marker) = app
+        .request(
+            Method::POST,
+            "/api/v1/leads",
+            Some(&app.admin),
+            Some(json!({"name": "Walk-in", "responsible": line.ben})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{marker}");
+    for name in ["admin", "ben"] {
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "lead.created", "{name}: {:?}", hit.json());
+        assert_eq!(hit.json()["data"]["id"], marker["id"], "{name}");
+    }
+    app.stop().await;
+}
