@@ -129,11 +129,35 @@ impl App {
             store.clone(),
             sip_cancel.clone(),
         )));
+        let events = match store.backend() {
+            crate::store::Backend::Postgres => {
+                let (events, outgoing) = EventBus::linked();
+                sip_tasks.push(tokio::spawn(crate::cluster::events::run(
+                    store.clone(),
+                    node.clone(),
+                    events.clone(),
+                    outgoing,
+                    sip_cancel.clone(),
+                )));
+                events
+            }
+            crate::store::Backend::Sqlite => EventBus::default(),
+        };
+        // Subscribed before anything can publish (the mail intake, from here on); stops
+        // with the other background tasks, before the database closes.
+        sip_tasks.push(tokio::spawn(crate::webhooks::delivery::run(
+            store.clone(),
+            node.clone(),
+            events.subscribe_own(),
+            config.webhooks.clone(),
+            sip_cancel.clone(),
+        )));
         let mail_changed = Arc::new(tokio::sync::Notify::new());
         let mail_credentials = crate::mail::Credentials::new(store.clone());
         // The IMAP pollers stop with the rest on shutdown.
         sip_tasks.push(tokio::spawn(crate::mail::poller::run(
             store.clone(),
+            events.clone(),
             mail_credentials.clone(),
             mail_changed.clone(),
             leases.clone(),
@@ -149,7 +173,8 @@ impl App {
                     source,
                 })?;
         sip_tasks.push(
-            start_forward_listener(&store, &config, smtp_listener, sip_cancel.clone()).await?,
+            start_forward_listener(&store, &events, &config, smtp_listener, sip_cancel.clone())
+                .await?,
         );
 
         let listener =
@@ -211,29 +236,6 @@ impl App {
         sip_tasks.push(tokio::spawn(crate::http::audit::retention(
             store.clone(),
             config.audit_retention_days,
-            sip_cancel.clone(),
-        )));
-        let events = match store.backend() {
-            crate::store::Backend::Postgres => {
-                let (events, outgoing) = EventBus::linked();
-                sip_tasks.push(tokio::spawn(crate::cluster::events::run(
-                    store.clone(),
-                    node.clone(),
-                    events.clone(),
-                    outgoing,
-                    sip_cancel.clone(),
-                )));
-                events
-            }
-            crate::store::Backend::Sqlite => EventBus::default(),
-        };
-        // Subscribed before anything can publish; stops with the other background tasks,
-        // before the database closes.
-        sip_tasks.push(tokio::spawn(crate::webhooks::delivery::run(
-            store.clone(),
-            node.clone(),
-            events.subscribe_own(),
-            config.webhooks.clone(),
             sip_cancel.clone(),
         )));
         let live = LiveCalls::default();
@@ -435,6 +437,7 @@ fn start_sip_clients(
 /// through the same intake as collected mail before it is acknowledged.
 async fn start_forward_listener(
     store: &Store,
+    events: &EventBus,
     config: &Config,
     listener: TcpListener,
     cancel: CancellationToken,
@@ -443,12 +446,12 @@ async fn start_forward_listener(
     let address = store.forward_address(&config.mail_domain).await?;
     let recipients = smtp::ForwardAddress::parse(&address)?;
     let settings = smtp::Settings::new(config.mail_domain.clone(), config.mail_max_message);
-    let store = store.clone();
+    let (store, events) = (store.clone(), events.clone());
     let handler = move |delivery: smtp::Delivery| {
-        let store = store.clone();
+        let (store, events) = (store.clone(), events.clone());
         let address = address.clone();
         async move {
-            crate::mail::take_forwarded(&store, delivery.raw, &address)
+            crate::mail::take_forwarded(&store, &events, delivery.raw, &address)
                 .await
                 .map(|outcome| {
                     tracing::info!(action = %outcome.action, "forwarded message taken in");

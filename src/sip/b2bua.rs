@@ -344,7 +344,10 @@ impl B2bua {
         let mut intake: driver::Boxed<Result<Option<crate::store::EventOutcome>, StoreError>> =
             Box::pin(async move { store.open_call_after(&event, &node, opening).await });
         match tokio::time::timeout(self.lookup_budget, &mut intake).await {
-            Ok(Ok(Some(outcome))) => (Some(outcome.call.id.to_string()), outcome.answer, None),
+            Ok(Ok(Some(outcome))) => {
+                announce_intake(&self.store, &self.events, &outcome);
+                (Some(outcome.call.id.to_string()), outcome.answer, None)
+            }
             Ok(Ok(None)) => {
                 tracing::warn!(
                     "call intake journaled (database unreachable); routing by the queue"
@@ -363,9 +366,12 @@ impl B2bua {
                 );
                 // The call's later writes wait for this: an `answered` or `ended` applied
                 // before the opening event has written the call would find no call.
+                let (store, events) = (self.store.clone(), self.events.clone());
                 let late: driver::Boxed<()> = Box::pin(async move {
-                    if let Err(err) = intake.await {
-                        tracing::error!(%err, "late call intake failed");
+                    match intake.await {
+                        Ok(Some(outcome)) => announce_intake(&store, &events, &outcome),
+                        Ok(None) => {}
+                        Err(err) => tracing::error!(%err, "late call intake failed"),
                     }
                 });
                 (None, self.queue_answer(number).await, Some(late))
@@ -665,6 +671,21 @@ impl B2bua {
 
 /// Where requests to a device go: the address its REGISTER came from (it may be behind
 /// NAT), over its transport.
+/// Tells this node's webhooks what the intake of a call's opening event wrote (the
+/// entities it created, the call's activity), once: a repeated opening event wrote
+/// nothing, later events of the call do not run the intake, and a journal replay does
+/// not come this way. In a task of its own: the reads a followed event needs never hold
+/// up ringing.
+fn announce_intake(store: &Store, events: &EventBus, outcome: &crate::store::EventOutcome) {
+    if outcome.repeated {
+        return;
+    }
+    let (store, events, outcome) = (store.clone(), events.clone(), outcome.clone());
+    tokio::spawn(async move {
+        crate::http::calls::announce_intake(&store, &events, &outcome).await;
+    });
+}
+
 fn destination(device: &Device) -> Option<SipAddr> {
     let transport = stream_transport(&device.transport).unwrap_or(Transport::Udp);
     device
