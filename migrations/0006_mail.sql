@@ -1,4 +1,4 @@
--- The mail side (issue 6): connected IMAP mailboxes, their checkpoints, and the mail
+-- The mail side: connected IMAP mailboxes, their checkpoints, and the mail
 -- store. Portable SQL as in 0001: ids are UUID text, times UTC milliseconds, flags
 -- BIGINT 0/1, lists JSON text; BYTEA holds the raw message (a BLOB on SQLite).
 

@@ -1,4 +1,4 @@
--- Media (issue 7): the gateway in the RTP path, recordings, working hours and voicemail.
+-- Media: the gateway in the RTP path, recordings, working hours and voicemail.
 
 -- Per number: relay the media (1) or let it flow between the parties (0); record calls;
 -- mixed (mono) or split (caller left, callee right) recordings; the weekly schedule and

@@ -1,4 +1,4 @@
--- Issue 8: the audit log. One row per change the API allowed and carried out (a mutating
+-- The audit log. One row per change the API allowed and carried out (a mutating
 -- request answered 2xx): who, what, on which object, from which address.
 --
 -- `fields` holds the names of the request body's top-level fields as a JSON array, never

@@ -1,4 +1,4 @@
--- Webhooks (issue 8, item 3): outgoing HTTP callbacks for call events, per owner. What a
+-- Webhooks: outgoing HTTP callbacks for call events, per owner. What a
 -- webhook is told follows its owner's rights, like the owner's own call window.
 
 CREATE TABLE webhooks (

@@ -1,4 +1,4 @@
--- Issue 8: an agent's entity lists are `responsible IN (…) AND id > cursor ORDER BY id`.
+-- An agent's entity lists are `responsible IN (…) AND id > cursor ORDER BY id`.
 -- With (responsible, id) a page at level `own` is one ordered index range that stops at
 -- the page's end; the single-column indexes made the database sort all of the agent's
 -- entities for every page.

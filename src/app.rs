@@ -56,6 +56,8 @@ pub struct App {
     pub https_addr: Option<SocketAddr>,
     /// SIP over UDP and TCP, both on this address.
     pub sip_addr: SocketAddr,
+    /// SIP over TLS, when a certificate is configured.
+    pub sip_tls_addr: Option<SocketAddr>,
     /// SMTP and LMTP of the forward/BCC address (E16).
     pub smtp_addr: SocketAddr,
     /// The admin token generated on first start (also printed once), if one was.
@@ -85,14 +87,29 @@ impl App {
         });
         let calls_in_setup =
             crate::sip::admission::setup::CallsInSetup::new(config.max_calls_in_setup);
+        let sip_cancel = CancellationToken::new();
+        // One certificate for every TLS listener, following its files until shutdown.
+        let tls_certificate = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::ReloadingCertificate::start(
+                cert,
+                key,
+                sip_cancel.clone(),
+            )?),
+            _ => None,
+        };
+        let sip_tls = config
+            .sip_tls
+            .zip(tls_certificate.clone())
+            .map(|(addr, certificate)| crate::sip::endpoint::TlsListen { addr, certificate });
         let (sip, incoming) = SipEndpoint::start(
             config.sip,
             config.sip_tcp_max_message,
             crate::sip::endpoint::EdgeShedding::new(calls_in_setup.clone(), config.sip_shed_lag),
+            sip_tls,
         )
         .await?;
         let sip_addr = sip.local;
-        let sip_cancel = CancellationToken::new();
+        let sip_tls_addr = sip.tls_local;
         // Calls find trunks, numbers and devices in memory from the first INVITE on.
         store.load_snapshot().await?;
         let node = crate::cluster::NodeId::generate();
@@ -106,22 +123,45 @@ impl App {
             &sip_cancel,
         );
         sip_tasks.push(store.watch_changes(sip_cancel.clone()));
-        // Calls' writes wait here while PostgreSQL is down; what an earlier run left is
-        // replayed first. The embedded SQLite file has no connection to lose.
-        if store.backend() == crate::store::Backend::Postgres {
-            store.attach_journal(crate::store::journal::Journal::open(
-                &config.data_dir.join("journal"),
-            )?);
-            sip_tasks.push(tokio::spawn(crate::store::journal::run(
-                store.clone(),
-                sip_cancel.clone(),
-            )));
-        }
+        // Calls' opening events are written ahead here, and their writes wait here while
+        // PostgreSQL is down; what an earlier run left (killed with writes queued or the
+        // database down) is replayed first, in the background (`/readyz`: degraded).
+        store.attach_journal(crate::store::journal::Journal::open(
+            &config.data_dir.join("journal"),
+        )?);
+        sip_tasks.push(tokio::spawn(crate::store::journal::run(
+            store.clone(),
+            sip_cancel.clone(),
+        )));
+        let events = match store.backend() {
+            crate::store::Backend::Postgres => {
+                let (events, outgoing) = EventBus::linked();
+                sip_tasks.push(tokio::spawn(crate::cluster::events::run(
+                    store.clone(),
+                    node.clone(),
+                    events.clone(),
+                    outgoing,
+                    sip_cancel.clone(),
+                )));
+                events
+            }
+            crate::store::Backend::Sqlite => EventBus::default(),
+        };
+        // Subscribed before anything can publish (the mail intake, from here on); stops
+        // with the other background tasks, before the database closes.
+        sip_tasks.push(tokio::spawn(crate::webhooks::delivery::run(
+            store.clone(),
+            node.clone(),
+            events.subscribe_own(),
+            config.webhooks.clone(),
+            sip_cancel.clone(),
+        )));
         let mail_changed = Arc::new(tokio::sync::Notify::new());
         let mail_credentials = crate::mail::Credentials::new(store.clone());
         // The IMAP pollers stop with the rest on shutdown.
         sip_tasks.push(tokio::spawn(crate::mail::poller::run(
             store.clone(),
+            events.clone(),
             mail_credentials.clone(),
             mail_changed.clone(),
             leases.clone(),
@@ -137,7 +177,8 @@ impl App {
                     source,
                 })?;
         sip_tasks.push(
-            start_forward_listener(&store, &config, smtp_listener, sip_cancel.clone()).await?,
+            start_forward_listener(&store, &events, &config, smtp_listener, sip_cancel.clone())
+                .await?,
         );
 
         let listener =
@@ -148,7 +189,7 @@ impl App {
                     source,
                 })?;
         let http_addr = listener.local_addr().map_err(StartError::Serve)?;
-        let https = bind_https(&config, &sip_cancel).await?;
+        let https = bind_https(&config, tls_certificate.as_ref()).await?;
         // Listed among the nodes before it takes any lease; the pollers and carrier
         // registrations wait for their leases.
         let addresses = crate::cluster::nodes::Addresses {
@@ -200,29 +241,6 @@ impl App {
         sip_tasks.push(tokio::spawn(crate::http::audit::retention(
             store.clone(),
             config.audit_retention_days,
-            sip_cancel.clone(),
-        )));
-        let events = match store.backend() {
-            crate::store::Backend::Postgres => {
-                let (events, outgoing) = EventBus::linked();
-                sip_tasks.push(tokio::spawn(crate::cluster::events::run(
-                    store.clone(),
-                    node.clone(),
-                    events.clone(),
-                    outgoing,
-                    sip_cancel.clone(),
-                )));
-                events
-            }
-            crate::store::Backend::Sqlite => EventBus::default(),
-        };
-        // Subscribed before anything can publish; stops with the other background tasks,
-        // before the database closes.
-        sip_tasks.push(tokio::spawn(crate::webhooks::delivery::run(
-            store.clone(),
-            node.clone(),
-            events.subscribe_own(),
-            config.webhooks.clone(),
             sip_cancel.clone(),
         )));
         let live = LiveCalls::default();
@@ -333,6 +351,7 @@ impl App {
             http_addr,
             https_addr,
             sip_addr,
+            sip_tls_addr,
             smtp_addr,
             sip,
             sip_cancel,
@@ -392,18 +411,16 @@ impl App {
     }
 }
 
-/// The HTTPS listener when `https` is set: bound now (a taken port fails start-up), with
-/// the certificate read now (a broken one fails start-up) and followed afterwards.
+/// The HTTPS listener when `https` is set: bound now (a taken port fails start-up), serving
+/// the process's one certificate (read at start-up, followed afterwards).
 async fn bind_https(
     config: &Config,
-    cancel: &CancellationToken,
+    certificate: Option<&Arc<crate::tls::ReloadingCertificate>>,
 ) -> Result<Option<(TcpListener, SocketAddr, Arc<rustls::ServerConfig>)>, StartError> {
-    let (Some(addr), Some(cert), Some(key)) = (config.https, &config.tls_cert, &config.tls_key)
-    else {
+    let (Some(addr), Some(certificate)) = (config.https, certificate) else {
         return Ok(None);
     };
-    let certificate = crate::tls::ReloadingCertificate::start(cert, key, cancel.clone())?;
-    let tls = crate::tls::server_config(certificate, &[b"h2", b"http/1.1"]);
+    let tls = crate::tls::server_config(certificate.clone(), &[b"h2", b"http/1.1"]);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Listen { addr, source })?;
@@ -464,6 +481,7 @@ fn start_sip_clients(
 /// through the same intake as collected mail before it is acknowledged.
 async fn start_forward_listener(
     store: &Store,
+    events: &EventBus,
     config: &Config,
     listener: TcpListener,
     cancel: CancellationToken,
@@ -472,12 +490,12 @@ async fn start_forward_listener(
     let address = store.forward_address(&config.mail_domain).await?;
     let recipients = smtp::ForwardAddress::parse(&address)?;
     let settings = smtp::Settings::new(config.mail_domain.clone(), config.mail_max_message);
-    let store = store.clone();
+    let (store, events) = (store.clone(), events.clone());
     let handler = move |delivery: smtp::Delivery| {
-        let store = store.clone();
+        let (store, events) = (store.clone(), events.clone());
         let address = address.clone();
         async move {
-            crate::mail::take_forwarded(&store, delivery.raw, &address)
+            crate::mail::take_forwarded(&store, &events, delivery.raw, &address)
                 .await
                 .map(|outcome| {
                     tracing::info!(action = %outcome.action, "forwarded message taken in");

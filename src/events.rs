@@ -122,13 +122,57 @@ pub struct RecordUpdate {
     /// The responsible person of every entity the record is or is shown on: one for an
     /// entity, those of its entities for an activity or e-mail.
     pub responsibles: Vec<Option<UserId>>,
+    /// Employees told of it whatever its entities say: a personal mailbox's owner of its
+    /// mail, a company mailbox's queue of its mail on no entity (E1).
+    pub readers: Vec<UserId>,
+    /// Who else is told.
+    pub others: Others,
+}
+
+/// Who, besides a record's `readers`, is told of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Others {
+    /// Who may see every entity it is on (A1, A2): records of the CRM.
+    ByEntities,
+    /// Admins: mail of a company mailbox or the forward address on no entity (E1).
+    Admins,
+    /// Nobody: a personal mailbox's mail on no entity is its owner's alone (E1).
+    Nobody,
 }
 
 impl RecordUpdate {
-    /// Whether `viewer` may be told of the record: they may see every entity it is on
-    /// (A1, and A2 for an activity); one on no entity only for who sees everything.
+    /// A record of the CRM, told to who may see every entity it is on.
+    pub fn on_entities(
+        event: &'static str,
+        data: serde_json::Value,
+        responsibles: Vec<Option<UserId>>,
+    ) -> Self {
+        Self {
+            event,
+            data,
+            responsibles,
+            readers: Vec::new(),
+            others: Others::ByEntities,
+        }
+    }
+
+    /// Whether `viewer` may be told of the record: one of its readers, or who may see
+    /// every entity it is on (A1, and A2 for an activity; one on no entity only for who
+    /// sees everything), or as [`Others`] says for mail on no entity (E1).
     pub fn visible_to(&self, settings: AccessSettings, viewer: &Viewer) -> bool {
-        access::activity_visible(settings, viewer, &self.responsibles)
+        if viewer
+            .user
+            .as_ref()
+            .is_some_and(|me| self.readers.contains(me))
+        {
+            return true;
+        }
+        match self.others {
+            Others::ByEntities => access::activity_visible(settings, viewer, &self.responsibles),
+            Others::Admins => viewer.admin,
+            Others::Nobody => false,
+        }
     }
 }
 
@@ -324,11 +368,11 @@ mod tests {
         let (bus, mut link) = EventBus::linked();
         let mut stream = bus.subscribe();
         let mut own = bus.subscribe_own();
-        bus.publish_record(RecordUpdate {
-            event: "lead.created",
-            data: serde_json::json!({"id": "l1"}),
-            responsibles: vec![Some(UserId("anna".into()))],
-        });
+        bus.publish_record(RecordUpdate::on_entities(
+            "lead.created",
+            serde_json::json!({"id": "l1"}),
+            vec![Some(UserId("anna".into()))],
+        ));
         match own.recv().await.unwrap() {
             Own::Record(sent) => assert_eq!(sent.event, "lead.created"),
             other => panic!("{other:?}"),
@@ -355,19 +399,70 @@ mod tests {
             agent_view: Level::Own,
             agent_edit: Level::Own,
         };
-        let record = |responsibles: &[Option<&str>]| RecordUpdate {
-            event: "activity.created",
-            data: serde_json::Value::Null,
-            responsibles: responsibles
-                .iter()
-                .map(|r| r.map(|u| UserId(u.into())))
-                .collect(),
+        let record = |responsibles: &[Option<&str>]| {
+            RecordUpdate::on_entities(
+                "activity.created",
+                serde_json::Value::Null,
+                responsibles
+                    .iter()
+                    .map(|r| r.map(|u| UserId(u.into())))
+                    .collect(),
+            )
         };
         assert!(record(&[Some("anna")]).visible_to(own, &anna));
         assert!(!record(&[Some("ben")]).visible_to(own, &anna));
         assert!(!record(&[Some("anna"), Some("ben")]).visible_to(own, &anna));
         assert!(!record(&[None]).visible_to(own, &anna));
         assert!(!record(&[]).visible_to(own, &anna));
+    }
+
+    #[test]
+    fn e1_mail_on_no_entity_reaches_its_readers_and_admins_only_as_its_mailbox_allows() {
+        use crate::crm::access::Level;
+        let viewer = |user: &str, admin: bool| Viewer {
+            user: Some(UserId(user.into())),
+            admin,
+            queue_mates: std::iter::once(UserId(user.into())).collect(),
+        };
+        let (anna, ben, admin) = (
+            viewer("anna", false),
+            viewer("ben", false),
+            viewer("root", true),
+        );
+        let all = AccessSettings {
+            agent_view: Level::All,
+            agent_edit: Level::Own,
+        };
+        let mail = |others: Others| RecordUpdate {
+            event: "email.ingested",
+            data: serde_json::Value::Null,
+            responsibles: Vec::new(),
+            readers: vec![UserId("anna".into())],
+            others,
+        };
+        let personal = mail(Others::Nobody);
+        assert!(personal.visible_to(all, &anna), "the mailbox's owner");
+        assert!(!personal.visible_to(all, &admin), "not even an admin");
+        assert!(!personal.visible_to(all, &ben));
+        let company = mail(Others::Admins);
+        assert!(company.visible_to(all, &anna), "the mailbox's queue");
+        assert!(company.visible_to(all, &admin));
+        assert!(
+            !company.visible_to(all, &ben),
+            "agent_view all is for the CRM's records, not mail on no entity"
+        );
+        // On the CRM, a personal mailbox's owner is told even of an entity they may not see.
+        let own = AccessSettings {
+            agent_view: Level::Own,
+            agent_edit: Level::Own,
+        };
+        let on_crm = RecordUpdate {
+            responsibles: vec![Some(UserId("ben".into()))],
+            ..mail(Others::ByEntities)
+        };
+        assert!(on_crm.visible_to(own, &anna));
+        assert!(on_crm.visible_to(own, &ben));
+        assert!(on_crm.visible_to(own, &admin));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! adapters for one process.
 
 pub mod app;
+pub mod backup;
 pub mod cluster;
 pub mod config;
 pub mod console;

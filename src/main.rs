@@ -1,4 +1,5 @@
-//! The `leadline` command: serve, migrate, check-config, mailbox authorize.
+//! The `leadline` command: serve, migrate, check-config, mailbox authorize, backup,
+//! restore.
 
 use std::path::PathBuf;
 
@@ -124,6 +125,11 @@ enum Command {
     Migrate,
     /// Validate the configuration, print it (without secrets) and exit.
     CheckConfig,
+    /// Archive the data dir (an online copy of the SQLite database, recordings, greetings,
+    /// music, the call journal) into FILE (tar.gz) while the gateway runs.
+    Backup { file: PathBuf },
+    /// Unpack a backup into an empty or missing data dir, checking every file's SHA-256.
+    Restore { file: PathBuf },
     /// Mailbox tasks that need a person at a terminal.
     Mailbox {
         #[command(subcommand)]
@@ -241,6 +247,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mailbox {
             command: MailboxCommand::Authorize { id, poll_second_ms },
         } => authorize_mailbox(&config, &id, poll_second_ms).await,
+        Command::Backup { file } => {
+            let done = leadline::backup::backup(&config, &file, chrono::Utc::now())
+                .await
+                .with_context(|| format!("backing up into {}", file.display()))?;
+            print_backup(&done, &file, "written");
+            if let Some(pg_dump) = &done.pg_dump {
+                println!(
+                    "The database is PostgreSQL: this archive holds the data dir's files only.\n\
+                     Dump the database now as well (password from PGPASSWORD or ~/.pgpass):\n  {pg_dump}\n\
+                     Restore it with pg_restore --clean --if-exists --dbname=URL FILE.pgdump."
+                );
+            }
+            Ok(())
+        }
+        Command::Restore { file } => {
+            let done = leadline::backup::restore(&config, &file)
+                .await
+                .with_context(|| format!("restoring {}", file.display()))?;
+            print_backup(&done, &file, "restored");
+            if done.manifest.database == leadline::backup::DatabaseKind::Postgres {
+                println!(
+                    "The archive came from a gateway on PostgreSQL: restore the database from \
+                     its pg_dump file (pg_restore) before starting the gateway."
+                );
+            }
+            Ok(())
+        }
         Command::CheckConfig => {
             println!("configuration is valid");
             println!("  http          {}", config.http);
@@ -270,6 +303,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_backup(done: &leadline::backup::Outcome, file: &std::path::Path, what: &str) {
+    let bytes: u64 = done.manifest.files.iter().map(|f| f.size).sum();
+    println!(
+        "{} {what}: {} files, {bytes} bytes, schema version {}",
+        file.display(),
+        done.manifest.files.len(),
+        done.manifest
+            .schema_version
+            .map_or_else(|| "in the PostgreSQL dump".to_owned(), |v| v.to_string()),
+    );
 }
 
 async fn authorize_mailbox(

@@ -175,6 +175,7 @@ async fn watch(certificate: Weak<ReloadingCertificate>, cancel: CancellationToke
         match outcome {
             Ok(Ok(true)) => {
                 unreadable = false;
+                metrics::counter!("leadline_tls_certificate_reloaded_total").increment(1);
                 tracing::info!("TLS certificate reloaded");
             }
             Ok(Ok(false)) => unreadable = false,
@@ -185,6 +186,7 @@ async fn watch(certificate: Weak<ReloadingCertificate>, cancel: CancellationToke
                 unreadable = true;
             }
             Ok(Err(err)) => {
+                metrics::counter!("leadline_tls_certificate_refused_total").increment(1);
                 tracing::warn!(%err, "new TLS certificate refused; keeping the current one");
             }
             Err(join) => tracing::warn!(%join, "TLS certificate reload failed"),

@@ -6,7 +6,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::crm::intake::{
-    CallFacts, CustomerContext, IntakeInput, NewEntities, NumberSettings, PipelineEntry, decide,
+    CallFacts, CustomerContext, Decision, IntakeInput, NewEntities, NumberSettings, PipelineEntry,
+    decide,
 };
 use crate::crm::model::{
     CrmSettings, EntityKind, EntityRef, Millis, QueueId, SimpleCreates, UserId,
@@ -79,7 +80,8 @@ pub fn replay(
     for call in calls {
         let effect = match &call.matched {
             Some(matched) => {
-                let (matched, customer) = as_it_was(call, matched, &later, &proposed_owner);
+                let (matched, customer) =
+                    as_it_was(matched, &call.customer, &later, &proposed_owner);
                 let decision = decide(IntakeInput {
                     facts: &call.facts,
                     number: Some(proposal.number),
@@ -95,21 +97,13 @@ pub fn replay(
                     state.rotation += 1;
                 }
                 let created = decision.create.as_ref().map(kinds).unwrap_or_default();
-                if let Some(new) = &decision.create
-                    && new.claims_identifier()
-                {
-                    proposed_owner.insert(
-                        matched.identifier.key().to_owned(),
-                        Candidate {
-                            entity: EntityRef::new(
-                                owner_kind(new),
-                                format!("proposed-{}", call.id),
-                            ),
-                            responsible: decision.responsible.user().cloned(),
-                            last_activity_at: call.started_at,
-                        },
-                    );
-                }
+                claim(
+                    &mut proposed_owner,
+                    &decision,
+                    &matched,
+                    &call.id,
+                    call.started_at,
+                );
                 Effect {
                     route: decision.route,
                     created,
@@ -136,11 +130,12 @@ pub fn replay(
     out
 }
 
-/// The match as the call would have seen it: without what it and later calls created,
-/// with what the replay created before it.
-fn as_it_was(
-    call: &PastCall,
+/// The match as a call or message would have seen it: without what it and later ones
+/// created, with what the replay created before it. `customer` is the context of the
+/// best match now; it holds only while that match stays the best.
+pub(crate) fn as_it_was(
     matched: &MatchOutcome,
+    customer: &CustomerContext,
     later: &HashSet<EntityRef>,
     proposed_owner: &HashMap<String, Candidate>,
 ) -> (MatchOutcome, CustomerContext) {
@@ -156,11 +151,34 @@ fn as_it_was(
     found.extend(proposed_owner.get(matched.identifier.key()).cloned());
     let again = resolve(matched.identifier.clone(), &Exclusions::default(), found);
     let customer = if again.chosen().map(|c| &c.entity) == matched.chosen().map(|c| &c.entity) {
-        call.customer.clone()
+        customer.clone()
     } else {
         CustomerContext::default()
     };
     (again, customer)
+}
+
+/// M7: what the replay would create for an identifier owns it for the later calls or
+/// messages of the replay.
+pub(crate) fn claim(
+    proposed_owner: &mut HashMap<String, Candidate>,
+    decision: &Decision,
+    matched: &MatchOutcome,
+    by: &str,
+    at: Millis,
+) {
+    if let Some(new) = &decision.create
+        && new.claims_identifier()
+    {
+        proposed_owner.insert(
+            matched.identifier.key().to_owned(),
+            Candidate {
+                entity: EntityRef::new(owner_kind(new), format!("proposed-{by}")),
+                responsible: decision.responsible.user().cloned(),
+                last_activity_at: at,
+            },
+        );
+    }
 }
 
 fn owner_kind(new: &NewEntities) -> EntityKind {
@@ -175,7 +193,8 @@ fn owner_kind(new: &NewEntities) -> EntityKind {
     }
 }
 
-fn kinds(new: &NewEntities) -> Vec<String> {
+/// The kinds a plan would create, the owner first.
+pub(crate) fn kinds(new: &NewEntities) -> Vec<String> {
     let mut kinds = vec![owner_kind(new).as_str().to_owned()];
     if let NewEntities::CustomerWithDeal { deal: Some(_), .. } = new {
         kinds.push(EntityKind::Deal.as_str().to_owned());

@@ -8,6 +8,7 @@ pub mod hours;
 pub mod import;
 pub mod intake;
 pub mod mail;
+pub mod mail_dry_run;
 pub mod mail_flags;
 pub mod model;
 pub mod privacy;

@@ -10,9 +10,13 @@
 //!
 //! The row is written in the change's own transaction (see `store::audit`): the handler
 //! runs with the row pending, and a change whose row cannot be written fails (5xx) and
-//! is rolled back. A change that wrote nothing through the store's change helpers gets
-//! its row after the handler answered; that row cannot undo the change, so if it cannot
-//! be written it is logged and counted (`leadline_audit_write_failures_total`). It reads
+//! is rolled back. That holds for pushed call events, click-to-calls and sign-ins too:
+//! their rows travel with the job into the intake's or the call steps' group commit, or
+//! go with the session row. A request that wrote nothing in a transaction (a queue's
+//! hold music, a file; a mailbox's connection test; a call event answered as a repeat
+//! without one) gets its row after the handler answered; that row cannot undo anything,
+//! so if it cannot be written it is logged and counted
+//! (`leadline_audit_write_failures_total`). It reads
 //! only small JSON bodies (up to [`MAX_PEEK`]) and hands the handler and the client
 //! exactly the bytes it read.
 
@@ -101,7 +105,7 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             object: Some(object(&template, &path, None)),
             fields: fields.clone(),
             remote_addr: remote_addr.clone(),
-            status: expected_status(&method),
+            status: expected_status(&method, &template),
         },
         creation_kind(&template),
     );
@@ -146,8 +150,8 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
         return response;
     }
 
-    // The change wrote nothing through the store's change helpers (a call event applied
-    // by the intake's group commit, a sign-in): its row is written after it.
+    // The request wrote nothing in a transaction (a hold music file, a connection test,
+    // a repeated call event): its row is written after it.
     let entry = NewAudit {
         actor: actor(slot.take().as_ref()),
         action: format!("{method} {template}"),
@@ -161,8 +165,8 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
     // In a task of its own: a client that hangs up now drops this future, but its change
     // is made and must still be recorded. The answer waits until the row is queued (a
     // full queue holds changes back) but not for its commit: awaiting a second commit
-    // per change halved the rate of pushed call events. `GET /audit` flushes the queue
-    // first, so the log shows every change answered before it is read.
+    // per request is a round trip more on SQLite's one writer. `GET /audit` flushes the
+    // queue first, so the log shows every change answered before it is read.
     tokio::spawn(async move {
         let committed = match store.queue_audit(entry).await {
             Ok(row) => {
@@ -186,9 +190,18 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
 
 /// The answer a change gives unless it creates an object (201): the row written in the
 /// change's transaction carries it before the handler has answered.
-fn expected_status(method: &Method) -> u16 {
-    if method == Method::DELETE { 204 } else { 200 }
+fn expected_status(method: &Method, template: &str) -> u16 {
+    if method == Method::DELETE {
+        204
+    } else if ACCEPTED.contains(&template) {
+        202
+    } else {
+        200
+    }
 }
+
+/// Changes answered `202 Accepted`: started, and followed elsewhere.
+const ACCEPTED: [&str; 1] = ["/api/v1/calls/dial"];
 
 /// The kind a route's created objects are named with: a collection route, no parameter.
 fn creation_kind(template: &str) -> Option<&'static str> {
@@ -495,8 +508,12 @@ mod tests {
         assert_eq!(creation_kind("/api/v1/numbers/{id}"), None);
         assert_eq!(creation_kind("/api/v1/users/{id}/tokens"), None);
         assert_eq!(creation_kind("/api/v1/settings/crm"), None);
-        assert_eq!(expected_status(&Method::DELETE), 204);
-        assert_eq!(expected_status(&Method::PATCH), 200);
+        assert_eq!(
+            expected_status(&Method::DELETE, "/api/v1/numbers/{id}"),
+            204
+        );
+        assert_eq!(expected_status(&Method::PATCH, "/api/v1/numbers/{id}"), 200);
+        assert_eq!(expected_status(&Method::POST, "/api/v1/calls/dial"), 202);
     }
 
     #[test]

@@ -382,11 +382,11 @@ pub(crate) async fn announce_intake(store: &Store, events: &EventBus, outcome: &
                 }
             };
             match serde_json::to_value(super::matching::Activity::from(record)) {
-                Ok(data) => events.publish_record(RecordUpdate {
-                    event: "activity.created",
+                Ok(data) => events.publish_record(RecordUpdate::on_entities(
+                    "activity.created",
                     data,
                     responsibles,
-                }),
+                )),
                 Err(e) => tracing::error!(error = %e, "an activity as JSON for webhooks"),
             }
         }

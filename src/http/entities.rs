@@ -365,11 +365,11 @@ async fn create(
 /// responsible decides which owners are told (A1).
 pub(crate) fn announce(events: &EventBus, event: &'static str, entity: &Entity) {
     match serde_json::to_value(entity) {
-        Ok(data) => events.publish_record(crate::events::RecordUpdate {
+        Ok(data) => events.publish_record(crate::events::RecordUpdate::on_entities(
             event,
             data,
-            responsibles: vec![entity.responsible.clone().map(UserId)],
-        }),
+            vec![entity.responsible.clone().map(UserId)],
+        )),
         Err(e) => tracing::error!(error = %e, event, "an entity as JSON for webhooks"),
     }
 }

@@ -211,7 +211,7 @@ where
 }
 
 /// Merges the input over `current` (or the defaults) and checks the rules.
-async fn settings(
+pub(super) async fn settings(
     state: &AppState,
     principal: &Principal,
     input: MailboxInput,

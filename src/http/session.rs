@@ -284,12 +284,22 @@ fn already_set_up() -> ApiError {
 
 /// Stores a new session for `user` and answers with the cookie and the session's body.
 async fn start_session(state: &AppState, parts: &Parts, user: &UserId) -> ApiResult<Response> {
+    let user = state.store.get_user(user).await?;
+    // The audit row, written with the session, names the person who signed in, not
+    // "anonymous" (a set-up's went with the admin it made, as the bootstrap token's).
+    fill_audit_slot(
+        parts,
+        &Principal::User {
+            id: user.id.clone(),
+            role: user.role,
+        },
+    );
     let token = cookie::new_token();
     state
         .store
         .create_session(&NewSession {
             token_hash: hash_token(&token),
-            user: user.clone(),
+            user: user.id.clone(),
             times: SessionTimes::new(now_ms()),
             remote_addr: peer(parts).map(|addr| addr.to_string()),
             user_agent: parts
@@ -299,15 +309,6 @@ async fn start_session(state: &AppState, parts: &Parts, user: &UserId) -> ApiRes
                 .map(str::to_owned),
         })
         .await?;
-    let user = state.store.get_user(user).await?;
-    // The audit row names the person who signed in, not "anonymous".
-    fill_audit_slot(
-        parts,
-        &Principal::User {
-            id: user.id.clone(),
-            role: user.role,
-        },
-    );
     let set_cookie = cookie::set_cookie(&token, cookie::is_https(parts));
     Ok((
         [(SET_COOKIE, set_cookie)],

@@ -114,9 +114,10 @@ fn email_of(
 /// copy are (outgoing), and the author of a redirected or automatically forwarded message
 /// is (incoming). What the message creates belongs to the employee it came through: the
 /// one who forwarded or sent it, or the one a redirected message was addressed to.
-/// Returns what the intake did.
+/// Announces what it stored and created to webhooks; returns what the intake did.
 pub async fn take_forwarded(
     store: &Store,
+    events: &crate::events::EventBus,
     raw: Vec<u8>,
     forward_address: &str,
 ) -> Result<crate::store::EmailOutcome, StoreError> {
@@ -192,6 +193,7 @@ pub async fn take_forwarded(
         customers,
     );
     let mut outcomes = store.ingest_emails(std::slice::from_ref(&email)).await?;
+    crate::webhooks::records::announce_mail(store, events, &outcomes).await;
     outcomes
         .pop()
         .ok_or_else(|| StoreError::Corrupt("no outcome for the forwarded message".into()))

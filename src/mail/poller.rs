@@ -26,6 +26,7 @@ use super::{ContactDraft, Insiders};
 use crate::cluster::Leases;
 use crate::cluster::ownership::{Kind, RENEW_EVERY};
 use crate::crm::model::{EntityKind, MailCheck, MailSecurity};
+use crate::events::EventBus;
 use crate::matcher::{Identifier, parse_email};
 use crate::store::{
     FlagCheckpoint, FlagDelta, FolderCheckpoint, FolderPosition, IncomingEmail, KnownMessages,
@@ -84,6 +85,7 @@ pub fn imap_settings(mailbox: &MailboxRecord, password: String) -> ImapSettings 
 /// several nodes on one database never poll one mailbox at once.
 pub async fn run(
     store: Store,
+    events: EventBus,
     credentials: Credentials,
     changed: Arc<Notify>,
     leases: Leases,
@@ -125,6 +127,7 @@ pub async fn run(
                     let kick = Arc::new(Notify::new());
                     let poller = Poller {
                         store: store.clone(),
+                        events: events.clone(),
                         credentials: credentials.clone(),
                         mailbox: mailbox.clone(),
                         kick: kick.clone(),
@@ -164,6 +167,8 @@ fn same_settings(a: &MailboxRecord, b: &MailboxRecord) -> bool {
 
 struct Poller {
     store: Store,
+    /// Where the messages stored are announced to webhooks.
+    events: EventBus,
     credentials: Credentials,
     mailbox: MailboxRecord,
     kick: Arc<Notify>,
@@ -587,6 +592,7 @@ impl Poller {
                     },
                 };
                 let outcomes = self.store.ingest_folder_emails(&emails, &position).await?;
+                crate::webhooks::records::announce_mail(&self.store, &self.events, &outcomes).await;
                 let fresh = outcomes.iter().filter(|o| o.email.is_some()).count();
                 metrics::counter!("leadline_mail_ingested_total").increment(fresh as u64);
                 reached = last;

@@ -3,7 +3,8 @@
 //! Owns the RTP port range, the SDP rewrite that puts the gateway's address in each leg's
 //! offer and answer, the per-call relay (symmetric RTP with latching, RTCP, loss and jitter
 //! statistics, media timeout), queue music played to waiting callers, G.711 recording to
-//! WAV, voicemail greetings, and the number's working hours. The SDP rewrite, G.711, the recording's timeline and the
+//! WAV, SRTP with SDES keys on the legs that agree it, voicemail greetings, and the
+//! number's working hours. The SDP rewrite, G.711, the recording's timeline and the
 //! schedule are pure; the relay and the recording writer are the adapters around them.
 
 pub mod g711;
@@ -14,7 +15,9 @@ pub mod record;
 pub mod recording;
 pub mod relay;
 pub mod retention;
+pub mod sdes;
 pub mod sdp;
+pub mod srtp;
 pub mod stats;
 pub mod voicemail;
 
@@ -57,4 +60,7 @@ pub enum MediaError {
     /// The caller offers neither PCMU nor PCMA, so the gateway cannot answer it itself.
     #[error("the caller offers no G.711 audio")]
     NoCodec,
+    /// The party offers SRTP the relay cannot agree to (488).
+    #[error(transparent)]
+    Srtp(#[from] sdes::Refusal),
 }

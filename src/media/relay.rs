@@ -15,8 +15,14 @@
 //! plays, what the callee side sends is not passed to the caller (an agent's phone
 //! ringing back would mix with it); once it stops, the callee's first RTP packet to the
 //! caller is marked (RFC 3551 4.1: a new talkspurt, here from a new source).
+//!
+//! A leg whose party agreed SRTP ([`super::sdes`]) has its own keys: the relay decrypts
+//! what that party sends before anything else looks at it (latching, statistics, the
+//! recorder all see plain RTP) and encrypts what goes to it, so the two legs of a call
+//! can differ. A packet that fails authentication is dropped and counted.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +32,9 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use super::g711::Codec;
 use super::greeting::FRAME_SAMPLES;
 use super::music::{Announcement, Music, RTP_HEADER, RtpStream, Tick};
+use super::sdes::{self, Crypto, LegMedia, MasterKey, Refusal};
 use super::sdp::{self, AudioOffer, Origin, RelayAddress};
+use super::srtp::{Kind, LegSrtp};
 use super::stats::StreamStats;
 use super::{MediaError, PortPair, PortPool, Side};
 
@@ -87,6 +95,8 @@ impl MediaEngine {
             ports,
             advertised: self.advertised,
             origins: Mutex::new([Origin::new(session_id), Origin::new(session_id + 1)]),
+            tls: [AtomicBool::new(false), AtomicBool::new(false)],
+            keys: Mutex::new([None, None]),
             shared,
             task: Mutex::new(Some(task)),
         })
@@ -124,6 +134,8 @@ pub struct DirectionStats {
     pub jitter_ms: f64,
     /// Packets dropped because they came from an address other than the latched one.
     pub foreign: u64,
+    /// SRTP/SRTCP packets dropped because they failed authentication (or were replays).
+    pub auth_failures: u64,
 }
 
 /// A call's media statistics, by who sent.
@@ -144,6 +156,8 @@ struct Shared {
 enum Control {
     /// A party's latest SDP.
     Offer(Side, Option<AudioOffer>),
+    /// The leg's SRTP keys (the party's, the relay's), or plain RTP.
+    Keys(Side, Option<(MasterKey, MasterKey)>),
     /// The call is answered: silence from now on counts towards the timeout.
     Arm,
     /// Audio packets go here from now on.
@@ -165,6 +179,10 @@ pub struct MediaSession {
     advertised: IpAddr,
     /// The origin of the SDP sent to each party.
     origins: Mutex<[Origin; 2]>,
+    /// Whether each party's signalling is TLS: only then may its leg use SRTP.
+    tls: [AtomicBool; 2],
+    /// The relay's own SRTP key for each leg that agreed SRTP.
+    keys: Mutex<[Option<Crypto>; 2]>,
     shared: Arc<Shared>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -175,17 +193,64 @@ impl MediaSession {
         self.ports[facing.index()]
     }
 
+    /// Marks a party's signalling as TLS (or not): SRTP is agreed only on such a leg.
+    pub fn set_signalling_tls(&self, side: Side, tls: bool) {
+        self.tls[side.index()].store(tls, Ordering::Relaxed);
+    }
+
+    /// Whether the relay would refuse `from`'s SDP (488): SRTP it cannot agree to.
+    pub fn refusal(&self, from: Side, body: &[u8]) -> Option<Refusal> {
+        let tls = self.tls[from.index()].load(Ordering::Relaxed);
+        sdes::leg_media_security(&sdp::security(body), tls).err()
+    }
+
+    /// Decides `from`'s leg from its SDP and tells the relay its keys; the relay's own
+    /// key of an SRTP leg, to put in the SDP that leg gets.
+    fn negotiate(&self, from: Side, body: &[u8]) -> Result<Option<Crypto>, Refusal> {
+        let tls = self.tls[from.index()].load(Ordering::Relaxed);
+        let decision = sdes::leg_media_security(&sdp::security(body), tls);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let ours = match &decision {
+            Ok(LegMedia::Srtp(peer)) => {
+                // A re-sent offer keeps the relay's key: only the tag follows the party's.
+                let key = match &keys[from.index()] {
+                    Some(ours) => ours.key.clone(),
+                    None => MasterKey::from_bytes(rand::random()),
+                };
+                let _ = self
+                    .control
+                    .send(Control::Keys(from, Some((peer.key.clone(), key.clone()))));
+                Some(Crypto { tag: peer.tag, key })
+            }
+            Ok(LegMedia::Plain) | Err(_) => {
+                let _ = self.control.send(Control::Keys(from, None));
+                None
+            }
+        };
+        keys[from.index()] = ours.clone();
+        decision.map(|_| ours)
+    }
+
     /// Takes the SDP `from` sent and returns what its peer gets instead: the gateway's
-    /// address and the port facing the peer. The relay learns `from`'s media address.
+    /// address and the port facing the peer, and the peer's leg's own SRTP key or plain
+    /// RTP. The relay learns `from`'s media address and keys.
+    ///
+    /// SDP the relay must refuse ([`MediaSession::refusal`]) is relayed as plain RTP; the
+    /// caller of this checks for a refusal first where it can still answer 488.
     pub fn sdp_from(&self, from: Side, body: &[u8]) -> Vec<u8> {
         if body.is_empty() {
             return Vec::new();
         }
         let _ = self.control.send(Control::Offer(from, sdp::audio(body)));
+        if let Err(refusal) = self.negotiate(from, body) {
+            tracing::warn!(%refusal, "SDP relayed as plain RTP");
+        }
         let to = from.other();
+        let peer_key = self.keys.lock().unwrap_or_else(|e| e.into_inner())[to.index()].clone();
+        let body = sdp::secure(body, peer_key.as_ref());
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
         sdp::rewrite(
-            body,
+            &body,
             RelayAddress {
                 ip: self.advertised,
                 rtp_port: self.ports[to.index()],
@@ -197,7 +262,8 @@ impl MediaSession {
     /// The gateway answers the caller's `offer` itself (a caller waiting in a queue): the
     /// SDP to send the caller (our caller-facing port, the first of PCMU/PCMA the caller
     /// offers, plus telephone-event if offered) and that codec. Tells the relay the
-    /// caller's address from the offer. Err when the offer has no G.711.
+    /// caller's address from the offer. Err when the offer has no G.711, or SRTP the
+    /// relay cannot agree to (the answer has the relay's key when it can).
     ///
     /// The answer carries the caller-facing origin, so SDP sent to the caller later (the
     /// agent's, through [`MediaSession::sdp_from`]) continues its version.
@@ -211,10 +277,11 @@ impl MediaSession {
         let event = sdp::telephone_events(offer)
             .into_iter()
             .find(|pt| audio.payload_types.contains(pt));
+        let ours = self.negotiate(Side::Caller, offer)?;
         let _ = self.control.send(Control::Offer(Side::Caller, Some(audio)));
         let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
         let answer = sdp::rewrite(
-            &answer_template(codec, event),
+            &sdp::secure(&answer_template(codec, event), ours.as_ref()),
             RelayAddress {
                 ip: self.advertised,
                 rtp_port: self.ports[Side::Caller.index()],
@@ -339,6 +406,9 @@ struct LegState {
     stats: StreamStats,
     relayed: u64,
     foreign: u64,
+    /// The leg's SRTP transform; `None` for plain RTP.
+    srtp: Option<LegSrtp>,
+    auth_failures: u64,
 }
 
 impl LegState {
@@ -358,6 +428,24 @@ impl LegState {
             self.rtcp_latched = false;
         }
         self.offer = offer;
+    }
+
+    fn set_keys(&mut self, keys: Option<(MasterKey, MasterKey)>) {
+        let Some((peer, ours)) = keys else {
+            self.srtp = None;
+            return;
+        };
+        if self.srtp.as_ref().is_some_and(|s| s.uses(&peer, &ours)) {
+            return;
+        }
+        self.srtp = match LegSrtp::new(peer, ours) {
+            Ok(srtp) => Some(srtp),
+            Err(err) => {
+                // Unreachable for keys `sdes` read; plain RTP would leak the audio.
+                tracing::error!(%err, "SRTP leg without a transform");
+                None
+            }
+        };
     }
 
     fn talking(&self) -> bool {
@@ -416,6 +504,7 @@ impl RelayTask {
             };
             match ready {
                 Wake::Command(Control::Offer(side, offer)) => self.legs[side.index()].learn(offer),
+                Wake::Command(Control::Keys(side, keys)) => self.legs[side.index()].set_keys(keys),
                 Wake::Command(Control::Arm) => {
                     self.armed = true;
                     last_packet = tokio::time::Instant::now();
@@ -504,10 +593,19 @@ impl RelayTask {
         let mut packet = [0u8; RTP_HEADER + FRAME_SAMPLES];
         let length = stream.packet(codec.payload_type(), payload, &mut packet);
         *last = Instant::now();
+        let protected;
+        let packet = match &mut self.legs[Side::Caller.index()].srtp {
+            Some(srtp) => match srtp.protect(Kind::Rtp, &packet[..length]) {
+                Ok(p) => {
+                    protected = p;
+                    &protected[..]
+                }
+                Err(_) => return,
+            },
+            None => &packet[..length],
+        };
         // Never waits: a full socket buffer loses this frame, not the relay's time.
-        let _ = self.pairs[Side::Caller.index()]
-            .rtp
-            .try_send_to(&packet[..length], to);
+        let _ = self.pairs[Side::Caller.index()].rtp.try_send_to(packet, to);
     }
 
     /// Relays what one socket has queued; whether anything came.
@@ -533,16 +631,41 @@ impl RelayTask {
 
     fn relay(&mut self, from: Side, channel: Channel, packet: &mut [u8], source: SocketAddr) {
         let leg = &mut self.legs[from.index()];
-        let (peer, latched) = match channel {
-            Channel::Rtp => (&mut leg.rtp_peer, &mut leg.rtp_latched),
-            Channel::Rtcp => (&mut leg.rtcp_peer, &mut leg.rtcp_latched),
+        let kind = match channel {
+            Channel::Rtp => Kind::Rtp,
+            Channel::Rtcp => Kind::Rtcp,
         };
-        if !*latched {
-            *peer = Some(source);
-            *latched = true;
-        } else if *peer != Some(source) {
+        let (peer, latched) = match channel {
+            Channel::Rtp => (leg.rtp_peer, leg.rtp_latched),
+            Channel::Rtcp => (leg.rtcp_peer, leg.rtcp_latched),
+        };
+        if latched && peer != Some(source) {
             leg.foreign += 1;
             return;
+        }
+        let mut decrypted;
+        let packet: &mut [u8] = match &mut leg.srtp {
+            Some(srtp) => match srtp.unprotect(kind, packet) {
+                Ok(plain) => {
+                    decrypted = plain;
+                    &mut decrypted[..]
+                }
+                Err(_) => {
+                    // Before latching: a forged packet must not take the leg over.
+                    leg.auth_failures += 1;
+                    metrics::counter!("leadline_srtp_auth_failures_total").increment(1);
+                    return;
+                }
+            },
+            None => packet,
+        };
+        if !latched {
+            let (peer, latched) = match channel {
+                Channel::Rtp => (&mut leg.rtp_peer, &mut leg.rtp_latched),
+                Channel::Rtcp => (&mut leg.rtcp_peer, &mut leg.rtcp_latched),
+            };
+            *peer = Some(source);
+            *latched = true;
         }
         if channel == Channel::Rtp
             && let Ok(rtp) = rtp_rs::RtpReader::new(packet)
@@ -585,16 +708,27 @@ impl RelayTask {
             self.mark_callee = false;
         }
         let to = from.other();
+        let out = &mut self.legs[to.index()];
         let (destination, socket) = match channel {
-            Channel::Rtp => (self.legs[to.index()].rtp_peer, &self.pairs[to.index()].rtp),
-            Channel::Rtcp => (
-                self.legs[to.index()].rtcp_peer,
-                &self.pairs[to.index()].rtcp,
-            ),
+            Channel::Rtp => (out.rtp_peer, &self.pairs[to.index()].rtp),
+            Channel::Rtcp => (out.rtcp_peer, &self.pairs[to.index()].rtcp),
         };
-        if let Some(destination) = destination
-            && socket.try_send_to(packet, destination).is_ok()
-        {
+        let Some(destination) = destination else {
+            return;
+        };
+        let encrypted;
+        let packet: &[u8] = match &mut out.srtp {
+            Some(srtp) => match srtp.protect(kind, packet) {
+                Ok(p) => {
+                    encrypted = p;
+                    &encrypted[..]
+                }
+                // Not RTP (RTCP) that the transform can read: nothing to send in clear.
+                Err(_) => return,
+            },
+            None => packet,
+        };
+        if socket.try_send_to(packet, destination).is_ok() {
             self.legs[from.index()].relayed += 1;
         }
     }
@@ -606,6 +740,7 @@ impl RelayTask {
             lost: leg.stats.lost(),
             jitter_ms: (leg.stats.jitter_ms() * 100.0).round() / 100.0,
             foreign: leg.foreign,
+            auth_failures: leg.auth_failures,
         };
         let stats = MediaStats {
             from_caller: direction(&self.legs[0]),

@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
+use super::sdes::{self, AudioSecurity, Crypto, Profile};
+
 /// What one party's SDP says about its audio.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AudioOffer {
@@ -420,6 +422,79 @@ impl Section {
     }
 }
 
+/// The transport profile and `a=crypto:` attributes (RFC 4568) of the first active
+/// `m=audio` section: what the SRTP decision of a leg reads.
+pub fn security(sdp: &[u8]) -> AudioSecurity {
+    let Ok(text) = std::str::from_utf8(sdp) else {
+        return AudioSecurity::default();
+    };
+    let mut security = AudioSecurity::default();
+    let mut section = Section::Session;
+    for line in lines(text) {
+        section = section.after(line);
+        if section != Section::RelayedAudio {
+            continue;
+        }
+        if let Some(value) = line.strip_prefix("m=") {
+            let proto = value.split_whitespace().nth(2).unwrap_or_default();
+            security.profile = Profile::of(proto);
+        } else if let Some(value) = line.strip_prefix("a=crypto:") {
+            security.crypto.push(sdes::parse_crypto(value));
+        }
+    }
+    security
+}
+
+/// `sdp` as one leg must see it: with `crypto`, the relayed audio section is `RTP/SAVP`
+/// (`RTP/SAVPF` for a feedback profile) carrying only that `a=crypto:` line; without, it
+/// is `RTP/AVP` (`RTP/AVPF`) with no `a=crypto:` line, since each leg has its own keys.
+/// Other sections and a body that is not SDP text come back unchanged.
+pub fn secure(sdp: &[u8], crypto: Option<&Crypto>) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(sdp) else {
+        return sdp.to_vec();
+    };
+    if !text.trim_start().starts_with("v=") {
+        return sdp.to_vec();
+    }
+    let mut out = String::with_capacity(text.len() + 80);
+    let mut section = Section::Session;
+    for line in lines(text) {
+        if line.is_empty() {
+            continue;
+        }
+        section = section.after(line);
+        if section == Section::RelayedAudio {
+            if let Some(value) = line.strip_prefix("m=") {
+                let mut fields: Vec<&str> = value.split_whitespace().collect();
+                if let Some(proto) = fields.get_mut(2) {
+                    *proto = match (*proto, crypto.is_some()) {
+                        ("RTP/AVP" | "RTP/SAVP", true) => "RTP/SAVP",
+                        ("RTP/AVPF" | "RTP/SAVPF", true) => "RTP/SAVPF",
+                        ("RTP/AVP" | "RTP/SAVP", false) => "RTP/AVP",
+                        ("RTP/AVPF" | "RTP/SAVPF", false) => "RTP/AVPF",
+                        (other, _) => other,
+                    };
+                }
+                out.push_str("m=");
+                out.push_str(&fields.join(" "));
+                out.push_str("\r\n");
+                if let Some(crypto) = crypto {
+                    out.push_str("a=crypto:");
+                    out.push_str(&sdes::format_crypto(crypto));
+                    out.push_str("\r\n");
+                }
+                continue;
+            }
+            if line.starts_with("a=crypto:") {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
 /// The payload type and encoding name of an `a=rtpmap` line.
 fn rtpmap(line: &str) -> Option<(u8, &str)> {
     let value = line.strip_prefix("a=rtpmap:")?;
@@ -463,6 +538,61 @@ mod tests {
             ip: "192.0.2.10".parse().unwrap(),
             rtp_port: 20002,
         }
+    }
+
+    const SRTP_OFFER: &str = "v=0\r\n\
+        o=phone 1 1 IN IP4 198.51.100.7\r\n\
+        s=-\r\n\
+        c=IN IP4 198.51.100.7\r\n\
+        t=0 0\r\n\
+        m=audio 4000 RTP/SAVP 0 101\r\n\
+        a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:d0RmdmcmVCspeEc3QGZiNWpVLFJhQX1cfHAwJSoj\r\n\
+        a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^31\r\n\
+        a=rtpmap:101 telephone-event/8000\r\n\
+        m=video 4002 RTP/SAVP 99\r\n\
+        a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+
+    #[test]
+    fn security_reads_the_audio_profile_and_its_crypto_lines_only() {
+        let srtp = security(SRTP_OFFER.as_bytes());
+        assert_eq!(srtp.profile, Profile::Secure);
+        assert_eq!(srtp.crypto.len(), 2, "the video's key is not the audio's");
+        assert!(srtp.crypto[0].is_err(), "AES-256 is not supported");
+        assert_eq!(srtp.crypto[1].as_ref().unwrap().tag, 2);
+        assert_eq!(security(OFFER.as_bytes()).profile, Profile::Plain);
+        assert!(security(OFFER.as_bytes()).crypto.is_empty());
+        assert_eq!(security(b"\xff\xfe"), AudioSecurity::default());
+    }
+
+    #[test]
+    fn secure_puts_one_key_on_an_srtp_leg_and_none_on_a_plain_one() {
+        let ours = Crypto {
+            tag: 2,
+            key: sdes::MasterKey::from_bytes([7; 30]),
+        };
+        let srtp = String::from_utf8(secure(OFFER.as_bytes(), Some(&ours))).unwrap();
+        assert!(srtp.contains("m=audio 49170 RTP/SAVP 8 0 101\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH\r\n"), "{srtp}");
+        assert!(
+            srtp.contains("m=video 51372 RTP/AVP 99\r\n"),
+            "only audio changes"
+        );
+        let again = security(srtp.as_bytes());
+        assert_eq!(again.crypto, vec![Ok(ours.clone())]);
+
+        let plain = String::from_utf8(secure(SRTP_OFFER.as_bytes(), None)).unwrap();
+        assert!(plain.contains("m=audio 4000 RTP/AVP 0 101\r\n"), "{plain}");
+        assert_eq!(
+            plain.matches("a=crypto:").count(),
+            1,
+            "the video's stays: {plain}"
+        );
+        assert!(plain.contains("m=video 4002 RTP/SAVP 99\r\na=crypto:1 "));
+        let feedback = OFFER.replace("RTP/AVP 8", "RTP/SAVPF 8");
+        let plain = String::from_utf8(secure(feedback.as_bytes(), None)).unwrap();
+        assert!(plain.contains("m=audio 49170 RTP/AVPF 8 0 101\r\n"));
+        let rekeyed = String::from_utf8(secure(srtp.as_bytes(), Some(&ours))).unwrap();
+        assert_eq!(rekeyed.matches("a=crypto:").count(), 1, "{rekeyed}");
+        assert_eq!(secure(b"not sdp", None), b"not sdp");
     }
 
     #[test]

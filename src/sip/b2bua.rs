@@ -201,6 +201,16 @@ impl B2bua {
                 return Ok(());
             }
         };
+        // The caller's signalling transport decides whether it may use SRTP.
+        if let Some(warning) = media::srtp_refusal(
+            session.as_deref(),
+            crate::sip::endpoint::is_tls(tx.connection.as_ref()),
+            &request.body,
+        ) {
+            tx.reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
+                .await?;
+            return Ok(());
+        }
 
         let (inbound, state_sender, states) = self.take_caller(tx)?;
 
@@ -327,11 +337,17 @@ impl B2bua {
         event: CallEvent,
         number: &NumberSettings,
     ) -> (Option<String>, EventAnswer, Option<driver::Boxed<()>>) {
+        // The call rings only once its opening event is durable (the journal's fsync);
+        // the budget is for the CRM lookup and the commit behind it.
+        let opening = self.store.write_ahead(&event, &self.node).await;
         let (store, node) = (self.store.clone(), self.node.clone());
         let mut intake: driver::Boxed<Result<Option<crate::store::EventOutcome>, StoreError>> =
-            Box::pin(async move { store.open_call(&event, &node).await });
+            Box::pin(async move { store.open_call_after(&event, &node, opening).await });
         match tokio::time::timeout(self.lookup_budget, &mut intake).await {
-            Ok(Ok(Some(outcome))) => (Some(outcome.call.id.to_string()), outcome.answer, None),
+            Ok(Ok(Some(outcome))) => {
+                announce_intake(&self.store, &self.events, &outcome);
+                (Some(outcome.call.id.to_string()), outcome.answer, None)
+            }
             Ok(Ok(None)) => {
                 tracing::warn!(
                     "call intake journaled (database unreachable); routing by the queue"
@@ -350,9 +366,12 @@ impl B2bua {
                 );
                 // The call's later writes wait for this: an `answered` or `ended` applied
                 // before the opening event has written the call would find no call.
+                let (store, events) = (self.store.clone(), self.events.clone());
                 let late: driver::Boxed<()> = Box::pin(async move {
-                    if let Err(err) = intake.await {
-                        tracing::error!(%err, "late call intake failed");
+                    match intake.await {
+                        Ok(Some(outcome)) => announce_intake(&store, &events, &outcome),
+                        Ok(None) => {}
+                        Err(err) => tracing::error!(%err, "late call intake failed"),
                     }
                 });
                 (None, self.queue_answer(number).await, Some(late))
@@ -596,10 +615,10 @@ impl B2bua {
                 addr: proxy.into(),
             });
             option.route_set = route_through(proxy, device.path.as_deref());
-        } else if device.transport == "tcp"
+        } else if let Some(transport) = stream_transport(&device.transport)
             && let Ok(peer) = device.source.parse::<SocketAddr>()
         {
-            return self.invite_over_flow(option, peer, states).await;
+            return self.invite_over_flow(option, transport, peer, states).await;
         }
         let (dialog, handle) = self.dialogs.do_invite_async(option, states)?;
         let answer = Box::pin(async move {
@@ -611,18 +630,22 @@ impl B2bua {
         Ok((dialog, answer))
     }
 
-    /// An INVITE to a phone registered over TCP goes down the connection it registered
-    /// over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. rsipstack's
+    /// An INVITE to a phone registered over TCP or TLS goes down the connection it
+    /// registered over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. rsipstack's
     /// `do_invite_async` would open a new connection, so this is its counterpart with the
     /// transaction bound to our flow; in-dialog requests then follow the same flow. The
     /// transaction is driven by the returned future, which the call's task polls.
     async fn invite_over_flow(
         self: &Arc<Self>,
         option: InviteOption,
+        transport: Transport,
         peer: SocketAddr,
         states: rsipstack::dialog::dialog::DialogStateSender,
     ) -> Result<(InviteDialog, driver::Boxed<Option<Response>>), B2buaError> {
-        let flow = self.endpoint.tcp_flow(peer, Duration::from_secs(3)).await?;
+        let flow = self
+            .endpoint
+            .flow_to(transport, peer, Duration::from_secs(3))
+            .await?;
         let (dialog, mut tx) = self.dialogs.create_client_invite_dialog(option, states)?;
         tx.connection = Some(flow.connection);
         let b2bua = self.clone();
@@ -648,12 +671,23 @@ impl B2bua {
 
 /// Where requests to a device go: the address its REGISTER came from (it may be behind
 /// NAT), over its transport.
+/// Tells this node's webhooks what the intake of a call's opening event wrote (the
+/// entities it created, the call's activity), once: a repeated opening event wrote
+/// nothing, later events of the call do not run the intake, and a journal replay does
+/// not come this way. In a task of its own: the reads a followed event needs never hold
+/// up ringing.
+fn announce_intake(store: &Store, events: &EventBus, outcome: &crate::store::EventOutcome) {
+    if outcome.repeated {
+        return;
+    }
+    let (store, events, outcome) = (store.clone(), events.clone(), outcome.clone());
+    tokio::spawn(async move {
+        crate::http::calls::announce_intake(&store, &events, &outcome).await;
+    });
+}
+
 fn destination(device: &Device) -> Option<SipAddr> {
-    let transport = if device.transport == "tcp" {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
+    let transport = stream_transport(&device.transport).unwrap_or(Transport::Udp);
     device
         .source
         .parse::<SocketAddr>()
@@ -662,6 +696,17 @@ fn destination(device: &Device) -> Option<SipAddr> {
             r#type: Some(transport),
             addr: addr.into(),
         })
+}
+
+/// The connection-oriented transport a device registered over (its binding's
+/// `transport`), whose connection requests to it reuse; `None` for UDP. A leg to a device
+/// with `Some(Transport::Tls)` has its signalling encrypted.
+pub fn stream_transport(registered: &str) -> Option<Transport> {
+    match registered {
+        "tcp" => Some(Transport::Tcp),
+        "tls" => Some(Transport::Tls),
+        _ => None,
+    }
 }
 
 /// The Route of a request sent through `proxy`: the device's Path as it registered (it

@@ -1,4 +1,5 @@
-//! The SIP transport edge: UDP and TCP listeners on one port that read raw bytes, refuse
+//! The SIP transport edge: UDP and TCP listeners on one port (and a TLS listener, RFC 3261
+//! §26, when a certificate is configured) that read raw bytes, refuse
 //! what `message` refuses (answering 4xx/5xx themselves), and hand the rest to
 //! rsipstack's transaction layer (RFC 3261 §17: retransmissions, absorption, ACK for
 //! non-2xx, CANCEL matching).
@@ -17,6 +18,11 @@
 //! ([`EdgeShedding`], the rule in `admission::shed`): everything behind these loops queues
 //! without bound.
 //!
+//! TLS connections are accepted here too (tokio-rustls with the certificate of
+//! `crate::tls`) and wrapped in rsipstack's `TlsConnection`, whose reader frames the
+//! stream; its messages pass the same From-tag check and shedding before the transaction
+//! layer. Phones registered over TLS are reached over their connection, as over TCP.
+//!
 //! A request without a From tag (RFC 2543 style) cannot enter rsipstack, which keys every
 //! transaction by it and drops such requests in silence; it is answered here with a 400
 //! that names the fault ([`untagged_refusal`]), never left unanswered.
@@ -34,12 +40,15 @@ use rsipstack::sip::{Header, Method, StatusCode, Transport};
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transaction::endpoint::{EndpointInner, MessageInspector};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
+use rsipstack::transport::stream::StreamConnection as _;
 use rsipstack::transport::tcp::TcpConnection;
+use rsipstack::transport::tls::TlsConnection;
 use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::setup::CallsInSetup;
@@ -48,6 +57,9 @@ use super::message::{Frame, Limits, Rejection, frame, parse_message, rejection_r
 
 /// Methods we answer; sent in `Allow` (501 for the rest).
 pub const ALLOW: &[&str] = &["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER"];
+
+/// A TLS handshake not done within this is abandoned (a stalled client holds no task).
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// A TCP connection with no traffic this long is closed; registered clients keep theirs
 /// open with CRLF pings (RFC 5626 §4.4.1).
@@ -67,14 +79,18 @@ pub enum EndpointError {
         peer: SocketAddr,
         source: std::io::Error,
     },
+    #[error("no TLS connection from {peer} is open (it must register again)")]
+    NoTlsFlow { peer: SocketAddr },
 }
 
-/// Open TCP connections by peer address, so requests to a client registered over TCP
-/// reuse its connection (RFC 3261 §18.2.2; behind NAT it is the only way in). Kept here,
-/// not in rsipstack's transport layer: adding a stream there starts its own reader.
-pub type Connections = Arc<std::sync::Mutex<HashMap<SocketAddr, TcpFlow>>>;
+/// Open TCP and TLS connections by transport and peer address, so requests to a client
+/// registered over TCP or TLS reuse its connection (RFC 3261 §18.2.2; behind NAT it is the
+/// only way in). Kept here, not in rsipstack's transport layer: adding a stream there
+/// starts its own reader.
+pub type Connections = Arc<std::sync::Mutex<HashMap<(Transport, SocketAddr), TcpFlow>>>;
 
-/// One open TCP connection, accepted or opened by us, read by `tcp_connection_loop`.
+/// One open TCP or TLS connection, accepted or opened by us, read by
+/// `tcp_connection_loop` or `tls_connection_loop`; `connection` tells which.
 #[derive(Clone)]
 pub struct TcpFlow {
     pub connection: SipConnection,
@@ -107,14 +123,7 @@ impl EndpointHandle {
         peer: SocketAddr,
         connect_timeout: Duration,
     ) -> Result<TcpFlow, EndpointError> {
-        let open = self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&peer)
-            .filter(|flow| !flow.closed.is_cancelled())
-            .cloned();
-        if let Some(flow) = open {
+        if let Some(flow) = self.open_flow(Transport::Tcp, peer) {
             return Ok(flow);
         }
         let connect_error = |source| EndpointError::Connect { peer, source };
@@ -143,6 +152,32 @@ impl EndpointHandle {
             &self.cancel,
         )
         .map_err(connect_error)
+    }
+
+    /// The open connection to `peer` over `transport`, if there is one.
+    pub fn open_flow(&self, transport: Transport, peer: SocketAddr) -> Option<TcpFlow> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(transport, peer))
+            .filter(|flow| !flow.closed.is_cancelled())
+            .cloned()
+    }
+
+    /// The connection a client registered over (TCP: a new one if it closed; TLS: only
+    /// the open one, since phones accept no TLS connections of ours).
+    pub async fn flow_to(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<TcpFlow, EndpointError> {
+        if transport == Transport::Tls {
+            return self
+                .open_flow(Transport::Tls, peer)
+                .ok_or(EndpointError::NoTlsFlow { peer });
+        }
+        self.tcp_flow(peer, connect_timeout).await
     }
 
     /// Whether the endpoint is shutting down.
@@ -316,11 +351,32 @@ fn tcp_addr(local: SocketAddr) -> SipAddr {
     }
 }
 
+fn tls_addr(local: SocketAddr) -> SipAddr {
+    SipAddr {
+        r#type: Some(Transport::Tls),
+        addr: local.into(),
+    }
+}
+
+/// Whether a transaction's messages travel over TLS (`sips:` security for the media of
+/// that leg, RFC 4568 §8.4: SDES keys only go over an encrypted hop).
+pub fn is_tls(connection: Option<&SipConnection>) -> bool {
+    matches!(connection, Some(SipConnection::Tls(_)))
+}
+
+/// The TLS listener: where, and the certificate it serves.
+pub struct TlsListen {
+    pub addr: SocketAddr,
+    pub certificate: Arc<crate::tls::ReloadingCertificate>,
+}
+
 /// The running transport edge. Dropping it does not stop it: call `shutdown`.
 pub struct SipEndpoint {
     pub inner: Arc<EndpointInner>,
     /// UDP and TCP are bound to this same address.
     pub local: SocketAddr,
+    /// The TLS listener's address, when there is one.
+    pub tls_local: Option<SocketAddr>,
     /// Message limits on TCP, for accepted and outgoing connections alike.
     tcp_limits: Limits,
     pub connections: Connections,
@@ -338,6 +394,7 @@ impl SipEndpoint {
         listen: SocketAddr,
         tcp_max_message: usize,
         edge: EdgeShedding,
+        tls: Option<TlsListen>,
     ) -> Result<(SipEndpoint, TransactionReceiver), EndpointError> {
         let tcp_limits = Limits {
             max_message: tcp_max_message,
@@ -401,10 +458,39 @@ impl SipEndpoint {
             cancel.clone(),
         )));
         tracing::info!(%local, "SIP listening (udp, tcp)");
+        let mut tls_local = None;
+        if let Some(tls) = tls {
+            let listener =
+                TcpListener::bind(tls.addr)
+                    .await
+                    .map_err(|source| EndpointError::Bind {
+                        addr: tls.addr,
+                        source,
+                    })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|source| EndpointError::Bind {
+                    addr: tls.addr,
+                    source,
+                })?;
+            let acceptor = TlsAcceptor::from(crate::tls::server_config(tls.certificate, &[]));
+            tasks.push(tokio::spawn(tls_accept_loop(
+                inner.clone(),
+                listener,
+                acceptor,
+                tls_addr(addr),
+                connections.clone(),
+                edge.clone(),
+                cancel.clone(),
+            )));
+            tracing::info!(local = %addr, "SIP listening (tls)");
+            tls_local = Some(addr);
+        }
         Ok((
             SipEndpoint {
                 inner,
                 local,
+                tls_local,
                 tcp_limits,
                 connections,
                 edge,
@@ -620,7 +706,7 @@ fn start_tcp_flow(
     connections
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(peer, flow.clone());
+        .insert((Transport::Tcp, peer), flow.clone());
     tokio::spawn(tcp_connection_loop(
         inner,
         conn,
@@ -649,7 +735,7 @@ async fn tcp_connection_loop(
         addr: peer.into(),
     };
     let Some(mut read_half) = conn.inner.read_half.lock().await.take() else {
-        forget_flow(&connections, peer, &flow);
+        forget_flow(&connections, (Transport::Tcp, peer), &flow);
         return;
     };
     let mut buf = BytesMut::with_capacity(8 * 1024);
@@ -727,16 +813,153 @@ async fn tcp_connection_loop(
             }
         }
     }
-    forget_flow(&connections, peer, &flow);
+    forget_flow(&connections, (Transport::Tcp, peer), &flow);
+    let _ = sip_conn.close().await;
+}
+
+async fn tls_accept_loop(
+    inner: Arc<EndpointInner>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    local: SipAddr,
+    connections: Connections,
+    edge: EdgeShedding,
+    cancel: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(%err, "TLS accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // The handshake runs in its own task: a slow client must not hold up the others.
+        let (inner, acceptor, local) = (inner.clone(), acceptor.clone(), local.clone());
+        let (connections, edge, cancel) = (connections.clone(), edge.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    metrics::counter!("leadline_sip_tls_handshake_failed_total").increment(1);
+                    tracing::info!(%peer, %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let remote = tls_addr(peer);
+            match TlsConnection::from_server_stream(
+                stream,
+                local,
+                remote,
+                Some(cancel.child_token()),
+            )
+            .await
+            {
+                Ok(conn) => {
+                    start_tls_flow(inner, conn, edge, peer, connections, &cancel);
+                }
+                Err(err) => tracing::debug!(%peer, %err, "cannot wrap TLS connection"),
+            }
+        });
+    }
+}
+
+/// Registers a TLS connection (accepted, or opened by us to a carrier) in `connections`
+/// and starts its receive loop.
+pub(crate) fn start_tls_flow(
+    inner: Arc<EndpointInner>,
+    conn: TlsConnection,
+    edge: EdgeShedding,
+    peer: SocketAddr,
+    connections: Connections,
+    cancel: &CancellationToken,
+) -> TcpFlow {
+    static NEXT_FLOW: AtomicU64 = AtomicU64::new(1 << 62);
+    let flow = TcpFlow {
+        connection: SipConnection::Tls(conn.clone()),
+        closed: CancellationToken::new(),
+        id: NEXT_FLOW.fetch_add(1, Ordering::Relaxed),
+    };
+    connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert((Transport::Tls, peer), flow.clone());
+    tokio::spawn(tls_connection_loop(
+        inner,
+        conn,
+        edge,
+        flow.clone(),
+        peer,
+        connections,
+        cancel.child_token(),
+    ));
+    flow
+}
+
+/// Reads one TLS connection: rsipstack's stream reader frames and parses (messages above
+/// 64 KiB or unparsable close the connection), and this loop applies the edge's checks
+/// to what it hands over.
+async fn tls_connection_loop(
+    inner: Arc<EndpointInner>,
+    conn: TlsConnection,
+    edge: EdgeShedding,
+    flow: TcpFlow,
+    peer: SocketAddr,
+    connections: Connections,
+    cancel: CancellationToken,
+) {
+    let sip_conn = flow.connection.clone();
+    let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let reader = {
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.serve_loop(sender, TCP_IDLE).await })
+    };
+    loop {
+        let event = tokio::select! {
+            () = cancel.cancelled() => break,
+            e = events.recv() => e,
+        };
+        let Some(rsipstack::transport::TransportEvent::Incoming(msg, _, from)) = event else {
+            if event.is_none() {
+                break;
+            }
+            continue;
+        };
+        if lacks_from_tag(&msg) {
+            if let Some(response) = untagged_refusal(msg.to_string().as_bytes(), "tls") {
+                let _ = conn.send_raw(&response).await;
+            }
+            continue;
+        }
+        if let Some(refusal) = edge.refusal(&inner, &msg) {
+            let _ = conn.send_raw(&refusal).await;
+            continue;
+        }
+        if let Err(err) = inner
+            .on_received_message(msg, sip_conn.clone(), &from)
+            .await
+        {
+            tracing::debug!(%peer, %err, "transaction layer refused a message");
+        }
+    }
+    reader.abort();
+    forget_flow(&connections, (Transport::Tls, peer), &flow);
     let _ = sip_conn.close().await;
 }
 
 /// Removes `flow` from the map (unless a newer flow to the same peer replaced it) and
 /// tells whoever watches it that it is closed.
-fn forget_flow(connections: &Connections, peer: SocketAddr, flow: &TcpFlow) {
+fn forget_flow(connections: &Connections, key: (Transport, SocketAddr), flow: &TcpFlow) {
     let mut map = connections.lock().unwrap_or_else(|e| e.into_inner());
-    if map.get(&peer).is_some_and(|f| f.id == flow.id) {
-        map.remove(&peer);
+    if map.get(&key).is_some_and(|f| f.id == flow.id) {
+        map.remove(&key);
     }
     drop(map);
     flow.closed.cancel();

@@ -519,10 +519,10 @@ async fn register(
     let Some(source) = source else {
         return tx.reply(StatusCode::BadRequest).await;
     };
-    let transport = if transport_name(tx) == "tcp" {
-        Transport::Tcp
-    } else {
-        Transport::Udp
+    let transport = match transport_name(tx).as_str() {
+        "tls" => Transport::Tls,
+        "tcp" => Transport::Tcp,
+        _ => Transport::Udp,
     };
     let request = match registrar::register_request(&tx.original, source, transport) {
         Ok(request) => request,
@@ -765,6 +765,7 @@ async fn fail(
 
 fn transport_name(tx: &Transaction) -> String {
     match &tx.connection {
+        Some(SipConnection::Tls(_)) => "tls".to_owned(),
         Some(c) if c.is_reliable() => "tcp".to_owned(),
         _ => "udp".to_owned(),
     }

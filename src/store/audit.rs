@@ -8,10 +8,14 @@
 //! ([`Store::commit_change`], [`Store::execute_change`]) insert the pending row just
 //! before `COMMIT`, so the change and its row are committed together or not at all.
 //!
-//! Changes that write no row through those helpers (a call event applied by the intake's
-//! group commit, a sign-in) get their row afterwards from the queue below: one task with
-//! group commit, like call intakes (`batch`), so a busy PBX pushing call events does not
-//! pay a second write row by row on SQLite's one writer.
+//! A change applied by a group commit in a task of its own (a pushed call event, a
+//! click-to-call's opening event) hands its row over with the job ([`HandedAudit`]); the
+//! batch inserts its jobs' rows before its `COMMIT` ([`audit_rows`]).
+//!
+//! Requests that write nothing in a transaction (a hold music file, a mailbox's
+//! connection test) get their row afterwards from the queue below: one task with group
+//! commit, like call intakes (`batch`), so they never pay a write row by row on SQLite's
+//! one writer.
 
 use std::sync::{Arc, Mutex};
 
@@ -126,6 +130,79 @@ impl PendingAudit {
         };
         Some((entry, written))
     }
+}
+
+/// An API change's audit row handed to a group commit that runs in a task of its own
+/// (the intake's and the call steps' writers): the job carries the row into the batch's
+/// transaction, and the change's task learns from the answer whether it was committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuditRow {
+    id: AuditId,
+    entry: NewAudit,
+}
+
+/// The current task's pending row, handed over to a group commit.
+#[derive(Debug, Default)]
+pub(crate) struct HandedAudit(Option<(PendingAudit, WrittenAudit, AuditRow)>);
+
+impl HandedAudit {
+    /// The current task's pending row, if it is carrying out an API change that has not
+    /// written it yet; an empty hand otherwise (the B2BUA's own calls, a replay).
+    pub fn take() -> Self {
+        Self(pending_row(None).map(|(pending, entry, written)| {
+            let row = AuditRow {
+                id: written.id.clone(),
+                entry,
+            };
+            (pending, written, row)
+        }))
+    }
+
+    /// The row for the job to carry.
+    pub fn row(&self) -> Option<AuditRow> {
+        self.0.as_ref().map(|(_, _, row)| row.clone())
+    }
+
+    /// The batch's transaction committed the row with the change.
+    pub fn committed(self) {
+        if let Some((pending, written, _)) = self.0 {
+            pending.lock().written = Some(written);
+        }
+    }
+}
+
+const COLUMNS: &[&str] = &[
+    "id",
+    "at",
+    "actor",
+    "action",
+    "object",
+    "fields",
+    "remote_addr",
+    "status",
+];
+
+fn cells(id: AuditId, at: Millis, entry: NewAudit) -> Vec<Cell> {
+    vec![
+        Cell::from(id.0),
+        Cell::from(at),
+        Cell::from(entry.actor),
+        Cell::from(entry.action),
+        Cell::from(entry.object),
+        Cell::from(json_list(&entry.fields)),
+        Cell::from(entry.remote_addr),
+        Cell::from(i64::from(entry.status)),
+    ]
+}
+
+/// The audit rows a group commit's jobs carry, stamped `at`: one multi-row insert for
+/// the batch, so a busy PBX's events do not pay a statement each.
+pub(crate) fn audit_rows<'a>(rows: impl IntoIterator<Item = &'a AuditRow>, at: Millis) -> Rows {
+    let mut out = Rows::new("audit_log", COLUMNS, "");
+    for row in rows {
+        out.push(cells(row.id.clone(), at, row.entry.clone()));
+    }
+    out
 }
 
 /// The current task's pending row, if it is carrying out an API change that has not
@@ -364,20 +441,7 @@ async fn write_batches(pool: AnyPool, mut receiver: mpsc::Receiver<Submission>) 
                 Err(_) => break,
             }
         }
-        let mut rows = Rows::new(
-            "audit_log",
-            &[
-                "id",
-                "at",
-                "actor",
-                "action",
-                "object",
-                "fields",
-                "remote_addr",
-                "status",
-            ],
-            "",
-        );
+        let mut rows = Rows::new("audit_log", COLUMNS, "");
         let mut replies = Vec::with_capacity(batch.len());
         for s in batch.drain(..) {
             let Some(entry) = s.entry else {
@@ -385,16 +449,7 @@ async fn write_batches(pool: AnyPool, mut receiver: mpsc::Receiver<Submission>) 
                 replies.push(s.reply);
                 continue;
             };
-            rows.push(vec![
-                Cell::from(s.id.0),
-                Cell::from(s.at),
-                Cell::from(entry.actor),
-                Cell::from(entry.action),
-                Cell::from(entry.object),
-                Cell::from(json_list(&entry.fields)),
-                Cell::from(entry.remote_addr),
-                Cell::from(i64::from(entry.status)),
-            ]);
+            rows.push(cells(s.id, s.at, entry));
             replies.push(s.reply);
         }
         let written = if rows.is_empty() {

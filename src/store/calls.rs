@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
 use super::activities::{activity_subject, insert_call_activity};
+use super::audit::HandedAudit;
 use super::entities::{NewEntity, Tx, claim_identifier, insert_entity, table};
 use super::intake::{BatchOutcome, IntakeJob, JobResult, apply_intakes};
 use super::rows::FilteredPage;
@@ -289,14 +290,20 @@ impl Store {
             // round goes straight to the intake: a late `ringing` hits the call log's
             // unique key (a lost race) and the next round moves the logged call along.
             if round > 0 || event.event != CallEventKind::Ringing {
-                match self.steps().submit(StepJob::Event(event.clone())).await? {
+                // An API request's audit row is written in the transaction that applies
+                // its event (or finds it a repeat), never after it.
+                let audit = HandedAudit::take();
+                let step = StepJob::Event(event.clone());
+                match self.steps().submit_audited(step, audit.row()).await? {
                     StepDone::Event(EventStep::Applied(outcome)) => {
+                        audit.committed();
                         metrics::counter!("leadline_call_events_total", "event" => event.event.as_str(),
                             "crm_action" => outcome.call.crm_action.as_str())
                         .increment(1);
                         return Ok(*outcome);
                     }
                     StepDone::Event(EventStep::Repeated) => {
+                        audit.committed();
                         return self.repeated_event(event).await;
                     }
                     // Not logged yet: this event opens the call.
@@ -308,16 +315,28 @@ impl Store {
                 trust_flag: context.trust_flag,
                 ..facts.clone()
             };
+            let audit = HandedAudit::take();
             let job = IntakeJob::new(
                 event.clone(),
                 facts,
                 context,
                 node.map(|n| n.as_str().to_owned()),
-            );
+            )
+            .with_audit(audit.row());
             let result = if event.event == CallEventKind::Ringing {
-                self.batcher().submit(job).await?
+                let result = self.batcher().submit(job).await?;
+                // An answered job's batch committed its row (a lost race rolled it back).
+                if result.is_some() {
+                    audit.committed();
+                }
+                result
             } else {
-                self.open_call_with_step(job).await?
+                let result = self.open_call_with_step(job).await?;
+                // Only an opened call is committed; a repeat is rolled back there.
+                if matches!(result, Some(JobResult::Fresh(_))) {
+                    audit.committed();
+                }
+                result
             };
             match result {
                 Some(JobResult::Fresh(outcome)) => {
@@ -345,7 +364,8 @@ impl Store {
         steps: Vec<StepJob>,
     ) -> Result<Vec<Result<StepDone>>> {
         let snapshot = self.config_snapshot().await?;
-        Ok(super::steps::settle(self.writer(), &snapshot, &steps).await)
+        let audits = vec![None; steps.len()];
+        Ok(super::steps::settle(self.writer(), &snapshot, &steps, &audits).await)
     }
 
     /// Tests: the calls' opening events applied as one batch of the intake's group

@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::audit::{AuditRow, audit_rows};
 use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, ShownEntity, StoredMatch};
 use super::entities::{Tx, table};
 use super::matching::{customer_contexts, match_all_named, match_statement, matched_from_rows};
@@ -56,6 +57,8 @@ pub(crate) struct IntakeJob {
     pub ctx: IntakeContext,
     /// The node whose B2BUA opened the call (`calls.node_id`); `None` for pushed events.
     pub node: Option<String>,
+    /// The audit row of the API change that pushed the event: committed with it.
+    audit: Option<AuditRow>,
     /// Ids of what the job may create, fixed up front so re-planning keeps them.
     ids: JobIds,
 }
@@ -83,6 +86,7 @@ impl IntakeJob {
             facts,
             ctx,
             node,
+            audit: None,
             ids: JobIds {
                 owner: id(),
                 deal: id(),
@@ -91,6 +95,17 @@ impl IntakeJob {
             },
         }
     }
+
+    /// The job with the audit row of the API change it carries out.
+    pub fn with_audit(self, audit: Option<AuditRow>) -> Self {
+        Self { audit, ..self }
+    }
+}
+
+/// The audit rows a batch's jobs carry: every job of a batch that is applied (fresh or
+/// a repeat) was an accepted request.
+fn job_audit_rows(jobs: &[IntakeJob], now: Millis) -> Rows {
+    audit_rows(jobs.iter().filter_map(|job| job.audit.as_ref()), now)
 }
 
 #[derive(Debug)]
@@ -625,6 +640,7 @@ pub(crate) async fn apply_intakes_sqlite(
     }
     writes.extend(touched_stmts(&touched, now));
     writes.extend(answers_stmt(jobs, &outcomes)?);
+    writes.extend(job_audit_rows(jobs, now).into_stmts(false));
     writes.push(Stmt::new("COMMIT"));
     run_sqlite(conn, joined(writes)).await?;
     Ok(BatchOutcome::Done(job_results(outcomes)))
@@ -753,11 +769,15 @@ pub(crate) async fn apply_intakes(
         plans = plan_all(jobs, &looked, &rotations, now).0;
     }
 
-    // 7. Write the batch.
-    match write_plans(tx, jobs, &plans, &names, now).await? {
-        Some(outcomes) => Ok(BatchOutcome::Done(outcomes)),
-        None => Ok(BatchOutcome::LostRace),
+    // 7. Write the batch, and the audit rows of the requests it carries out.
+    let Some(outcomes) = write_plans(tx, jobs, &plans, &names, now).await? else {
+        return Ok(BatchOutcome::LostRace);
+    };
+    let audits = job_audit_rows(jobs, now);
+    if !audits.is_empty() {
+        audits.write(tx).await?;
     }
+    Ok(BatchOutcome::Done(outcomes))
 }
 
 /// What a batch writes, planned: the call log rows, the other rows in the order they

@@ -1,7 +1,10 @@
 //! The local call journal: while the database cannot be reached, the B2BUA's call writes
 //! (opening events with their node, later events, queue, transfers, legs, media) are
 //! appended to `DATA_DIR/journal/calls.jsonl` instead of waiting on it, and replayed in
-//! order once it answers again.
+//! order once it answers again. In normal operation it is the opening events'
+//! write-ahead log: each is appended (group-fsynced) before its database write is queued,
+//! and the checkpoint moves past it once committed, so a process killed while the write
+//! was queued replays it at its next start.
 //!
 //! Owns the journal file (one writer thread appends JSON lines and fsyncs each group of
 //! appends together), the node's view of the database ("degraded": found unreachable and
@@ -15,8 +18,10 @@
 //! applied the file is emptied. A record the database refuses for good is moved to
 //! `rejected.jsonl` and the replay goes on.
 
+mod ahead;
 mod record;
 
+use ahead::{Commit, WriteAhead};
 pub use record::{CallWrite, Recording, is_unreachable};
 
 use std::fs::{File, OpenOptions};
@@ -42,6 +47,9 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const FILE: &str = "calls.jsonl";
 const CHECKPOINT: &str = "calls.offset";
 const REJECTED: &str = "rejected.jsonl";
+/// A file applied to its end is emptied once it is this long: emptying costs an fsync, so
+/// not after every commit.
+const EMPTY_AT: u64 = 256 * 1024;
 
 /// The journal of one node; shared by the B2BUA's writes, `/readyz` and the replay.
 pub struct Journal {
@@ -56,8 +64,11 @@ struct Shared {
     records: AtomicU64,
     /// How far the file is written whole and synced: what the replay may read.
     synced: AtomicU64,
-    /// How far the file is applied (the checkpoint).
+    /// How far the file is applied (the checkpoint); moved only under `ahead`'s lock.
     applied: AtomicU64,
+    /// The write-ahead lines past the checkpoint. Its lock also orders every move of the
+    /// checkpoint and its file.
+    ahead: std::sync::Mutex<WriteAhead>,
     wake: Notify,
 }
 
@@ -71,15 +82,34 @@ impl Shared {
         let now = self.records.fetch_add(n, Ordering::AcqRel) + n;
         metrics::gauge!("leadline_journal_records").set(now as f64);
     }
+
+    fn lock_ahead(&self) -> std::sync::MutexGuard<'_, WriteAhead> {
+        // The bookkeeping stays consistent across a panic elsewhere: each change is one
+        // map operation.
+        self.ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How an append is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Append {
+    /// Only while the journal is in use (not empty, or the database down).
+    IfInUse,
+    /// Journaled for the replay whatever the state.
+    Force,
+    /// A write-ahead line: appended always, applied by its own live write, and by the
+    /// replay only if that write does not commit.
+    Ahead,
 }
 
 enum Command {
-    /// Appends `line`; unless `force`, only while the journal is in use (not empty, or
-    /// the database down). Answers whether it appended.
+    /// Appends `line` as `how` says. Answers where the line starts, if appended.
     Append {
         line: String,
-        force: bool,
-        reply: oneshot::Sender<io::Result<bool>>,
+        how: Append,
+        reply: oneshot::Sender<io::Result<Option<u64>>>,
     },
     /// Empties the file when nothing was appended past `upto` (all of it applied).
     Truncate {
@@ -145,6 +175,7 @@ impl Journal {
             records: AtomicU64::new(0),
             synced: AtomicU64::new(len),
             applied: AtomicU64::new(applied),
+            ahead: std::sync::Mutex::default(),
             wake: Notify::new(),
         });
         shared.set_records(records);
@@ -189,22 +220,73 @@ impl Journal {
     }
 
     async fn append(&self, write: &CallWrite, force: bool) -> Result<bool> {
-        let (reply, answer) = oneshot::channel();
-        self.appender
-            .send(Command::Append {
-                line: write.encode(),
-                force,
-                reply,
-            })
-            .map_err(|_| StoreError::Closed)?;
-        let appended = answer
-            .await
-            .map_err(|_| StoreError::Closed)?
-            .map_err(|e| StoreError::Journal(e.to_string()))?;
+        let how = if force {
+            Append::Force
+        } else {
+            Append::IfInUse
+        };
+        let appended = self.append_as(write, how).await?.is_some();
         if appended {
             self.shared.wake.notify_one();
         }
         Ok(appended)
+    }
+
+    /// Appends a write-ahead line (synced when this returns); answers where it starts.
+    async fn append_ahead(&self, write: &CallWrite) -> Result<u64> {
+        self.append_as(write, Append::Ahead)
+            .await?
+            .ok_or_else(|| StoreError::Journal("write-ahead line not appended".to_owned()))
+    }
+
+    async fn append_as(&self, write: &CallWrite, how: Append) -> Result<Option<u64>> {
+        let (reply, answer) = oneshot::channel();
+        self.appender
+            .send(Command::Append {
+                line: write.encode(),
+                how,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)?;
+        answer
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|e| StoreError::Journal(e.to_string()))
+    }
+
+    /// The write-ahead line at `start` is committed: the checkpoint moves past it and the
+    /// committed lines behind it, and a file applied to its end is emptied once long.
+    fn committed(&self, start: u64) {
+        let mut ahead = self.shared.lock_ahead();
+        ahead.committed(start);
+        let from = self.shared.applied.load(Ordering::Acquire);
+        let to = ahead.advance(from);
+        if to == from {
+            return;
+        }
+        self.move_checkpoint(to);
+        if to >= EMPTY_AT && to == self.shared.synced.load(Ordering::Acquire) {
+            // Nobody waits for it: the writer empties the file only if nothing came since.
+            let (reply, _) = oneshot::channel();
+            let _ = self.appender.send(Command::Truncate { upto: to, reply });
+        }
+    }
+
+    /// The write-ahead line at `start` did not reach the database: the replay applies it.
+    fn hand_to_replay(&self, start: u64) {
+        if self.shared.lock_ahead().hand_to_replay(start) {
+            self.shared.add_records(1);
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Sets the checkpoint; called with `ahead`'s lock held, so that the file always
+    /// holds the last value.
+    fn move_checkpoint(&self, to: u64) {
+        self.shared.applied.store(to, Ordering::Release);
+        if let Err(err) = std::fs::write(self.dir.join(CHECKPOINT), to.to_string()) {
+            tracing::warn!(%err, "cannot keep the call journal's checkpoint");
+        }
     }
 
     async fn truncate(&self, upto: u64) -> Result<bool> {
@@ -232,18 +314,46 @@ impl Journal {
         Ok((from, bytes))
     }
 
-    /// One record applied or set aside: the checkpoint moves past it. Not synced: a
-    /// record applied again after a crash changes nothing.
-    fn applied(&self, end: u64) {
-        self.shared.applied.store(end, Ordering::Release);
-        let left = self
-            .shared
-            .records
-            .load(Ordering::Acquire)
-            .saturating_sub(1);
-        self.shared.set_records(left);
-        if let Err(err) = std::fs::write(self.dir.join(CHECKPOINT), end.to_string()) {
-            tracing::warn!(%err, "cannot keep the call journal's checkpoint");
+    /// What the replay does with the line at `start..end`; `None`: the checkpoint is
+    /// past it already (a write-ahead line committed meanwhile), or it is committed and
+    /// the checkpoint now moves past it.
+    fn to_apply(&self, start: u64, end: u64) -> Option<Replayed> {
+        let mut ahead = self.shared.lock_ahead();
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        if end <= applied {
+            return None;
+        }
+        match ahead.state(start) {
+            Some(Commit::Done) => {
+                ahead.passed(start);
+                let to = ahead.advance(end);
+                self.move_checkpoint(to);
+                None
+            }
+            // Its live write is still running: applied twice, it changes nothing.
+            Some(Commit::InFlight) => Some(Replayed::Ahead),
+            None => Some(Replayed::Journaled),
+        }
+    }
+
+    /// One record applied or set aside: the checkpoint moves past it (and the committed
+    /// write-ahead lines behind it). Not synced: a record applied again after a crash
+    /// changes nothing.
+    fn applied(&self, start: u64, end: u64, replayed: Replayed) {
+        let mut ahead = self.shared.lock_ahead();
+        ahead.passed(start);
+        if replayed == Replayed::Journaled {
+            let left = self
+                .shared
+                .records
+                .load(Ordering::Acquire)
+                .saturating_sub(1);
+            self.shared.set_records(left);
+        }
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        if end > applied {
+            let to = ahead.advance(end);
+            self.move_checkpoint(to);
         }
     }
 
@@ -254,6 +364,15 @@ impl Journal {
             tracing::error!(%err, "cannot set the refused call write aside");
         }
     }
+}
+
+/// What a line the replay applies was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replayed {
+    /// Journaled for the replay: counted in the records left.
+    Journaled,
+    /// A write-ahead line whose live write is still running.
+    Ahead,
 }
 
 fn read_checkpoint(dir: &Path) -> u64 {
@@ -274,6 +393,8 @@ fn append_rejected(dir: &Path, text: &str, why: &str) -> io::Result<()> {
     file.sync_data()
 }
 
+type AppendReply = oneshot::Sender<io::Result<Option<u64>>>;
+
 /// The one thread that writes the journal file.
 struct Writer {
     dir: PathBuf,
@@ -291,7 +412,7 @@ impl Writer {
             let mut appends = Vec::new();
             for command in group {
                 match command {
-                    Command::Append { line, force, reply } => appends.push((line, force, reply)),
+                    Command::Append { line, how, reply } => appends.push((line, how, reply)),
                     Command::Truncate { upto, reply } => {
                         self.append_group(std::mem::take(&mut appends));
                         let _ = reply.send(self.truncate(upto));
@@ -302,22 +423,37 @@ impl Writer {
         }
     }
 
-    fn append_group(&mut self, appends: Vec<(String, bool, oneshot::Sender<io::Result<bool>>)>) {
+    fn append_group(&mut self, appends: Vec<(String, Append, AppendReply)>) {
         if appends.is_empty() {
             return;
         }
+        if let Err(err) = self.open() {
+            tracing::error!(%err, "cannot open the call journal");
+            for (_, _, reply) in appends {
+                let _ = reply.send(Err(io::Error::new(err.kind(), err.to_string())));
+            }
+            return;
+        }
         let mut text = String::new();
+        // Where each taken line starts and ends, and whether it is write-ahead.
         let mut taken = Vec::new();
-        for (line, force, reply) in appends {
+        let mut journaled = 0;
+        for (line, how, reply) in appends {
             let shared = &self.shared;
+            // A write journaled in this group puts the ones after it behind it.
             let in_use = shared.degraded.load(Ordering::Acquire)
                 || shared.records.load(Ordering::Acquire) > 0
-                || !taken.is_empty();
-            if force || in_use {
+                || journaled > 0;
+            if how != Append::IfInUse || in_use {
+                let start = self.len + text.len() as u64;
                 text.push_str(&line);
-                taken.push(reply);
+                let end = self.len + text.len() as u64;
+                if how != Append::Ahead {
+                    journaled += 1;
+                }
+                taken.push((start, end, how, reply));
             } else {
-                let _ = reply.send(Ok(false));
+                let _ = reply.send(Ok(None));
             }
         }
         if taken.is_empty() {
@@ -326,22 +462,33 @@ impl Writer {
         let written = self.write(text.as_bytes());
         match written {
             Ok(()) => {
-                self.shared.add_records(taken.len() as u64);
-                self.shared.synced.store(self.len, Ordering::Release);
-                for reply in taken {
-                    let _ = reply.send(Ok(true));
+                {
+                    // Known before the replay can read them: it must not take a
+                    // write-ahead line for a journaled one.
+                    let mut ahead = self.shared.lock_ahead();
+                    for (start, end, how, _) in &taken {
+                        if *how == Append::Ahead {
+                            ahead.appended(*start, *end);
+                        }
+                    }
+                    self.shared.add_records(journaled);
+                    self.shared.synced.store(self.len, Ordering::Release);
+                }
+                for (start, _, _, reply) in taken {
+                    let _ = reply.send(Ok(Some(start)));
                 }
             }
             Err(err) => {
                 tracing::error!(%err, "cannot append to the call journal");
-                for reply in taken {
+                for (_, _, _, reply) in taken {
                     let _ = reply.send(Err(io::Error::new(err.kind(), err.to_string())));
                 }
             }
         }
     }
 
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Opens the file at the first append; `len` then is where the next line starts.
+    fn open(&mut self) -> io::Result<()> {
         if self.file.is_none() {
             std::fs::create_dir_all(&self.dir)?;
             let file = OpenOptions::new()
@@ -351,6 +498,11 @@ impl Writer {
             self.len = file.metadata()?.len();
             self.file = Some(file);
         }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.open()?;
         let file = self.file.as_mut().expect("opened above");
         if let Err(err) = file.write_all(bytes).and_then(|()| file.sync_data()) {
             // A partial line must not stay in front of the next append.
@@ -362,7 +514,10 @@ impl Writer {
     }
 
     fn truncate(&mut self, upto: u64) -> io::Result<bool> {
-        if self.len != upto {
+        // Held throughout: no checkpoint moves while the offsets start again from 0.
+        let shared = self.shared.clone();
+        let mut ahead = shared.lock_ahead();
+        if self.len != upto || shared.applied.load(Ordering::Acquire) != upto {
             return Ok(false);
         }
         if let Some(file) = &self.file {
@@ -375,8 +530,9 @@ impl Writer {
                 .set_len(0)?;
         }
         self.len = 0;
-        self.shared.synced.store(0, Ordering::Release);
-        self.shared.applied.store(0, Ordering::Release);
+        ahead.clear();
+        shared.synced.store(0, Ordering::Release);
+        shared.applied.store(0, Ordering::Release);
         match std::fs::remove_file(self.dir.join(CHECKPOINT)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -404,12 +560,96 @@ impl Store {
         event: &CallEvent,
         node: &NodeId,
     ) -> Result<Option<EventOutcome>> {
+        let opening = self.write_ahead(event, node).await;
+        self.open_call_after(event, node, opening).await
+    }
+
+    /// Makes a call's opening event durable in the journal (one fsync shared with the
+    /// other appends waiting) before its database write is queued: the B2BUA waits for
+    /// this, not for the commit, before the call rings. While the journal is in use the
+    /// event is simply journaled. A journal that cannot be written leaves the event to
+    /// the database alone, as without a journal.
+    pub async fn write_ahead(&self, event: &CallEvent, node: &NodeId) -> Opening {
+        let Some(journal) = self.journal.get() else {
+            return Opening(None);
+        };
         let write = CallWrite::Event {
             event: event.clone(),
             node: Some(node.as_str().to_owned()),
         };
-        self.journaled(&write, self.apply_call_event_on(event, Some(node)))
-            .await
+        let ahead = async {
+            if journal.in_use() && journal.append(&write, false).await? {
+                return Ok(Ahead::Journaled);
+            }
+            journal.append_ahead(&write).await.map(Ahead::Line)
+        };
+        match ahead.await {
+            Ok(ahead) => Opening(Some(ahead)),
+            Err(err) => {
+                tracing::error!(%err, "cannot write a call's opening event ahead; the database alone keeps it");
+                Opening(None)
+            }
+        }
+    }
+
+    /// The database write of an opening event after [`Store::write_ahead`]: applied (and
+    /// the journal's checkpoint moves past its line once committed), or left to the
+    /// replay when the database could not be reached (`None`).
+    pub async fn open_call_after(
+        &self,
+        event: &CallEvent,
+        node: &NodeId,
+        opening: Opening,
+    ) -> Result<Option<EventOutcome>> {
+        let live = self.apply_call_event_on(event, Some(node));
+        let (journal, start) = match (self.journal.get(), opening.0) {
+            (_, Some(Ahead::Journaled)) => return Ok(None),
+            (Some(journal), Some(Ahead::Line(start))) => (journal.clone(), start),
+            _ => {
+                let write = CallWrite::Event {
+                    event: event.clone(),
+                    node: Some(node.as_str().to_owned()),
+                };
+                return self.journaled(&write, live).await;
+            }
+        };
+        // Dropped before the write answers (the call's task stopped): the replay applies
+        // the line, so that it is neither lost nor holds the checkpoint back for good.
+        let mut pending = PendingLine {
+            journal: Some(journal.clone()),
+            start,
+        };
+        let answer = if self.can_lose_database() {
+            match tokio::time::timeout(LIVE_WAIT, live).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    pending.replay();
+                    journal.database_down(&"no answer in time");
+                    return Ok(None);
+                }
+            }
+        } else {
+            live.await
+        };
+        match answer {
+            Err(err) if self.can_lose_database() && is_unreachable(&err) => {
+                pending.replay();
+                journal.database_down(&err);
+                Ok(None)
+            }
+            // Refused for good, like a live write without a journal: nothing to replay.
+            answer => {
+                pending.committed();
+                answer.map(Some)
+            }
+        }
+    }
+
+    /// PostgreSQL can be unreachable while the process runs; the embedded SQLite file
+    /// cannot, so on it every write waits for the database (the journal is only the
+    /// opening events' write-ahead log there).
+    fn can_lose_database(&self) -> bool {
+        self.backend() == super::Backend::Postgres
     }
 
     /// A later write of a call this node's B2BUA runs: applied, or journaled when the
@@ -471,6 +711,9 @@ impl Store {
         if journal.in_use() && journal.append(write, false).await? {
             return Ok(None);
         }
+        if !self.can_lose_database() {
+            return live.await.map(Some);
+        }
         match tokio::time::timeout(LIVE_WAIT, live).await {
             Ok(Ok(done)) => return Ok(Some(done)),
             Ok(Err(err)) if is_unreachable(&err) => journal.database_down(&err),
@@ -479,6 +722,44 @@ impl Store {
         }
         journal.append(write, true).await?;
         Ok(None)
+    }
+}
+
+/// What [`Store::write_ahead`] made of an opening event; `None`: nothing (no journal).
+pub struct Opening(Option<Ahead>);
+
+enum Ahead {
+    /// Journaled for the replay: the journal is in use.
+    Journaled,
+    /// A write-ahead line starting there.
+    Line(u64),
+}
+
+/// A write-ahead line whose database write has not answered yet.
+struct PendingLine {
+    journal: Option<Arc<Journal>>,
+    start: u64,
+}
+
+impl PendingLine {
+    fn committed(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.committed(self.start);
+        }
+    }
+
+    fn replay(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.hand_to_replay(self.start);
+        }
+    }
+}
+
+impl Drop for PendingLine {
+    fn drop(&mut self) {
+        if let Some(journal) = self.journal.take() {
+            journal.hand_to_replay(self.start);
+        }
     }
 }
 
@@ -569,6 +850,9 @@ async fn replay(store: &Store, journal: &Journal, cancel: &CancellationToken) {
             if cancel.is_cancelled() {
                 return;
             }
+            let Some(replayed) = journal.to_apply(line.start, line.end) else {
+                continue;
+            };
             match &line.write {
                 Err(why) => journal.reject(line.text, why),
                 Ok(write) => match store.apply_call_write(write).await {
@@ -582,7 +866,7 @@ async fn replay(store: &Store, journal: &Journal, cancel: &CancellationToken) {
                     Err(err) => journal.reject(line.text, &err.to_string()),
                 },
             }
-            journal.applied(line.end);
+            journal.applied(line.start, line.end, replayed);
         }
     }
 }
@@ -623,7 +907,8 @@ mod tests {
         assert_eq!(journal.state().records, 3);
         assert_eq!(unapplied_ids(&journal), ["a", "b", "c"]);
         let (from, bytes) = journal.unapplied().unwrap();
-        journal.applied(record::decode(&bytes, from)[0].end);
+        let first = &record::decode(&bytes, from)[0];
+        journal.applied(first.start, first.end, Replayed::Journaled);
         drop(journal);
 
         // A crash in the middle of an append leaves a torn line: set aside at the start.
@@ -644,7 +929,7 @@ mod tests {
         let (from, bytes) = journal.unapplied().unwrap();
         let lines = record::decode(&bytes, from);
         for line in &lines {
-            journal.applied(line.end);
+            journal.applied(line.start, line.end, Replayed::Journaled);
         }
         assert_eq!(journal.state().records, 0);
         assert!(
@@ -655,5 +940,56 @@ mod tests {
         assert_eq!(std::fs::metadata(dir.path().join(FILE)).unwrap().len(), 0);
         assert!(!dir.path().join(CHECKPOINT).exists());
         assert!(!journal.append(&queue_write("e"), false).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn write_ahead_lines_are_passed_once_committed_and_replayed_after_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let a = journal.append_ahead(&queue_write("a")).await.unwrap();
+        let b = journal.append_ahead(&queue_write("b")).await.unwrap();
+        let c = journal.append_ahead(&queue_write("c")).await.unwrap();
+        assert_eq!(
+            journal.state().records,
+            0,
+            "write-ahead lines are not for the replay"
+        );
+        assert!(
+            !journal.append(&queue_write("x"), false).await.unwrap(),
+            "nor do they put later writes in the journal"
+        );
+        journal.committed(b);
+        assert_eq!(read_checkpoint(dir.path()), 0, "a is still in flight");
+        journal.committed(a);
+        assert_eq!(read_checkpoint(dir.path()), c, "past a and b");
+        assert_eq!(unapplied_ids(&journal), ["c"]);
+        drop(journal);
+
+        // Killed with c in flight: the next start replays it.
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(journal.state().records, 1);
+        assert_eq!(unapplied_ids(&journal), ["c"]);
+        assert!(journal.append(&queue_write("d"), false).await.unwrap());
+
+        // A line whose write found the database down goes to the replay.
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let a = journal.append_ahead(&queue_write("a")).await.unwrap();
+        journal.hand_to_replay(a);
+        assert_eq!(journal.state().records, 1);
+        let (from, bytes) = journal.unapplied().unwrap();
+        let line = &record::decode(&bytes, from)[0];
+        assert_eq!(
+            journal.to_apply(line.start, line.end),
+            Some(Replayed::Journaled)
+        );
+        journal.applied(line.start, line.end, Replayed::Journaled);
+        assert_eq!(journal.state().records, 0);
+        journal.committed(a);
+        assert_eq!(
+            read_checkpoint(dir.path()),
+            line.end,
+            "a late commit changes nothing"
+        );
     }
 }

@@ -28,6 +28,7 @@ mod calls;
 mod checkpoint;
 pub mod cluster;
 mod config;
+mod dry_run;
 mod entities;
 mod intake;
 pub mod journal;
@@ -210,6 +211,116 @@ pub struct Store {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Migrations whose text changed after databases had applied them: only their opening
+/// comments were reworded. sqlx stores the SHA-384 of each migration's text and refuses
+/// to start when an applied migration's text no longer matches, so a database that
+/// applied an old text gets the new checksum, and only when it holds exactly the old one
+/// (any other mismatch is still sqlx's to report).
+mod checksum_repair {
+    /// `(version, checksum of the old text, checksum of the text in migrations/)`, hex.
+    pub(super) const REPAIRS: &[(i64, &str, &str)] = &[
+        (
+            6,
+            "0d4782f09841cd7f5e243bd1b6149744b5d3ad0a1df487a631ab9d6cc1666d0f9c57bb8b454c4fe1929a17f77db7645a",
+            "a8377fe286e9febf740721fd4effb738efb17ead0bf3de0ccf76749166d69452eb22c5100b0e060d6d639accd261e040",
+        ),
+        (
+            7,
+            "5f3cf165509fcf0c27ed0118b152f6021263676aa6f411709dbd3bf24ccee5e9534521461e525d10ae38a19ff8a01f69",
+            "c1fc647d188a05a489355123cf3f993a9f06615bac1c838955dade819aa089e2e8e2967a1799882cc20e7de03a97dff6",
+        ),
+        (
+            8,
+            "3baa86756b2cc1acadc01ab85db1dfbfa90fd2f487c023fa3f3c76f9fe7b740cdf9717bfb73533715a9d3015e92555e2",
+            "d1f684923eaf390e526e0490fe057a809b623d994503396ddc43146826d52f6ab641ade9ae00b15a7fcfb087441718ef",
+        ),
+        (
+            9,
+            "99da106594020214db0d8724413b19e501f7bdb3a67176c4904b66d997cc984fe3faef45f2cd02280af4d133065cfb1a",
+            "792dc9fe860bccaaa5cfb00f95aa2760d888f00d5e8e9193b39fece17ae706585f844e2686524870d24fcaa2590482d4",
+        ),
+        (
+            10,
+            "5df9aff4fc8fc9c23be8e8d4c7c1a9954c58c99aeae80fdaf8a0111a9f4c665a05b4d6c2e40f46f03b1666772151e40a",
+            "eb69d45c3aff953210e33b7f8150f7729019200fab3cf02b4db837568f110449bb34c382b833295b7d20380dc96ab3f7",
+        ),
+    ];
+
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) struct Update {
+        pub version: i64,
+        pub old: Vec<u8>,
+        pub new: Vec<u8>,
+    }
+
+    /// The checksum updates `stored` (`_sqlx_migrations`' version and checksum rows)
+    /// needs: a listed version whose checksum is the old one.
+    pub(super) fn due(stored: &[(i64, Vec<u8>)]) -> Vec<Update> {
+        stored
+            .iter()
+            .filter_map(|(version, checksum)| {
+                let (_, old, new) = REPAIRS.iter().find(|(v, _, _)| v == version)?;
+                let old = hex::decode(old).expect("REPAIRS holds hex");
+                (*checksum == old).then(|| Update {
+                    version: *version,
+                    old,
+                    new: hex::decode(new).expect("REPAIRS holds hex"),
+                })
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use sha2::{Digest, Sha384};
+
+        /// The text of each reworded migration now.
+        const CURRENT: &[(i64, &str)] = &[
+            (6, include_str!("../../migrations/0006_mail.sql")),
+            (7, include_str!("../../migrations/0007_media.sql")),
+            (8, include_str!("../../migrations/0008_audit.sql")),
+            (9, include_str!("../../migrations/0009_webhooks.sql")),
+            (10, include_str!("../../migrations/0010_access.sql")),
+        ];
+
+        #[test]
+        fn table_holds_the_checksums_of_the_current_texts() {
+            assert_eq!(REPAIRS.len(), CURRENT.len());
+            for (version, old, new) in REPAIRS {
+                let text = CURRENT.iter().find(|(v, _)| v == version).unwrap().1;
+                assert_eq!(
+                    hex::encode(Sha384::digest(text)),
+                    *new,
+                    "migration {version}"
+                );
+                assert_ne!(old, new);
+            }
+        }
+
+        #[test]
+        fn only_the_old_checksum_of_a_listed_version_is_moved() {
+            let old7 = hex::decode(REPAIRS[1].1).unwrap();
+            let new7 = hex::decode(REPAIRS[1].2).unwrap();
+            let stored = vec![
+                (1, old7.clone()),
+                (7, old7.clone()),
+                (8, b"something else".to_vec()),
+                (9, hex::decode(REPAIRS[3].2).unwrap()),
+            ];
+            assert_eq!(
+                due(&stored),
+                vec![Update {
+                    version: 7,
+                    old: old7,
+                    new: new7
+                }]
+            );
+            assert!(due(&[]).is_empty());
+        }
+    }
+}
+
 impl Store {
     /// Opens the database at `url` (`sqlite://path?mode=rwc` or `postgres://…`).
     pub async fn connect(url: &str) -> Result<Self> {
@@ -288,7 +399,47 @@ impl Store {
     /// Applies pending migrations. Several processes may call this at once on PostgreSQL:
     /// sqlx takes an advisory lock.
     pub async fn migrate(&self) -> Result<()> {
+        self.repair_migration_checksums().await?;
         MIGRATOR.run(&self.write).await?;
+        Ok(())
+    }
+
+    /// Moves the stored checksums of migrations whose comments were reworded (see
+    /// [`checksum_repair`]) to the new texts, so a database migrated before starts.
+    async fn repair_migration_checksums(&self) -> Result<()> {
+        let exists = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master \
+                 WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_name = '_sqlx_migrations' AND table_schema = current_schema()"
+            }
+        };
+        let (tables,): (i64,) = sqlx::query_as(exists).fetch_one(&self.write).await?;
+        if tables == 0 {
+            return Ok(());
+        }
+        let stored: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations")
+                .fetch_all(&self.write)
+                .await?;
+        for update in checksum_repair::due(&stored) {
+            // Conditional on the old checksum: several nodes may start at once.
+            sqlx::query(
+                "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = $2 AND checksum = $3",
+            )
+            .bind(update.new)
+            .bind(update.version)
+            .bind(update.old)
+            .execute(&self.write)
+            .await?;
+            tracing::info!(
+                version = update.version,
+                "migration checksum moved to the reworded text"
+            );
+        }
         Ok(())
     }
 

@@ -60,24 +60,24 @@ impl Store {
         .transpose()
     }
 
+    /// Stores a session; a sign-in's audit row goes in its transaction.
     pub async fn create_session(&self, new: &NewSession) -> Result<()> {
         let user_agent = new
             .user_agent
             .as_deref()
             .map(|ua| ua.chars().take(MAX_USER_AGENT).collect::<String>());
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, \
              remote_addr, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(&new.token_hash)
-        .bind(new.user.as_str())
+        .bind(new.token_hash.clone())
+        .bind(new.user.as_str().to_owned())
         .bind(new.times.created_at)
         .bind(new.times.last_seen_at)
         .bind(new.times.expires_at)
-        .bind(new.remote_addr.as_deref())
-        .bind(user_agent)
-        .execute(self.writer())
-        .await?;
+        .bind(new.remote_addr.clone())
+        .bind(user_agent);
+        self.execute_change(insert, None).await?;
         Ok(())
     }
 
@@ -104,12 +104,11 @@ impl Store {
         Ok(())
     }
 
-    /// Ends one session; `false` if there was none.
+    /// Ends one session; `false` if there was none. A sign-out's audit row goes in its
+    /// transaction.
     pub async fn delete_session(&self, token_hash: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(self.writer())
-            .await?;
+        let delete = sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash);
+        let done = self.execute_change(delete, None).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -219,7 +218,7 @@ impl Store {
                 id
             }
         };
-        tx.commit().await?;
+        self.commit_change(tx, None).await?;
         self.get_user(&id).await
     }
 }

@@ -8,9 +8,10 @@
 //! (the `call_events` row is written in the same transaction, and a repeat changes
 //! nothing), and a step of a call that is not in the log yet writes nothing and is
 //! answered [`EventStep::NotLogged`], so the caller opens the call with it (the intake)
-//! instead: an `ended` is never applied before its call's opening event. A batch that
-//! fails is rolled back and each step is replayed alone, so one bad step never fails its
-//! neighbours.
+//! instead: an `ended` is never applied before its call's opening event. A pushed
+//! event's audit row is written in the transaction that applies it or finds it a repeat.
+//! A batch that fails is rolled back and each step is replayed alone, so one bad step
+//! never fails its neighbours.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Connection as _, Executor as _};
 use tokio::sync::{mpsc, oneshot};
 
+use super::audit::{AuditRow, audit_rows};
 use super::calls::{CallEvent, CallRecord, EventAnswer, EventOutcome, call_from_row, plan_advance};
 use super::rows::{Rows, placeholders};
 use super::script::{SQLITE, Stmt, joined, rollback_sqlite, run_sqlite};
@@ -67,6 +69,8 @@ pub(super) type Reply = Result<StepDone>;
 
 struct Submission {
     job: StepJob,
+    /// The audit row of the API change that pushed an event: committed with it.
+    audit: Option<AuditRow>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -85,9 +89,15 @@ impl StepWriter {
     }
 
     pub async fn submit(&self, job: StepJob) -> Reply {
+        self.submit_audited(job, None).await
+    }
+
+    /// A step with the audit row of the API change it carries out, written in the same
+    /// transaction if the step is applied or found a repeat (both answer the request).
+    pub async fn submit_audited(&self, job: StepJob, audit: Option<AuditRow>) -> Reply {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send(Submission { job, reply })
+            .send(Submission { job, audit, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -105,12 +115,18 @@ async fn run(pool: AnyPool, config: Arc<ConfigCache>, mut receiver: mpsc::Receiv
             }
         }
         metrics::histogram!("leadline_call_step_batch_size").record(batch.len() as f64);
-        let (jobs, replies): (Vec<StepJob>, Vec<oneshot::Sender<Reply>>) =
-            batch.drain(..).map(|s| (s.job, s.reply)).unzip();
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut audits = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for s in batch.drain(..) {
+            jobs.push(s.job);
+            audits.push(s.audit);
+            replies.push(s.reply);
+        }
         let snapshot = config.snapshot();
         for (reply, result) in replies
             .into_iter()
-            .zip(settle(&pool, &snapshot, &jobs).await)
+            .zip(settle(&pool, &snapshot, &jobs, &audits).await)
         {
             // The requester may have gone: nothing to do.
             let _ = reply.send(result);
@@ -119,24 +135,30 @@ async fn run(pool: AnyPool, config: Arc<ConfigCache>, mut receiver: mpsc::Receiv
 }
 
 /// Applies a batch and answers each step: a batch that fails is replayed one step at a
-/// time, so a bad step fails alone.
+/// time, so a bad step fails alone. `audits`: each step's audit row, in the same order.
 pub(super) async fn settle(
     pool: &AnyPool,
     config: &ConfigSnapshot,
     jobs: &[StepJob],
+    audits: &[Option<AuditRow>],
 ) -> Vec<Reply> {
-    match apply(pool, config, jobs).await {
+    match apply(pool, config, jobs, audits).await {
         Ok(results) => results,
         Err(err) if jobs.len() == 1 => vec![Err(err)],
         Err(_) => {
             tracing::debug!(steps = jobs.len(), "step batch replayed one by one");
             metrics::counter!("leadline_call_step_batch_replays_total").increment(1);
             let mut results = Vec::with_capacity(jobs.len());
-            for job in jobs {
+            for (job, audit) in jobs.iter().zip(audits) {
                 results.push(
-                    apply(pool, config, std::slice::from_ref(job))
-                        .await
-                        .and_then(|mut r| r.pop().unwrap_or(Err(StoreError::Closed))),
+                    apply(
+                        pool,
+                        config,
+                        std::slice::from_ref(job),
+                        std::slice::from_ref(audit),
+                    )
+                    .await
+                    .and_then(|mut r| r.pop().unwrap_or(Err(StoreError::Closed))),
                 );
             }
             results
@@ -151,10 +173,15 @@ pub(super) async fn settle(
 /// in memory with the same statements a step alone would run, in the same order, and
 /// written: on SQLite as one command with the commit, so a batch costs two round trips
 /// to the connection's thread whatever its size (see `script`).
-async fn apply(pool: &AnyPool, config: &ConfigSnapshot, jobs: &[StepJob]) -> Result<Vec<Reply>> {
+async fn apply(
+    pool: &AnyPool,
+    config: &ConfigSnapshot,
+    jobs: &[StepJob],
+    audits: &[Option<AuditRow>],
+) -> Result<Vec<Reply>> {
     let mut conn = pool.acquire().await?;
     if conn.backend_name() == SQLITE {
-        let result = apply_sqlite(&mut conn, config, jobs).await;
+        let result = apply_sqlite(&mut conn, config, jobs, audits).await;
         if result.is_err() {
             rollback_sqlite(&mut conn).await;
         }
@@ -216,9 +243,14 @@ async fn apply(pool: &AnyPool, config: &ConfigSnapshot, jobs: &[StepJob]) -> Res
             }
         }
     }
-    let (stmts, results) = read.plan(config, jobs, false, now_ms())?;
+    let now = now_ms();
+    let (stmts, results) = read.plan(config, jobs, false, now)?;
     for stmt in stmts {
         stmt.execute(&mut tx).await?;
+    }
+    let audits = answered_audits(&results, audits, now);
+    if !audits.is_empty() {
+        audits.write(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(results)
@@ -228,6 +260,7 @@ async fn apply_sqlite(
     conn: &mut AnyConnection,
     config: &ConfigSnapshot,
     jobs: &[StepJob],
+    audits: &[Option<AuditRow>],
 ) -> Result<Vec<Reply>> {
     let ids = call_ids(jobs);
     // IMMEDIATE: the write lock from the start, so what is read stays true until the
@@ -250,10 +283,26 @@ async fn apply_sqlite(
         Read::from_rows(&calls, &events)?
     };
     // The single writer holds the lock: the events not there now are new.
-    let (mut stmts, results) = read.plan(config, jobs, true, now_ms())?;
+    let now = now_ms();
+    let (mut stmts, results) = read.plan(config, jobs, true, now)?;
+    stmts.extend(answered_audits(&results, audits, now).into_stmts(false));
     stmts.push(Stmt::new("COMMIT"));
     run_sqlite(conn, joined(stmts)).await?;
     Ok(results)
+}
+
+/// The audit rows of the events the batch answers (applied, or repeats of one applied
+/// before); a step of a call not in the log writes nothing, its row goes with the intake.
+fn answered_audits(results: &[Reply], audits: &[Option<AuditRow>], now: Millis) -> Rows {
+    let answered = results.iter().zip(audits).filter_map(|(result, audit)| {
+        matches!(
+            result,
+            Ok(StepDone::Event(EventStep::Applied(_) | EventStep::Repeated))
+        )
+        .then_some(audit.as_ref())
+        .flatten()
+    });
+    audit_rows(answered, now)
 }
 
 const EVENTS_OF_CALLS: &str = "SELECT call_id, event, response FROM call_events WHERE call_id IN";

@@ -6,11 +6,12 @@
 //! and secret may be, whether an owner sees a call update (the call window's rule, A2) or
 //! a record (A1/A2, [`crate::events::RecordUpdate::visible_to`]),
 //! and how a body is signed. [`delivery`] owns the task that follows the event bus and the
-//! per-webhook queues that send. The API is `http::webhooks`, the table
+//! per-webhook queues that send; [`records`] announces what the mail intake wrote. The API is `http::webhooks`, the table
 //! `store::webhooks`. Nothing here may let a slow or dead receiver hold up a call or
 //! another webhook.
 
 pub mod delivery;
+pub mod records;
 
 use std::net::IpAddr;
 

@@ -14,6 +14,7 @@ use crate::calls_sip::{CALLER, CallWindow, NUMBER, Sipp};
 use crate::cluster_front::{Front, Kamailio, Node, call_through};
 use crate::common::postgres::PgServer;
 use crate::common::{free_port, free_udp_block, wait_until};
+use crate::node_process::NodeProcess;
 
 /// Calls per second and seconds of the carrier's run: the rate one service has to take.
 const RATE: u32 = 50;
@@ -47,14 +48,18 @@ const PHONE_ARGS: &[&str] = &[
 ];
 
 /// Every item of a list endpoint (`/calls`, `/leads`), page by page.
-async fn all(node: &Node, path: &str) -> Vec<Value> {
+pub(crate) async fn all(node: &NodeProcess, path: &str) -> Vec<Value> {
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let page = match &cursor {
-            Some(c) => node.read(&format!("{path}?limit=500&cursor={c}")).await,
-            None => node.read(&format!("{path}?limit=500")).await,
+            Some(c) => format!("{path}?limit=500&cursor={c}"),
+            None => format!("{path}?limit=500"),
         };
+        let page = node
+            .get(&page)
+            .await
+            .unwrap_or_else(|| panic!("GET {page} answers"));
         items.extend(page["items"].as_array().unwrap().iter().cloned());
         match page["next"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
@@ -64,10 +69,12 @@ async fn all(node: &Node, path: &str) -> Vec<Value> {
 }
 
 /// What the carrier's `-trace_logs` said of each call: when its INVITE left (wall clock),
-/// and whether it ended well.
-struct CarrierCall {
-    sent: Duration,
-    ok: bool,
+/// whether it ended well, and whether it was seen ringing or answered (scenarios that
+/// log it).
+pub(crate) struct CarrierCall {
+    pub(crate) sent: Duration,
+    pub(crate) ok: bool,
+    pub(crate) rung: bool,
 }
 
 fn carrier_calls(log: &str) -> HashMap<String, CarrierCall> {
@@ -80,10 +87,20 @@ fn carrier_calls(log: &str) -> HashMap<String, CarrierCall> {
                 let micros: f64 = micros.parse().expect("microseconds");
                 let sent =
                     Duration::from_secs(seconds as u64) + Duration::from_micros(micros as u64);
-                calls.insert((*call_id).to_owned(), CarrierCall { sent, ok: false });
+                calls.insert(
+                    (*call_id).to_owned(),
+                    CarrierCall {
+                        sent,
+                        ok: false,
+                        rung: false,
+                    },
+                );
             }
             ["ok", call_id] => {
                 calls.get_mut(*call_id).expect("an ok call started").ok = true;
+            }
+            ["rung" | "answered", call_id] => {
+                calls.get_mut(*call_id).expect("a rung call started").rung = true;
             }
             _ => {}
         }
@@ -94,7 +111,7 @@ fn carrier_calls(log: &str) -> HashMap<String, CarrierCall> {
 /// The carrier of the load: `RATE` calls/s for `SECONDS` through the proxy, each from a
 /// new caller (an injection file), with retransmissions; a call gets no answer for 30 s
 /// at most, and the whole run ends within 10 minutes whatever happens.
-struct Carrier {
+pub(crate) struct Carrier {
     child: tokio::process::Child,
     log: std::path::PathBuf,
     dir: tempfile::TempDir,
@@ -102,22 +119,28 @@ struct Carrier {
 
 impl Carrier {
     fn start(proxy: u16, callers: &[String]) -> Carrier {
+        Carrier::start_with("carrier_load_routed.xml", proxy, callers, RATE)
+    }
+
+    /// `scenario` at `rate` calls/s to `127.0.0.1:port`, one call per caller.
+    pub(crate) fn start_with(scenario: &str, port: u16, callers: &[String], rate: u32) -> Carrier {
         let dir = tempfile::tempdir().unwrap();
         let injection = dir.path().join("callers.csv");
         let lines: String = callers.iter().map(|c| format!("{c};\n")).collect();
         std::fs::write(&injection, format!("SEQUENTIAL\n{lines}")).unwrap();
         let log = dir.path().join("calls.log");
-        let scenario =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sipp/carrier_load_routed.xml");
+        let scenario = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/sipp")
+            .join(scenario);
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = tokio::process::Command::new("sipp")
-            .arg(format!("127.0.0.1:{proxy}"))
+            .arg(format!("127.0.0.1:{port}"))
             .arg("-sf")
             .arg(&scenario)
             .arg("-inf")
             .arg(&injection)
             .args(["-s", NUMBER, "-t", "u1", "-i", "127.0.0.1", "-nostdin"])
-            .args(["-r", &RATE.to_string()])
+            .args(["-r", &rate.to_string()])
             .args(["-m", &callers.len().to_string()])
             .args(["-recv_timeout", "30s", "-timeout", "600s", "-timeout_error"])
             .args(["-default_behaviors", "all,-abortunexp"])
@@ -140,7 +163,7 @@ impl Carrier {
 
     /// Waits for the run to end (failed calls make SIPp exit non-zero); each call's fate,
     /// and the start of what SIPp did not expect (the answers of failed calls).
-    async fn finish(mut self) -> (HashMap<String, CarrierCall>, String) {
+    pub(crate) async fn finish(mut self) -> (HashMap<String, CarrierCall>, String) {
         tokio::time::timeout(Duration::from_secs(660), self.child.wait())
             .await
             .expect("SIPp ends within its own -timeout")

@@ -638,9 +638,14 @@ async fn forwarded(app: &TestApp, raw: String) -> String {
         .unwrap()
         .to_owned();
     let store = &app.app.as_ref().expect("running").store;
-    let outcome = leadline::mail::take_forwarded(store, raw.into_bytes(), &address)
-        .await
-        .expect("the message is stored");
+    let outcome = leadline::mail::take_forwarded(
+        store,
+        &leadline::events::EventBus::default(),
+        raw.into_bytes(),
+        &address,
+    )
+    .await
+    .expect("the message is stored");
     outcome.email.expect("a new message")
 }
 

@@ -160,7 +160,7 @@ async fn m2_m3_m8_t3_e7_calls_mail_and_activities_carry_their_decision_on_postgr
 }
 
 /// Every table of the SQLite database as text, table by table, in rowid order.
-async fn dump(app: &TestApp) -> Vec<(String, String)> {
+pub(crate) async fn dump(app: &TestApp) -> Vec<(String, String)> {
     use sqlx::{Connection as _, Row as _};
     let db = app.data_dir().join("leadline.db");
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))

@@ -3,6 +3,8 @@
 
 mod access;
 mod audit;
+mod audit_in_tx;
+mod backup_restore;
 mod baresip;
 mod browser_harness;
 mod call_setup;
@@ -14,6 +16,7 @@ mod cluster_leases;
 mod cluster_load;
 mod cluster_lost;
 mod cluster_outage;
+mod cluster_wal;
 #[path = "../common/mod.rs"]
 mod common;
 mod console_admin;
@@ -31,7 +34,9 @@ mod imap;
 mod import;
 mod mail;
 mod mail_condstore;
+mod mailbox_dry_run;
 mod media;
+mod migration_checksums;
 mod node_process;
 mod oauth2;
 mod postgres;
@@ -46,10 +51,13 @@ mod sip_carrier;
 mod sip_digest;
 mod sip_overload;
 mod sip_scan;
+mod sip_tls;
+mod srtp;
 mod stages;
 mod stats_queue;
 mod store;
 mod trust;
+mod trust_voicemail;
 mod webhooks;
 mod webhooks_records;
 

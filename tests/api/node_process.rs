@@ -22,7 +22,15 @@ impl NodeProcess {
     /// Starts a node with HTTP and SMTP on free ports, admin `token`, and `args` (the
     /// database, the SIP address, …); returns once it logged its HTTP address.
     pub(crate) async fn start(token: &str, args: &[&str]) -> NodeProcess {
-        let data = tempfile::tempdir().unwrap();
+        NodeProcess::start_in(token, args, tempfile::tempdir().unwrap()).await
+    }
+
+    /// [`NodeProcess::start`] on the data dir `data` (a restart on a killed node's).
+    pub(crate) async fn start_in(
+        token: &str,
+        args: &[&str],
+        data: tempfile::TempDir,
+    ) -> NodeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_leadline"))
             .args(["serve", "--http", "127.0.0.1:0", "--smtp", "127.0.0.1:0"])
             .args(args)
@@ -121,5 +129,11 @@ impl NodeProcess {
     pub(crate) async fn kill(&mut self) {
         self.child.start_kill().expect("kill -9");
         self.child.wait().await.unwrap();
+    }
+
+    /// kill -9; the data dir it leaves, for a restart.
+    pub(crate) async fn kill_keeping_data(mut self) -> tempfile::TempDir {
+        self.kill().await;
+        self._data
     }
 }

@@ -209,3 +209,168 @@ async fn a1_an_agents_webhook_gets_only_the_records_the_agent_may_see() {
     }
     app.stop().await;
 }
+
+/// A1, T1: a real call through the B2BUA (SIPp as carrier and as Anna's phone) from a new
+/// caller: its lead and its activity reach the admin's webhook once, and Anna's (the
+/// lead's responsible, first in the queue), not Ben's; the call's answer and hang-up
+/// announce nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_a_call_through_the_b2bua_announces_its_lead_and_activity_once() {
+    use crate::calls_sip::{CALLER, Phone, carrier_call, ended_call};
+    let app = TestApp::spawn_for_sipp_with(|config| config.webhooks.private_targets = true).await;
+    let line = crate::calls_sip::line(&app, 20).await;
+    let mut receiver = Receiver::start().await;
+    let (anna_token, ben_token) = (
+        app.token_for(&line.anna).await,
+        app.token_for(&line.ben).await,
+    );
+    for (token, name) in [
+        (&app.admin, "admin"),
+        (&anna_token, "anna"),
+        (&ben_token, "ben"),
+    ] {
+        create_hook(
+            &app,
+            token,
+            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
+        )
+        .await;
+    }
+    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
+    let anna_answers = anna_phone.expect_call("agent_answer.xml");
+    let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
+    assert!(ok, "the carrier's call is answered: {carrier}");
+    let (ok, phone) = anna_answers.finish().await;
+    assert!(ok, "Anna's phone answered: {phone}");
+    let call = ended_call(&app).await;
+    let leads = app.leads().await;
+    assert_eq!(leads.len(), 1, "{leads:?}");
+    let lead = &leads[0];
+    assert_eq!(lead["responsible"], json!(line.anna));
+    let lead_ref = format!("lead:{}", lead["id"].as_str().unwrap());
+
+    for name in ["admin", "anna"] {
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "lead.created", "{name}: {:?}", hit.json());
+        assert_eq!(hit.json()["data"]["id"], lead["id"]);
+        assert_eq!(hit.json()["data"]["phones"], json!([CALLER]));
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "activity.created", "{name}: {:?}", hit.json());
+        let activity = &hit.json()["data"];
+        assert_eq!(activity["entities"], json!([lead_ref]), "{activity}");
+        assert_eq!(activity["call"], call["id"], "{activity}");
+    }
+
+    // The next delivery of each is the next record: no second lead or activity from the
+    // call's later events, and nothing of Anna's lead for Ben.
+    let (status, marker) = app
+        .request(
+            Method::POST,
+            "/api/v1/leads",
+            Some(&app.admin),
+            Some(json!({"name": "Walk-in", "responsible": line.ben})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{marker}");
+    for name in ["admin", "ben"] {
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "lead.created", "{name}: {:?}", hit.json());
+        assert_eq!(hit.json()["data"]["id"], marker["id"], "{name}");
+    }
+    app.stop().await;
+}
+
+/// A1, E16: a copy Anna BCC'd to the forward address over SMTP makes the recipient her
+/// lead; her webhook and the admin's are told of the lead, the stored message (as `GET
+/// /emails/{id}` shows it, no raw message) and its activity, in that order; Ben's of none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_mail_at_the_forward_address_announces_the_message_and_what_it_created() {
+    let app = spawn_with_loopback_receivers(None).await;
+    let mut receiver = Receiver::start().await;
+    let anna = app
+        .create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    let ben = app
+        .create_user("Ben", "ben@example.com", "agent", "102")
+        .await;
+    let (anna_token, ben_token) = (app.token_for(&anna).await, app.token_for(&ben).await);
+    for (token, name) in [
+        (&app.admin, "admin"),
+        (&anna_token, "anna"),
+        (&ben_token, "ben"),
+    ] {
+        create_hook(
+            &app,
+            token,
+            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
+        )
+        .await;
+    }
+    let address = app.get_ok("/api/v1/settings/forward").await["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let bcc = dir.path().join("bcc.eml");
+    std::fs::write(
+        &bcc,
+        "From: Anna <anna@example.com>\r\nTo: Neukunde <neu@example.org>\r\n\
+         Subject: Ihr Angebot\r\nMessage-ID: <bcc-hook@example.com>\r\n\r\nAnbei.\r\n",
+    )
+    .unwrap();
+    let data = format!("@{}", bcc.display());
+    crate::mail::swaks(
+        &app,
+        &[
+            "--to",
+            &address,
+            "--from",
+            "anna@example.com",
+            "--data",
+            &data,
+        ],
+    )
+    .await;
+    let leads = app.leads().await;
+    assert_eq!(leads.len(), 1, "{leads:?}");
+    let lead = &leads[0];
+    assert_eq!(lead["responsible"], json!(anna), "{lead}");
+    let lead_ref = format!("lead:{}", lead["id"].as_str().unwrap());
+    let emails = app.get_ok("/api/v1/emails").await;
+    let email_id = emails["items"][0]["id"].as_str().unwrap().to_owned();
+    let email = app.get_ok(&format!("/api/v1/emails/{email_id}")).await;
+
+    for name in ["admin", "anna"] {
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "lead.created", "{name}: {:?}", hit.json());
+        assert_eq!(hit.json()["data"]["id"], lead["id"]);
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "email.ingested", "{name}: {:?}", hit.json());
+        assert_eq!(
+            hit.json(),
+            json!({"event": "email.ingested", "data": email}),
+            "the message as GET /emails/{{id}} shows it"
+        );
+        assert!(hit.json()["data"].get("raw").is_none());
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "activity.created", "{name}: {:?}", hit.json());
+        let activity = &hit.json()["data"];
+        assert_eq!(activity["entities"], json!([lead_ref]), "{activity}");
+        assert_eq!(activity["email"], json!(email_id), "{activity}");
+    }
+
+    // Ben's next delivery is a later record of his own: nothing of Anna's lead before it.
+    let (status, marker) = app
+        .request(
+            Method::POST,
+            "/api/v1/leads",
+            Some(&app.admin),
+            Some(json!({"name": "Walk-in", "responsible": ben})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{marker}");
+    let hit = receiver.next("ben").await;
+    assert_eq!(hit.event, "lead.created", "{:?}", hit.json());
+    assert_eq!(hit.json()["data"]["id"], marker["id"]);
+    app.stop().await;
+}

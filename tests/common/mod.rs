@@ -13,6 +13,7 @@
 pub mod browser;
 pub mod dovecot;
 pub mod postgres;
+pub mod tls;
 
 use std::fmt::Debug;
 use std::future::Future;

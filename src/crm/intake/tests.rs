@@ -1,4 +1,4 @@
-//! Each test names the rule of DOMAIN.md it proves.
+//! Each test names the rule of `docs/rules.md` it proves.
 
 use super::*;
 use crate::crm::model::{Directions, SOURCE_CALL};

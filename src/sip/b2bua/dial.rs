@@ -98,6 +98,7 @@ impl Dialer {
             .store
             .apply_call_event_on(&opening, Some(&b2bua.node))
             .await?;
+        announce_intake(&b2bua.store, &b2bua.events, &outcome);
         let shown = b2bua
             .shown_caller(&outcome.answer, None, &order.target)
             .await;

@@ -35,6 +35,23 @@ impl B2bua {
     }
 }
 
+/// The 488 for a caller's offer the relay cannot take: SRTP whose keys travelled in
+/// clear (`caller_is_tls` false) or with no key it can use. `Warning` says why.
+pub(super) fn srtp_refusal(
+    session: Option<&MediaSession>,
+    caller_is_tls: bool,
+    offer: &[u8],
+) -> Option<Header> {
+    let session = session?;
+    session.set_signalling_tls(crate::media::Side::Caller, caller_is_tls);
+    let refusal = session.refusal(crate::media::Side::Caller, offer)?;
+    tracing::info!(%refusal, "the caller's SRTP offer is refused");
+    metrics::counter!("leadline_srtp_refusals_total").increment(1);
+    Some(Header::Warning(
+        format!("399 leadline \"{refusal}\"").into(),
+    ))
+}
+
 /// Folder of the data dir holding call recordings and voicemail messages.
 pub const RECORDINGS_DIR: &str = "recordings";
 /// Folder of the data dir holding numbers' voicemail greetings.

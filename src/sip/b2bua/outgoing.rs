@@ -75,6 +75,16 @@ impl B2bua {
                 return Ok(());
             }
         };
+        // The caller's signalling transport decides whether it may use SRTP.
+        if let Some(warning) = media::srtp_refusal(
+            session.as_deref(),
+            crate::sip::endpoint::is_tls(tx.connection.as_ref()),
+            &request.body,
+        ) {
+            tx.reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
+                .await?;
+            return Ok(());
+        }
 
         let (inbound, state_sender, states) = self.take_caller(tx)?;
 
@@ -236,6 +246,17 @@ impl B2bua {
                 return Ok(());
             }
         };
+        // The caller's signalling transport decides whether it may use SRTP.
+        if let Some(warning) = media::srtp_refusal(
+            session.as_deref(),
+            crate::sip::endpoint::is_tls(tx.connection.as_ref()),
+            &request.body,
+        ) {
+            let mut tx = tx;
+            tx.reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
+                .await?;
+            return Ok(());
+        }
         let (inbound, state_sender, states) = self.take_caller(tx)?;
         let shown = Shown {
             caller_id: caller_record.extension.clone(),

@@ -1,0 +1,205 @@
+//! Announcing what the mail intake wrote: `email.ingested` for each stored message (as
+//! `GET /emails/{id}` shows it, so without the raw message), and `*.created` /
+//! `activity.created` for the entities and activity it made. Who is told follows who may
+//! read the message (E1, A2): [`mail_audience`] decides, the rest reads and publishes.
+//! Nothing is read for an event no webhook follows, and a failed read is only logged:
+//! the message is stored either way.
+
+use crate::crm::model::{EntityRef, MailboxKind, UserId};
+use crate::events::{EventBus, Others, RecordUpdate};
+use crate::store::{ActivityFilter, EmailOutcome, EmailRecord, Page, Store, StoreError};
+
+/// The mailbox a message came from, as far as who may read it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A personal mailbox and its owner.
+    Personal(Option<UserId>),
+    /// A company mailbox and the members of its queue.
+    Company(Vec<UserId>),
+    /// The forward address (E16), or a mailbox removed since.
+    Forward,
+}
+
+/// E1, A2: who is told of a stored message: its personal mailbox's owner always; on the
+/// CRM, who may see every entity it is on; on no entity, a company mailbox's queue and
+/// the admins, the forward address's admins, and of a personal mailbox's nobody else.
+pub fn mail_audience(source: &Source, on_crm: bool) -> (Vec<UserId>, Others) {
+    let readers = match source {
+        Source::Personal(owner) => owner.iter().cloned().collect(),
+        Source::Company(members) if !on_crm => members.clone(),
+        _ => Vec::new(),
+    };
+    let others = match source {
+        _ if on_crm => Others::ByEntities,
+        Source::Personal(_) => Others::Nobody,
+        Source::Company(_) | Source::Forward => Others::Admins,
+    };
+    (readers, others)
+}
+
+/// Tells this node's webhooks what the intake did with these messages; a message
+/// collected before (`email: None`) was announced then.
+pub async fn announce_mail(store: &Store, events: &EventBus, outcomes: &[EmailOutcome]) {
+    for outcome in outcomes {
+        let Some(id) = &outcome.email else { continue };
+        for entity in &outcome.created {
+            if let Some(event) = super::created_event(entity.kind) {
+                crate::http::entities::announce_ref(store, events, event, entity).await;
+            }
+        }
+        if let Err(e) = announce_message(store, events, id, outcome.activity.as_deref()).await {
+            tracing::warn!(error = %e, email = %id, "webhooks: cannot read a stored message");
+        }
+    }
+}
+
+async fn announce_message(
+    store: &Store,
+    events: &EventBus,
+    id: &str,
+    activity: Option<&str>,
+) -> Result<(), StoreError> {
+    let ingested = super::followed(store, "email.ingested").await;
+    let activity = match activity {
+        Some(a) if super::followed(store, "activity.created").await => Some(a),
+        _ => None,
+    };
+    if !ingested && activity.is_none() {
+        return Ok(());
+    }
+    let email = store.get_email(id).await?;
+    let responsibles = responsibles(store, &email.entities).await?;
+    if ingested {
+        let on_crm = email.activity.is_some() && !email.entities.is_empty();
+        let (readers, others) = mail_audience(&source(store, &email).await?, on_crm);
+        let data = serde_json::to_value(crate::http::emails::Email::from(email.clone()))
+            .map_err(|e| StoreError::Corrupt(format!("an e-mail as JSON: {e}")))?;
+        events.publish_record(RecordUpdate {
+            event: "email.ingested",
+            data,
+            responsibles: responsibles.clone(),
+            readers,
+            others,
+        });
+    }
+    if let Some(activity) = activity {
+        match find_activity(store, email.entities.first(), activity).await? {
+            Some(data) => events.publish_record(RecordUpdate::on_entities(
+                "activity.created",
+                data,
+                responsibles,
+            )),
+            None => {
+                tracing::warn!(%activity, "webhooks: a message's activity is not on its entity's timeline")
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn responsibles(
+    store: &Store,
+    entities: &[EntityRef],
+) -> Result<Vec<Option<UserId>>, StoreError> {
+    let map = store.entity_responsibles(entities).await?;
+    Ok(entities
+        .iter()
+        .map(|e| map.get(e).cloned().flatten())
+        .collect())
+}
+
+async fn source(store: &Store, email: &EmailRecord) -> Result<Source, StoreError> {
+    let Some(id) = &email.mailbox else {
+        return Ok(Source::Forward);
+    };
+    let mailbox = match store.get_mailbox(id).await {
+        Ok(mailbox) => mailbox,
+        Err(StoreError::NotFound { .. }) => return Ok(Source::Forward),
+        Err(e) => return Err(e),
+    };
+    Ok(match mailbox.kind {
+        MailboxKind::Personal => Source::Personal(mailbox.owner),
+        MailboxKind::Company => Source::Company(match &mailbox.queue {
+            Some(queue) => store
+                .queue_state(queue)
+                .await?
+                .map(|q| q.members)
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }),
+    })
+}
+
+/// The message's activity as `GET /activities` lists it, found on the timeline of its
+/// first entity, where it is the newest or close to it.
+async fn find_activity(
+    store: &Store,
+    on: Option<&EntityRef>,
+    activity: &str,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    let Some(entity) = on else { return Ok(None) };
+    let filter = ActivityFilter {
+        entity: Some(entity.clone()),
+        ..ActivityFilter::default()
+    };
+    let page = Page {
+        limit: 20,
+        after: None,
+    };
+    let Some(record) = store
+        .list_activities(&filter, &page)
+        .await?
+        .items
+        .into_iter()
+        .find(|a| a.id == activity)
+    else {
+        return Ok(None);
+    };
+    serde_json::to_value(crate::http::matching::Activity::from(record))
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("an activity as JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> UserId {
+        UserId(id.into())
+    }
+
+    #[test]
+    fn e1_a_personal_mailboxs_mail_on_no_entity_is_its_owners_alone() {
+        let source = Source::Personal(Some(user("anna")));
+        assert_eq!(
+            mail_audience(&source, false),
+            (vec![user("anna")], Others::Nobody)
+        );
+        assert_eq!(
+            mail_audience(&source, true),
+            (vec![user("anna")], Others::ByEntities),
+            "on the CRM, also who may see its entities"
+        );
+    }
+
+    #[test]
+    fn e1_company_and_forwarded_mail_on_no_entity_is_for_the_queue_and_admins() {
+        let queue = Source::Company(vec![user("anna"), user("ben")]);
+        assert_eq!(
+            mail_audience(&queue, false),
+            (vec![user("anna"), user("ben")], Others::Admins)
+        );
+        assert_eq!(
+            mail_audience(&queue, true),
+            (Vec::new(), Others::ByEntities)
+        );
+        assert_eq!(
+            mail_audience(&Source::Forward, false),
+            (Vec::new(), Others::Admins)
+        );
+        assert_eq!(
+            mail_audience(&Source::Forward, true),
+            (Vec::new(), Others::ByEntities)
+        );
+    }
+}
