@@ -48,6 +48,7 @@ mod sip_digest;
 mod sip_overload;
 mod sip_scan;
 mod sip_tls;
+mod sip_tls_trunk;
 mod stages;
 mod stats_queue;
 mod store;
