@@ -92,24 +92,31 @@ pub enum EndpointError {
     /// trunk's host (self-signed, another name, expired) or it speaks no TLS.
     #[error("tls: {reason}")]
     TlsHandshake { peer: SocketAddr, reason: String },
-    #[error("TLS client settings: {0}")]
-    TlsClient(String),
+    #[error(transparent)]
+    CarrierTls(#[from] CarrierTlsError),
+}
+
+/// Why the settings for TLS connections to carriers cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierTlsError {
     #[error("sip_tls_ca: {path}: {reason}")]
-    TlsCa {
+    Ca {
         path: std::path::PathBuf,
         reason: String,
     },
+    #[error("TLS client settings: {0}")]
+    Client(String),
 }
 
 /// What we trust when we connect to a carrier over TLS: the public roots, plus the
 /// certificates of `ca` (a PEM bundle) for carriers with a private CA. Only the ring
 /// provider, as everywhere in the process; no client certificate.
-pub fn carrier_tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, EndpointError> {
+pub fn carrier_tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, CarrierTlsError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = ca {
-        let failed = |reason: String| EndpointError::TlsCa {
+        let failed = |reason: String| CarrierTlsError::Ca {
             path: path.to_owned(),
             reason,
         };
@@ -130,7 +137,7 @@ pub fn carrier_tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     }
     let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
-        .map_err(|err| EndpointError::TlsClient(err.to_string()))?
+        .map_err(|err| CarrierTlsError::Client(err.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
