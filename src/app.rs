@@ -106,6 +106,7 @@ impl App {
             config.sip_tcp_max_message,
             crate::sip::endpoint::EdgeShedding::new(calls_in_setup.clone(), config.sip_shed_lag),
             sip_tls,
+            config.sip_tls_ca.as_deref(),
         )
         .await?;
         let sip_addr = sip.local;

@@ -55,6 +55,9 @@ pub struct Config {
     /// HTTPS listen address of the API and console, next to plain `http`; needs
     /// `tls_cert` and `tls_key`.
     pub https: Option<SocketAddr>,
+    /// PEM bundle of CA certificates trusted, besides the public roots, for carrier trunks
+    /// over TLS (a carrier with a private CA).
+    pub sip_tls_ca: Option<PathBuf>,
     /// Directory of extra or overriding SIP profiles (TOML), besides the built-in ones.
     pub sip_profiles: Option<PathBuf>,
     /// The SIP proxy in front of several nodes (`deploy/kamailio/leadline.cfg`): every
@@ -128,6 +131,7 @@ pub struct ConfigLayer {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub https: Option<String>,
+    pub sip_tls_ca: Option<PathBuf>,
     pub sip_profiles: Option<PathBuf>,
     pub sip_proxy: Option<String>,
     pub sip_domain: Option<String>,
@@ -176,6 +180,7 @@ impl ConfigLayer {
             tls_cert: over.tls_cert.or(self.tls_cert),
             tls_key: over.tls_key.or(self.tls_key),
             https: over.https.or(self.https),
+            sip_tls_ca: over.sip_tls_ca.or(self.sip_tls_ca),
             sip_profiles: over.sip_profiles.or(self.sip_profiles),
             sip_proxy: over.sip_proxy.or(self.sip_proxy),
             sip_domain: over.sip_domain.or(self.sip_domain),
@@ -233,6 +238,12 @@ impl ConfigLayer {
             &mut problems,
         );
         let https = https_setting(self.https.as_deref(), tls_cert.is_some(), &mut problems);
+        let sip_tls_ca = self.sip_tls_ca.filter(|p| !p.as_os_str().is_empty());
+        if let Some(ca) = &sip_tls_ca
+            && !ca.is_file()
+        {
+            problems.push(format!("sip_tls_ca: {} is not a file", ca.display()));
+        }
         if let Some(dir) = &self.sip_profiles
             && !dir.is_dir()
         {
@@ -420,6 +431,7 @@ impl ConfigLayer {
             tls_cert,
             tls_key,
             https,
+            sip_tls_ca,
             sip_profiles: self.sip_profiles,
             sip_proxy,
             data_dir,

@@ -44,6 +44,10 @@ struct Cli {
     /// plain HTTP keeps running on --http.
     #[arg(long, global = true, env = "LEADLINE_HTTPS")]
     https: Option<String>,
+    /// PEM bundle of CA certificates trusted for carrier trunks over TLS, besides the
+    /// public roots.
+    #[arg(long, global = true, env = "LEADLINE_SIP_TLS_CA")]
+    sip_tls_ca: Option<PathBuf>,
     /// Directory with extra SIP profiles (TOML).
     #[arg(long, global = true, env = "LEADLINE_SIP_PROFILES")]
     sip_profiles: Option<PathBuf>,
@@ -172,6 +176,7 @@ impl Cli {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             https: self.https.clone(),
+            sip_tls_ca: self.sip_tls_ca.clone(),
             sip_domain: self.sip_domain.clone(),
             sip_digest: self.sip_digest.clone(),
             sip_tcp_max_message: self.sip_tcp_max_message,

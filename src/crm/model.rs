@@ -182,9 +182,20 @@ named_enum!(
     TrunkKind { Carrier => "carrier", Pbx => "pbx" }
 );
 named_enum!(
-    /// SIP transport of a trunk.
-    Transport { Udp => "udp", Tcp => "tcp" }
+    /// SIP transport of a trunk: `tls` is SIP over TLS (RFC 3261 §26), to carriers only
+    /// over a connection the gateway opens and verifies.
+    Transport { Udp => "udp", Tcp => "tcp", Tls => "tls" }
 );
+
+impl Transport {
+    /// The port a trunk uses when none is given (RFC 3261 §19.1.2: 5061 for TLS).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Udp | Transport::Tcp => 5060,
+            Transport::Tls => 5061,
+        }
+    }
+}
 named_enum!(
     /// Where our outbound REGISTER to a carrier trunk stands (T2: rented numbers arrive
     /// only while it is registered).
@@ -396,6 +407,14 @@ mod tests {
             err.to_string(),
             "'sometimes' is not a valid LeadCreation; use one of: automatic, manual, off"
         );
+    }
+
+    #[test]
+    fn a_tls_trunk_defaults_to_port_5061_and_is_spelt_tls() {
+        assert_eq!("tls".parse::<Transport>().unwrap(), Transport::Tls);
+        assert_eq!(Transport::Tls.default_port(), 5061);
+        assert_eq!(Transport::Udp.default_port(), 5060);
+        assert_eq!(Transport::Tcp.default_port(), 5060);
     }
 
     #[test]

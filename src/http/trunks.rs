@@ -23,9 +23,10 @@ pub struct CreateTrunk {
     /// Name of a SIP profile (default `generic`).
     pub profile: Option<String>,
     pub host: Option<String>,
-    /// Default 5060.
+    /// Default 5060 (5061 with transport `tls`).
     pub port: Option<u16>,
-    /// Default udp.
+    /// Default udp. `tls`: the gateway connects to the carrier over TLS and verifies its
+    /// certificate for `host` against the public roots and `sip_tls_ca`.
     pub transport: Option<Transport>,
     pub username: Option<String>,
     /// Write-only.
@@ -248,7 +249,9 @@ async fn create_trunk(
         kind: body.kind,
         profile: body.profile.unwrap_or_else(|| "generic".to_owned()),
         host: body.host,
-        port: body.port.unwrap_or(5060),
+        port: body
+            .port
+            .unwrap_or(body.transport.unwrap_or(Transport::Udp).default_port()),
         transport: body.transport.unwrap_or(Transport::Udp),
         username: body.username,
         password: body.password,

@@ -7,7 +7,7 @@
 //! about what a response means: callers do.
 //!
 //! Responses reach the transaction through our own receive loops (`endpoint`): UDP on the
-//! listening socket, TCP on the connection the request went out on.
+//! listening socket, TCP and TLS on the connection the request went out on.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -149,7 +149,17 @@ impl SipClient {
     /// `0.0.0.0` Contact would send the peer's requests nowhere). Behind NAT the peer
     /// still sees another address; its `received`/`rport` (RFC 3581) covers responses.
     pub fn local_addr_for(&self, peer: SocketAddr) -> SocketAddr {
-        let local = self.endpoint.local;
+        self.local_addr_over(peer, Transport::Udp)
+    }
+
+    /// [`SipClient::local_addr_for`] for a request over `transport`: over TLS our TLS
+    /// listener's port (RFC 3261 §18.2.2: where the peer would open a connection back);
+    /// without a TLS listener the carrier reaches us only over our own connection.
+    pub fn local_addr_over(&self, peer: SocketAddr, transport: Transport) -> SocketAddr {
+        let local = match (transport, self.endpoint.tls_local) {
+            (Transport::Tls, Some(tls)) => tls,
+            _ => self.endpoint.local,
+        };
         if !local.ip().is_unspecified() {
             return local;
         }
@@ -171,7 +181,7 @@ impl SipClient {
     pub fn request(&self, parts: Outgoing<'_>, target: Target) -> Result<Request, ClientError> {
         let uri = |text: &str| Uri::try_from(text).map_err(|_| ClientError::Uri(text.to_owned()));
         let target = self.next_hop(target);
-        let local = self.local_addr_for(target.addr);
+        let local = self.local_addr_over(target.addr, target.transport);
         let via = self.endpoint.inner.get_via(
             Some(SipAddr {
                 r#type: Some(target.transport),
@@ -210,6 +220,12 @@ impl SipClient {
         Ok(request)
     }
 
+    /// The TLS connection to the carrier at `peer`, opened if there is none; its
+    /// certificate must verify for `host`.
+    pub async fn tls_flow(&self, peer: SocketAddr, host: &str) -> Result<TcpFlow, ClientError> {
+        Ok(self.endpoint.tls_flow(peer, host, CONNECT_TIMEOUT).await?)
+    }
+
     /// The TCP connection to `peer`, opened if there is none.
     pub async fn tcp_flow(&self, peer: SocketAddr) -> Result<TcpFlow, ClientError> {
         Ok(self.endpoint.tcp_flow(peer, CONNECT_TIMEOUT).await?)
@@ -229,6 +245,14 @@ impl SipClient {
         let target = self.next_hop(target);
         let connection = match target.transport {
             Transport::Udp => None,
+            // Opened by the caller (`EndpointHandle::tls_flow`), which knows the name
+            // the certificate must carry.
+            Transport::Tls => Some(
+                self.endpoint
+                    .flow_to(Transport::Tls, target.addr, CONNECT_TIMEOUT)
+                    .await?
+                    .connection,
+            ),
             _ => Some(self.tcp_flow(target.addr).await?.connection),
         };
         let mut tx = Transaction::new_client(key, request, self.endpoint.inner.clone(), connection);

@@ -22,6 +22,9 @@
 //! `crate::tls`) and wrapped in rsipstack's `TlsConnection`, whose reader frames the
 //! stream; its messages pass the same From-tag check and shedding before the transaction
 //! layer. Phones registered over TLS are reached over their connection, as over TCP.
+//! Carriers are the one peer we open TLS connections to ([`EndpointHandle::tls_flow`]):
+//! their certificate is verified for the trunk's host against the public roots and the
+//! configured CA, and the connection is then read and reused like an accepted one.
 //!
 //! A request without a From tag (RFC 2543 style) cannot enter rsipstack, which keys every
 //! transaction by it and drops such requests in silence; it is answered here with a 400
@@ -29,6 +32,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -48,7 +52,10 @@ use rsipstack::transport::{SipAddr, SipConnection, TransportLayer};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
 use super::admission::setup::CallsInSetup;
@@ -81,6 +88,66 @@ pub enum EndpointError {
     },
     #[error("no TLS connection from {peer} is open (it must register again)")]
     NoTlsFlow { peer: SocketAddr },
+    /// The TLS handshake with a carrier failed: its certificate did not verify for the
+    /// trunk's host (self-signed, another name, expired) or it speaks no TLS.
+    #[error("tls: {reason}")]
+    TlsHandshake { peer: SocketAddr, reason: String },
+    #[error(transparent)]
+    CarrierTls(#[from] CarrierTlsError),
+}
+
+/// Why the settings for TLS connections to carriers cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierTlsError {
+    #[error("sip_tls_ca: {path}: {reason}")]
+    Ca {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("TLS client settings: {0}")]
+    Client(String),
+}
+
+/// What we trust when we connect to a carrier over TLS: the public roots, plus the
+/// certificates of `ca` (a PEM bundle) for carriers with a private CA. Only the ring
+/// provider, as everywhere in the process; no client certificate.
+pub fn carrier_tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, CarrierTlsError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca {
+        let failed = |reason: String| CarrierTlsError::Ca {
+            path: path.to_owned(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|err| failed(err.to_string()))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| failed(format!("not a PEM bundle: {err}")))?;
+        if certs.is_empty() {
+            return Err(failed(
+                "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|err| failed(format!("not a CA certificate: {err}")))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| CarrierTlsError::Client(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The host name a carrier's certificate must carry, as rustls wants it (an IP literal,
+/// bracketed or not, is checked against the certificate's IP addresses).
+fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(bare.to_owned()).map_err(|err| format!("'{host}': {err}"))
 }
 
 /// Open TCP and TLS connections by transport and peer address, so requests to a client
@@ -108,13 +175,86 @@ pub struct EndpointHandle {
     pub inner: Arc<EndpointInner>,
     /// UDP and TCP are bound to this same address.
     pub local: SocketAddr,
+    /// The TLS listener's address, when there is one: our address in Via and Contact of
+    /// requests sent over TLS.
+    pub tls_local: Option<SocketAddr>,
     tcp_limits: Limits,
     connections: Connections,
+    carriers: CarrierTls,
     edge: EdgeShedding,
     cancel: CancellationToken,
 }
 
+/// How we connect to carriers over TLS: the trust settings, and the host name each
+/// carrier address was reached under, so a lost connection can be opened again with the
+/// same check.
+#[derive(Clone)]
+struct CarrierTls {
+    connector: TlsConnector,
+    names: Arc<std::sync::Mutex<HashMap<SocketAddr, String>>>,
+}
+
 impl EndpointHandle {
+    /// A TLS connection to the carrier at `peer`: the open one if there is one, else a
+    /// new one whose certificate must verify for `host` (the trunk's host). It is read
+    /// like an accepted connection, so the carrier's requests on it reach us too.
+    pub async fn tls_flow(
+        &self,
+        peer: SocketAddr,
+        host: &str,
+        connect_timeout: Duration,
+    ) -> Result<TcpFlow, EndpointError> {
+        if let Some(flow) = self.open_flow(Transport::Tls, peer) {
+            return Ok(flow);
+        }
+        let refused = |reason: String| EndpointError::TlsHandshake { peer, reason };
+        let name = server_name(host).map_err(refused)?;
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(peer)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(EndpointError::Connect { peer, source }),
+            Err(_) => {
+                return Err(EndpointError::Connect {
+                    peer,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no connection within {connect_timeout:?}"),
+                    ),
+                });
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handshake = self.carriers.connector.connect(name, stream);
+        let stream = match tokio::time::timeout(TLS_HANDSHAKE, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                metrics::counter!("leadline_sip_tls_handshake_failed_total").increment(1);
+                tracing::warn!(%peer, host, %err, "TLS connection to the carrier refused");
+                return Err(refused(err.to_string()));
+            }
+            Err(_) => return Err(refused(format!("no handshake within {TLS_HANDSHAKE:?}"))),
+        };
+        let conn = TlsConnection::from_client_stream(
+            stream,
+            tls_addr(peer),
+            Some(self.cancel.child_token()),
+        )
+        .await
+        .map_err(|err| refused(err.to_string()))?;
+        self.carriers
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, host.to_owned());
+        Ok(start_tls_flow(
+            self.inner.clone(),
+            conn,
+            self.edge.clone(),
+            peer,
+            self.connections.clone(),
+            &self.cancel,
+        ))
+    }
+
     /// A TCP connection to `peer`: the open one if there is one (whoever opened it), else
     /// a new one, read by the same loop as accepted connections so responses and requests
     /// arriving on it reach the transaction layer.
@@ -164,8 +304,9 @@ impl EndpointHandle {
             .cloned()
     }
 
-    /// The connection a client registered over (TCP: a new one if it closed; TLS: only
-    /// the open one, since phones accept no TLS connections of ours).
+    /// The connection a client registered over (TCP: a new one if it closed; TLS: the
+    /// open one, or for a carrier we connected to before a new one to the same host;
+    /// phones accept no TLS connections of ours).
     pub async fn flow_to(
         &self,
         transport: Transport,
@@ -173,9 +314,20 @@ impl EndpointHandle {
         connect_timeout: Duration,
     ) -> Result<TcpFlow, EndpointError> {
         if transport == Transport::Tls {
-            return self
-                .open_flow(Transport::Tls, peer)
-                .ok_or(EndpointError::NoTlsFlow { peer });
+            if let Some(flow) = self.open_flow(Transport::Tls, peer) {
+                return Ok(flow);
+            }
+            let carrier = self
+                .carriers
+                .names
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&peer)
+                .cloned();
+            return match carrier {
+                Some(host) => self.tls_flow(peer, &host, connect_timeout).await,
+                None => Err(EndpointError::NoTlsFlow { peer }),
+            };
         }
         self.tcp_flow(peer, connect_timeout).await
     }
@@ -380,6 +532,7 @@ pub struct SipEndpoint {
     /// Message limits on TCP, for accepted and outgoing connections alike.
     tcp_limits: Limits,
     pub connections: Connections,
+    carriers: CarrierTls,
     edge: EdgeShedding,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -389,13 +542,19 @@ impl SipEndpoint {
     /// Binds UDP and TCP on `listen` (port 0: one free port for both) and starts the
     /// receive loops and the transaction timers. Returns the incoming server transactions.
     /// `edge` decides which new INVITEs the receive loops refuse; its calls in set-up
-    /// learn of every final answer to an INVITE the stack sends.
+    /// learn of every final answer to an INVITE the stack sends. `carrier_ca`: the PEM
+    /// bundle trusted for carriers over TLS besides the public roots.
     pub async fn start(
         listen: SocketAddr,
         tcp_max_message: usize,
         edge: EdgeShedding,
         tls: Option<TlsListen>,
+        carrier_ca: Option<&Path>,
     ) -> Result<(SipEndpoint, TransactionReceiver), EndpointError> {
+        let carriers = CarrierTls {
+            connector: TlsConnector::from(carrier_tls_config(carrier_ca)?),
+            names: Arc::default(),
+        };
         let tcp_limits = Limits {
             max_message: tcp_max_message,
             ..Limits::UDP
@@ -493,6 +652,7 @@ impl SipEndpoint {
                 tls_local,
                 tcp_limits,
                 connections,
+                carriers,
                 edge,
                 cancel,
                 tasks,
@@ -507,7 +667,9 @@ impl SipEndpoint {
             tcp_limits: self.tcp_limits,
             inner: self.inner.clone(),
             local: self.local,
+            tls_local: self.tls_local,
             connections: self.connections.clone(),
+            carriers: self.carriers.clone(),
             edge: self.edge.clone(),
             cancel: self.cancel.clone(),
         }
@@ -1045,6 +1207,30 @@ Content-Length: 0
         assert!(
             edge.refusal_at(&inner, &invite("new", ""), 1_000_001)
                 .is_none()
+        );
+    }
+
+    /// A carrier's certificate is checked for the trunk's host, a name or an IP literal
+    /// (bracketed IPv6 too); the CA bundle must hold certificates.
+    #[test]
+    fn carrier_tls_names_and_ca_bundles() {
+        assert!(matches!(
+            server_name("sip.example.com"),
+            Ok(ServerName::DnsName(_))
+        ));
+        assert!(matches!(
+            server_name("[2001:db8::1]"),
+            Ok(ServerName::IpAddress(_))
+        ));
+        assert!(server_name("not a host!").is_err());
+        assert!(carrier_tls_config(None).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let err = carrier_tls_config(Some(&empty)).unwrap_err().to_string();
+        assert!(
+            err.starts_with("sip_tls_ca: ") && err.contains("ca.pem"),
+            "{err}"
         );
     }
 

@@ -95,6 +95,9 @@ pub enum Failure {
     NoResponse,
     /// The request could not be sent (name resolution, connection).
     Unreachable(String),
+    /// The TLS connection was refused: the carrier's certificate did not verify for the
+    /// trunk's host, or the handshake failed.
+    Tls(String),
     /// A challenge we cannot answer (algorithm, qop, no password stored).
     Unanswerable(String),
     /// A second challenge after we answered one: wrong username or password.
@@ -113,6 +116,7 @@ impl fmt::Display for Failure {
             }
             Failure::NoResponse => f.write_str("no response from the carrier"),
             Failure::Unreachable(why) => write!(f, "cannot reach the carrier: {why}"),
+            Failure::Tls(why) => write!(f, "tls: {why}"),
             Failure::Unanswerable(why) => write!(f, "cannot answer the carrier's challenge: {why}"),
             Failure::CredentialsRefused => f.write_str(
                 "the carrier refused the username or password (challenged again after \

@@ -52,6 +52,7 @@ mod sip_digest;
 mod sip_overload;
 mod sip_scan;
 mod sip_tls;
+mod sip_tls_trunk;
 mod srtp;
 mod stages;
 mod stats_queue;

@@ -24,7 +24,7 @@ function fields(trunk) {
     { name: 'profile', label: 'trunks.profile', value: trunk?.profile || 'generic', help: 'trunks.profile_help' },
     { name: 'host', label: 'trunks.host', value: trunk?.host, empty: editing ? 'null' : 'omit' },
     { name: 'port', type: 'number', label: 'trunks.port', value: trunk?.port ?? 5060, min: 1, max: 65535 },
-    { name: 'transport', type: 'select', label: 'trunks.transport', value: trunk?.transport || 'udp', options: [{ value: 'udp', label: { text: 'UDP' } }, { value: 'tcp', label: { text: 'TCP' } }] },
+    { name: 'transport', type: 'select', label: 'trunks.transport', value: trunk?.transport || 'udp', options: [{ value: 'udp', label: { text: 'UDP' } }, { value: 'tcp', label: { text: 'TCP' } }, { value: 'tls', label: { text: 'TLS' } }] },
     { name: 'username', label: 'trunks.username', value: trunk?.username, empty: editing ? 'null' : 'omit', autocomplete: 'off' },
     { name: 'password', type: 'password', label: 'trunks.password', autocomplete: 'new-password', help: trunk?.password_set ? 'users.secret_kept' : null },
     { name: 'register', type: 'checkbox', label: 'trunks.register', value: trunk ? trunk.register : true },

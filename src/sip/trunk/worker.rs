@@ -10,6 +10,7 @@ use std::time::Duration;
 use rand::Rng as _;
 use rsipstack::sip::{Header, Method, Response, Transport};
 use rsipstack::transport::SipConnection;
+use rsipstack::transport::stream::StreamConnection as _;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +19,7 @@ use super::{Action, Failure, Outcome, Registration, Request, Status};
 use crate::crm::model::{Millis, Transport as TrunkTransport, TrunkRegistrationState};
 use crate::sip::client::{self, ClientError, Outgoing, SipClient, Target};
 use crate::sip::digest;
+use crate::sip::endpoint::EndpointError;
 use crate::sip::registrar;
 use crate::store::{Store, TrunkRegistrationRecord, now_ms};
 
@@ -218,16 +220,21 @@ impl Worker {
         let transport = match carrier.transport {
             TrunkTransport::Udp => Transport::Udp,
             TrunkTransport::Tcp => Transport::Tcp,
+            TrunkTransport::Tls => Transport::Tls,
         };
         let target = Target { addr, transport };
-        if transport == Transport::Tcp {
-            match self.client.tcp_flow(addr).await {
-                Ok(flow) => {
-                    self.flow = Some(flow.connection);
-                    self.flow_closed = flow.closed;
-                }
-                Err(err) => return Outcome::Failed(Failure::Unreachable(err.to_string())),
+        let flow = match transport {
+            Transport::Tcp => Some(self.client.tcp_flow(addr).await),
+            Transport::Tls => Some(self.client.tls_flow(addr, &carrier.host).await),
+            _ => None,
+        };
+        match flow {
+            Some(Ok(flow)) => {
+                self.flow = Some(flow.connection);
+                self.flow_closed = flow.closed;
             }
+            Some(Err(err)) => return Outcome::Failed(connection_failure(err)),
+            None => {}
         }
         let request = match self.build(expires_s, target) {
             Ok(request) => request,
@@ -236,7 +243,7 @@ impl Worker {
         match self.client.send(request, target, deadline).await {
             Ok(response) => self.read(&response, expires_s),
             Err(ClientError::NoResponse(_)) => Outcome::Failed(Failure::NoResponse),
-            Err(err) => Outcome::Failed(Failure::Unreachable(err.to_string())),
+            Err(err) => Outcome::Failed(connection_failure(err)),
         }
     }
 
@@ -247,15 +254,18 @@ impl Worker {
     ) -> Result<rsipstack::sip::Request, Failure> {
         let carrier = &self.account.carrier;
         let host = uri_host(&carrier.host);
-        let tcp = target.transport == Transport::Tcp;
-        let transport_param = if tcp { ";transport=tcp" } else { "" };
+        let transport_param = match target.transport {
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+            _ => "",
+        };
         // RFC 3261 §10.2: the Request-URI names the registrar's domain, no user part.
         let uri = format!("sip:{host}:{}{transport_param}", carrier.port);
         let aor = format!("sip:{}@{host}", escape_user(&carrier.username));
         let contact = format!(
             "sip:{}@{}{transport_param}",
             escape_user(&carrier.username),
-            self.client.local_addr_for(target.addr)
+            self.client.local_addr_over(target.addr, target.transport)
         );
         self.cseq = self.cseq.wrapping_add(1).max(1);
         let mut headers = vec![
@@ -384,9 +394,15 @@ impl Worker {
     }
 
     async fn send_crlf(&self) {
-        if let Some(SipConnection::Tcp(conn)) = &self.flow {
-            // The carrier's pong, or the next REGISTER, shows whether the flow lives.
-            let _ = conn.inner.send_raw(b"\r\n\r\n").await;
+        // The carrier's pong, or the next REGISTER, shows whether the flow lives.
+        match &self.flow {
+            Some(SipConnection::Tcp(conn)) => {
+                let _ = conn.inner.send_raw(b"\r\n\r\n").await;
+            }
+            Some(SipConnection::Tls(conn)) => {
+                let _ = conn.send_raw(b"\r\n\r\n").await;
+            }
+            _ => {}
         }
     }
 
@@ -484,6 +500,18 @@ fn granted_expiry(response: &Response, ours: Option<&str>, asked_s: u32) -> u32 
 }
 
 /// A host for a URI: IPv6 in brackets.
+/// Why a request could not go out: a refused TLS handshake (the carrier's certificate)
+/// is told apart from a carrier that cannot be reached at all.
+fn connection_failure(err: ClientError) -> Failure {
+    match err {
+        ClientError::Endpoint(endpoint) => match *endpoint {
+            EndpointError::TlsHandshake { reason, .. } => Failure::Tls(reason),
+            other => Failure::Unreachable(other.to_string()),
+        },
+        other => Failure::Unreachable(other.to_string()),
+    }
+}
+
 fn uri_host(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
@@ -565,6 +593,29 @@ mod tests {
                 "{headers}"
             );
         }
+    }
+
+    /// T2 over TLS: a refused certificate is shown as a TLS failure, with rustls's
+    /// reason, not as an unreachable carrier.
+    #[test]
+    fn t2_a_refused_tls_handshake_is_reported_as_tls() {
+        let refused = ClientError::from(EndpointError::TlsHandshake {
+            peer: "192.0.2.1:5061".parse().unwrap(),
+            reason: "invalid peer certificate: UnknownIssuer".into(),
+        });
+        assert_eq!(
+            connection_failure(refused).to_string(),
+            "tls: invalid peer certificate: UnknownIssuer"
+        );
+        let down = ClientError::from(EndpointError::Connect {
+            peer: "192.0.2.1:5061".parse().unwrap(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        });
+        assert!(
+            connection_failure(down)
+                .to_string()
+                .starts_with("cannot reach the carrier: "),
+        );
     }
 
     #[test]
