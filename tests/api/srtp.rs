@@ -19,7 +19,7 @@ use crate::calls_sip::{carrier_call, line};
 use crate::helpers::TestApp;
 
 /// The RTP packets (header and payload) of SIPp's A-law capture.
-fn speech() -> Vec<Vec<u8>> {
+pub(crate) fn speech() -> Vec<Vec<u8>> {
     let pcap = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/sipp/g711a.pcap"
@@ -39,7 +39,7 @@ fn speech() -> Vec<Vec<u8>> {
     packets
 }
 
-fn rms(samples: &[i16]) -> f64 {
+pub(crate) fn rms(samples: &[i16]) -> f64 {
     let sum: f64 = samples.iter().map(|&x| f64::from(x).powi(2)).sum();
     (sum / samples.len().max(1) as f64).sqrt()
 }
