@@ -3,8 +3,8 @@
 
 mod access;
 mod audit;
-mod backup_restore;
 mod audit_in_tx;
+mod backup_restore;
 mod baresip;
 mod browser_harness;
 mod call_setup;
