@@ -153,6 +153,90 @@ impl ErasurePlan {
     }
 }
 
+/// What marks a webhook delivery still owed as the person's: the ids of everything the
+/// plan erases. Each record a delivery carries names its own id and its entities' (`kind:id`),
+/// a call update its call log id, so no identifier needs to be kept in the plan.
+pub fn outbox_marks(plan: &ErasurePlan) -> Vec<String> {
+    let mut marks: Vec<String> = plan
+        .entities
+        .iter()
+        .map(|e| e.id.clone())
+        .chain(plan.activities.iter().cloned())
+        .chain(plan.calls.iter().map(|c| c.id.clone()))
+        .chain(plan.emails.iter().cloned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    marks.sort();
+    marks.dedup();
+    marks
+}
+
+/// A lower-case `LIKE` pattern (with `\` as its escape) for `text` anywhere in a
+/// lower-cased column: `%`, `_` and `\` in `text` match only themselves.
+pub fn like_anywhere(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Whether a delivery's `body` (its JSON as sent) holds `mark` (an id, an E.164 number or
+/// a lower-case address) on its own, in any letter case. `LIKE` only finds candidates:
+/// another person's number that merely begins with the person's (`+49305550123` in
+/// `+493055501234`), or an address that ends with theirs, is not theirs, and their
+/// address after an escaped line break (`\ngreta@…`) is. So each string of the JSON is
+/// read unescaped and the mark must not continue a longer number, address or id.
+pub fn holds_mark(body: &str, mark: &str) -> bool {
+    fn strings<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| {
+                out.push(k);
+                strings(v, out);
+            }),
+            _ => {}
+        }
+    }
+    let mark = mark.to_lowercase();
+    if mark.is_empty() {
+        return false;
+    }
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(value) => {
+            let mut found = Vec::new();
+            strings(&value, &mut found);
+            found.iter().any(|s| holds_word(&s.to_lowercase(), &mark))
+        }
+        // Not JSON (never written so): the text as it is, erring towards deleting.
+        Err(_) => body.to_lowercase().contains(&mark),
+    }
+}
+
+/// `mark` in `text` with no letter, digit or address character right before it, and none
+/// right after it but a dot that ends a sentence.
+fn holds_word(text: &str, mark: &str) -> bool {
+    let joins_before = |c: char| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '%');
+    let joins_after = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-');
+    text.match_indices(mark).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let mut after = text[at + mark.len()..].chars();
+        let next = after.next();
+        let free_after = match next {
+            None => true,
+            Some('.') => !after.next().is_some_and(|c| c.is_alphanumeric()),
+            Some(c) => !joins_after(c),
+        };
+        !before.is_some_and(joins_before) && free_after
+    })
+}
+
 /// The plan and the tombstones of what was found, hashed with the installation's
 /// `salt`: no identifier, Call-ID or Message-ID leaves here unhashed.
 pub fn plan(found: &Found, salt: &str) -> (ErasurePlan, Vec<Tombstone>) {
@@ -226,6 +310,61 @@ pub fn is_plain_file_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_outbox_is_searched_for_every_erased_id_and_only_literally() {
+        let plan = ErasurePlan {
+            entities: vec![EntityRef {
+                kind: EntityKind::Contact,
+                id: "c1".into(),
+            }],
+            activities: vec!["a1".into(), "a2".into()],
+            calls: Vec::new(),
+            emails: vec!["e1".into(), "a1".into()],
+            recordings: vec!["r.wav".into()],
+        };
+        assert_eq!(outbox_marks(&plan), ["a1", "a2", "c1", "e1"]);
+        assert_eq!(like_anywhere("+4930"), "%+4930%");
+        assert_eq!(
+            like_anywhere("Greta_M%x\\y@Kunde.example"),
+            "%greta\\_m\\%x\\\\y@kunde.example%"
+        );
+    }
+
+    #[test]
+    fn a_mark_counts_on_its_own_not_inside_another_number_or_address() {
+        let call =
+            r#"{"event":"call.ringing","data":{"customer":"+49305550123","number":"+4930901820"}}"#;
+        assert!(holds_mark(call, "+49305550123"));
+        assert!(
+            !holds_mark(call, "+4930555012"),
+            "a shorter number is another's"
+        );
+        let longer = r#"{"data":{"customer":"+493055501234"}}"#;
+        assert!(
+            !holds_mark(longer, "+49305550123"),
+            "a longer number is another's"
+        );
+        let sip = r#"{"data":{"from":"sip:+49305550123@pbx.example"}}"#;
+        assert!(holds_mark(sip, "+49305550123"));
+        let mail = r#"{"data":{"from":"Greta <Greta.Mustermann@Kunde.example>","note":"Bitte an\ngreta.mustermann@kunde.example."}}"#;
+        assert!(holds_mark(mail, "greta.mustermann@kunde.example"));
+        let note = r#"{"data":{"note":"Mail\ngreta@kunde.example."}}"#;
+        assert!(
+            holds_mark(note, "greta@kunde.example"),
+            "after an escaped line break"
+        );
+        for other in [
+            r#"{"data":{"from":"margreta@kunde.example"}}"#,
+            r#"{"data":{"from":"x.greta@kunde.example"}}"#,
+            r#"{"data":{"from":"greta@kunde.example.org"}}"#,
+        ] {
+            assert!(!holds_mark(other, "greta@kunde.example"), "{other}");
+        }
+        assert!(holds_mark(r#"{"entity":"contact:c1"}"#, "c1"));
+        assert!(holds_mark("not json, c1 here", "c1"));
+        assert!(!holds_mark(call, ""));
+    }
 
     fn found() -> Found {
         Found {

@@ -1,6 +1,7 @@
 //! `POST /contacts/import`: a CSV or vCard file of contacts, previewed with
 //! `?dry_run=true` or imported. The rules are in [`crate::crm::import`]; this adapter reads
-//! the body, finds the installation's country and the employees, and shapes the answer.
+//! the body, finds the installation's country and the employees, and shapes the answer;
+//! an import (not a dry run) is announced to webhooks before the answer.
 
 use std::collections::HashMap;
 
@@ -124,6 +125,10 @@ async fn import_contacts(
         .store
         .import_contacts(candidates, skipped, query.dry_run)
         .await?;
+    if !query.dry_run {
+        crate::webhooks::records::announce_import(&state.store, &report.created, &report.updated)
+            .await;
+    }
     Ok(Json(ImportResult {
         created: report.created.len(),
         updated: report.updated.len(),

@@ -762,6 +762,35 @@ impl Store {
         Ok(record)
     }
 
+    /// The records of `ids` of one `kind` that exist, in a few reads: 500 a statement,
+    /// so each look-up of their identifiers stays small.
+    pub async fn get_entities(
+        &self,
+        kind: EntityKind,
+        ids: &[String],
+    ) -> Result<Vec<EntityRecord>> {
+        let mut records = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut query = sqlx::query(dynamic_sql!(
+                "SELECT * FROM {} WHERE id IN ({})",
+                table(kind),
+                placeholders(1, chunk.len())
+            ));
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            let mut found = query
+                .fetch_all(self.reader())
+                .await?
+                .iter()
+                .map(|row| entity_from_row(kind, row))
+                .collect::<Result<Vec<_>>>()?;
+            self.fill_identifiers(&mut found).await?;
+            records.append(&mut found);
+        }
+        Ok(records)
+    }
+
     pub async fn list_entities(
         &self,
         kind: EntityKind,

@@ -15,7 +15,7 @@ use super::{Backend, Result, Store, StoreError, col, now_ms};
 use crate::crm::model::{EntityKind, EntityRef};
 use crate::crm::privacy::{
     ErasedCounts, ErasurePlan, Found, FoundCall, FoundEmail, TombstoneKind, erased_call_id,
-    is_plain_file_name, plan, tombstone_hash,
+    holds_mark, is_plain_file_name, like_anywhere, outbox_marks, plan, tombstone_hash,
 };
 
 /// `$start, $start+1, …` for `n` values.
@@ -48,6 +48,45 @@ async fn execute_in(tx: &mut Tx<'_>, sql: String, values: &[String]) -> Result<u
         query = query.bind(value.clone());
     }
     Ok(query.execute(&mut **tx).await?.rows_affected())
+}
+
+/// Deletes the webhook deliveries owed whose body (the JSON as it is sent) holds any of
+/// `marks` on its own ([`holds_mark`]); how many. `LIKE` narrows the outbox down to
+/// candidates, so a long queue for a dead receiver is not read whole.
+async fn purge_outbox(tx: &mut Tx<'_>, marks: &[String]) -> Result<u64> {
+    let mut doomed = Vec::new();
+    for chunk in marks.chunks(500) {
+        let clause = (1..=chunk.len())
+            .map(|i| format!("LOWER(body) LIKE ${i} ESCAPE '\\'"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let patterns: Vec<String> = chunk.iter().map(|m| like_anywhere(m)).collect();
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, body FROM webhook_outbox WHERE {clause}"
+        )));
+        for pattern in patterns {
+            query = query.bind(pattern);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let body: String = col(&row, "body")?;
+            if chunk.iter().any(|m| holds_mark(&body, m)) {
+                doomed.push(col::<String>(&row, "id")?);
+            }
+        }
+    }
+    doomed.sort();
+    doomed.dedup();
+    let mut deleted = 0;
+    for chunk in doomed.chunks(500) {
+        let list = params(1, chunk.len());
+        deleted += execute_in(
+            tx,
+            format!("DELETE FROM webhook_outbox WHERE id IN ({list})"),
+            chunk,
+        )
+        .await?;
+    }
+    Ok(deleted)
 }
 
 /// An erasure that is planned and whose tombstones are written.
@@ -334,6 +373,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // A call update owed to a webhook before the intake linked the call names the
+        // caller's number only; the plan keeps no identifier, so those go now.
+        let identifiers: Vec<String> = found
+            .identifiers
+            .iter()
+            .filter(|i| !i.starts_with('@'))
+            .cloned()
+            .collect();
+        purge_outbox(&mut tx, &identifiers).await?;
         tx.commit().await?;
         Ok(ErasureJob { id, plan })
     }
@@ -392,6 +440,8 @@ impl Store {
             )
             .await?;
         }
+        // Deliveries still owed to webhooks carry the records and calls as they were.
+        purge_outbox(&mut tx, &outbox_marks(plan)).await?;
         for entity in &plan.entities {
             for sql in [
                 "DELETE FROM entity_identifiers WHERE entity_kind = $1 AND entity_id = $2",

@@ -96,6 +96,10 @@ pub struct OutboxDelivery {
     pub body: String,
 }
 
+/// Outbox rows per `INSERT`: four bound values each, well under SQLite's 32,766 and
+/// PostgreSQL's 65,535 bound parameters per statement.
+const OUTBOX_ROWS_PER_INSERT: usize = 1000;
+
 const WEBHOOK_SELECT: &str = "SELECT w.id, w.owner_id, u.role AS owner_role, w.url, w.events, \
     w.secret, w.created_at, w.last_delivery_at, w.last_error, w.last_error_at \
     FROM webhooks w LEFT JOIN users u ON u.id = w.owner_id";
@@ -218,25 +222,35 @@ impl Store {
 }
 
 impl Store {
-    /// Writes the deliveries owed for one event, all or none.
+    /// Writes the deliveries owed, all or none, in their order (each row's id is newer
+    /// than the one before, and rows are claimed oldest first).
     pub async fn enqueue_deliveries(&self, deliveries: &[(WebhookId, &str, &str)]) -> Result<()> {
         if deliveries.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         let mut tx = self.writer().begin().await?;
-        for (webhook, event, body) in deliveries {
-            sqlx::query(
+        for chunk in deliveries.chunks(OUTBOX_ROWS_PER_INSERT) {
+            let rows = (0..chunk.len())
+                .map(|i| {
+                    let p = 2 + 4 * i;
+                    format!("(${p}, ${}, ${}, ${}, $1)", p + 1, p + 2, p + 3)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO webhook_outbox (id, webhook_id, event, body, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(webhook.as_str())
-            .bind(*event)
-            .bind(*body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+                 VALUES {rows}"
+            )))
+            .bind(now);
+            for (webhook, event, body) in chunk {
+                query = query
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(webhook.as_str())
+                    .bind(*event)
+                    .bind(*body);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

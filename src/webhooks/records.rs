@@ -2,10 +2,11 @@
 //! `GET /emails/{id}` shows it, so without the raw message), and `*.created` /
 //! `activity.created` for the entities and activity it made. Who is told follows who may
 //! read the message (E1, A2): [`mail_audience`] decides, the rest reads and publishes.
+//! Also what a contact import wrote ([`announce_import`]), in bulk.
 //! Nothing is read for an event no webhook follows, and a failed read is only logged:
 //! the message is stored either way.
 
-use crate::crm::model::{EntityRef, MailboxKind, UserId};
+use crate::crm::model::{EntityKind, EntityRef, MailboxKind, UserId};
 use crate::events::{EventBus, Others, RecordUpdate};
 use crate::store::{ActivityFilter, EmailOutcome, EmailRecord, Page, Store, StoreError};
 
@@ -51,6 +52,49 @@ pub async fn announce_mail(store: &Store, events: &EventBus, outcomes: &[EmailOu
             tracing::warn!(error = %e, email = %id, "webhooks: cannot read a stored message");
         }
     }
+}
+
+/// Announces what a contact import wrote: `contact.created` for each contact it created,
+/// `entity.updated` for each it completed, to the webhooks whose owners may see them (A1).
+/// Only the events a webhook follows are read, in bulk, and written straight to the
+/// outbox in a few statements: through the event bus, a large file's records would
+/// outrun the dispatcher and be dropped. The dispatcher sends them at its next look at
+/// the outbox (within a second). A failed read or write is logged: the import stands.
+pub async fn announce_import(store: &Store, created: &[EntityRef], updated: &[EntityRef]) {
+    if let Err(e) = write_import(store, created, updated).await {
+        tracing::error!(error = %e, "webhooks: could not write the deliveries of an import");
+    }
+}
+
+async fn write_import(
+    store: &Store,
+    created: &[EntityRef],
+    updated: &[EntityRef],
+) -> Result<(), StoreError> {
+    let mut records = Vec::new();
+    for (event, entities) in [("contact.created", created), ("entity.updated", updated)] {
+        if entities.is_empty() || !super::followed(store, event).await {
+            continue;
+        }
+        for &kind in EntityKind::ALL {
+            let ids: Vec<String> = entities
+                .iter()
+                .filter(|e| e.kind == kind)
+                .map(|e| e.id.clone())
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for record in store.get_entities(kind, &ids).await? {
+                let responsible = record.responsible.clone();
+                let data = serde_json::to_value(crate::http::entities::Entity::from(record))
+                    .map_err(|e| StoreError::Corrupt(format!("an entity as JSON: {e}")))?;
+                records.push(RecordUpdate::on_entities(event, data, vec![responsible]));
+            }
+        }
+    }
+    super::delivery::dispatch_records(store, &records).await?;
+    Ok(())
 }
 
 async fn announce_message(

@@ -65,6 +65,68 @@ async fn contact_with_calls(app: &TestApp) -> String {
     contact
 }
 
+/// The database the app writes, opened beside it to look at the outbox as stored.
+async fn outbox_db(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url).await.expect("the database")
+}
+
+/// Deliveries still owed to a webhook, held by a node that has not sent them yet: one
+/// naming one of the person's calls, one naming only their number (a call update from
+/// before the call was linked), one of someone else's.
+async fn hold_deliveries(app: &TestApp, db: &sqlx::AnyPool, export: &Value) {
+    let hook = app
+        .post_ok(
+            "/api/v1/webhooks",
+            json!({"url": "https://crm.example.com/leadline", "events": ["call.ringing"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let greta_call = export["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["call_id"] == "greta-1")
+        .unwrap()["id"]
+        .clone();
+    for (id, data) in [
+        ("owed-call", json!({"call": greta_call, "name": NAME})),
+        (
+            "owed-number",
+            json!({"call": null, "customer": "+49305550123", "entity": null}),
+        ),
+        (
+            "owed-other",
+            json!({"call": "other", "customer": "+4917600000001", "name": "Otto"}),
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO webhook_outbox \
+             (id, webhook_id, event, body, created_at, claimed_by, claimed_until) \
+             VALUES ($1, $2, 'call.ringing', $3, 0, 'another-node', $4)",
+        )
+        .bind(id)
+        .bind(hook["id"].as_str().unwrap().to_owned())
+        .bind(json!({"event": "call.ringing", "data": data}).to_string())
+        .bind(i64::MAX)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    assert_eq!(owed(db).await, ["owed-call", "owed-number", "owed-other"]);
+}
+
+/// The ids of the deliveries in the outbox.
+async fn owed(db: &sqlx::AnyPool) -> Vec<String> {
+    sqlx::query("SELECT id FROM webhook_outbox ORDER BY id")
+        .fetch_all(db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| sqlx::Row::get::<String, _>(r, "id"))
+        .collect()
+}
+
 /// Nothing the API lists or shows names the person any more.
 async fn api_forgot_the_person(app: &TestApp, contact: &str) {
     let (status, _) = app
@@ -378,12 +440,25 @@ async fn m7_erasure_leaves_no_trace_and_replays_do_not_bring_the_person_back() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    let db = outbox_db(&format!(
+        "sqlite:{}",
+        app.data_dir().join("leadline.db").display()
+    ))
+    .await;
+    hold_deliveries(&app, &db, &export).await;
+
     let erased = erase(&app, &format!("contact:{contact}")).await;
     assert_eq!(
         erased,
         json!({"erased": {"entities": 1, "activities": 5, "calls": 3, "emails": 2,
                           "recordings": 2}})
     );
+    assert_eq!(
+        owed(&db).await,
+        ["owed-other"],
+        "the person's deliveries are gone from the outbox, the other's stays"
+    );
+    db.close().await;
     for file in &files {
         assert!(!recordings.join(file).exists(), "{file} deleted");
     }
@@ -437,24 +512,32 @@ async fn m7_erasure_leaves_no_trace_and_replays_do_not_bring_the_person_back() {
     app.stop().await;
 }
 
-/// The API-level part on PostgreSQL: erasure of a contact with calls, the replayed
-/// event and the new call (M7).
+/// The API-level part on PostgreSQL: erasure of a contact with calls and of the outbox
+/// deliveries that name them, the replayed event and the new call (M7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn m7_erasure_on_postgresql() {
     let server = crate::common::postgres::PgServer::shared();
     let url = server.create_database("privacy_erase").await;
+    let db = outbox_db(&url).await;
     let app = TestApp::spawn_with(|config, _| config.database_url = url).await;
     let contact = contact_with_calls(&app).await;
     let export = app
         .get_ok(&format!("/api/v1/privacy/export?entity=contact:{contact}"))
         .await;
     assert_eq!(export["calls"].as_array().unwrap().len(), 2, "{export}");
+    hold_deliveries(&app, &db, &export).await;
     let erased = erase(&app, &format!("contact:{contact}")).await;
     assert_eq!(
         erased,
         json!({"erased": {"entities": 1, "activities": 2, "calls": 2, "emails": 0,
                           "recordings": 0}})
     );
+    assert_eq!(
+        owed(&db).await,
+        ["owed-other"],
+        "the person's deliveries are gone"
+    );
+    db.close().await;
     api_forgot_the_person(&app, &contact).await;
     replay_creates_nothing_a_new_call_a_lead(&app).await;
     app.stop().await;

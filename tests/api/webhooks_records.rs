@@ -210,6 +210,121 @@ async fn a1_an_agents_webhook_gets_only_the_records_the_agent_may_see() {
     app.stop().await;
 }
 
+/// A1: a contact import announces each contact it created (`contact.created`) and each
+/// it completed (`entity.updated`), and a dry run nothing; an agent's webhook gets only
+/// the contacts the agent may see (at `own`, theirs).
+#[tokio::test]
+async fn a1_an_import_announces_its_contacts_to_whoever_may_see_them() {
+    let app = spawn_with_loopback_receivers(None).await;
+    let mut receiver = Receiver::start().await;
+    let anna = app
+        .create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    let ben = app
+        .create_user("Ben", "ben@example.com", "agent", "102")
+        .await;
+    let anna_token = app.token_for(&anna).await;
+    let existing = app
+        .post_ok(
+            "/api/v1/contacts",
+            json!({"name": "Olga Bestand", "phones": ["+4917611111111"], "responsible": ben}),
+            StatusCode::CREATED,
+        )
+        .await;
+    let events = ["contact.created", "entity.updated"];
+    create_hook(
+        &app,
+        &app.admin,
+        json!({"url": receiver.url("hook", "admin"), "events": events}),
+    )
+    .await;
+    create_hook(
+        &app,
+        &anna_token,
+        json!({"url": receiver.url("hook", "anna"), "events": events}),
+    )
+    .await;
+
+    let csv = "name,phone,email,responsible\n\
+               Olga Bestand,+4917611111111,olga@kunde.example,\n\
+               Bernd Neu,+4917622222222,,ben@example.com\n\
+               Anke Neu,+4917633333333,,anna@example.com\n";
+    for query in ["?dry_run=true", ""] {
+        let resp = app
+            .client
+            .post(format!("{}/api/v1/contacts/import{query}", app.base))
+            .bearer_auth(&app.admin)
+            .header("Content-Type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .expect("import sent");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let answer: Value = resp.json().await.expect("JSON answer");
+        assert_eq!(
+            answer,
+            json!({"created": 2, "updated": 1, "skipped": []}),
+            "{query}"
+        );
+    }
+
+    // The admin's first three deliveries are the import's: none of the dry run's.
+    let mut told = Vec::new();
+    for _ in 0..3 {
+        let hit = receiver.next("admin").await;
+        let data = hit.json()["data"].clone();
+        told.push((
+            hit.event.clone(),
+            data["name"].as_str().unwrap().to_owned(),
+            data,
+        ));
+    }
+    told.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let names: Vec<(&str, &str)> = told
+        .iter()
+        .map(|(event, name, _)| (event.as_str(), name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("contact.created", "Anke Neu"),
+            ("contact.created", "Bernd Neu"),
+            ("entity.updated", "Olga Bestand")
+        ]
+    );
+    let contacts = app.get_ok("/api/v1/contacts?limit=500").await;
+    for (_, name, data) in &told {
+        let stored = contacts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} in {contacts}"));
+        assert_eq!(data, stored, "the contact as the API shows it");
+    }
+    assert_eq!(told[2].2["id"], existing["id"]);
+    assert_eq!(told[2].2["emails"], json!(["olga@kunde.example"]));
+
+    // Anna is told of her new contact only: her next delivery is her next contact, not
+    // Ben's new one or the update of Ben's customer.
+    let hit = receiver.next("anna").await;
+    assert_eq!(hit.event, "contact.created");
+    assert_eq!(hit.json()["data"]["name"], "Anke Neu");
+    assert_eq!(hit.json()["data"]["responsible"], json!(anna));
+    let (status, later) = app
+        .request(
+            Method::POST,
+            "/api/v1/contacts",
+            Some(&anna_token),
+            Some(json!({"name": "Anna's next"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{later}");
+    let hit = receiver.next("anna").await;
+    assert_eq!(hit.json()["data"]["id"], later["id"], "{:?}", hit.json());
+    app.stop().await;
+}
+
 /// A1, T1: a real call through the B2BUA (SIPp as carrier and as Anna's phone) from a new
 /// caller: its lead and its activity reach the admin's webhook once, and Anna's (the
 /// lead's responsible, first in the queue), not Ben's; the call's answer and hang-up
