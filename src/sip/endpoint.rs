@@ -796,6 +796,28 @@ async fn udp_loop(
     }
 }
 
+/// The next accepted connection of a stream listener; `None` once `cancel` fires.
+async fn accept_next(
+    listener: &TcpListener,
+    cancel: &CancellationToken,
+    transport: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return None,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok(pair) => return Some(pair),
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%err, transport, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 async fn tcp_accept_loop(
     inner: Arc<EndpointInner>,
     listener: TcpListener,
@@ -805,20 +827,7 @@ async fn tcp_accept_loop(
     edge: EdgeShedding,
     cancel: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%err, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = accept_next(&listener, &cancel, "TCP").await {
         let _ = stream.set_nodelay(true);
         let rules = StreamRules {
             limits,
@@ -988,19 +997,7 @@ async fn tls_accept_loop(
     edge: EdgeShedding,
     cancel: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                tracing::warn!(%err, "TLS accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = accept_next(&listener, &cancel, "TLS").await {
         let _ = stream.set_nodelay(true);
         // The handshake runs in its own task: a slow client must not hold up the others.
         let (inner, acceptor, local) = (inner.clone(), acceptor.clone(), local.clone());
