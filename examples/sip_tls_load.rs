@@ -80,6 +80,8 @@ struct Shared {
     /// Microseconds of each successful operation, for the percentiles.
     latencies: std::sync::Mutex<Vec<u64>>,
     sequence: AtomicU64,
+    /// This run's id (process id and start time).
+    run: String,
 }
 
 /// One TLS connection reading whole SIP messages.
@@ -137,8 +139,7 @@ impl Conn {
                 }
                 _ => {}
             }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.pending)).await
-            {
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.pending)).await {
                 Ok(Ok(0)) => return Err(LoadError::Closed),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(e.into()),
@@ -171,11 +172,21 @@ fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// A tag for branches, tags and Call-IDs unique across runs: a branch seen in an earlier
+/// run within 32 s would be answered from the gateway's transaction state, not processed.
+fn unique(shared: &Shared) -> String {
+    format!(
+        "{}x{}",
+        shared.run,
+        shared.sequence.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 async fn register(shared: &Shared, conn: &mut Conn, i: usize) -> Result<(), LoadError> {
     let (user, password) = &shared.users[i % shared.users.len()];
     let gw = shared.args.gateway;
     let local = conn.local;
-    let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
+    let n = unique(shared);
     // The Contact stays the same for a user whatever the connection, so a registration
     // refreshes the user's binding instead of adding one per connection.
     let request = |cseq: u32, authorization: &str| {
@@ -190,7 +201,9 @@ async fn register(shared: &Shared, conn: &mut Conn, i: usize) -> Result<(), Load
     conn.send(&request(1, "")).await?;
     let (status, challenge) = conn.response("REGISTER").await?;
     if status != 401 {
-        return Err(LoadError::Unexpected(format!("{status} to the first REGISTER")));
+        return Err(LoadError::Unexpected(format!(
+            "{status} to the first REGISTER"
+        )));
     }
     let offered = header(&challenge, "WWW-Authenticate")
         .ok_or_else(|| LoadError::Unexpected("401 without a challenge".into()))?;
@@ -208,7 +221,9 @@ async fn register(shared: &Shared, conn: &mut Conn, i: usize) -> Result<(), Load
         .await?;
     match conn.response("REGISTER").await? {
         (200, _) => Ok(()),
-        (status, _) => Err(LoadError::Unexpected(format!("{status} to the REGISTER with credentials"))),
+        (status, _) => Err(LoadError::Unexpected(format!(
+            "{status} to the REGISTER with credentials"
+        ))),
     }
 }
 
@@ -217,9 +232,9 @@ async fn call(shared: &Shared, conn: &mut Conn, i: usize) -> Result<(), LoadErro
     let local = conn.local;
     let number = &shared.args.number;
     let caller = format!("+{}", shared.args.first_caller + i as u64);
-    let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
+    let n = unique(shared);
     let sdp = format!(
-        "v=0\r\no=carrier {n} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        "v=0\r\no=carrier {i} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
          m=audio 9 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
     );
     let from = format!("From: <sip:{caller}@{local}>;tag=c{n}");
@@ -360,6 +375,14 @@ async fn main() -> anyhow::Result<()> {
         connections: AtomicUsize::new(0),
         latencies: std::sync::Mutex::new(Vec::new()),
         sequence: AtomicU64::new(0),
+        run: format!(
+            "{}{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default()
+        ),
     });
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
