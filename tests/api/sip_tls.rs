@@ -9,7 +9,7 @@ use std::time::Duration;
 use leadline::media::g711::{self, Codec};
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -101,25 +101,7 @@ impl TlsPhone {
 
     /// The next whole message, within `within`.
     async fn next(&mut self, within: Duration) -> Option<String> {
-        use leadline::sip::message::{Frame, Limits, frame};
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match frame(&self.pending, &Limits::UDP) {
-                Frame::Message(n) => {
-                    let message = self.pending.split_to(n);
-                    return Some(String::from_utf8_lossy(&message).into_owned());
-                }
-                Frame::KeepAlive(n) => {
-                    let _ = self.pending.split_to(n);
-                    continue;
-                }
-                _ => {}
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.pending)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return None,
-            }
-        }
+        next_message(&mut self.stream, &mut self.pending, within).await
     }
 
     /// REGISTER with digest as `user` (answering the challenge); the final answer.
@@ -644,4 +626,33 @@ async fn t13_a_tls_phone_calls_out_with_srtp_the_carrier_hears_it_in_clear_and_t
         );
     }
     app.stop().await;
+}
+
+/// The next whole SIP message read from `stream` (keep-alives skipped), within `within`;
+/// `pending` keeps what was read past it.
+pub(crate) async fn next_message(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    pending: &mut bytes::BytesMut,
+    within: Duration,
+) -> Option<String> {
+    use leadline::sip::message::{Frame, Limits, frame};
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match frame(pending, &Limits::UDP) {
+            Frame::Message(n) => {
+                let message = pending.split_to(n);
+                return Some(String::from_utf8_lossy(&message).into_owned());
+            }
+            Frame::KeepAlive(n) => {
+                let _ = pending.split_to(n);
+                continue;
+            }
+            _ => {}
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(pending)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
@@ -21,6 +21,7 @@ use crate::calls_sip::{CALLER, NUMBER};
 use crate::common::tls::{TestCertificate, self_signed};
 use crate::common::wait_until;
 use crate::helpers::TestApp;
+use crate::sip_tls::next_message;
 
 /// A carrier's TLS listener: accepts connections with `certificate` until dropped.
 struct TlsCarrier {
@@ -111,25 +112,7 @@ impl CarrierConnection {
 
     /// The next whole SIP message, within `within`.
     async fn next(&mut self, within: Duration) -> Option<String> {
-        use leadline::sip::message::{Frame, Limits, frame};
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match frame(&self.pending, &Limits::UDP) {
-                Frame::Message(n) => {
-                    let message = self.pending.split_to(n);
-                    return Some(String::from_utf8_lossy(&message).into_owned());
-                }
-                Frame::KeepAlive(n) => {
-                    let _ = self.pending.split_to(n);
-                    continue;
-                }
-                _ => {}
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.pending)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return None,
-            }
-        }
+        next_message(&mut self.stream, &mut self.pending, within).await
     }
 
     /// Answers `request` with `status` and `extra` header lines (each ending in CRLF).
