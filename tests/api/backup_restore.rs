@@ -2,6 +2,7 @@
 //! a backup taken while a recorded call is being written, the data dir wiped, restored
 //! and the gateway started on it again.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::time::Duration;
 
@@ -95,7 +96,7 @@ async fn finished_calls(app: &TestApp, count: usize) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_taken_while_a_call_is_recorded_restores_every_record_and_recording() {
     let mut app = TestApp::spawn_for_sipp().await;
-    line(&app, 20).await;
+    line(&app, 30).await;
     let number = app.get_ok("/api/v1/numbers").await["items"][0]["id"]
         .as_str()
         .unwrap()
@@ -165,19 +166,28 @@ async fn a_backup_taken_while_a_call_is_recorded_restores_every_record_and_recor
     assert_eq!(files_before.len(), 1, "{:?}", files_before.keys());
 
     // The backup runs while a second recorded call talks (its recording being written).
-    let second = recorded_call(&phone, &media, "+4917699999999", &app);
-    wait_until(
-        Duration::from_secs(20),
-        "the second call to talk",
-        || async {
-            let calls = items(&app, "/api/v1/calls").await;
+    // On a loaded machine Anna's SIPp may bind its port seconds after the gateway first
+    // rings it; the ring timeout and this deadline leave room for the INVITE's
+    // retransmissions to reach it.
+    let second = RefCell::new(recorded_call(&phone, &media, "+4917699999999", &app));
+    wait_until(Duration::from_secs(30), "the second call to talk", || {
+        let (anna, carrier) = &mut *second.borrow_mut();
+        for (side, run) in [("Anna's phone", anna), ("the carrier", carrier)] {
+            if let Some(seen) = run.ended_early() {
+                panic!("{side} ended before the second call talked: {seen}");
+            }
+        }
+        let app = &app;
+        async move {
+            let calls = items(app, "/api/v1/calls").await;
             calls
                 .iter()
                 .any(|c| c["answered_at"].is_string() && c["ended_at"].is_null())
                 .then_some(())
-        },
-    )
+        }
+    })
     .await;
+    let second = second.into_inner();
     let archive_dir = tempfile::tempdir().unwrap();
     let archive = archive_dir.path().join("leadline.tar.gz");
     let archive_arg = archive.to_str().unwrap();

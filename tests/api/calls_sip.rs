@@ -75,6 +75,19 @@ impl Sipp {
         std::fs::read_to_string(&self.trace).unwrap_or_default()
     }
 
+    /// What the run saw and said, when it has already ended (`None` while it runs): a
+    /// test waiting for a call to reach a state fails at once, with the reason, when
+    /// one side gave up (its port taken by another test, a message it did not expect).
+    pub(crate) fn ended_early(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let trace = std::fs::read_to_string(&self.trace).unwrap_or_default();
+        let stderr =
+            std::fs::read_to_string(self._dir.path().join("stderr.log")).unwrap_or_default();
+        Some(format!(
+            "SIPp ended with {status}\n{trace}\n--- sipp stderr ---\n{stderr}"
+        ))
+    }
+
     /// Waits for the run to end; whether it succeeded and every message it saw.
     pub(crate) async fn finish(mut self) -> (bool, String) {
         let status = tokio::time::timeout(Duration::from_secs(180), self.child.wait())
