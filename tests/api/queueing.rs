@@ -345,7 +345,9 @@ async fn t9_three_waiting_callers_are_served_in_arrival_order() {
     let line = line(&app, 20).await;
     let queue = queue_id(&app).await;
     presence(&app, &line.ben, "offline").await;
-    let anna = agent_phone(&app, "101", 4, 1500).await;
+    // Anna talks 5 s a call: the three callers must all be queued while she talks to
+    // the first, and on a loaded machine each SIPp run takes a while to start.
+    let anna = agent_phone(&app, "101", 4, 5000).await;
     let first = carrier_call_from(&app, FIRST, "carrier_call_hung_up.xml", &[]);
     call_of(&app, FIRST, "Anna to answer", answered_by(&line.anna)).await;
     let mut callers = Vec::new();
