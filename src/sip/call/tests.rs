@@ -20,6 +20,7 @@ fn device(name: &str) -> Device {
         path: None,
         q: None,
         owner: None,
+        carrier_host: None,
     }
 }
 
