@@ -469,7 +469,7 @@ async fn t7_an_agent_calls_out_over_tls_through_a_carrier_trunk_that_does_not_re
 }
 
 /// T13 over TLS: the call out through a TLS trunk whose carrier shows a certificate no
-/// configured CA signed fails cleanly: the agent's phone gets a 503 whose Reason header
+/// configured CA signed fails cleanly: the agent's phone gets a 480 whose Reason header
 /// gives the TLS refusal, the call is logged `failed` with its leg failed (503), and the
 /// refused handshake is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,9 +484,9 @@ async fn t13_a_call_out_to_a_tls_carrier_with_a_foreign_certificate_fails_with_t
     tls_line_without_registration(&app, rogue.addr.port()).await;
 
     let (ok, phone) = anna_dials(&app, "agent_dial_refused.xml").finish().await;
-    assert!(ok, "challenged, then refused with 503: {phone}");
+    assert!(ok, "challenged, then refused with 480: {phone}");
     assert!(
-        phone.contains("Reason: SIP;cause=503;text=\"tls: invalid peer certificate: "),
+        phone.contains("Reason: SIP;cause=480;text=\"tls: invalid peer certificate: "),
         "the phone is told why: {phone}"
     );
 
