@@ -484,6 +484,7 @@ impl B2bua {
                         path: b.path,
                         q: b.q.and_then(|q| q.parse().ok()),
                         owner: None,
+                        carrier_host: None,
                     })
                     .collect(),
             );
@@ -618,7 +619,10 @@ impl B2bua {
         } else if let Some(transport) = stream_transport(&device.transport)
             && let Ok(peer) = device.source.parse::<SocketAddr>()
         {
-            return self.invite_over_flow(option, transport, peer, states).await;
+            let flow = self
+                .flow_for(transport, peer, device.carrier_host.as_deref())
+                .await?;
+            return self.invite_over_flow(option, flow, states).await;
         }
         let (dialog, handle) = self.dialogs.do_invite_async(option, states)?;
         let answer = Box::pin(async move {
@@ -630,22 +634,41 @@ impl B2bua {
         Ok((dialog, answer))
     }
 
-    /// An INVITE to a phone registered over TCP or TLS goes down the connection it
-    /// registered over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. rsipstack's
+    /// The connection a leg over TCP or TLS goes down. A phone's is the one it registered
+    /// over (RFC 3261 §18.2.2, RFC 5626): behind NAT nothing else reaches it. A carrier
+    /// over TLS gets the open connection, or a new one whose certificate must verify for
+    /// the trunk's host, whether or not the trunk registers.
+    async fn flow_for(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+        carrier_host: Option<&str>,
+    ) -> Result<crate::sip::endpoint::TcpFlow, B2buaError> {
+        let flow = match (transport, carrier_host) {
+            (Transport::Tls, Some(host)) => {
+                self.endpoint
+                    .tls_flow(peer, host, LEG_CONNECT_TIMEOUT)
+                    .await?
+            }
+            _ => {
+                self.endpoint
+                    .flow_to(transport, peer, LEG_CONNECT_TIMEOUT)
+                    .await?
+            }
+        };
+        Ok(flow)
+    }
+
+    /// An INVITE down one of our TCP or TLS connections ([`B2bua::flow_for`]). rsipstack's
     /// `do_invite_async` would open a new connection, so this is its counterpart with the
     /// transaction bound to our flow; in-dialog requests then follow the same flow. The
     /// transaction is driven by the returned future, which the call's task polls.
     async fn invite_over_flow(
         self: &Arc<Self>,
         option: InviteOption,
-        transport: Transport,
-        peer: SocketAddr,
+        flow: crate::sip::endpoint::TcpFlow,
         states: rsipstack::dialog::dialog::DialogStateSender,
     ) -> Result<(InviteDialog, driver::Boxed<Option<Response>>), B2buaError> {
-        let flow = self
-            .endpoint
-            .flow_to(transport, peer, Duration::from_secs(3))
-            .await?;
         let (dialog, mut tx) = self.dialogs.create_client_invite_dialog(option, states)?;
         tx.connection = Some(flow.connection);
         let b2bua = self.clone();
@@ -668,6 +691,10 @@ impl B2bua {
         Ok((dialog, answer))
     }
 }
+
+/// How long connecting to a leg's peer over TCP may take before the leg fails (a TLS
+/// handshake has the endpoint's own bound on top).
+const LEG_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where requests to a device go: the address its REGISTER came from (it may be behind
 /// NAT), over its transport.

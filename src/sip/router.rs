@@ -29,6 +29,10 @@ pub struct Device {
     /// The employee it belongs to, when a step rings several employees at once (a
     /// queue's `ring_all`); `None`: the step's employee.
     pub owner: Option<UserId>,
+    /// A carrier trunk's leg: its host, the name the carrier's TLS certificate must
+    /// carry when the gateway opens the connection itself. `None` for phones, which
+    /// are reached over the connection they registered over only.
+    pub carrier_host: Option<String>,
 }
 
 /// One employee's turn.

@@ -1,7 +1,9 @@
 //! Carrier trunks over TLS (RFC 3261 §26): the gateway opens the TLS connection to the
 //! carrier, verifies its certificate against the configured CA, registers with digest
 //! over it and takes the carrier's calls on it; a certificate it cannot verify is refused
-//! and the reason shown on the trunk.
+//! and the reason shown on the trunk. A trunk that does not register gets its connection
+//! from the first call out, which fails with the TLS reason when the certificate is
+//! refused.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,9 +19,9 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject as _;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::calls_sip::{CALLER, NUMBER};
+use crate::calls_sip::{CALLER, NUMBER, Sipp, ended_call};
 use crate::common::tls::{TestCertificate, self_signed};
-use crate::common::wait_until;
+use crate::common::{free_port, wait_until};
 use crate::helpers::TestApp;
 use crate::sip_tls::next_message;
 
@@ -117,17 +119,29 @@ impl CarrierConnection {
 
     /// Answers `request` with `status` and `extra` header lines (each ending in CRLF).
     async fn answer(&mut self, request: &str, status: &str, extra: &str) {
+        self.answer_with(request, status, extra, "").await;
+    }
+
+    /// [`CarrierConnection::answer`] with a body (its Content-Type among `extra`). A To
+    /// that has a tag already (in-dialog) keeps it.
+    async fn answer_with(&mut self, request: &str, status: &str, extra: &str, body: &str) {
         let vias: Vec<&str> = request
             .lines()
             .filter(|l| l.to_ascii_lowercase().starts_with("via:"))
             .collect();
+        let to = header(request, "To");
+        let tag = if to.contains(";tag=") {
+            ""
+        } else {
+            ";tag=carrier"
+        };
         let response = format!(
-            "SIP/2.0 {status}\r\n{}\r\n{}\r\n{};tag=carrier\r\n{}\r\n{}\r\n{extra}Content-Length: 0\r\n\r\n",
+            "SIP/2.0 {status}\r\n{}\r\n{}\r\n{to}{tag}\r\n{}\r\n{}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
             vias.join("\r\n"),
             header(request, "From"),
-            header(request, "To"),
             header(request, "Call-ID"),
             header(request, "CSeq"),
+            body.len(),
         );
         self.send(&response).await;
     }
@@ -315,6 +329,179 @@ async fn t2_t1_a_carrier_trunk_registers_and_calls_over_tls_and_a_foreign_certif
     assert!(
         reason.starts_with("tls: invalid peer certificate: "),
         "{failed}"
+    );
+    app.stop().await;
+}
+
+/// A carrier trunk over TLS set not to register (`"register": false`), Anna, and our
+/// number on that trunk for calls both ways; the trunk's id.
+async fn tls_line_without_registration(app: &TestApp, carrier_port: u16) -> String {
+    let trunk = app
+        .post_ok(
+            "/api/v1/trunks",
+            json!({"name": "TLS carrier, IP-authenticated", "kind": "carrier",
+                   "host": "127.0.0.1", "port": carrier_port, "transport": "tls",
+                   "register": false}),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(trunk["transport"], "tls", "{trunk}");
+    let trunk = trunk["id"].as_str().expect("trunk id").to_owned();
+    let anna = app
+        .post_ok(
+            "/api/v1/users",
+            json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
+                   "extension": "101", "sip_password": "pw-101-secret"}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .clone();
+    let queue = app
+        .post_ok(
+            "/api/v1/queues",
+            json!({"name": "Sales", "members": [anna]}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .clone();
+    app.post_ok(
+        "/api/v1/numbers",
+        json!({"number": NUMBER, "default_country": "DE", "queue": queue, "trunk": trunk,
+               "directions": "both"}),
+        StatusCode::CREATED,
+    )
+    .await;
+    trunk
+}
+
+/// Anna's softphone over UDP dials 030 123456 with `scenario`.
+fn anna_dials(app: &TestApp, scenario: &str) -> Sipp {
+    Sipp::start(
+        scenario,
+        free_port(),
+        Some(app.sip_addr().to_string()),
+        &[
+            "-s",
+            "101",
+            "-au",
+            "101",
+            "-ap",
+            "pw-101-secret",
+            "-key",
+            "dial",
+            "030123456",
+        ],
+    )
+}
+
+/// T7 over TLS: an agent's call out through a TLS carrier trunk that does not register
+/// opens the connection itself (nothing was open before: the carrier's first accept is
+/// the call's); the INVITE, the ACK and the BYE of the agent's hang-up all go over that
+/// one connection, and the call is logged as the agent's, answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t7_an_agent_calls_out_over_tls_through_a_carrier_trunk_that_does_not_register() {
+    let certs = tempfile::tempdir().unwrap();
+    let trusted = self_signed(certs.path(), "carrier", "carrier.test");
+    let ca = trusted.cert.clone();
+    let app = TestApp::spawn_for_sipp_with(|config| config.sip_tls_ca = Some(ca)).await;
+    let mut carrier = TlsCarrier::start(&trusted).await;
+    let trunk = tls_line_without_registration(&app, carrier.addr.port()).await;
+
+    let phone = anna_dials(&app, "agent_dial.xml");
+    let mut connection = carrier.accept().await;
+    let invite = connection
+        .next(Duration::from_secs(20))
+        .await
+        .expect("the call's INVITE over the new TLS connection");
+    assert!(
+        invite.starts_with("INVITE sip:") && invite.contains("4930123456@127.0.0.1:"),
+        "the dialled number: {invite}"
+    );
+    assert!(header(&invite, "Via").contains("SIP/2.0/TLS"), "{invite}");
+    assert!(
+        header(&invite, "From").contains("4930901820@127.0.0.1>"),
+        "our number as caller ID: {invite}"
+    );
+    let carrier_at = carrier.addr;
+    let sdp = format!(
+        "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        free_port()
+    );
+    connection
+        .answer_with(
+            &invite,
+            "200 OK",
+            &format!(
+                "Contact: <sip:carrier@{carrier_at};transport=tls>\r\n\
+                 Content-Type: application/sdp\r\n"
+            ),
+            &sdp,
+        )
+        .await;
+    let ack = connection
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the ACK on the same connection");
+    assert!(ack.starts_with("ACK "), "{ack}");
+    assert_eq!(header(&ack, "Call-ID"), header(&invite, "Call-ID"), "{ack}");
+    // The phone hangs up after a short talk: its BYE reaches the carrier here.
+    let bye = connection
+        .next(Duration::from_secs(20))
+        .await
+        .expect("the agent's hang-up on the same connection");
+    assert!(bye.starts_with("BYE "), "{bye}");
+    assert_eq!(header(&bye, "Call-ID"), header(&invite, "Call-ID"), "{bye}");
+    connection.answer(&bye, "200 OK", "").await;
+    let (ok, phone) = phone.finish().await;
+    assert!(ok, "challenged, connected, hung up: {phone}");
+
+    let call = ended_call(&app).await;
+    assert_eq!(call["direction"], "outgoing", "{call}");
+    assert_eq!(call["customer"], "+4930123456", "{call}");
+    assert_eq!(call["outcome"], "answered", "{call}");
+    let registration = app.get_ok(&format!("/api/v1/trunks/{trunk}")).await["registration"].clone();
+    assert_ne!(
+        registration["state"], "registered",
+        "the trunk never registered: {registration}"
+    );
+    app.stop().await;
+}
+
+/// T13 over TLS: the call out through a TLS trunk whose carrier shows a certificate no
+/// configured CA signed fails cleanly: the agent's phone gets a 480 whose Reason header
+/// gives the TLS refusal, the call is logged `failed` with its leg failed (503), and the
+/// refused handshake is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t13_a_call_out_to_a_tls_carrier_with_a_foreign_certificate_fails_with_the_tls_reason() {
+    let certs = tempfile::tempdir().unwrap();
+    let trusted = self_signed(certs.path(), "carrier", "carrier.test");
+    let foreign = self_signed(certs.path(), "foreign", "carrier.test");
+    let ca = trusted.cert.clone();
+    let app = TestApp::spawn_for_sipp_with(|config| config.sip_tls_ca = Some(ca)).await;
+    let mut rogue = TlsCarrier::start(&foreign).await;
+    rogue.keep_accepting();
+    tls_line_without_registration(&app, rogue.addr.port()).await;
+
+    let (ok, phone) = anna_dials(&app, "agent_dial_refused.xml").finish().await;
+    assert!(ok, "challenged, then refused with 480: {phone}");
+    assert!(
+        phone.contains("Reason: SIP;cause=480;text=\"tls: invalid peer certificate: "),
+        "the phone is told why: {phone}"
+    );
+
+    let call = ended_call(&app).await;
+    assert_eq!(call["direction"], "outgoing", "{call}");
+    assert_eq!(call["outcome"], "failed", "{call}");
+    assert_eq!(call["legs"][0]["state"], "failed", "{call}");
+    assert_eq!(call["legs"][0]["status"], 503, "{call}");
+    let metrics = app.metrics().await.expect("the metrics");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("leadline_sip_tls_handshake_failed_total ")
+                && l != "leadline_sip_tls_handshake_failed_total 0"
+        ),
+        "the refused handshake is counted: {metrics}"
     );
     app.stop().await;
 }

@@ -108,6 +108,9 @@ pub(super) struct Driver {
     offer_since: Option<Instant>,
     /// The call's agents as the desk was last told: (talking, ringing).
     told_desk: (Vec<UserId>, Vec<UserId>),
+    /// Why the last carrier leg could not even be sent (its connection or certificate
+    /// refused): the caller's refusal says so, else only our log would.
+    unsent: Option<String>,
 }
 
 impl Driver {
@@ -144,6 +147,7 @@ impl Driver {
             queue_codec: None,
             offer_since: None,
             told_desk: (Vec::new(), Vec::new()),
+            unsent: None,
         };
         if let Some(caller) = caller {
             driver.file(Leg::Caller, caller);
@@ -551,7 +555,8 @@ impl Driver {
             }
             Action::Reject(status) => {
                 if let Some(dialog) = self.dialog(self.machine.caller()) {
-                    let _ = dialog.reject(Some(StatusCode::from(status)), None);
+                    let reason = self.unsent.take().map(|why| reason_header(status, &why));
+                    let _ = dialog.reject(Some(StatusCode::from(status)), reason);
                 }
             }
             Action::Send {
@@ -820,6 +825,9 @@ impl Driver {
             }
             Err(err) => {
                 tracing::warn!(%err, ?leg, "cannot start a leg");
+                if device.carrier_host.is_some() {
+                    self.unsent = Some(err.to_string());
+                }
                 self.queued.push_back(Event::NotSent { leg, status: 503 });
             }
         }
@@ -898,6 +906,7 @@ impl Driver {
             }
             Err(err) => {
                 tracing::warn!(%err, "cannot send the forwarded call");
+                self.unsent = Some(err.to_string());
                 self.queued.push_back(not_sent(503));
             }
         }
@@ -1223,6 +1232,18 @@ fn session_timer_headers(interval_s: u32) -> Vec<Header> {
     ]
 }
 
+/// The value of a `Reason` header (RFC 3326) telling the caller why a carrier leg could
+/// not be sent: the status it was refused with and our own words, which become a quoted
+/// string (quotes and backslashes dropped, line breaks made spaces).
+fn reason_header(status: u16, why: &str) -> String {
+    let text: String = why
+        .chars()
+        .filter(|c| !matches!(c, '"' | '\\'))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("SIP;cause={status};text=\"{text}\"")
+}
+
 /// Fires at the earliest timer; never while none is set.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -1331,5 +1352,22 @@ async fn take_voicemail(
             let _ = tokio::fs::remove_file(dir.join(&file)).await;
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_carrier_connection_is_told_as_an_rfc3326_reason() {
+        assert_eq!(
+            reason_header(503, "tls: invalid peer certificate: UnknownIssuer"),
+            "SIP;cause=503;text=\"tls: invalid peer certificate: UnknownIssuer\""
+        );
+        assert_eq!(
+            reason_header(503, "a \"quoted\"\r\nname\\"),
+            "SIP;cause=503;text=\"a quoted  name\""
+        );
     }
 }

@@ -214,6 +214,7 @@ impl B2bua {
                 path: None,
                 q: None,
                 owner: None,
+                carrier_host: Some(host.clone()),
             },
             credential,
             host,

@@ -986,9 +986,11 @@ impl Call {
 
     /// Nobody will talk and the caller is not kept on the line.
     fn unanswered(&mut self, why: Unanswered, now: Now, out: &mut Vec<Action>) {
-        let outcome = if self.setup.kind == Kind::Dialled {
-            // The employee's phone is hung up (a no-op when they hung up themselves).
-            out.push(Action::Hangup(self.caller));
+        let outcome = if matches!(self.setup.kind, Kind::Dialled | Kind::Outgoing) {
+            if self.setup.kind == Kind::Dialled {
+                // The employee's phone is hung up (a no-op when they hung up themselves).
+                out.push(Action::Hangup(self.caller));
+            }
             let status = self
                 .legs
                 .iter()
@@ -1999,10 +2001,10 @@ pub fn leg_state(status: u16) -> &'static str {
     }
 }
 
-/// How a click-to-call that never connected the customer ended, given the customer
-/// leg's final SIP status: the employee hung up first (cancelled), the customer was busy,
-/// did not answer (missed), or the call could not be made at all (failed: a wrong
-/// number, the carrier refusing it).
+/// How a call out (a click-to-call, an employee's own call) that never connected the
+/// customer ended, given the customer leg's final SIP status: the employee hung up first
+/// (cancelled), the customer was busy, did not answer (missed), or the call could not be
+/// made at all (failed: a wrong number, the carrier refusing it, no connection to it).
 pub fn unreached_outcome(why: Unanswered, status: Option<u16>) -> CallOutcome {
     match why {
         Unanswered::Cancelled => CallOutcome::Cancelled,

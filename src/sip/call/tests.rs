@@ -20,6 +20,7 @@ fn device(name: &str) -> Device {
         path: None,
         q: None,
         owner: None,
+        carrier_host: None,
     }
 }
 
@@ -1955,6 +1956,43 @@ fn requests_after_the_end_are_refused_and_late_answers_ended() {
         .filter_map(brief)
         .collect();
     assert_eq!(actions, ["hangup Ring(0, 1)"]);
+}
+
+/// An employee's own call out whose carrier leg could not even be sent (no connection
+/// to the carrier) is `failed`, not `missed`: the caller hears 480 as for a call nobody
+/// answered.
+#[test]
+fn t13_an_outgoing_call_whose_carrier_leg_cannot_be_sent_fails() {
+    let outgoing = || {
+        let mut carrier = HashMap::new();
+        carrier.insert(user("anna"), vec![device("carrier")]);
+        Setup {
+            kind: Kind::Outgoing,
+            plan: plan(&[user("anna")], &carrier, 180),
+            offer: Body::sdp("o=anna"),
+            ..incoming()
+        }
+    };
+    check(vec![Row {
+        name: "the carrier leg is not sent",
+        setup: outgoing,
+        history: vec![start()],
+        after_s: 0,
+        event: Event::NotSent {
+            leg: R00,
+            status: 503,
+        },
+        actions: &[
+            "stop Step(0)",
+            "reject 480",
+            "write legs",
+            "write ended failed",
+            "write media",
+            "publish ended failed",
+            "count Calls(Failed)",
+        ],
+        then: "over",
+    }]);
 }
 
 #[test]

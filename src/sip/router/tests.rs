@@ -12,6 +12,7 @@ fn device(name: &str, q: Option<f32>) -> Device {
         path: None,
         q,
         owner: None,
+        carrier_host: None,
     }
 }
 

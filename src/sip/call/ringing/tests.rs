@@ -20,6 +20,7 @@ fn devices(entries: &[(&str, &[&str])]) -> HashMap<UserId, Vec<Device>> {
                         path: None,
                         q: None,
                         owner: None,
+                        carrier_host: None,
                     })
                     .collect(),
             )
