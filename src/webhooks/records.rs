@@ -2,13 +2,16 @@
 //! `GET /emails/{id}` shows it, so without the raw message), and `*.created` /
 //! `activity.created` for the entities and activity it made. Who is told follows who may
 //! read the message (E1, A2): [`mail_audience`] decides, the rest reads and publishes.
-//! Also what a contact import wrote ([`announce_import`]), in bulk.
+//! Also what a contact import wrote ([`announce_import`]), in bulk, and what the call
+//! journal's replay wrote ([`announce_replayed`]).
 //! Nothing is read for an event no webhook follows, and a failed read is only logged:
 //! the message is stored either way.
 
 use crate::crm::model::{EntityKind, EntityRef, MailboxKind, UserId};
 use crate::events::{EventBus, Others, RecordUpdate};
-use crate::store::{ActivityFilter, EmailOutcome, EmailRecord, Page, Store, StoreError};
+use crate::store::{
+    ActivityFilter, EmailOutcome, EmailRecord, EventOutcome, Page, Store, StoreError,
+};
 
 /// The mailbox a message came from, as far as who may read it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,22 @@ pub async fn announce_mail(store: &Store, events: &EventBus, outcomes: &[EmailOu
 pub async fn announce_import(store: &Store, created: &[EntityRef], updated: &[EntityRef]) {
     if let Err(e) = write_import(store, created, updated).await {
         tracing::error!(error = %e, "webhooks: could not write the deliveries of an import");
+    }
+}
+
+/// Announces what the intake of a call logged by the journal's replay wrote, exactly as
+/// a live call's intake is (`http::calls::intake_records`, A1), but straight to the
+/// outbox: at start the replay runs before the webhook task follows the event bus, and
+/// it may log many calls at once, which would outrun the dispatcher. A failed read or
+/// write is logged: the call stands.
+pub async fn announce_replayed(store: &Store, outcome: &EventOutcome) {
+    let records = crate::http::calls::intake_records(store, outcome).await;
+    if records.is_empty() {
+        return;
+    }
+    if let Err(e) = super::delivery::dispatch_records(store, &records).await {
+        tracing::error!(error = %e, call_id = %outcome.call.call_id,
+            "webhooks: could not write the deliveries of a replayed call");
     }
 }
 
