@@ -130,9 +130,14 @@ impl App {
         store.attach_journal(crate::store::journal::Journal::open(
             &config.data_dir.join("journal"),
         )?);
+        let replayed = store.clone();
         sip_tasks.push(tokio::spawn(crate::store::journal::run(
             store.clone(),
             sip_cancel.clone(),
+            move |outcome| {
+                let store = replayed.clone();
+                async move { crate::webhooks::records::announce_replayed(&store, &outcome).await }
+            },
         )));
         let events = match store.backend() {
             crate::store::Backend::Postgres => {

@@ -348,21 +348,46 @@ pub(crate) async fn intake_followed(store: &Store) -> bool {
     false
 }
 
-/// Tells this node's webhooks what the intake of a newly logged call wrote: the entities
-/// it created (`lead.created`, ...) and its activity (`activity.created`), as the API
-/// shows them. Reads fail only into the log: the call stands.
+/// Tells this node's webhooks what the intake of a newly logged call wrote (see
+/// [`intake_records`]), through the event bus.
 pub(crate) async fn announce_intake(store: &Store, events: &EventBus, outcome: &EventOutcome) {
+    for record in intake_records(store, outcome).await {
+        events.publish_record(record);
+    }
+}
+
+/// What the intake of a newly logged call wrote, as webhooks are told of it, in order:
+/// the entities it created (`lead.created`, ...) and its activity (`activity.created`),
+/// as the API shows them. Only what some webhook follows is read. Reads fail only into
+/// the log: the call stands.
+pub(crate) async fn intake_records(store: &Store, outcome: &EventOutcome) -> Vec<RecordUpdate> {
     let call = &outcome.call;
+    let mut records = Vec::new();
     for entity in &call.created {
-        if let Some(event) = crate::webhooks::created_event(entity.kind) {
-            super::entities::announce_ref(store, events, event, entity).await;
+        let Some(event) = crate::webhooks::created_event(entity.kind) else {
+            continue;
+        };
+        if !crate::webhooks::followed(store, event).await {
+            continue;
+        }
+        let record = match store.get_entity(entity).await {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(error = %e, event, %entity, "webhooks: cannot read a new entity");
+                continue;
+            }
+        };
+        let responsible = record.responsible.clone();
+        match serde_json::to_value(super::entities::Entity::from(record)) {
+            Ok(data) => records.push(RecordUpdate::on_entities(event, data, vec![responsible])),
+            Err(e) => tracing::error!(error = %e, event, "an entity as JSON for webhooks"),
         }
     }
     let Some(activity) = &call.activity else {
-        return;
+        return records;
     };
     if !crate::webhooks::followed(store, "activity.created").await {
-        return;
+        return records;
     }
     let on = outcome
         .answer
@@ -378,11 +403,11 @@ pub(crate) async fn announce_intake(store: &Store, events: &EventBus, outcome: &
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, %activity, "webhooks: cannot read an activity's entities");
-                    return;
+                    return records;
                 }
             };
             match serde_json::to_value(super::matching::Activity::from(record)) {
-                Ok(data) => events.publish_record(RecordUpdate::on_entities(
+                Ok(data) => records.push(RecordUpdate::on_entities(
                     "activity.created",
                     data,
                     responsibles,
@@ -395,6 +420,7 @@ pub(crate) async fn announce_intake(store: &Store, events: &EventBus, outcome: &
         }
         Err(e) => tracing::warn!(error = %e, %activity, "webhooks: cannot read a call's activity"),
     }
+    records
 }
 
 /// A call's activity, found on the timeline of the entity the call is on: it is the

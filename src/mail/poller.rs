@@ -630,7 +630,8 @@ impl Poller {
 
     /// E3: vCards attached to collected mail become contacts (or companies); a card
     /// whose address or number is already on an entity is skipped (M7), and a card of
-    /// someone on the company's side is no customer (M6).
+    /// someone on the company's side is no customer (M6). The contacts are announced
+    /// before the messages that carried them.
     async fn import_cards(
         &self,
         cards: Vec<ContactDraft>,
@@ -646,7 +647,18 @@ impl Poller {
             return Ok(());
         }
         let report = self.store.import_entities(&entities).await?;
-        tracing::info!(?report, "contacts from vCards");
+        tracing::info!(
+            created = report.created,
+            skipped = report.skipped.len(),
+            "contacts from vCards"
+        );
+        crate::webhooks::records::announce_cards(
+            &self.store,
+            &self.events,
+            &self.mailbox,
+            &report.entities,
+        )
+        .await;
         Ok(())
     }
 

@@ -112,6 +112,8 @@ pub struct EntityFilter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportReport {
     pub created: usize,
+    /// The entities created, in the order given (for their webhook events).
+    pub entities: Vec<EntityRef>,
     /// Indexes of entities skipped because an identifier was taken (M7).
     pub skipped: Vec<usize>,
 }
@@ -454,6 +456,10 @@ impl Store {
                     ]);
                 }
                 report.created += 1;
+                report.entities.push(EntityRef {
+                    kind: new.kind,
+                    id: id.clone(),
+                });
             }
             // Claims of skipped entities go back.
             for chunk in partly_claimed.chunks(500) {

@@ -14,7 +14,8 @@
 //! that no write overtakes one journaled before it. The replay applies each record
 //! through the same paths as a live write ((call, event) once, M7 claims), so a record
 //! applied twice (a crash mid-replay, a write that reached the database before its error)
-//! changes nothing. What is applied is checkpointed (`calls.offset`); once every record is
+//! changes nothing. A call the replay logs is handed to the caller of [`run`] (the
+//! webhooks' announcement), once. What is applied is checkpointed (`calls.offset`); once every record is
 //! applied the file is emptied. A record the database refuses for good is moved to
 //! `rejected.jsonl` and the replay goes on.
 
@@ -698,6 +699,23 @@ impl Store {
         Ok(())
     }
 
+    /// Applies one write for the replay; the outcome of an event that logged its call
+    /// (ran the intake), which is what webhooks are told of.
+    async fn replay_call_write(&self, write: &CallWrite) -> Result<Option<EventOutcome>> {
+        let CallWrite::Event { event, node } = write else {
+            self.apply_call_write(write).await?;
+            return Ok(None);
+        };
+        // Read before: an outcome does not say whether its event ran the intake, only
+        // whether it was applied before.
+        let logged_before = self.call_by_call_id(&event.call_id).await?.is_some();
+        let node = node.clone().map(NodeId);
+        let outcome = self
+            .apply_replayable_call_event(event, node.as_ref())
+            .await?;
+        Ok(logs_the_call(logged_before, outcome.repeated).then_some(outcome))
+    }
+
     /// Runs `live` unless the journal is in use; journals `write` when the database
     /// cannot be reached (or does not answer within [`LIVE_WAIT`]).
     async fn journaled<T>(
@@ -723,6 +741,14 @@ impl Store {
         journal.append(write, true).await?;
         Ok(None)
     }
+}
+
+/// Whether a replayed call event logged its call, so that its intake's records are
+/// announced: not when the call was logged before (a later event, or a write-ahead line
+/// committed before a kill), nor when it is answered as a repeat (applied meanwhile by
+/// its own live write, or an erased call's, which must not come back).
+fn logs_the_call(logged_before: bool, repeated: bool) -> bool {
+    !logged_before && !repeated
 }
 
 /// What [`Store::write_ahead`] made of an opening event; `None`: nothing (no journal).
@@ -783,8 +809,16 @@ impl CallWrite {
 }
 
 /// Probes a database found down and replays the journal once it answers; stops on
-/// `cancel`. A node that starts with records left replays them first thing.
-pub async fn run(store: Store, cancel: CancellationToken) {
+/// `cancel`. A node that starts with records left replays them first thing. `opened` is
+/// told of each call the replay logged (the outcome of the event that ran its intake),
+/// before the checkpoint moves past it; a call the database had already (a write-ahead
+/// line committed before a kill, a write that reached it before its error) or an erased
+/// one is not told again.
+pub async fn run<F, Fut>(store: Store, cancel: CancellationToken, opened: F)
+where
+    F: Fn(EventOutcome) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let Some(journal) = store.journal.get().cloned() else {
         return;
     };
@@ -802,7 +836,7 @@ pub async fn run(store: Store, cancel: CancellationToken) {
         }
         let state = journal.state();
         if !state.degraded && state.records > 0 {
-            replay(&store, &journal, &cancel).await;
+            replay(&store, &journal, &cancel, &opened).await;
         } else if !state.degraded && journal.shared.synced.load(Ordering::Acquire) > 0 {
             // Applied up to the end at a moment new records arrived: empty it now.
             let end = journal.shared.applied.load(Ordering::Acquire);
@@ -826,7 +860,11 @@ pub async fn run(store: Store, cancel: CancellationToken) {
 
 /// Applies the journal's records in order until it is empty, the database is lost again
 /// or `cancel`.
-async fn replay(store: &Store, journal: &Journal, cancel: &CancellationToken) {
+async fn replay<F, Fut>(store: &Store, journal: &Journal, cancel: &CancellationToken, opened: &F)
+where
+    F: Fn(EventOutcome) -> Fut,
+    Fut: Future<Output = ()>,
+{
     loop {
         let (from, bytes) = match journal.unapplied() {
             Ok(read) => read,
@@ -855,9 +893,12 @@ async fn replay(store: &Store, journal: &Journal, cancel: &CancellationToken) {
             };
             match &line.write {
                 Err(why) => journal.reject(line.text, why),
-                Ok(write) => match store.apply_call_write(write).await {
-                    Ok(()) => {
+                Ok(write) => match store.replay_call_write(write).await {
+                    Ok(logged) => {
                         metrics::counter!("leadline_journal_replayed_total").increment(1);
+                        if let Some(outcome) = logged {
+                            opened(outcome).await;
+                        }
                     }
                     Err(err) if is_unreachable(&err) => {
                         journal.database_down(&err);
@@ -890,6 +931,20 @@ mod tests {
             .into_iter()
             .map(|line| line.write.unwrap().call_id().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn a_replayed_event_announces_only_a_call_it_logs() {
+        assert!(logs_the_call(false, false), "the journaled opening event");
+        assert!(
+            !logs_the_call(true, false),
+            "a later event of a logged call"
+        );
+        assert!(
+            !logs_the_call(false, true),
+            "committed by its live write meanwhile, or an erased call's"
+        );
+        assert!(!logs_the_call(true, true), "committed before a kill");
     }
 
     #[tokio::test]

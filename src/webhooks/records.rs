@@ -2,13 +2,17 @@
 //! `GET /emails/{id}` shows it, so without the raw message), and `*.created` /
 //! `activity.created` for the entities and activity it made. Who is told follows who may
 //! read the message (E1, A2): [`mail_audience`] decides, the rest reads and publishes.
-//! Also what a contact import wrote ([`announce_import`]), in bulk.
+//! Also the contacts vCards attached to collected mail made ([`announce_cards`], E3),
+//! what a contact import wrote ([`announce_import`]), in bulk, and what the call
+//! journal's replay wrote ([`announce_replayed`]).
 //! Nothing is read for an event no webhook follows, and a failed read is only logged:
 //! the message is stored either way.
 
 use crate::crm::model::{EntityKind, EntityRef, MailboxKind, UserId};
 use crate::events::{EventBus, Others, RecordUpdate};
-use crate::store::{ActivityFilter, EmailOutcome, EmailRecord, Page, Store, StoreError};
+use crate::store::{
+    ActivityFilter, EmailOutcome, EmailRecord, EventOutcome, MailboxRecord, Page, Store, StoreError,
+};
 
 /// The mailbox a message came from, as far as who may read it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +42,61 @@ pub fn mail_audience(source: &Source, on_crm: bool) -> (Vec<UserId>, Others) {
     (readers, others)
 }
 
+/// E3: how a contact made of a vCard in a mailbox's mail is announced: to whoever may
+/// read that mail once it is on the CRM (E1, [`mail_audience`]): a personal mailbox's
+/// owner, and who may see the contact (A1).
+pub fn card_update(
+    source: &Source,
+    data: serde_json::Value,
+    responsible: Option<UserId>,
+) -> RecordUpdate {
+    let (readers, others) = mail_audience(source, true);
+    RecordUpdate {
+        event: "contact.created",
+        data,
+        responsibles: vec![responsible],
+        readers,
+        others,
+    }
+}
+
+/// E3: tells this node's webhooks of the contacts (`contact.created`) made of vCards in
+/// `mailbox`'s mail, as `GET /contacts/{id}` shows them ([`card_update`]). Companies made
+/// of cards are not announced, as for an import. A failed read is only logged: the
+/// contacts stand.
+pub async fn announce_cards(
+    store: &Store,
+    events: &EventBus,
+    mailbox: &MailboxRecord,
+    created: &[EntityRef],
+) {
+    let ids: Vec<String> = created
+        .iter()
+        .filter(|e| e.kind == EntityKind::Contact)
+        .map(|e| e.id.clone())
+        .collect();
+    if ids.is_empty() || !super::followed(store, "contact.created").await {
+        return;
+    }
+    let read = async {
+        let source = mailbox_source(store, mailbox).await?;
+        let mut updates = Vec::new();
+        for record in store.get_entities(EntityKind::Contact, &ids).await? {
+            let responsible = record.responsible.clone();
+            let data = serde_json::to_value(crate::http::entities::Entity::from(record))
+                .map_err(|e| StoreError::Corrupt(format!("an entity as JSON: {e}")))?;
+            updates.push(card_update(&source, data, responsible));
+        }
+        Ok::<_, StoreError>(updates)
+    };
+    match read.await {
+        Ok(updates) => updates.into_iter().for_each(|u| events.publish_record(u)),
+        Err(e) => {
+            tracing::warn!(error = %e, mailbox = %mailbox.id, "webhooks: cannot read the contacts of vCards")
+        }
+    }
+}
+
 /// Tells this node's webhooks what the intake did with these messages; a message
 /// collected before (`email: None`) was announced then.
 pub async fn announce_mail(store: &Store, events: &EventBus, outcomes: &[EmailOutcome]) {
@@ -63,6 +122,22 @@ pub async fn announce_mail(store: &Store, events: &EventBus, outcomes: &[EmailOu
 pub async fn announce_import(store: &Store, created: &[EntityRef], updated: &[EntityRef]) {
     if let Err(e) = write_import(store, created, updated).await {
         tracing::error!(error = %e, "webhooks: could not write the deliveries of an import");
+    }
+}
+
+/// Announces what the intake of a call logged by the journal's replay wrote, exactly as
+/// a live call's intake is (`http::calls::intake_records`, A1), but straight to the
+/// outbox: at start the replay runs before the webhook task follows the event bus, and
+/// it may log many calls at once, which would outrun the dispatcher. A failed read or
+/// write is logged: the call stands.
+pub async fn announce_replayed(store: &Store, outcome: &EventOutcome) {
+    let records = crate::http::calls::intake_records(store, outcome).await;
+    if records.is_empty() {
+        return;
+    }
+    if let Err(e) = super::delivery::dispatch_records(store, &records).await {
+        tracing::error!(error = %e, call_id = %outcome.call.call_id,
+            "webhooks: could not write the deliveries of a replayed call");
     }
 }
 
@@ -156,13 +231,17 @@ async fn source(store: &Store, email: &EmailRecord) -> Result<Source, StoreError
     let Some(id) = &email.mailbox else {
         return Ok(Source::Forward);
     };
-    let mailbox = match store.get_mailbox(id).await {
-        Ok(mailbox) => mailbox,
-        Err(StoreError::NotFound { .. }) => return Ok(Source::Forward),
-        Err(e) => return Err(e),
-    };
+    match store.get_mailbox(id).await {
+        Ok(mailbox) => mailbox_source(store, &mailbox).await,
+        Err(StoreError::NotFound { .. }) => Ok(Source::Forward),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whose a mailbox's mail is: its owner's, or its queue's members'.
+async fn mailbox_source(store: &Store, mailbox: &MailboxRecord) -> Result<Source, StoreError> {
     Ok(match mailbox.kind {
-        MailboxKind::Personal => Source::Personal(mailbox.owner),
+        MailboxKind::Personal => Source::Personal(mailbox.owner.clone()),
         MailboxKind::Company => Source::Company(match &mailbox.queue {
             Some(queue) => store
                 .queue_state(queue)
@@ -224,6 +303,30 @@ mod tests {
             (vec![user("anna")], Others::ByEntities),
             "on the CRM, also who may see its entities"
         );
+    }
+
+    #[test]
+    fn e3_a_vcards_contact_goes_to_the_mailboxs_owner_and_who_may_see_it() {
+        let data = serde_json::json!({"id": "c1"});
+        let personal = card_update(
+            &Source::Personal(Some(user("anna"))),
+            data.clone(),
+            Some(user("anna")),
+        );
+        assert_eq!(personal.event, "contact.created");
+        assert_eq!(personal.readers, [user("anna")]);
+        assert_eq!(personal.others, Others::ByEntities);
+        assert_eq!(personal.responsibles, [Some(user("anna"))]);
+        let company = card_update(
+            &Source::Company(vec![user("anna"), user("ben")]),
+            data,
+            None,
+        );
+        assert!(
+            company.readers.is_empty(),
+            "not the whole queue: who may see the contact"
+        );
+        assert_eq!(company.others, Others::ByEntities);
     }
 
     #[test]

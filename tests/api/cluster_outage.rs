@@ -176,7 +176,7 @@ async fn a_call_write_that_finds_the_database_stopped_is_journaled_and_replayed(
     let dir = tempfile::tempdir().unwrap();
     store.attach_journal(Journal::open(dir.path()).unwrap());
     let cancel = tokio_util::sync::CancellationToken::new();
-    let replay = tokio::spawn(journal::run(store.clone(), cancel.clone()));
+    let replay = tokio::spawn(journal::run(store.clone(), cancel.clone(), |_| async {}));
     let event = |kind, at| CallEvent {
         call_id: "outage-call-1".to_owned(),
         event: kind,

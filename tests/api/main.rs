@@ -43,6 +43,7 @@ mod postgres;
 mod presence;
 mod privacy;
 mod queueing;
+mod replay_webhooks;
 mod scenarios;
 mod session;
 mod sip;

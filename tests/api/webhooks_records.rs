@@ -489,3 +489,111 @@ async fn a1_mail_at_the_forward_address_announces_the_message_and_what_it_create
     assert_eq!(hit.json()["data"]["id"], marker["id"]);
     app.stop().await;
 }
+
+/// A1, E3: a vCard attached to mail in Anna's personal mailbox (Dovecot, over IMAP)
+/// becomes her contact: her webhook and the admin's are told of the contact first, then
+/// of the message on it and its activity; Ben's of none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a1_e3_a_vcard_in_collected_mail_announces_its_contact_to_the_mailboxs_audience() {
+    use crate::common::dovecot::{DOMAIN, Dovecot};
+    let app = spawn_with_loopback_receivers(None).await;
+    let mut receiver = Receiver::start().await;
+    let anna = app
+        .create_user("Anna", "anna@example.com", "agent", "101")
+        .await;
+    let ben = app
+        .create_user("Ben", "ben@example.com", "agent", "102")
+        .await;
+    let (anna_token, ben_token) = (app.token_for(&anna).await, app.token_for(&ben).await);
+    for (token, name) in [
+        (&app.admin, "admin"),
+        (&anna_token, "anna"),
+        (&ben_token, "ben"),
+    ] {
+        create_hook(
+            &app,
+            token,
+            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
+        )
+        .await;
+    }
+    let dovecot = Dovecot::start();
+    let (status, mailbox) = app
+        .request(
+            Method::POST,
+            "/api/v1/mailboxes",
+            Some(&anna_token),
+            Some(json!({
+                "name": "Anna", "kind": "personal", "host": "127.0.0.1",
+                "port": dovecot.imap_port(), "security": "none", "username": "alice",
+                "password": dovecot.password("alice"), "address": format!("alice@{DOMAIN}"),
+                "check": "idle", "sync_window_days": null,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{mailbox}");
+    let mailbox = mailbox["id"].as_str().unwrap().to_owned();
+    crate::common::wait_until(
+        std::time::Duration::from_secs(20),
+        "the mailbox to wait with IDLE",
+        || async {
+            let value = app.get_ok(&format!("/api/v1/mailboxes/{mailbox}")).await;
+            (value["state"] == "idle").then_some(())
+        },
+    )
+    .await;
+    let card = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Karla Kunde\r\nORG:Kunde AG\r\n\
+                EMAIL;TYPE=work:karla@kunde.example\r\nTEL;TYPE=work:+49 30 1234567\r\nEND:VCARD\r\n";
+    let with_card = format!(
+        "From: Karla <karla@kunde.example>\r\nTo: <alice@{DOMAIN}>\r\nSubject: Visitenkarte\r\n\
+         Message-ID: <vc-hook@kunde.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\nMeine Karte anbei.\r\n--b\r\n\
+         Content-Type: text/vcard; name=\"karla.vcf\"\r\n\
+         Content-Disposition: attachment; filename=\"karla.vcf\"\r\n\r\n{card}--b--\r\n"
+    );
+    dovecot.deliver("alice", with_card.as_bytes()).await;
+
+    for name in ["admin", "anna"] {
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "contact.created", "{name}: {:?}", hit.json());
+        let contact = hit.json()["data"].clone();
+        assert_eq!(contact["name"], "Karla Kunde", "{contact}");
+        assert_eq!(contact["responsible"], json!(anna), "{contact}");
+        assert_eq!(
+            contact["emails"],
+            json!(["karla@kunde.example"]),
+            "{contact}"
+        );
+        assert_eq!(
+            app.get_ok(&format!(
+                "/api/v1/contacts/{}",
+                contact["id"].as_str().unwrap()
+            ))
+            .await,
+            contact,
+            "the contact as GET /contacts/{{id}} shows it"
+        );
+        let contact_ref = format!("contact:{}", contact["id"].as_str().unwrap());
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "email.ingested", "{name}: {:?}", hit.json());
+        assert_eq!(hit.json()["data"]["entities"], json!([contact_ref]));
+        let hit = receiver.next(name).await;
+        assert_eq!(hit.event, "activity.created", "{name}: {:?}", hit.json());
+    }
+
+    // Ben's next delivery is a later record of his own: nothing of Anna's contact first.
+    let (status, marker) = app
+        .request(
+            Method::POST,
+            "/api/v1/leads",
+            Some(&app.admin),
+            Some(json!({"name": "Walk-in", "responsible": ben})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{marker}");
+    let hit = receiver.next("ben").await;
+    assert_eq!(hit.event, "lead.created", "{:?}", hit.json());
+    assert_eq!(hit.json()["data"]["id"], marker["id"]);
+    app.stop().await;
+}
