@@ -293,10 +293,13 @@ impl App {
             media: Some(media.clone()),
             data_dir: config.data_dir.clone(),
             sip_proxy: config.sip_proxy,
-            api_base: config
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{http_addr}")),
+            api_base: config.public_url.clone().unwrap_or_else(|| {
+                crate::config::default_public_url(
+                    http_addr,
+                    https.as_ref().map(|(_, addr, _)| *addr),
+                    rustix::system::uname().nodename().to_str().ok(),
+                )
+            }),
         });
         registrar.b2bua = Some(b2bua.clone());
         let registrar = Arc::new(registrar);

@@ -84,7 +84,7 @@ pub struct Config {
     /// number's queue and the CRM link completes afterwards.
     pub call_lookup_budget: std::time::Duration,
     /// The address agents reach the API at (`https://crm.example.com`), for links put in
-    /// SIP messages (`Call-Info`); default `http://<http address>`.
+    /// SIP messages (`Call-Info`); default [`default_public_url`].
     pub public_url: Option<String>,
     /// SMTP/LMTP listener of the forward/BCC address (E16).
     pub smtp: SocketAddr,
@@ -529,6 +529,50 @@ fn https_setting(
     Some(addr)
 }
 
+/// The base of the links the gateway gives out when `public_url` is not set, from the
+/// addresses actually bound. With HTTPS on, links go there: a link followed over plain
+/// HTTP would carry the agent's session in clear text. A wildcard bind address
+/// (`0.0.0.0`, `::`) is no host a client can reach, so the machine's host name stands in
+/// for it; without a usable one the address is kept as bound, as before.
+pub fn default_public_url(
+    http: SocketAddr,
+    https: Option<SocketAddr>,
+    host_name: Option<&str>,
+) -> String {
+    let (scheme, addr, scheme_port) = match https {
+        Some(addr) => ("https", addr, 443),
+        None => ("http", http, 80),
+    };
+    let host = match host_name.filter(|name| addr.ip().is_unspecified() && is_host_name(name)) {
+        Some(name) => name.to_owned(),
+        None => match addr.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        },
+    };
+    if addr.port() == scheme_port {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}:{}", addr.port())
+    }
+}
+
+/// RFC 1123 host names only: anything else (an empty or odd `uname` node name) would make
+/// a link no client can follow.
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 impl Config {
     /// Defaults for tests and embedding: everything under `data_dir`, HTTP on `http`, SIP
     /// on port 0 of loopback (any free port).
@@ -744,6 +788,46 @@ mod tests {
             };
             assert!(problems[0].starts_with(problem), "{problems:?}");
         }
+    }
+
+    #[test]
+    fn public_url_defaults_to_https_when_it_is_on() {
+        let http: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let https: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert_eq!(
+            default_public_url(http, None, Some("crm")),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            default_public_url(http, Some(https), Some("crm")),
+            "https://127.0.0.1:8443"
+        );
+    }
+
+    #[test]
+    fn public_url_names_the_host_for_a_wildcard_bind() {
+        let http: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let https: SocketAddr = "[::]:443".parse().unwrap();
+        assert_eq!(
+            default_public_url(http, None, Some("crm.example.com")),
+            "http://crm.example.com:8080"
+        );
+        assert_eq!(
+            default_public_url(http, Some(https), Some("crm")),
+            "https://crm",
+            "the scheme's own port is left out"
+        );
+        for unusable in [None, Some(""), Some("has space"), Some("-x"), Some("a..b")] {
+            assert_eq!(
+                default_public_url(http, Some(https), unusable),
+                "https://[::]",
+                "{unusable:?}"
+            );
+        }
+        assert_eq!(
+            default_public_url("[::1]:80".parse().unwrap(), None, Some("crm")),
+            "http://[::1]"
+        );
     }
 
     #[test]

@@ -82,7 +82,8 @@ struct Cli {
     /// Milliseconds the CRM lookup may delay routing a call (default 200).
     #[arg(long, global = true, env = "LEADLINE_CALL_LOOKUP_BUDGET_MS")]
     call_lookup_budget_ms: Option<u64>,
-    /// Public base URL of the API, for links in SIP messages (Call-Info).
+    /// Public base URL of the API, for links in SIP messages (Call-Info); default the
+    /// HTTPS address when HTTPS is on, else the HTTP address.
     #[arg(long, global = true, env = "LEADLINE_PUBLIC_URL")]
     public_url: Option<String>,
     /// SMTP/LMTP listener of the forward/BCC address (default 0.0.0.0:2525).

@@ -171,23 +171,46 @@ pub fn outbox_marks(plan: &ErasurePlan) -> Vec<String> {
     marks
 }
 
-/// A lower-case `LIKE` pattern (with `\` as its escape) for `text` anywhere in a
-/// lower-cased column: `%`, `_` and `\` in `text` match only themselves.
+/// A `LIKE` pattern (with `\\` as its escape) that finds `text` anywhere in a column put
+/// through SQL's `LOWER`, and may find more: [`holds_mark`] decides. `%`, `_` and `\\` in
+/// `text` match only themselves. SQLite's `LOWER` and `LIKE` fold ASCII letters only, and
+/// PostgreSQL's `LOWER` others only under a Unicode `LC_CTYPE`, so each run of non-ASCII
+/// characters becomes `%`: `JÖRG` in a body is a candidate for `jörg`, and so is a letter
+/// whose folding changes its length (`STRASSE` for `straße`). Over-selecting costs a
+/// parse; missing would leave the person's data in the outbox.
 pub fn like_anywhere(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 2);
     pattern.push('%');
-    for c in text.to_lowercase().chars() {
+    // Whether the pattern ends in a wildcard `%` (not an escaped one): runs collapse.
+    let mut wild = true;
+    for c in text.chars() {
+        if !c.is_ascii() {
+            if !wild {
+                pattern.push('%');
+                wild = true;
+            }
+            continue;
+        }
         if matches!(c, '%' | '_' | '\\') {
             pattern.push('\\');
         }
-        pattern.push(c);
+        pattern.push(c.to_ascii_lowercase());
+        wild = false;
     }
-    pattern.push('%');
+    if !wild {
+        pattern.push('%');
+    }
     pattern
 }
 
+/// Full Unicode case folding, the form marks and bodies are compared in: `JÖRG` and
+/// `jörg`, `STRASSE` and `straße` are the same.
+fn fold(text: &str) -> String {
+    unicase::UniCase::new(text).to_folded_case()
+}
+
 /// Whether a delivery's `body` (its JSON as sent) holds `mark` (an id, an E.164 number or
-/// a lower-case address) on its own, in any letter case. `LIKE` only finds candidates:
+/// a lower-case address) on its own, in any letter case (Unicode's, not only ASCII's). `LIKE` only finds candidates:
 /// another person's number that merely begins with the person's (`+49305550123` in
 /// `+493055501234`), or an address that ends with theirs, is not theirs, and their
 /// address after an escaped line break (`\ngreta@…`) is. So each string of the JSON is
@@ -204,7 +227,7 @@ pub fn holds_mark(body: &str, mark: &str) -> bool {
             _ => {}
         }
     }
-    let mark = mark.to_lowercase();
+    let mark = fold(mark);
     if mark.is_empty() {
         return false;
     }
@@ -212,10 +235,10 @@ pub fn holds_mark(body: &str, mark: &str) -> bool {
         Ok(value) => {
             let mut found = Vec::new();
             strings(&value, &mut found);
-            found.iter().any(|s| holds_word(&s.to_lowercase(), &mark))
+            found.iter().any(|s| holds_word(&fold(s), &mark))
         }
         // Not JSON (never written so): the text as it is, erring towards deleting.
-        Err(_) => body.to_lowercase().contains(&mark),
+        Err(_) => fold(body).contains(&mark),
     }
 }
 
@@ -362,8 +385,43 @@ mod tests {
             assert!(!holds_mark(other, "greta@kunde.example"), "{other}");
         }
         assert!(holds_mark(r#"{"entity":"contact:c1"}"#, "c1"));
+        assert!(holds_mark(r#"{"entity":"contact:C1"}"#, "c1"));
         assert!(holds_mark("not json, c1 here", "c1"));
         assert!(!holds_mark(call, ""));
+    }
+
+    #[test]
+    fn m3_the_outbox_pattern_over_selects_non_ascii_letters_rather_than_miss_them() {
+        assert_eq!(like_anywhere("jörg@example.com"), "%j%rg@example.com%");
+        assert_eq!(like_anywhere("JÖRG@Example.com"), "%j%rg@example.com%");
+        assert_eq!(like_anywhere("øyvind@ærø.dk"), "%yvind@%r%.dk%");
+        assert_eq!(like_anywhere("straße"), "%stra%e%");
+        assert_eq!(like_anywhere("ö_%\\ü"), "%\\_\\%\\\\%");
+        assert_eq!(like_anywhere("jörg%"), "%j%rg\\%%");
+    }
+
+    #[test]
+    fn m3_a_mark_is_found_in_any_unicode_capitals_and_only_its_own() {
+        let body = r#"{"data":{"from":"Jörg <JÖRG@Example.com>"}}"#;
+        assert!(holds_mark(body, "jörg@example.com"));
+        assert!(holds_mark(body, "JÖRG@EXAMPLE.COM"));
+        assert!(!holds_mark(body, "jürg@example.com"));
+        assert!(!holds_mark(
+            r#"{"from":"JÄRG@Example.com"}"#,
+            "jörg@example.com"
+        ));
+        assert!(
+            holds_mark(
+                r#"{"from":"STRASSE@Kunde.example"}"#,
+                "straße@kunde.example"
+            ),
+            "folding may change the length"
+        );
+        assert!(holds_mark(r#"{"from":"ΣΊΣΥΦΟΣ@x.gr"}"#, "σίσυφος@x.gr"));
+        assert!(!holds_mark(
+            r#"{"from":"xJÖRG@Example.com"}"#,
+            "jörg@example.com"
+        ));
     }
 
     fn found() -> Found {

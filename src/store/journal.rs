@@ -15,14 +15,16 @@
 //! through the same paths as a live write ((call, event) once, M7 claims), so a record
 //! applied twice (a crash mid-replay, a write that reached the database before its error)
 //! changes nothing. A call the replay logs is handed to the caller of [`run`] (the
-//! webhooks' announcement), once. What is applied is checkpointed (`calls.offset`); once every record is
+//! webhooks' announcement), once. What is applied is checkpointed: in memory at once, in
+//! `calls.offset` by the writer thread at most every [`ahead::CHECKPOINT_EVERY`] and at
+//! shutdown (a file behind only replays lines already applied); once every record is
 //! applied the file is emptied. A record the database refuses for good is moved to
 //! `rejected.jsonl` and the replay goes on.
 
 mod ahead;
 mod record;
 
-use ahead::{Commit, WriteAhead};
+use ahead::{Commit, WriteAhead, checkpoint_wait};
 pub use record::{CallWrite, Recording, is_unreachable};
 
 use std::fs::{File, OpenOptions};
@@ -30,7 +32,7 @@ use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc as std_mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -67,6 +69,8 @@ struct Shared {
     synced: AtomicU64,
     /// How far the file is applied (the checkpoint); moved only under `ahead`'s lock.
     applied: AtomicU64,
+    /// The checkpoint moved since the writer last wrote its file.
+    checkpoint_behind: AtomicBool,
     /// The write-ahead lines past the checkpoint. Its lock also orders every move of the
     /// checkpoint and its file.
     ahead: std::sync::Mutex<WriteAhead>,
@@ -117,6 +121,10 @@ enum Command {
         upto: u64,
         reply: oneshot::Sender<io::Result<bool>>,
     },
+    /// The checkpoint moved while its file was up to date: the writer times its write.
+    Checkpoint,
+    /// Writes the checkpoint's file now (shutdown).
+    Flush { reply: oneshot::Sender<()> },
 }
 
 /// What `/readyz` says of the journal.
@@ -176,6 +184,7 @@ impl Journal {
             records: AtomicU64::new(0),
             synced: AtomicU64::new(len),
             applied: AtomicU64::new(applied),
+            checkpoint_behind: AtomicBool::new(false),
             ahead: std::sync::Mutex::default(),
             wake: Notify::new(),
         });
@@ -186,6 +195,7 @@ impl Journal {
             file: None,
             len,
             shared: shared.clone(),
+            checkpoint_written: None,
         };
         std::thread::Builder::new()
             .name("leadline-journal".to_owned())
@@ -281,12 +291,21 @@ impl Journal {
         }
     }
 
-    /// Sets the checkpoint; called with `ahead`'s lock held, so that the file always
-    /// holds the last value.
+    /// Sets the checkpoint; called with `ahead`'s lock held. Its file is the writer's to
+    /// write, woken here if it was up to date ([`checkpoint_wait`]).
     fn move_checkpoint(&self, to: u64) {
         self.shared.applied.store(to, Ordering::Release);
-        if let Err(err) = std::fs::write(self.dir.join(CHECKPOINT), to.to_string()) {
-            tracing::warn!(%err, "cannot keep the call journal's checkpoint");
+        if !self.shared.checkpoint_behind.swap(true, Ordering::AcqRel) {
+            let _ = self.appender.send(Command::Checkpoint);
+        }
+    }
+
+    /// Writes the checkpoint's file if it is behind, and waits for it: at shutdown, so
+    /// that the next start replays nothing already applied.
+    pub(super) async fn flush(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.appender.send(Command::Flush { reply }).is_ok() {
+            let _ = done.await;
         }
     }
 
@@ -402,11 +421,29 @@ struct Writer {
     file: Option<File>,
     len: u64,
     shared: Arc<Shared>,
+    /// When the checkpoint's file was last written in this run.
+    checkpoint_written: Option<Instant>,
 }
 
 impl Writer {
     fn run(mut self, commands: std_mpsc::Receiver<Command>) {
-        while let Ok(first) = commands.recv() {
+        loop {
+            let behind = self.shared.checkpoint_behind.load(Ordering::Acquire);
+            let since = self.checkpoint_written.map(|at| at.elapsed());
+            let first = match checkpoint_wait(behind, since) {
+                None => commands.recv().ok(),
+                Some(wait) if wait.is_zero() => {
+                    self.write_checkpoint();
+                    continue;
+                }
+                Some(wait) => match commands.recv_timeout(wait) {
+                    Ok(command) => Some(command),
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            // Every sender is gone: the journal is dropped.
+            let Some(first) = first else { break };
             // Everything waiting is appended with one write and one fsync.
             let mut group = vec![first];
             group.extend(commands.try_iter());
@@ -418,9 +455,31 @@ impl Writer {
                         self.append_group(std::mem::take(&mut appends));
                         let _ = reply.send(self.truncate(upto));
                     }
+                    Command::Checkpoint => {}
+                    Command::Flush { reply } => {
+                        self.write_checkpoint();
+                        let _ = reply.send(());
+                    }
                 }
             }
             self.append_group(appends);
+        }
+        self.write_checkpoint();
+    }
+
+    /// Writes the checkpoint's file if the checkpoint moved since. Not synced, and not
+    /// under `ahead`'s lock: the checkpoint only grows between truncations (which this
+    /// thread does), so a value read here and written late is at worst behind, and
+    /// `checkpoint_behind`, set again by the move, brings the newer one.
+    fn write_checkpoint(&mut self) {
+        if !self.shared.checkpoint_behind.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let to = self.shared.applied.load(Ordering::Acquire);
+        self.checkpoint_written = Some(Instant::now());
+        if let Err(err) = std::fs::write(self.dir.join(CHECKPOINT), to.to_string()) {
+            tracing::warn!(%err, "cannot keep the call journal's checkpoint");
+            self.shared.checkpoint_behind.store(true, Ordering::Release);
         }
     }
 
@@ -534,6 +593,8 @@ impl Writer {
         ahead.clear();
         shared.synced.store(0, Ordering::Release);
         shared.applied.store(0, Ordering::Release);
+        // No file reads as 0, the checkpoint now.
+        shared.checkpoint_behind.store(false, Ordering::Release);
         match std::fs::remove_file(self.dir.join(CHECKPOINT)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -964,6 +1025,7 @@ mod tests {
         let (from, bytes) = journal.unapplied().unwrap();
         let first = &record::decode(&bytes, from)[0];
         journal.applied(first.start, first.end, Replayed::Journaled);
+        journal.flush().await;
         drop(journal);
 
         // A crash in the middle of an append leaves a torn line: set aside at the start.
@@ -1014,8 +1076,10 @@ mod tests {
             "nor do they put later writes in the journal"
         );
         journal.committed(b);
+        journal.flush().await;
         assert_eq!(read_checkpoint(dir.path()), 0, "a is still in flight");
         journal.committed(a);
+        journal.flush().await;
         assert_eq!(read_checkpoint(dir.path()), c, "past a and b");
         assert_eq!(unapplied_ids(&journal), ["c"]);
         drop(journal);
@@ -1041,10 +1105,47 @@ mod tests {
         journal.applied(line.start, line.end, Replayed::Journaled);
         assert_eq!(journal.state().records, 0);
         journal.committed(a);
+        journal.flush().await;
         assert_eq!(
             read_checkpoint(dir.path()),
             line.end,
             "a late commit changes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_checkpoint_file_follows_without_a_flush_and_when_the_journal_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let a = journal.append_ahead(&queue_write("a")).await.unwrap();
+        let b = journal.append_ahead(&queue_write("b")).await.unwrap();
+        let c = journal.append_ahead(&queue_write("c")).await.unwrap();
+        journal.committed(a);
+        assert_eq!(journal.shared.applied.load(Ordering::Acquire), b);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Written by the writer thread on its own, within its interval.
+        while read_checkpoint(dir.path()) != b {
+            assert!(
+                Instant::now() < deadline,
+                "the checkpoint's file stayed behind"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        journal.committed(b);
+        assert_eq!(journal.shared.applied.load(Ordering::Acquire), c);
+        drop(journal);
+        while read_checkpoint(dir.path()) != c {
+            assert!(
+                Instant::now() < deadline,
+                "the journal dropped without its checkpoint"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let journal = Journal::open(dir.path()).unwrap();
+        assert_eq!(
+            unapplied_ids(&journal),
+            ["c"],
+            "only the line in flight is left"
         );
     }
 }

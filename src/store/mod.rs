@@ -492,7 +492,11 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the call journal's checkpoint out and closes the pools.
     pub async fn close(&self) {
+        if let Some(journal) = self.journal.get() {
+            journal.flush().await;
+        }
         self.write.close().await;
         self.read.close().await;
     }

@@ -543,6 +543,78 @@ async fn m7_erasure_on_postgresql() {
     app.stop().await;
 }
 
+/// Erasing `jörg@example.com` takes the delivery owed that names `JÖRG@Example.com` and
+/// keeps the one naming `JÄRG@Example.com`, which the database's ASCII-only `LOWER` and
+/// `LIKE` also offer as a candidate (M3: addresses compared in any capitals, non-ASCII
+/// ones too; M7: nothing owed names the erased person).
+async fn erasure_purges_the_address_in_non_ascii_capitals(app: &TestApp, db: &sqlx::AnyPool) {
+    let contact = app
+        .post_ok(
+            "/api/v1/contacts",
+            json!({"name": "Jörg Überall", "emails": ["jörg@example.com"]}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hook = app
+        .post_ok(
+            "/api/v1/webhooks",
+            json!({"url": "https://crm.example.com/leadline", "events": ["email.ingested"]}),
+            StatusCode::CREATED,
+        )
+        .await;
+    for (id, from) in [
+        ("owed-jarg", "JÄRG@Example.com"),
+        ("owed-jorg", "Jörg <JÖRG@Example.com>"),
+    ] {
+        sqlx::query(
+            "INSERT INTO webhook_outbox \
+             (id, webhook_id, event, body, created_at, claimed_by, claimed_until) \
+             VALUES ($1, $2, 'email.ingested', $3, 0, 'another-node', $4)",
+        )
+        .bind(id)
+        .bind(hook["id"].as_str().unwrap().to_owned())
+        .bind(json!({"event": "email.ingested", "data": {"from": from}}).to_string())
+        .bind(i64::MAX)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    assert_eq!(owed(db).await, ["owed-jarg", "owed-jorg"]);
+    erase(app, &format!("contact:{contact}")).await;
+    assert_eq!(
+        owed(db).await,
+        ["owed-jarg"],
+        "the delivery naming the person in capitals is gone, the other address's stays"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m3_m7_erasure_purges_deliveries_naming_the_address_in_non_ascii_capitals() {
+    let app = TestApp::spawn().await;
+    let db = outbox_db(&format!(
+        "sqlite:{}",
+        app.data_dir().join("leadline.db").display()
+    ))
+    .await;
+    erasure_purges_the_address_in_non_ascii_capitals(&app, &db).await;
+    db.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m3_m7_erasure_purges_deliveries_naming_the_address_in_non_ascii_capitals_on_postgresql() {
+    let server = crate::common::postgres::PgServer::shared();
+    let url = server.create_database("privacy_erase_capitals").await;
+    let db = outbox_db(&url).await;
+    let app = TestApp::spawn_with(|config, _| config.database_url = url).await;
+    erasure_purges_the_address_in_non_ascii_capitals(&app, &db).await;
+    db.close().await;
+    app.stop().await;
+}
+
 /// An erasure a crash interrupted after its plan was written is finished at the next
 /// start, and erasing a lead takes the lead alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

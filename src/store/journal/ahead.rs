@@ -1,11 +1,32 @@
 //! Write-ahead bookkeeping: which opening events appended ahead of their database commit
-//! are still in flight, and how far the journal's checkpoint may move past them.
+//! are still in flight, how far the journal's checkpoint may move past them, and when the
+//! checkpoint's file is next written.
 //!
-//! Pure: offsets in, offsets out. The journal file is a sequence of lines; a write-ahead
+//! Pure: offsets and durations in, offsets and durations out. The journal file is a sequence of lines; a write-ahead
 //! line is known here by where it starts and ends until the checkpoint passes it. A line
 //! not known here is a journaled write the replay applies.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The checkpoint's file is written at most this often: every commit moves the checkpoint
+/// in memory, and one small file write per commit cost more than the commit's share of
+/// its group fsync.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// How long the writer may wait before it writes the checkpoint's file: `None`, as long
+/// as it likes (the file holds the checkpoint); zero, now. `since_written`: how long ago
+/// it was last written, `None` if never in this run. A file behind the checkpoint is safe
+/// (a crash replays lines already committed, which the exactly-once paths ignore), so
+/// the wait only bounds how many are replayed.
+pub fn checkpoint_wait(behind: bool, since_written: Option<Duration>) -> Option<Duration> {
+    if !behind {
+        return None;
+    }
+    Some(since_written.map_or(Duration::ZERO, |since| {
+        CHECKPOINT_EVERY.saturating_sub(since)
+    }))
+}
 
 /// What one tracked line's commit has reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +131,29 @@ mod tests {
         assert_eq!(ahead.state(10), None);
         // The replay applies the journaled line and moves on to where the next one starts.
         assert_eq!(ahead.advance(25), 40);
+    }
+
+    #[test]
+    fn the_checkpoint_file_is_written_at_most_once_per_interval() {
+        assert_eq!(checkpoint_wait(false, None), None, "nothing to write");
+        assert_eq!(checkpoint_wait(false, Some(Duration::ZERO)), None);
+        assert_eq!(
+            checkpoint_wait(true, None),
+            Some(Duration::ZERO),
+            "the first move is written at once"
+        );
+        assert_eq!(
+            checkpoint_wait(true, Some(Duration::from_millis(30))),
+            Some(Duration::from_millis(70))
+        );
+        assert_eq!(
+            checkpoint_wait(true, Some(CHECKPOINT_EVERY)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            checkpoint_wait(true, Some(Duration::from_secs(5))),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
