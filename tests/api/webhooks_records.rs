@@ -29,6 +29,28 @@ async fn line(app: &TestApp, number: &str, member: &str) {
     .await;
 }
 
+/// A webhook following every record event for the admin, Anna and Ben, each delivering
+/// to its own path on `receiver` (`hook/admin`, `hook/anna`, `hook/ben`).
+async fn hooks_for_admin_anna_and_ben(
+    app: &TestApp,
+    receiver: &Receiver,
+    anna_token: &str,
+    ben_token: &str,
+) {
+    for (token, name) in [
+        (app.admin.as_str(), "admin"),
+        (anna_token, "anna"),
+        (ben_token, "ben"),
+    ] {
+        create_hook(
+            app,
+            token,
+            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
+        )
+        .await;
+    }
+}
+
 async fn ringing(app: &TestApp, call_id: &str, from: &str, to: &str) -> Value {
     app.post_ok(
         "/api/v1/calls/events",
@@ -339,18 +361,7 @@ async fn a1_a_call_through_the_b2bua_announces_its_lead_and_activity_once() {
         app.token_for(&line.anna).await,
         app.token_for(&line.ben).await,
     );
-    for (token, name) in [
-        (&app.admin, "admin"),
-        (&anna_token, "anna"),
-        (&ben_token, "ben"),
-    ] {
-        create_hook(
-            &app,
-            token,
-            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
-        )
-        .await;
-    }
+    hooks_for_admin_anna_and_ben(&app, &receiver, &anna_token, &ben_token).await;
     let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
     let anna_answers = anna_phone.expect_call("agent_answer.xml");
     let (ok, carrier) = carrier_call(&app, "carrier_call.xml", &[]).finish().await;
@@ -409,18 +420,7 @@ async fn a1_mail_at_the_forward_address_announces_the_message_and_what_it_create
         .create_user("Ben", "ben@example.com", "agent", "102")
         .await;
     let (anna_token, ben_token) = (app.token_for(&anna).await, app.token_for(&ben).await);
-    for (token, name) in [
-        (&app.admin, "admin"),
-        (&anna_token, "anna"),
-        (&ben_token, "ben"),
-    ] {
-        create_hook(
-            &app,
-            token,
-            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
-        )
-        .await;
-    }
+    hooks_for_admin_anna_and_ben(&app, &receiver, &anna_token, &ben_token).await;
     let address = app.get_ok("/api/v1/settings/forward").await["address"]
         .as_str()
         .unwrap()
@@ -505,18 +505,7 @@ async fn a1_e3_a_vcard_in_collected_mail_announces_its_contact_to_the_mailboxs_a
         .create_user("Ben", "ben@example.com", "agent", "102")
         .await;
     let (anna_token, ben_token) = (app.token_for(&anna).await, app.token_for(&ben).await);
-    for (token, name) in [
-        (&app.admin, "admin"),
-        (&anna_token, "anna"),
-        (&ben_token, "ben"),
-    ] {
-        create_hook(
-            &app,
-            token,
-            json!({"url": receiver.url("hook", name), "events": RECORD_EVENTS}),
-        )
-        .await;
-    }
+    hooks_for_admin_anna_and_ben(&app, &receiver, &anna_token, &ben_token).await;
     let dovecot = Dovecot::start();
     let (status, mailbox) = app
         .request(
