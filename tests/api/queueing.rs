@@ -345,23 +345,8 @@ async fn t9_three_waiting_callers_are_served_in_arrival_order() {
     let line = line(&app, 20).await;
     let queue = queue_id(&app).await;
     presence(&app, &line.ben, "offline").await;
-    // Anna talks 5 s a call: the three callers must all be queued while she talks to
-    // the first, and on a loaded machine each SIPp run takes a while to start. Her four
-    // calls and the last caller's wait then outlast SIPp's usual 40 s bound: these runs
-    // get 120 s (SIPp keeps the last -timeout given).
-    let anna_phone = Phone::register(&app, "101", "pw-101-secret").await;
-    let anna = Sipp::start(
-        "agent_talk_hang_up.xml",
-        anna_phone.port,
-        None,
-        &["-m", "4", "-d", "5000", "-timeout", "120s"],
-    );
-    let first = carrier_call_from(
-        &app,
-        FIRST,
-        "carrier_call_hung_up.xml",
-        &["-timeout", "120s"],
-    );
+    let anna = agent_phone(&app, "101", 4, 1500).await;
+    let first = carrier_call_from(&app, FIRST, "carrier_call_hung_up.xml", &[]);
     call_of(&app, FIRST, "Anna to answer", answered_by(&line.anna)).await;
     let mut callers = Vec::new();
     for (count, caller) in [SECOND, THIRD, FOURTH].into_iter().enumerate() {
@@ -369,7 +354,7 @@ async fn t9_three_waiting_callers_are_served_in_arrival_order() {
             &app,
             caller,
             "carrier_call_hung_up.xml",
-            &["-timeout", "120s"],
+            &[],
         ));
         let waiting_now = waiting(&app, &queue, count + 1).await;
         assert!(
