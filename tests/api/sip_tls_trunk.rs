@@ -261,30 +261,7 @@ async fn t2_t1_a_carrier_trunk_registers_and_calls_over_tls_and_a_foreign_certif
     assert!(registered["last_error"].is_null(), "{registered}");
 
     // The carrier's call for our number arrives on the registration's connection.
-    let anna = app
-        .post_ok(
-            "/api/v1/users",
-            json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
-                   "extension": "101", "sip_password": "pw-101-secret"}),
-            StatusCode::CREATED,
-        )
-        .await["id"]
-        .clone();
-    let queue = app
-        .post_ok(
-            "/api/v1/queues",
-            json!({"name": "Sales", "members": [anna]}),
-            StatusCode::CREATED,
-        )
-        .await["id"]
-        .clone();
-    app.post_ok(
-        "/api/v1/numbers",
-        json!({"number": NUMBER, "default_country": "DE", "queue": queue, "trunk": trunk,
-               "ring_timeout_s": 5}),
-        StatusCode::CREATED,
-    )
-    .await;
+    let anna = anna_in_sales_behind(&app, &trunk, json!({"ring_timeout_s": 5})).await;
     let carrier_at = carrier.addr;
     let sdp = format!(
         "v=0\r\no=carrier 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
@@ -347,30 +324,7 @@ async fn tls_line_without_registration(app: &TestApp, carrier_port: u16) -> Stri
         .await;
     assert_eq!(trunk["transport"], "tls", "{trunk}");
     let trunk = trunk["id"].as_str().expect("trunk id").to_owned();
-    let anna = app
-        .post_ok(
-            "/api/v1/users",
-            json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
-                   "extension": "101", "sip_password": "pw-101-secret"}),
-            StatusCode::CREATED,
-        )
-        .await["id"]
-        .clone();
-    let queue = app
-        .post_ok(
-            "/api/v1/queues",
-            json!({"name": "Sales", "members": [anna]}),
-            StatusCode::CREATED,
-        )
-        .await["id"]
-        .clone();
-    app.post_ok(
-        "/api/v1/numbers",
-        json!({"number": NUMBER, "default_country": "DE", "queue": queue, "trunk": trunk,
-               "directions": "both"}),
-        StatusCode::CREATED,
-    )
-    .await;
+    anna_in_sales_behind(app, &trunk, json!({"directions": "both"})).await;
     trunk
 }
 
@@ -504,4 +458,34 @@ async fn t13_a_call_out_to_a_tls_carrier_with_a_foreign_certificate_fails_with_t
         "the refused handshake is counted: {metrics}"
     );
     app.stop().await;
+}
+
+/// Agent Anna (extension 101) alone in the Sales queue behind our number on `trunk`, the
+/// number with `number_fields` besides; Anna's id.
+async fn anna_in_sales_behind(app: &TestApp, trunk: &str, number_fields: Value) -> Value {
+    let anna = app
+        .post_ok(
+            "/api/v1/users",
+            json!({"name": "Anna", "email": "anna@example.com", "role": "agent",
+                   "extension": "101", "sip_password": "pw-101-secret"}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .clone();
+    let queue = app
+        .post_ok(
+            "/api/v1/queues",
+            json!({"name": "Sales", "members": [&anna]}),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .clone();
+    let mut number = json!({"number": NUMBER, "default_country": "DE", "queue": queue,
+                            "trunk": trunk});
+    for (field, value) in number_fields.as_object().expect("an object") {
+        number[field] = value.clone();
+    }
+    app.post_ok("/api/v1/numbers", number, StatusCode::CREATED)
+        .await;
+    anna
 }
